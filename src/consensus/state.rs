@@ -1,0 +1,177 @@
+//! The replicated state of one VIP group, and the commands that change it. Pure: no I/O,
+//! no clock (timestamps come inside the commands, stamped by the proposer, for display
+//! only; no decision reads them).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How many history entries a group keeps; older ones are dropped so the state machine
+/// (and its snapshot) stays small however long the cluster runs.
+pub const HISTORY_LIMIT: usize = 500;
+
+/// What a node reports about itself. Only transitions are proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub healthy: bool,
+    pub link_up: bool,
+    /// Why the node is (un)healthy, for status; empty when there is nothing to say.
+    pub detail: String,
+}
+
+impl Default for NodeFacts {
+    fn default() -> Self {
+        Self { healthy: true, link_up: true, detail: String::new() }
+    }
+}
+
+/// A change to a group's replicated state. Every variant carries the wall-clock time of
+/// the proposer (unix milliseconds) so history reads the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A node's health/link facts changed.
+    ReportFacts { node: String, facts: NodeFacts, at_unix_ms: u64 },
+    /// `havip maintenance on|off NODE`.
+    SetMaintenance { node: String, on: bool, at_unix_ms: u64 },
+    /// `havip failover --to NODE` (Some) or `--clear` (None).
+    Pin { node: Option<String>, at_unix_ms: u64 },
+    /// The leader records that it became master of the group in `term`.
+    MasterChanged { node: String, term: u64, at_unix_ms: u64 },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::ReportFacts { node, facts, .. } => write!(
+                f,
+                "facts {node}: healthy={} link_up={}",
+                facts.healthy, facts.link_up
+            ),
+            Command::SetMaintenance { node, on, .. } => write!(f, "maintenance {node} {}", if *on { "on" } else { "off" }),
+            Command::Pin { node: Some(n), .. } => write!(f, "pin to {n}"),
+            Command::Pin { node: None, .. } => write!(f, "clear pin"),
+            Command::MasterChanged { node, term, .. } => write!(f, "master {node} (term {term})"),
+        }
+    }
+}
+
+/// What applying a command did; `changed` is false when it restated the current state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub changed: bool,
+}
+
+/// Per-node replicated facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub facts: NodeFacts,
+    pub maintenance: bool,
+    /// When the facts or maintenance last changed (proposer's unix ms).
+    pub since_unix_ms: u64,
+}
+
+impl Default for NodeState {
+    fn default() -> Self {
+        Self { facts: NodeFacts::default(), maintenance: false, since_unix_ms: 0 }
+    }
+}
+
+/// One line of `havip history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at_unix_ms: u64,
+    pub event: String,
+}
+
+/// The replicated state of one VIP group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub nodes: BTreeMap<String, NodeState>,
+    pub pin: Option<String>,
+    pub history: VecDeque<HistoryEntry>,
+}
+
+impl GroupState {
+    /// Applies one committed command. Deterministic: every replica ends in the same state.
+    pub fn apply(&mut self, command: &Command) -> CommandResult {
+        let changed = match command {
+            Command::ReportFacts { node, facts, at_unix_ms } => {
+                let state = self.nodes.entry(node.clone()).or_default();
+                let changed = state.facts != *facts;
+                if changed {
+                    state.facts = facts.clone();
+                    state.since_unix_ms = *at_unix_ms;
+                }
+                changed
+            }
+            Command::SetMaintenance { node, on, at_unix_ms } => {
+                let state = self.nodes.entry(node.clone()).or_default();
+                let changed = state.maintenance != *on;
+                if changed {
+                    state.maintenance = *on;
+                    state.since_unix_ms = *at_unix_ms;
+                }
+                changed
+            }
+            Command::Pin { node, .. } => {
+                let changed = self.pin != *node;
+                self.pin = node.clone();
+                changed
+            }
+            Command::MasterChanged { .. } => true,
+        };
+        if changed {
+            self.record(command);
+        }
+        CommandResult { changed }
+    }
+
+    fn record(&mut self, command: &Command) {
+        let at_unix_ms = match command {
+            Command::ReportFacts { at_unix_ms, .. }
+            | Command::SetMaintenance { at_unix_ms, .. }
+            | Command::Pin { at_unix_ms, .. }
+            | Command::MasterChanged { at_unix_ms, .. } => *at_unix_ms,
+        };
+        self.history.push_back(HistoryEntry { at_unix_ms, event: command.to_string() });
+        while self.history.len() > HISTORY_LIMIT {
+            self.history.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restating_facts_changes_nothing_and_adds_no_history() {
+        let mut state = GroupState::default();
+        let cmd = Command::ReportFacts { node: "gw-a".into(), facts: NodeFacts::default(), at_unix_ms: 1 };
+        assert!(!state.apply(&cmd).changed, "a default report of a new node is not news");
+        assert!(state.nodes.contains_key("gw-a"), "but the node is known from then on");
+        assert!(!state.apply(&cmd).changed);
+        assert_eq!(state.history.len(), 0);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut state = GroupState::default();
+        for term in 0..(HISTORY_LIMIT as u64 + 10) {
+            state.apply(&Command::MasterChanged { node: "gw-a".into(), term, at_unix_ms: term });
+        }
+        assert_eq!(state.history.len(), HISTORY_LIMIT);
+        assert_eq!(state.history.front().map(|h| h.at_unix_ms), Some(10));
+    }
+
+    #[test]
+    fn pin_and_clear() {
+        let mut state = GroupState::default();
+        assert!(state.apply(&Command::Pin { node: Some("gw-b".into()), at_unix_ms: 5 }).changed);
+        assert_eq!(state.pin.as_deref(), Some("gw-b"));
+        assert!(state.apply(&Command::Pin { node: None, at_unix_ms: 6 }).changed);
+        assert_eq!(state.pin, None);
+        assert_eq!(state.history.len(), 2);
+    }
+}

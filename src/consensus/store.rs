@@ -1,0 +1,2 @@
+//! (being written) redb-backed Raft log store and state machine.
+pub struct StateMachineStore;

@@ -1,0 +1,7 @@
+//! havip: high-availability virtual IPs for paired Linux gateways, with the master
+//! elected through Raft. The binary (`src/main.rs`) is a thin CLI over this library.
+
+pub mod config;
+pub mod consensus;
+pub mod peer;
+pub mod policy;
