@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod consensus;
+pub mod key;
 pub mod peer;
 pub mod policy;

@@ -1,0 +1,114 @@
+//! The cluster key: 32 random bytes, base64 in a file that only its owner may read.
+//! It is the pre-shared key of the Noise handshake between peers (like corosync's
+//! authkey). This module must never log or display the key's bytes.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore;
+
+/// Errors reading or writing a key file; each names the file and says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("key file {path} does not hold a havip key ({why}); make one with `havip keygen --out {path}`")]
+    Malformed { path: PathBuf, why: String },
+    #[error("cannot write key file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// The cluster's shared secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey([u8; 32]);
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(..)")
+    }
+}
+
+impl ClusterKey {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses the file's text (base64 of 32 bytes, surrounding whitespace ignored).
+    pub fn from_text(text: &str) -> Result<Self, String> {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|e| format!("not base64: {e}"))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| format!("{} bytes where 32 are needed", b.len()))?;
+        Ok(Self(bytes))
+    }
+
+    pub fn to_text(&self) -> String {
+        format!("{}\n", STANDARD.encode(self.0))
+    }
+
+    /// Reads a key file, refusing one that group or others can read.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let meta = fs::metadata(path).map_err(|source| KeyError::Read { path: path.into(), source })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::TooOpen { path: path.into(), mode });
+        }
+        let text = fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.into(), source })?;
+        Self::from_text(&text).map_err(|why| KeyError::Malformed { path: path.into(), why })
+    }
+
+    /// Writes a new key file with mode 0600; refuses to overwrite an existing one, because
+    /// replacing a cluster's key on one node cuts it off from its peers.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| KeyError::Write { path: path.into(), source })?;
+        file.write_all(self.to_text().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| KeyError::Write { path: path.into(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_permissions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cluster.key");
+        let key = ClusterKey::generate();
+        key.write_new(&path).expect("write");
+        assert_eq!(ClusterKey::load(&path).expect("load"), key);
+        assert!(key.write_new(&path).is_err(), "never overwrites");
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let err = ClusterKey::load(&path).expect_err("group-readable key is refused");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn malformed_text_says_what_is_wrong() {
+        assert!(ClusterKey::from_text("!!!").unwrap_err().contains("base64"));
+        assert!(ClusterKey::from_text("AAAA").unwrap_err().contains("3 bytes"));
+    }
+}
