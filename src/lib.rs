@@ -3,6 +3,11 @@
 
 pub mod config;
 pub mod consensus;
+pub mod control;
+pub mod daemon;
+pub mod group;
+pub mod hold;
 pub mod key;
 pub mod peer;
 pub mod policy;
+pub mod vip;

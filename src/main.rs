@@ -1,1 +1,325 @@
-fn main() {}
+//! The `havip` command: the daemon (`run`), the operator's commands that talk to it over
+//! its Unix socket, and the offline tools (`check-config`, `keygen`). Exit codes: 0 ok,
+//! 1 the request failed (the message says why), 2 usage or configuration error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use havip::config::{self, Config};
+use havip::control::protocol::{Request, Response, StatusReport};
+use havip::control::socket;
+use havip::key::ClusterKey;
+
+const EXAMPLES: &str = "\
+Examples:
+  havip keygen --out /etc/havip/cluster.key     # once; copy the file to every node (mode 0600)
+  havip check-config conf/gw-a.toml conf/gw-b.toml conf/witness.toml
+  havip run --config /etc/havip/havip.toml      # the daemon (systemd runs this)
+  havip status                                  # who is master of each group, who holds the VIPs
+  havip failover --to gw-b --group crm          # move the VIP by hand (pinned until --clear)
+  havip failover --clear --group crm            # let priorities and failback decide again
+  havip maintenance on gw-a                     # drain gw-a: it hands over and never holds
+  havip history --json | jq .                   # master changes and operator commands
+
+Commands other than run/check-config/keygen talk to the local daemon over its Unix
+socket: the one named in /etc/havip/havip.toml, or pick one with --config or --socket.
+Exit codes: 0 ok, 1 the request failed, 2 usage or configuration error.";
+
+#[derive(Parser)]
+#[command(name = "havip", version, about = "High-availability virtual IPs for Linux gateways, elected through Raft",
+    long_about = "havip keeps each virtual IP on exactly one healthy gateway. The gateways (and a witness that \
+never holds a VIP) elect a master per VIP group through Raft; the master holds the group's addresses only while \
+a quorum acknowledges it, so a partitioned or frozen master lets go before another can be elected.",
+    after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// The node's config file; its [control] socket is used.
+    #[arg(long, short, global = true, default_value = "/etc/havip/havip.toml")]
+    config: PathBuf,
+    /// The daemon's control socket (overrides --config).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon for the node described by --config.
+    #[command(after_help = "Example:\n  havip run --config /etc/havip/gw-a.toml\n\nSIGTERM/SIGINT: releases the VIPs, hands leadership over, flushes the store and exits 0.")]
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Change nothing on the host: log the VIP changes that would be made and report them in status.
+        #[arg(long)]
+        observe_only: bool,
+    },
+    /// Show each group's master, term, nodes and who holds the VIPs.
+    #[command(after_help = "Example:\n  havip status\n  havip status --json | jq '.groups[] | {name, leader}'")]
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a group's VIPs to a gateway and pin them there, or clear the pin.
+    #[command(after_help = "Examples:\n  havip failover --to gw-b --group crm\n  havip failover --clear --group crm\n\nWithout --group, every group is pinned/cleared. A pin is a committed record: it survives leader changes until cleared.")]
+    Failover {
+        #[command(flatten)]
+        target: Target,
+        /// The gateway that should hold the VIPs.
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        to: Option<String>,
+        /// Remove the pin: priorities and failback decide again.
+        #[arg(long)]
+        clear: bool,
+        /// Only this group (default: all).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Drain a node (it hands over and never holds) or bring it back.
+    #[command(after_help = "Examples:\n  havip maintenance on gw-a\n  havip maintenance off gw-a")]
+    Maintenance {
+        #[command(flatten)]
+        target: Target,
+        mode: OnOff,
+        node: String,
+    },
+    /// Master changes, health changes and operator commands, oldest first.
+    History {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Validate config files; with several files of one cluster, also check they agree.
+    #[command(after_help = "Example:\n  havip check-config conf/gw-a.toml conf/gw-b.toml conf/witness.toml\n\nEvery error of every file is reported (file:line:column: key: what is wrong and what would be right). Exit 0 when all are valid, 2 otherwise.")]
+    CheckConfig {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Create a new cluster key file (mode 0600). Every node of a cluster needs the same key.
+    #[command(after_help = "Example:\n  havip keygen --out /etc/havip/cluster.key")]
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// How a command ended, mapped onto the documented exit codes.
+enum Failure {
+    Request(String),
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config, observe_only } => run(&config, observe_only),
+        Command::CheckConfig { files } => check_config(&files),
+        Command::Keygen { out } => ClusterKey::generate()
+            .write_new(&out)
+            .map(|()| println!("wrote a new cluster key to {} (mode 0600); copy it to every node", out.display()))
+            .map_err(|e| Failure::Usage(e.to_string())),
+        Command::Status { target, json } => status(&target, json),
+        Command::Failover { target, to, clear: _, group } => {
+            request(&target, Request::Failover { group, to }).and_then(print_done)
+        }
+        Command::Maintenance { target, mode, node } => {
+            request(&target, Request::Maintenance { node, on: matches!(mode, OnOff::On) }).and_then(print_done)
+        }
+        Command::History { target, json, group } => history(&target, json, group),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Request(message)) => {
+            eprintln!("havip: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("havip: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAVIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Request(format!("cannot start the async runtime: {e}")))
+}
+
+fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
+    let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    init_logging();
+    runtime()?
+        .block_on(havip::daemon::run(havip::daemon::RunOptions { config, observe_only }))
+        .map_err(|e| Failure::Usage(e.to_string()))
+}
+
+fn check_config(files: &[PathBuf]) -> Result<(), Failure> {
+    let mut loaded = Vec::new();
+    let mut errors = 0;
+    for file in files {
+        match Config::load(file) {
+            Ok(config) => loaded.push(config),
+            Err(e) => {
+                errors += e.0.len();
+                eprintln!("{e}");
+            }
+        }
+    }
+    for warning in config::cross_check(&loaded) {
+        eprintln!("warning: {warning}");
+    }
+    if errors > 0 {
+        return Err(Failure::Usage(format!("{errors} error(s) in {} file(s)", files.len())));
+    }
+    println!("{} file(s) OK", files.len());
+    Ok(())
+}
+
+/// The socket to talk to: --socket, else the [control] socket of --config.
+fn socket_path(target: &Target) -> Result<PathBuf, Failure> {
+    if let Some(socket) = &target.socket {
+        return Ok(socket.clone());
+    }
+    // The operator may not be allowed to read the key file, so the config is parsed
+    // without the filesystem checks that `run` makes.
+    let text = std::fs::read_to_string(&target.config)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e} (pass --config FILE or --socket PATH)", target.config.display())))?;
+    let config = Config::from_str(&target.config, &text).map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(config.control.socket)
+}
+
+fn request(target: &Target, request: Request) -> Result<Response, Failure> {
+    let path = socket_path(target)?;
+    let response = runtime()?
+        .block_on(socket::call(&path, &request, Duration::from_secs(15)))
+        .map_err(|e| Failure::Request(e.to_string()))?;
+    match response {
+        Response::Error { message } => Err(Failure::Request(message)),
+        other => Ok(other),
+    }
+}
+
+fn print_done(response: Response) -> Result<(), Failure> {
+    if let Response::Done { message } = response {
+        println!("{message}");
+    }
+    Ok(())
+}
+
+fn status(target: &Target, json: bool) -> Result<(), Failure> {
+    let Response::Status(report) = request(target, Request::Status)? else {
+        return Err(Failure::Request("the daemon answered status with something else".into()));
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", render_status(&report));
+    }
+    Ok(())
+}
+
+fn yes_no(value: Option<bool>, yes: &'static str, no: &'static str) -> &'static str {
+    match value {
+        Some(true) => yes,
+        Some(false) => no,
+        None => "?",
+    }
+}
+
+fn render_status(report: &StatusReport) -> String {
+    let mut out = format!("node {} ({}, data plane: {})\n", report.node, report.role, report.data_plane);
+    for group in &report.groups {
+        out += &format!(
+            "\ngroup {}  [{}]\n  master: {}  term: {}  pin: {}  quorum ack: {}\n  here: {} ({})\n",
+            group.name,
+            group.addresses.join(", "),
+            group.leader.as_deref().unwrap_or("none"),
+            group.term,
+            group.pin.as_deref().unwrap_or("-"),
+            group.quorum_ack_age_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "-".into()),
+            if group.holding { "HOLDING the VIPs" } else { "not holding" },
+            group.hold_reason,
+        );
+        out += &format!("  {:<12} {:<8} {:>4}  {:<9} {:<5} {:<11} {:<5}\n", "NODE", "ROLE", "PRIO", "HEALTH", "LINK", "MAINTENANCE", "HOLDS");
+        for node in &group.nodes {
+            out += &format!(
+                "  {:<12} {:<8} {:>4}  {:<9} {:<5} {:<11} {:<5}{}\n",
+                node.name,
+                node.role.as_deref().unwrap_or("?"),
+                node.priority.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                yes_no(node.healthy, "healthy", "UNHEALTHY"),
+                yes_no(node.link_up, "up", "DOWN"),
+                if node.maintenance { "ON" } else { "off" },
+                yes_no(node.holds, "YES", "no"),
+                if node.detail.is_empty() { String::new() } else { format!("  {}", node.detail) },
+            );
+        }
+    }
+    out
+}
+
+fn history(target: &Target, json: bool, group: Option<String>) -> Result<(), Failure> {
+    let Response::History { groups } = request(target, Request::History { group })? else {
+        return Err(Failure::Request("the daemon answered history with something else".into()));
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&groups).unwrap_or_default());
+        return Ok(());
+    }
+    for group in groups {
+        println!("group {}", group.group);
+        for entry in group.entries {
+            println!("  {}  {}", format_unix_ms(entry.at_unix_ms), entry.event);
+        }
+    }
+    Ok(())
+}
+
+/// UTC "YYYY-MM-DD HH:MM:SS.mmm" without a date crate (civil-from-days, Howard Hinnant).
+fn format_unix_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms % 1000
+    )
+}

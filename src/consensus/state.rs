@@ -7,23 +7,23 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::NodeRole;
+
 /// How many history entries a group keeps; older ones are dropped so the state machine
 /// (and its snapshot) stays small however long the cluster runs.
 pub const HISTORY_LIMIT: usize = 500;
 
-/// What a node reports about itself. Only transitions are proposed.
+/// What a node reports about itself in a group. Only transitions are proposed. Role and
+/// priority travel here because each node's own file is their only source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFacts {
+    pub role: NodeRole,
+    /// Effective priority in this group (0 for a witness).
+    pub priority: u8,
     pub healthy: bool,
     pub link_up: bool,
     /// Why the node is (un)healthy, for status; empty when there is nothing to say.
     pub detail: String,
-}
-
-impl Default for NodeFacts {
-    fn default() -> Self {
-        Self { healthy: true, link_up: true, detail: String::new() }
-    }
 }
 
 /// A change to a group's replicated state. Every variant carries the wall-clock time of
@@ -63,18 +63,13 @@ pub struct CommandResult {
 }
 
 /// Per-node replicated facts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeState {
-    pub facts: NodeFacts,
+    /// None until the node has reported: a node nobody has heard from is never eligible.
+    pub facts: Option<NodeFacts>,
     pub maintenance: bool,
     /// When the facts or maintenance last changed (proposer's unix ms).
     pub since_unix_ms: u64,
-}
-
-impl Default for NodeState {
-    fn default() -> Self {
-        Self { facts: NodeFacts::default(), maintenance: false, since_unix_ms: 0 }
-    }
 }
 
 /// One line of `havip history`.
@@ -98,9 +93,9 @@ impl GroupState {
         let changed = match command {
             Command::ReportFacts { node, facts, at_unix_ms } => {
                 let state = self.nodes.entry(node.clone()).or_default();
-                let changed = state.facts != *facts;
+                let changed = state.facts.as_ref() != Some(facts);
                 if changed {
-                    state.facts = facts.clone();
+                    state.facts = Some(facts.clone());
                     state.since_unix_ms = *at_unix_ms;
                 }
                 changed
@@ -145,14 +140,28 @@ impl GroupState {
 mod tests {
     use super::*;
 
+    fn facts(healthy: bool) -> NodeFacts {
+        NodeFacts { role: NodeRole::Gateway, priority: 150, healthy, link_up: true, detail: String::new() }
+    }
+
     #[test]
     fn restating_facts_changes_nothing_and_adds_no_history() {
         let mut state = GroupState::default();
-        let cmd = Command::ReportFacts { node: "gw-a".into(), facts: NodeFacts::default(), at_unix_ms: 1 };
-        assert!(!state.apply(&cmd).changed, "a default report of a new node is not news");
-        assert!(state.nodes.contains_key("gw-a"), "but the node is known from then on");
-        assert!(!state.apply(&cmd).changed);
-        assert_eq!(state.history.len(), 0);
+        let cmd = Command::ReportFacts { node: "gw-a".into(), facts: facts(true), at_unix_ms: 1 };
+        assert!(state.apply(&cmd).changed, "the first report is news");
+        assert!(!state.apply(&cmd).changed, "a restatement is not");
+        assert_eq!(state.history.len(), 1);
+        let down = Command::ReportFacts { node: "gw-a".into(), facts: facts(false), at_unix_ms: 2 };
+        assert!(state.apply(&down).changed);
+        assert_eq!(state.nodes["gw-a"].since_unix_ms, 2);
+    }
+
+    #[test]
+    fn maintenance_of_a_node_that_never_reported_leaves_its_facts_unknown() {
+        let mut state = GroupState::default();
+        state.apply(&Command::SetMaintenance { node: "gw-b".into(), on: true, at_unix_ms: 3 });
+        assert_eq!(state.nodes["gw-b"].facts, None);
+        assert!(state.nodes["gw-b"].maintenance);
     }
 
     #[test]

@@ -1,0 +1,47 @@
+//! What one node's Raft says to another's, as it travels over the peer mesh. Every
+//! group's traffic shares one connection per peer pair, so each request names its group.
+//! Pure data and codec; the sending and dispatching live in `network.rs`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::types::{SnapshotMeta, TypeConfig, Vote};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+
+/// Mesh channel of Raft traffic (the other channel is the control plane's).
+pub const RAFT_CHANNEL: u16 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RaftEnvelope {
+    pub group: String,
+    pub request: RaftRequest,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    Snapshot { vote: Vote, meta: SnapshotMeta, data: Vec<u8> },
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+}
+
+/// JSON: openraft's types are serde-first, and at tens of small messages a second per
+/// peer the encoding cost does not show; a readable wire format helps when debugging.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| format!("cannot encode: {e}"))
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("malformed Raft message: {e}"))
+}

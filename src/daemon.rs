@@ -1,0 +1,591 @@
+//! `havip run`: wires the store, the peer mesh, one Raft and one control loop per VIP
+//! group, and the control socket, then waits for SIGTERM/SIGINT and shuts down in the
+//! order that keeps the VIP safe: release the VIPs, hand leadership over, flush the
+//! store, exit. It must never hold a VIP it has not been told to by the hold rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, join_all};
+use openraft::ServerState;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::consensus::network::{PeerNetwork, RaftService};
+use crate::consensus::rpc::RAFT_CHANNEL;
+use crate::consensus::state::{Command, GroupState};
+use crate::consensus::store::Store;
+use crate::consensus::types::{NodeId, PeerNode, Raft, node_id};
+use crate::control::protocol::{
+    CONTROL_CHANNEL, GroupHistory, GroupStatus, NodeStatus, PeerReply, PeerRequest, Request, Response, StatusReport,
+};
+use crate::control::socket;
+use crate::group::{GroupLoop, GroupSetup, LocalFacts, LocalView, Proposer, TICK, unix_ms};
+use crate::hold::hold_lease;
+use crate::key::ClusterKey;
+use crate::peer::{Mesh, MeshConfig, RequestHandler};
+use crate::policy::{GroupRules, NodeRole};
+use crate::vip::observe::ObserveOnly;
+use crate::vip::{DataPlane, VipSet};
+
+/// Errors that stop the daemon before it runs; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] crate::key::KeyError),
+    #[error("{0}")]
+    Store(String),
+    #[error("{0}")]
+    Mesh(String),
+    #[error("{0}")]
+    Raft(String),
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
+}
+
+pub struct RunOptions {
+    pub config: Config,
+    pub observe_only: bool,
+}
+
+/// How long a peer may take to answer a control request (status, forwarded writes).
+const PEER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One group as the daemon sees it.
+struct GroupHandle {
+    raft: Raft,
+    state: watch::Receiver<GroupState>,
+    view: Arc<Mutex<LocalView>>,
+    addresses: Vec<String>,
+}
+
+/// The running daemon's shared parts.
+pub struct Daemon {
+    config: Config,
+    mesh: Arc<Mesh>,
+    groups: BTreeMap<String, GroupHandle>,
+    data_plane: Arc<dyn DataPlane>,
+    names: BTreeMap<NodeId, String>,
+}
+
+/// Answers the mesh: Raft traffic to the groups, control traffic to the daemon (once it
+/// exists; before that only `Pristine` can be answered).
+struct PeerHandler {
+    raft: RaftService,
+    daemon: OnceLock<Arc<Daemon>>,
+    pristine: AtomicBool,
+}
+
+impl RequestHandler for PeerHandler {
+    fn handle(&self, from: &str, channel: u16, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        match channel {
+            RAFT_CHANNEL => self.raft.handle(from, payload),
+            CONTROL_CHANNEL => {
+                let daemon = self.daemon.get().cloned();
+                let pristine = self.pristine.load(Ordering::SeqCst);
+                Box::pin(async move {
+                    let request: PeerRequest =
+                        serde_json::from_slice(&payload).map_err(|e| format!("malformed control request: {e}"))?;
+                    let reply = match (request, daemon) {
+                        (PeerRequest::Pristine, _) => PeerReply::Pristine(pristine),
+                        (request, Some(daemon)) => daemon.handle_peer(request).await,
+                        (_, None) => PeerReply::Failed("still starting".into()),
+                    };
+                    serde_json::to_vec(&reply).map_err(|e| e.to_string())
+                })
+            }
+            other => Box::pin(async move { Err(format!("unknown channel {other}")) }),
+        }
+    }
+}
+
+fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, StartError> {
+    let timers = &config.timers;
+    openraft::Config {
+        cluster_name: group.to_string(),
+        heartbeat_interval: timers.heartbeat.as_millis() as u64,
+        election_timeout_min: timers.election_timeout_min.as_millis() as u64,
+        election_timeout_max: timers.election_timeout_max.as_millis() as u64,
+        enable_pre_vote: Some(true),
+        // A witness stands for election only after a long silence (see `witness_watch`).
+        enable_elect: config.node.role == NodeRole::Gateway,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(format!("{}: timers: {e}", config.source.display())))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns after a graceful shutdown.
+pub async fn run(options: RunOptions) -> Result<(), StartError> {
+    let config = options.config;
+    let key = ClusterKey::load(&config.cluster.key_file)?;
+    let store = Store::open(&config.node.data_dir).map_err(|e| StartError::Store(e.to_string()))?;
+    if !options.observe_only {
+        tracing::warn!("the netlink data plane is not built yet: running observe-only (VIPs are logged, not added)");
+    }
+    let data_plane: Arc<dyn DataPlane> = Arc::new(ObserveOnly::default());
+
+    let mut pristine = true;
+    for group in &config.vip_groups {
+        pristine &= store.is_pristine(&group.name).map_err(|e| StartError::Store(e.to_string()))?;
+    }
+    let handler = Arc::new(PeerHandler {
+        raft: RaftService::default(),
+        daemon: OnceLock::new(),
+        pristine: AtomicBool::new(pristine),
+    });
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let mesh_config = MeshConfig {
+        self_name: config.node.name.clone(),
+        listen: config.cluster.listen,
+        peers: config.cluster.peers.iter().map(|p| (p.name.clone(), p.address)).collect(),
+        key,
+    };
+    let mesh = Arc::new(
+        Mesh::start(mesh_config, handler.clone(), shutdown.clone())
+            .await
+            .map_err(|e| StartError::Mesh(e.to_string()))?,
+    );
+    let listener = socket::bind(&config.control.socket)?;
+
+    // A node that restarts has forgotten the leader leases it granted before it died;
+    // sitting out one lease before joining makes sure none of them is still running.
+    let leader_lease = config.timers.election_timeout_max;
+    tokio::time::sleep(leader_lease).await;
+
+    let members: BTreeMap<NodeId, PeerNode> = config
+        .cluster
+        .peers
+        .iter()
+        .map(|p| (node_id(&p.name), PeerNode { name: p.name.clone(), addr: p.address.to_string() }))
+        .collect();
+    let names = members.iter().map(|(id, node)| (*id, node.name.clone())).collect();
+    let self_id = node_id(&config.node.name);
+
+    let mut groups = BTreeMap::new();
+    let mut loops = Vec::new();
+    let (_facts_tx, facts) = watch::channel(LocalFacts { healthy: true, link_up: true, detail: String::new() });
+    for group in &config.vip_groups {
+        let (log_store, state_machine) = store.group(&group.name).map_err(|e| StartError::Store(e.to_string()))?;
+        let state = state_machine.watch();
+        let raft = Raft::new(
+            self_id,
+            Arc::new(raft_config(&config, &group.name)?),
+            PeerNetwork::new(mesh.clone(), &group.name),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(format!("group {}: {e}", group.name)))?;
+        handler.raft.register(&group.name, raft.clone());
+        let view = Arc::new(Mutex::new(LocalView::default()));
+        groups.insert(
+            group.name.clone(),
+            GroupHandle {
+                raft: raft.clone(),
+                state: state.clone(),
+                view: view.clone(),
+                addresses: group.addresses.iter().map(|a| a.to_string()).collect(),
+            },
+        );
+        loops.push((group, raft, state, view));
+    }
+
+    let daemon = Arc::new(Daemon { config: config.clone(), mesh: mesh.clone(), groups, data_plane: data_plane.clone(), names });
+    let _ = handler.daemon.set(daemon.clone());
+
+    let mut tasks = Vec::new();
+    for (group, raft, state, view) in loops {
+        let setup = GroupSetup {
+            self_name: config.node.name.clone(),
+            role: config.node.role,
+            priority: group.priority,
+            vips: VipSet { group: group.name.clone(), interface: group.interface.clone(), addresses: group.addresses.clone() },
+            rules: GroupRules {
+                failback: group.failback,
+                failback_delay: group.failback_delay,
+                on_all_unhealthy: group.on_all_unhealthy,
+            },
+            members: config.cluster.peers.iter().map(|p| p.name.clone()).collect(),
+            leader_lease,
+            hold_lease: hold_lease(leader_lease, TICK),
+        };
+        let proposer: Proposer = {
+            let daemon = daemon.clone();
+            let name = group.name.clone();
+            Arc::new(move |command| {
+                let daemon = daemon.clone();
+                let name = name.clone();
+                Box::pin(async move { daemon.propose(&name, command).await })
+            })
+        };
+        let group_loop = GroupLoop::new(setup, raft.clone(), state, facts.clone(), data_plane.clone(), proposer, view);
+        tasks.push(tokio::spawn(group_loop.run(shutdown.clone())));
+        if config.node.role == NodeRole::Witness {
+            tokio::spawn(witness_watch(group.name.clone(), raft, handler.raft.clone(), leader_lease, shutdown.clone()));
+        }
+    }
+    if pristine {
+        tokio::spawn(bootstrap(daemon.clone(), handler.clone(), members, shutdown.clone()));
+    }
+
+    let control: socket::Handler = {
+        let daemon = daemon.clone();
+        Arc::new(move |request| {
+            let daemon = daemon.clone();
+            Box::pin(async move { daemon.handle_request(request).await })
+        })
+    };
+    let server = tokio::spawn(socket::serve(listener, control, shutdown.clone()));
+    tracing::info!(node = %config.node.name, role = ?config.node.role, groups = config.vip_groups.len(),
+        data_plane = data_plane.kind(), "havip running");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: releasing VIPs, handing leadership over");
+    let _ = shutdown_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    for handle in daemon.groups.values() {
+        let _ = handle.raft.shutdown().await;
+    }
+    let _ = server.await;
+    let _ = std::fs::remove_file(&config.control.socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The first time every configured node can talk and none has ever been part of a
+/// cluster, the node whose name sorts first initializes every group with all voters.
+/// No manual init step; a node with stored state never re-initializes.
+async fn bootstrap(
+    daemon: Arc<Daemon>,
+    handler: Arc<PeerHandler>,
+    members: BTreeMap<NodeId, PeerNode>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(first) = members.values().map(|n| n.name.clone()).min() else {
+        return;
+    };
+    if first != daemon.config.node.name {
+        return;
+    }
+    let peers: BTreeSet<String> =
+        members.values().map(|n| n.name.clone()).filter(|n| *n != daemon.config.node.name).collect();
+    let mut connected = daemon.mesh.connected();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if peers.iter().all(|p| connected.borrow().contains(p)) {
+            let answers = join_all(peers.iter().map(|p| daemon.ask(p, &PeerRequest::Pristine))).await;
+            if answers.iter().any(|a| matches!(a, Ok(PeerReply::Pristine(false)))) {
+                tracing::info!("a peer already has cluster state: not bootstrapping, joining it");
+                return;
+            }
+            if answers.iter().all(|a| matches!(a, Ok(PeerReply::Pristine(true)))) {
+                for (name, handle) in &daemon.groups {
+                    match handle.raft.initialize(members.clone()).await {
+                        Ok(()) => tracing::info!(group = %name, voters = members.len(), "bootstrapped the group"),
+                        Err(e) => tracing::warn!(group = %name, "bootstrap: {e}"),
+                    }
+                }
+                handler.pristine.store(false, Ordering::SeqCst);
+                return;
+            }
+        } else {
+            tracing::debug!("bootstrap: waiting for all peers to connect");
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = connected.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// The witness stands for election only when no leader has been heard of for a few
+/// election timeouts (the only gateway left may have a shorter log and need the witness
+/// to lead first); otherwise it must never slow a gateway's election.
+async fn witness_watch(
+    group: String,
+    raft: Raft,
+    service: RaftService,
+    leader_lease: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let started = tokio::time::Instant::now();
+    let silence_limit = leader_lease * 4;
+    let mut elect = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        let is_leader = raft.metrics().borrow().state == ServerState::Leader;
+        let heard = service.last_append(&group).unwrap_or(started);
+        let want = !is_leader && heard.elapsed() > silence_limit;
+        if want != elect {
+            elect = want;
+            raft.runtime_config().elect(elect);
+            if elect {
+                tracing::info!(group = %group, "no leader heard for {silence_limit:?}: the witness stands for election");
+            }
+        }
+    }
+}
+
+impl Daemon {
+    fn name_of(&self, id: Option<NodeId>) -> Option<String> {
+        id.and_then(|id| self.names.get(&id).cloned())
+    }
+
+    async fn ask(&self, peer: &str, request: &PeerRequest) -> Result<PeerReply, String> {
+        let payload = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        let reply = self
+            .mesh
+            .request(peer, CONTROL_CHANNEL, payload, PEER_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&reply).map_err(|e| format!("malformed reply from {peer}: {e}"))
+    }
+
+    /// Commits `command` in `group`: locally when this node leads, else through the
+    /// leader. Returns once committed, or an error after a bounded number of attempts.
+    pub async fn propose(&self, group: &str, command: Command) -> Result<(), String> {
+        let handle = self.groups.get(group).ok_or_else(|| format!("no group named {group:?}"))?;
+        let self_id = node_id(&self.config.node.name);
+        let mut last_error = String::from("no leader");
+        for _ in 0..20 {
+            let leader = handle.raft.metrics().borrow().current_leader;
+            match leader {
+                Some(id) if id == self_id => match handle.raft.client_write(command.clone()).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last_error = e.to_string(),
+                },
+                Some(id) => {
+                    let peer = self.name_of(Some(id)).unwrap_or_default();
+                    match self.ask(&peer, &PeerRequest::Write { group: group.into(), command: command.clone() }).await {
+                        Ok(PeerReply::Written) => return Ok(()),
+                        Ok(PeerReply::Failed(e)) => last_error = format!("{peer}: {e}"),
+                        Ok(_) => last_error = format!("{peer} is no longer the leader"),
+                        Err(e) => last_error = format!("{peer}: {e}"),
+                    }
+                }
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "group {group}: the change was not committed ({last_error}); is a majority of the nodes up?"
+        ))
+    }
+
+    async fn handle_peer(&self, request: PeerRequest) -> PeerReply {
+        match request {
+            PeerRequest::Pristine => PeerReply::Pristine(false),
+            PeerRequest::Holdings => PeerReply::Holdings(self.holdings()),
+            PeerRequest::Write { group, command } => {
+                let Some(handle) = self.groups.get(&group) else {
+                    return PeerReply::Failed(format!("no group named {group:?} here"));
+                };
+                let metrics = handle.raft.metrics().borrow().clone();
+                if metrics.current_leader != Some(node_id(&self.config.node.name)) {
+                    return PeerReply::NotLeader { leader: self.name_of(metrics.current_leader) };
+                }
+                match handle.raft.client_write(command).await {
+                    Ok(_) => PeerReply::Written,
+                    Err(e) => PeerReply::Failed(e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn holdings(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter(|(_, h)| h.view.lock().map(|v| v.holding).unwrap_or(false))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    async fn handle_request(&self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status(self.status().await),
+            Request::History { group } => {
+                let groups = self
+                    .groups
+                    .iter()
+                    .filter(|(name, _)| group.as_ref().is_none_or(|g| g == *name))
+                    .map(|(name, h)| GroupHistory { group: name.clone(), entries: h.state.borrow().history.iter().cloned().collect() })
+                    .collect::<Vec<_>>();
+                if groups.is_empty() {
+                    return Response::Error { message: format!("no group named {:?}", group.unwrap_or_default()) };
+                }
+                Response::History { groups }
+            }
+            Request::Failover { group, to } => self.failover(group, to).await,
+            Request::Maintenance { node, on } => self.maintenance(node, on).await,
+        }
+    }
+
+    fn selected_groups(&self, group: &Option<String>) -> Result<Vec<String>, String> {
+        match group {
+            Some(g) if self.groups.contains_key(g) => Ok(vec![g.clone()]),
+            Some(g) => Err(format!(
+                "no group named {g:?}; groups here: {}",
+                self.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            None => Ok(self.groups.keys().cloned().collect()),
+        }
+    }
+
+    async fn failover(&self, group: Option<String>, to: Option<String>) -> Response {
+        let groups = match self.selected_groups(&group) {
+            Ok(g) => g,
+            Err(message) => return Response::Error { message },
+        };
+        if let Some(node) = &to {
+            for g in &groups {
+                let known = self.groups[g].state.borrow().nodes.get(node).and_then(|n| n.facts.clone());
+                match known {
+                    Some(f) if f.role == NodeRole::Gateway => {}
+                    Some(_) => return Response::Error { message: format!("{node} is a witness: it never holds a VIP") },
+                    None => {
+                        return Response::Error {
+                            message: format!(
+                                "{node} is not a member of group {g} that has reported in (members: {})",
+                                self.config.cluster.peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        };
+                    }
+                }
+            }
+        }
+        for g in &groups {
+            if let Err(message) = self.propose(g, Command::Pin { node: to.clone(), at_unix_ms: unix_ms() }).await {
+                return Response::Error { message };
+            }
+        }
+        let Some(node) = to else {
+            return Response::Done { message: format!("pin cleared for {} (committed)", groups.join(", ")) };
+        };
+        // The pin is committed; the leader moves the group at once if `node` is eligible.
+        let target = node_id(&node);
+        let moved = tokio::time::timeout(Duration::from_secs(3), async {
+            for g in &groups {
+                let mut metrics = self.groups[g].raft.metrics();
+                while metrics.borrow().current_leader != Some(target) {
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        let message = match moved {
+            Ok(()) => format!("{} pinned to {node} (committed); {node} is master", groups.join(", ")),
+            Err(_) => format!(
+                "{} pinned to {node} (committed); {node} is not master yet: it takes over when eligible (see `havip status`)",
+                groups.join(", ")
+            ),
+        };
+        Response::Done { message }
+    }
+
+    async fn maintenance(&self, node: String, on: bool) -> Response {
+        if self.config.peer(&node).is_none() {
+            return Response::Error {
+                message: format!(
+                    "{node} is not a cluster member (members: {})",
+                    self.config.cluster.peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+        }
+        for g in self.groups.keys() {
+            let command = Command::SetMaintenance { node: node.clone(), on, at_unix_ms: unix_ms() };
+            if let Err(message) = self.propose(g, command).await {
+                return Response::Error { message };
+            }
+        }
+        Response::Done { message: format!("maintenance {} for {node} (committed)", if on { "on" } else { "off" }) }
+    }
+
+    async fn status(&self) -> StatusReport {
+        let peers: Vec<String> =
+            self.config.cluster.peers.iter().map(|p| p.name.clone()).filter(|n| *n != self.config.node.name).collect();
+        let answers = join_all(peers.iter().map(|p| self.ask(p, &PeerRequest::Holdings))).await;
+        let mut holdings: BTreeMap<String, Option<Vec<String>>> = peers
+            .into_iter()
+            .zip(answers)
+            .map(|(p, a)| (p, match a { Ok(PeerReply::Holdings(h)) => Some(h), _ => None }))
+            .collect();
+        holdings.insert(self.config.node.name.clone(), Some(self.holdings()));
+
+        let groups = self
+            .groups
+            .iter()
+            .map(|(name, handle)| {
+                let metrics = handle.raft.metrics().borrow().clone();
+                let view = handle.view.lock().map(|v| v.clone()).unwrap_or_default();
+                let state = handle.state.borrow().clone();
+                let nodes = self
+                    .config
+                    .cluster
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        let replicated = state.nodes.get(&p.name);
+                        let facts = replicated.and_then(|n| n.facts.clone());
+                        NodeStatus {
+                            name: p.name.clone(),
+                            role: facts.as_ref().map(|f| format!("{:?}", f.role).to_lowercase()),
+                            priority: facts.as_ref().map(|f| f.priority),
+                            healthy: facts.as_ref().map(|f| f.healthy),
+                            link_up: facts.as_ref().map(|f| f.link_up),
+                            maintenance: replicated.is_some_and(|n| n.maintenance),
+                            detail: facts.map(|f| f.detail).unwrap_or_default(),
+                            holds: holdings.get(&p.name).cloned().flatten().map(|h| h.contains(name)),
+                        }
+                    })
+                    .collect();
+                GroupStatus {
+                    name: name.clone(),
+                    addresses: handle.addresses.clone(),
+                    leader: self.name_of(metrics.current_leader),
+                    term: metrics.current_term,
+                    holding: view.holding,
+                    hold_reason: view.hold_reason,
+                    quorum_ack_age_ms: view.quorum_ack_age.map(|d| d.as_millis() as u64),
+                    pin: state.pin.clone(),
+                    nodes,
+                }
+            })
+            .collect();
+        StatusReport {
+            node: self.config.node.name.clone(),
+            role: format!("{:?}", self.config.node.role).to_lowercase(),
+            data_plane: self.data_plane.kind().to_string(),
+            groups,
+        }
+    }
+}

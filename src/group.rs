@@ -1,0 +1,367 @@
+//! One VIP group's control loop on this node. On every Raft metrics change, every
+//! replicated-state change and every tick it: evaluates the policy (on the leader),
+//! applies the hold rule, adds or removes the VIPs, hands leadership over when the policy
+//! says so, and reports this node's facts. Removing the VIPs always comes first: nothing
+//! here may run between "the rule stopped holding" and "the VIPs are gone" but the
+//! removal itself.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::ServerState;
+use openraft::async_runtime::Instant as _;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::consensus::state::{Command, GroupState, NodeFacts};
+use crate::consensus::types::{Raft, RaftMetrics, node_id};
+use crate::hold::{self, HoldInputs};
+use crate::policy::{self, GroupRules, NodeRole, NodeView, Situation};
+use crate::vip::{DataPlane, VipSet};
+
+/// How often the loop runs when nothing else wakes it: it bounds how late a lease expiry
+/// is noticed, so the hold lease's margin includes two of these.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// What this node alone knows about itself in a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFacts {
+    pub healthy: bool,
+    pub link_up: bool,
+    pub detail: String,
+}
+
+/// The loop's view for status: published after every step.
+#[derive(Debug, Clone, Default)]
+pub struct LocalView {
+    pub holding: bool,
+    pub hold_reason: String,
+    pub quorum_ack_age: Option<Duration>,
+}
+
+/// Static description of the group on this node.
+pub struct GroupSetup {
+    pub self_name: String,
+    pub role: NodeRole,
+    pub priority: u8,
+    pub vips: VipSet,
+    pub rules: GroupRules,
+    /// All voters, by name.
+    pub members: Vec<String>,
+    pub leader_lease: Duration,
+    pub hold_lease: Duration,
+}
+
+/// Something that can commit a command in this group (the daemon: locally on the leader,
+/// else forwarded to it).
+pub type Proposer = Arc<dyn Fn(Command) -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+pub struct GroupLoop {
+    setup: GroupSetup,
+    raft: Raft,
+    state: watch::Receiver<GroupState>,
+    facts: watch::Receiver<LocalFacts>,
+    data_plane: Arc<dyn DataPlane>,
+    propose: Proposer,
+    view: Arc<Mutex<LocalView>>,
+    /// Term of the last step, to reset per-term memory.
+    term: u64,
+    holding: bool,
+    /// Set when this node started handing leadership away in the current term.
+    handing_over: Option<Instant>,
+    master_recorded: bool,
+    /// Since when each node has been continuously eligible and reachable, as seen here.
+    stable_since: BTreeMap<String, Instant>,
+    last_facts_proposal: Option<Instant>,
+    last_reason: String,
+}
+
+impl GroupLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        setup: GroupSetup,
+        raft: Raft,
+        state: watch::Receiver<GroupState>,
+        facts: watch::Receiver<LocalFacts>,
+        data_plane: Arc<dyn DataPlane>,
+        propose: Proposer,
+        view: Arc<Mutex<LocalView>>,
+    ) -> Self {
+        Self {
+            setup,
+            raft,
+            state,
+            facts,
+            data_plane,
+            propose,
+            view,
+            term: 0,
+            holding: false,
+            handing_over: None,
+            master_recorded: false,
+            stable_since: BTreeMap::new(),
+            last_facts_proposal: None,
+            last_reason: String::new(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then releases the VIPs and returns.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut metrics = self.raft.metrics();
+        let mut state = self.state.clone();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = tick.tick() => {}
+                _ = metrics.changed() => {}
+                _ = state.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            self.step().await;
+        }
+        self.release("shutting down").await;
+        self.hand_over_before_exit().await;
+    }
+
+    /// On a graceful stop the leader hands the group to the best other gateway and waits
+    /// (bounded) until it has taken over, so the VIP moves in one election round trip
+    /// instead of an election timeout.
+    async fn hand_over_before_exit(&mut self) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let self_id = node_id(&self.setup.self_name);
+        if !(metrics.state == ServerState::Leader && metrics.current_leader == Some(self_id)) {
+            return;
+        }
+        let state = self.state.borrow().clone();
+        let mut nodes = self.node_views(&metrics, &state, Instant::now());
+        for node in nodes.iter_mut().filter(|n| n.name == self.setup.self_name) {
+            node.maintenance = true;
+        }
+        let situation =
+            Situation { leader: &self.setup.self_name, nodes: &nodes, pin: state.pin.as_deref(), rules: &self.setup.rules };
+        let Some(hand_over) = policy::decide(&situation).hand_over else {
+            return;
+        };
+        tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, "handing leadership over before exiting");
+        if let Err(e) = self.raft.trigger().transfer_leader(node_id(&hand_over.to)).await {
+            tracing::warn!(group = %self.setup.vips.group, "transfer_leader failed: {e}");
+            return;
+        }
+        let mut watch = self.raft.metrics();
+        let moved = tokio::time::timeout(Duration::from_secs(1), async {
+            while watch.borrow().current_leader == Some(self_id) {
+                if watch.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if moved.is_err() {
+            tracing::warn!(group = %self.setup.vips.group, "{} did not take over within 1s; exiting anyway", hand_over.to);
+        }
+    }
+
+    async fn step(&mut self) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let now = Instant::now();
+        let self_id = node_id(&self.setup.self_name);
+        let is_leader = metrics.state == ServerState::Leader && metrics.current_leader == Some(self_id);
+        if metrics.current_term != self.term {
+            self.term = metrics.current_term;
+            self.handing_over = None;
+            self.master_recorded = false;
+            self.stable_since.clear();
+        }
+        let quorum_ack_age = metrics.last_quorum_acked.as_ref().map(|acked| acked.elapsed());
+        let state = self.state.borrow().clone();
+
+        let verdict = if is_leader {
+            let nodes = self.node_views(&metrics, &state, now);
+            let situation = Situation {
+                leader: &self.setup.self_name,
+                nodes: &nodes,
+                pin: state.pin.as_deref(),
+                rules: &self.setup.rules,
+            };
+            Some(policy::decide(&situation))
+        } else {
+            self.stable_since.clear();
+            None
+        };
+
+        let inputs = HoldInputs {
+            is_leader,
+            is_gateway: self.setup.role == NodeRole::Gateway,
+            eligible: verdict.as_ref().is_some_and(|v| v.leader_may_hold),
+            quorum_ack_age,
+            handing_over: self.handing_over.is_some() || verdict.as_ref().is_some_and(|v| v.hand_over.is_some()),
+        };
+        match hold::may_hold(&inputs, self.setup.hold_lease) {
+            Ok(()) => self.hold(metrics.current_term).await,
+            Err(why) => self.release(&why.to_string()).await,
+        }
+
+        if let Some(hand_over) = verdict.and_then(|v| v.hand_over) {
+            if self.handing_over.is_none() {
+                // The VIPs are already gone (the hold inputs above included the hand-over).
+                tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, term = metrics.current_term,
+                    "handing leadership over: {}", hand_over.reason);
+                self.handing_over = Some(now);
+                if let Err(e) = self.raft.trigger().transfer_leader(node_id(&hand_over.to)).await {
+                    tracing::warn!(group = %self.setup.vips.group, "transfer_leader failed: {e}");
+                }
+            }
+        }
+        self.recover_stalled_hand_over(is_leader, now).await;
+        self.publish(quorum_ack_age);
+        self.report_facts(&state, now);
+    }
+
+    /// A transferring leader stops heartbeating, so normally a follower takes over within
+    /// an election timeout. If the target died meanwhile and nobody else campaigns (the
+    /// witness waits), this node would stay a leader that may not hold: start a new term.
+    async fn recover_stalled_hand_over(&mut self, is_leader: bool, now: Instant) {
+        let grace = self.setup.leader_lease * 3;
+        if let Some(since) = self.handing_over {
+            if is_leader && now.duration_since(since) > grace {
+                tracing::warn!(group = %self.setup.vips.group,
+                    "hand-over did not complete within {grace:?}; starting a new election");
+                self.handing_over = Some(now);
+                if let Err(e) = self.raft.trigger().elect(true).await {
+                    tracing::warn!(group = %self.setup.vips.group, "elect failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn node_views(&mut self, metrics: &RaftMetrics, state: &GroupState, now: Instant) -> Vec<NodeView> {
+        let heartbeat = metrics.heartbeat.clone().unwrap_or_default();
+        let mut views = Vec::with_capacity(self.setup.members.len());
+        for name in &self.setup.members {
+            let is_self = *name == self.setup.self_name;
+            let replicated = state.nodes.get(name);
+            let maintenance = replicated.is_some_and(|n| n.maintenance);
+            let reachable = is_self
+                || heartbeat
+                    .get(&node_id(name))
+                    .and_then(|acked| acked.as_ref())
+                    .is_some_and(|acked| acked.elapsed() < self.setup.leader_lease);
+            // This node's own facts are taken live; others' as replicated. A node that
+            // never reported is a witness of priority 0 as far as the policy knows.
+            let facts = if is_self {
+                let local = self.facts.borrow();
+                Some(NodeFacts {
+                    role: self.setup.role,
+                    priority: self.setup.priority,
+                    healthy: local.healthy,
+                    link_up: local.link_up,
+                    detail: local.detail.clone(),
+                })
+            } else {
+                replicated.and_then(|n| n.facts.clone())
+            };
+            let (role, priority, healthy, link_up) = match &facts {
+                Some(f) => (f.role, f.priority, f.healthy, f.link_up),
+                None => (NodeRole::Witness, 0, false, false),
+            };
+            let stable = reachable && healthy && link_up && !maintenance && role == NodeRole::Gateway;
+            let stable_for = if stable {
+                Some(now.duration_since(*self.stable_since.entry(name.clone()).or_insert(now)))
+            } else {
+                self.stable_since.remove(name);
+                None
+            };
+            views.push(NodeView { name: name.clone(), role, priority, healthy, link_up, maintenance, reachable, stable_for });
+        }
+        views
+    }
+
+    async fn hold(&mut self, term: u64) {
+        if let Err(e) = self.data_plane.hold(&self.setup.vips).await {
+            tracing::error!(group = %self.setup.vips.group, "cannot hold the VIPs: {e}");
+            self.release("the data plane failed").await;
+            return;
+        }
+        if !self.holding {
+            self.holding = true;
+            self.last_reason = "master: leader with a fresh quorum acknowledgement".into();
+            tracing::info!(group = %self.setup.vips.group, term, addresses = ?self.setup.vips.addresses,
+                "state change: MASTER (holding the VIPs)");
+        }
+        if !self.master_recorded {
+            self.master_recorded = true;
+            let command = Command::MasterChanged { node: self.setup.self_name.clone(), term, at_unix_ms: unix_ms() };
+            let propose = self.propose.clone();
+            let group = self.setup.vips.group.clone();
+            tokio::spawn(async move {
+                if let Err(e) = propose(command).await {
+                    tracing::debug!(group = %group, "could not record the master change in history: {e}");
+                }
+            });
+        }
+    }
+
+    async fn release(&mut self, why: &str) {
+        if self.holding {
+            if let Err(e) = self.data_plane.release(&self.setup.vips).await {
+                tracing::error!(group = %self.setup.vips.group, "cannot remove the VIPs: {e}");
+                return;
+            }
+            self.holding = false;
+            tracing::info!(group = %self.setup.vips.group, reason = why, "state change: BACKUP (released the VIPs)");
+        }
+        if self.last_reason != why {
+            self.last_reason = why.to_string();
+        }
+    }
+
+    fn publish(&self, quorum_ack_age: Option<Duration>) {
+        if let Ok(mut view) = self.view.lock() {
+            view.holding = self.holding;
+            view.hold_reason = self.last_reason.clone();
+            view.quorum_ack_age = quorum_ack_age;
+        }
+    }
+
+    /// Proposes this node's facts when the replicated ones differ, at most every 200 ms
+    /// (the proposal is asynchronous; the loop never waits for Raft).
+    fn report_facts(&mut self, state: &GroupState, now: Instant) {
+        let local = self.facts.borrow().clone();
+        let facts = NodeFacts {
+            role: self.setup.role,
+            priority: self.setup.priority,
+            healthy: local.healthy,
+            link_up: local.link_up,
+            detail: local.detail,
+        };
+        let replicated = state.nodes.get(&self.setup.self_name).and_then(|n| n.facts.as_ref());
+        if replicated == Some(&facts) {
+            return;
+        }
+        if self.last_facts_proposal.is_some_and(|t| now.duration_since(t) < Duration::from_millis(200)) {
+            return;
+        }
+        if self.raft.metrics().borrow().current_leader.is_none() {
+            return;
+        }
+        self.last_facts_proposal = Some(now);
+        let command = Command::ReportFacts { node: self.setup.self_name.clone(), facts, at_unix_ms: unix_ms() };
+        let propose = self.propose.clone();
+        let group = self.setup.vips.group.clone();
+        tokio::spawn(async move {
+            if let Err(e) = propose(command).await {
+                tracing::debug!(group = %group, "facts not committed yet: {e}");
+            }
+        });
+    }
+}
+
+/// Wall-clock time for history entries only; no decision reads it.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,138 @@
+//! The hold rule (DESIGN.md "The hold rule"): whether this node may have a group's VIPs
+//! on its interfaces right now. Pure: the caller measures every duration on its own
+//! monotonic clock and passes it in. This is the module the split-brain argument rests
+//! on, so it must stay small enough to read in one sitting and must never hold "just in
+//! case": every unknown input means release.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The inputs of the rule, for one group at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldInputs {
+    /// This node is the group's Raft leader for the current term.
+    pub is_leader: bool,
+    /// This node's role is `gateway` (a witness never holds).
+    pub is_gateway: bool,
+    /// The policy says the leader may hold (healthy, link up, not in maintenance, or the
+    /// all-unhealthy `keep` rule).
+    pub eligible: bool,
+    /// Time since a quorum last acknowledged this leader (measured from when the
+    /// acknowledged heartbeat was *sent*); `None` when no quorum has acknowledged it yet.
+    pub quorum_ack_age: Option<Duration>,
+    /// This node has started handing leadership away in this term. The hand-over resets
+    /// the followers' leader lease, so the old leader's acknowledgements no longer prove
+    /// that nobody else can be elected.
+    pub handing_over: bool,
+}
+
+/// Why the node does not hold; each is one phrase for the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotHolding {
+    NotLeader,
+    Witness,
+    Ineligible,
+    NoQuorumAck,
+    LeaseExpired,
+    HandingOver,
+}
+
+impl fmt::Display for NotHolding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotHolding::NotLeader => "not the leader",
+            NotHolding::Witness => "a witness never holds",
+            NotHolding::Ineligible => "not eligible",
+            NotHolding::NoQuorumAck => "no quorum acknowledgement yet",
+            NotHolding::LeaseExpired => "quorum acknowledgement older than the hold lease",
+            NotHolding::HandingOver => "handing leadership over",
+        })
+    }
+}
+
+/// Applies the three conditions of the hold rule. The first failing one is reported.
+pub fn may_hold(inputs: &HoldInputs, lease: Duration) -> Result<(), NotHolding> {
+    if !inputs.is_leader {
+        return Err(NotHolding::NotLeader);
+    }
+    if !inputs.is_gateway {
+        return Err(NotHolding::Witness);
+    }
+    if inputs.handing_over {
+        return Err(NotHolding::HandingOver);
+    }
+    if !inputs.eligible {
+        return Err(NotHolding::Ineligible);
+    }
+    match inputs.quorum_ack_age {
+        None => Err(NotHolding::NoQuorumAck),
+        Some(age) if age >= lease => Err(NotHolding::LeaseExpired),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The hold lease for a given Raft leader lease and hold-loop tick.
+///
+/// openraft's followers refuse to vote for anyone else for `election_timeout_max` after
+/// they *receive* a heartbeat, and the leader's acknowledgement time is when it *sent*
+/// that heartbeat, so a new leader cannot exist before `ack + election_timeout_max`. The
+/// VIP must be gone before then: the margin covers one hold-loop tick (the check is
+/// periodic), the time to remove the address, and clock-rate differences between hosts
+/// (monotonic clocks drift by far less than 1 %, we allow 20 %).
+pub fn hold_lease(leader_lease: Duration, tick: Duration) -> Duration {
+    let margin = (leader_lease / 5).max(tick * 2);
+    leader_lease.saturating_sub(margin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(240);
+
+    fn holding() -> HoldInputs {
+        HoldInputs {
+            is_leader: true,
+            is_gateway: true,
+            eligible: true,
+            quorum_ack_age: Some(Duration::from_millis(40)),
+            handing_over: false,
+        }
+    }
+
+    #[test]
+    fn every_condition_is_needed() {
+        let table: [(&str, HoldInputs, Result<(), NotHolding>); 8] = [
+            ("all hold", holding(), Ok(())),
+            ("follower", HoldInputs { is_leader: false, ..holding() }, Err(NotHolding::NotLeader)),
+            ("witness leader", HoldInputs { is_gateway: false, ..holding() }, Err(NotHolding::Witness)),
+            ("ineligible", HoldInputs { eligible: false, ..holding() }, Err(NotHolding::Ineligible)),
+            ("never acked", HoldInputs { quorum_ack_age: None, ..holding() }, Err(NotHolding::NoQuorumAck)),
+            (
+                "ack at the lease",
+                HoldInputs { quorum_ack_age: Some(LEASE), ..holding() },
+                Err(NotHolding::LeaseExpired),
+            ),
+            (
+                "ack just inside",
+                HoldInputs { quorum_ack_age: Some(LEASE - Duration::from_millis(1)), ..holding() },
+                Ok(()),
+            ),
+            ("handing over", HoldInputs { handing_over: true, ..holding() }, Err(NotHolding::HandingOver)),
+        ];
+        for (name, inputs, expected) in table {
+            assert_eq!(may_hold(&inputs, LEASE), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn hold_lease_is_strictly_shorter_than_the_leader_lease() {
+        for (lease_ms, tick_ms) in [(300, 10), (100, 10), (30, 10), (1000, 10), (10, 10), (0, 10)] {
+            let leader = Duration::from_millis(lease_ms);
+            let hold = hold_lease(leader, Duration::from_millis(tick_ms));
+            assert!(hold < leader || leader.is_zero(), "{lease_ms}/{tick_ms}: {hold:?}");
+            assert!(leader - hold >= Duration::from_millis(2 * tick_ms).min(leader));
+        }
+        assert_eq!(hold_lease(Duration::from_millis(300), Duration::from_millis(10)), Duration::from_millis(240));
+    }
+}
