@@ -1,1 +1,1236 @@
-//! (being written)
+//! Who should lead a VIP group: the election policy the Raft leader evaluates on every
+//! change (health, link, maintenance, membership, an operator's pin, the failback timer).
+//!
+//! Given one group's situation as the current leader sees it, [`decide`] says whether the
+//! leader may hold the VIP (condition 2 of the hold rule in DESIGN.md, plus "release
+//! before transfer", see [`Verdict::leader_may_hold`]), whether leadership should be
+//! handed to another node (the `transfer_leader` target, and why), and when to look again
+//! if a failback is waiting for its delay.
+//!
+//! This module must never do I/O or read a clock: every input, time included, comes in
+//! as a value (durations, already measured by the caller on a monotonic clock), so every
+//! decision can be replayed in a unit test. It never panics on any input.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What a node is for. Only gateways may hold a VIP; a witness only votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Gateway,
+    Witness,
+}
+
+/// What a group does when every gateway that could hold it is unhealthy: keep the VIP on
+/// an unhealthy gateway (a degraded service beats none) or release it everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllUnhealthy {
+    Keep,
+    Release,
+}
+
+/// One node of the group as the current leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    pub role: NodeRole,
+    /// Effective priority for this group, health weights already applied. Higher wins.
+    /// Ignored for a witness.
+    pub priority: u8,
+    pub healthy: bool,
+    pub link_up: bool,
+    pub maintenance: bool,
+    /// The leader has heard from this node within the election timeout. Handing
+    /// leadership to a node that is not reachable would stall the group for an election
+    /// timeout, so such nodes are never targets. Ignored for the leader itself, which is
+    /// always reachable. The caller must call [`decide`] again when this changes.
+    pub reachable: bool,
+    /// How long the node has been continuously reachable, healthy, link-up and out of
+    /// maintenance, as observed by the leader; `None` if it is not currently all of
+    /// those. The caller resets it on every flap, which is what makes failback wait for
+    /// a full quiet `failback_delay` after the last one.
+    pub stable_for: Option<Duration>,
+}
+
+impl NodeView {
+    fn is_gateway(&self) -> bool {
+        self.role == NodeRole::Gateway
+    }
+
+    /// A gateway that could hold the VIP if only its health allowed it.
+    fn could_hold(&self) -> bool {
+        self.is_gateway() && !self.maintenance && self.link_up
+    }
+
+    /// Eligible on its own merits, without the all-unhealthy exception.
+    fn fit(&self) -> bool {
+        self.could_hold() && self.healthy
+    }
+
+    /// Why this node may not hold, most operator-relevant first: maintenance is a
+    /// deliberate act, a link down explains an unhealthy check, not the reverse.
+    fn ineligibility(&self) -> Ineligibility {
+        if self.maintenance {
+            Ineligibility::Maintenance
+        } else if !self.link_up {
+            Ineligibility::LinkDown
+        } else {
+            Ineligibility::Unhealthy
+        }
+    }
+}
+
+/// The group's configured policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRules {
+    /// Give the VIP back to a higher-priority gateway once it is stable (keepalived's
+    /// preempt); off is keepalived's `nopreempt`.
+    pub failback: bool,
+    /// How long the preferred gateway must be continuously fit before it gets the VIP
+    /// back (keepalived's `preempt_delay`), so a flapping gateway does not cause a storm.
+    pub failback_delay: Duration,
+    pub on_all_unhealthy: AllUnhealthy,
+}
+
+/// One group's situation, as seen by its current Raft leader.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    /// Name of the current leader (the node evaluating the policy).
+    pub leader: &'a str,
+    /// Every voter of the group, the leader included. Names are unique (config
+    /// validation refuses duplicates); if not, the first entry of a name is used.
+    pub nodes: &'a [NodeView],
+    /// The committed operator pin (`havip failover --to NODE`), if any.
+    pub pin: Option<&'a str>,
+    pub rules: &'a GroupRules,
+}
+
+/// What the leader should do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The leader may hold the VIP (with the other hold-rule conditions: being leader,
+    /// a fresh quorum lease). False whenever `hand_over` is set, even when the leader
+    /// is eligible (a pin or a failback): the transfer target starts its election
+    /// without waiting for the leader lease, so it can win while this leader's hold
+    /// lease is still fresh, and keeping the VIP during the transfer could put it on two
+    /// gateways at once. Release first, then transfer.
+    pub leader_may_hold: bool,
+    /// Hand leadership to this node (`transfer_leader`). Never the leader itself, never
+    /// an unreachable node, never a witness.
+    pub hand_over: Option<HandOver>,
+    /// Evaluate again after this long even if nothing else changes: a failback is
+    /// waiting for its delay. `None` when nothing time-driven is pending.
+    pub recheck_in: Option<Duration>,
+}
+
+/// A leadership transfer the leader should start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOver {
+    pub to: String,
+    pub reason: Reason,
+}
+
+impl fmt::Display for HandOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "handing leadership to {}: {}", self.to, self.reason)
+    }
+}
+
+/// Why leadership moves. When the leader itself cannot hold (witness, ineligible,
+/// unknown) that is the reason given, even if the target was chosen by a pin: the
+/// leader's problem is what the operator must look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A witness became leader (no gateway won the election in time); it never holds.
+    WitnessIsLeader,
+    /// The leader is a gateway that may not hold the VIP.
+    LeaderIneligible(Ineligibility),
+    /// The leader is not in the group's node list (for example while it is being
+    /// removed from the membership), so it cannot judge itself eligible.
+    LeaderNotInGroup,
+    /// The operator pinned the group to the target (`havip failover --to`).
+    Pinned,
+    /// The target is the preferred (higher-priority) gateway and has been stable for
+    /// `failback_delay`.
+    Failback,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::WitnessIsLeader => f.write_str("a witness is leader and never holds a VIP"),
+            Reason::LeaderIneligible(why) => write!(f, "leader ineligible: {why}"),
+            Reason::LeaderNotInGroup => f.write_str("leader is not in the group's node list"),
+            Reason::Pinned => f.write_str("pinned by the operator (havip failover --to)"),
+            Reason::Failback => {
+                f.write_str("failback to the preferred gateway, stable for failback_delay")
+            }
+        }
+    }
+}
+
+/// Why a gateway may not hold the VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ineligibility {
+    Maintenance,
+    LinkDown,
+    Unhealthy,
+}
+
+impl fmt::Display for Ineligibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ineligibility::Maintenance => "in maintenance",
+            Ineligibility::LinkDown => "link down",
+            Ineligibility::Unhealthy => "unhealthy",
+        })
+    }
+}
+
+/// Decide, for one group, what its current leader should do. See the module comment.
+pub fn decide(situation: &Situation) -> Verdict {
+    let Situation {
+        leader,
+        nodes,
+        pin,
+        rules,
+    } = *situation;
+    let find = |name: &str| nodes.iter().find(|n| n.name == name);
+    // The leader is always reachable from itself, whatever its own flag says.
+    let reachable = |n: &NodeView| n.reachable || n.name == leader;
+
+    // The all-unhealthy exception: when every gateway that could hold (and that the
+    // leader can hear) is unhealthy, `Keep` lets those unhealthy gateways count as
+    // eligible. Unreachable gateways are left out because the leader cannot hand to
+    // them; a healthy one it cannot hear must not force everybody to drop the VIP.
+    let keep_unhealthy = rules.on_all_unhealthy == AllUnhealthy::Keep
+        && nodes
+            .iter()
+            .filter(|n| n.could_hold() && reachable(n))
+            .all(|n| !n.healthy);
+    let eligible = |n: &NodeView| n.fit() || (keep_unhealthy && n.could_hold());
+    // A node the leader may hand leadership to.
+    let candidate = |n: &NodeView| n.name != leader && eligible(n) && reachable(n);
+
+    // A pin counts only while its node could take the group; otherwise the normal rules
+    // apply and the pin, still committed, takes effect again when the node is back.
+    let pinned = pin.and_then(find).filter(|n| eligible(n) && reachable(n));
+    // Where leadership goes when the leader must leave: the pinned node, else the best.
+    let target = || {
+        pinned
+            .filter(|n| n.name != leader)
+            .or_else(|| best(nodes.iter().filter(|n| candidate(n))))
+    };
+
+    let must_leave = |reason: Reason| Verdict {
+        leader_may_hold: false,
+        // Nobody to hand to: stay leader (keeps the group available for commands and
+        // health reports) but do not hold. With `Release` and every gateway unhealthy
+        // this is the intended "nobody holds".
+        hand_over: target().map(|n| HandOver {
+            to: n.name.clone(),
+            reason,
+        }),
+        recheck_in: None,
+    };
+
+    let Some(me) = find(leader) else {
+        return must_leave(Reason::LeaderNotInGroup);
+    };
+    if !me.is_gateway() {
+        // A witness hands over to any eligible gateway, including unhealthy ones under
+        // `Keep`: they may hold and the witness never may, so staying would leave the
+        // VIP down for no gain. Only with no eligible reachable gateway does it stay.
+        return must_leave(Reason::WitnessIsLeader);
+    }
+    if !eligible(me) {
+        return must_leave(Reason::LeaderIneligible(me.ineligibility()));
+    }
+
+    // From here the leader is an eligible gateway.
+    let stay = |recheck_in: Option<Duration>| Verdict {
+        leader_may_hold: true,
+        hand_over: None,
+        recheck_in,
+    };
+    let hand_to = |to: &NodeView, reason: Reason| Verdict {
+        leader_may_hold: false,
+        hand_over: Some(HandOver {
+            to: to.name.clone(),
+            reason,
+        }),
+        recheck_in: None,
+    };
+
+    if let Some(p) = pinned {
+        // A pin overrides priority and failback, in both directions.
+        return if p.name == leader {
+            stay(None)
+        } else {
+            hand_to(p, Reason::Pinned)
+        };
+    }
+    if !rules.failback {
+        return stay(None);
+    }
+    // Failback only to a healthy gateway (a `Keep` fallback is no reason to move) that
+    // strictly outranks the leader: an equal-priority leader is never displaced, or two
+    // equal gateways would ping-pong on the name tie-break.
+    let preferred =
+        best(nodes.iter().filter(|n| candidate(n) && n.fit())).filter(|n| n.priority > me.priority);
+    match preferred.map(|n| (n, n.stable_for)) {
+        Some((n, Some(stable))) if stable >= rules.failback_delay => hand_to(n, Reason::Failback),
+        Some((_, Some(stable))) => stay(Some(rules.failback_delay.saturating_sub(stable))),
+        // Not stable (by the caller's account) or nobody better: nothing to wait for;
+        // the caller calls again when the preferred gateway's state changes.
+        _ => stay(None),
+    }
+}
+
+/// The best of some nodes: highest priority, ties to the lexicographically smallest
+/// name, so every node computes the same choice from the same inputs.
+fn best<'n>(nodes: impl Iterator<Item = &'n NodeView>) -> Option<&'n NodeView> {
+    nodes.min_by(|a, b| rank(a, b))
+}
+
+fn rank(a: &NodeView, b: &NodeView) -> Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then_with(|| a.name.cmp(&b.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELAY: Duration = Duration::from_secs(30);
+    /// Long enough that failback is never waiting in rows that are not about it.
+    const LONG: Duration = Duration::from_secs(3600);
+
+    fn gw(name: &str, priority: u8) -> NodeView {
+        NodeView {
+            name: name.to_string(),
+            role: NodeRole::Gateway,
+            priority,
+            healthy: true,
+            link_up: true,
+            maintenance: false,
+            reachable: true,
+            stable_for: Some(LONG),
+        }
+    }
+
+    fn witness(name: &str) -> NodeView {
+        NodeView {
+            role: NodeRole::Witness,
+            priority: 0,
+            ..gw(name, 0)
+        }
+    }
+
+    // Builders mirror the caller's contract: anything that makes a node unfit also
+    // clears `stable_for`.
+    impl NodeView {
+        fn unhealthy(self) -> Self {
+            Self {
+                healthy: false,
+                stable_for: None,
+                ..self
+            }
+        }
+        fn in_maintenance(self) -> Self {
+            Self {
+                maintenance: true,
+                stable_for: None,
+                ..self
+            }
+        }
+        fn link_down(self) -> Self {
+            Self {
+                link_up: false,
+                stable_for: None,
+                ..self
+            }
+        }
+        fn unreachable(self) -> Self {
+            Self {
+                reachable: false,
+                stable_for: None,
+                ..self
+            }
+        }
+        fn stable(self, secs: u64) -> Self {
+            Self {
+                stable_for: Some(Duration::from_secs(secs)),
+                ..self
+            }
+        }
+    }
+
+    fn rules() -> GroupRules {
+        GroupRules {
+            failback: true,
+            failback_delay: DELAY,
+            on_all_unhealthy: AllUnhealthy::Release,
+        }
+    }
+    fn keep() -> GroupRules {
+        GroupRules {
+            on_all_unhealthy: AllUnhealthy::Keep,
+            ..rules()
+        }
+    }
+    fn no_failback() -> GroupRules {
+        GroupRules {
+            failback: false,
+            ..rules()
+        }
+    }
+
+    fn hold() -> Verdict {
+        Verdict {
+            leader_may_hold: true,
+            hand_over: None,
+            recheck_in: None,
+        }
+    }
+    fn no_hold() -> Verdict {
+        Verdict {
+            leader_may_hold: false,
+            hand_over: None,
+            recheck_in: None,
+        }
+    }
+    fn hand(to: &str, reason: Reason) -> Verdict {
+        Verdict {
+            leader_may_hold: false,
+            hand_over: Some(HandOver {
+                to: to.to_string(),
+                reason,
+            }),
+            recheck_in: None,
+        }
+    }
+    fn hold_recheck(secs: u64) -> Verdict {
+        Verdict {
+            recheck_in: Some(Duration::from_secs(secs)),
+            ..hold()
+        }
+    }
+
+    use Ineligibility::*;
+    use Reason::*;
+
+    struct Row {
+        name: &'static str,
+        nodes: Vec<NodeView>,
+        leader: &'static str,
+        pin: Option<&'static str>,
+        rules: GroupRules,
+        expect: Verdict,
+    }
+
+    /// Defaults for the rows: no pin, failback on, release when all are unhealthy.
+    fn row() -> Row {
+        Row {
+            name: "",
+            nodes: Vec::new(),
+            leader: "",
+            pin: None,
+            rules: rules(),
+            expect: hold(),
+        }
+    }
+
+    fn check(rows: Vec<Row>) {
+        let mut failures = Vec::new();
+        for r in &rows {
+            let got = decide(&Situation {
+                leader: r.leader,
+                nodes: &r.nodes,
+                pin: r.pin,
+                rules: &r.rules,
+            });
+            if got != r.expect {
+                failures.push(format!(
+                    "{}:\n  want {:?}\n  got  {:?}",
+                    r.name, r.expect, got
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} row(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn witness_leader() {
+        check(vec![
+            Row {
+                name: "witness hands to the best eligible gateway at once",
+                leader: "wit",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100), witness("wit")],
+                expect: hand("gw-a", WitnessIsLeader),
+                ..row()
+            },
+            Row {
+                name: "witness hands to a gateway not yet stable: no failback delay for a witness",
+                leader: "wit",
+                nodes: vec![gw("gw-a", 150).stable(0), witness("wit")],
+                expect: hand("gw-a", WitnessIsLeader),
+                ..row()
+            },
+            Row {
+                name: "witness with no eligible gateway stays and never holds",
+                leader: "wit",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).in_maintenance(),
+                    witness("wit"),
+                ],
+                expect: no_hold(),
+                ..row()
+            },
+            Row {
+                name: "witness with all gateways unhealthy under keep hands to the best of them",
+                leader: "wit",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).unhealthy(),
+                    witness("wit"),
+                ],
+                rules: keep(),
+                expect: hand("gw-a", WitnessIsLeader),
+                ..row()
+            },
+            Row {
+                name: "witness skips an unreachable gateway",
+                leader: "wit",
+                nodes: vec![
+                    gw("gw-a", 150).unreachable(),
+                    gw("gw-b", 100),
+                    witness("wit"),
+                ],
+                expect: hand("gw-b", WitnessIsLeader),
+                ..row()
+            },
+            Row {
+                name: "witness with only unreachable gateways stays",
+                leader: "wit",
+                nodes: vec![
+                    gw("gw-a", 150).unreachable(),
+                    gw("gw-b", 100).unreachable(),
+                    witness("wit"),
+                ],
+                rules: keep(),
+                expect: no_hold(),
+                ..row()
+            },
+            Row {
+                name: "witness hands to the pinned gateway over the higher-priority one",
+                leader: "wit",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100), witness("wit")],
+                pin: Some("gw-b"),
+                expect: hand("gw-b", WitnessIsLeader),
+                ..row()
+            },
+            Row {
+                name: "a pin naming the witness itself is ignored",
+                leader: "wit",
+                nodes: vec![gw("gw-a", 150), witness("wit")],
+                pin: Some("wit"),
+                expect: hand("gw-a", WitnessIsLeader),
+                ..row()
+            },
+        ]);
+    }
+
+    #[test]
+    fn ineligible_leader() {
+        check(vec![
+            Row {
+                name: "unhealthy leader hands to the best healthy gateway",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100),
+                    gw("gw-c", 50),
+                    witness("wit"),
+                ],
+                expect: hand("gw-b", LeaderIneligible(Unhealthy)),
+                ..row()
+            },
+            Row {
+                name: "leader in maintenance hands over",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).in_maintenance(),
+                    gw("gw-b", 100),
+                    witness("wit"),
+                ],
+                expect: hand("gw-b", LeaderIneligible(Maintenance)),
+                ..row()
+            },
+            Row {
+                name: "leader with its link down hands over",
+                leader: "gw-a",
+                nodes: vec![gw("gw-a", 150).link_down(), gw("gw-b", 100), witness("wit")],
+                expect: hand("gw-b", LeaderIneligible(LinkDown)),
+                ..row()
+            },
+            Row {
+                name: "maintenance is named before link down and unhealthy",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy().link_down().in_maintenance(),
+                    gw("gw-b", 100),
+                ],
+                expect: hand("gw-b", LeaderIneligible(Maintenance)),
+                ..row()
+            },
+            Row {
+                name: "hands over with no failback delay, even to a lower priority",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).stable(0),
+                    witness("wit"),
+                ],
+                expect: hand("gw-b", LeaderIneligible(Unhealthy)),
+                ..row()
+            },
+            Row {
+                name: "ineligible leader with nobody to hand to stays and does not hold",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).link_down(),
+                    gw("gw-b", 100).in_maintenance(),
+                    witness("wit"),
+                ],
+                rules: keep(),
+                expect: no_hold(),
+                ..row()
+            },
+            Row {
+                name: "unreachable best target skipped for the next one",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 120).unreachable(),
+                    gw("gw-c", 100),
+                    witness("wit"),
+                ],
+                expect: hand("gw-c", LeaderIneligible(Unhealthy)),
+                ..row()
+            },
+            Row {
+                name: "only target unreachable: stay, do not hold",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).unreachable(),
+                    witness("wit"),
+                ],
+                expect: no_hold(),
+                ..row()
+            },
+            Row {
+                name: "tie on priority broken by the smallest name",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-c", 100),
+                    gw("gw-b", 100),
+                    witness("wit"),
+                ],
+                expect: hand("gw-b", LeaderIneligible(Unhealthy)),
+                ..row()
+            },
+            Row {
+                name: "leader's own reachable flag is ignored",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unreachable().stable(100),
+                    gw("gw-b", 100),
+                    witness("wit"),
+                ],
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "leader missing from the node list never holds and hands over",
+                leader: "gw-x",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100), witness("wit")],
+                expect: hand("gw-a", LeaderNotInGroup),
+                ..row()
+            },
+            Row {
+                name: "an unhealthy leader hands to the pinned node, naming its own problem",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 120),
+                    gw("gw-c", 100),
+                ],
+                pin: Some("gw-c"),
+                expect: hand("gw-c", LeaderIneligible(Unhealthy)),
+                ..row()
+            },
+        ]);
+    }
+
+    #[test]
+    fn all_unhealthy() {
+        check(vec![
+            Row {
+                name: "keep: unhealthy leader holds when every gateway is unhealthy",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).unhealthy(),
+                    witness("wit"),
+                ],
+                rules: keep(),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "keep: lower-priority unhealthy leader is not failed back among the unhealthy",
+                leader: "gw-b",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).unhealthy(),
+                    witness("wit"),
+                ],
+                rules: keep(),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "release: nobody holds, nobody to hand to",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).unhealthy(),
+                    witness("wit"),
+                ],
+                expect: no_hold(),
+                ..row()
+            },
+            Row {
+                name: "keep: one gateway healthy again, the unhealthy leader hands over at once",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).stable(0),
+                    witness("wit"),
+                ],
+                rules: keep(),
+                expect: hand("gw-b", LeaderIneligible(Unhealthy)),
+                ..row()
+            },
+            Row {
+                name: "keep: a healthy gateway in maintenance does not count, leader keeps",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).in_maintenance(),
+                    witness("wit"),
+                ],
+                rules: keep(),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "keep: a healthy gateway the leader cannot hear does not count",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).unreachable(),
+                    witness("wit"),
+                ],
+                rules: keep(),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "keep: a leader in maintenance still may not hold",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy().in_maintenance(),
+                    gw("gw-b", 100).unhealthy(),
+                ],
+                rules: keep(),
+                expect: hand("gw-b", LeaderIneligible(Maintenance)),
+                ..row()
+            },
+            Row {
+                name: "keep: a leader with its link down still may not hold",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy().link_down(),
+                    gw("gw-b", 100).unhealthy(),
+                ],
+                rules: keep(),
+                expect: hand("gw-b", LeaderIneligible(LinkDown)),
+                ..row()
+            },
+        ]);
+    }
+
+    #[test]
+    fn pins() {
+        check(vec![
+            Row {
+                name: "pin to an eligible lower-priority node moves the group at once",
+                leader: "gw-a",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100), witness("wit")],
+                pin: Some("gw-b"),
+                expect: hand("gw-b", Pinned),
+                ..row()
+            },
+            Row {
+                name: "pinned leader stays, even with failback and a better node",
+                leader: "gw-b",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100), witness("wit")],
+                pin: Some("gw-b"),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "pin to an unhealthy node is ignored: leader keeps",
+                leader: "gw-a",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100).unhealthy(), witness("wit")],
+                pin: Some("gw-b"),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "pin to an unreachable node is ignored",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150),
+                    gw("gw-b", 100).unreachable(),
+                    witness("wit"),
+                ],
+                pin: Some("gw-b"),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "pin to an unknown node is ignored",
+                leader: "gw-a",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100), witness("wit")],
+                pin: Some("gw-z"),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "ignored pin: normal failback applies",
+                leader: "gw-c",
+                nodes: vec![
+                    gw("gw-a", 150),
+                    gw("gw-b", 100).in_maintenance(),
+                    gw("gw-c", 50),
+                ],
+                pin: Some("gw-b"),
+                expect: hand("gw-a", Failback),
+                ..row()
+            },
+            Row {
+                name: "pinned node back: takes effect at once, not after failback_delay",
+                leader: "gw-a",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100).stable(0), witness("wit")],
+                pin: Some("gw-b"),
+                expect: hand("gw-b", Pinned),
+                ..row()
+            },
+            Row {
+                name: "pin wins over failback: preferred node stable, leader pinned, no recheck",
+                leader: "gw-b",
+                nodes: vec![gw("gw-a", 150).stable(5), gw("gw-b", 100), witness("wit")],
+                pin: Some("gw-b"),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "pin wins over no-failback too",
+                leader: "gw-a",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100), witness("wit")],
+                pin: Some("gw-b"),
+                rules: no_failback(),
+                expect: hand("gw-b", Pinned),
+            },
+            Row {
+                name: "pin to an unhealthy node under keep with everyone unhealthy: it is eligible",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).unhealthy(),
+                    witness("wit"),
+                ],
+                pin: Some("gw-b"),
+                rules: keep(),
+                expect: hand("gw-b", Pinned),
+            },
+        ]);
+    }
+
+    #[test]
+    fn failback() {
+        check(vec![
+            Row {
+                name: "preferred gateway stable for the delay gets the group back",
+                leader: "gw-b",
+                nodes: vec![gw("gw-a", 150).stable(30), gw("gw-b", 100), witness("wit")],
+                expect: hand("gw-a", Failback),
+                ..row()
+            },
+            Row {
+                name: "preferred gateway not yet stable: stay, recheck after the rest of the delay",
+                leader: "gw-b",
+                nodes: vec![gw("gw-a", 150).stable(12), gw("gw-b", 100), witness("wit")],
+                expect: hold_recheck(18),
+                ..row()
+            },
+            Row {
+                name: "failback off: an eligible leader keeps the group",
+                leader: "gw-b",
+                nodes: vec![gw("gw-a", 150), gw("gw-b", 100), witness("wit")],
+                rules: no_failback(),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "failback off: no recheck either",
+                leader: "gw-b",
+                nodes: vec![gw("gw-a", 150).stable(1), gw("gw-b", 100), witness("wit")],
+                rules: no_failback(),
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "equal-priority eligible leader is not displaced by a smaller name",
+                leader: "gw-b",
+                nodes: vec![gw("gw-a", 100), gw("gw-b", 100), witness("wit")],
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "priority lowered by health weights: the other gateway now outranks the leader",
+                leader: "gw-a",
+                nodes: vec![gw("gw-a", 90), gw("gw-b", 100), witness("wit")],
+                expect: hand("gw-b", Failback),
+                ..row()
+            },
+            Row {
+                name: "priority lowered but still ahead: leader keeps",
+                leader: "gw-a",
+                nodes: vec![gw("gw-a", 110), gw("gw-b", 100), witness("wit")],
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "unreachable preferred gateway is not failed back to, and no recheck",
+                leader: "gw-b",
+                nodes: vec![
+                    gw("gw-a", 150).unreachable(),
+                    gw("gw-b", 100),
+                    witness("wit"),
+                ],
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "unreachable best skipped: the next better one gets failback",
+                leader: "gw-c",
+                nodes: vec![
+                    gw("gw-a", 150).unreachable(),
+                    gw("gw-b", 100),
+                    gw("gw-c", 50),
+                ],
+                expect: hand("gw-b", Failback),
+                ..row()
+            },
+            Row {
+                name: "only the best is considered: waiting for it, not moving twice",
+                leader: "gw-c",
+                nodes: vec![gw("gw-a", 150).stable(10), gw("gw-b", 100), gw("gw-c", 50)],
+                expect: hold_recheck(20),
+                ..row()
+            },
+            Row {
+                name: "preferred gateway in maintenance is no failback target",
+                leader: "gw-b",
+                nodes: vec![
+                    gw("gw-a", 150).in_maintenance(),
+                    gw("gw-b", 100),
+                    witness("wit"),
+                ],
+                expect: hold(),
+                ..row()
+            },
+            Row {
+                name: "zero delay fails back as soon as the preferred gateway is fit",
+                leader: "gw-b",
+                nodes: vec![gw("gw-a", 150).stable(0), gw("gw-b", 100)],
+                rules: GroupRules {
+                    failback_delay: Duration::ZERO,
+                    ..rules()
+                },
+                expect: hand("gw-a", Failback),
+                ..row()
+            },
+            Row {
+                name: "fit preferred gateway with no stable_for (caller not tracking yet): wait",
+                leader: "gw-b",
+                nodes: vec![
+                    NodeView {
+                        stable_for: None,
+                        ..gw("gw-a", 150)
+                    },
+                    gw("gw-b", 100),
+                ],
+                expect: hold(),
+                ..row()
+            },
+        ]);
+    }
+
+    /// A gateway whose health flaps must be quiet for a full `failback_delay` after the
+    /// last flap before it gets the group back. The caller resets `stable_for` on every
+    /// flap; here the calls the leader would make over time are replayed in order.
+    #[test]
+    fn flapping_health_delays_failback() {
+        let r = rules();
+        let leader = "gw-b";
+        let b = gw("gw-b", 100);
+        let steps: [(&str, NodeView, Verdict); 7] = [
+            ("t=0 gw-a back", gw("gw-a", 150).stable(0), hold_recheck(30)),
+            (
+                "t=10 still fine",
+                gw("gw-a", 150).stable(10),
+                hold_recheck(20),
+            ),
+            ("t=20 gw-a flaps down", gw("gw-a", 150).unhealthy(), hold()),
+            (
+                "t=21 gw-a back, clock reset",
+                gw("gw-a", 150).stable(0),
+                hold_recheck(30),
+            ),
+            (
+                "t=40 still fine",
+                gw("gw-a", 150).stable(19),
+                hold_recheck(11),
+            ),
+            (
+                "t=50 one second short",
+                gw("gw-a", 150).stable(29),
+                hold_recheck(1),
+            ),
+            (
+                "t=51 quiet for the full delay",
+                gw("gw-a", 150).stable(30),
+                hand("gw-a", Failback),
+            ),
+        ];
+        for (step, a, want) in steps {
+            let nodes = [a, b.clone(), witness("wit")];
+            let got = decide(&Situation {
+                leader,
+                nodes: &nodes,
+                pin: None,
+                rules: &r,
+            });
+            assert_eq!(got, want, "{step}");
+        }
+    }
+
+    #[test]
+    fn reasons_read_as_log_phrases() {
+        let h = HandOver {
+            to: "gw-b".into(),
+            reason: LeaderIneligible(LinkDown),
+        };
+        assert_eq!(
+            h.to_string(),
+            "handing leadership to gw-b: leader ineligible: link down"
+        );
+        assert_eq!(
+            LeaderIneligible(Maintenance).to_string(),
+            "leader ineligible: in maintenance"
+        );
+        assert_eq!(
+            LeaderIneligible(Unhealthy).to_string(),
+            "leader ineligible: unhealthy"
+        );
+        for r in [WitnessIsLeader, LeaderNotInGroup, Pinned, Failback] {
+            assert!(!r.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn enums_use_config_spelling() {
+        assert_eq!(
+            serde_json::to_string(&NodeRole::Witness).unwrap(),
+            "\"witness\""
+        );
+        assert_eq!(
+            serde_json::from_str::<AllUnhealthy>("\"keep\"").unwrap(),
+            AllUnhealthy::Keep
+        );
+        assert_eq!(
+            serde_json::from_str::<AllUnhealthy>("\"release\"").unwrap(),
+            AllUnhealthy::Release
+        );
+    }
+
+    /// Every combination of a small group's node states, leaders, pins and rules, checked
+    /// against the invariants the rest of havip relies on.
+    #[test]
+    fn invariants_hold_for_every_small_group() {
+        // Per-node states, consistent with the caller's contract for `stable_for`.
+        let mut states = Vec::new();
+        for bits in 0u8..16 {
+            let (healthy, link_up, maintenance, reachable) =
+                (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, bits & 8 != 0);
+            let fit = healthy && link_up && !maintenance && reachable;
+            let stables: &[Option<Duration>] = if fit {
+                &[Some(Duration::from_secs(5)), Some(LONG)]
+            } else {
+                &[None]
+            };
+            for &stable_for in stables {
+                states.push((healthy, link_up, maintenance, reachable, stable_for));
+            }
+        }
+        let make =
+            |name: &str, role, priority, s: (bool, bool, bool, bool, Option<Duration>)| NodeView {
+                name: name.to_string(),
+                role,
+                priority,
+                healthy: s.0,
+                link_up: s.1,
+                maintenance: s.2,
+                reachable: s.3,
+                stable_for: s.4,
+            };
+        let all_rules: Vec<GroupRules> = [true, false]
+            .into_iter()
+            .flat_map(|failback| {
+                [AllUnhealthy::Keep, AllUnhealthy::Release].into_iter().map(
+                    move |on_all_unhealthy| GroupRules {
+                        failback,
+                        failback_delay: DELAY,
+                        on_all_unhealthy,
+                    },
+                )
+            })
+            .collect();
+        let pins = [None, Some("gw-a"), Some("gw-b"), Some("gw-c"), Some("wit")];
+
+        let mut checked = 0u64;
+        for &sa in &states {
+            for &sb in &states {
+                for &sc in &states {
+                    // gw-b and gw-c tie on priority to exercise the name tie-break.
+                    let nodes = vec![
+                        make("gw-a", NodeRole::Gateway, 150, sa),
+                        make("gw-b", NodeRole::Gateway, 100, sb),
+                        make("gw-c", NodeRole::Gateway, 100, sc),
+                        witness("wit"),
+                    ];
+                    for rules in &all_rules {
+                        for pin in pins {
+                            for leader in ["gw-a", "gw-b", "gw-c", "wit"] {
+                                let s = Situation {
+                                    leader,
+                                    nodes: &nodes,
+                                    pin,
+                                    rules,
+                                };
+                                check_invariants(&s, &decide(&s));
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "the enumeration shrank: {checked}");
+    }
+
+    fn check_invariants(s: &Situation, v: &Verdict) {
+        let ctx = || format!("{s:?}\n=> {v:?}");
+        let me = s.nodes.iter().find(|n| n.name == s.leader);
+        let Some(me) = me else { return };
+
+        if v.leader_may_hold {
+            assert!(
+                me.could_hold(),
+                "holder must be a gateway, link up, not in maintenance: {}",
+                ctx()
+            );
+            if !me.healthy {
+                assert_eq!(s.rules.on_all_unhealthy, AllUnhealthy::Keep, "{}", ctx());
+                let healthy_other = s
+                    .nodes
+                    .iter()
+                    .any(|n| n.name != s.leader && n.reachable && n.fit());
+                assert!(
+                    !healthy_other,
+                    "unhealthy holder beside a healthy gateway: {}",
+                    ctx()
+                );
+            }
+        }
+        if let Some(h) = &v.hand_over {
+            assert!(!v.leader_may_hold, "release before transfer: {}", ctx());
+            assert_ne!(h.to, s.leader, "hand-over to itself: {}", ctx());
+            let to = s.nodes.iter().find(|n| n.name == h.to);
+            let to = to.unwrap_or_else(|| panic!("target not in the group: {}", ctx()));
+            assert!(to.reachable && to.could_hold(), "bad target: {}", ctx());
+            assert!(v.recheck_in.is_none(), "{}", ctx());
+
+            // One hop converges: the target, now leader and hearing the old leader,
+            // keeps the group instead of handing it on or back.
+            let mut after: Vec<NodeView> = s.nodes.to_vec();
+            for n in &mut after {
+                if n.name == s.leader {
+                    n.reachable = true;
+                }
+            }
+            let next = Situation {
+                leader: &h.to,
+                nodes: &after,
+                ..*s
+            };
+            let v2 = decide(&next);
+            assert_eq!(v2.hand_over, None, "ping-pong after {}\nthen {v2:?}", ctx());
+            assert!(
+                v2.leader_may_hold,
+                "target may not hold after {}\nthen {v2:?}",
+                ctx()
+            );
+        }
+        if let Some(r) = v.recheck_in {
+            assert!(s.rules.failback && v.leader_may_hold, "{}", ctx());
+            assert!(
+                r > Duration::ZERO && r <= s.rules.failback_delay,
+                "{}",
+                ctx()
+            );
+        }
+        if me.role == NodeRole::Witness {
+            assert!(!v.leader_may_hold, "a witness held: {}", ctx());
+        }
+    }
+}
