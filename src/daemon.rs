@@ -423,7 +423,7 @@ impl Daemon {
     fn holdings(&self) -> Vec<String> {
         self.groups
             .iter()
-            .filter(|(_, h)| h.view.lock().map(|v| v.holding).unwrap_or(false))
+            .filter(|(_, h)| h.view.lock().map(|v| v.holds_now()).unwrap_or(false))
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -431,6 +431,7 @@ impl Daemon {
     async fn handle_request(&self, request: Request) -> Response {
         match request {
             Request::Status => Response::Status(self.status().await),
+            Request::Holdings => Response::Holdings { groups: self.holdings() },
             Request::History { group } => {
                 let groups = self
                     .groups
@@ -573,7 +574,7 @@ impl Daemon {
                     addresses: handle.addresses.clone(),
                     leader: self.name_of(metrics.current_leader),
                     term: metrics.current_term,
-                    holding: view.holding,
+                    holding: view.holds_now(),
                     hold_reason: view.hold_reason,
                     quorum_ack_age_ms: view.quorum_ack_age.map(|d| d.as_millis() as u64),
                     pin: state.pin.clone(),

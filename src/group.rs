@@ -38,6 +38,17 @@ pub struct LocalView {
     pub holding: bool,
     pub hold_reason: String,
     pub quorum_ack_age: Option<Duration>,
+    /// When the hold lease of the last quorum acknowledgement runs out.
+    pub lease_until: Option<Instant>,
+}
+
+impl LocalView {
+    /// Whether the VIPs are held *now*. A process that was frozen (SIGSTOP, a stalled VM)
+    /// may answer a status request before its loop has run again; the lease check here
+    /// keeps it from claiming a hold that the rule no longer allows.
+    pub fn holds_now(&self) -> bool {
+        self.holding && self.lease_until.is_some_and(|until| Instant::now() < until)
+    }
 }
 
 /// Static description of the group on this node.
@@ -125,6 +136,7 @@ impl GroupLoop {
             self.step().await;
         }
         self.release("shutting down").await;
+        self.publish(None, None);
         self.hand_over_before_exit().await;
     }
 
@@ -178,6 +190,7 @@ impl GroupLoop {
             self.stable_since.clear();
         }
         let quorum_ack_age = metrics.last_quorum_acked.as_ref().map(|acked| acked.elapsed());
+        let lease_until = quorum_ack_age.and_then(|age| (now + self.setup.hold_lease).checked_sub(age));
         let state = self.state.borrow().clone();
 
         let verdict = if is_leader {
@@ -218,7 +231,7 @@ impl GroupLoop {
             }
         }
         self.recover_stalled_hand_over(is_leader, now).await;
-        self.publish(quorum_ack_age);
+        self.publish(quorum_ack_age, lease_until);
         self.report_facts(&state, now);
     }
 
@@ -320,9 +333,10 @@ impl GroupLoop {
         }
     }
 
-    fn publish(&self, quorum_ack_age: Option<Duration>) {
+    fn publish(&self, quorum_ack_age: Option<Duration>, lease_until: Option<Instant>) {
         if let Ok(mut view) = self.view.lock() {
             view.holding = self.holding;
+            view.lease_until = lease_until;
             view.hold_reason = self.last_reason.clone();
             view.quorum_ack_age = quorum_ack_age;
         }

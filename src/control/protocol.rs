@@ -13,6 +13,8 @@ pub const CONTROL_CHANNEL: u16 = 2;
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Only which groups this node holds now: cheap, local, for watchers polling often.
+    Holdings,
     History { group: Option<String> },
     /// `to: None` clears the pin. `group: None` means every group.
     Failover { group: Option<String>, to: Option<String> },
@@ -23,6 +25,7 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(StatusReport),
+    Holdings { groups: Vec<String> },
     History { groups: Vec<GroupHistory> },
     Done { message: String },
     Error { message: String },

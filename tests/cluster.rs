@@ -1,0 +1,226 @@
+//! The cluster core end to end: three real `havip run --observe-only` processes on
+//! loopback talk real Raft over real, encrypted TCP, with real stores on disk. A watcher
+//! polls every node every 10 ms and fails a test if two nodes ever held the VIP at once.
+//! Partition tests use nftables and need root (they fail, not skip, without it).
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Cluster, Options, SERIAL};
+
+const SETTLE: Duration = Duration::from_secs(15);
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[test]
+fn preferred_gateway_becomes_master_and_the_witness_never_holds() {
+    let _serial = lock();
+    let cluster = Cluster::start(11, Options::default());
+    cluster.wait_holder("gw-a", SETTLE);
+    let status = cluster.status("witness").expect("witness answers status");
+    let group = &status.groups[0];
+    assert_eq!(group.leader.as_deref(), Some("gw-a"), "status on the witness names the master");
+    assert!(!group.holding);
+    let gw_a = group.nodes.iter().find(|n| n.name == "gw-a").expect("gw-a listed");
+    assert_eq!(gw_a.holds, Some(true), "the witness asks gw-a and reports that it holds");
+    assert_eq!(gw_a.priority, Some(150));
+    let witness = group.nodes.iter().find(|n| n.name == "witness").expect("witness listed");
+    assert_eq!(witness.role.as_deref(), Some("witness"));
+    let (code, text) = cluster.cli("gw-b", &["status", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("\"leader\": \"gw-a\""), "{text}");
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn sigkill_of_the_master_moves_the_vip_and_never_to_two() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(12, Options { failback_delay: "30s", ..Options::default() });
+    cluster.wait_holder("gw-a", SETTLE);
+    cluster.kill("gw-a");
+    let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
+    eprintln!("SIGKILL of the master: gw-b holds after {took:?}");
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn graceful_stop_hands_over_quickly_and_exits_zero() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(13, Options { failback_delay: "30s", ..Options::default() });
+    cluster.wait_holder("gw-a", SETTLE);
+    let started = std::time::Instant::now();
+    let status = cluster.stop("gw-a", Duration::from_secs(3)).expect("gw-a exits within 3 s of SIGTERM");
+    let exit_took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(exit_took < Duration::from_secs(2), "shutdown took {exit_took:?}");
+    cluster.wait_holder("gw-b", Duration::from_secs(2));
+    eprintln!("graceful stop: exited after {exit_took:?}");
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn a_partition_isolating_the_master_releases_it_before_another_holds() {
+    support::require_root("partition test");
+    let _serial = lock();
+    let mut cluster = Cluster::start(14, Options { failback_delay: "2s", ..Options::default() });
+    cluster.wait_holder("gw-a", SETTLE);
+    cluster.partition("gw-a", &["gw-b", "witness"]);
+    let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
+    eprintln!("master isolated: gw-b holds after {took:?}");
+    cluster.assert_never_two_holders();
+    cluster.heal();
+    // Pre-vote keeps the returning node from deposing gw-b; failback then moves it back.
+    let back = cluster.wait_holder("gw-a", Duration::from_secs(10));
+    eprintln!("healed: gw-a holds again after {back:?}");
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn a_partition_between_the_gateways_keeps_one_master() {
+    support::require_root("partition test");
+    let _serial = lock();
+    let mut cluster = Cluster::start(15, Options::default());
+    cluster.wait_holder("gw-a", SETTLE);
+    cluster.partition("gw-a", &["gw-b"]);
+    // Both still reach the witness: gw-a keeps its quorum (itself + witness).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cluster.holders(), ["gw-a"]);
+    cluster.heal();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(cluster.holders(), ["gw-a"]);
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn a_frozen_master_loses_the_vip_after_its_lease() {
+    let _serial = lock();
+    let cluster = Cluster::start(16, Options { failback_delay: "30s", ..Options::default() });
+    cluster.wait_holder("gw-a", SETTLE);
+    cluster.signal("gw-a", "STOP");
+    let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
+    eprintln!("SIGSTOP of the master: gw-b holds after {took:?}");
+    cluster.signal("gw-a", "CONT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(cluster.holders(), ["gw-b"], "the thawed node must not claim the VIP");
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn the_preferred_gateway_takes_the_vip_back_after_failback_delay() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(17, Options { failback_delay: "2s", ..Options::default() });
+    cluster.wait_holder("gw-a", SETTLE);
+    cluster.kill("gw-a");
+    cluster.wait_holder("gw-b", Duration::from_secs(5));
+    cluster.spawn("gw-a");
+    let started = std::time::Instant::now();
+    cluster.wait_holder("gw-a", Duration::from_secs(15));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "failback came after {took:?}, before failback_delay");
+    eprintln!("failback after restart: {took:?}");
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn failover_pins_and_clear_unpins() {
+    let _serial = lock();
+    let cluster = Cluster::start(18, Options { failback_delay: "1s", ..Options::default() });
+    cluster.wait_holder("gw-a", SETTLE);
+    // Asked on the witness: the write is forwarded to the leader and committed.
+    let (code, text) = cluster.cli("witness", &["failover", "--to", "gw-b", "--group", "crm"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("committed"), "{text}");
+    cluster.wait_holder("gw-b", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cluster.holders(), ["gw-b"], "the pin outlasts failback_delay");
+    let status = cluster.status("gw-a").expect("status");
+    assert_eq!(status.groups[0].pin.as_deref(), Some("gw-b"));
+    let (code, text) = cluster.cli("gw-a", &["failover", "--clear"]);
+    assert_eq!(code, 0, "{text}");
+    cluster.wait_holder("gw-a", Duration::from_secs(10));
+    let (code, text) = cluster.cli("gw-a", &["failover", "--to", "witness"]);
+    assert_eq!(code, 1, "a witness cannot be a failover target: {text}");
+    assert!(text.contains("witness"), "{text}");
+    let (code, text) = cluster.cli("gw-a", &["history"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("pin to gw-b") && text.contains("clear pin"), "{text}");
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn maintenance_drains_a_node_until_it_is_turned_off() {
+    let _serial = lock();
+    let cluster = Cluster::start(19, Options { failback_delay: "1s", ..Options::default() });
+    cluster.wait_holder("gw-a", SETTLE);
+    let (code, text) = cluster.cli("gw-b", &["maintenance", "on", "gw-a"]);
+    assert_eq!(code, 0, "{text}");
+    cluster.wait_holder("gw-b", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cluster.holders(), ["gw-b"], "no failback to a node in maintenance");
+    let (code, text) = cluster.cli("gw-b", &["maintenance", "off", "gw-a"]);
+    assert_eq!(code, 0, "{text}");
+    cluster.wait_holder("gw-a", Duration::from_secs(10));
+    let (code, text) = cluster.cli("gw-b", &["maintenance", "on", "nobody"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not a cluster member"), "{text}");
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn a_node_with_the_wrong_key_is_rejected_and_cannot_disturb_the_cluster() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(20, Options::default());
+    cluster.wait_holder("gw-a", SETTLE);
+    let term = cluster.status("gw-a").expect("status").groups[0].term;
+    // gw-b comes back with another key: it must not reach anyone, and nobody's term moves.
+    cluster.kill("gw-b");
+    let bad_key = cluster.dir.path().join("other.key");
+    support::keygen(&bad_key);
+    let config = cluster.nodes["gw-b"].config.clone();
+    let text = std::fs::read_to_string(&config).expect("config");
+    let key = cluster.dir.path().join("cluster.key");
+    std::fs::write(&config, text.replace(&key.display().to_string(), &bad_key.display().to_string())).expect("write");
+    cluster.spawn("gw-b");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cluster.holders(), ["gw-a"]);
+    let after = cluster.status("gw-a").expect("status").groups[0].term;
+    assert_eq!(after, term, "the rejected node moved the term");
+    let lonely = cluster.status("gw-b").expect("gw-b still answers its own status");
+    assert_eq!(lonely.groups[0].leader, None, "gw-b never learned of a leader");
+    let log = std::fs::read_to_string(&cluster.nodes["gw-a"].log).unwrap_or_default();
+    assert!(log.contains("handshake"), "gw-a logs the rejected handshake:\n{log}");
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn a_sigkilled_node_restarts_with_its_store_intact() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(21, Options::default());
+    cluster.wait_holder("gw-a", SETTLE);
+    let (code, text) = cluster.cli("gw-a", &["failover", "--to", "gw-a"]);
+    assert_eq!(code, 0, "{text}");
+    let before = cluster.status("gw-b").expect("status").groups[0].clone();
+    cluster.kill("gw-b");
+    cluster.spawn("gw-b");
+    // Its own store, before it even hears from the leader, has the pin and the term.
+    let mut restored = None;
+    for _ in 0..200 {
+        if let Some(status) = cluster.status("gw-b") {
+            restored = Some(status.groups[0].clone());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let restored = restored.expect("gw-b answers after restart");
+    assert_eq!(restored.pin.as_deref(), Some("gw-a"), "pin survived SIGKILL");
+    assert!(restored.term >= before.term);
+    let (code, text) = cluster.cli("gw-b", &["history"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("pin to gw-a"), "{text}");
+    assert_eq!(cluster.holders(), ["gw-a"]);
+    cluster.assert_never_two_holders();
+}
