@@ -71,7 +71,7 @@ pub enum StoreError {
         path: PathBuf,
         table: String,
         action: &'static str,
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     #[error(
         "Raft store {}, table {table:?}, key {key}: cannot decode the record ({source}); the file is \
@@ -310,7 +310,7 @@ impl GroupTables {
             path,
             table,
             action,
-            source: source.into(),
+            source: Box::new(source.into()),
         }
     }
 

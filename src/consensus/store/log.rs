@@ -44,7 +44,7 @@ impl LogStore {
             None => None,
         };
         Ok(LogState {
-            last_purged_log_id: purged.clone(),
+            last_purged_log_id: purged,
             last_log_id: last.or(purged),
         })
     }

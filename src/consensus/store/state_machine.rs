@@ -92,13 +92,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let t = &self.tables;
         let meta = SnapshotMeta {
-            last_log_id: self.applied.last_applied.clone(),
+            last_log_id: self.applied.last_applied,
             last_membership: self.applied.last_membership.clone(),
         };
         let data = t.encode(&t.sm, SM_SNAPSHOT_DATA, &self.applied)?;
         let meta_bytes = t.encode(&t.sm, SM_SNAPSHOT_META, &meta)?;
         let stored = data.clone();
-        let built_upto = meta.last_log_id.clone();
+        let built_upto = meta.last_log_id;
         t.run_blocking(move |t| {
             let txn = t.begin_write()?;
             // An install may have stored a newer snapshot while this one was being built.
@@ -124,7 +124,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         Ok((
-            self.applied.last_applied.clone(),
+            self.applied.last_applied,
             self.applied.last_membership.clone(),
         ))
     }
@@ -151,8 +151,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => CommandResult::default(),
                 EntryPayload::Normal(command) => next.state.apply(&command),
                 EntryPayload::Membership(membership) => {
-                    next.last_membership =
-                        StoredMembership::new(Some(entry.log_id.clone()), membership);
+                    next.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     CommandResult::default()
                 }
             };

@@ -50,7 +50,7 @@ fn command(i: u64) -> Command {
     Command::ReportFacts {
         node: format!("gw-{}", i % 3),
         facts: NodeFacts {
-            healthy: i % 2 == 0,
+            healthy: i.is_multiple_of(2),
             link_up: true,
             detail: format!("probe {i}"),
         },
@@ -273,9 +273,7 @@ fn a_group_is_open_once_and_reopens_after_drop() {
 fn second_open_of_a_data_dir_names_it() {
     let dir = TempDir::new().expect("tempdir");
     let _store = Store::open(dir.path()).expect("open");
-    let err = Store::open(dir.path())
-        .err()
-        .expect("second open must fail");
+    let err = Store::open(dir.path()).expect_err("second open must fail");
     let message = err.to_string();
     assert!(matches!(err, StoreError::Locked { .. }), "{message}");
     assert!(
@@ -315,7 +313,6 @@ async fn a_hole_in_the_log_is_an_error_not_a_short_read() {
     let err = log
         .try_get_log_entries(0..)
         .await
-        .err()
-        .expect("hole must be reported");
+        .expect_err("hole must be reported");
     assert!(err.to_string().contains("hole"), "{err}");
 }
