@@ -8,10 +8,15 @@
 //! `last_applied` in different transactions. A crash at any instant must leave a file that
 //! opens and is consistent.
 //!
-//! Records are `serde_json`: openraft's types carry serde attributes (untagged enums,
-//! `serde(bound)`, maps keyed by node id) that JSON round-trips and bincode 1 does not
-//! always, and the data is small. Log keys are redb `u64` keys, which redb orders
-//! numerically, so ranges iterate in log order.
+//! Records are `serde_json`: self-describing, so openraft's serde attributes (custom
+//! `SnapshotMeta` wire form, maps keyed by node id) round-trip without relying on a
+//! non-self-describing format's corner cases, and the records are small. The tests check
+//! the round-trips. Log keys are redb `u64` keys, which redb compares numerically (not as
+//! bytes), so ranges iterate in log order.
+//!
+//! Snapshots are persisted next to the state (see `state_machine`); compaction is openraft's
+//! snapshot policy followed by `purge`, which deletes the entries and records the purge
+//! point in one transaction.
 
 mod log;
 mod state_machine;
