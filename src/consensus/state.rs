@@ -22,11 +22,7 @@ pub struct NodeFacts {
 
 impl Default for NodeFacts {
     fn default() -> Self {
-        Self {
-            healthy: true,
-            link_up: true,
-            detail: String::new(),
-        }
+        Self { healthy: true, link_up: true, detail: String::new() }
     }
 }
 
@@ -35,28 +31,13 @@ impl Default for NodeFacts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// A node's health/link facts changed.
-    ReportFacts {
-        node: String,
-        facts: NodeFacts,
-        at_unix_ms: u64,
-    },
+    ReportFacts { node: String, facts: NodeFacts, at_unix_ms: u64 },
     /// `havip maintenance on|off NODE`.
-    SetMaintenance {
-        node: String,
-        on: bool,
-        at_unix_ms: u64,
-    },
+    SetMaintenance { node: String, on: bool, at_unix_ms: u64 },
     /// `havip failover --to NODE` (Some) or `--clear` (None).
-    Pin {
-        node: Option<String>,
-        at_unix_ms: u64,
-    },
+    Pin { node: Option<String>, at_unix_ms: u64 },
     /// The leader records that it became master of the group in `term`.
-    MasterChanged {
-        node: String,
-        term: u64,
-        at_unix_ms: u64,
-    },
+    MasterChanged { node: String, term: u64, at_unix_ms: u64 },
 }
 
 impl fmt::Display for Command {
@@ -67,9 +48,7 @@ impl fmt::Display for Command {
                 "facts {node}: healthy={} link_up={}",
                 facts.healthy, facts.link_up
             ),
-            Command::SetMaintenance { node, on, .. } => {
-                write!(f, "maintenance {node} {}", if *on { "on" } else { "off" })
-            }
+            Command::SetMaintenance { node, on, .. } => write!(f, "maintenance {node} {}", if *on { "on" } else { "off" }),
             Command::Pin { node: Some(n), .. } => write!(f, "pin to {n}"),
             Command::Pin { node: None, .. } => write!(f, "clear pin"),
             Command::MasterChanged { node, term, .. } => write!(f, "master {node} (term {term})"),
@@ -94,11 +73,7 @@ pub struct NodeState {
 
 impl Default for NodeState {
     fn default() -> Self {
-        Self {
-            facts: NodeFacts::default(),
-            maintenance: false,
-            since_unix_ms: 0,
-        }
+        Self { facts: NodeFacts::default(), maintenance: false, since_unix_ms: 0 }
     }
 }
 
@@ -121,11 +96,7 @@ impl GroupState {
     /// Applies one committed command. Deterministic: every replica ends in the same state.
     pub fn apply(&mut self, command: &Command) -> CommandResult {
         let changed = match command {
-            Command::ReportFacts {
-                node,
-                facts,
-                at_unix_ms,
-            } => {
+            Command::ReportFacts { node, facts, at_unix_ms } => {
                 let state = self.nodes.entry(node.clone()).or_default();
                 let changed = state.facts != *facts;
                 if changed {
@@ -134,11 +105,7 @@ impl GroupState {
                 }
                 changed
             }
-            Command::SetMaintenance {
-                node,
-                on,
-                at_unix_ms,
-            } => {
+            Command::SetMaintenance { node, on, at_unix_ms } => {
                 let state = self.nodes.entry(node.clone()).or_default();
                 let changed = state.maintenance != *on;
                 if changed {
@@ -167,10 +134,7 @@ impl GroupState {
             | Command::Pin { at_unix_ms, .. }
             | Command::MasterChanged { at_unix_ms, .. } => *at_unix_ms,
         };
-        self.history.push_back(HistoryEntry {
-            at_unix_ms,
-            event: command.to_string(),
-        });
+        self.history.push_back(HistoryEntry { at_unix_ms, event: command.to_string() });
         while self.history.len() > HISTORY_LIMIT {
             self.history.pop_front();
         }
@@ -184,19 +148,9 @@ mod tests {
     #[test]
     fn restating_facts_changes_nothing_and_adds_no_history() {
         let mut state = GroupState::default();
-        let cmd = Command::ReportFacts {
-            node: "gw-a".into(),
-            facts: NodeFacts::default(),
-            at_unix_ms: 1,
-        };
-        assert!(
-            !state.apply(&cmd).changed,
-            "a default report of a new node is not news"
-        );
-        assert!(
-            state.nodes.contains_key("gw-a"),
-            "but the node is known from then on"
-        );
+        let cmd = Command::ReportFacts { node: "gw-a".into(), facts: NodeFacts::default(), at_unix_ms: 1 };
+        assert!(!state.apply(&cmd).changed, "a default report of a new node is not news");
+        assert!(state.nodes.contains_key("gw-a"), "but the node is known from then on");
         assert!(!state.apply(&cmd).changed);
         assert_eq!(state.history.len(), 0);
     }
@@ -205,11 +159,7 @@ mod tests {
     fn history_is_bounded() {
         let mut state = GroupState::default();
         for term in 0..(HISTORY_LIMIT as u64 + 10) {
-            state.apply(&Command::MasterChanged {
-                node: "gw-a".into(),
-                term,
-                at_unix_ms: term,
-            });
+            state.apply(&Command::MasterChanged { node: "gw-a".into(), term, at_unix_ms: term });
         }
         assert_eq!(state.history.len(), HISTORY_LIMIT);
         assert_eq!(state.history.front().map(|h| h.at_unix_ms), Some(10));
@@ -218,23 +168,9 @@ mod tests {
     #[test]
     fn pin_and_clear() {
         let mut state = GroupState::default();
-        assert!(
-            state
-                .apply(&Command::Pin {
-                    node: Some("gw-b".into()),
-                    at_unix_ms: 5
-                })
-                .changed
-        );
+        assert!(state.apply(&Command::Pin { node: Some("gw-b".into()), at_unix_ms: 5 }).changed);
         assert_eq!(state.pin.as_deref(), Some("gw-b"));
-        assert!(
-            state
-                .apply(&Command::Pin {
-                    node: None,
-                    at_unix_ms: 6
-                })
-                .changed
-        );
+        assert!(state.apply(&Command::Pin { node: None, at_unix_ms: 6 }).changed);
         assert_eq!(state.pin, None);
         assert_eq!(state.history.len(), 2);
     }
