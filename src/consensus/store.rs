@@ -1,2 +1,465 @@
-//! (being written) redb-backed Raft log store and state machine.
-pub struct StateMachineStore;
+//! The node's durable Raft storage: vote, log and applied state of every VIP group, in one
+//! redb file per node (`<data_dir>/havip.redb`), with each group in its own tables
+//! (`"<group>/log"`, `"<group>/meta"`, `"<group>/sm"`).
+//!
+//! What it must never do: acknowledge a write (return from `save_vote`, call an append's
+//! `IOFlushed`, answer an applied command) before the redb transaction holding it has
+//! committed with immediate durability; or write a state machine's `GroupState` and its
+//! `last_applied` in different transactions. A crash at any instant must leave a file that
+//! opens and is consistent.
+//!
+//! Records are `serde_json`: self-describing, so openraft's serde attributes (custom
+//! `SnapshotMeta` wire form, maps keyed by node id) round-trip without relying on a
+//! non-self-describing format's corner cases, and the records are small. The tests check
+//! the round-trips. Log keys are redb `u64` keys, which redb compares numerically (not as
+//! bytes), so ranges iterate in log order.
+//!
+//! Snapshots are persisted next to the state (see `state_machine`); compaction is openraft's
+//! snapshot policy followed by `purge`, which deletes the entries and records the purge
+//! point in one transaction.
+
+mod log;
+mod state_machine;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{DirBuilder, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use redb::{
+    Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::consensus::types::{LogId, Vote};
+
+pub use self::log::LogStore;
+pub use self::state_machine::{SnapshotBuilder, StateMachineStore};
+
+/// File name of the store inside the data directory.
+pub const FILE_NAME: &str = "havip.redb";
+
+/// Keys of the `<group>/meta` table (vote and log pointers, written by the log store).
+const META_VOTE: &str = "vote";
+const META_COMMITTED: &str = "committed";
+const META_PURGED: &str = "purged";
+/// Keys of the `<group>/sm` table (written by the state machine).
+const SM_APPLIED: &str = "applied";
+const SM_SNAPSHOT_META: &str = "snapshot_meta";
+const SM_SNAPSHOT_DATA: &str = "snapshot_data";
+
+/// Everything that can go wrong with the store. Each error names the file, and the table
+/// and key where there is one, so an operator can tell a full disk from a corrupt file.
+#[derive(thiserror::Error, Debug)]
+pub enum StoreError {
+    #[error("cannot create data directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot restrict permissions of {} to the owner: {source}", path.display())]
+    Permissions { path: PathBuf, source: io::Error },
+    #[error(
+        "Raft store {} is locked by another process: is another havip running with data_dir {}?",
+        path.display(),
+        data_dir.display()
+    )]
+    Locked { path: PathBuf, data_dir: PathBuf },
+    #[error("cannot open Raft store {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: DatabaseError,
+    },
+    #[error("Raft store {}, table {table:?}: {action} failed: {source}", path.display())]
+    Db {
+        path: PathBuf,
+        table: String,
+        action: &'static str,
+        source: Box<redb::Error>,
+    },
+    #[error(
+        "Raft store {}, table {table:?}, key {key}: cannot decode the record ({source}); the file is \
+         corrupt or was written by an incompatible havip version",
+        path.display()
+    )]
+    Decode {
+        path: PathBuf,
+        table: String,
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("Raft store {}, table {table:?}, key {key}: cannot encode the record: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        table: String,
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("Raft store {}, table {table:?}: {detail}", path.display())]
+    Inconsistent {
+        path: PathBuf,
+        table: String,
+        detail: String,
+    },
+    #[error("invalid VIP group name {name:?} for the Raft store: {reason}")]
+    GroupName { name: String, reason: &'static str },
+    #[error("Raft store {}: VIP group {group:?} is already open in this process", path.display())]
+    GroupInUse { path: PathBuf, group: String },
+    #[error("Raft store {}: a storage task stopped before finishing: {detail}", path.display())]
+    Task { path: PathBuf, detail: String },
+}
+
+impl From<StoreError> for io::Error {
+    fn from(err: StoreError) -> Self {
+        io::Error::other(err)
+    }
+}
+
+/// One node's Raft store: a handle on the redb file shared by all VIP groups.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// Groups with a live `LogStore`/`StateMachineStore`: two of them on one group would
+    /// each cache state the other does not see.
+    open_groups: Arc<Mutex<HashSet<String>>>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data_dir>/havip.redb`. The directory is created with mode
+    /// 0700 and the file is made 0600. After a crash redb repairs the file here.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: data_dir.to_path_buf(),
+                source,
+            })?;
+        let path = data_dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|source| match source {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                path: path.clone(),
+                data_dir: data_dir.to_path_buf(),
+            },
+            source => StoreError::Open {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(|source| {
+            StoreError::Permissions {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        Ok(Store {
+            db: Arc::new(db),
+            path,
+            open_groups: Arc::default(),
+        })
+    }
+
+    /// Path of the redb file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log store and state machine of VIP group `name`, creating its tables on first use.
+    /// A group can be open once at a time; it can be opened again after both halves (and
+    /// every log reader and snapshot builder) are dropped.
+    pub fn group(&self, name: &str) -> Result<(LogStore, StateMachineStore), StoreError> {
+        validate_group_name(name)?;
+        let lease = GroupLease::take(self, name)?;
+        let tables = Arc::new(GroupTables::new(self, name, lease));
+        tables.create_tables()?;
+        let state_machine = StateMachineStore::load(tables.clone())?;
+        Ok((LogStore::new(tables), state_machine))
+    }
+
+    /// True when group `name` has no vote, no log and no applied state here: this node has
+    /// never taken part in (or bootstrapped) that group's cluster.
+    pub fn is_pristine(&self, name: &str) -> Result<bool, StoreError> {
+        validate_group_name(name)?;
+        let tables = GroupTables::new(self, name, None);
+        let txn = tables.begin_read()?;
+        let log_empty = match txn.open_table(tables.log_def()) {
+            Ok(log) => log
+                .is_empty()
+                .map_err(tables.db_err(&tables.log, "reading the log"))?,
+            Err(TableError::TableDoesNotExist(_)) => true,
+            Err(e) => return Err(tables.db_err(&tables.log, "opening the table")(e)),
+        };
+        let vote: Option<Vote> = tables.read_opt(&txn, &tables.meta, META_VOTE)?;
+        let purged: Option<LogId> = tables.read_opt(&txn, &tables.meta, META_PURGED)?;
+        let applied: Option<state_machine::Applied> =
+            tables.read_opt(&txn, &tables.sm, SM_APPLIED)?;
+        let nothing_applied = applied.is_none_or(|a| a.last_applied.is_none());
+        Ok(log_empty && vote.is_none() && purged.is_none() && nothing_applied)
+    }
+}
+
+fn validate_group_name(name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.contains('/') {
+        "it contains '/', which separates the group from the table in the store"
+    } else if name.chars().any(char::is_control) {
+        "it contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::GroupName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// Marks a group as open in this process until dropped.
+struct GroupLease {
+    open_groups: Arc<Mutex<HashSet<String>>>,
+    group: String,
+}
+
+impl GroupLease {
+    fn take(store: &Store, group: &str) -> Result<Option<GroupLease>, StoreError> {
+        let mut open = store
+            .open_groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !open.insert(group.to_string()) {
+            return Err(StoreError::GroupInUse {
+                path: store.path.clone(),
+                group: group.to_string(),
+            });
+        }
+        Ok(Some(GroupLease {
+            open_groups: store.open_groups.clone(),
+            group: group.to_string(),
+        }))
+    }
+}
+
+impl Drop for GroupLease {
+    fn drop(&mut self) {
+        let mut open = self
+            .open_groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.remove(&self.group);
+    }
+}
+
+/// The tables of one group and the typed record access shared by the log store and the
+/// state machine. Everything here is synchronous; async callers run writes through
+/// [`GroupTables::run_blocking`].
+pub(crate) struct GroupTables {
+    db: Arc<Database>,
+    path: PathBuf,
+    log: String,
+    meta: String,
+    sm: String,
+    _lease: Option<GroupLease>,
+}
+
+impl GroupTables {
+    fn new(store: &Store, group: &str, lease: Option<GroupLease>) -> GroupTables {
+        GroupTables {
+            db: store.db.clone(),
+            path: store.path.clone(),
+            log: format!("{group}/log"),
+            meta: format!("{group}/meta"),
+            sm: format!("{group}/sm"),
+            _lease: lease,
+        }
+    }
+
+    fn log_def(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        TableDefinition::new(&self.log)
+    }
+
+    fn kv_def<'a>(&self, table: &'a str) -> TableDefinition<'a, &'static str, &'static [u8]> {
+        TableDefinition::new(table)
+    }
+
+    /// Creates the group's tables, so that read transactions can assume they exist.
+    fn create_tables(&self) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        txn.open_table(self.log_def())
+            .map_err(self.db_err(&self.log, "creating the table"))?;
+        txn.open_table(self.kv_def(&self.meta))
+            .map_err(self.db_err(&self.meta, "creating the table"))?;
+        txn.open_table(self.kv_def(&self.sm))
+            .map_err(self.db_err(&self.sm, "creating the table"))?;
+        self.commit(txn, &self.meta)
+    }
+
+    fn db_err<E: Into<redb::Error>>(
+        &self,
+        table: &str,
+        action: &'static str,
+    ) -> impl FnOnce(E) -> StoreError {
+        let path = self.path.clone();
+        let table = table.to_string();
+        move |source| StoreError::Db {
+            path,
+            table,
+            action,
+            source: Box::new(source.into()),
+        }
+    }
+
+    fn inconsistent(&self, table: &str, detail: String) -> StoreError {
+        StoreError::Inconsistent {
+            path: self.path.clone(),
+            table: table.to_string(),
+            detail,
+        }
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.db
+            .begin_read()
+            .map_err(self.db_err(&self.meta, "starting a read transaction"))
+    }
+
+    /// A write transaction with redb's default, immediate durability: `commit` returns once
+    /// the data is on disk.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        self.db
+            .begin_write()
+            .map_err(self.db_err(&self.meta, "starting a write transaction"))
+    }
+
+    fn commit(&self, txn: redb::WriteTransaction, table: &str) -> Result<(), StoreError> {
+        txn.commit().map_err(self.db_err(table, "committing"))
+    }
+
+    fn encode<T: Serialize>(
+        &self,
+        table: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+            path: self.path.clone(),
+            table: table.to_string(),
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+            path: self.path.clone(),
+            table: table.to_string(),
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    /// Reads and decodes `key` of key-value table `table`; `None` when absent (or when the
+    /// table was never created, for `is_pristine` on an unknown group).
+    fn read_opt<T: DeserializeOwned>(
+        &self,
+        txn: &redb::ReadTransaction,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let bytes = {
+            let t = match txn.open_table(self.kv_def(table)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.db_err(table, "opening the table")(e)),
+            };
+            match t.get(key).map_err(self.db_err(table, "reading"))? {
+                Some(guard) => guard.value().to_vec(),
+                None => return Ok(None),
+            }
+        };
+        self.decode(table, key, &bytes).map(Some)
+    }
+
+    /// Reads the raw bytes of `key`, for records stored unencoded (snapshot data).
+    fn read_raw(
+        &self,
+        txn: &redb::ReadTransaction,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = txn
+            .open_table(self.kv_def(table))
+            .map_err(self.db_err(table, "opening the table"))?;
+        let value = t.get(key).map_err(self.db_err(table, "reading"))?;
+        Ok(value.map(|guard| guard.value().to_vec()))
+    }
+
+    /// Puts already-encoded `bytes` at `key` of `table` inside `txn`.
+    fn put(
+        &self,
+        txn: &redb::WriteTransaction,
+        table: &str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut t = txn
+            .open_table(self.kv_def(table))
+            .map_err(self.db_err(table, "opening the table"))?;
+        t.insert(key, bytes)
+            .map_err(self.db_err(table, "writing"))?;
+        Ok(())
+    }
+
+    /// Reads and decodes `key` of `table` inside a write transaction.
+    fn read_in_write<T: DeserializeOwned>(
+        &self,
+        txn: &redb::WriteTransaction,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let bytes = {
+            let t = txn
+                .open_table(self.kv_def(table))
+                .map_err(self.db_err(table, "opening the table"))?;
+            let value = t.get(key).map_err(self.db_err(table, "reading"))?;
+            value.map(|guard| guard.value().to_vec())
+        };
+        bytes
+            .map(|bytes| self.decode(table, key, &bytes))
+            .transpose()
+    }
+
+    /// Runs a blocking store operation (a transaction with an fsync) off the async
+    /// workers, and waits for it: callers still see their writes in order.
+    async fn run_blocking<T, F>(self: &Arc<Self>, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&GroupTables) -> Result<T, StoreError> + Send + 'static,
+    {
+        let tables = self.clone();
+        tokio::task::spawn_blocking(move || op(&tables))
+            .await
+            .map_err(|e| StoreError::Task {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?
+    }
+}
+
+#[cfg(test)]
+mod tests;
