@@ -167,7 +167,10 @@ pub struct NotifySection {
 
 impl Default for NotifySection {
     fn default() -> Self {
-        NotifySection { command: None, timeout: Duration::from_secs(5) }
+        NotifySection {
+            command: None,
+            timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -220,13 +223,13 @@ impl Config {
             }])
         })?;
         let mut read = read(path, &text);
-        if let Some(key_file) = &read.key_file {
-            if let Err(e) = crate::key::ClusterKey::load(&key_file.value) {
-                let message = key_error_message(&key_file.value, &e);
-                let mut r = Reader::new(path, &text);
-                r.error(&key_file.span, "cluster.key_file", message);
-                read.errors.extend(r.errors);
-            }
+        if let Some(key_file) = &read.key_file
+            && let Err(e) = crate::key::ClusterKey::load(&key_file.value)
+        {
+            let message = key_error_message(&key_file.value, &e);
+            let mut r = Reader::new(path, &text);
+            r.error(&key_file.span, "cluster.key_file", message);
+            read.errors.extend(r.errors);
         }
         finish(read)
     }
@@ -263,9 +266,9 @@ fn key_error_message(path: &Path, e: &crate::key::KeyError) -> String {
             path.display(),
             path.display()
         ),
-        KeyError::Read { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => format!(
-            "{e}; run havip as root or as the owner of the key file"
-        ),
+        KeyError::Read { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("{e}; run havip as root or as the owner of the key file")
+        }
         other => other.to_string(),
     }
 }
@@ -290,7 +293,15 @@ fn finish(read: Read) -> Result<Config, ConfigErrors> {
     }
 }
 
-const ROOT_KEYS: &[&str] = &["node", "cluster", "timers", "control", "vip_group", "health", "notify"];
+const ROOT_KEYS: &[&str] = &[
+    "node",
+    "cluster",
+    "timers",
+    "control",
+    "vip_group",
+    "health",
+    "notify",
+];
 
 fn read(source: &Path, text: &str) -> Read {
     let mut r = Reader::new(source, text);
@@ -299,10 +310,18 @@ fn read(source: &Path, text: &str) -> Read {
         Err(e) => {
             let message = e.message().trim().replace('\n', "; ");
             r.error(&e.span(), "", format!("not valid TOML: {message}"));
-            return Read { config: None, errors: r.errors, key_file: None };
+            return Read {
+                config: None,
+                errors: r.errors,
+                key_file: None,
+            };
         }
     };
-    let root = Tab { table: doc.as_table(), path: String::new(), span: Some(0..0) };
+    let root = Tab {
+        table: doc.as_table(),
+        path: String::new(),
+        span: Some(0..0),
+    };
     r.unknown_keys(&root, ROOT_KEYS);
 
     let node = read_node(&mut r, &root);
@@ -327,7 +346,11 @@ fn read(source: &Path, text: &str) -> Read {
         }),
         _ => None,
     };
-    Read { config, errors: r.errors, key_file }
+    Read {
+        config,
+        errors: r.errors,
+        key_file,
+    }
 }
 
 /// Node names become Raft node ids, metric labels and file names: keep them plain.
@@ -339,9 +362,15 @@ pub(crate) fn valid_name(name: &str, max: usize, relaxed: bool) -> Result<(), St
             || c == '-'
             || (relaxed && (c.is_ascii_uppercase() || c == '_' || c == '.'))
     };
-    let chars = if relaxed { "letters, digits, '-', '_' and '.'" } else { "lower-case letters, digits and '-'" };
+    let chars = if relaxed {
+        "letters, digits, '-', '_' and '.'"
+    } else {
+        "lower-case letters, digits and '-'"
+    };
     if name.is_empty() || name.chars().count() > max || !name.chars().all(allowed) {
-        return Err(format!("{name:?} is not a valid name; use 1 to {max} {chars}, like \"gw-a\""));
+        return Err(format!(
+            "{name:?} is not a valid name; use 1 to {max} {chars}, like \"gw-a\""
+        ));
     }
     Ok(())
 }
@@ -361,24 +390,45 @@ fn read_name(r: &mut Reader<'_>, t: &Tab<'_>, example: &str) -> Option<At<String
 }
 
 fn read_node(r: &mut Reader<'_>, root: &Tab<'_>) -> Option<At<NodeSection>> {
-    if !r.require(root, "node", "{ name = \"gw-a\", role = \"gateway\" } (or a [node] section)") {
+    if !r.require(
+        root,
+        "node",
+        "{ name = \"gw-a\", role = \"gateway\" } (or a [node] section)",
+    ) {
         return None;
     }
     let t = r.table(root, "node")?;
     r.unknown_keys(&t, &["name", "role", "data_dir"]);
     let name = read_name(r, &t, "\"gw-a\"");
-    let role = if r.require(&t, "role", "\"gateway\"") { r.string(&t, "role") } else { None };
+    let role = if r.require(&t, "role", "\"gateway\"") {
+        r.string(&t, "role")
+    } else {
+        None
+    };
     let role = role.and_then(|role| match role.value.as_str() {
         "gateway" => Some(Role::Gateway),
         "witness" => Some(Role::Witness),
         other => {
-            r.error(&role.span, t.key("role"), format!("{other:?} is not a role; write \"gateway\" or \"witness\""));
+            r.error(
+                &role.span,
+                t.key("role"),
+                format!("{other:?} is not a role; write \"gateway\" or \"witness\""),
+            );
             None
         }
     });
-    let data_dir = r.path(&t, "data_dir").map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), |d| d.value);
+    let data_dir = r
+        .path(&t, "data_dir")
+        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), |d| d.value);
     let name = name?;
-    Some(At { value: NodeSection { name: name.value, role: role?, data_dir }, span: name.span })
+    Some(At {
+        value: NodeSection {
+            name: name.value,
+            role: role?,
+            data_dir,
+        },
+        span: name.span,
+    })
 }
 
 fn read_cluster(
@@ -386,23 +436,38 @@ fn read_cluster(
     root: &Tab<'_>,
     node: Option<&At<NodeSection>>,
 ) -> (Option<ClusterSection>, Option<At<PathBuf>>) {
-    if !r.require(root, "cluster", "{ ... } (a [cluster] section with `listen` and [[cluster.peers]])") {
+    if !r.require(
+        root,
+        "cluster",
+        "{ ... } (a [cluster] section with `listen` and [[cluster.peers]])",
+    ) {
         return (None, None);
     }
     let Some(t) = r.table(root, "cluster") else {
         return (None, None);
     };
     r.unknown_keys(&t, &["listen", "key_file", "allow_even_voters", "peers"]);
-    let listen = if r.require(&t, "listen", "\"198.18.0.11:7400\"") { r.socket_addr(&t, "listen") } else { None };
+    let listen = if r.require(&t, "listen", "\"198.18.0.11:7400\"") {
+        r.socket_addr(&t, "listen")
+    } else {
+        None
+    };
     let key_file = if t.has("key_file") {
         r.path(&t, "key_file")
     } else {
-        Some(At { value: PathBuf::from(DEFAULT_KEY_FILE), span: None })
+        Some(At {
+            value: PathBuf::from(DEFAULT_KEY_FILE),
+            span: None,
+        })
     };
     let allow_even_voters = r.boolean(&t, "allow_even_voters").unwrap_or(false);
 
     let peers_span = t.span_of("peers").or_else(|| t.span.clone());
-    let entries = if r.require(&t, "peers", "[[cluster.peers]] entries (every node, this one included); add") {
+    let entries = if r.require(
+        &t,
+        "peers",
+        "[[cluster.peers]] entries (every node, this one included); add",
+    ) {
         r.tables(&t, "peers")
     } else {
         Vec::new()
@@ -415,13 +480,20 @@ fn read_cluster(
     for entry in &entries {
         r.unknown_keys(entry, &["name", "address"]);
         let name = read_name(r, entry, "\"gw-a\"");
-        let address = if r.require(entry, "address", "\"198.18.0.11:7400\"") { r.socket_addr(entry, "address") } else { None };
+        let address = if r.require(entry, "address", "\"198.18.0.11:7400\"") {
+            r.socket_addr(entry, "address")
+        } else {
+            None
+        };
         if let Some(name) = &name {
             if let Some(first) = names.get(&name.value) {
                 r.error(
                     &name.span,
                     entry.key("name"),
-                    format!("peer {:?} is already listed as {first}; list each node once", name.value),
+                    format!(
+                        "peer {:?} is already listed as {first}; list each node once",
+                        name.value
+                    ),
                 );
             } else {
                 names.insert(name.value.clone(), entry.path.clone());
@@ -438,7 +510,10 @@ fn read_cluster(
                 r.error(
                     &address.span,
                     entry.key("address"),
-                    format!("{} is already the address of {first}; each node needs its own address", address.value),
+                    format!(
+                        "{} is already the address of {first}; each node needs its own address",
+                        address.value
+                    ),
                 );
             } else {
                 addresses.insert(address.value, entry.path.clone());
@@ -447,7 +522,10 @@ fn read_cluster(
         match (name, address) {
             (Some(name), Some(address)) => {
                 peer_spans.push(name.span.clone());
-                peers.push(Peer { name: name.value, address: address.value });
+                peers.push(Peer {
+                    name: name.value,
+                    address: address.value,
+                });
             }
             _ => peers_ok = false,
         }
@@ -461,7 +539,9 @@ fn read_cluster(
         if let Some(node) = node {
             match peers.iter().find(|p| p.name == node.value.name) {
                 None => {
-                    let example = listen.as_ref().map_or_else(|| "198.18.0.11:7400".to_string(), |l| l.value.to_string());
+                    let example = listen
+                        .as_ref()
+                        .map_or_else(|| "198.18.0.11:7400".to_string(), |l| l.value.to_string());
                     r.error(
                         &peers_span,
                         t.key("peers"),
@@ -536,7 +616,11 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
     r.unknown_keys(&t, &["heartbeat", "election_timeout"]);
     let heartbeat = r.duration(&t, "heartbeat");
     if let Some(h) = heartbeat.as_ref().filter(|h| h.value.is_zero()) {
-        r.error(&h.span, t.key("heartbeat"), "must be longer than 0s; the default is \"50ms\"");
+        r.error(
+            &h.span,
+            t.key("heartbeat"),
+            "must be longer than 0s; the default is \"50ms\"",
+        );
     }
     let range_hint = "write it as \"MIN..MAX\", like \"150ms..300ms\"";
     let election = r.string(&t, "election_timeout").and_then(|e| {
@@ -568,12 +652,18 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
     });
 
     let heartbeat_value = heartbeat.as_ref().map_or(defaults.heartbeat, |h| h.value);
-    let (min, max) = election
-        .as_ref()
-        .map_or((defaults.election_timeout_min, defaults.election_timeout_max), |e| e.value);
-    let readable = !(t.has("heartbeat") && heartbeat.is_none()) && !(t.has("election_timeout") && election.is_none());
-    if readable && heartbeat_value * 3 > min {
-        let span = heartbeat.as_ref().map(|h| h.span.clone()).unwrap_or_else(|| t.span_of("election_timeout"));
+    let (min, max) = election.as_ref().map_or(
+        (defaults.election_timeout_min, defaults.election_timeout_max),
+        |e| e.value,
+    );
+    // Compared only when both were readable, so one bad value does not cause a second error.
+    let unreadable = (t.has("heartbeat") && heartbeat.is_none())
+        || (t.has("election_timeout") && election.is_none());
+    if !unreadable && heartbeat_value * 3 > min {
+        let span = heartbeat
+            .as_ref()
+            .map(|h| h.span.clone())
+            .unwrap_or_else(|| t.span_of("election_timeout"));
         r.error(
             &span,
             t.key(if heartbeat.is_some() { "heartbeat" } else { "election_timeout" }),
@@ -586,11 +676,18 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
             ),
         );
     }
-    Timers { heartbeat: heartbeat_value, election_timeout_min: min, election_timeout_max: max }
+    Timers {
+        heartbeat: heartbeat_value,
+        election_timeout_min: min,
+        election_timeout_max: max,
+    }
 }
 
 fn read_control(r: &mut Reader<'_>, root: &Tab<'_>) -> ControlSection {
-    let mut control = ControlSection { socket: PathBuf::from(DEFAULT_SOCKET), metrics: None };
+    let mut control = ControlSection {
+        socket: PathBuf::from(DEFAULT_SOCKET),
+        metrics: None,
+    };
     let Some(t) = r.table(root, "control") else {
         return control;
     };
@@ -636,7 +733,10 @@ fn read_groups(r: &mut Reader<'_>, root: &Tab<'_>, role: Role) -> Vec<VipGroup> 
                 r.error(
                     &name.span,
                     entry.key("name"),
-                    format!("group {:?} is already defined as {first}; give each group its own name", name.value),
+                    format!(
+                        "group {:?} is already defined as {first}; give each group its own name",
+                        name.value
+                    ),
                 );
             } else {
                 names.insert(name.value.clone(), entry.path.clone());
@@ -660,7 +760,10 @@ fn read_witness_group(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<VipGroup> {
         r.error(
             &t.key_span(key),
             t.key(key),
-            format!("a witness never holds a VIP; remove `{}` (a witness's group has only a `name`)", t.key(key)),
+            format!(
+                "a witness never holds a VIP; remove `{}` (a witness's group has only a `name`)",
+                t.key(key)
+            ),
         );
     }
     Some(VipGroup {
@@ -676,8 +779,16 @@ fn read_witness_group(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<VipGroup> {
     })
 }
 
-fn read_gateway_group(r: &mut Reader<'_>, t: &Tab<'_>, claimed: &mut HashMap<IpAddr, String>) -> Option<VipGroup> {
-    let interface = if r.require(t, "interface", "\"eth1\"") { r.non_empty_string(t, "interface") } else { None };
+fn read_gateway_group(
+    r: &mut Reader<'_>,
+    t: &Tab<'_>,
+    claimed: &mut HashMap<IpAddr, String>,
+) -> Option<VipGroup> {
+    let interface = if r.require(t, "interface", "\"eth1\"") {
+        r.non_empty_string(t, "interface")
+    } else {
+        None
+    };
     let interface = interface.and_then(|i| {
         // The kernel's IFNAMSIZ: longer names cannot exist, so the group could never be held.
         if i.value.len() > 15 || i.value.contains(['/', ' ', '\t']) {
@@ -687,7 +798,11 @@ fn read_gateway_group(r: &mut Reader<'_>, t: &Tab<'_>, claimed: &mut HashMap<IpA
         Some(i.value)
     });
 
-    let addresses = if r.require(t, "addresses", "[\"198.18.0.50/24\"]") { r.string_array(t, "addresses") } else { None };
+    let addresses = if r.require(t, "addresses", "[\"198.18.0.50/24\"]") {
+        r.string_array(t, "addresses")
+    } else {
+        None
+    };
     let addresses = addresses.and_then(|list| {
         if list.value.is_empty() {
             r.error(&list.span, t.key("addresses"), "is empty; a gateway's group needs at least one address, like [\"198.18.0.50/24\"]");
@@ -721,21 +836,33 @@ fn read_gateway_group(r: &mut Reader<'_>, t: &Tab<'_>, claimed: &mut HashMap<IpA
         ok.then_some(out)
     });
 
-    let priority = if r.require(t, "priority", "100 (1 to 254; the highest healthy gateway holds the VIP)") {
+    let priority = if r.require(
+        t,
+        "priority",
+        "100 (1 to 254; the highest healthy gateway holds the VIP)",
+    ) {
         r.integer(t, "priority", 1..=254)
     } else {
         None
     };
     let failback = r.boolean(t, "failback").unwrap_or(true);
-    let failback_delay = r.duration(t, "failback_delay").map_or(Duration::from_secs(5), |d| d.value);
-    let on_all_unhealthy = r.string(t, "on_all_unhealthy").and_then(|o| match o.value.as_str() {
-        "keep" => Some(OnAllUnhealthy::Keep),
-        "release" => Some(OnAllUnhealthy::Release),
-        other => {
-            r.error(&o.span, t.key("on_all_unhealthy"), format!("{other:?} is not a policy; write \"keep\" or \"release\""));
-            None
-        }
-    });
+    let failback_delay = r
+        .duration(t, "failback_delay")
+        .map_or(Duration::from_secs(5), |d| d.value);
+    let on_all_unhealthy = r
+        .string(t, "on_all_unhealthy")
+        .and_then(|o| match o.value.as_str() {
+            "keep" => Some(OnAllUnhealthy::Keep),
+            "release" => Some(OnAllUnhealthy::Release),
+            other => {
+                r.error(
+                    &o.span,
+                    t.key("on_all_unhealthy"),
+                    format!("{other:?} is not a policy; write \"keep\" or \"release\""),
+                );
+                None
+            }
+        });
     let address_lifetime = r.duration(t, "address_lifetime").and_then(|d| {
         if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&d.value) {
             Some(d.value)
@@ -796,7 +923,11 @@ fn read_notify(r: &mut Reader<'_>, root: &Tab<'_>) -> NotifySection {
     }
     if let Some(d) = r.duration(&t, "timeout") {
         if d.value.is_zero() {
-            r.error(&d.span, t.key("timeout"), "must be longer than 0s; the default is \"5s\"");
+            r.error(
+                &d.span,
+                t.key("timeout"),
+                "must be longer than 0s; the default is \"5s\"",
+            );
         } else {
             notify.timeout = d.value;
         }

@@ -143,7 +143,9 @@ const STATUS_HINT: &str = "write a code (200), a list ([200, 204]) or a range (\
 fn status_code(text: &str) -> Result<u16, String> {
     match text.trim().parse::<u16>() {
         Ok(code) if (100..=599).contains(&code) => Ok(code),
-        _ => Err(format!("{text:?} is not an HTTP status code (100 to 599); {STATUS_HINT}")),
+        _ => Err(format!(
+            "{text:?} is not an HTTP status code (100 to 599); {STATUS_HINT}"
+        )),
     }
 }
 
@@ -153,7 +155,9 @@ fn parse_status_range(text: &str) -> Result<RangeInclusive<u16>, String> {
         Some((low, high)) => {
             let (low, high) = (status_code(low)?, status_code(high)?);
             if low > high {
-                return Err(format!("{text:?} is an empty range; write the lower code first, like \"{high}-{low}\""));
+                return Err(format!(
+                    "{text:?} is an empty range; write the lower code first, like \"{high}-{low}\""
+                ));
             }
             Ok(low..=high)
         }
@@ -164,7 +168,8 @@ fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, S
     use toml_edit::Value;
     match v {
         Value::Integer(n) => {
-            let code = u16::try_from(*n.value()).map_err(|_| format!("{} is not an HTTP status code; {STATUS_HINT}", n.value()))?;
+            let code = u16::try_from(*n.value())
+                .map_err(|_| format!("{} is not an HTTP status code; {STATUS_HINT}", n.value()))?;
             status_code(&code.to_string()).map(|c| vec![c..=c])
         }
         Value::String(s) => parse_status_range(s.value()).map(|r| vec![r]),
@@ -183,7 +188,9 @@ fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, S
 }
 
 const HEALTH_KEYS: &[&str] = &["require", "check"];
-const COMMON_KEYS: &[&str] = &["name", "kind", "interval", "timeout", "rise", "fall", "weight"];
+const COMMON_KEYS: &[&str] = &[
+    "name", "kind", "interval", "timeout", "rise", "fall", "weight",
+];
 const HTTP_KEYS: &[&str] = &["url", "method", "host", "expect_status", "expect_body"];
 const HTTPS_KEYS: &[&str] = &["ca_file", "insecure_skip_verify"];
 const TCP_KEYS: &[&str] = &["address", "send", "expect"];
@@ -215,7 +222,10 @@ pub(super) fn read_health(r: &mut Reader<'_>, root: &Tab<'_>, role: Role) -> Hea
                 r.error(
                     &check.name.span,
                     entry.key("name"),
-                    format!("check name {:?} is already used by {first}; give each check its own name", check.name.value),
+                    format!(
+                        "check name {:?} is already used by {first}; give each check its own name",
+                        check.name.value
+                    ),
                 );
             } else {
                 seen.insert(check.name.value.clone(), entry.path.clone());
@@ -250,7 +260,9 @@ fn read_require(r: &mut Reader<'_>, health: &Tab<'_>, vetoing: usize) -> Option<
     };
     if n < 1 || usize::try_from(n).map_or(true, |n| n > vetoing) {
         let message = if vetoing == 0 {
-            format!("require = {n} but there are no vetoing checks (weight 0); remove `require` or add checks")
+            format!(
+                "require = {n} but there are no vetoing checks (weight 0); remove `require` or add checks"
+            )
         } else {
             format!(
                 "require = {n} but there are {vetoing} vetoing checks (weight 0); write a number from 1 to {vetoing}, or \"all\" / \"any\""
@@ -271,19 +283,35 @@ fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
     let all_keys: Vec<&str> = [COMMON_KEYS, HTTP_KEYS, HTTPS_KEYS, TCP_KEYS, EXEC_KEYS].concat();
     r.unknown_keys(t, &all_keys);
 
-    let name = if r.require(t, "name", "\"crm-1-http\"") { r.non_empty_string(t, "name") } else { None };
-    if let Some(name) = &name {
-        if let Err(why) = valid_name(&name.value, 64, true) {
-            r.error(&name.span, t.key("name"), why);
-        }
+    let name = if r.require(t, "name", "\"crm-1-http\"") {
+        r.non_empty_string(t, "name")
+    } else {
+        None
+    };
+    if let Some(name) = &name
+        && let Err(why) = valid_name(&name.value, 64, true)
+    {
+        r.error(&name.span, t.key("name"), why);
     }
 
-    let kind = if r.require(t, "kind", "\"http\"") { r.string(t, "kind") } else { None };
+    let kind = if r.require(t, "kind", "\"http\"") {
+        r.string(t, "kind")
+    } else {
+        None
+    };
     let kind = kind.and_then(|k| {
         if KINDS.contains(&k.value.as_str()) {
             Some(k.value)
         } else {
-            r.error(&k.span, t.key("kind"), format!("{:?} is not a check kind; write one of {}", k.value, list(KINDS)));
+            r.error(
+                &k.span,
+                t.key("kind"),
+                format!(
+                    "{:?} is not a check kind; write one of {}",
+                    k.value,
+                    list(KINDS)
+                ),
+            );
             None
         }
     });
@@ -298,7 +326,9 @@ fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
             _ => &[EXEC_KEYS],
         };
         for (key, _) in t.table.iter() {
-            let foreign = [HTTP_KEYS, HTTPS_KEYS, TCP_KEYS, EXEC_KEYS].iter().any(|ks| ks.contains(&key));
+            let foreign = [HTTP_KEYS, HTTPS_KEYS, TCP_KEYS, EXEC_KEYS]
+                .iter()
+                .any(|ks| ks.contains(&key));
             if foreign && !allowed.iter().any(|ks| ks.contains(&key)) {
                 let owner = if HTTPS_KEYS.contains(&key) {
                     "https"
@@ -325,11 +355,14 @@ fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
             r.error(&d.span, t.key(key), "must be longer than 0s");
         }
     }
-    let interval_value = interval.as_ref().map_or(Duration::from_secs(2), |d| d.value);
+    let interval_value = interval
+        .as_ref()
+        .map_or(Duration::from_secs(2), |d| d.value);
     let timeout_value = timeout.as_ref().map_or(Duration::from_secs(1), |d| d.value);
     // Compared only when both were readable (or defaulted), so one bad value does not
     // cause a second, confusing error.
-    let unreadable = (t.has("interval") && interval.is_none()) || (t.has("timeout") && timeout.is_none());
+    let unreadable =
+        (t.has("interval") && interval.is_none()) || (t.has("timeout") && timeout.is_none());
     if !unreadable && timeout_value >= interval_value {
         let (key, span) = match (&timeout, &interval) {
             (Some(d), _) => ("timeout", d.span.clone()),
@@ -346,8 +379,12 @@ fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
             ),
         );
     }
-    let rise = r.integer(t, "rise", 1..=i64::from(u32::MAX)).map_or(2, |n| n.value);
-    let fall = r.integer(t, "fall", 1..=i64::from(u32::MAX)).map_or(3, |n| n.value);
+    let rise = r
+        .integer(t, "rise", 1..=i64::from(u32::MAX))
+        .map_or(2, |n| n.value);
+    let fall = r
+        .integer(t, "fall", 1..=i64::from(u32::MAX))
+        .map_or(3, |n| n.value);
     let weight = r.integer(t, "weight", -254..=254).map_or(0, |n| n.value);
 
     let kind = match kind.as_deref() {
@@ -373,14 +410,25 @@ fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
 
 fn read_http(r: &mut Reader<'_>, t: &Tab<'_>, https: bool) -> Option<CheckKind> {
     let scheme = if https { "https://" } else { "http://" };
-    let url = if r.require(t, "url", &format!("\"{scheme}198.18.0.21:8080/health\"")) { r.string(t, "url") } else { None };
+    let url = if r.require(t, "url", &format!("\"{scheme}198.18.0.21:8080/health\"")) {
+        r.string(t, "url")
+    } else {
+        None
+    };
     let url = url.and_then(|u| {
         let rest = u.value.strip_prefix(scheme);
         let host = rest.map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
         match host {
             Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) => Some(u.value),
             Some(_) => {
-                r.error(&u.span, t.key("url"), format!("{:?} has no host; write it like \"{scheme}198.18.0.21:8080/health\"", u.value));
+                r.error(
+                    &u.span,
+                    t.key("url"),
+                    format!(
+                        "{:?} has no host; write it like \"{scheme}198.18.0.21:8080/health\"",
+                        u.value
+                    ),
+                );
                 None
             }
             None => {
@@ -393,21 +441,31 @@ fn read_http(r: &mut Reader<'_>, t: &Tab<'_>, https: bool) -> Option<CheckKind> 
                 r.error(
                     &u.span,
                     t.key("url"),
-                    format!("{:?} must start with {scheme:?} for a {} check{hint}", u.value, &scheme[..scheme.len() - 3]),
+                    format!(
+                        "{:?} must start with {scheme:?} for a {} check{hint}",
+                        u.value,
+                        &scheme[..scheme.len() - 3]
+                    ),
                 );
                 None
             }
         }
     });
 
-    let method = r.string(t, "method").and_then(|m| match m.value.to_ascii_uppercase().as_str() {
-        "GET" => Some(HttpMethod::Get),
-        "HEAD" => Some(HttpMethod::Head),
-        _ => {
-            r.error(&m.span, t.key("method"), format!("{:?} is not supported; write \"GET\" or \"HEAD\"", m.value));
-            None
-        }
-    });
+    let method = r
+        .string(t, "method")
+        .and_then(|m| match m.value.to_ascii_uppercase().as_str() {
+            "GET" => Some(HttpMethod::Get),
+            "HEAD" => Some(HttpMethod::Head),
+            _ => {
+                r.error(
+                    &m.span,
+                    t.key("method"),
+                    format!("{:?} is not supported; write \"GET\" or \"HEAD\"", m.value),
+                );
+                None
+            }
+        });
     let host = r.non_empty_string(t, "host").map(|h| h.value);
     let expect_status = match t.table.get("expect_status").and_then(|i| i.as_value()) {
         None => {
@@ -427,14 +485,12 @@ fn read_http(r: &mut Reader<'_>, t: &Tab<'_>, https: bool) -> Option<CheckKind> 
     let (ca_file, insecure) = if https {
         let ca = r.path(t, "ca_file");
         let insecure = r.boolean(t, "insecure_skip_verify").unwrap_or(false);
-        if insecure {
-            if let Some(ca) = &ca {
-                r.error(
-                    &ca.span,
-                    t.key("ca_file"),
-                    "`ca_file` and `insecure_skip_verify = true` contradict each other; keep `ca_file` and remove `insecure_skip_verify`",
-                );
-            }
+        if insecure && let Some(ca) = &ca {
+            r.error(
+                &ca.span,
+                t.key("ca_file"),
+                "`ca_file` and `insecure_skip_verify = true` contradict each other; keep `ca_file` and remove `insecure_skip_verify`",
+            );
         }
         (ca.map(|c| c.value), insecure)
     } else {
@@ -453,7 +509,11 @@ fn read_http(r: &mut Reader<'_>, t: &Tab<'_>, https: bool) -> Option<CheckKind> 
 }
 
 fn read_tcp(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<CheckKind> {
-    let address = if r.require(t, "address", "\"198.18.0.21:5432\"") { r.non_empty_string(t, "address") } else { None };
+    let address = if r.require(t, "address", "\"198.18.0.21:5432\"") {
+        r.non_empty_string(t, "address")
+    } else {
+        None
+    };
     let address = address.and_then(|a| {
         let port_ok = a
             .value
@@ -479,7 +539,11 @@ fn read_tcp(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<CheckKind> {
             "`expect` needs `send`: the check compares the reply to what it sent; add `send = \"...\"` or remove `expect`",
         );
     }
-    Some(CheckKind::Tcp { address: address?, send, expect: expect.map(|e| e.value) })
+    Some(CheckKind::Tcp {
+        address: address?,
+        send,
+        expect: expect.map(|e| e.value),
+    })
 }
 
 fn read_exec(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<CheckKind> {

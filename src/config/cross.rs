@@ -42,8 +42,15 @@ pub fn cross_check(configs: &[Config]) -> Vec<String> {
         let peers: BTreeSet<&Peer> = other.cluster.peers.iter().collect();
         if peers != first_peers {
             let show = |set: Vec<&&Peer>| {
-                let items: Vec<String> = set.iter().map(|p| format!("{} {}", p.name, p.address)).collect();
-                if items.is_empty() { "nothing".to_string() } else { items.join(", ") }
+                let items: Vec<String> = set
+                    .iter()
+                    .map(|p| format!("{} {}", p.name, p.address))
+                    .collect();
+                if items.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    items.join(", ")
+                }
             };
             warnings.push(format!(
                 "{} and {} list different peers (only in {}: {}; only in {}: {}); every file must list the same nodes with the same addresses",
@@ -75,7 +82,14 @@ pub fn cross_check(configs: &[Config]) -> Vec<String> {
         let groups: BTreeSet<&str> = other.vip_groups.iter().map(|g| g.name.as_str()).collect();
         if groups != first_groups {
             let show = |set: Vec<&&str>| {
-                if set.is_empty() { "nothing".to_string() } else { set.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ") }
+                if set.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    set.iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
             };
             warnings.push(format!(
                 "{} and {} list different vip_groups (only in {}: {}; only in {}: {}); every node, witnesses included, lists every group",
@@ -106,7 +120,13 @@ pub fn cross_check(configs: &[Config]) -> Vec<String> {
         if let [(first_c, first_g), rest @ ..] = members.as_slice() {
             for (c, g) in rest {
                 if sorted(g) != sorted(first_g) {
-                    let show = |g: &super::VipGroup| g.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                    let show = |g: &super::VipGroup| {
+                        g.addresses
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
                     warnings.push(format!(
                         "group {group:?} has addresses [{}] in {} but [{}] in {}; whichever gateway holds the group must serve the same addresses",
                         show(first_g),

@@ -49,7 +49,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         None => (number, ""),
     };
     if fraction.contains('.') || (whole.is_empty() && fraction.is_empty()) {
-        return Err(format!("{text:?} is not a number with a unit; write it like \"1.5s\""));
+        return Err(format!(
+            "{text:?} is not a number with a unit; write it like \"1.5s\""
+        ));
     }
     // Exact decimal arithmetic: "0.1s" must be exactly 100ms, which floats do not promise.
     let too_long = || format!("{text:?} is too long a duration");
@@ -79,23 +81,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::new(secs, subsec))
 }
 
-/// Formats a duration the way an operator would write it, for messages that suggest
-/// a value ("3 * 50ms = 150ms").
+/// Formats a duration the way an operator would write it, in the largest unit that
+/// divides it exactly ("150ms", "2s", "1500ms"), so `parse_duration` reads it back.
 pub fn format_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
     if nanos == 0 {
         return "0s".into();
     }
-    for (unit, size) in [("h", 3_600_000_000_000u128), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
-        if nanos >= size && nanos % size == 0 {
+    for (unit, size) in [
+        ("h", 3_600_000_000_000u128),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
+        if nanos >= size && nanos.is_multiple_of(size) {
             return format!("{}{unit}", nanos / size);
         }
-    }
-    if nanos >= 1_000_000_000 {
-        return format!("{}s", d.as_secs_f64());
-    }
-    if nanos >= 1_000_000 && nanos % 1_000 == 0 {
-        return format!("{}ms", nanos as f64 / 1e6);
     }
     format!("{nanos}ns")
 }
@@ -152,7 +154,15 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(150)), "150ms");
         assert_eq!(format_duration(Duration::from_secs(2)), "2s");
         assert_eq!(format_duration(Duration::from_secs(120)), "2m");
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_nanos(1500)), "1500ns");
+        for d in [
+            Duration::from_millis(1500),
+            Duration::from_secs(3600),
+            Duration::from_nanos(7),
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
         assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 }

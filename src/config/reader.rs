@@ -74,7 +74,12 @@ pub(super) struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub fn new(file: &'a Path, text: &'a str) -> Self {
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self { file, text, base_dir, errors: Vec::new() }
+        Self {
+            file,
+            text,
+            base_dir,
+            errors: Vec::new(),
+        }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -126,8 +131,21 @@ impl<'a> Reader<'a> {
         if tab.has(key) {
             return true;
         }
-        let what = if tab.path.is_empty() { "the file".to_string() } else { format!("[{}]", tab.path) };
-        self.error(&tab.span, tab.key(key), format!("missing; add `{key} = {example}` to {what}"));
+        // A misspelling of this key was already reported as unknown, with this key as
+        // the suggestion: one slip, one error.
+        if tab.table.iter().any(|(k, _)| suggest(k, &[key]).is_some()) {
+            return false;
+        }
+        let what = match tab.path.rsplit_once('[') {
+            _ if tab.path.is_empty() => "the file".to_string(),
+            Some((array, _)) => format!("this [[{array}]] entry"),
+            None => format!("[{}]", tab.path),
+        };
+        self.error(
+            &tab.span,
+            tab.key(key),
+            format!("missing; add `{key} = {example}` to {what}"),
+        );
         false
     }
 
@@ -160,7 +178,10 @@ impl<'a> Reader<'a> {
         let want = "a string in quotes";
         let v = self.value(tab, key, want)?;
         match v.as_str() {
-            Some(s) => Some(At { value: s.to_string(), span: v.span() }),
+            Some(s) => Some(At {
+                value: s.to_string(),
+                span: v.span(),
+            }),
             None => {
                 self.wrong_type(tab, key, v, want);
                 None
@@ -172,7 +193,11 @@ impl<'a> Reader<'a> {
     pub fn non_empty_string(&mut self, tab: &Tab<'_>, key: &str) -> Option<At<String>> {
         let s = self.string(tab, key)?;
         if s.value.trim().is_empty() {
-            self.error(&s.span, tab.key(key), "is empty; give it a value or remove the key");
+            self.error(
+                &s.span,
+                tab.key(key),
+                "is empty; give it a value or remove the key",
+            );
             return None;
         }
         Some(s)
@@ -191,18 +216,34 @@ impl<'a> Reader<'a> {
     }
 
     /// An integer within `range`; out-of-range values are reported with the range.
-    pub fn integer(&mut self, tab: &Tab<'_>, key: &str, range: RangeInclusive<i64>) -> Option<At<i64>> {
-        let want = format!("a whole number from {} to {} (without quotes)", range.start(), range.end());
+    pub fn integer(
+        &mut self,
+        tab: &Tab<'_>,
+        key: &str,
+        range: RangeInclusive<i64>,
+    ) -> Option<At<i64>> {
+        let want = format!(
+            "a whole number from {} to {} (without quotes)",
+            range.start(),
+            range.end()
+        );
         let v = self.value(tab, key, &want)?;
         let Some(n) = v.as_integer() else {
             self.wrong_type(tab, key, v, &want);
             return None;
         };
         if !range.contains(&n) {
-            self.error(&v.span(), tab.key(key), format!("{n} is out of range; it must be {want}"));
+            self.error(
+                &v.span(),
+                tab.key(key),
+                format!("{n} is out of range; it must be {want}"),
+            );
             return None;
         }
-        Some(At { value: n, span: v.span() })
+        Some(At {
+            value: n,
+            span: v.span(),
+        })
     }
 
     pub fn duration(&mut self, tab: &Tab<'_>, key: &str) -> Option<At<Duration>> {
@@ -213,11 +254,18 @@ impl<'a> Reader<'a> {
                 Some(n) => format!("; write \"{n}s\" or \"{n}ms\""),
                 None => String::new(),
             };
-            self.error(&v.span(), tab.key(key), format!("is {}; it must be {want}{hint}", describe_value(v)));
+            self.error(
+                &v.span(),
+                tab.key(key),
+                format!("is {}; it must be {want}{hint}", describe_value(v)),
+            );
             return None;
         };
         match parse_duration(text) {
-            Ok(d) => Some(At { value: d, span: v.span() }),
+            Ok(d) => Some(At {
+                value: d,
+                span: v.span(),
+            }),
             Err(why) => {
                 self.error(&v.span(), tab.key(key), why);
                 None
@@ -228,7 +276,10 @@ impl<'a> Reader<'a> {
     pub fn socket_addr(&mut self, tab: &Tab<'_>, key: &str) -> Option<At<SocketAddr>> {
         let s = self.string(tab, key)?;
         match s.value.trim().parse::<SocketAddr>() {
-            Ok(addr) => Some(At { value: addr, span: s.span }),
+            Ok(addr) => Some(At {
+                value: addr,
+                span: s.span,
+            }),
             Err(_) => {
                 self.error(
                     &s.span,
@@ -247,8 +298,15 @@ impl<'a> Reader<'a> {
     pub fn path(&mut self, tab: &Tab<'_>, key: &str) -> Option<At<PathBuf>> {
         let s = self.non_empty_string(tab, key)?;
         let path = PathBuf::from(s.value);
-        let path = if path.is_absolute() { path } else { self.base_dir.join(path) };
-        Some(At { value: path, span: s.span })
+        let path = if path.is_absolute() {
+            path
+        } else {
+            self.base_dir.join(path)
+        };
+        Some(At {
+            value: path,
+            span: s.span,
+        })
     }
 
     /// An array of strings (argv, addresses). Each element keeps its span so a bad
@@ -264,18 +322,27 @@ impl<'a> Reader<'a> {
         let mut ok = true;
         for (i, element) in array.iter().enumerate() {
             match element.as_str() {
-                Some(s) => out.push(At { value: s.to_string(), span: element.span() }),
+                Some(s) => out.push(At {
+                    value: s.to_string(),
+                    span: element.span(),
+                }),
                 None => {
                     ok = false;
                     self.error(
                         &element.span(),
                         format!("{}[{i}]", tab.key(key)),
-                        format!("is {}; every element must be a string in quotes", describe_value(element)),
+                        format!(
+                            "is {}; every element must be a string in quotes",
+                            describe_value(element)
+                        ),
                     );
                 }
             }
         }
-        ok.then_some(At { value: out, span: v.span() })
+        ok.then_some(At {
+            value: out,
+            span: v.span(),
+        })
     }
 
     /// A sub-table written as `[a.b]` or inline as `b = { ... }`.
@@ -311,17 +378,28 @@ impl<'a> Reader<'a> {
             Item::ArrayOfTables(array) => array
                 .iter()
                 .enumerate()
-                .map(|(i, t)| Tab { table: t as &dyn TableLike, path: entry(i), span: t.span() })
+                .map(|(i, t)| Tab {
+                    table: t as &dyn TableLike,
+                    path: entry(i),
+                    span: t.span(),
+                })
                 .collect(),
             Item::Value(Value::Array(array)) => {
                 let mut out = Vec::new();
                 for (i, v) in array.iter().enumerate() {
                     match v.as_inline_table() {
-                        Some(t) => out.push(Tab { table: t as &dyn TableLike, path: entry(i), span: t.span() }),
+                        Some(t) => out.push(Tab {
+                            table: t as &dyn TableLike,
+                            path: entry(i),
+                            span: t.span(),
+                        }),
                         None => self.error(
                             &v.span(),
                             entry(i),
-                            format!("is {}; each entry must be a table like {{ name = \"...\" }}", describe_value(v)),
+                            format!(
+                                "is {}; each entry must be a table like {{ name = \"...\" }}",
+                                describe_value(v)
+                            ),
                         ),
                     }
                 }
@@ -392,7 +470,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(cur).min(row[j]) };
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
             prev = cur;
         }
     }
