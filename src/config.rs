@@ -317,10 +317,11 @@ fn read(source: &Path, text: &str) -> Read {
             };
         }
     };
+    // The root has no text of its own to point at: its errors carry no line:column.
     let root = Tab {
         table: doc.as_table(),
         path: String::new(),
-        span: Some(0..0),
+        span: None,
     };
     r.unknown_keys(&root, ROOT_KEYS);
 
@@ -390,10 +391,10 @@ fn read_name(r: &mut Reader<'_>, t: &Tab<'_>, example: &str) -> Option<At<String
 }
 
 fn read_node(r: &mut Reader<'_>, root: &Tab<'_>) -> Option<At<NodeSection>> {
-    if !r.require(
+    if !r.require_with(
         root,
         "node",
-        "{ name = \"gw-a\", role = \"gateway\" } (or a [node] section)",
+        "missing; add a [node] section with `name` and `role`",
     ) {
         return None;
     }
@@ -436,10 +437,10 @@ fn read_cluster(
     root: &Tab<'_>,
     node: Option<&At<NodeSection>>,
 ) -> (Option<ClusterSection>, Option<At<PathBuf>>) {
-    if !r.require(
+    if !r.require_with(
         root,
         "cluster",
-        "{ ... } (a [cluster] section with `listen` and [[cluster.peers]])",
+        "missing; add a [cluster] section with `listen` and a [[cluster.peers]] entry for every node",
     ) {
         return (None, None);
     }
@@ -463,10 +464,10 @@ fn read_cluster(
     let allow_even_voters = r.boolean(&t, "allow_even_voters").unwrap_or(false);
 
     let peers_span = t.span_of("peers").or_else(|| t.span.clone());
-    let entries = if r.require(
+    let entries = if r.require_with(
         &t,
         "peers",
-        "[[cluster.peers]] entries (every node, this one included); add",
+        "missing; add a [[cluster.peers]] entry with `name` and `address` for every node, this one included",
     ) {
         r.tables(&t, "peers")
     } else {
@@ -713,11 +714,15 @@ const GROUP_KEYS: &[&str] = &[
 const ANNOUNCE_KEYS: &[&str] = &["burst_count", "burst_spacing", "repeat_after", "refresh"];
 
 fn read_groups(r: &mut Reader<'_>, root: &Tab<'_>, role: Role) -> Vec<VipGroup> {
-    let example = match role {
-        Role::Gateway => "[[vip_group]] with name, interface, addresses and priority; add",
-        Role::Witness => "[[vip_group]] name = \"crm\" for each group this witness votes in; add",
+    let message = match role {
+        Role::Gateway => {
+            "missing; add a [[vip_group]] with `name`, `interface`, `addresses` and `priority`"
+        }
+        Role::Witness => {
+            "missing; add a [[vip_group]] with only a `name` for each group this witness votes in"
+        }
     };
-    if !r.require(root, "vip_group", example) {
+    if !r.require_with(root, "vip_group", message) {
         return Vec::new();
     }
     let entries = r.tables(root, "vip_group");

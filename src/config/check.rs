@@ -215,6 +215,7 @@ pub(super) fn read_health(r: &mut Reader<'_>, root: &Tab<'_>, role: Role) -> Hea
     }
 
     let mut checks = Vec::new();
+    let mut unreadable = 0;
     let mut seen: HashMap<String, String> = HashMap::new();
     for entry in &entries {
         if let Some(check) = read_check(r, entry) {
@@ -231,11 +232,14 @@ pub(super) fn read_health(r: &mut Reader<'_>, root: &Tab<'_>, role: Role) -> Hea
                 seen.insert(check.name.value.clone(), entry.path.clone());
             }
             checks.push(check.check);
+        } else {
+            unreadable += 1;
         }
     }
 
     let vetoing = checks.iter().filter(|c| c.vetoes()).count();
-    let require = read_require(r, &health, vetoing).unwrap_or_default();
+    // A check with errors may have been meant to veto: do not also call `require` too big.
+    let require = read_require(r, &health, vetoing + unreadable).unwrap_or_default();
     HealthSection { require, checks }
 }
 
@@ -264,8 +268,13 @@ fn read_require(r: &mut Reader<'_>, health: &Tab<'_>, vetoing: usize) -> Option<
                 "require = {n} but there are no vetoing checks (weight 0); remove `require` or add checks"
             )
         } else {
+            let (verb, plural) = if vetoing == 1 {
+                ("is", "")
+            } else {
+                ("are", "s")
+            };
             format!(
-                "require = {n} but there are {vetoing} vetoing checks (weight 0); write a number from 1 to {vetoing}, or \"all\" / \"any\""
+                "require = {n} but there {verb} {vetoing} vetoing check{plural} (weight 0); write a number from 1 to {vetoing}, or \"all\" / \"any\""
             )
         };
         r.error(&span, key, message);

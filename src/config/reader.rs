@@ -128,6 +128,20 @@ impl<'a> Reader<'a> {
     /// Reports a required key that is absent, at the table's header. Returns whether
     /// the key is present (its value may still be invalid; the getters report that).
     pub fn require(&mut self, tab: &Tab<'_>, key: &str, example: &str) -> bool {
+        let what = match tab.path.rsplit_once('[') {
+            _ if tab.path.is_empty() => "the file".to_string(),
+            Some((array, _)) => format!("this [[{array}]] entry"),
+            None => format!("[{}]", tab.path),
+        };
+        self.require_with(
+            tab,
+            key,
+            &format!("missing; add `{key} = {example}` to {what}"),
+        )
+    }
+
+    /// Like `require`, for sections and lists whose fix is not a single `key = value`.
+    pub fn require_with(&mut self, tab: &Tab<'_>, key: &str, message: &str) -> bool {
         if tab.has(key) {
             return true;
         }
@@ -136,16 +150,7 @@ impl<'a> Reader<'a> {
         if tab.table.iter().any(|(k, _)| suggest(k, &[key]).is_some()) {
             return false;
         }
-        let what = match tab.path.rsplit_once('[') {
-            _ if tab.path.is_empty() => "the file".to_string(),
-            Some((array, _)) => format!("this [[{array}]] entry"),
-            None => format!("[{}]", tab.path),
-        };
-        self.error(
-            &tab.span,
-            tab.key(key),
-            format!("missing; add `{key} = {example}` to {what}"),
-        );
+        self.error(&tab.span, tab.key(key), message);
         false
     }
 

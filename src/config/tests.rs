@@ -593,7 +593,7 @@ fn every_rule_has_an_error_with_key_and_fix() {
         (
             with(GATEWAY, "[node]\nname = \"gw-a\"\nrole = \"gateway\"\n", ""),
             "node",
-            "missing; add `node = ",
+            "missing; add a [node] section",
         ),
         (
             with(GATEWAY, "priority = 150", "priority = 150\npriority = 100"),
