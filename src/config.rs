@@ -841,10 +841,10 @@ fn read_gateway_group(
         ok.then_some(out)
     });
 
-    let priority = if r.require(
+    let priority = if r.require_with(
         t,
         "priority",
-        "100 (1 to 254; the highest healthy gateway holds the VIP)",
+        "missing; add `priority = 100` to this [[vip_group]] entry (1 to 254; the healthy gateway with the highest priority holds the group)",
     ) {
         r.integer(t, "priority", 1..=254)
     } else {
