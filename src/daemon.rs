@@ -26,7 +26,7 @@ use crate::group::{GroupLoop, GroupSetup, LocalFacts, LocalView, Proposer, TICK,
 use crate::hold::hold_lease;
 use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig, RequestHandler};
-use crate::policy::{GroupRules, NodeRole};
+use crate::policy::{GroupRules, Role};
 use crate::vip::observe::ObserveOnly;
 use crate::vip::{DataPlane, VipSet};
 
@@ -110,7 +110,7 @@ fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, StartEr
         election_timeout_max: timers.election_timeout_max.as_millis() as u64,
         enable_pre_vote: Some(true),
         // A witness stands for election only after a long silence (see `witness_watch`).
-        enable_elect: config.node.role == NodeRole::Gateway,
+        enable_elect: config.node.role == Role::Gateway,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
         max_in_snapshot_log_to_keep: 100,
         ..Default::default()
@@ -225,7 +225,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         };
         let group_loop = GroupLoop::new(setup, raft.clone(), state, facts.clone(), data_plane.clone(), proposer, view);
         tasks.push(tokio::spawn(group_loop.run(shutdown.clone())));
-        if config.node.role == NodeRole::Witness {
+        if config.node.role == Role::Witness {
             tokio::spawn(witness_watch(group.name.clone(), raft, handler.raft.clone(), leader_lease, shutdown.clone()));
         }
     }
@@ -469,7 +469,7 @@ impl Daemon {
             for g in &groups {
                 let known = self.groups[g].state.borrow().nodes.get(node).and_then(|n| n.facts.clone());
                 match known {
-                    Some(f) if f.role == NodeRole::Gateway => {}
+                    Some(f) if f.role == Role::Gateway => {}
                     Some(_) => return Response::Error { message: format!("{node} is a witness: it never holds a VIP") },
                     None => {
                         return Response::Error {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::consensus::state::{Command, GroupState, NodeFacts};
 use crate::consensus::types::{Raft, RaftMetrics, node_id};
 use crate::hold::{self, HoldInputs};
-use crate::policy::{self, GroupRules, NodeRole, NodeView, Situation};
+use crate::policy::{self, GroupRules, Role, NodeView, Situation};
 use crate::vip::{DataPlane, VipSet};
 
 /// How often the loop runs when nothing else wakes it: it bounds how late a lease expiry
@@ -54,7 +54,7 @@ impl LocalView {
 /// Static description of the group on this node.
 pub struct GroupSetup {
     pub self_name: String,
-    pub role: NodeRole,
+    pub role: Role,
     pub priority: u8,
     pub vips: VipSet,
     pub rules: GroupRules,
@@ -209,7 +209,7 @@ impl GroupLoop {
 
         let inputs = HoldInputs {
             is_leader,
-            is_gateway: self.setup.role == NodeRole::Gateway,
+            is_gateway: self.setup.role == Role::Gateway,
             eligible: verdict.as_ref().is_some_and(|v| v.leader_may_hold),
             quorum_ack_age,
             handing_over: self.handing_over.is_some() || verdict.as_ref().is_some_and(|v| v.hand_over.is_some()),
@@ -280,9 +280,9 @@ impl GroupLoop {
             };
             let (role, priority, healthy, link_up) = match &facts {
                 Some(f) => (f.role, f.priority, f.healthy, f.link_up),
-                None => (NodeRole::Witness, 0, false, false),
+                None => (Role::Witness, 0, false, false),
             };
-            let stable = reachable && healthy && link_up && !maintenance && role == NodeRole::Gateway;
+            let stable = reachable && healthy && link_up && !maintenance && role == Role::Gateway;
             let stable_for = if stable {
                 Some(now.duration_since(*self.stable_since.entry(name.clone()).or_insert(now)))
             } else {

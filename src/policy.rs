@@ -17,28 +17,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// What a node is for. Only gateways may hold a VIP; a witness only votes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeRole {
-    Gateway,
-    Witness,
-}
-
-/// What a group does when every gateway that could hold it is unhealthy: keep the VIP on
-/// an unhealthy gateway (a degraded service beats none) or release it everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AllUnhealthy {
-    Keep,
-    Release,
-}
+// The roles and the all-unhealthy rule are the config's own types: one definition each.
+pub use crate::config::{OnAllUnhealthy, Role};
 
 /// One node of the group as the current leader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
     pub name: String,
-    pub role: NodeRole,
+    pub role: Role,
     /// Effective priority for this group, health weights already applied. Higher wins.
     /// Ignored for a witness.
     pub priority: u8,
@@ -59,7 +45,7 @@ pub struct NodeView {
 
 impl NodeView {
     fn is_gateway(&self) -> bool {
-        self.role == NodeRole::Gateway
+        self.role == Role::Gateway
     }
 
     /// A gateway that could hold the VIP if only its health allowed it.
@@ -94,7 +80,7 @@ pub struct GroupRules {
     /// How long the preferred gateway must be continuously fit before it gets the VIP
     /// back (keepalived's `preempt_delay`), so a flapping gateway does not cause a storm.
     pub failback_delay: Duration,
-    pub on_all_unhealthy: AllUnhealthy,
+    pub on_all_unhealthy: OnAllUnhealthy,
 }
 
 /// One group's situation, as seen by its current Raft leader.
@@ -208,7 +194,7 @@ pub fn decide(situation: &Situation) -> Verdict {
     // leader can hear) is unhealthy, `Keep` lets those unhealthy gateways count as
     // eligible. Unreachable gateways are left out because the leader cannot hand to
     // them; a healthy one it cannot hear must not force everybody to drop the VIP.
-    let keep_unhealthy = rules.on_all_unhealthy == AllUnhealthy::Keep
+    let keep_unhealthy = rules.on_all_unhealthy == OnAllUnhealthy::Keep
         && nodes
             .iter()
             .filter(|n| n.could_hold() && reachable(n))
@@ -315,7 +301,7 @@ mod tests {
     fn gw(name: &str, priority: u8) -> NodeView {
         NodeView {
             name: name.to_string(),
-            role: NodeRole::Gateway,
+            role: Role::Gateway,
             priority,
             healthy: true,
             link_up: true,
@@ -327,7 +313,7 @@ mod tests {
 
     fn witness(name: &str) -> NodeView {
         NodeView {
-            role: NodeRole::Witness,
+            role: Role::Witness,
             priority: 0,
             ..gw(name, 0)
         }
@@ -376,12 +362,12 @@ mod tests {
         GroupRules {
             failback: true,
             failback_delay: DELAY,
-            on_all_unhealthy: AllUnhealthy::Release,
+            on_all_unhealthy: OnAllUnhealthy::Release,
         }
     }
     fn keep() -> GroupRules {
         GroupRules {
-            on_all_unhealthy: AllUnhealthy::Keep,
+            on_all_unhealthy: OnAllUnhealthy::Keep,
             ..rules()
         }
     }
@@ -1080,16 +1066,16 @@ mod tests {
     #[test]
     fn enums_use_config_spelling() {
         assert_eq!(
-            serde_json::to_string(&NodeRole::Witness).unwrap(),
+            serde_json::to_string(&Role::Witness).unwrap(),
             "\"witness\""
         );
         assert_eq!(
-            serde_json::from_str::<AllUnhealthy>("\"keep\"").unwrap(),
-            AllUnhealthy::Keep
+            serde_json::from_str::<OnAllUnhealthy>("\"keep\"").unwrap(),
+            OnAllUnhealthy::Keep
         );
         assert_eq!(
-            serde_json::from_str::<AllUnhealthy>("\"release\"").unwrap(),
-            AllUnhealthy::Release
+            serde_json::from_str::<OnAllUnhealthy>("\"release\"").unwrap(),
+            OnAllUnhealthy::Release
         );
     }
 
@@ -1126,7 +1112,7 @@ mod tests {
         let all_rules: Vec<GroupRules> = [true, false]
             .into_iter()
             .flat_map(|failback| {
-                [AllUnhealthy::Keep, AllUnhealthy::Release].into_iter().map(
+                [OnAllUnhealthy::Keep, OnAllUnhealthy::Release].into_iter().map(
                     move |on_all_unhealthy| GroupRules {
                         failback,
                         failback_delay: DELAY,
@@ -1143,9 +1129,9 @@ mod tests {
                 for &sc in &states {
                     // gw-b and gw-c tie on priority to exercise the name tie-break.
                     let nodes = vec![
-                        make("gw-a", NodeRole::Gateway, 150, sa),
-                        make("gw-b", NodeRole::Gateway, 100, sb),
-                        make("gw-c", NodeRole::Gateway, 100, sc),
+                        make("gw-a", Role::Gateway, 150, sa),
+                        make("gw-b", Role::Gateway, 100, sb),
+                        make("gw-c", Role::Gateway, 100, sc),
                         witness("wit"),
                     ];
                     for rules in &all_rules {
@@ -1180,7 +1166,7 @@ mod tests {
                 ctx()
             );
             if !me.healthy {
-                assert_eq!(s.rules.on_all_unhealthy, AllUnhealthy::Keep, "{}", ctx());
+                assert_eq!(s.rules.on_all_unhealthy, OnAllUnhealthy::Keep, "{}", ctx());
                 let healthy_other = s
                     .nodes
                     .iter()
@@ -1229,7 +1215,7 @@ mod tests {
                 ctx()
             );
         }
-        if me.role == NodeRole::Witness {
+        if me.role == Role::Witness {
             assert!(!v.leader_may_hold, "a witness held: {}", ctx());
         }
     }

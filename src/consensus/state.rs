@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::NodeRole;
+use crate::policy::Role;
 
 /// How many history entries a group keeps; older ones are dropped so the state machine
 /// (and its snapshot) stays small however long the cluster runs.
@@ -17,7 +17,7 @@ pub const HISTORY_LIMIT: usize = 500;
 /// priority travel here because each node's own file is their only source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFacts {
-    pub role: NodeRole,
+    pub role: Role,
     /// Effective priority in this group (0 for a witness).
     pub priority: u8,
     pub healthy: bool,
@@ -141,7 +141,7 @@ mod tests {
     use super::*;
 
     fn facts(healthy: bool) -> NodeFacts {
-        NodeFacts { role: NodeRole::Gateway, priority: 150, healthy, link_up: true, detail: String::new() }
+        NodeFacts { role: Role::Gateway, priority: 150, healthy, link_up: true, detail: String::new() }
     }
 
     #[test]
