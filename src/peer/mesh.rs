@@ -26,7 +26,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -338,11 +338,18 @@ struct Connection {
     /// Distinguishes this connection from the one that replaced it.
     generation: u64,
     outbox: mpsc::Sender<Frame>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, MeshError>>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
-    /// Cancelled when the connection is closed; its tasks and waiters watch it.
+    /// Cancelled when the connection is closed (or the mesh shuts down); its tasks and
+    /// waiters watch it.
     closed: CancellationToken,
+    /// Set by the first `close`, so the clean-up runs once. Not `closed` itself: that is
+    /// also cancelled by shutdown, and the clean-up must still run then.
+    torn_down: AtomicBool,
 }
+
+/// Where a request's answer (or its failure) is delivered.
+type Waiter = oneshot::Sender<Result<Vec<u8>, MeshError>>;
 
 struct PendingGuard<'a> {
     conn: &'a Connection,
@@ -383,7 +390,7 @@ impl Shared {
     /// Closes `conn`: its tasks end, its pending requests fail with `Unreachable`, and it
     /// leaves the connected set unless a newer connection already took its place.
     fn close(&self, conn: &Arc<Connection>, why: &str) {
-        if conn.closed.is_cancelled() {
+        if conn.torn_down.swap(true, Ordering::AcqRel) {
             return;
         }
         conn.closed.cancel();
@@ -445,8 +452,12 @@ impl Shared {
     }
 
     /// Counts and reports bad input on an authenticated connection (or its Hello).
-    /// `who` is the peer's name when known, else its address.
-    fn reject_input(&self, who: &str, addr: SocketAddr, err: &NoiseError) {
+    /// `name` is the peer's name once its Hello was accepted.
+    fn reject_input(&self, name: Option<&str>, addr: SocketAddr, err: &NoiseError) {
+        let who = match name {
+            Some(name) => format!("{name} ({addr})"),
+            None => addr.to_string(),
+        };
         match err {
             NoiseError::Frame(FrameError::UnknownVersion(v)) => {
                 bump(&self.counters.unknown_version);
@@ -454,7 +465,7 @@ impl Shared {
                     &addr.ip().to_string(),
                     "version",
                     format_args!(
-                        "peer {who} ({addr}) speaks frame version {v}, this node speaks {}: upgrade both to the same havip version",
+                        "peer {who} speaks frame version {v}, this node speaks {}: upgrade both to the same havip version",
                         super::frame::VERSION
                     ),
                 );
@@ -467,7 +478,7 @@ impl Shared {
                 self.warn_limited(
                     &addr.ip().to_string(),
                     "malformed",
-                    format_args!("dropped connection with {who} ({addr}): {err}"),
+                    format_args!("dropped connection with {who}: {err}"),
                 );
             }
         }
@@ -558,16 +569,13 @@ async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr
                 String::from_utf8_lossy(&f.payload).into_owned()
             }
             Ok(Ok(Some(f))) => {
-                shared.reject_input(
-                    &addr.to_string(),
-                    addr,
-                    &NoiseError::Frame(FrameError::UnknownKind(f.kind as u8)),
-                );
+                let e = NoiseError::Unexpected(format!("{:?} frame before Hello", f.kind));
+                shared.reject_input(None, addr, &e);
                 return None;
             }
             Ok(Ok(None)) => return None,
             Ok(Err(e)) => {
-                shared.reject_input(&addr.to_string(), addr, &e);
+                shared.reject_input(None, addr, &e);
                 return None;
             }
             Err(_) => {
@@ -624,7 +632,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr) {
                 run_connection(shared.clone(), peer.clone(), addr, reader, writer).await;
             }
             Err(DialError::Handshake(e)) => shared.reject_handshake(addr, &e),
-            Err(DialError::Hello(e)) => shared.reject_input(&peer, addr, &e),
+            Err(DialError::Hello(e)) => shared.reject_input(Some(&peer), addr, &e),
             Err(DialError::Other(why)) => {
                 shared.warn_limited(
                     &addr.to_string(),
@@ -701,9 +709,10 @@ async fn dial(shared: &Shared, peer: &str, addr: SocketAddr) -> Result<Halves, D
             "{addr} answered as node {:?}, not {peer}; check the peer addresses in the config",
             String::from_utf8_lossy(&f.payload)
         ))),
-        Ok(Ok(Some(f))) => Err(DialError::Hello(NoiseError::Frame(
-            FrameError::UnknownKind(f.kind as u8),
-        ))),
+        Ok(Ok(Some(f))) => Err(DialError::Hello(NoiseError::Unexpected(format!(
+            "{:?} frame before Hello",
+            f.kind
+        )))),
         // The acceptor closes without a Hello when it does not accept our name.
         Ok(Ok(None)) => Err(DialError::Other(format!(
             "{addr} closed the connection after the handshake (is {} in its peer list?)",
@@ -735,6 +744,7 @@ async fn run_connection(
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         closed: shared.shutdown.child_token(),
+        torn_down: AtomicBool::new(false),
     });
     shared.register(&conn);
     shared
@@ -750,7 +760,7 @@ async fn run_connection(
             Ok(Some(frame)) => frame,
             Ok(None) => break String::from("peer closed the connection"),
             Err(e) => {
-                shared.reject_input(&peer, remote, &e);
+                shared.reject_input(Some(&peer), remote, &e);
                 break e.to_string();
             }
         };
@@ -775,9 +785,9 @@ async fn run_connection(
                 }
             }
             Kind::Hello => {
-                let e = NoiseError::Frame(FrameError::UnknownKind(Kind::Hello as u8));
-                shared.reject_input(&peer, remote, &e);
-                break String::from("second Hello on an established connection");
+                let e = NoiseError::Unexpected(String::from("second Hello"));
+                shared.reject_input(Some(&peer), remote, &e);
+                break e.to_string();
             }
         }
     };

@@ -62,6 +62,9 @@ pub enum NoiseError {
     Truncated,
     #[error("malformed frame: {0}")]
     Frame(#[from] FrameError),
+    /// Raised by the mesh for a well-formed frame out of protocol order.
+    #[error("unexpected frame: {0}")]
+    Unexpected(String),
     #[error("nonce space exhausted; reconnect to rekey")]
     NonceExhausted,
     #[error("{0}")]
@@ -243,7 +246,12 @@ impl<W: AsyncWrite + Unpin> NoiseWriter<W> {
 
     /// Encrypts `frame` into the outgoing buffer; nothing is sent before `flush`.
     pub fn queue(&mut self, frame: &Frame) -> Result<(), NoiseError> {
-        let bytes = frame.encode()?;
+        self.queue_raw(&frame.encode()?)
+    }
+
+    /// Encrypts bytes that are supposed to be encoded frames, unchecked. For tests and
+    /// tools that must send what a peer of another version (or a broken one) would send.
+    pub fn queue_raw(&mut self, bytes: &[u8]) -> Result<(), NoiseError> {
         for chunk in bytes.chunks(MAX_CHUNK) {
             if self.nonce == u64::MAX {
                 return Err(NoiseError::NonceExhausted);
