@@ -111,6 +111,20 @@ fn cluster(names: &[&str]) -> Vec<(String, SocketAddr)> {
     names.iter().map(|n| (n.to_string(), free_addr())).collect()
 }
 
+/// One loopback address per node, as in the lab (127.0.0.11, .12, ...), so each dialer's
+/// source address is its own listen address.
+fn cluster_on_own_ips(names: &[&str]) -> Vec<(String, SocketAddr)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let ip = format!("127.0.0.{}", 11 + i);
+            let l = std::net::TcpListener::bind((ip.as_str(), 0)).expect("bind port 0");
+            (n.to_string(), l.local_addr().expect("local addr"))
+        })
+        .collect()
+}
+
 /// Polls `cond` every 10 ms until it holds, failing the test after `within`.
 async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
@@ -140,7 +154,7 @@ async fn wait_connected(node: &Node, peers: &[&str], within: Duration) {
 async fn three_nodes_round_trip_every_pair_channel_and_size() {
     init_logs();
     let key = ClusterKey::generate();
-    let c = cluster(&["a", "b", "c"]);
+    let c = cluster_on_own_ips(&["a", "b", "c"]);
     let a = start("a", &c, &key, None).await;
     let b = start("b", &c, &key, None).await;
     let cc = start("c", &c, &key, None).await;
@@ -541,4 +555,49 @@ async fn pending_requests_fail_at_once_when_the_link_or_the_mesh_goes() {
         "{after:?}"
     );
     wait_connected(&cc, &["a"], WAIT).await;
+}
+
+#[tokio::test]
+async fn a_new_connection_from_a_peer_replaces_the_old_one() {
+    init_logs();
+    let key = ClusterKey::generate();
+    let c = cluster(&["a", "b"]);
+    let a = start("a", &c, &key, None).await;
+    let b = start("b", &c, &key, None).await;
+    wait_connected(&a, &["b"], WAIT).await;
+    let mut watch_b = b.mesh.connected();
+    watch_b.borrow_and_update();
+
+    // A second authenticated connection as "a" (as after a partition, when the old one may
+    // be half-dead) takes over; b drops the real a's connection, which then redials and
+    // takes over in turn.
+    let (mut r, mut w) = authenticated(c[1].1, &key).await;
+    w.send(&Frame::new(Kind::Hello, 0, 0, b"a".to_vec()))
+        .await
+        .expect("hello");
+    let hello = tokio::time::timeout(WAIT, r.read_frame())
+        .await
+        .expect("answer")
+        .expect("read");
+    assert!(hello.is_some_and(|f| f.kind == Kind::Hello));
+    tokio::time::timeout(WAIT, watch_b.changed())
+        .await
+        .expect("watchers hear of the replacement")
+        .expect("mesh alive");
+    let end = tokio::time::timeout(WAIT, r.read_frame())
+        .await
+        .expect("replaced in turn");
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "the impostor is dropped when a redials"
+    );
+    wait_for("a to redial", WAIT, || b.mesh.counters().reconnects >= 2).await;
+    wait_connected(&a, &["b"], WAIT).await;
+    let ok = a
+        .mesh
+        .request("b", 1, b"z".to_vec(), RPC)
+        .await
+        .expect("a -> b after replacement");
+    assert_eq!(ok, expected("b", "a", 1, b"z"));
+    assert_eq!(*b.mesh.connected().borrow(), set(&["a"]));
 }

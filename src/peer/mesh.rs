@@ -262,7 +262,8 @@ impl Mesh {
     }
 
     /// The peers currently connected and authenticated. The daemon watches it to
-    /// re-announce VIPs when a peer comes back.
+    /// re-announce VIPs when a peer comes back: it is marked changed whenever a peer
+    /// connects, even when a new connection replaced an old one without a gap.
     pub fn connected(&self) -> watch::Receiver<BTreeSet<String>> {
         self.shared.connected.subscribe()
     }
@@ -372,7 +373,7 @@ impl Shared {
         let old = {
             let mut links = lock(&self.links);
             let old = links.insert(conn.peer.clone(), conn.clone());
-            self.publish(&links);
+            self.publish(&links, true);
             old
         };
         if let Some(old) = old {
@@ -406,20 +407,19 @@ impl Shared {
             .is_some_and(|c| c.generation == conn.generation)
         {
             links.remove(&conn.peer);
-            self.publish(&links);
+            self.publish(&links, false);
             tracing::info!(peer = %conn.peer, addr = %conn.remote, "peer {} disconnected: {why}", conn.peer);
         }
     }
 
-    fn publish(&self, links: &HashMap<String, Arc<Connection>>) {
+    /// Updates the connected set. `always` notifies watchers even when the set is the
+    /// same, so a connection that replaced a half-dead one still reads as "peer came back".
+    fn publish(&self, links: &HashMap<String, Arc<Connection>>, always: bool) {
         let now: BTreeSet<String> = links.keys().cloned().collect();
         self.connected.send_if_modified(|set| {
-            if *set == now {
-                false
-            } else {
-                *set = now;
-                true
-            }
+            let changed = *set != now;
+            *set = now;
+            changed || always
         });
     }
 
@@ -433,6 +433,10 @@ impl Shared {
             .get(&key)
             .is_none_or(|last| now.duration_since(*last) >= WARN_EVERY);
         if due {
+            // Forget old entries so a stream of distinct addresses cannot grow the map.
+            if warned.len() >= 1024 {
+                warned.retain(|_, last| now.duration_since(*last) < WARN_EVERY);
+            }
             warned.insert(key, now);
             drop(warned);
             tracing::warn!("{message}");
