@@ -1,0 +1,878 @@
+//! The peer mesh: one encrypted, mutually authenticated TCP connection per pair of nodes,
+//! carrying opaque request/response payloads tagged with a `channel` (the caller's
+//! multiplexing key; for havip the VIP group index). It owns the sockets, the reconnect
+//! loops and the per-connection tasks. It must never interpret a payload (it knows nothing
+//! of Raft), never accept a frame from a connection that did not pass the Noise handshake
+//! with the cluster key, and never let a slow request handler delay other traffic.
+//!
+//! Who dials: for each pair, the node whose name sorts lower dials and the higher one
+//! accepts, so there is exactly one connection per pair and no tie to break. The dialer
+//! binds its socket to its own `listen` IP (port 0), so a pair can be cut with firewall
+//! rules on per-node addresses. After the handshake both ends send a Hello frame with
+//! their node name: the acceptor checks that the name is a configured peer that sorts
+//! lower than itself, the dialer that it reached the node it meant to. A new
+//! authenticated connection from a peer replaces the old one, which may be half-dead after
+//! a partition.
+//!
+//! Dead connections: a read half that sees EOF or an error drops the connection and fails
+//! its pending requests at once. TCP keepalive (first probe after 1 s idle) together with
+//! `TCP_USER_TIMEOUT` (2 s) make the kernel report a silently dead path within about two
+//! seconds, even on a side that is not sending, so the dialer reconnects soon after a
+//! partition heals instead of waiting out TCP's retransmission backoff.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+use super::frame::{Frame, FrameError, Kind};
+use super::noise::{self, NoiseError, NoiseReader, NoiseWriter, Role};
+use crate::key::ClusterKey;
+
+/// First pause before redialing; doubled after each failure up to `BACKOFF_MAX`.
+const BACKOFF_START: Duration = Duration::from_millis(20);
+/// Longest pause between dials: failover after a partition heals waits at most this long.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// A TCP connect that takes longer than this is given up (a partition drops the SYN).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Kernel keepalive: first probe after this much silence, then one per interval.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Data (or a keepalive probe) unacknowledged this long kills the connection.
+const USER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Warnings about one address and one kind of problem are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Frames queued for one connection's writer before senders wait.
+const OUTBOX_DEPTH: usize = 1024;
+/// The writer batches queued frames up to this many bytes per flush.
+const FLUSH_BATCH: usize = 256 * 1024;
+
+/// Where this node listens and who its peers are.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// This node's name, as in `peers`.
+    pub self_name: String,
+    /// Address to accept peers on; its IP is also the source of outgoing connections.
+    pub listen: SocketAddr,
+    /// Every node of the cluster, this one included (it is skipped).
+    pub peers: Vec<(String, SocketAddr)>,
+    pub key: ClusterKey,
+}
+
+/// Answers requests that peers send. Called concurrently, once per request, each in its
+/// own task, so a slow answer on one channel never delays another.
+pub trait RequestHandler: Send + Sync + 'static {
+    /// `Err(message)` is sent back as an error response and surfaces at the caller as
+    /// `MeshError::Remote(message)`.
+    fn handle(
+        &self,
+        from: &str,
+        channel: u16,
+        payload: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+}
+
+/// A snapshot of the ways peer input was bad, and of how often links came back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeshCounters {
+    /// Noise handshakes that failed: wrong key, garbage, silence, a peer closing early.
+    pub rejected_handshakes: u64,
+    /// Frames that failed to decrypt or decode after the handshake, or broke the protocol.
+    pub malformed_frames: u64,
+    /// Frames of a version this node does not speak.
+    pub unknown_version: u64,
+    /// Authenticated connections whose Hello named a node that must not dial this one.
+    pub unknown_peer: u64,
+    /// Connections established to a peer that had been connected before.
+    pub reconnects: u64,
+}
+
+/// What can go wrong starting the mesh or sending a request.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("peer configuration: {0}")]
+    Config(String),
+    #[error("peer {peer} is not in this node's peer list")]
+    UnknownPeer { peer: String },
+    #[error("peer {peer} is not connected")]
+    Unreachable { peer: String },
+    #[error("peer {peer} did not answer within {after:?}")]
+    Timeout { peer: String, after: Duration },
+    #[error("peer answered with an error: {0}")]
+    Remote(String),
+    #[error(
+        "request payload of {size} bytes exceeds the frame limit of {} bytes",
+        super::frame::MAX_PAYLOAD
+    )]
+    TooLarge { size: usize },
+}
+
+/// A running mesh. Clones share it; when the last clone is dropped, or the shutdown token
+/// given to `start` is cancelled, it stops accepting, closes every connection and fails
+/// pending requests, and its tasks end (`stopped` waits for that).
+#[derive(Clone)]
+pub struct Mesh {
+    shared: Arc<Shared>,
+    _stop_on_drop: Arc<DropGuard>,
+}
+
+impl fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mesh")
+            .field("self_name", &self.shared.self_name)
+            .field("listen", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    /// Binds `config.listen`, then accepts the peers whose names sort lower than this
+    /// node's and dials those that sort higher, until `shutdown` is cancelled.
+    pub async fn start(
+        config: MeshConfig,
+        handler: Arc<dyn RequestHandler>,
+        shutdown: CancellationToken,
+    ) -> Result<Mesh, MeshError> {
+        let mut peers = BTreeMap::new();
+        for (name, addr) in &config.peers {
+            if name == &config.self_name {
+                continue;
+            }
+            if peers.insert(name.clone(), *addr).is_some() {
+                return Err(MeshError::Config(format!("node {name} is listed twice")));
+            }
+        }
+        let listener = bind(config.listen).map_err(|source| MeshError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| MeshError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+
+        let stop = shutdown.child_token();
+        let shared = Arc::new(Shared {
+            self_name: config.self_name,
+            local_addr,
+            key: config.key,
+            peers,
+            handler,
+            links: Mutex::new(HashMap::new()),
+            connected: watch::Sender::new(BTreeSet::new()),
+            counters: Counters::default(),
+            warned: Mutex::new(HashMap::new()),
+            shutdown: stop.clone(),
+            tasks: TaskTracker::new(),
+            next_generation: AtomicU64::new(1),
+        });
+
+        shared.tasks.spawn(accept_loop(shared.clone(), listener));
+        for (name, addr) in &shared.peers {
+            if shared.self_name < *name {
+                shared
+                    .tasks
+                    .spawn(dial_loop(shared.clone(), name.clone(), *addr));
+            }
+        }
+        // Closing the tracker only lets `stopped` finish once the tasks are gone; the
+        // accept loop keeps it non-empty until shutdown.
+        shared.tasks.close();
+        tracing::info!(node = %shared.self_name, listen = %local_addr, "peer mesh listening");
+        Ok(Mesh {
+            shared,
+            _stop_on_drop: Arc::new(stop.drop_guard()),
+        })
+    }
+
+    /// The address actually bound (useful when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Sends `payload` to `peer`'s handler on `channel` and waits up to `timeout` for the
+    /// answer. Fails at once with `Unreachable` when the peer is not connected, and with
+    /// `Unreachable` as soon as the connection drops while waiting.
+    pub async fn request(
+        &self,
+        peer: &str,
+        channel: u16,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, MeshError> {
+        if !self.shared.peers.contains_key(peer) {
+            return Err(MeshError::UnknownPeer {
+                peer: peer.to_string(),
+            });
+        }
+        if payload.len() > super::frame::MAX_PAYLOAD {
+            return Err(MeshError::TooLarge {
+                size: payload.len(),
+            });
+        }
+        let unreachable = || MeshError::Unreachable {
+            peer: peer.to_string(),
+        };
+        let conn = self.shared.link(peer).ok_or_else(unreachable)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.pending).insert(id, tx);
+        // Removes the entry however this future ends (answer, timeout, caller drops it).
+        let _pending = PendingGuard { conn: &conn, id };
+        // `close` cancels before it drains `pending`: either it drains our entry or we
+        // see the cancellation here; a request never waits on a closed connection.
+        if conn.closed.is_cancelled() {
+            return Err(unreachable());
+        }
+        let frame = Frame::new(Kind::Request, id, channel, payload);
+        match tokio::time::timeout_at(deadline, conn.outbox.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(unreachable()),
+            Err(_) => {
+                return Err(MeshError::Timeout {
+                    peer: peer.to_string(),
+                    after: timeout,
+                });
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(unreachable()),
+            Err(_) => Err(MeshError::Timeout {
+                peer: peer.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// The peers currently connected and authenticated. The daemon watches it to
+    /// re-announce VIPs when a peer comes back: it is marked changed whenever a peer
+    /// connects, even when a new connection replaced an old one without a gap.
+    pub fn connected(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.shared.connected.subscribe()
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> MeshCounters {
+        self.shared.counters.snapshot()
+    }
+
+    /// Waits until every task of this mesh has ended (after shutdown).
+    pub async fn stopped(&self) {
+        self.shared.tasks.wait().await;
+    }
+}
+
+/// State every task of one mesh shares.
+struct Shared {
+    self_name: String,
+    local_addr: SocketAddr,
+    key: ClusterKey,
+    /// Every other node, by name.
+    peers: BTreeMap<String, SocketAddr>,
+    handler: Arc<dyn RequestHandler>,
+    /// The live connection to each peer, at most one.
+    links: Mutex<HashMap<String, Arc<Connection>>>,
+    connected: watch::Sender<BTreeSet<String>>,
+    counters: Counters,
+    /// When a warning about (address, problem) was last logged.
+    warned: Mutex<HashMap<String, Instant>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    next_generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counters {
+    rejected_handshakes: AtomicU64,
+    malformed_frames: AtomicU64,
+    unknown_version: AtomicU64,
+    unknown_peer: AtomicU64,
+    reconnects: AtomicU64,
+    /// Peers that have been connected at least once (to tell reconnects from first
+    /// connections).
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Counters {
+    fn snapshot(&self) -> MeshCounters {
+        MeshCounters {
+            rejected_handshakes: self.rejected_handshakes.load(Ordering::Relaxed),
+            malformed_frames: self.malformed_frames.load(Ordering::Relaxed),
+            unknown_version: self.unknown_version.load(Ordering::Relaxed),
+            unknown_peer: self.unknown_peer.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A std mutex guard that shrugs off poisoning: the maps it guards stay consistent
+/// because no code panics while holding one.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One authenticated connection to a peer.
+struct Connection {
+    peer: String,
+    remote: SocketAddr,
+    /// Distinguishes this connection from the one that replaced it.
+    generation: u64,
+    outbox: mpsc::Sender<Frame>,
+    pending: Mutex<HashMap<u64, Waiter>>,
+    next_id: AtomicU64,
+    /// Cancelled when the connection is closed (or the mesh shuts down); its tasks and
+    /// waiters watch it.
+    closed: CancellationToken,
+    /// Set by the first `close`, so the clean-up runs once. Not `closed` itself: that is
+    /// also cancelled by shutdown, and the clean-up must still run then.
+    torn_down: AtomicBool,
+}
+
+/// Where a request's answer (or its failure) is delivered.
+type Waiter = oneshot::Sender<Result<Vec<u8>, MeshError>>;
+
+struct PendingGuard<'a> {
+    conn: &'a Connection,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.conn.pending).remove(&self.id);
+    }
+}
+
+impl Shared {
+    fn link(&self, peer: &str) -> Option<Arc<Connection>> {
+        lock(&self.links).get(peer).cloned()
+    }
+
+    /// Makes `conn` the peer's connection, closing any older one.
+    fn register(&self, conn: &Arc<Connection>) {
+        let old = {
+            let mut links = lock(&self.links);
+            let old = links.insert(conn.peer.clone(), conn.clone());
+            self.publish(&links, true);
+            old
+        };
+        if let Some(old) = old {
+            tracing::info!(peer = %conn.peer, old = %old.remote, new = %conn.remote,
+                "peer {} reconnected; replacing its old connection", conn.peer);
+            self.close(&old, "replaced by a new connection");
+        } else {
+            tracing::info!(peer = %conn.peer, addr = %conn.remote, "peer {} connected", conn.peer);
+        }
+        if !lock(&self.counters.seen).insert(conn.peer.clone()) {
+            bump(&self.counters.reconnects);
+        }
+    }
+
+    /// Closes `conn`: its tasks end, its pending requests fail with `Unreachable`, and it
+    /// leaves the connected set unless a newer connection already took its place.
+    fn close(&self, conn: &Arc<Connection>, why: &str) {
+        if conn.torn_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        conn.closed.cancel();
+        let pending: Vec<_> = lock(&conn.pending).drain().collect();
+        for (_, tx) in pending {
+            let _ = tx.send(Err(MeshError::Unreachable {
+                peer: conn.peer.clone(),
+            }));
+        }
+        let mut links = lock(&self.links);
+        if links
+            .get(&conn.peer)
+            .is_some_and(|c| c.generation == conn.generation)
+        {
+            links.remove(&conn.peer);
+            self.publish(&links, false);
+            tracing::info!(peer = %conn.peer, addr = %conn.remote, "peer {} disconnected: {why}", conn.peer);
+        }
+    }
+
+    /// Updates the connected set. `always` notifies watchers even when the set is the
+    /// same, so a connection that replaced a half-dead one still reads as "peer came back".
+    fn publish(&self, links: &HashMap<String, Arc<Connection>>, always: bool) {
+        let now: BTreeSet<String> = links.keys().cloned().collect();
+        self.connected.send_if_modified(|set| {
+            let changed = *set != now;
+            *set = now;
+            changed || always
+        });
+    }
+
+    /// Logs a warning about `addr` at most once per minute per kind of problem; the rest
+    /// go to debug so a flood of garbage cannot flood the log.
+    fn warn_limited(&self, addr: &str, problem: &str, message: fmt::Arguments<'_>) {
+        let key = format!("{addr}/{problem}");
+        let now = Instant::now();
+        let mut warned = lock(&self.warned);
+        let due = warned
+            .get(&key)
+            .is_none_or(|last| now.duration_since(*last) >= WARN_EVERY);
+        if due {
+            // Forget old entries so a stream of distinct addresses cannot grow the map.
+            if warned.len() >= 1024 {
+                warned.retain(|_, last| now.duration_since(*last) < WARN_EVERY);
+            }
+            warned.insert(key, now);
+            drop(warned);
+            tracing::warn!("{message}");
+        } else {
+            tracing::debug!("{message}");
+        }
+    }
+
+    /// Counts and reports a failed handshake from or to `addr`.
+    fn reject_handshake(&self, addr: SocketAddr, err: &NoiseError) {
+        bump(&self.counters.rejected_handshakes);
+        self.warn_limited(
+            &addr.ip().to_string(),
+            "handshake",
+            format_args!("rejected {addr}: {err}"),
+        );
+    }
+
+    /// Counts and reports bad input on an authenticated connection (or its Hello).
+    /// `name` is the peer's name once its Hello was accepted.
+    fn reject_input(&self, name: Option<&str>, addr: SocketAddr, err: &NoiseError) {
+        let who = match name {
+            Some(name) => format!("{name} ({addr})"),
+            None => addr.to_string(),
+        };
+        match err {
+            NoiseError::Frame(FrameError::UnknownVersion(v)) => {
+                bump(&self.counters.unknown_version);
+                self.warn_limited(
+                    &addr.ip().to_string(),
+                    "version",
+                    format_args!(
+                        "peer {who} speaks frame version {v}, this node speaks {}: upgrade both to the same havip version",
+                        super::frame::VERSION
+                    ),
+                );
+            }
+            NoiseError::Io(e) => {
+                tracing::info!(peer = %who, %addr, "connection to {who} lost: {e}");
+            }
+            _ => {
+                bump(&self.counters.malformed_frames);
+                self.warn_limited(
+                    &addr.ip().to_string(),
+                    "malformed",
+                    format_args!("dropped connection with {who}: {err}"),
+                );
+            }
+        }
+    }
+}
+
+/// Binds the listener with SO_REUSEADDR, so a restarted node gets its address back while
+/// old connections sit in TIME_WAIT.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
+/// Socket options every peer connection gets: no Nagle delay for small Raft messages,
+/// and the kernel's dead-path detection described at the top of this file.
+fn tune(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(stream);
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(2),
+    )?;
+    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                shared.tasks.spawn(accept_one(shared.clone(), stream, addr));
+            }
+            Err(e) => {
+                // Usually EMFILE: pause rather than spin.
+                shared.warn_limited(
+                    "accept",
+                    "accept",
+                    format_args!(
+                        "cannot accept peer connections on {}: {e}",
+                        shared.local_addr
+                    ),
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!(listen = %shared.local_addr, "peer listener closed");
+}
+
+/// Handshake, Hello check and then the connection's life, for one accepted socket.
+async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+    let shutdown = shared.shutdown.clone();
+    let setup = async {
+        if let Err(e) = tune(&stream) {
+            tracing::debug!(%addr, "cannot set socket options: {e}");
+        }
+        let session = match noise::handshake(
+            &mut stream,
+            &shared.key,
+            Role::Responder,
+            noise::HANDSHAKE_TIMEOUT,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                shared.reject_handshake(addr, &e);
+                return None;
+            }
+        };
+        let (read, write) = stream.into_split();
+        let mut reader = NoiseReader::new(read, session.clone());
+        let mut writer = NoiseWriter::new(write, session);
+        let hello = tokio::time::timeout(noise::HANDSHAKE_TIMEOUT, reader.read_frame()).await;
+        let name = match hello {
+            Ok(Ok(Some(f))) if f.kind == Kind::Hello => {
+                String::from_utf8_lossy(&f.payload).into_owned()
+            }
+            Ok(Ok(Some(f))) => {
+                let e = NoiseError::Unexpected(format!("{:?} frame before Hello", f.kind));
+                shared.reject_input(None, addr, &e);
+                return None;
+            }
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => {
+                shared.reject_input(None, addr, &e);
+                return None;
+            }
+            Err(_) => {
+                shared.reject_handshake(addr, &NoiseError::Timeout(noise::HANDSHAKE_TIMEOUT));
+                return None;
+            }
+        };
+        if !(shared.peers.contains_key(&name) && name < shared.self_name) {
+            bump(&shared.counters.unknown_peer);
+            let why = if shared.peers.contains_key(&name) {
+                format!(
+                    "node {name} sorts higher than {}, so this node dials it, not the other way round",
+                    shared.self_name
+                )
+            } else {
+                format!(
+                    "node {name:?} is not in this node's peer list; add it to every node's config"
+                )
+            };
+            shared.warn_limited(
+                &addr.ip().to_string(),
+                "unknown-peer",
+                format_args!("rejected {addr}: {why}"),
+            );
+            return None;
+        }
+        let me = Frame::new(Kind::Hello, 0, 0, shared.self_name.clone().into_bytes());
+        if let Err(e) = writer.send(&me).await {
+            tracing::debug!(peer = %name, %addr, "cannot answer Hello: {e}");
+            return None;
+        }
+        Some((name, reader, writer))
+    };
+    let established = tokio::select! {
+        () = shutdown.cancelled() => None,
+        established = setup => established,
+    };
+    if let Some((name, reader, writer)) = established {
+        run_connection(shared, name, addr, reader, writer).await;
+    }
+}
+
+/// Keeps one connection to `peer` up: dial, run until it drops, redial with backoff.
+async fn dial_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let dialed = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            dialed = dial(&shared, &peer, addr) => dialed,
+        };
+        match dialed {
+            Ok((reader, writer)) => {
+                backoff = BACKOFF_START;
+                run_connection(shared.clone(), peer.clone(), addr, reader, writer).await;
+            }
+            Err(DialError::Handshake(e)) => shared.reject_handshake(addr, &e),
+            Err(DialError::Hello(e)) => shared.reject_input(Some(&peer), addr, &e),
+            Err(DialError::Other(why)) => {
+                shared.warn_limited(
+                    &addr.to_string(),
+                    "dial",
+                    format_args!("cannot reach peer {peer} at {addr}: {why}"),
+                );
+            }
+        }
+        // Jitter keeps nodes that lost each other at the same instant from redialing in
+        // lockstep.
+        let pause = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+enum DialError {
+    Handshake(NoiseError),
+    Hello(NoiseError),
+    Other(String),
+}
+
+type Halves = (NoiseReader<OwnedReadHalf>, NoiseWriter<OwnedWriteHalf>);
+
+async fn dial(shared: &Shared, peer: &str, addr: SocketAddr) -> Result<Halves, DialError> {
+    let other = |e: io::Error| DialError::Other(e.to_string());
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(other)?;
+    // From our own listen IP, so per-node firewall rules see the node's address.
+    let source = SocketAddr::new(shared.local_addr.ip(), 0);
+    socket
+        .bind(source)
+        .map_err(|e| DialError::Other(format!("cannot bind source address {source}: {e}")))?;
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(other(e)),
+        Err(_) => {
+            return Err(DialError::Other(format!(
+                "connect timed out after {CONNECT_TIMEOUT:?}"
+            )));
+        }
+    };
+    if let Err(e) = tune(&stream) {
+        tracing::debug!(%addr, "cannot set socket options: {e}");
+    }
+    let session = noise::handshake(
+        &mut stream,
+        &shared.key,
+        Role::Initiator,
+        noise::HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .map_err(DialError::Handshake)?;
+    let (read, write) = stream.into_split();
+    let mut reader = NoiseReader::new(read, session.clone());
+    let mut writer = NoiseWriter::new(write, session);
+    let me = Frame::new(Kind::Hello, 0, 0, shared.self_name.clone().into_bytes());
+    writer
+        .send(&me)
+        .await
+        .map_err(|e| DialError::Other(e.to_string()))?;
+    match tokio::time::timeout(noise::HANDSHAKE_TIMEOUT, reader.read_frame()).await {
+        Ok(Ok(Some(f))) if f.kind == Kind::Hello && f.payload == peer.as_bytes() => {
+            Ok((reader, writer))
+        }
+        Ok(Ok(Some(f))) if f.kind == Kind::Hello => Err(DialError::Other(format!(
+            "{addr} answered as node {:?}, not {peer}; check the peer addresses in the config",
+            String::from_utf8_lossy(&f.payload)
+        ))),
+        Ok(Ok(Some(f))) => Err(DialError::Hello(NoiseError::Unexpected(format!(
+            "{:?} frame before Hello",
+            f.kind
+        )))),
+        // The acceptor closes without a Hello when it does not accept our name.
+        Ok(Ok(None)) => Err(DialError::Other(format!(
+            "{addr} closed the connection after the handshake (is {} in its peer list?)",
+            shared.self_name
+        ))),
+        Ok(Err(e)) => Err(DialError::Hello(e)),
+        Err(_) => Err(DialError::Other(format!(
+            "no Hello from {addr} within {:?}",
+            noise::HANDSHAKE_TIMEOUT
+        ))),
+    }
+}
+
+/// Runs an established connection until it drops, is replaced, or the mesh shuts down:
+/// a writer task drains the outbox, this task reads frames and dispatches them.
+async fn run_connection(
+    shared: Arc<Shared>,
+    peer: String,
+    remote: SocketAddr,
+    mut reader: NoiseReader<OwnedReadHalf>,
+    writer: NoiseWriter<OwnedWriteHalf>,
+) {
+    let (outbox, inbox) = mpsc::channel(OUTBOX_DEPTH);
+    let conn = Arc::new(Connection {
+        peer: peer.clone(),
+        remote,
+        generation: shared.next_generation.fetch_add(1, Ordering::Relaxed),
+        outbox,
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        closed: shared.shutdown.child_token(),
+        torn_down: AtomicBool::new(false),
+    });
+    shared.register(&conn);
+    shared
+        .tasks
+        .spawn(write_loop(shared.clone(), conn.clone(), writer, inbox));
+
+    let why = loop {
+        let read = tokio::select! {
+            () = conn.closed.cancelled() => break String::from("closed"),
+            read = reader.read_frame() => read,
+        };
+        let frame = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break String::from("peer closed the connection"),
+            Err(e) => {
+                shared.reject_input(Some(&peer), remote, &e);
+                break e.to_string();
+            }
+        };
+        match frame.kind {
+            Kind::Request => {
+                shared
+                    .tasks
+                    .spawn(serve(shared.clone(), conn.clone(), frame));
+            }
+            Kind::Response | Kind::ErrorResponse => {
+                let waiter = lock(&conn.pending).remove(&frame.id);
+                // An unknown id is a request that already timed out: ignore it.
+                if let Some(tx) = waiter {
+                    let answer = if frame.kind == Kind::Response {
+                        Ok(frame.payload)
+                    } else {
+                        Err(MeshError::Remote(
+                            String::from_utf8_lossy(&frame.payload).into_owned(),
+                        ))
+                    };
+                    let _ = tx.send(answer);
+                }
+            }
+            Kind::Hello => {
+                let e = NoiseError::Unexpected(String::from("second Hello"));
+                shared.reject_input(Some(&peer), remote, &e);
+                break e.to_string();
+            }
+        }
+    };
+    let why = if shared.shutdown.is_cancelled() {
+        String::from("shutting down")
+    } else {
+        why
+    };
+    shared.close(&conn, &why);
+}
+
+/// Sends the connection's outgoing frames, batching whatever is queued into one write.
+async fn write_loop(
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    mut writer: NoiseWriter<OwnedWriteHalf>,
+    mut inbox: mpsc::Receiver<Frame>,
+) {
+    let result: Result<(), NoiseError> = async {
+        loop {
+            let first = tokio::select! {
+                () = conn.closed.cancelled() => return Ok(()),
+                first = inbox.recv() => first,
+            };
+            let Some(first) = first else { return Ok(()) };
+            writer.queue(&first)?;
+            while writer.pending_bytes() < FLUSH_BATCH {
+                match inbox.try_recv() {
+                    Ok(frame) => writer.queue(&frame)?,
+                    Err(_) => break,
+                }
+            }
+            tokio::select! {
+                () = conn.closed.cancelled() => return Ok(()),
+                flushed = writer.flush() => flushed?,
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(peer = %conn.peer, "write to {} failed: {e}", conn.peer);
+        shared.close(&conn, &format!("write failed: {e}"));
+    }
+    // Best effort FIN; the socket closes when both halves are dropped anyway.
+    let _ = tokio::time::timeout(Duration::from_millis(100), writer.shutdown()).await;
+}
+
+/// Runs the handler for one request and queues its answer.
+async fn serve(shared: Arc<Shared>, conn: Arc<Connection>, request: Frame) {
+    let handling = shared
+        .handler
+        .handle(&conn.peer, request.channel, request.payload);
+    let answer = tokio::select! {
+        () = conn.closed.cancelled() => return,
+        answer = handling => answer,
+    };
+    let frame = match answer {
+        Ok(payload) => Frame::new(Kind::Response, request.id, request.channel, payload),
+        Err(message) => Frame::new(
+            Kind::ErrorResponse,
+            request.id,
+            request.channel,
+            message.into_bytes(),
+        ),
+    };
+    let frame = if frame.payload.len() > super::frame::MAX_PAYLOAD {
+        let message = format!(
+            "response of {} bytes exceeds the frame limit",
+            frame.payload.len()
+        );
+        Frame::new(
+            Kind::ErrorResponse,
+            request.id,
+            request.channel,
+            message.into_bytes(),
+        )
+    } else {
+        frame
+    };
+    tokio::select! {
+        () = conn.closed.cancelled() => {}
+        _ = conn.outbox.send(frame) => {}
+    }
+}
