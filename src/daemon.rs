@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, join_all};
 use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver as _;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -19,7 +20,8 @@ use crate::consensus::state::{Command, GroupState};
 use crate::consensus::store::Store;
 use crate::consensus::types::{NodeId, PeerNode, Raft, node_id};
 use crate::control::protocol::{
-    CONTROL_CHANNEL, GroupHistory, GroupStatus, NodeStatus, PeerReply, PeerRequest, Request, Response, StatusReport,
+    CONTROL_CHANNEL, GroupHistory, GroupStatus, NodeStatus, PeerReply, PeerRequest, Request,
+    Response, StatusReport,
 };
 use crate::control::socket;
 use crate::group::{GroupLoop, GroupSetup, LocalFacts, LocalView, Proposer, TICK, unix_ms};
@@ -79,15 +81,20 @@ struct PeerHandler {
 }
 
 impl RequestHandler for PeerHandler {
-    fn handle(&self, from: &str, channel: u16, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+    fn handle(
+        &self,
+        from: &str,
+        channel: u16,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
         match channel {
             RAFT_CHANNEL => self.raft.handle(from, payload),
             CONTROL_CHANNEL => {
                 let daemon = self.daemon.get().cloned();
                 let pristine = self.pristine.load(Ordering::SeqCst);
                 Box::pin(async move {
-                    let request: PeerRequest =
-                        serde_json::from_slice(&payload).map_err(|e| format!("malformed control request: {e}"))?;
+                    let request: PeerRequest = serde_json::from_slice(&payload)
+                        .map_err(|e| format!("malformed control request: {e}"))?;
                     let reply = match (request, daemon) {
                         (PeerRequest::Pristine, _) => PeerReply::Pristine(pristine),
                         (request, Some(daemon)) => daemon.handle_peer(request).await,
@@ -125,13 +132,17 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let key = ClusterKey::load(&config.cluster.key_file)?;
     let store = Store::open(&config.node.data_dir).map_err(|e| StartError::Store(e.to_string()))?;
     if !options.observe_only {
-        tracing::warn!("the netlink data plane is not built yet: running observe-only (VIPs are logged, not added)");
+        tracing::warn!(
+            "the netlink data plane is not built yet: running observe-only (VIPs are logged, not added)"
+        );
     }
     let data_plane: Arc<dyn DataPlane> = Arc::new(ObserveOnly::default());
 
     let mut pristine = true;
     for group in &config.vip_groups {
-        pristine &= store.is_pristine(&group.name).map_err(|e| StartError::Store(e.to_string()))?;
+        pristine &= store
+            .is_pristine(&group.name)
+            .map_err(|e| StartError::Store(e.to_string()))?;
     }
     let handler = Arc::new(PeerHandler {
         raft: RaftService::default(),
@@ -139,14 +150,21 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         pristine: AtomicBool::new(pristine),
     });
     let (shutdown_tx, shutdown) = watch::channel(false);
+    // The mesh outlives the group loops: they still need it to hand leadership over.
+    let mesh_shutdown = tokio_util::sync::CancellationToken::new();
     let mesh_config = MeshConfig {
         self_name: config.node.name.clone(),
         listen: config.cluster.listen,
-        peers: config.cluster.peers.iter().map(|p| (p.name.clone(), p.address)).collect(),
+        peers: config
+            .cluster
+            .peers
+            .iter()
+            .map(|p| (p.name.clone(), p.address))
+            .collect(),
         key,
     };
     let mesh = Arc::new(
-        Mesh::start(mesh_config, handler.clone(), shutdown.clone())
+        Mesh::start(mesh_config, handler.clone(), mesh_shutdown.clone())
             .await
             .map_err(|e| StartError::Mesh(e.to_string()))?,
     );
@@ -161,16 +179,33 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         .cluster
         .peers
         .iter()
-        .map(|p| (node_id(&p.name), PeerNode { name: p.name.clone(), addr: p.address.to_string() }))
+        .map(|p| {
+            (
+                node_id(&p.name),
+                PeerNode {
+                    name: p.name.clone(),
+                    addr: p.address.to_string(),
+                },
+            )
+        })
         .collect();
-    let names = members.iter().map(|(id, node)| (*id, node.name.clone())).collect();
+    let names = members
+        .iter()
+        .map(|(id, node)| (*id, node.name.clone()))
+        .collect();
     let self_id = node_id(&config.node.name);
 
     let mut groups = BTreeMap::new();
     let mut loops = Vec::new();
-    let (_facts_tx, facts) = watch::channel(LocalFacts { healthy: true, link_up: true, detail: String::new() });
+    let (_facts_tx, facts) = watch::channel(LocalFacts {
+        healthy: true,
+        link_up: true,
+        detail: String::new(),
+    });
     for group in &config.vip_groups {
-        let (log_store, state_machine) = store.group(&group.name).map_err(|e| StartError::Store(e.to_string()))?;
+        let (log_store, state_machine) = store
+            .group(&group.name)
+            .map_err(|e| StartError::Store(e.to_string()))?;
         let state = state_machine.watch();
         let raft = Raft::new(
             self_id,
@@ -195,7 +230,13 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         loops.push((group, raft, state, view));
     }
 
-    let daemon = Arc::new(Daemon { config: config.clone(), mesh: mesh.clone(), groups, data_plane: data_plane.clone(), names });
+    let daemon = Arc::new(Daemon {
+        config: config.clone(),
+        mesh: mesh.clone(),
+        groups,
+        data_plane: data_plane.clone(),
+        names,
+    });
     let _ = handler.daemon.set(daemon.clone());
 
     let mut tasks = Vec::new();
@@ -204,13 +245,22 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             self_name: config.node.name.clone(),
             role: config.node.role,
             priority: group.priority,
-            vips: VipSet { group: group.name.clone(), interface: group.interface.clone(), addresses: group.addresses.clone() },
+            vips: VipSet {
+                group: group.name.clone(),
+                interface: group.interface.clone(),
+                addresses: group.addresses.clone(),
+            },
             rules: GroupRules {
                 failback: group.failback,
                 failback_delay: group.failback_delay,
                 on_all_unhealthy: group.on_all_unhealthy,
             },
-            members: config.cluster.peers.iter().map(|p| p.name.clone()).collect(),
+            members: config
+                .cluster
+                .peers
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
             leader_lease,
             hold_lease: hold_lease(leader_lease, TICK),
         };
@@ -223,14 +273,33 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
                 Box::pin(async move { daemon.propose(&name, command).await })
             })
         };
-        let group_loop = GroupLoop::new(setup, raft.clone(), state, facts.clone(), data_plane.clone(), proposer, view);
+        let group_loop = GroupLoop::new(
+            setup,
+            raft.clone(),
+            state,
+            facts.clone(),
+            data_plane.clone(),
+            proposer,
+            view,
+        );
         tasks.push(tokio::spawn(group_loop.run(shutdown.clone())));
         if config.node.role == Role::Witness {
-            tokio::spawn(witness_watch(group.name.clone(), raft, handler.raft.clone(), leader_lease, shutdown.clone()));
+            tokio::spawn(witness_watch(
+                group.name.clone(),
+                raft,
+                handler.raft.clone(),
+                leader_lease,
+                shutdown.clone(),
+            ));
         }
     }
     if pristine {
-        tokio::spawn(bootstrap(daemon.clone(), handler.clone(), members, shutdown.clone()));
+        tokio::spawn(bootstrap(
+            daemon.clone(),
+            handler.clone(),
+            members,
+            shutdown.clone(),
+        ));
     }
 
     let control: socket::Handler = {
@@ -254,6 +323,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         let _ = handle.raft.shutdown().await;
     }
     let _ = server.await;
+    mesh_shutdown.cancel();
+    mesh.stopped().await;
     let _ = std::fs::remove_file(&config.control.socket);
     tracing::info!("stopped");
     Ok(())
@@ -261,7 +332,10 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -289,23 +363,35 @@ async fn bootstrap(
     if first != daemon.config.node.name {
         return;
     }
-    let peers: BTreeSet<String> =
-        members.values().map(|n| n.name.clone()).filter(|n| *n != daemon.config.node.name).collect();
+    let peers: BTreeSet<String> = members
+        .values()
+        .map(|n| n.name.clone())
+        .filter(|n| *n != daemon.config.node.name)
+        .collect();
     let mut connected = daemon.mesh.connected();
     loop {
         if *shutdown.borrow() {
             return;
         }
         if peers.iter().all(|p| connected.borrow().contains(p)) {
-            let answers = join_all(peers.iter().map(|p| daemon.ask(p, &PeerRequest::Pristine))).await;
-            if answers.iter().any(|a| matches!(a, Ok(PeerReply::Pristine(false)))) {
+            let answers =
+                join_all(peers.iter().map(|p| daemon.ask(p, &PeerRequest::Pristine))).await;
+            if answers
+                .iter()
+                .any(|a| matches!(a, Ok(PeerReply::Pristine(false))))
+            {
                 tracing::info!("a peer already has cluster state: not bootstrapping, joining it");
                 return;
             }
-            if answers.iter().all(|a| matches!(a, Ok(PeerReply::Pristine(true)))) {
+            if answers
+                .iter()
+                .all(|a| matches!(a, Ok(PeerReply::Pristine(true))))
+            {
                 for (name, handle) in &daemon.groups {
                     match handle.raft.initialize(members.clone()).await {
-                        Ok(()) => tracing::info!(group = %name, voters = members.len(), "bootstrapped the group"),
+                        Ok(()) => {
+                            tracing::info!(group = %name, voters = members.len(), "bootstrapped the group")
+                        }
                         Err(e) => tracing::warn!(group = %name, "bootstrap: {e}"),
                     }
                 }
@@ -341,7 +427,7 @@ async fn witness_watch(
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-        let is_leader = raft.metrics().borrow().state == ServerState::Leader;
+        let is_leader = raft.metrics().borrow_watched().state == ServerState::Leader;
         let heard = service.last_append(&group).unwrap_or(started);
         let want = !is_leader && heard.elapsed() > silence_limit;
         if want != elect {
@@ -372,19 +458,33 @@ impl Daemon {
     /// Commits `command` in `group`: locally when this node leads, else through the
     /// leader. Returns once committed, or an error after a bounded number of attempts.
     pub async fn propose(&self, group: &str, command: Command) -> Result<(), String> {
-        let handle = self.groups.get(group).ok_or_else(|| format!("no group named {group:?}"))?;
+        let handle = self
+            .groups
+            .get(group)
+            .ok_or_else(|| format!("no group named {group:?}"))?;
         let self_id = node_id(&self.config.node.name);
         let mut last_error = String::from("no leader");
         for _ in 0..20 {
-            let leader = handle.raft.metrics().borrow().current_leader;
+            let leader = handle.raft.metrics().borrow_watched().current_leader;
             match leader {
-                Some(id) if id == self_id => match handle.raft.client_write(command.clone()).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last_error = e.to_string(),
-                },
+                Some(id) if id == self_id => {
+                    match handle.raft.client_write(command.clone()).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) => last_error = e.to_string(),
+                    }
+                }
                 Some(id) => {
                     let peer = self.name_of(Some(id)).unwrap_or_default();
-                    match self.ask(&peer, &PeerRequest::Write { group: group.into(), command: command.clone() }).await {
+                    match self
+                        .ask(
+                            &peer,
+                            &PeerRequest::Write {
+                                group: group.into(),
+                                command: command.clone(),
+                            },
+                        )
+                        .await
+                    {
                         Ok(PeerReply::Written) => return Ok(()),
                         Ok(PeerReply::Failed(e)) => last_error = format!("{peer}: {e}"),
                         Ok(_) => last_error = format!("{peer} is no longer the leader"),
@@ -408,9 +508,11 @@ impl Daemon {
                 let Some(handle) = self.groups.get(&group) else {
                     return PeerReply::Failed(format!("no group named {group:?} here"));
                 };
-                let metrics = handle.raft.metrics().borrow().clone();
+                let metrics = handle.raft.metrics().borrow_watched().clone();
                 if metrics.current_leader != Some(node_id(&self.config.node.name)) {
-                    return PeerReply::NotLeader { leader: self.name_of(metrics.current_leader) };
+                    return PeerReply::NotLeader {
+                        leader: self.name_of(metrics.current_leader),
+                    };
                 }
                 match handle.raft.client_write(command).await {
                     Ok(_) => PeerReply::Written,
@@ -431,16 +533,23 @@ impl Daemon {
     async fn handle_request(&self, request: Request) -> Response {
         match request {
             Request::Status => Response::Status(self.status().await),
-            Request::Holdings => Response::Holdings { groups: self.holdings() },
+            Request::Holdings => Response::Holdings {
+                groups: self.holdings(),
+            },
             Request::History { group } => {
                 let groups = self
                     .groups
                     .iter()
                     .filter(|(name, _)| group.as_ref().is_none_or(|g| g == *name))
-                    .map(|(name, h)| GroupHistory { group: name.clone(), entries: h.state.borrow().history.iter().cloned().collect() })
+                    .map(|(name, h)| GroupHistory {
+                        group: name.clone(),
+                        entries: h.state.borrow().history.iter().cloned().collect(),
+                    })
                     .collect::<Vec<_>>();
                 if groups.is_empty() {
-                    return Response::Error { message: format!("no group named {:?}", group.unwrap_or_default()) };
+                    return Response::Error {
+                        message: format!("no group named {:?}", group.unwrap_or_default()),
+                    };
                 }
                 Response::History { groups }
             }
@@ -467,15 +576,30 @@ impl Daemon {
         };
         if let Some(node) = &to {
             for g in &groups {
-                let known = self.groups[g].state.borrow().nodes.get(node).and_then(|n| n.facts.clone());
+                let known = self.groups[g]
+                    .state
+                    .borrow()
+                    .nodes
+                    .get(node)
+                    .and_then(|n| n.facts.clone());
                 match known {
                     Some(f) if f.role == Role::Gateway => {}
-                    Some(_) => return Response::Error { message: format!("{node} is a witness: it never holds a VIP") },
+                    Some(_) => {
+                        return Response::Error {
+                            message: format!("{node} is a witness: it never holds a VIP"),
+                        };
+                    }
                     None => {
                         return Response::Error {
                             message: format!(
                                 "{node} is not a member of group {g} that has reported in (members: {})",
-                                self.config.cluster.peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                                self.config
+                                    .cluster
+                                    .peers
+                                    .iter()
+                                    .map(|p| p.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         };
                     }
@@ -483,19 +607,30 @@ impl Daemon {
             }
         }
         for g in &groups {
-            if let Err(message) = self.propose(g, Command::Pin { node: to.clone(), at_unix_ms: unix_ms() }).await {
+            if let Err(message) = self
+                .propose(
+                    g,
+                    Command::Pin {
+                        node: to.clone(),
+                        at_unix_ms: unix_ms(),
+                    },
+                )
+                .await
+            {
                 return Response::Error { message };
             }
         }
         let Some(node) = to else {
-            return Response::Done { message: format!("pin cleared for {} (committed)", groups.join(", ")) };
+            return Response::Done {
+                message: format!("pin cleared for {} (committed)", groups.join(", ")),
+            };
         };
         // The pin is committed; the leader moves the group at once if `node` is eligible.
         let target = node_id(&node);
         let moved = tokio::time::timeout(Duration::from_secs(3), async {
             for g in &groups {
                 let mut metrics = self.groups[g].raft.metrics();
-                while metrics.borrow().current_leader != Some(target) {
+                while metrics.borrow_watched().current_leader != Some(target) {
                     if metrics.changed().await.is_err() {
                         return;
                     }
@@ -504,7 +639,10 @@ impl Daemon {
         })
         .await;
         let message = match moved {
-            Ok(()) => format!("{} pinned to {node} (committed); {node} is master", groups.join(", ")),
+            Ok(()) => format!(
+                "{} pinned to {node} (committed); {node} is master",
+                groups.join(", ")
+            ),
             Err(_) => format!(
                 "{} pinned to {node} (committed); {node} is not master yet: it takes over when eligible (see `havip status`)",
                 groups.join(", ")
@@ -518,27 +656,56 @@ impl Daemon {
             return Response::Error {
                 message: format!(
                     "{node} is not a cluster member (members: {})",
-                    self.config.cluster.peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    self.config
+                        .cluster
+                        .peers
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
         }
         for g in self.groups.keys() {
-            let command = Command::SetMaintenance { node: node.clone(), on, at_unix_ms: unix_ms() };
+            let command = Command::SetMaintenance {
+                node: node.clone(),
+                on,
+                at_unix_ms: unix_ms(),
+            };
             if let Err(message) = self.propose(g, command).await {
                 return Response::Error { message };
             }
         }
-        Response::Done { message: format!("maintenance {} for {node} (committed)", if on { "on" } else { "off" }) }
+        Response::Done {
+            message: format!(
+                "maintenance {} for {node} (committed)",
+                if on { "on" } else { "off" }
+            ),
+        }
     }
 
     async fn status(&self) -> StatusReport {
-        let peers: Vec<String> =
-            self.config.cluster.peers.iter().map(|p| p.name.clone()).filter(|n| *n != self.config.node.name).collect();
+        let peers: Vec<String> = self
+            .config
+            .cluster
+            .peers
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|n| *n != self.config.node.name)
+            .collect();
         let answers = join_all(peers.iter().map(|p| self.ask(p, &PeerRequest::Holdings))).await;
         let mut holdings: BTreeMap<String, Option<Vec<String>>> = peers
             .into_iter()
             .zip(answers)
-            .map(|(p, a)| (p, match a { Ok(PeerReply::Holdings(h)) => Some(h), _ => None }))
+            .map(|(p, a)| {
+                (
+                    p,
+                    match a {
+                        Ok(PeerReply::Holdings(h)) => Some(h),
+                        _ => None,
+                    },
+                )
+            })
             .collect();
         holdings.insert(self.config.node.name.clone(), Some(self.holdings()));
 
@@ -546,7 +713,7 @@ impl Daemon {
             .groups
             .iter()
             .map(|(name, handle)| {
-                let metrics = handle.raft.metrics().borrow().clone();
+                let metrics = handle.raft.metrics().borrow_watched().clone();
                 let view = handle.view.lock().map(|v| v.clone()).unwrap_or_default();
                 let state = handle.state.borrow().clone();
                 let nodes = self
@@ -559,13 +726,19 @@ impl Daemon {
                         let facts = replicated.and_then(|n| n.facts.clone());
                         NodeStatus {
                             name: p.name.clone(),
-                            role: facts.as_ref().map(|f| format!("{:?}", f.role).to_lowercase()),
+                            role: facts
+                                .as_ref()
+                                .map(|f| format!("{:?}", f.role).to_lowercase()),
                             priority: facts.as_ref().map(|f| f.priority),
                             healthy: facts.as_ref().map(|f| f.healthy),
                             link_up: facts.as_ref().map(|f| f.link_up),
                             maintenance: replicated.is_some_and(|n| n.maintenance),
                             detail: facts.map(|f| f.detail).unwrap_or_default(),
-                            holds: holdings.get(&p.name).cloned().flatten().map(|h| h.contains(name)),
+                            holds: holdings
+                                .get(&p.name)
+                                .cloned()
+                                .flatten()
+                                .map(|h| h.contains(name)),
                         }
                     })
                     .collect();

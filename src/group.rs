@@ -11,13 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::ServerState;
 use openraft::async_runtime::Instant as _;
+use openraft::async_runtime::WatchReceiver as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::consensus::state::{Command, GroupState, NodeFacts};
 use crate::consensus::types::{Raft, RaftMetrics, node_id};
 use crate::hold::{self, HoldInputs};
-use crate::policy::{self, GroupRules, Role, NodeView, Situation};
+use crate::policy::{self, GroupRules, NodeView, Role, Situation};
 use crate::vip::{DataPlane, VipSet};
 
 /// How often the loop runs when nothing else wakes it: it bounds how late a lease expiry
@@ -66,7 +67,9 @@ pub struct GroupSetup {
 
 /// Something that can commit a command in this group (the daemon: locally on the leader,
 /// else forwarded to it).
-pub type Proposer = Arc<dyn Fn(Command) -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+pub type Proposer = Arc<
+    dyn Fn(Command) -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
+>;
 
 pub struct GroupLoop {
     setup: GroupSetup,
@@ -144,7 +147,7 @@ impl GroupLoop {
     /// (bounded) until it has taken over, so the VIP moves in one election round trip
     /// instead of an election timeout.
     async fn hand_over_before_exit(&mut self) {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics().borrow_watched().clone();
         let self_id = node_id(&self.setup.self_name);
         if !(metrics.state == ServerState::Leader && metrics.current_leader == Some(self_id)) {
             return;
@@ -154,19 +157,28 @@ impl GroupLoop {
         for node in nodes.iter_mut().filter(|n| n.name == self.setup.self_name) {
             node.maintenance = true;
         }
-        let situation =
-            Situation { leader: &self.setup.self_name, nodes: &nodes, pin: state.pin.as_deref(), rules: &self.setup.rules };
+        let situation = Situation {
+            leader: &self.setup.self_name,
+            nodes: &nodes,
+            pin: state.pin.as_deref(),
+            rules: &self.setup.rules,
+        };
         let Some(hand_over) = policy::decide(&situation).hand_over else {
             return;
         };
         tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, "handing leadership over before exiting");
-        if let Err(e) = self.raft.trigger().transfer_leader(node_id(&hand_over.to)).await {
+        if let Err(e) = self
+            .raft
+            .trigger()
+            .transfer_leader(node_id(&hand_over.to))
+            .await
+        {
             tracing::warn!(group = %self.setup.vips.group, "transfer_leader failed: {e}");
             return;
         }
         let mut watch = self.raft.metrics();
         let moved = tokio::time::timeout(Duration::from_secs(1), async {
-            while watch.borrow().current_leader == Some(self_id) {
+            while watch.borrow_watched().current_leader == Some(self_id) {
                 if watch.changed().await.is_err() {
                     break;
                 }
@@ -179,18 +191,23 @@ impl GroupLoop {
     }
 
     async fn step(&mut self) {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
         let self_id = node_id(&self.setup.self_name);
-        let is_leader = metrics.state == ServerState::Leader && metrics.current_leader == Some(self_id);
+        let is_leader =
+            metrics.state == ServerState::Leader && metrics.current_leader == Some(self_id);
         if metrics.current_term != self.term {
             self.term = metrics.current_term;
             self.handing_over = None;
             self.master_recorded = false;
             self.stable_since.clear();
         }
-        let quorum_ack_age = metrics.last_quorum_acked.as_ref().map(|acked| acked.elapsed());
-        let lease_until = quorum_ack_age.and_then(|age| (now + self.setup.hold_lease).checked_sub(age));
+        let quorum_ack_age = metrics
+            .last_quorum_acked
+            .as_ref()
+            .map(|acked| acked.elapsed());
+        let lease_until =
+            quorum_ack_age.and_then(|age| (now + self.setup.hold_lease).checked_sub(age));
         let state = self.state.borrow().clone();
 
         let verdict = if is_leader {
@@ -212,22 +229,28 @@ impl GroupLoop {
             is_gateway: self.setup.role == Role::Gateway,
             eligible: verdict.as_ref().is_some_and(|v| v.leader_may_hold),
             quorum_ack_age,
-            handing_over: self.handing_over.is_some() || verdict.as_ref().is_some_and(|v| v.hand_over.is_some()),
+            handing_over: self.handing_over.is_some()
+                || verdict.as_ref().is_some_and(|v| v.hand_over.is_some()),
         };
         match hold::may_hold(&inputs, self.setup.hold_lease) {
             Ok(()) => self.hold(metrics.current_term).await,
             Err(why) => self.release(&why.to_string()).await,
         }
 
-        if let Some(hand_over) = verdict.and_then(|v| v.hand_over) {
-            if self.handing_over.is_none() {
-                // The VIPs are already gone (the hold inputs above included the hand-over).
-                tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, term = metrics.current_term,
-                    "handing leadership over: {}", hand_over.reason);
-                self.handing_over = Some(now);
-                if let Err(e) = self.raft.trigger().transfer_leader(node_id(&hand_over.to)).await {
-                    tracing::warn!(group = %self.setup.vips.group, "transfer_leader failed: {e}");
-                }
+        if let Some(hand_over) = verdict.and_then(|v| v.hand_over)
+            && self.handing_over.is_none()
+        {
+            // The VIPs are already gone (the hold inputs above included the hand-over).
+            tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, term = metrics.current_term,
+                "handing leadership over: {}", hand_over.reason);
+            self.handing_over = Some(now);
+            if let Err(e) = self
+                .raft
+                .trigger()
+                .transfer_leader(node_id(&hand_over.to))
+                .await
+            {
+                tracing::warn!(group = %self.setup.vips.group, "transfer_leader failed: {e}");
             }
         }
         self.recover_stalled_hand_over(is_leader, now).await;
@@ -240,19 +263,25 @@ impl GroupLoop {
     /// witness waits), this node would stay a leader that may not hold: start a new term.
     async fn recover_stalled_hand_over(&mut self, is_leader: bool, now: Instant) {
         let grace = self.setup.leader_lease * 3;
-        if let Some(since) = self.handing_over {
-            if is_leader && now.duration_since(since) > grace {
-                tracing::warn!(group = %self.setup.vips.group,
-                    "hand-over did not complete within {grace:?}; starting a new election");
-                self.handing_over = Some(now);
-                if let Err(e) = self.raft.trigger().elect(true).await {
-                    tracing::warn!(group = %self.setup.vips.group, "elect failed: {e}");
-                }
+        if let Some(since) = self.handing_over
+            && is_leader
+            && now.duration_since(since) > grace
+        {
+            tracing::warn!(group = %self.setup.vips.group,
+                "hand-over did not complete within {grace:?}; starting a new election");
+            self.handing_over = Some(now);
+            if let Err(e) = self.raft.trigger().elect(true).await {
+                tracing::warn!(group = %self.setup.vips.group, "elect failed: {e}");
             }
         }
     }
 
-    fn node_views(&mut self, metrics: &RaftMetrics, state: &GroupState, now: Instant) -> Vec<NodeView> {
+    fn node_views(
+        &mut self,
+        metrics: &RaftMetrics,
+        state: &GroupState,
+        now: Instant,
+    ) -> Vec<NodeView> {
         let heartbeat = metrics.heartbeat.clone().unwrap_or_default();
         let mut views = Vec::with_capacity(self.setup.members.len());
         for name in &self.setup.members {
@@ -289,7 +318,16 @@ impl GroupLoop {
                 self.stable_since.remove(name);
                 None
             };
-            views.push(NodeView { name: name.clone(), role, priority, healthy, link_up, maintenance, reachable, stable_for });
+            views.push(NodeView {
+                name: name.clone(),
+                role,
+                priority,
+                healthy,
+                link_up,
+                maintenance,
+                reachable,
+                stable_for,
+            });
         }
         views
     }
@@ -308,7 +346,11 @@ impl GroupLoop {
         }
         if !self.master_recorded {
             self.master_recorded = true;
-            let command = Command::MasterChanged { node: self.setup.self_name.clone(), term, at_unix_ms: unix_ms() };
+            let command = Command::MasterChanged {
+                node: self.setup.self_name.clone(),
+                term,
+                at_unix_ms: unix_ms(),
+            };
             let propose = self.propose.clone();
             let group = self.setup.vips.group.clone();
             tokio::spawn(async move {
@@ -353,18 +395,34 @@ impl GroupLoop {
             link_up: local.link_up,
             detail: local.detail,
         };
-        let replicated = state.nodes.get(&self.setup.self_name).and_then(|n| n.facts.as_ref());
+        let replicated = state
+            .nodes
+            .get(&self.setup.self_name)
+            .and_then(|n| n.facts.as_ref());
         if replicated == Some(&facts) {
             return;
         }
-        if self.last_facts_proposal.is_some_and(|t| now.duration_since(t) < Duration::from_millis(200)) {
+        if self
+            .last_facts_proposal
+            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(200))
+        {
             return;
         }
-        if self.raft.metrics().borrow().current_leader.is_none() {
+        if self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .is_none()
+        {
             return;
         }
         self.last_facts_proposal = Some(now);
-        let command = Command::ReportFacts { node: self.setup.self_name.clone(), facts, at_unix_ms: unix_ms() };
+        let command = Command::ReportFacts {
+            node: self.setup.self_name.clone(),
+            facts,
+            at_unix_ms: unix_ms(),
+        };
         let propose = self.propose.clone();
         let group = self.setup.vips.group.clone();
         tokio::spawn(async move {
@@ -377,5 +435,8 @@ impl GroupLoop {
 
 /// Wall-clock time for history entries only; no decision reads it.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

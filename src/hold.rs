@@ -104,21 +104,62 @@ mod tests {
     fn every_condition_is_needed() {
         let table: [(&str, HoldInputs, Result<(), NotHolding>); 8] = [
             ("all hold", holding(), Ok(())),
-            ("follower", HoldInputs { is_leader: false, ..holding() }, Err(NotHolding::NotLeader)),
-            ("witness leader", HoldInputs { is_gateway: false, ..holding() }, Err(NotHolding::Witness)),
-            ("ineligible", HoldInputs { eligible: false, ..holding() }, Err(NotHolding::Ineligible)),
-            ("never acked", HoldInputs { quorum_ack_age: None, ..holding() }, Err(NotHolding::NoQuorumAck)),
+            (
+                "follower",
+                HoldInputs {
+                    is_leader: false,
+                    ..holding()
+                },
+                Err(NotHolding::NotLeader),
+            ),
+            (
+                "witness leader",
+                HoldInputs {
+                    is_gateway: false,
+                    ..holding()
+                },
+                Err(NotHolding::Witness),
+            ),
+            (
+                "ineligible",
+                HoldInputs {
+                    eligible: false,
+                    ..holding()
+                },
+                Err(NotHolding::Ineligible),
+            ),
+            (
+                "never acked",
+                HoldInputs {
+                    quorum_ack_age: None,
+                    ..holding()
+                },
+                Err(NotHolding::NoQuorumAck),
+            ),
             (
                 "ack at the lease",
-                HoldInputs { quorum_ack_age: Some(LEASE), ..holding() },
+                HoldInputs {
+                    quorum_ack_age: Some(LEASE),
+                    ..holding()
+                },
                 Err(NotHolding::LeaseExpired),
             ),
             (
                 "ack just inside",
-                HoldInputs { quorum_ack_age: Some(LEASE - Duration::from_millis(1)), ..holding() },
+                HoldInputs {
+                    quorum_ack_age: Some(LEASE - Duration::from_millis(1)),
+                    ..holding()
+                },
                 Ok(()),
             ),
-            ("handing over", HoldInputs { handing_over: true, ..holding() }, Err(NotHolding::HandingOver)),
+            (
+                "handing over",
+                HoldInputs {
+                    handing_over: true,
+                    ..holding()
+                },
+                Err(NotHolding::HandingOver),
+            ),
         ];
         for (name, inputs, expected) in table {
             assert_eq!(may_hold(&inputs, LEASE), expected, "{name}");
@@ -127,12 +168,25 @@ mod tests {
 
     #[test]
     fn hold_lease_is_strictly_shorter_than_the_leader_lease() {
-        for (lease_ms, tick_ms) in [(300, 10), (100, 10), (30, 10), (1000, 10), (10, 10), (0, 10)] {
+        for (lease_ms, tick_ms) in [
+            (300, 10),
+            (100, 10),
+            (30, 10),
+            (1000, 10),
+            (10, 10),
+            (0, 10),
+        ] {
             let leader = Duration::from_millis(lease_ms);
             let hold = hold_lease(leader, Duration::from_millis(tick_ms));
-            assert!(hold < leader || leader.is_zero(), "{lease_ms}/{tick_ms}: {hold:?}");
+            assert!(
+                hold < leader || leader.is_zero(),
+                "{lease_ms}/{tick_ms}: {hold:?}"
+            );
             assert!(leader - hold >= Duration::from_millis(2 * tick_ms).min(leader));
         }
-        assert_eq!(hold_lease(Duration::from_millis(300), Duration::from_millis(10)), Duration::from_millis(240));
+        assert_eq!(
+            hold_lease(Duration::from_millis(300), Duration::from_millis(10)),
+            Duration::from_millis(240)
+        );
     }
 }

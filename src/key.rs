@@ -15,15 +15,23 @@ use rand::RngCore;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "key file {path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`"
     )]
     TooOpen { path: PathBuf, mode: u32 },
-    #[error("key file {path} does not hold a havip key ({why}); make one with `havip keygen --out {path}`")]
+    #[error(
+        "key file {path} does not hold a havip key ({why}); make one with `havip keygen --out {path}`"
+    )]
     Malformed { path: PathBuf, why: String },
     #[error("cannot write key file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The cluster's shared secret.
@@ -64,13 +72,25 @@ impl ClusterKey {
 
     /// Reads a key file, refusing one that group or others can read.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let meta = fs::metadata(path).map_err(|source| KeyError::Read { path: path.into(), source })?;
+        let meta = fs::metadata(path).map_err(|source| KeyError::Read {
+            path: path.into(),
+            source,
+        })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen { path: path.into(), mode });
+            return Err(KeyError::TooOpen {
+                path: path.into(),
+                mode,
+            });
         }
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.into(), source })?;
-        Self::from_text(&text).map_err(|why| KeyError::Malformed { path: path.into(), why })
+        let text = fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_text(&text).map_err(|why| KeyError::Malformed {
+            path: path.into(),
+            why,
+        })
     }
 
     /// Writes a new key file with mode 0600; refuses to overwrite an existing one, because
@@ -81,10 +101,16 @@ impl ClusterKey {
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|source| KeyError::Write { path: path.into(), source })?;
+            .map_err(|source| KeyError::Write {
+                path: path.into(),
+                source,
+            })?;
         file.write_all(self.to_text().as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(|source| KeyError::Write { path: path.into(), source })
+            .map_err(|source| KeyError::Write {
+                path: path.into(),
+                source,
+            })
     }
 }
 
@@ -109,6 +135,10 @@ mod tests {
     #[test]
     fn malformed_text_says_what_is_wrong() {
         assert!(ClusterKey::from_text("!!!").unwrap_err().contains("base64"));
-        assert!(ClusterKey::from_text("AAAA").unwrap_err().contains("3 bytes"));
+        assert!(
+            ClusterKey::from_text("AAAA")
+                .unwrap_err()
+                .contains("3 bytes")
+        );
     }
 }

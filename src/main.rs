@@ -52,7 +52,9 @@ struct Target {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon for the node described by --config.
-    #[command(after_help = "Example:\n  havip run --config /etc/havip/gw-a.toml\n\nSIGTERM/SIGINT: releases the VIPs, hands leadership over, flushes the store and exits 0.")]
+    #[command(
+        after_help = "Example:\n  havip run --config /etc/havip/gw-a.toml\n\nSIGTERM/SIGINT: releases the VIPs, hands leadership over, flushes the store and exits 0."
+    )]
     Run {
         #[arg(long, short)]
         config: PathBuf,
@@ -61,7 +63,9 @@ enum Command {
         observe_only: bool,
     },
     /// Show each group's master, term, nodes and who holds the VIPs.
-    #[command(after_help = "Example:\n  havip status\n  havip status --json | jq '.groups[] | {name, leader}'")]
+    #[command(
+        after_help = "Example:\n  havip status\n  havip status --json | jq '.groups[] | {name, leader}'"
+    )]
     Status {
         #[command(flatten)]
         target: Target,
@@ -70,7 +74,9 @@ enum Command {
         json: bool,
     },
     /// Move a group's VIPs to a gateway and pin them there, or clear the pin.
-    #[command(after_help = "Examples:\n  havip failover --to gw-b --group crm\n  havip failover --clear --group crm\n\nWithout --group, every group is pinned/cleared. A pin is a committed record: it survives leader changes until cleared.")]
+    #[command(
+        after_help = "Examples:\n  havip failover --to gw-b --group crm\n  havip failover --clear --group crm\n\nWithout --group, every group is pinned/cleared. A pin is a committed record: it survives leader changes until cleared."
+    )]
     Failover {
         #[command(flatten)]
         target: Target,
@@ -102,7 +108,9 @@ enum Command {
         group: Option<String>,
     },
     /// Validate config files; with several files of one cluster, also check they agree.
-    #[command(after_help = "Example:\n  havip check-config conf/gw-a.toml conf/gw-b.toml conf/witness.toml\n\nEvery error of every file is reported (file:line:column: key: what is wrong and what would be right). Exit 0 when all are valid, 2 otherwise.")]
+    #[command(
+        after_help = "Example:\n  havip check-config conf/gw-a.toml conf/gw-b.toml conf/witness.toml\n\nEvery error of every file is reported (file:line:column: key: what is wrong and what would be right). Exit 0 when all are valid, 2 otherwise."
+    )]
     CheckConfig {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -130,20 +138,40 @@ enum Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, observe_only } => run(&config, observe_only),
+        Command::Run {
+            config,
+            observe_only,
+        } => run(&config, observe_only),
         Command::CheckConfig { files } => check_config(&files),
         Command::Keygen { out } => ClusterKey::generate()
             .write_new(&out)
-            .map(|()| println!("wrote a new cluster key to {} (mode 0600); copy it to every node", out.display()))
+            .map(|()| {
+                println!(
+                    "wrote a new cluster key to {} (mode 0600); copy it to every node",
+                    out.display()
+                )
+            })
             .map_err(|e| Failure::Usage(e.to_string())),
         Command::Status { target, json } => status(&target, json),
-        Command::Failover { target, to, clear: _, group } => {
-            request(&target, Request::Failover { group, to }).and_then(print_done)
-        }
-        Command::Maintenance { target, mode, node } => {
-            request(&target, Request::Maintenance { node, on: matches!(mode, OnOff::On) }).and_then(print_done)
-        }
-        Command::History { target, json, group } => history(&target, json, group),
+        Command::Failover {
+            target,
+            to,
+            clear: _,
+            group,
+        } => request(&target, Request::Failover { group, to }).and_then(print_done),
+        Command::Maintenance { target, mode, node } => request(
+            &target,
+            Request::Maintenance {
+                node,
+                on: matches!(mode, OnOff::On),
+            },
+        )
+        .and_then(print_done),
+        Command::History {
+            target,
+            json,
+            group,
+        } => history(&target, json, group),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,7 +189,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAVIP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -175,7 +206,10 @@ fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
     init_logging();
     runtime()?
-        .block_on(havip::daemon::run(havip::daemon::RunOptions { config, observe_only }))
+        .block_on(havip::daemon::run(havip::daemon::RunOptions {
+            config,
+            observe_only,
+        }))
         .map_err(|e| Failure::Usage(e.to_string()))
 }
 
@@ -195,7 +229,10 @@ fn check_config(files: &[PathBuf]) -> Result<(), Failure> {
         eprintln!("warning: {warning}");
     }
     if errors > 0 {
-        return Err(Failure::Usage(format!("{errors} error(s) in {} file(s)", files.len())));
+        return Err(Failure::Usage(format!(
+            "{errors} error(s) in {} file(s)",
+            files.len()
+        )));
     }
     println!("{} file(s) OK", files.len());
     Ok(())
@@ -208,9 +245,14 @@ fn socket_path(target: &Target) -> Result<PathBuf, Failure> {
     }
     // The operator may not be allowed to read the key file, so the config is parsed
     // without the filesystem checks that `run` makes.
-    let text = std::fs::read_to_string(&target.config)
-        .map_err(|e| Failure::Usage(format!("cannot read {}: {e} (pass --config FILE or --socket PATH)", target.config.display())))?;
-    let config = Config::from_str(&target.config, &text).map_err(|e| Failure::Usage(e.to_string()))?;
+    let text = std::fs::read_to_string(&target.config).map_err(|e| {
+        Failure::Usage(format!(
+            "cannot read {}: {e} (pass --config FILE or --socket PATH)",
+            target.config.display()
+        ))
+    })?;
+    let config =
+        Config::from_str(&target.config, &text).map_err(|e| Failure::Usage(e.to_string()))?;
     Ok(config.control.socket)
 }
 
@@ -234,10 +276,15 @@ fn print_done(response: Response) -> Result<(), Failure> {
 
 fn status(target: &Target, json: bool) -> Result<(), Failure> {
     let Response::Status(report) = request(target, Request::Status)? else {
-        return Err(Failure::Request("the daemon answered status with something else".into()));
+        return Err(Failure::Request(
+            "the daemon answered status with something else".into(),
+        ));
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print!("{}", render_status(&report));
     }
@@ -253,7 +300,10 @@ fn yes_no(value: Option<bool>, yes: &'static str, no: &'static str) -> &'static 
 }
 
 fn render_status(report: &StatusReport) -> String {
-    let mut out = format!("node {} ({}, data plane: {})\n", report.node, report.role, report.data_plane);
+    let mut out = format!(
+        "node {} ({}, data plane: {})\n",
+        report.node, report.role, report.data_plane
+    );
     for group in &report.groups {
         out += &format!(
             "\ngroup {}  [{}]\n  master: {}  term: {}  pin: {}  quorum ack: {}\n  here: {} ({})\n",
@@ -262,22 +312,38 @@ fn render_status(report: &StatusReport) -> String {
             group.leader.as_deref().unwrap_or("none"),
             group.term,
             group.pin.as_deref().unwrap_or("-"),
-            group.quorum_ack_age_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "-".into()),
-            if group.holding { "HOLDING the VIPs" } else { "not holding" },
+            group
+                .quorum_ack_age_ms
+                .map(|ms| format!("{ms} ms ago"))
+                .unwrap_or_else(|| "-".into()),
+            if group.holding {
+                "HOLDING the VIPs"
+            } else {
+                "not holding"
+            },
             group.hold_reason,
         );
-        out += &format!("  {:<12} {:<8} {:>4}  {:<9} {:<5} {:<11} {:<5}\n", "NODE", "ROLE", "PRIO", "HEALTH", "LINK", "MAINTENANCE", "HOLDS");
+        out += &format!(
+            "  {:<12} {:<8} {:>4}  {:<9} {:<5} {:<11} {:<5}\n",
+            "NODE", "ROLE", "PRIO", "HEALTH", "LINK", "MAINTENANCE", "HOLDS"
+        );
         for node in &group.nodes {
             out += &format!(
                 "  {:<12} {:<8} {:>4}  {:<9} {:<5} {:<11} {:<5}{}\n",
                 node.name,
                 node.role.as_deref().unwrap_or("?"),
-                node.priority.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                node.priority
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "?".into()),
                 yes_no(node.healthy, "healthy", "UNHEALTHY"),
                 yes_no(node.link_up, "up", "DOWN"),
                 if node.maintenance { "ON" } else { "off" },
                 yes_no(node.holds, "YES", "no"),
-                if node.detail.is_empty() { String::new() } else { format!("  {}", node.detail) },
+                if node.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", node.detail)
+                },
             );
         }
     }
@@ -286,10 +352,15 @@ fn render_status(report: &StatusReport) -> String {
 
 fn history(target: &Target, json: bool, group: Option<String>) -> Result<(), Failure> {
     let Response::History { groups } = request(target, Request::History { group })? else {
-        return Err(Failure::Request("the daemon answered history with something else".into()));
+        return Err(Failure::Request(
+            "the daemon answered history with something else".into(),
+        ));
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&groups).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&groups).unwrap_or_default()
+        );
         return Ok(());
     }
     for group in groups {

@@ -15,8 +15,6 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 // The roles and the all-unhealthy rule are the config's own types: one definition each.
 pub use crate::config::{OnAllUnhealthy, Role};
 
@@ -1112,13 +1110,13 @@ mod tests {
         let all_rules: Vec<GroupRules> = [true, false]
             .into_iter()
             .flat_map(|failback| {
-                [OnAllUnhealthy::Keep, OnAllUnhealthy::Release].into_iter().map(
-                    move |on_all_unhealthy| GroupRules {
+                [OnAllUnhealthy::Keep, OnAllUnhealthy::Release]
+                    .into_iter()
+                    .map(move |on_all_unhealthy| GroupRules {
                         failback,
                         failback_delay: DELAY,
                         on_all_unhealthy,
-                    },
-                )
+                    })
             })
             .collect();
         let pins = [None, Some("gw-a"), Some("gw-b"), Some("gw-c"), Some("wit")];

@@ -12,7 +12,9 @@ use support::{Cluster, Options, SERIAL};
 const SETTLE: Duration = Duration::from_secs(15);
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[test]
@@ -20,14 +22,30 @@ fn preferred_gateway_becomes_master_and_the_witness_never_holds() {
     let _serial = lock();
     let cluster = Cluster::start(11, Options::default());
     cluster.wait_holder("gw-a", SETTLE);
-    let status = cluster.status("witness").expect("witness answers status");
+    let status = cluster.wait_reported("witness");
     let group = &status.groups[0];
-    assert_eq!(group.leader.as_deref(), Some("gw-a"), "status on the witness names the master");
+    assert_eq!(
+        group.leader.as_deref(),
+        Some("gw-a"),
+        "status on the witness names the master"
+    );
     assert!(!group.holding);
-    let gw_a = group.nodes.iter().find(|n| n.name == "gw-a").expect("gw-a listed");
-    assert_eq!(gw_a.holds, Some(true), "the witness asks gw-a and reports that it holds");
+    let gw_a = group
+        .nodes
+        .iter()
+        .find(|n| n.name == "gw-a")
+        .expect("gw-a listed");
+    assert_eq!(
+        gw_a.holds,
+        Some(true),
+        "the witness asks gw-a and reports that it holds"
+    );
     assert_eq!(gw_a.priority, Some(150));
-    let witness = group.nodes.iter().find(|n| n.name == "witness").expect("witness listed");
+    let witness = group
+        .nodes
+        .iter()
+        .find(|n| n.name == "witness")
+        .expect("witness listed");
     assert_eq!(witness.role.as_deref(), Some("witness"));
     let (code, text) = cluster.cli("gw-b", &["status", "--json"]);
     assert_eq!(code, 0, "{text}");
@@ -39,7 +57,13 @@ fn preferred_gateway_becomes_master_and_the_witness_never_holds() {
 #[test]
 fn sigkill_of_the_master_moves_the_vip_and_never_to_two() {
     let _serial = lock();
-    let mut cluster = Cluster::start(12, Options { failback_delay: "30s", ..Options::default() });
+    let mut cluster = Cluster::start(
+        12,
+        Options {
+            failback_delay: "30s",
+            ..Options::default()
+        },
+    );
     cluster.wait_holder("gw-a", SETTLE);
     cluster.kill("gw-a");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
@@ -50,13 +74,24 @@ fn sigkill_of_the_master_moves_the_vip_and_never_to_two() {
 #[test]
 fn graceful_stop_hands_over_quickly_and_exits_zero() {
     let _serial = lock();
-    let mut cluster = Cluster::start(13, Options { failback_delay: "30s", ..Options::default() });
+    let mut cluster = Cluster::start(
+        13,
+        Options {
+            failback_delay: "30s",
+            ..Options::default()
+        },
+    );
     cluster.wait_holder("gw-a", SETTLE);
     let started = std::time::Instant::now();
-    let status = cluster.stop("gw-a", Duration::from_secs(3)).expect("gw-a exits within 3 s of SIGTERM");
+    let status = cluster
+        .stop("gw-a", Duration::from_secs(3))
+        .expect("gw-a exits within 3 s of SIGTERM");
     let exit_took = started.elapsed();
     assert!(status.success(), "exit status {status:?}");
-    assert!(exit_took < Duration::from_secs(2), "shutdown took {exit_took:?}");
+    assert!(
+        exit_took < Duration::from_secs(2),
+        "shutdown took {exit_took:?}"
+    );
     cluster.wait_holder("gw-b", Duration::from_secs(2));
     eprintln!("graceful stop: exited after {exit_took:?}");
     cluster.assert_never_two_holders();
@@ -66,7 +101,13 @@ fn graceful_stop_hands_over_quickly_and_exits_zero() {
 fn a_partition_isolating_the_master_releases_it_before_another_holds() {
     support::require_root("partition test");
     let _serial = lock();
-    let mut cluster = Cluster::start(14, Options { failback_delay: "2s", ..Options::default() });
+    let mut cluster = Cluster::start(
+        14,
+        Options {
+            failback_delay: "2s",
+            ..Options::default()
+        },
+    );
     cluster.wait_holder("gw-a", SETTLE);
     cluster.partition("gw-a", &["gw-b", "witness"]);
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
@@ -98,21 +139,37 @@ fn a_partition_between_the_gateways_keeps_one_master() {
 #[test]
 fn a_frozen_master_loses_the_vip_after_its_lease() {
     let _serial = lock();
-    let cluster = Cluster::start(16, Options { failback_delay: "30s", ..Options::default() });
+    let cluster = Cluster::start(
+        16,
+        Options {
+            failback_delay: "30s",
+            ..Options::default()
+        },
+    );
     cluster.wait_holder("gw-a", SETTLE);
     cluster.signal("gw-a", "STOP");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
     eprintln!("SIGSTOP of the master: gw-b holds after {took:?}");
     cluster.signal("gw-a", "CONT");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(cluster.holders(), ["gw-b"], "the thawed node must not claim the VIP");
+    assert_eq!(
+        cluster.holders(),
+        ["gw-b"],
+        "the thawed node must not claim the VIP"
+    );
     cluster.assert_never_two_holders();
 }
 
 #[test]
 fn the_preferred_gateway_takes_the_vip_back_after_failback_delay() {
     let _serial = lock();
-    let mut cluster = Cluster::start(17, Options { failback_delay: "2s", ..Options::default() });
+    let mut cluster = Cluster::start(
+        17,
+        Options {
+            failback_delay: "2s",
+            ..Options::default()
+        },
+    );
     cluster.wait_holder("gw-a", SETTLE);
     cluster.kill("gw-a");
     cluster.wait_holder("gw-b", Duration::from_secs(5));
@@ -120,7 +177,10 @@ fn the_preferred_gateway_takes_the_vip_back_after_failback_delay() {
     let started = std::time::Instant::now();
     cluster.wait_holder("gw-a", Duration::from_secs(15));
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(2), "failback came after {took:?}, before failback_delay");
+    assert!(
+        took >= Duration::from_secs(2),
+        "failback came after {took:?}, before failback_delay"
+    );
     eprintln!("failback after restart: {took:?}");
     cluster.assert_never_two_holders();
 }
@@ -128,15 +188,26 @@ fn the_preferred_gateway_takes_the_vip_back_after_failback_delay() {
 #[test]
 fn failover_pins_and_clear_unpins() {
     let _serial = lock();
-    let cluster = Cluster::start(18, Options { failback_delay: "1s", ..Options::default() });
+    let cluster = Cluster::start(
+        18,
+        Options {
+            failback_delay: "1s",
+            ..Options::default()
+        },
+    );
     cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_reported("witness");
     // Asked on the witness: the write is forwarded to the leader and committed.
     let (code, text) = cluster.cli("witness", &["failover", "--to", "gw-b", "--group", "crm"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("committed"), "{text}");
     cluster.wait_holder("gw-b", Duration::from_secs(3));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(cluster.holders(), ["gw-b"], "the pin outlasts failback_delay");
+    assert_eq!(
+        cluster.holders(),
+        ["gw-b"],
+        "the pin outlasts failback_delay"
+    );
     let status = cluster.status("gw-a").expect("status");
     assert_eq!(status.groups[0].pin.as_deref(), Some("gw-b"));
     let (code, text) = cluster.cli("gw-a", &["failover", "--clear"]);
@@ -147,20 +218,33 @@ fn failover_pins_and_clear_unpins() {
     assert!(text.contains("witness"), "{text}");
     let (code, text) = cluster.cli("gw-a", &["history"]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("pin to gw-b") && text.contains("clear pin"), "{text}");
+    assert!(
+        text.contains("pin to gw-b") && text.contains("clear pin"),
+        "{text}"
+    );
     cluster.assert_never_two_holders();
 }
 
 #[test]
 fn maintenance_drains_a_node_until_it_is_turned_off() {
     let _serial = lock();
-    let cluster = Cluster::start(19, Options { failback_delay: "1s", ..Options::default() });
+    let cluster = Cluster::start(
+        19,
+        Options {
+            failback_delay: "1s",
+            ..Options::default()
+        },
+    );
     cluster.wait_holder("gw-a", SETTLE);
     let (code, text) = cluster.cli("gw-b", &["maintenance", "on", "gw-a"]);
     assert_eq!(code, 0, "{text}");
     cluster.wait_holder("gw-b", Duration::from_secs(3));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(cluster.holders(), ["gw-b"], "no failback to a node in maintenance");
+    assert_eq!(
+        cluster.holders(),
+        ["gw-b"],
+        "no failback to a node in maintenance"
+    );
     let (code, text) = cluster.cli("gw-b", &["maintenance", "off", "gw-a"]);
     assert_eq!(code, 0, "{text}");
     cluster.wait_holder("gw-a", Duration::from_secs(10));
@@ -183,16 +267,31 @@ fn a_node_with_the_wrong_key_is_rejected_and_cannot_disturb_the_cluster() {
     let config = cluster.nodes["gw-b"].config.clone();
     let text = std::fs::read_to_string(&config).expect("config");
     let key = cluster.dir.path().join("cluster.key");
-    std::fs::write(&config, text.replace(&key.display().to_string(), &bad_key.display().to_string())).expect("write");
+    std::fs::write(
+        &config,
+        text.replace(&key.display().to_string(), &bad_key.display().to_string()),
+    )
+    .expect("write");
     cluster.spawn("gw-b");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(cluster.holders(), ["gw-a"]);
     let after = cluster.status("gw-a").expect("status").groups[0].term;
     assert_eq!(after, term, "the rejected node moved the term");
-    let lonely = cluster.status("gw-b").expect("gw-b still answers its own status");
-    assert_eq!(lonely.groups[0].leader, None, "gw-b never learned of a leader");
+    let lonely = cluster
+        .status("gw-b")
+        .expect("gw-b still answers its own status");
+    let gw_a = lonely.groups[0]
+        .nodes
+        .iter()
+        .find(|n| n.name == "gw-a")
+        .expect("listed");
+    assert_eq!(gw_a.holds, None, "gw-b cannot reach gw-a to ask it");
+    assert!(!lonely.groups[0].holding);
     let log = std::fs::read_to_string(&cluster.nodes["gw-a"].log).unwrap_or_default();
-    assert!(log.contains("handshake"), "gw-a logs the rejected handshake:\n{log}");
+    assert!(
+        log.contains("handshake"),
+        "gw-a logs the rejected handshake:\n{log}"
+    );
     cluster.assert_never_two_holders();
 }
 
@@ -201,6 +300,7 @@ fn a_sigkilled_node_restarts_with_its_store_intact() {
     let _serial = lock();
     let mut cluster = Cluster::start(21, Options::default());
     cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_reported("gw-a");
     let (code, text) = cluster.cli("gw-a", &["failover", "--to", "gw-a"]);
     assert_eq!(code, 0, "{text}");
     let before = cluster.status("gw-b").expect("status").groups[0].clone();
@@ -216,7 +316,11 @@ fn a_sigkilled_node_restarts_with_its_store_intact() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let restored = restored.expect("gw-b answers after restart");
-    assert_eq!(restored.pin.as_deref(), Some("gw-a"), "pin survived SIGKILL");
+    assert_eq!(
+        restored.pin.as_deref(),
+        Some("gw-a"),
+        "pin survived SIGKILL"
+    );
     assert!(restored.term >= before.term);
     let (code, text) = cluster.cli("gw-b", &["history"]);
     assert_eq!(code, 0, "{text}");

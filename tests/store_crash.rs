@@ -49,6 +49,8 @@ fn entry_at(index: u64) -> Entry {
             0 => Command::ReportFacts {
                 node: format!("gw-{}", index % 3),
                 facts: NodeFacts {
+                    role: havip::config::Role::Gateway,
+                    priority: 100,
                     healthy: index.is_multiple_of(8),
                     link_up: true,
                     detail: format!("probe {index}"),

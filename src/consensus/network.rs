@@ -37,7 +37,10 @@ pub struct PeerNetwork {
 
 impl PeerNetwork {
     pub fn new(mesh: Arc<Mesh>, group: &str) -> Self {
-        Self { mesh, group: group.to_string() }
+        Self {
+            mesh,
+            group: group.to_string(),
+        }
     }
 }
 
@@ -45,7 +48,11 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, _target: NodeId, node: &PeerNode) -> PeerClient {
-        PeerClient { mesh: self.mesh.clone(), group: self.group.clone(), peer: node.name.clone() }
+        PeerClient {
+            mesh: self.mesh.clone(),
+            group: self.group.clone(),
+            peer: node.name.clone(),
+        }
     }
 }
 
@@ -56,8 +63,15 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    async fn call(&self, request: RaftRequest, ttl: Duration) -> Result<RaftReply, Unreachable<TypeConfig>> {
-        let envelope = RaftEnvelope { group: self.group.clone(), request };
+    async fn call(
+        &self,
+        request: RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftReply, Unreachable<TypeConfig>> {
+        let envelope = RaftEnvelope {
+            group: self.group.clone(),
+            request,
+        };
         let payload = rpc::encode(&envelope).map_err(unreachable)?;
         let reply = self
             .mesh
@@ -68,7 +82,10 @@ impl PeerClient {
     }
 
     fn unexpected(&self, what: &str) -> Unreachable<TypeConfig> {
-        unreachable(format!("{} answered a {what} with another kind of reply", self.peer))
+        unreachable(format!(
+            "{} answered a {what} with another kind of reply",
+            self.peer
+        ))
     }
 }
 
@@ -80,7 +97,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRequest::Append(rpc), option.soft_ttl()).await? {
+        match self
+            .call(RaftRequest::Append(rpc), option.soft_ttl())
+            .await?
+        {
             RaftReply::Append(reply) => Ok(reply),
             _ => Err(self.unexpected("append").into()),
         }
@@ -102,7 +122,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRequest::PreVote(rpc), option.soft_ttl()).await? {
+        match self
+            .call(RaftRequest::PreVote(rpc), option.soft_ttl())
+            .await?
+        {
             RaftReply::Vote(reply) => Ok(reply),
             _ => Err(self.unexpected("pre-vote").into()),
         }
@@ -115,7 +138,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let request = RaftRequest::Snapshot { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
+        let request = RaftRequest::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
         match self.call(request, option.hard_ttl()).await? {
             RaftReply::Snapshot(reply) => Ok(reply),
             _ => Err(self.unexpected("snapshot").into()),
@@ -127,7 +154,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRequest::TransferLeader(req), option.soft_ttl()).await? {
+        match self
+            .call(RaftRequest::TransferLeader(req), option.soft_ttl())
+            .await?
+        {
             RaftReply::TransferLeader(reply) => Ok(reply),
             _ => Err(self.unexpected("transfer-leader").into()),
         }
@@ -152,22 +182,35 @@ impl RaftService {
     }
 
     pub fn last_append(&self, group: &str) -> Option<tokio::time::Instant> {
-        self.last_append.read().ok().and_then(|m| m.get(group).copied())
+        self.last_append
+            .read()
+            .ok()
+            .and_then(|m| m.get(group).copied())
     }
 
     fn raft(&self, group: &str) -> Option<Raft> {
-        self.groups.read().ok().and_then(|groups| groups.get(group).cloned())
+        self.groups
+            .read()
+            .ok()
+            .and_then(|groups| groups.get(group).cloned())
     }
 
     /// Answers one incoming Raft request (the mesh's payload on `RAFT_CHANNEL`).
-    pub fn handle(&self, from: &str, payload: Vec<u8>) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> {
+    pub fn handle(
+        &self,
+        from: &str,
+        payload: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> {
         let service = self.clone();
         let from = from.to_string();
         Box::pin(async move {
             let envelope: RaftEnvelope = rpc::decode(&payload)?;
-            let raft = service
-                .raft(&envelope.group)
-                .ok_or_else(|| format!("group {:?} from {from} is not running on this node", envelope.group))?;
+            let raft = service.raft(&envelope.group).ok_or_else(|| {
+                format!(
+                    "group {:?} from {from} is not running on this node",
+                    envelope.group
+                )
+            })?;
             let reply = match envelope.request {
                 RaftRequest::Append(req) => {
                     if let Ok(mut m) = service.last_append.write() {
@@ -175,15 +218,28 @@ impl RaftService {
                     }
                     RaftReply::Append(raft.append_entries(req).await.map_err(|e| e.to_string())?)
                 }
-                RaftRequest::Vote(req) => RaftReply::Vote(raft.vote(req).await.map_err(|e| e.to_string())?),
-                RaftRequest::PreVote(req) => RaftReply::Vote(raft.pre_vote(req).await.map_err(|e| e.to_string())?),
+                RaftRequest::Vote(req) => {
+                    RaftReply::Vote(raft.vote(req).await.map_err(|e| e.to_string())?)
+                }
+                RaftRequest::PreVote(req) => {
+                    RaftReply::Vote(raft.pre_vote(req).await.map_err(|e| e.to_string())?)
+                }
                 RaftRequest::Snapshot { vote, meta, data } => {
-                    let snapshot = Snapshot { meta, snapshot: std::io::Cursor::new(data) };
-                    RaftReply::Snapshot(raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string())?)
+                    let snapshot = Snapshot {
+                        meta,
+                        snapshot: std::io::Cursor::new(data),
+                    };
+                    RaftReply::Snapshot(
+                        raft.install_full_snapshot(vote, snapshot)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )
                 }
-                RaftRequest::TransferLeader(req) => {
-                    RaftReply::TransferLeader(raft.handle_transfer_leader(req).await.map_err(|e| e.to_string())?)
-                }
+                RaftRequest::TransferLeader(req) => RaftReply::TransferLeader(
+                    raft.handle_transfer_leader(req)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
             };
             rpc::encode(&reply)
         })

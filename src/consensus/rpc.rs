@@ -24,7 +24,11 @@ pub enum RaftRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    Snapshot { vote: Vote, meta: SnapshotMeta, data: Vec<u8> },
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
 

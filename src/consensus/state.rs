@@ -31,13 +31,28 @@ pub struct NodeFacts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// A node's health/link facts changed.
-    ReportFacts { node: String, facts: NodeFacts, at_unix_ms: u64 },
+    ReportFacts {
+        node: String,
+        facts: NodeFacts,
+        at_unix_ms: u64,
+    },
     /// `havip maintenance on|off NODE`.
-    SetMaintenance { node: String, on: bool, at_unix_ms: u64 },
+    SetMaintenance {
+        node: String,
+        on: bool,
+        at_unix_ms: u64,
+    },
     /// `havip failover --to NODE` (Some) or `--clear` (None).
-    Pin { node: Option<String>, at_unix_ms: u64 },
+    Pin {
+        node: Option<String>,
+        at_unix_ms: u64,
+    },
     /// The leader records that it became master of the group in `term`.
-    MasterChanged { node: String, term: u64, at_unix_ms: u64 },
+    MasterChanged {
+        node: String,
+        term: u64,
+        at_unix_ms: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -48,7 +63,9 @@ impl fmt::Display for Command {
                 "facts {node}: healthy={} link_up={}",
                 facts.healthy, facts.link_up
             ),
-            Command::SetMaintenance { node, on, .. } => write!(f, "maintenance {node} {}", if *on { "on" } else { "off" }),
+            Command::SetMaintenance { node, on, .. } => {
+                write!(f, "maintenance {node} {}", if *on { "on" } else { "off" })
+            }
             Command::Pin { node: Some(n), .. } => write!(f, "pin to {n}"),
             Command::Pin { node: None, .. } => write!(f, "clear pin"),
             Command::MasterChanged { node, term, .. } => write!(f, "master {node} (term {term})"),
@@ -91,7 +108,11 @@ impl GroupState {
     /// Applies one committed command. Deterministic: every replica ends in the same state.
     pub fn apply(&mut self, command: &Command) -> CommandResult {
         let changed = match command {
-            Command::ReportFacts { node, facts, at_unix_ms } => {
+            Command::ReportFacts {
+                node,
+                facts,
+                at_unix_ms,
+            } => {
                 let state = self.nodes.entry(node.clone()).or_default();
                 let changed = state.facts.as_ref() != Some(facts);
                 if changed {
@@ -100,7 +121,11 @@ impl GroupState {
                 }
                 changed
             }
-            Command::SetMaintenance { node, on, at_unix_ms } => {
+            Command::SetMaintenance {
+                node,
+                on,
+                at_unix_ms,
+            } => {
                 let state = self.nodes.entry(node.clone()).or_default();
                 let changed = state.maintenance != *on;
                 if changed {
@@ -129,7 +154,10 @@ impl GroupState {
             | Command::Pin { at_unix_ms, .. }
             | Command::MasterChanged { at_unix_ms, .. } => *at_unix_ms,
         };
-        self.history.push_back(HistoryEntry { at_unix_ms, event: command.to_string() });
+        self.history.push_back(HistoryEntry {
+            at_unix_ms,
+            event: command.to_string(),
+        });
         while self.history.len() > HISTORY_LIMIT {
             self.history.pop_front();
         }
@@ -141,17 +169,31 @@ mod tests {
     use super::*;
 
     fn facts(healthy: bool) -> NodeFacts {
-        NodeFacts { role: Role::Gateway, priority: 150, healthy, link_up: true, detail: String::new() }
+        NodeFacts {
+            role: Role::Gateway,
+            priority: 150,
+            healthy,
+            link_up: true,
+            detail: String::new(),
+        }
     }
 
     #[test]
     fn restating_facts_changes_nothing_and_adds_no_history() {
         let mut state = GroupState::default();
-        let cmd = Command::ReportFacts { node: "gw-a".into(), facts: facts(true), at_unix_ms: 1 };
+        let cmd = Command::ReportFacts {
+            node: "gw-a".into(),
+            facts: facts(true),
+            at_unix_ms: 1,
+        };
         assert!(state.apply(&cmd).changed, "the first report is news");
         assert!(!state.apply(&cmd).changed, "a restatement is not");
         assert_eq!(state.history.len(), 1);
-        let down = Command::ReportFacts { node: "gw-a".into(), facts: facts(false), at_unix_ms: 2 };
+        let down = Command::ReportFacts {
+            node: "gw-a".into(),
+            facts: facts(false),
+            at_unix_ms: 2,
+        };
         assert!(state.apply(&down).changed);
         assert_eq!(state.nodes["gw-a"].since_unix_ms, 2);
     }
@@ -159,7 +201,11 @@ mod tests {
     #[test]
     fn maintenance_of_a_node_that_never_reported_leaves_its_facts_unknown() {
         let mut state = GroupState::default();
-        state.apply(&Command::SetMaintenance { node: "gw-b".into(), on: true, at_unix_ms: 3 });
+        state.apply(&Command::SetMaintenance {
+            node: "gw-b".into(),
+            on: true,
+            at_unix_ms: 3,
+        });
         assert_eq!(state.nodes["gw-b"].facts, None);
         assert!(state.nodes["gw-b"].maintenance);
     }
@@ -168,7 +214,11 @@ mod tests {
     fn history_is_bounded() {
         let mut state = GroupState::default();
         for term in 0..(HISTORY_LIMIT as u64 + 10) {
-            state.apply(&Command::MasterChanged { node: "gw-a".into(), term, at_unix_ms: term });
+            state.apply(&Command::MasterChanged {
+                node: "gw-a".into(),
+                term,
+                at_unix_ms: term,
+            });
         }
         assert_eq!(state.history.len(), HISTORY_LIMIT);
         assert_eq!(state.history.front().map(|h| h.at_unix_ms), Some(10));
@@ -177,9 +227,23 @@ mod tests {
     #[test]
     fn pin_and_clear() {
         let mut state = GroupState::default();
-        assert!(state.apply(&Command::Pin { node: Some("gw-b".into()), at_unix_ms: 5 }).changed);
+        assert!(
+            state
+                .apply(&Command::Pin {
+                    node: Some("gw-b".into()),
+                    at_unix_ms: 5
+                })
+                .changed
+        );
         assert_eq!(state.pin.as_deref(), Some("gw-b"));
-        assert!(state.apply(&Command::Pin { node: None, at_unix_ms: 6 }).changed);
+        assert!(
+            state
+                .apply(&Command::Pin {
+                    node: None,
+                    at_unix_ms: 6
+                })
+                .changed
+        );
         assert_eq!(state.pin, None);
         assert_eq!(state.history.len(), 2);
     }

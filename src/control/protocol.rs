@@ -15,10 +15,18 @@ pub enum Request {
     Status,
     /// Only which groups this node holds now: cheap, local, for watchers polling often.
     Holdings,
-    History { group: Option<String> },
+    History {
+        group: Option<String>,
+    },
     /// `to: None` clears the pin. `group: None` means every group.
-    Failover { group: Option<String>, to: Option<String> },
-    Maintenance { node: String, on: bool },
+    Failover {
+        group: Option<String>,
+        to: Option<String>,
+    },
+    Maintenance {
+        node: String,
+        on: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,7 +98,9 @@ pub enum PeerRequest {
 pub enum PeerReply {
     Written,
     /// Not the leader; try that one (if known).
-    NotLeader { leader: Option<String> },
+    NotLeader {
+        leader: Option<String>,
+    },
     Pristine(bool),
     Holdings(Vec<String>),
     Failed(String),

@@ -20,10 +20,17 @@ pub struct VipSet {
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
     #[error("group {group}: cannot {action} {address} on {interface}: {why}")]
-    Address { group: String, action: &'static str, address: IpNet, interface: String, why: String },
+    Address {
+        group: String,
+        action: &'static str,
+        address: IpNet,
+        interface: String,
+        why: String,
+    },
 }
 
-pub type DataPlaneResult<'a> = Pin<Box<dyn Future<Output = Result<(), DataPlaneError>> + Send + 'a>>;
+pub type DataPlaneResult<'a> =
+    Pin<Box<dyn Future<Output = Result<(), DataPlaneError>> + Send + 'a>>;
 
 /// What the hold loop needs from a data plane. `hold` is called on every tick while the
 /// rule holds (an implementation refreshes address lifetimes at its own pace); `release`

@@ -31,13 +31,20 @@ pub fn is_root() -> bool {
     // SAFETY-free check: /proc/self/status "Uid:" line, real uid first.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 /// Fails the test (not skips it) when it needs root and does not have it.
 pub fn require_root(what: &str) {
-    assert!(is_root(), "{what} needs root (nftables); run the tests as root, as CI does");
+    assert!(
+        is_root(),
+        "{what} needs root (nftables); run the tests as root, as CI does"
+    );
 }
 
 #[derive(Clone)]
@@ -48,7 +55,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { failback_delay: "1s", failback: true }
+        Self {
+            failback_delay: "1s",
+            failback: true,
+        }
     }
 }
 
@@ -70,10 +80,20 @@ pub struct Cluster {
 }
 
 pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Options) -> PathBuf {
-    let addr = |n: &str| format!("127.0.{net}.{}", 11 + NODES.iter().position(|x| *x == n).unwrap_or(0));
+    let addr = |n: &str| {
+        format!(
+            "127.0.{net}.{}",
+            11 + NODES.iter().position(|x| *x == n).unwrap_or(0)
+        )
+    };
     let peers: String = NODES
         .iter()
-        .map(|n| format!("[[cluster.peers]]\nname = \"{n}\"\naddress = \"{}:7400\"\n", addr(n)))
+        .map(|n| {
+            format!(
+                "[[cluster.peers]]\nname = \"{n}\"\naddress = \"{}:7400\"\n",
+                addr(n)
+            )
+        })
         .collect();
     let groups = match name {
         "witness" => "[[vip_group]]\nname = \"crm\"\n".to_string(),
@@ -85,7 +105,11 @@ pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Optio
             )
         }
     };
-    let role = if name == "witness" { "witness" } else { "gateway" };
+    let role = if name == "witness" {
+        "witness"
+    } else {
+        "gateway"
+    };
     let text = format!(
         "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"{listen}:7400\"\nkey_file = \"{key}\"\n{peers}\n[control]\nsocket = \"{sock}\"\n\n{groups}",
         data = dir.join(name).join("data").display(),
@@ -100,7 +124,12 @@ pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Optio
 }
 
 pub fn keygen(path: &Path) {
-    let status = Command::new(bin()).args(["keygen", "--out"]).arg(path).stdout(Stdio::null()).status().expect("keygen");
+    let status = Command::new(bin())
+        .args(["keygen", "--out"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .expect("keygen");
     assert!(status.success(), "keygen failed");
 }
 
@@ -115,7 +144,10 @@ impl Cluster {
             let config = write_config(dir.path(), net, name, &key, &options);
             let node = Node {
                 name,
-                addr: format!("127.0.{net}.{}", 11 + NODES.iter().position(|x| *x == name).unwrap_or(0)),
+                addr: format!(
+                    "127.0.{net}.{}",
+                    11 + NODES.iter().position(|x| *x == name).unwrap_or(0)
+                ),
                 socket: dir.path().join(name).join("havip.sock"),
                 log: dir.path().join(name).join("havip.log"),
                 config,
@@ -123,18 +155,32 @@ impl Cluster {
             };
             nodes.insert(name, node);
         }
-        let mut cluster = Cluster { dir, net, nodes, watcher: None, nft_table: None };
+        let mut cluster = Cluster {
+            dir,
+            net,
+            nodes,
+            watcher: None,
+            nft_table: None,
+        };
         for name in NODES {
             cluster.spawn(name);
         }
-        let sockets = cluster.nodes.values().map(|n| (n.name, n.socket.clone())).collect();
+        let sockets = cluster
+            .nodes
+            .values()
+            .map(|n| (n.name, n.socket.clone()))
+            .collect();
         cluster.watcher = Some(Watcher::start(sockets));
         cluster
     }
 
     pub fn spawn(&mut self, name: &str) {
         let node = self.nodes.get_mut(name).expect("known node");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
         let child = Command::new(bin())
             .args(["run", "--observe-only", "--config"])
             .arg(&node.config)
@@ -148,11 +194,18 @@ impl Cluster {
     }
 
     pub fn pid(&self, name: &str) -> i32 {
-        self.nodes[name].child.as_ref().map(|c| c.id() as i32).expect("running")
+        self.nodes[name]
+            .child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .expect("running")
     }
 
     pub fn signal(&self, name: &str, signal: &str) {
-        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid(name).to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid(name).to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 
@@ -181,10 +234,31 @@ impl Cluster {
     }
 
     pub fn status(&self, name: &str) -> Option<StatusReport> {
-        match call(&self.nodes[name].socket, Request::Status, Duration::from_secs(2)) {
+        match call(
+            &self.nodes[name].socket,
+            Request::Status,
+            Duration::from_secs(2),
+        ) {
             Some(Response::Status(report)) => Some(report),
             _ => None,
         }
+    }
+
+    /// Waits until `on` has every node's reported facts applied (a fresh cluster proposes
+    /// them asynchronously right after the first election).
+    pub fn wait_reported(&self, on: &str) -> StatusReport {
+        for _ in 0..250 {
+            if let Some(status) = self.status(on)
+                && status
+                    .groups
+                    .iter()
+                    .all(|g| g.nodes.iter().all(|n| n.priority.is_some()))
+            {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{on} never saw every node's facts\n{}", self.logs());
     }
 
     /// Runs the CLI against `name`'s daemon; returns (exit code, stdout+stderr).
@@ -195,12 +269,19 @@ impl Cluster {
             .arg(&self.nodes[name].socket)
             .output()
             .expect("run havip cli");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.code().unwrap_or(-1), text)
     }
 
     pub fn holders(&self) -> Vec<&'static str> {
-        self.watcher.as_ref().map(|w| w.current()).unwrap_or_default()
+        self.watcher
+            .as_ref()
+            .map(|w| w.current())
+            .unwrap_or_default()
     }
 
     /// Waits until exactly `name` holds (and nobody else), up to `limit`; returns how long it took.
@@ -212,7 +293,11 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("{name} did not become the only holder within {limit:?}; holders now: {:?}\n{}", self.holders(), self.logs());
+        panic!(
+            "{name} did not become the only holder within {limit:?}; holders now: {:?}\n{}",
+            self.holders(),
+            self.logs()
+        );
     }
 
     pub fn wait_no_holder_among(&self, names: &[&str], limit: Duration) -> Duration {
@@ -230,8 +315,16 @@ impl Cluster {
     pub fn assert_never_two_holders(&self) {
         if let Some(w) = &self.watcher {
             let overlaps = w.overlaps();
-            assert!(overlaps.is_empty(), "split brain observed: {overlaps:?}\n{}", self.logs());
-            assert!(!w.witness_held(), "the witness held the VIP\n{}", self.logs());
+            assert!(
+                overlaps.is_empty(),
+                "split brain observed: {overlaps:?}\n{}",
+                self.logs()
+            );
+            assert!(
+                !w.witness_held(),
+                "the witness held the VIP\n{}",
+                self.logs()
+            );
         }
     }
 
@@ -254,23 +347,32 @@ impl Cluster {
         require_root("a partition test");
         let table = format!("havip_test_{}", self.net);
         let a = &self.nodes[name].addr;
-        let mut rules = format!("table ip {table} {{\n chain out {{ type filter hook output priority 0; policy accept;\n");
+        let mut rules = format!(
+            "table ip {table} {{\n chain out {{ type filter hook output priority 0; policy accept;\n"
+        );
         for other in others {
             let b = &self.nodes[*other].addr;
-            rules += &format!("  ip saddr {a} ip daddr {b} drop\n  ip saddr {b} ip daddr {a} drop\n");
+            rules +=
+                &format!("  ip saddr {a} ip daddr {b} drop\n  ip saddr {b} ip daddr {a} drop\n");
         }
         rules += " }\n}\n";
         self.heal();
         let path = self.dir.path().join("partition.nft");
         std::fs::write(&path, rules).expect("nft rules");
-        let status = Command::new("nft").arg("-f").arg(&path).status().expect("nft (apt-get install nftables)");
+        let status = Command::new("nft")
+            .arg("-f")
+            .arg(&path)
+            .status()
+            .expect("nft (apt-get install nftables)");
         assert!(status.success(), "nft -f failed");
         self.nft_table = Some(table);
     }
 
     pub fn heal(&mut self) {
         if let Some(table) = self.nft_table.take() {
-            let _ = Command::new("nft").args(["delete", "table", "ip", &table]).status();
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &table])
+                .status();
         }
     }
 }
@@ -284,7 +386,9 @@ impl Drop for Cluster {
         let names: Vec<&'static str> = self.nodes.keys().copied().collect();
         for name in names {
             if let Some(child) = self.nodes.get_mut(name).and_then(|n| n.child.as_mut()) {
-                let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .status();
             }
             self.kill(name);
         }
@@ -292,8 +396,13 @@ impl Drop for Cluster {
 }
 
 pub fn call(socket: &Path, request: Request, timeout: Duration) -> Option<Response> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    runtime.block_on(socket::call(socket, &request, timeout)).ok()
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime
+        .block_on(socket::call(socket, &request, timeout))
+        .ok()
 }
 
 /// Polls every node's holdings every 10 ms and records any instant at which two nodes
@@ -320,22 +429,36 @@ impl Watcher {
             let stop = stop.clone();
             let state = state.clone();
             std::thread::spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
                 let started = Instant::now();
                 // Bounded: a test never runs for more than ten minutes.
                 while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(600) {
                     let polls = sockets.iter().map(|(name, path)| async move {
-                        let held = socket::call(path, &Request::Holdings, Duration::from_millis(50)).await;
+                        let held =
+                            socket::call(path, &Request::Holdings, Duration::from_millis(50)).await;
                         match held {
-                            Ok(Response::Holdings { groups }) if groups.iter().any(|g| g == GROUP) => Some(*name),
+                            Ok(Response::Holdings { groups })
+                                if groups.iter().any(|g| g == GROUP) =>
+                            {
+                                Some(*name)
+                            }
                             _ => None,
                         }
                     });
-                    let holders: Vec<&'static str> =
-                        runtime.block_on(futures_util::future::join_all(polls)).into_iter().flatten().collect();
+                    let holders: Vec<&'static str> = runtime
+                        .block_on(futures_util::future::join_all(polls))
+                        .into_iter()
+                        .flatten()
+                        .collect();
                     if let Ok(mut st) = state.lock() {
                         if holders.len() > 1 {
-                            st.overlaps.push(format!("{:?} at {:?}", holders, started.elapsed()));
+                            st.overlaps
+                                .push(format!("{:?} at {:?}", holders, started.elapsed()));
                         }
                         if holders.contains(&"witness") {
                             st.witness_held = true;
@@ -346,15 +469,25 @@ impl Watcher {
                 }
             })
         };
-        Watcher { stop, state, thread: Some(thread) }
+        Watcher {
+            stop,
+            state,
+            thread: Some(thread),
+        }
     }
 
     fn current(&self) -> Vec<&'static str> {
-        self.state.lock().map(|s| s.current.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.current.clone())
+            .unwrap_or_default()
     }
 
     fn overlaps(&self) -> Vec<String> {
-        self.state.lock().map(|s| s.overlaps.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.overlaps.clone())
+            .unwrap_or_default()
     }
 
     fn witness_held(&self) -> bool {

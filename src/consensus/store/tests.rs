@@ -50,6 +50,8 @@ fn command(i: u64) -> Command {
     Command::ReportFacts {
         node: format!("gw-{}", i % 3),
         facts: NodeFacts {
+            role: crate::config::Role::Gateway,
+            priority: 100,
             healthy: i.is_multiple_of(2),
             link_up: true,
             detail: format!("probe {i}"),
