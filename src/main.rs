@@ -213,15 +213,35 @@ fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(e.to_string()))
 }
 
+/// Validates every file and reports every error at once. The key file is checked if it
+/// exists on this host; a missing one is only a warning here, because check-config often
+/// runs on a workstation or in CI against files meant for other hosts (`run` refuses it).
 fn check_config(files: &[PathBuf]) -> Result<(), Failure> {
     let mut loaded = Vec::new();
     let mut errors = 0;
     for file in files {
-        match Config::load(file) {
-            Ok(config) => loaded.push(config),
-            Err(e) => {
-                errors += e.0.len();
-                eprintln!("{e}");
+        let parsed = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: cannot read the config file: {e}", file.display()))
+            .and_then(|text| Config::from_str(file, &text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(config) => {
+                let key_file = &config.cluster.key_file;
+                if !key_file.exists() {
+                    eprintln!(
+                        "warning: {}: cluster.key_file: {} does not exist on this host; `havip run` refuses to start without it (make one with `havip keygen --out {}`)",
+                        file.display(),
+                        key_file.display(),
+                        key_file.display()
+                    );
+                } else if let Err(e) = ClusterKey::load(key_file) {
+                    errors += 1;
+                    eprintln!("{}: cluster.key_file: {e}", file.display());
+                }
+                loaded.push(config);
+            }
+            Err(message) => {
+                errors += message.lines().count();
+                eprintln!("{message}");
             }
         }
     }
@@ -229,10 +249,7 @@ fn check_config(files: &[PathBuf]) -> Result<(), Failure> {
         eprintln!("warning: {warning}");
     }
     if errors > 0 {
-        return Err(Failure::Usage(format!(
-            "{errors} error(s) in {} file(s)",
-            files.len()
-        )));
+        return Err(Failure::Usage(format!("{errors} error(s) in {} file(s)", files.len())));
     }
     println!("{} file(s) OK", files.len());
     Ok(())

@@ -300,6 +300,20 @@ impl Cluster {
         );
     }
 
+    /// Waits until exactly one of `names` holds; returns it.
+    pub fn wait_holder_any(&self, names: &[&'static str], limit: Duration) -> &'static str {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let [one] = self.holders()[..]
+                && names.contains(&one)
+            {
+                return one;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("none of {names:?} became the only holder within {limit:?}\n{}", self.logs());
+    }
+
     pub fn wait_no_holder_among(&self, names: &[&str], limit: Duration) -> Duration {
         let start = Instant::now();
         while start.elapsed() < limit {
