@@ -12,9 +12,18 @@ use std::time::{Duration, Instant};
 use support::{Cluster, Options};
 
 fn main() {
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
     // Failback off: the VIP stays where it lands, so every round kills the current master.
-    let mut cluster = Cluster::start(40, Options { failback: false, ..Options::default() });
+    let mut cluster = Cluster::start(
+        40,
+        Options {
+            failback: false,
+            ..Options::default()
+        },
+    );
     let first = cluster.wait_holder_any(&["gw-a", "gw-b"], Duration::from_secs(15));
     let mut master = first;
     let mut times = Vec::with_capacity(rounds);
@@ -26,7 +35,10 @@ fn main() {
         cluster.kill(master);
         cluster.wait_holder(other, Duration::from_secs(10));
         let took = killed.elapsed();
-        eprintln!("round {round:>2}: {master} killed, {other} holds after {} ms", took.as_millis());
+        eprintln!(
+            "round {round:>2}: {master} killed, {other} holds after {} ms",
+            took.as_millis()
+        );
         times.push(took);
         cluster.spawn(master);
         master = other;

@@ -249,7 +249,10 @@ fn check_config(files: &[PathBuf]) -> Result<(), Failure> {
         eprintln!("warning: {warning}");
     }
     if errors > 0 {
-        return Err(Failure::Usage(format!("{errors} error(s) in {} file(s)", files.len())));
+        return Err(Failure::Usage(format!(
+            "{errors} error(s) in {} file(s)",
+            files.len()
+        )));
     }
     println!("{} file(s) OK", files.len());
     Ok(())

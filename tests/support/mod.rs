@@ -311,7 +311,10 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("none of {names:?} became the only holder within {limit:?}\n{}", self.logs());
+        panic!(
+            "none of {names:?} became the only holder within {limit:?}\n{}",
+            self.logs()
+        );
     }
 
     pub fn wait_no_holder_among(&self, names: &[&str], limit: Duration) -> Duration {
