@@ -1,0 +1,324 @@
+//! Prometheus metrics over HTTP (`GET /metrics`, text exposition format 0.0.4). The
+//! renderer is pure (a snapshot in, text out); the server is a few lines of tokio that
+//! answer every request with the current snapshot. It only reads: it must never let a
+//! scrape change state or block the hold loop (snapshots are taken from shared views).
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Everything a scrape reports, gathered by the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    pub node: String,
+    pub is_witness: bool,
+    pub groups: Vec<GroupMetrics>,
+    pub checks: Vec<CheckMetrics>,
+    pub peers_connected: usize,
+    pub peers_configured: usize,
+    /// (reason, count) of rejected peer input.
+    pub rejected: Vec<(&'static str, u64)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupMetrics {
+    pub name: String,
+    pub is_leader: bool,
+    pub holding: bool,
+    pub term: u64,
+    pub quorum_ack_age: Option<Duration>,
+    pub hold_transitions: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckMetrics {
+    pub name: String,
+    pub up: bool,
+    pub last_latency: Duration,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Label values are operator names ([a-z0-9-] in practice); escape anyway.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(s: &MetricsSnapshot) -> String {
+    let mut out = String::new();
+    let node = label(&s.node);
+    family(
+        &mut out,
+        "havip_node_info",
+        "gauge",
+        "This node; role is gateway or witness.",
+    );
+    let role = if s.is_witness { "witness" } else { "gateway" };
+    let _ = writeln!(out, "havip_node_info{{node=\"{node}\",role=\"{role}\"}} 1");
+
+    family(
+        &mut out,
+        "havip_group_leader",
+        "gauge",
+        "1 if this node is the group's Raft leader.",
+    );
+    for g in &s.groups {
+        let _ = writeln!(
+            out,
+            "havip_group_leader{{group=\"{}\"}} {}",
+            label(&g.name),
+            u8::from(g.is_leader)
+        );
+    }
+    family(
+        &mut out,
+        "havip_group_vip_held",
+        "gauge",
+        "1 if this node holds the group's VIPs.",
+    );
+    for g in &s.groups {
+        let _ = writeln!(
+            out,
+            "havip_group_vip_held{{group=\"{}\"}} {}",
+            label(&g.name),
+            u8::from(g.holding)
+        );
+    }
+    family(
+        &mut out,
+        "havip_group_term",
+        "gauge",
+        "The group's current Raft term.",
+    );
+    for g in &s.groups {
+        let _ = writeln!(
+            out,
+            "havip_group_term{{group=\"{}\"}} {}",
+            label(&g.name),
+            g.term
+        );
+    }
+    family(
+        &mut out,
+        "havip_group_quorum_ack_age_seconds",
+        "gauge",
+        "On the leader: time since a quorum last acknowledged it.",
+    );
+    for g in &s.groups {
+        if let Some(age) = g.quorum_ack_age {
+            let _ = writeln!(
+                out,
+                "havip_group_quorum_ack_age_seconds{{group=\"{}\"}} {:.3}",
+                label(&g.name),
+                age.as_secs_f64()
+            );
+        }
+    }
+    family(
+        &mut out,
+        "havip_group_hold_transitions_total",
+        "counter",
+        "Times this node started or stopped holding the group's VIPs.",
+    );
+    for g in &s.groups {
+        let _ = writeln!(
+            out,
+            "havip_group_hold_transitions_total{{group=\"{}\"}} {}",
+            label(&g.name),
+            g.hold_transitions
+        );
+    }
+    if !s.checks.is_empty() {
+        family(
+            &mut out,
+            "havip_health_check_up",
+            "gauge",
+            "1 if the health check is up (after rise/fall).",
+        );
+        for c in &s.checks {
+            let _ = writeln!(
+                out,
+                "havip_health_check_up{{check=\"{}\"}} {}",
+                label(&c.name),
+                u8::from(c.up)
+            );
+        }
+        family(
+            &mut out,
+            "havip_health_check_latency_seconds",
+            "gauge",
+            "Latency of the check's last probe.",
+        );
+        for c in &s.checks {
+            let _ = writeln!(
+                out,
+                "havip_health_check_latency_seconds{{check=\"{}\"}} {:.6}",
+                label(&c.name),
+                c.last_latency.as_secs_f64()
+            );
+        }
+    }
+    family(
+        &mut out,
+        "havip_peers_connected",
+        "gauge",
+        "Peers with an authenticated connection.",
+    );
+    let _ = writeln!(out, "havip_peers_connected {}", s.peers_connected);
+    family(
+        &mut out,
+        "havip_peers_configured",
+        "gauge",
+        "Peers in the configuration, this node excluded.",
+    );
+    let _ = writeln!(out, "havip_peers_configured {}", s.peers_configured);
+    family(
+        &mut out,
+        "havip_peer_rejected_total",
+        "counter",
+        "Peer input dropped, by reason.",
+    );
+    for (reason, count) in &s.rejected {
+        let _ = writeln!(
+            out,
+            "havip_peer_rejected_total{{reason=\"{reason}\"}} {count}"
+        );
+    }
+    out
+}
+
+pub type SnapshotSource =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = MetricsSnapshot> + Send>> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {addr} (control.metrics): {source}")]
+pub struct MetricsError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError { addr, source })
+}
+
+/// Answers every HTTP request on `listener` with the current metrics until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    source: SnapshotSource,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else { continue };
+                let source = source.clone();
+                tokio::spawn(async move {
+                    // Read (bounded, with a deadline) whatever request line came; every
+                    // path gets the metrics, which is what scrapers and curl expect.
+                    let mut buf = [0u8; 2048];
+                    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+                    let body = render(&source().await);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(body.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> MetricsSnapshot {
+        MetricsSnapshot {
+            node: "gw-a".into(),
+            is_witness: false,
+            groups: vec![GroupMetrics {
+                name: "crm".into(),
+                is_leader: true,
+                holding: true,
+                term: 7,
+                quorum_ack_age: Some(Duration::from_millis(42)),
+                hold_transitions: 3,
+            }],
+            checks: vec![CheckMetrics {
+                name: "crm-1-http".into(),
+                up: false,
+                last_latency: Duration::from_millis(5),
+            }],
+            peers_connected: 2,
+            peers_configured: 2,
+            rejected: vec![("handshake", 4)],
+        }
+    }
+
+    #[test]
+    fn renders_every_family_with_help_and_type() {
+        let text = render(&snapshot());
+        for line in [
+            "havip_node_info{node=\"gw-a\",role=\"gateway\"} 1",
+            "havip_group_vip_held{group=\"crm\"} 1",
+            "havip_group_term{group=\"crm\"} 7",
+            "havip_group_quorum_ack_age_seconds{group=\"crm\"} 0.042",
+            "havip_group_hold_transitions_total{group=\"crm\"} 3",
+            "havip_health_check_up{check=\"crm-1-http\"} 0",
+            "havip_peer_rejected_total{reason=\"handshake\"} 4",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!(
+            families,
+            text.lines().filter(|l| l.starts_with("# HELP")).count()
+        );
+    }
+
+    #[tokio::test]
+    async fn serves_over_real_http() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let source: SnapshotSource = Arc::new(|| Box::pin(async { snapshot() }));
+        tokio::spawn(serve(listener, source, rx));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(
+            response.contains("havip_group_leader{group=\"crm\"} 1"),
+            "{response}"
+        );
+    }
+}

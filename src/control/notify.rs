@@ -1,0 +1,190 @@
+//! Notify hooks: the operator's executable, run on every state change of a group with
+//! the group, old and new state in its environment (keepalived's notify_master /
+//! notify_backup / notify_fault, in one script). Hooks run one at a time, in the order
+//! the changes happened, each bounded by the configured timeout; a slow or failing hook
+//! is logged and never delays the hold loop, which only queues the event.
+
+use std::fmt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+/// A group's state as a notify hook sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookState {
+    /// This node holds the group's VIPs.
+    Master,
+    /// It does not hold them, and could.
+    Backup,
+    /// It may not hold them (unhealthy, link down, maintenance).
+    Fault,
+}
+
+impl fmt::Display for HookState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HookState::Master => "MASTER",
+            HookState::Backup => "BACKUP",
+            HookState::Fault => "FAULT",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub node: String,
+    pub group: String,
+    pub old: HookState,
+    pub new: HookState,
+    pub term: u64,
+    pub reason: String,
+}
+
+/// Queues state changes for the hook. Cheap to clone; `notify` never blocks.
+#[derive(Clone)]
+pub struct Notifier {
+    queue: Option<mpsc::UnboundedSender<StateChange>>,
+}
+
+impl Notifier {
+    /// A notifier that runs `command` (argv) for each change; `None`: changes are dropped.
+    pub fn start(command: Option<Vec<String>>, timeout: Duration) -> Notifier {
+        let Some(argv) = command.filter(|a| !a.is_empty()) else {
+            return Notifier { queue: None };
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<StateChange>();
+        tokio::spawn(async move {
+            while let Some(change) = rx.recv().await {
+                run_hook(&argv, &change, timeout).await;
+            }
+        });
+        Notifier { queue: Some(tx) }
+    }
+
+    pub fn notify(&self, change: StateChange) {
+        if let Some(queue) = &self.queue {
+            let _ = queue.send(change);
+        }
+    }
+}
+
+async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {
+    let Some((program, args)) = argv.split_first() else {
+        return;
+    };
+    let child = Command::new(program)
+        .args(args)
+        .env("HAVIP_NODE", &change.node)
+        .env("HAVIP_GROUP", &change.group)
+        .env("HAVIP_OLD_STATE", change.old.to_string())
+        .env("HAVIP_NEW_STATE", change.new.to_string())
+        .env("HAVIP_TERM", change.term.to_string())
+        .env("HAVIP_REASON", &change.reason)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::warn!(group = %change.group, "notify hook {program} could not start: {e}");
+            return;
+        }
+    };
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) if out.status.success() => {
+            tracing::debug!(group = %change.group, "notify hook {program} {} -> {}: ok", change.old, change.new);
+        }
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(if out.stderr.is_empty() {
+                &out.stdout
+            } else {
+                &out.stderr
+            });
+            let text: String = text.chars().take(300).collect();
+            tracing::warn!(group = %change.group, "notify hook {program} {} -> {} failed ({}): {}",
+                change.old, change.new, out.status, text.trim());
+        }
+        Ok(Err(e)) => tracing::warn!(group = %change.group, "notify hook {program}: {e}"),
+        // Dropping the future kills the child (kill_on_drop).
+        Err(_) => {
+            tracing::warn!(group = %change.group, "notify hook {program} killed after {timeout:?}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hooks_run_in_order_with_the_change_in_their_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let script = format!(
+            "echo \"$HAVIP_GROUP $HAVIP_OLD_STATE $HAVIP_NEW_STATE $HAVIP_TERM $HAVIP_NODE\" >> {}",
+            out.display()
+        );
+        let notifier = Notifier::start(
+            Some(vec!["/bin/sh".into(), "-c".into(), script]),
+            Duration::from_secs(5),
+        );
+        let change = |old, new, term| StateChange {
+            node: "gw-a".into(),
+            group: "crm".into(),
+            old,
+            new,
+            term,
+            reason: "test".into(),
+        };
+        notifier.notify(change(HookState::Backup, HookState::Master, 3));
+        notifier.notify(change(HookState::Master, HookState::Fault, 3));
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.lines().count() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(text, "crm BACKUP MASTER 3 gw-a\ncrm MASTER FAULT 3 gw-a\n");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_hook_is_killed_at_its_timeout_and_the_next_one_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let script = format!(
+            "if [ \"$HAVIP_NEW_STATE\" = MASTER ]; then sleep 30; fi; echo \"$HAVIP_NEW_STATE\" >> {}",
+            out.display()
+        );
+        let notifier = Notifier::start(
+            Some(vec!["/bin/sh".into(), "-c".into(), script]),
+            Duration::from_millis(200),
+        );
+        for new in [HookState::Master, HookState::Backup] {
+            notifier.notify(StateChange {
+                node: "gw-a".into(),
+                group: "crm".into(),
+                old: HookState::Fault,
+                new,
+                term: 1,
+                reason: String::new(),
+            });
+        }
+        let started = std::time::Instant::now();
+        let mut text = String::new();
+        while started.elapsed() < Duration::from_secs(5) && text.is_empty() {
+            text = std::fs::read_to_string(&out).unwrap_or_default();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            text, "BACKUP\n",
+            "the hung MASTER hook was killed, the BACKUP one ran"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}
