@@ -4,7 +4,6 @@
 //! store, exit. It must never hold a VIP it has not been told to by the hold rule.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -45,6 +44,9 @@ pub enum StartError {
     Raft(String),
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
+    /// Not a start error: the daemon ran and a group's Raft stopped under it.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 pub struct RunOptions {
@@ -54,6 +56,13 @@ pub struct RunOptions {
 
 /// How long a peer may take to answer a control request (status, forwarded writes).
 const PEER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long the leader waits for a write to commit (less than PEER_TIMEOUT, so that a
+/// forwarded write's answer arrives before the forwarder gives up on it).
+const WRITE_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// Graceful shutdown must be done within this, whatever the peers do.
+const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1900);
 
 /// One group as the daemon sees it.
 struct GroupHandle {
@@ -77,7 +86,9 @@ pub struct Daemon {
 struct PeerHandler {
     raft: RaftService,
     daemon: OnceLock<Arc<Daemon>>,
-    pristine: AtomicBool,
+    /// Whether the store was pristine at start; once the daemon runs, its live Raft
+    /// state answers instead.
+    pristine_at_start: bool,
 }
 
 impl RequestHandler for PeerHandler {
@@ -91,7 +102,9 @@ impl RequestHandler for PeerHandler {
             RAFT_CHANNEL => self.raft.handle(from, payload),
             CONTROL_CHANNEL => {
                 let daemon = self.daemon.get().cloned();
-                let pristine = self.pristine.load(Ordering::SeqCst);
+                let pristine = daemon
+                    .as_ref()
+                    .map_or(self.pristine_at_start, |d| d.is_pristine());
                 Box::pin(async move {
                     let request: PeerRequest = serde_json::from_slice(&payload)
                         .map_err(|e| format!("malformed control request: {e}"))?;
@@ -116,6 +129,9 @@ fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, StartEr
         election_timeout_min: timers.election_timeout_min.as_millis() as u64,
         election_timeout_max: timers.election_timeout_max.as_millis() as u64,
         enable_pre_vote: Some(true),
+        // A leader restored from disk after a restart would resume its old term with
+        // followers whose leases a hand-over may have disabled: it must win a new election.
+        enable_leader_restore: Some(false),
         // A witness stands for election only after a long silence (see `witness_watch`).
         enable_elect: config.node.role == Role::Gateway,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
@@ -147,7 +163,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let handler = Arc::new(PeerHandler {
         raft: RaftService::default(),
         daemon: OnceLock::new(),
-        pristine: AtomicBool::new(pristine),
+        pristine_at_start: pristine,
     });
     let (shutdown_tx, shutdown) = watch::channel(false);
     // The mesh outlives the group loops: they still need it to hand leadership over.
@@ -240,6 +256,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let _ = handler.daemon.set(daemon.clone());
 
     let mut tasks = Vec::new();
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for (group, raft, state, view) in loops {
         let setup = GroupSetup {
             self_name: config.node.name.clone(),
@@ -282,7 +299,13 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             proposer,
             view,
         );
-        tasks.push(tokio::spawn(group_loop.run(shutdown.clone())));
+        let fatal = fatal_tx.clone();
+        let group_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = group_loop.run(group_shutdown).await {
+                let _ = fatal.send(e);
+            }
+        }));
         if config.node.role == Role::Witness {
             tokio::spawn(witness_watch(
                 group.name.clone(),
@@ -294,12 +317,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         }
     }
     if pristine {
-        tokio::spawn(bootstrap(
-            daemon.clone(),
-            handler.clone(),
-            members,
-            shutdown.clone(),
-        ));
+        tokio::spawn(bootstrap(daemon.clone(), members, shutdown.clone()));
     }
 
     let control: socket::Handler = {
@@ -313,21 +331,41 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     tracing::info!(node = %config.node.name, role = ?config.node.role, groups = config.vip_groups.len(),
         data_plane = data_plane.kind(), "havip running");
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: releasing VIPs, handing leadership over");
-    let _ = shutdown_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
+    let fatal = tokio::select! {
+        _ = wait_for_signal() => None,
+        error = fatal_rx.recv() => error,
+    };
+    match &fatal {
+        Some(error) => tracing::error!("stopping: {error}"),
+        None => tracing::info!("shutting down: releasing VIPs, handing leadership over"),
     }
+    // A node on its way out must not be elected again while it hands over.
     for handle in daemon.groups.values() {
-        let _ = handle.raft.shutdown().await;
+        handle.raft.runtime_config().elect(false);
     }
-    let _ = server.await;
-    mesh_shutdown.cancel();
-    mesh.stopped().await;
+    let _ = shutdown_tx.send(true);
+    let rest = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+        for handle in daemon.groups.values() {
+            let _ = handle.raft.shutdown().await;
+        }
+        let _ = server.await;
+        mesh_shutdown.cancel();
+        mesh.stopped().await;
+    };
+    if tokio::time::timeout(SHUTDOWN_LIMIT, rest).await.is_err() {
+        tracing::warn!("shutdown did not finish within {SHUTDOWN_LIMIT:?}; exiting anyway");
+    }
     let _ = std::fs::remove_file(&config.control.socket);
-    tracing::info!("stopped");
-    Ok(())
+    match fatal {
+        Some(error) => Err(StartError::Fatal(error)),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -348,34 +386,51 @@ async fn wait_for_signal() {
     }
 }
 
-/// The first time every configured node can talk and none has ever been part of a
-/// cluster, the node whose name sorts first initializes every group with all voters.
-/// No manual init step; a node with stored state never re-initializes.
+/// How long a pristine cluster waits for every configured node before it bootstraps
+/// with a majority (the others join later and are caught up by the leader).
+const BOOTSTRAP_WAIT_FOR_ALL: Duration = Duration::from_secs(5);
+
+/// The first time the nodes of a pristine cluster can talk, the node whose name sorts
+/// first among those connected initializes every group with ALL configured voters. It
+/// waits for every node for a while, then settles for a majority, so that one node down
+/// at first start does not keep the cluster from forming. Two nodes may both initialize
+/// (each first among what it sees); openraft accepts that when the membership is
+/// identical, which it is: it comes from the configured peer list. No manual init step;
+/// a node with stored state never initializes.
 async fn bootstrap(
     daemon: Arc<Daemon>,
-    handler: Arc<PeerHandler>,
     members: BTreeMap<NodeId, PeerNode>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(first) = members.values().map(|n| n.name.clone()).min() else {
-        return;
-    };
-    if first != daemon.config.node.name {
-        return;
-    }
+    let me = daemon.config.node.name.clone();
     let peers: BTreeSet<String> = members
         .values()
         .map(|n| n.name.clone())
-        .filter(|n| *n != daemon.config.node.name)
+        .filter(|n| *n != me)
         .collect();
+    let majority = members.len() / 2 + 1;
+    let started = tokio::time::Instant::now();
     let mut connected = daemon.mesh.connected();
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || !daemon.is_pristine() {
             return;
         }
-        if peers.iter().all(|p| connected.borrow().contains(p)) {
-            let answers =
-                join_all(peers.iter().map(|p| daemon.ask(p, &PeerRequest::Pristine))).await;
+        let reachable: Vec<String> = peers
+            .iter()
+            .filter(|p| connected.borrow().contains(*p))
+            .cloned()
+            .collect();
+        let all = reachable.len() == peers.len();
+        let enough =
+            all || (reachable.len() + 1 >= majority && started.elapsed() >= BOOTSTRAP_WAIT_FOR_ALL);
+        let first = reachable.iter().all(|p| *p > me);
+        if enough && first {
+            let answers = join_all(
+                reachable
+                    .iter()
+                    .map(|p| daemon.ask(p, &PeerRequest::Pristine)),
+            )
+            .await;
             if answers
                 .iter()
                 .any(|a| matches!(a, Ok(PeerReply::Pristine(false))))
@@ -389,17 +444,19 @@ async fn bootstrap(
             {
                 for (name, handle) in &daemon.groups {
                     match handle.raft.initialize(members.clone()).await {
-                        Ok(()) => {
-                            tracing::info!(group = %name, voters = members.len(), "bootstrapped the group")
-                        }
+                        Ok(()) => tracing::info!(group = %name, voters = members.len(),
+                            connected = reachable.len() + 1, "bootstrapped the group"),
                         Err(e) => tracing::warn!(group = %name, "bootstrap: {e}"),
                     }
                 }
-                handler.pristine.store(false, Ordering::SeqCst);
                 return;
             }
-        } else {
-            tracing::debug!("bootstrap: waiting for all peers to connect");
+        } else if !enough {
+            tracing::debug!(
+                "bootstrap: {} of {} peers connected",
+                reachable.len(),
+                peers.len()
+            );
         }
         tokio::select! {
             _ = shutdown.changed() => {}
@@ -441,6 +498,20 @@ async fn witness_watch(
 }
 
 impl Daemon {
+    /// No group has a membership yet: this node has never been part of a cluster.
+    fn is_pristine(&self) -> bool {
+        self.groups.values().all(|h| {
+            h.raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_none()
+        })
+    }
+
     fn name_of(&self, id: Option<NodeId>) -> Option<String> {
         id.and_then(|id| self.names.get(&id).cloned())
     }
@@ -500,6 +571,23 @@ impl Daemon {
         ))
     }
 
+    /// Commits one command per group, in order; on a failure says which groups were
+    /// already changed, so the operator knows what to undo or retry.
+    async fn propose_all(&self, commands: Vec<(String, Command)>) -> Result<(), String> {
+        let mut done: Vec<String> = Vec::new();
+        for (group, command) in commands {
+            if let Err(e) = self.propose(&group, command).await {
+                return Err(if done.is_empty() {
+                    e
+                } else {
+                    format!("{e}; already committed in: {}", done.join(", "))
+                });
+            }
+            done.push(group);
+        }
+        Ok(())
+    }
+
     async fn handle_peer(&self, request: PeerRequest) -> PeerReply {
         match request {
             PeerRequest::Pristine => PeerReply::Pristine(false),
@@ -514,9 +602,10 @@ impl Daemon {
                         leader: self.name_of(metrics.current_leader),
                     };
                 }
-                match handle.raft.client_write(command).await {
-                    Ok(_) => PeerReply::Written,
-                    Err(e) => PeerReply::Failed(e.to_string()),
+                match tokio::time::timeout(WRITE_TIMEOUT, handle.raft.client_write(command)).await {
+                    Ok(Ok(_)) => PeerReply::Written,
+                    Ok(Err(e)) => PeerReply::Failed(e.to_string()),
+                    Err(_) => PeerReply::Failed(format!("not committed within {WRITE_TIMEOUT:?}")),
                 }
             }
         }
@@ -606,19 +695,20 @@ impl Daemon {
                 }
             }
         }
-        for g in &groups {
-            if let Err(message) = self
-                .propose(
-                    g,
+        let commands = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.clone(),
                     Command::Pin {
                         node: to.clone(),
                         at_unix_ms: unix_ms(),
                     },
                 )
-                .await
-            {
-                return Response::Error { message };
-            }
+            })
+            .collect();
+        if let Err(message) = self.propose_all(commands).await {
+            return Response::Error { message };
         }
         let Some(node) = to else {
             return Response::Done {
@@ -666,15 +756,22 @@ impl Daemon {
                 ),
             };
         }
-        for g in self.groups.keys() {
-            let command = Command::SetMaintenance {
-                node: node.clone(),
-                on,
-                at_unix_ms: unix_ms(),
-            };
-            if let Err(message) = self.propose(g, command).await {
-                return Response::Error { message };
-            }
+        let commands = self
+            .groups
+            .keys()
+            .map(|g| {
+                (
+                    g.clone(),
+                    Command::SetMaintenance {
+                        node: node.clone(),
+                        on,
+                        at_unix_ms: unix_ms(),
+                    },
+                )
+            })
+            .collect();
+        if let Err(message) = self.propose_all(commands).await {
+            return Response::Error { message };
         }
         Response::Done {
             message: format!(

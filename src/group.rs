@@ -18,12 +18,15 @@ use tokio::time::Instant;
 use crate::consensus::state::{Command, GroupState, NodeFacts};
 use crate::consensus::types::{Raft, RaftMetrics, node_id};
 use crate::hold::{self, HoldInputs};
-use crate::policy::{self, GroupRules, NodeView, Role, Situation};
+use crate::policy::{self, GroupRules, NodeView, Reason, Role, Situation};
 use crate::vip::{DataPlane, VipSet};
 
 /// How often the loop runs when nothing else wakes it: it bounds how late a lease expiry
 /// is noticed, so the hold lease's margin includes two of these.
 pub const TICK: Duration = Duration::from_millis(10);
+
+/// How long a planned hand-over keeps the VIPs while its target catches up on the log.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
 
 /// What this node alone knows about itself in a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +87,8 @@ pub struct GroupLoop {
     holding: bool,
     /// Set when this node started handing leadership away in the current term.
     handing_over: Option<Instant>,
+    /// Since when a planned hand-over has been waiting for its target's log.
+    catch_up_since: Option<Instant>,
     master_recorded: bool,
     /// Since when each node has been continuously eligible and reachable, as seen here.
     stable_since: BTreeMap<String, Instant>,
@@ -113,6 +118,7 @@ impl GroupLoop {
             term: 0,
             holding: false,
             handing_over: None,
+            catch_up_since: None,
             master_recorded: false,
             stable_since: BTreeMap::new(),
             last_facts_proposal: None,
@@ -120,27 +126,42 @@ impl GroupLoop {
         }
     }
 
-    /// Runs until `shutdown` turns true, then releases the VIPs and returns.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true, then releases the VIPs and returns. Returns an
+    /// error (after releasing) if the group's Raft stopped on its own: a fatal storage or
+    /// protocol error, after which the daemon must exit so that its supervisor restarts it.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
         let mut metrics = self.raft.metrics();
         let mut state = self.state.clone();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fatal = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {}
                 _ = tick.tick() => {}
-                _ = metrics.changed() => {}
-                _ = state.changed() => {}
+                changed = metrics.changed() => if changed.is_err() { fatal = Some("its Raft stopped"); },
+                changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
             }
-            if *shutdown.borrow() {
+            if *shutdown.borrow() || fatal.is_some() {
                 break;
             }
             self.step().await;
         }
-        self.release("shutting down").await;
+        self.release(if fatal.is_some() {
+            "fatal error"
+        } else {
+            "shutting down"
+        })
+        .await;
         self.publish(None, None);
+        if let Some(what) = fatal {
+            return Err(format!(
+                "group {}: {what}; see the errors above",
+                self.setup.vips.group
+            ));
+        }
         self.hand_over_before_exit().await;
+        Ok(())
     }
 
     /// On a graceful stop the leader hands the group to the best other gateway and waits
@@ -166,6 +187,10 @@ impl GroupLoop {
         let Some(hand_over) = policy::decide(&situation).hand_over else {
             return;
         };
+        if self.holding {
+            tracing::warn!(group = %self.setup.vips.group, "the VIPs could not be removed: not handing over");
+            return;
+        }
         tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, "handing leadership over before exiting");
         if let Err(e) = self
             .raft
@@ -199,6 +224,7 @@ impl GroupLoop {
         if metrics.current_term != self.term {
             self.term = metrics.current_term;
             self.handing_over = None;
+            self.catch_up_since = None;
             self.master_recorded = false;
             self.stable_since.clear();
         }
@@ -224,56 +250,71 @@ impl GroupLoop {
             None
         };
 
+        // A planned hand-over (pin, failback) from an eligible leader keeps the VIPs until
+        // the target has the whole log: openraft's target ignores a transfer while its log
+        // is behind, and the old leader stops heartbeating anyway, which would leave the
+        // VIP down for a lease plus an election. Capped, so a target that never catches up
+        // cannot block the move.
+        let mut hand_over = verdict.as_ref().and_then(|v| v.hand_over.clone());
+        let mut deferred = false;
+        if let Some(h) = &hand_over
+            && matches!(h.reason, Reason::Pinned | Reason::Failback)
+            && self.handing_over.is_none()
+        {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&node_id(&h.to)).cloned().flatten())
+                .map(|log_id| log_id.index);
+            let caught_up = matched >= metrics.last_log_index;
+            let since = *self.catch_up_since.get_or_insert(now);
+            if !caught_up && now.duration_since(since) < CATCH_UP_LIMIT {
+                deferred = true;
+                hand_over = None;
+            }
+        } else {
+            self.catch_up_since = None;
+        }
+
         let inputs = HoldInputs {
             is_leader,
             is_gateway: self.setup.role == Role::Gateway,
-            eligible: verdict.as_ref().is_some_and(|v| v.leader_may_hold),
+            eligible: deferred || verdict.as_ref().is_some_and(|v| v.leader_may_hold),
             quorum_ack_age,
-            handing_over: self.handing_over.is_some()
-                || verdict.as_ref().is_some_and(|v| v.hand_over.is_some()),
+            handing_over: self.handing_over.is_some() || hand_over.is_some(),
         };
         match hold::may_hold(&inputs, self.setup.hold_lease) {
             Ok(()) => self.hold(metrics.current_term).await,
             Err(why) => self.release(&why.to_string()).await,
         }
 
-        if let Some(hand_over) = verdict.and_then(|v| v.hand_over)
-            && self.handing_over.is_none()
-        {
-            // The VIPs are already gone (the hold inputs above included the hand-over).
-            tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, term = metrics.current_term,
-                "handing leadership over: {}", hand_over.reason);
-            self.handing_over = Some(now);
-            if let Err(e) = self
-                .raft
-                .trigger()
-                .transfer_leader(node_id(&hand_over.to))
-                .await
-            {
-                tracing::warn!(group = %self.setup.vips.group, "transfer_leader failed: {e}");
+        if let Some(hand_over) = hand_over {
+            let stalled = self
+                .handing_over
+                .is_some_and(|since| now.duration_since(since) > self.setup.leader_lease * 3);
+            if self.holding {
+                // The release failed: a transfer now would let the target win while the
+                // VIPs are still up. The next tick retries the release first.
+                tracing::warn!(group = %self.setup.vips.group, "not handing over while the VIPs are still up");
+            } else if self.handing_over.is_none() || stalled {
+                // A stalled transfer (the target ignored it, e.g. its log was behind) is
+                // sent again; openraft re-broadcasts it.
+                tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, term = metrics.current_term,
+                    "handing leadership over: {}", hand_over.reason);
+                self.handing_over = Some(now);
+                self.catch_up_since = None;
+                if let Err(e) = self
+                    .raft
+                    .trigger()
+                    .transfer_leader(node_id(&hand_over.to))
+                    .await
+                {
+                    tracing::warn!(group = %self.setup.vips.group, "transfer_leader failed: {e}");
+                }
             }
         }
-        self.recover_stalled_hand_over(is_leader, now).await;
         self.publish(quorum_ack_age, lease_until);
         self.report_facts(&state, now);
-    }
-
-    /// A transferring leader stops heartbeating, so normally a follower takes over within
-    /// an election timeout. If the target died meanwhile and nobody else campaigns (the
-    /// witness waits), this node would stay a leader that may not hold: start a new term.
-    async fn recover_stalled_hand_over(&mut self, is_leader: bool, now: Instant) {
-        let grace = self.setup.leader_lease * 3;
-        if let Some(since) = self.handing_over
-            && is_leader
-            && now.duration_since(since) > grace
-        {
-            tracing::warn!(group = %self.setup.vips.group,
-                "hand-over did not complete within {grace:?}; starting a new election");
-            self.handing_over = Some(now);
-            if let Err(e) = self.raft.trigger().elect(true).await {
-                tracing::warn!(group = %self.setup.vips.group, "elect failed: {e}");
-            }
-        }
     }
 
     fn node_views(

@@ -105,7 +105,8 @@ pub struct Verdict {
     /// gateways at once. Release first, then transfer.
     pub leader_may_hold: bool,
     /// Hand leadership to this node (`transfer_leader`). Never the leader itself, never
-    /// an unreachable node, never a witness.
+    /// an unreachable node; a witness only as a relay, when a gateway leader must leave
+    /// and no gateway can take over.
     pub hand_over: Option<HandOver>,
     /// Evaluate again after this long even if nothing else changes: a failback is
     /// waiting for its delay. `None` when nothing time-driven is pending.
@@ -211,29 +212,50 @@ pub fn decide(situation: &Situation) -> Verdict {
             .or_else(|| best(nodes.iter().filter(|n| candidate(n))))
     };
 
-    let must_leave = |reason: Reason| Verdict {
-        leader_may_hold: false,
-        // Nobody to hand to: stay leader (keeps the group available for commands and
-        // health reports) but do not hold. With `Release` and every gateway unhealthy
-        // this is the intended "nobody holds".
-        hand_over: target().map(|n| HandOver {
-            to: n.name.clone(),
-            reason,
-        }),
-        recheck_in: None,
+    // A gateway leader that must leave and has no gateway to hand to hands to a
+    // reachable witness instead: in an asymmetric partition the witness may hear a
+    // healthy gateway this leader cannot, and while this leader stays, its heartbeats
+    // keep the witness's lease fresh so that gateway can never be elected. A witness
+    // leader with nobody eligible simply stays (no ping-pong back).
+    let relay = || {
+        nodes
+            .iter()
+            .filter(|n| n.name != leader && !n.is_gateway() && reachable(n))
+            .min_by(|a, b| a.name.cmp(&b.name))
+    };
+    let must_leave = |reason: Reason, may_relay: bool| {
+        let hand_over = match target() {
+            Some(n) => Some(HandOver {
+                to: n.name.clone(),
+                reason,
+            }),
+            None if may_relay => relay().map(|n| HandOver {
+                to: n.name.clone(),
+                reason,
+            }),
+            // Nobody to hand to: stay leader (keeps the group available for commands and
+            // health reports) but do not hold. With `Release` and every gateway
+            // unhealthy this is the intended "nobody holds".
+            None => None,
+        };
+        Verdict {
+            leader_may_hold: false,
+            hand_over,
+            recheck_in: None,
+        }
     };
 
     let Some(me) = find(leader) else {
-        return must_leave(Reason::LeaderNotInGroup);
+        return must_leave(Reason::LeaderNotInGroup, true);
     };
     if !me.is_gateway() {
         // A witness hands over to any eligible gateway, including unhealthy ones under
         // `Keep`: they may hold and the witness never may, so staying would leave the
         // VIP down for no gain. Only with no eligible reachable gateway does it stay.
-        return must_leave(Reason::WitnessIsLeader);
+        return must_leave(Reason::WitnessIsLeader, false);
     }
     if !eligible(me) {
-        return must_leave(Reason::LeaderIneligible(me.ineligibility()));
+        return must_leave(Reason::LeaderIneligible(me.ineligibility()), true);
     }
 
     // From here the leader is an eligible gateway.
@@ -592,12 +614,24 @@ mod tests {
                 ..row()
             },
             Row {
-                name: "ineligible leader with nobody to hand to stays and does not hold",
+                name: "ineligible leader with no gateway to hand to relays to the witness",
                 leader: "gw-a",
                 nodes: vec![
                     gw("gw-a", 150).link_down(),
                     gw("gw-b", 100).in_maintenance(),
                     witness("wit"),
+                ],
+                rules: keep(),
+                expect: hand("wit", LeaderIneligible(Ineligibility::LinkDown)),
+                ..row()
+            },
+            Row {
+                name: "ineligible leader with nobody at all to hand to stays and does not hold",
+                leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).link_down(),
+                    gw("gw-b", 100).in_maintenance(),
+                    witness("wit").unreachable(),
                 ],
                 rules: keep(),
                 expect: no_hold(),
@@ -616,14 +650,21 @@ mod tests {
                 ..row()
             },
             Row {
-                name: "only target unreachable: stay, do not hold",
+                name: "asymmetric partition: the healthy gateway is unreachable, relay to the witness that may hear it",
                 leader: "gw-a",
                 nodes: vec![
                     gw("gw-a", 150).unhealthy(),
                     gw("gw-b", 100).unreachable(),
                     witness("wit"),
                 ],
-                expect: no_hold(),
+                expect: hand("wit", LeaderIneligible(Ineligibility::Unhealthy)),
+                ..row()
+            },
+            Row {
+                name: "the relayed witness hands to the healthy gateway it hears, never back",
+                leader: "wit",
+                nodes: vec![gw("gw-a", 150).unhealthy(), gw("gw-b", 100), witness("wit")],
+                expect: hand("gw-b", WitnessIsLeader),
                 ..row()
             },
             Row {
@@ -699,8 +740,19 @@ mod tests {
                 ..row()
             },
             Row {
-                name: "release: nobody holds, nobody to hand to",
+                name: "release: nobody holds; the unhealthy leader relays to the witness",
                 leader: "gw-a",
+                nodes: vec![
+                    gw("gw-a", 150).unhealthy(),
+                    gw("gw-b", 100).unhealthy(),
+                    witness("wit"),
+                ],
+                expect: hand("wit", LeaderIneligible(Ineligibility::Unhealthy)),
+                ..row()
+            },
+            Row {
+                name: "release: a witness leader with every gateway unhealthy stays, nobody holds",
+                leader: "wit",
                 nodes: vec![
                     gw("gw-a", 150).unhealthy(),
                     gw("gw-b", 100).unhealthy(),
@@ -1181,8 +1233,45 @@ mod tests {
             assert_ne!(h.to, s.leader, "hand-over to itself: {}", ctx());
             let to = s.nodes.iter().find(|n| n.name == h.to);
             let to = to.unwrap_or_else(|| panic!("target not in the group: {}", ctx()));
-            assert!(to.reachable && to.could_hold(), "bad target: {}", ctx());
             assert!(v.recheck_in.is_none(), "{}", ctx());
+            if !to.is_gateway() {
+                // A relay: only from a gateway leader with no gateway to hand to, and the
+                // witness must not hand straight back to the leader it relieved.
+                assert!(to.reachable && me.is_gateway(), "bad relay: {}", ctx());
+                let no_gateway = decide(&Situation {
+                    nodes: &s
+                        .nodes
+                        .iter()
+                        .filter(|n| n.is_gateway())
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    ..*s
+                });
+                assert_eq!(
+                    no_gateway.hand_over,
+                    None,
+                    "relay although a gateway could take over: {}",
+                    ctx()
+                );
+                let mut after: Vec<NodeView> = s.nodes.to_vec();
+                for n in &mut after {
+                    if n.name == s.leader {
+                        n.reachable = true;
+                    }
+                }
+                let v2 = decide(&Situation {
+                    leader: &h.to,
+                    nodes: &after,
+                    ..*s
+                });
+                assert!(
+                    v2.hand_over.as_ref().is_none_or(|h2| h2.to != s.leader),
+                    "relay ping-pong: {}",
+                    ctx()
+                );
+                return;
+            }
+            assert!(to.reachable && to.could_hold(), "bad target: {}", ctx());
 
             // One hop converges: the target, now leader and hearing the old leader,
             // keeps the group instead of handing it on or back.

@@ -328,3 +328,36 @@ fn a_sigkilled_node_restarts_with_its_store_intact() {
     assert_eq!(cluster.holders(), ["gw-a"]);
     cluster.assert_never_two_holders();
 }
+
+#[test]
+fn a_cluster_bootstraps_with_a_majority_when_the_first_node_is_down() {
+    let _serial = lock();
+    let mut cluster = Cluster::start_only(22, Options::default(), &["gw-b", "witness"]);
+    // gw-a (first by name) is absent: after waiting for everyone, the majority forms.
+    cluster.wait_holder("gw-b", Duration::from_secs(20));
+    cluster.spawn("gw-a");
+    // gw-a joins the existing cluster (no second bootstrap) and gets its group back.
+    cluster.wait_holder("gw-a", Duration::from_secs(15));
+    let log = std::fs::read_to_string(&cluster.nodes["gw-a"].log).unwrap_or_default();
+    assert!(
+        !log.contains("bootstrapped the group"),
+        "gw-a bootstrapped again:\n{log}"
+    );
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn a_drained_master_cut_off_from_the_other_gateway_relays_through_the_witness() {
+    support::require_root("partition test");
+    let _serial = lock();
+    let mut cluster = Cluster::start(23, Options::default());
+    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_reported("witness");
+    cluster.partition("gw-a", &["gw-b"]);
+    // gw-a may no longer hold and cannot reach gw-b; the witness can.
+    let (code, text) = cluster.cli("witness", &["maintenance", "on", "gw-a"]);
+    assert_eq!(code, 0, "{text}");
+    let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
+    eprintln!("relay through the witness: gw-b holds after {took:?}");
+    cluster.assert_never_two_holders();
+}

@@ -101,6 +101,10 @@ pub struct HistoryEntry {
 pub struct GroupState {
     pub nodes: BTreeMap<String, NodeState>,
     pub pin: Option<String>,
+    /// The last recorded master and its term: a re-sent record (a forwarded write that
+    /// timed out but was committed) is not history twice.
+    #[serde(default)]
+    pub master: Option<(String, u64)>,
     pub history: VecDeque<HistoryEntry>,
 }
 
@@ -139,7 +143,12 @@ impl GroupState {
                 self.pin = node.clone();
                 changed
             }
-            Command::MasterChanged { .. } => true,
+            Command::MasterChanged { node, term, .. } => {
+                let record = Some((node.clone(), *term));
+                let changed = self.master != record;
+                self.master = record;
+                changed
+            }
         };
         if changed {
             self.record(command);
@@ -222,6 +231,19 @@ mod tests {
         }
         assert_eq!(state.history.len(), HISTORY_LIMIT);
         assert_eq!(state.history.front().map(|h| h.at_unix_ms), Some(10));
+    }
+
+    #[test]
+    fn a_master_record_sent_twice_is_history_once() {
+        let mut state = GroupState::default();
+        let cmd = Command::MasterChanged {
+            node: "gw-a".into(),
+            term: 4,
+            at_unix_ms: 1,
+        };
+        assert!(state.apply(&cmd).changed);
+        assert!(!state.apply(&cmd).changed);
+        assert_eq!(state.history.len(), 1);
     }
 
     #[test]

@@ -136,6 +136,11 @@ pub fn keygen(path: &Path) {
 impl Cluster {
     /// Starts the three daemons; `net` must be unique per test (it picks 127.0.net.0/24).
     pub fn start(net: u8, options: Options) -> Cluster {
+        Self::start_only(net, options, &NODES)
+    }
+
+    /// Writes all three configs but starts only `running` (the others can be `spawn`ed later).
+    pub fn start_only(net: u8, options: Options, running: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("cluster.key");
         keygen(&key);
@@ -162,7 +167,7 @@ impl Cluster {
             watcher: None,
             nft_table: None,
         };
-        for name in NODES {
+        for name in running {
             cluster.spawn(name);
         }
         let sockets = cluster
