@@ -18,6 +18,8 @@ use crate::consensus::rpc::RAFT_CHANNEL;
 use crate::consensus::state::{Command, GroupState};
 use crate::consensus::store::Store;
 use crate::consensus::types::{NodeId, PeerNode, Raft, node_id};
+use crate::control::metrics::{self as prometheus, GroupMetrics, MetricsSnapshot};
+use crate::control::notify::Notifier;
 use crate::control::protocol::{
     CONTROL_CHANNEL, GroupHistory, GroupStatus, NodeStatus, PeerReply, PeerRequest, Request,
     Response, StatusReport,
@@ -44,6 +46,8 @@ pub enum StartError {
     Raft(String),
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
+    #[error("{0}")]
+    Metrics(String),
     /// Not a start error: the daemon ran and a group's Raft stopped under it.
     #[error("{0}")]
     Fatal(String),
@@ -185,6 +189,14 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             .map_err(|e| StartError::Mesh(e.to_string()))?,
     );
     let listener = socket::bind(&config.control.socket)?;
+    let metrics_listener = match config.control.metrics {
+        Some(addr) => Some(
+            prometheus::bind(addr)
+                .await
+                .map_err(|e| StartError::Metrics(e.to_string()))?,
+        ),
+        None => None,
+    };
 
     // A node that restarts has forgotten the leader leases it granted before it died;
     // sitting out one lease before joining makes sure none of them is still running.
@@ -255,6 +267,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     });
     let _ = handler.daemon.set(daemon.clone());
 
+    let notifier = Notifier::start(config.notify.command.clone(), config.notify.timeout);
     let mut tasks = Vec::new();
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for (group, raft, state, view) in loops {
@@ -280,6 +293,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
                 .collect(),
             leader_lease,
             hold_lease: hold_lease(leader_lease, TICK),
+            notifier: notifier.clone(),
         };
         let proposer: Proposer = {
             let daemon = daemon.clone();
@@ -328,6 +342,14 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         })
     };
     let server = tokio::spawn(socket::serve(listener, control, shutdown.clone()));
+    if let Some(listener) = metrics_listener {
+        let daemon = daemon.clone();
+        let source: prometheus::SnapshotSource = Arc::new(move || {
+            let daemon = daemon.clone();
+            Box::pin(async move { daemon.metrics_snapshot() })
+        });
+        tokio::spawn(prometheus::serve(listener, source, shutdown.clone()));
+    }
     tracing::info!(node = %config.node.name, role = ?config.node.role, groups = config.vip_groups.len(),
         data_plane = data_plane.kind(), "havip running");
 
@@ -608,6 +630,41 @@ impl Daemon {
                     Err(_) => PeerReply::Failed(format!("not committed within {WRITE_TIMEOUT:?}")),
                 }
             }
+        }
+    }
+
+    fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let self_id = node_id(&self.config.node.name);
+        let counters = self.mesh.counters();
+        MetricsSnapshot {
+            node: self.config.node.name.clone(),
+            is_witness: self.config.node.role == Role::Witness,
+            groups: self
+                .groups
+                .iter()
+                .map(|(name, handle)| {
+                    let view = handle.view.lock().map(|v| v.clone()).unwrap_or_default();
+                    let metrics = handle.raft.metrics().borrow_watched().clone();
+                    GroupMetrics {
+                        name: name.clone(),
+                        is_leader: metrics.current_leader == Some(self_id)
+                            && metrics.state == ServerState::Leader,
+                        holding: view.holds_now(),
+                        term: metrics.current_term,
+                        quorum_ack_age: view.quorum_ack_age,
+                        hold_transitions: view.hold_transitions,
+                    }
+                })
+                .collect(),
+            checks: Vec::new(),
+            peers_connected: self.mesh.connected().borrow().len(),
+            peers_configured: self.config.cluster.peers.len().saturating_sub(1),
+            rejected: vec![
+                ("handshake", counters.rejected_handshakes),
+                ("malformed_frame", counters.malformed_frames),
+                ("unknown_version", counters.unknown_version),
+                ("unknown_peer", counters.unknown_peer),
+            ],
         }
     }
 

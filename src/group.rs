@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::consensus::state::{Command, GroupState, NodeFacts};
 use crate::consensus::types::{Raft, RaftMetrics, node_id};
+use crate::control::notify::{HookState, Notifier, StateChange};
 use crate::hold::{self, HoldInputs};
 use crate::policy::{self, GroupRules, NodeView, Reason, Role, Situation};
 use crate::vip::{DataPlane, VipSet};
@@ -44,6 +45,8 @@ pub struct LocalView {
     pub quorum_ack_age: Option<Duration>,
     /// When the hold lease of the last quorum acknowledgement runs out.
     pub lease_until: Option<Instant>,
+    /// How often this node started or stopped holding (for metrics).
+    pub hold_transitions: u64,
 }
 
 impl LocalView {
@@ -66,6 +69,7 @@ pub struct GroupSetup {
     pub members: Vec<String>,
     pub leader_lease: Duration,
     pub hold_lease: Duration,
+    pub notifier: Notifier,
 }
 
 /// Something that can commit a command in this group (the daemon: locally on the leader,
@@ -94,6 +98,9 @@ pub struct GroupLoop {
     stable_since: BTreeMap<String, Instant>,
     last_facts_proposal: Option<Instant>,
     last_reason: String,
+    /// The state notify hooks and the log last heard of.
+    hook_state: HookState,
+    hold_transitions: u64,
 }
 
 impl GroupLoop {
@@ -123,6 +130,8 @@ impl GroupLoop {
             stable_since: BTreeMap::new(),
             last_facts_proposal: None,
             last_reason: String::new(),
+            hook_state: HookState::Backup,
+            hold_transitions: 0,
         }
     }
 
@@ -313,6 +322,7 @@ impl GroupLoop {
                 }
             }
         }
+        self.report_state(metrics.current_term);
         self.publish(quorum_ack_age, lease_until);
         self.report_facts(&state, now);
     }
@@ -381,9 +391,9 @@ impl GroupLoop {
         }
         if !self.holding {
             self.holding = true;
+            self.hold_transitions += 1;
             self.last_reason = "master: leader with a fresh quorum acknowledgement".into();
-            tracing::info!(group = %self.setup.vips.group, term, addresses = ?self.setup.vips.addresses,
-                "state change: MASTER (holding the VIPs)");
+            self.report_state(term);
         }
         if !self.master_recorded {
             self.master_recorded = true;
@@ -409,11 +419,63 @@ impl GroupLoop {
                 return;
             }
             self.holding = false;
-            tracing::info!(group = %self.setup.vips.group, reason = why, "state change: BACKUP (released the VIPs)");
+            self.hold_transitions += 1;
+            self.last_reason = why.to_string();
+            self.report_state(self.term);
         }
         if self.last_reason != why {
             self.last_reason = why.to_string();
         }
+    }
+
+    /// MASTER while holding; otherwise FAULT when this node may not hold (unhealthy,
+    /// link down, maintenance), else BACKUP. A witness is always BACKUP.
+    fn hook_state(&self) -> HookState {
+        if self.holding {
+            return HookState::Master;
+        }
+        if self.setup.role == Role::Witness {
+            return HookState::Backup;
+        }
+        let local = self.facts.borrow();
+        let maintenance = self
+            .state
+            .borrow()
+            .nodes
+            .get(&self.setup.self_name)
+            .is_some_and(|n| n.maintenance);
+        if !local.healthy || !local.link_up || maintenance {
+            HookState::Fault
+        } else {
+            HookState::Backup
+        }
+    }
+
+    /// One log line and one notify hook per change of state; called after the VIPs were
+    /// added or removed, never before.
+    fn report_state(&mut self, term: u64) {
+        let new = self.hook_state();
+        let old = std::mem::replace(&mut self.hook_state, new);
+        if old == new {
+            return;
+        }
+        let group = &self.setup.vips.group;
+        match new {
+            HookState::Master => {
+                tracing::info!(group = %group, term, addresses = ?self.setup.vips.addresses,
+                "state change: {old} -> MASTER (holding the VIPs)")
+            }
+            _ => tracing::info!(group = %group, term, reason = %self.last_reason,
+                "state change: {old} -> {new}{}", if old == HookState::Master { " (released the VIPs)" } else { "" }),
+        }
+        self.setup.notifier.notify(StateChange {
+            node: self.setup.self_name.clone(),
+            group: group.clone(),
+            old,
+            new,
+            term,
+            reason: self.last_reason.clone(),
+        });
     }
 
     fn publish(&self, quorum_ack_age: Option<Duration>, lease_until: Option<Instant>) {
@@ -422,6 +484,7 @@ impl GroupLoop {
             view.lease_until = lease_until;
             view.hold_reason = self.last_reason.clone();
             view.quorum_ack_age = quorum_ack_age;
+            view.hold_transitions = self.hold_transitions;
         }
     }
 

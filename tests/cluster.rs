@@ -126,13 +126,14 @@ fn a_partition_between_the_gateways_keeps_one_master() {
     let _serial = lock();
     let mut cluster = Cluster::start(15, Options::default());
     cluster.wait_holder("gw-a", SETTLE);
+    let since = std::time::Instant::now();
     cluster.partition("gw-a", &["gw-b"]);
-    // Both still reach the witness: gw-a keeps its quorum (itself + witness).
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(cluster.holders(), ["gw-a"]);
+    // Both still reach the witness: gw-a keeps its quorum (itself + witness), and
+    // pre-vote keeps gw-b from disturbing it, during the partition and after it heals.
+    std::thread::sleep(Duration::from_secs(3));
     cluster.heal();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(cluster.holders(), ["gw-a"]);
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.assert_sole_holder_since("gw-a", since);
     cluster.assert_never_two_holders();
 }
 
@@ -151,12 +152,10 @@ fn a_frozen_master_loses_the_vip_after_its_lease() {
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
     eprintln!("SIGSTOP of the master: gw-b holds after {took:?}");
     cluster.signal("gw-a", "CONT");
+    // the thawed node must not claim the VIP.
+    let since = std::time::Instant::now();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        cluster.holders(),
-        ["gw-b"],
-        "the thawed node must not claim the VIP"
-    );
+    cluster.assert_sole_holder_since("gw-b", since);
     cluster.assert_never_two_holders();
 }
 
@@ -202,12 +201,10 @@ fn failover_pins_and_clear_unpins() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("committed"), "{text}");
     cluster.wait_holder("gw-b", Duration::from_secs(3));
+    // the pin outlasts failback_delay.
+    let since = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        cluster.holders(),
-        ["gw-b"],
-        "the pin outlasts failback_delay"
-    );
+    cluster.assert_sole_holder_since("gw-b", since);
     let status = cluster.status("gw-a").expect("status");
     assert_eq!(status.groups[0].pin.as_deref(), Some("gw-b"));
     let (code, text) = cluster.cli("gw-a", &["failover", "--clear"]);
@@ -239,12 +236,10 @@ fn maintenance_drains_a_node_until_it_is_turned_off() {
     let (code, text) = cluster.cli("gw-b", &["maintenance", "on", "gw-a"]);
     assert_eq!(code, 0, "{text}");
     cluster.wait_holder("gw-b", Duration::from_secs(3));
+    // no failback to a node in maintenance.
+    let since = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        cluster.holders(),
-        ["gw-b"],
-        "no failback to a node in maintenance"
-    );
+    cluster.assert_sole_holder_since("gw-b", since);
     let (code, text) = cluster.cli("gw-b", &["maintenance", "off", "gw-a"]);
     assert_eq!(code, 0, "{text}");
     cluster.wait_holder("gw-a", Duration::from_secs(10));
@@ -272,9 +267,10 @@ fn a_node_with_the_wrong_key_is_rejected_and_cannot_disturb_the_cluster() {
         text.replace(&key.display().to_string(), &bad_key.display().to_string()),
     )
     .expect("write");
+    let since = std::time::Instant::now();
     cluster.spawn("gw-b");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(cluster.holders(), ["gw-a"]);
+    cluster.assert_sole_holder_since("gw-a", since);
     let after = cluster.status("gw-a").expect("status").groups[0].term;
     assert_eq!(after, term, "the rejected node moved the term");
     let lonely = cluster
@@ -325,7 +321,7 @@ fn a_sigkilled_node_restarts_with_its_store_intact() {
     let (code, text) = cluster.cli("gw-b", &["history"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("pin to gw-a"), "{text}");
-    assert_eq!(cluster.holders(), ["gw-a"]);
+    cluster.wait_holder("gw-a", Duration::from_secs(1));
     cluster.assert_never_two_holders();
 }
 
@@ -359,5 +355,82 @@ fn a_drained_master_cut_off_from_the_other_gateway_relays_through_the_witness() 
     assert_eq!(code, 0, "{text}");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
     eprintln!("relay through the witness: gw-b holds after {took:?}");
+    cluster.assert_never_two_holders();
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics port open");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+fn wait_file_contains(path: &std::path::Path, needle: &str) -> String {
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "{} never contained {needle:?}: {:?}",
+        path.display(),
+        std::fs::read_to_string(path)
+    );
+}
+
+#[test]
+fn notify_hooks_run_on_state_changes_and_metrics_report_them() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(
+        24,
+        Options {
+            hooks_and_metrics: true,
+            failback_delay: "30s",
+            ..Options::default()
+        },
+    );
+    cluster.wait_holder("gw-a", SETTLE);
+    let gw_a = cluster.dir.path().join("gw-a").join("notify.log");
+    wait_file_contains(&gw_a, "crm BACKUP MASTER");
+    let metrics = scrape(&format!("{}:9400", cluster.nodes["gw-a"].addr));
+    assert!(
+        metrics.contains("havip_group_vip_held{group=\"crm\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("havip_group_leader{group=\"crm\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("havip_peers_connected 2"), "{metrics}");
+    let witness = scrape(&format!("{}:9400", cluster.nodes["witness"].addr));
+    assert!(witness.contains("role=\"witness\""), "{witness}");
+    assert!(
+        witness.contains("havip_group_vip_held{group=\"crm\"} 0"),
+        "{witness}"
+    );
+
+    let (code, text) = cluster.cli("witness", &["maintenance", "on", "gw-a"]);
+    assert_eq!(code, 0, "{text}");
+    cluster.wait_holder("gw-b", Duration::from_secs(3));
+    wait_file_contains(&gw_a, "crm MASTER FAULT");
+    wait_file_contains(
+        &cluster.dir.path().join("gw-b").join("notify.log"),
+        "crm BACKUP MASTER",
+    );
+    let metrics = scrape(&format!("{}:9400", cluster.nodes["gw-a"].addr));
+    assert!(
+        metrics.contains("havip_group_hold_transitions_total{group=\"crm\"} 2"),
+        "{metrics}"
+    );
+    cluster.kill("gw-a");
     cluster.assert_never_two_holders();
 }

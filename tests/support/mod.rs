@@ -51,6 +51,9 @@ pub fn require_root(what: &str) {
 pub struct Options {
     pub failback_delay: &'static str,
     pub failback: bool,
+    /// Each node runs a notify hook appending "GROUP OLD NEW" to <node dir>/notify.log,
+    /// and serves metrics on its own address, port 9400.
+    pub hooks_and_metrics: bool,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
         Self {
             failback_delay: "1s",
             failback: true,
+            hooks_and_metrics: false,
         }
     }
 }
@@ -110,8 +114,21 @@ pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Optio
     } else {
         "gateway"
     };
+    let node_dir = dir.join(name);
+    let (metrics, notify) = if options.hooks_and_metrics {
+        let log = node_dir.join("notify.log");
+        (
+            format!("metrics = \"{}:9400\"\n", addr(name)),
+            format!(
+                "\n[notify]\ncommand = [\"/bin/sh\", \"-c\", 'echo \"$HAVIP_GROUP $HAVIP_OLD_STATE $HAVIP_NEW_STATE\" >> {}']\n",
+                log.display()
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let text = format!(
-        "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"{listen}:7400\"\nkey_file = \"{key}\"\n{peers}\n[control]\nsocket = \"{sock}\"\n\n{groups}",
+        "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"{listen}:7400\"\nkey_file = \"{key}\"\n{peers}\n[control]\nsocket = \"{sock}\"\n{metrics}\n{groups}{notify}",
         data = dir.join(name).join("data").display(),
         listen = addr(name),
         key = key.display(),
@@ -333,6 +350,33 @@ impl Cluster {
         panic!("{names:?} still hold after {limit:?}\n{}", self.logs());
     }
 
+    /// Fails the test unless `name` held, alone, in every poll since `since` in which it
+    /// answered (a poll it did not answer within 50 ms proves nothing either way; a
+    /// loaded test machine makes a few of those).
+    pub fn assert_sole_holder_since(&self, name: &str, since: Instant) {
+        let samples = self
+            .watcher
+            .as_ref()
+            .map(|w| w.samples_since(since))
+            .unwrap_or_default();
+        assert!(samples.len() > 10, "too few samples: {}", samples.len());
+        let answered: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| !s.silent.contains(&name))
+            .collect();
+        assert!(
+            answered.len() * 2 > samples.len(),
+            "{name} mostly silent: {samples:?}"
+        );
+        for sample in answered {
+            assert!(
+                sample.holders == [name],
+                "{name} was not the sole holder at {sample:?}\n{}",
+                self.logs()
+            );
+        }
+    }
+
     /// Fails the test if two nodes ever held the group at the same instant.
     pub fn assert_never_two_holders(&self) {
         if let Some(w) = &self.watcher {
@@ -441,6 +485,15 @@ struct WatchState {
     current: Vec<&'static str>,
     overlaps: Vec<String>,
     witness_held: bool,
+    /// Every poll: when, who held, who did not answer (bounded: the last 60 s at 10 ms).
+    samples: std::collections::VecDeque<Sample>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub at: Instant,
+    pub holders: Vec<&'static str>,
+    pub silent: Vec<&'static str>,
 }
 
 impl Watcher {
@@ -464,18 +517,22 @@ impl Watcher {
                         let held =
                             socket::call(path, &Request::Holdings, Duration::from_millis(50)).await;
                         match held {
-                            Ok(Response::Holdings { groups })
-                                if groups.iter().any(|g| g == GROUP) =>
-                            {
-                                Some(*name)
+                            Ok(Response::Holdings { groups }) => {
+                                (*name, Some(groups.iter().any(|g| g == GROUP)))
                             }
-                            _ => None,
+                            _ => (*name, None),
                         }
                     });
-                    let holders: Vec<&'static str> = runtime
-                        .block_on(futures_util::future::join_all(polls))
-                        .into_iter()
-                        .flatten()
+                    let answers = runtime.block_on(futures_util::future::join_all(polls));
+                    let holders: Vec<&'static str> = answers
+                        .iter()
+                        .filter(|(_, held)| *held == Some(true))
+                        .map(|(n, _)| *n)
+                        .collect();
+                    let silent: Vec<&'static str> = answers
+                        .iter()
+                        .filter(|(_, held)| held.is_none())
+                        .map(|(n, _)| *n)
                         .collect();
                     if let Ok(mut st) = state.lock() {
                         if holders.len() > 1 {
@@ -484,6 +541,14 @@ impl Watcher {
                         }
                         if holders.contains(&"witness") {
                             st.witness_held = true;
+                        }
+                        st.samples.push_back(Sample {
+                            at: Instant::now(),
+                            holders: holders.clone(),
+                            silent,
+                        });
+                        while st.samples.len() > 6000 {
+                            st.samples.pop_front();
                         }
                         st.current = holders;
                     }
@@ -509,6 +574,19 @@ impl Watcher {
         self.state
             .lock()
             .map(|s| s.overlaps.clone())
+            .unwrap_or_default()
+    }
+
+    fn samples_since(&self, since: Instant) -> Vec<Sample> {
+        self.state
+            .lock()
+            .map(|s| {
+                s.samples
+                    .iter()
+                    .filter(|x| x.at >= since)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
