@@ -249,6 +249,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
                 group: group.name.clone(),
                 interface: group.interface.clone(),
                 addresses: group.addresses.clone(),
+                address_lifetime: group.address_lifetime,
+                announce: group.announce,
             },
             rules: GroupRules {
                 failback: group.failback,
