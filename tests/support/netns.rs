@@ -94,6 +94,20 @@ impl Host {
             .find(|a| a.get("local").and_then(|l| l.as_str()) == Some(address))
     }
 
+    /// Whether `address` (without prefix) is on `interface`.
+    pub fn address_on(&self, interface: &str, address: &str) -> bool {
+        let out = self.ip(&["-j", "addr", "show", "dev", interface]);
+        let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        parsed
+            .get(0)
+            .and_then(|l| l.get("addr_info"))
+            .and_then(|a| a.as_array())
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.get("local").and_then(|l| l.as_str()) == Some(address))
+            })
+    }
+
     /// The link-layer address the neighbour table has for `address`, if any.
     pub fn neighbour(&self, address: &str) -> Option<String> {
         let out = self.ip(&["-j", "neigh", "show", "to", address, "dev", LAN]);
@@ -226,6 +240,41 @@ impl Lab {
             ipv6,
             port,
         }
+    }
+
+    /// Gives `host` a second cable to the bridge, `name` inside the host (no address), and
+    /// returns the bridge port's name: a VIP interface apart from the peers' network.
+    pub fn cable(&mut self, host: &Host, name: &str) -> String {
+        self.hosts += 1;
+        let port = format!("p{}", self.hosts);
+        sh(&[
+            "ip",
+            "-n",
+            &self.bridge,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            name,
+            "netns",
+            &host.netns,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &self.bridge,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ]);
+        sh(&["ip", "-n", &host.netns, "link", "set", name, "up"]);
+        port
     }
 
     /// Runs `ip ARGS...` in the bridge namespace (to cut a host's cable).
