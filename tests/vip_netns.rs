@@ -553,3 +553,64 @@ fn the_daemon_hands_the_vip_over_on_link_down_and_the_kernel_expires_a_killed_ho
         );
     }
 }
+
+// ---- Benchmark (scripts/bench-dataplane.sh) ------------------------------------------------
+
+fn summary(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "BENCH {name}: min {:.1} ms, median {:.1} ms, max {:.1} ms over {} runs",
+        ms(samples[0]),
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() - 1]),
+        samples.len()
+    );
+}
+
+/// Ten runs each of: hold() to the first announcement on the client's wire, and SIGKILL
+/// of the holder to the kernel removing its VIPs (address_lifetime 3 s, killed at a
+/// different point of the refresh cycle each run).
+#[test]
+#[ignore = "benchmark: scripts/bench-dataplane.sh"]
+fn bench_dataplane() {
+    require_root("the data-plane benchmark");
+    let mut lab = Lab::new();
+    let gw = lab.host("gwa", 11);
+    let client = lab.host("cl", 100);
+    let mut to_wire = Vec::new();
+    for _ in 0..10 {
+        let mut cap = capture(&mut lab, &client, 700);
+        let mut holder = hold(&mut lab, &gw, &["--repeat-after-ms", "0"]);
+        let started = holder.expect("hold", Duration::from_secs(10));
+        let frames = cap.collect(Duration::from_secs(3));
+        let first = frames
+            .iter()
+            .filter(|f| matches!(field(f, "event"), "arp" | "na"))
+            .map(unix_ns)
+            .min()
+            .unwrap_or_else(|| panic!("no announcement captured: {frames:?}"));
+        to_wire.push(Duration::from_nanos(
+            first.saturating_sub(unix_ns(&started)) as u64,
+        ));
+        holder.close_stdin();
+        holder.expect("released", Duration::from_secs(5));
+    }
+    summary("hold() to first announcement on the wire", to_wire);
+
+    let mut expiry = Vec::new();
+    for run in 0..10u64 {
+        let mut holder = hold(&mut lab, &gw, &["--lifetime-s", "3"]);
+        holder.expect("holding", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1000 + run * 113));
+        lab.kill(&holder);
+        let gone = within(Duration::from_secs(6), || {
+            gw.address(VIP4).is_none() && gw.address(VIP6).is_none()
+        });
+        expiry.push(gone.unwrap_or_else(|| panic!("VIPs outlived the holder")));
+    }
+    summary(
+        "SIGKILL to the kernel removing the VIPs (lifetime 3 s)",
+        expiry,
+    );
+}
