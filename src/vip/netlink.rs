@@ -212,7 +212,13 @@ impl NetlinkDataPlane {
             return Ok(());
         }
         let (ifindex, mac) = self.interface(vips).await?;
-        self.install(vips, ifindex).await?;
+        if let Err(e) = self.install(vips, ifindex).await {
+            // Not held, so no `release` will come: take back what was added.
+            if let Err(undo) = self.remove_all(vips, ifindex).await {
+                tracing::warn!(group = %vips.group, "cannot undo a partial hold: {undo}");
+            }
+            return Err(e);
+        }
         let target = Target {
             group: vips.group.clone(),
             interface: vips.interface.clone(),
