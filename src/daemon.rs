@@ -30,8 +30,10 @@ use crate::hold::hold_lease;
 use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig, RequestHandler};
 use crate::policy::{GroupRules, Role};
+use crate::vip::link::{LinkStates, LinkWatch};
+use crate::vip::netlink::NetlinkDataPlane;
 use crate::vip::observe::ObserveOnly;
-use crate::vip::{DataPlane, VipSet};
+use crate::vip::{DataPlane, DataPlaneError, VipSet, caps};
 
 /// Errors that stop the daemon before it runs; each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,13 @@ pub enum StartError {
     Socket(#[from] socket::SocketError),
     #[error("{0}")]
     Metrics(String),
+    /// Missing CAP_NET_ADMIN / CAP_NET_RAW, with what to do.
+    #[error("{0}")]
+    Privileges(String),
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+    #[error(transparent)]
+    LinkWatch(#[from] crate::vip::link::LinkWatchError),
     /// Not a start error: the daemon ran and a group's Raft stopped under it.
     #[error("{0}")]
     Fatal(String),
@@ -74,6 +83,7 @@ struct GroupHandle {
     state: watch::Receiver<GroupState>,
     view: Arc<Mutex<LocalView>>,
     addresses: Vec<String>,
+    vips: VipSet,
 }
 
 /// The running daemon's shared parts.
@@ -150,13 +160,28 @@ fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, StartEr
 pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let config = options.config;
     let key = ClusterKey::load(&config.cluster.key_file)?;
+    // The store's lock also proves no other havip runs here, so reconciling below cannot
+    // remove a live daemon's VIPs.
     let store = Store::open(&config.node.data_dir).map_err(|e| StartError::Store(e.to_string()))?;
-    if !options.observe_only {
-        tracing::warn!(
-            "the netlink data plane is not built yet: running observe-only (VIPs are logged, not added)"
-        );
-    }
-    let data_plane: Arc<dyn DataPlane> = Arc::new(ObserveOnly::default());
+    let vip_sets: Vec<VipSet> = config.vip_groups.iter().map(vip_set).collect();
+    let (data_plane, links): (Arc<dyn DataPlane>, Option<watch::Receiver<LinkStates>>) =
+        if options.observe_only {
+            (Arc::new(ObserveOnly::default()), None)
+        } else {
+            let missing = caps::missing();
+            if !missing.is_empty() {
+                return Err(StartError::Privileges(caps::explain(&missing)));
+            }
+            let netlink = NetlinkDataPlane::new()?;
+            netlink.reconcile(&vip_sets).await?;
+            let interfaces = vip_sets
+                .iter()
+                .filter(|v| !v.interface.is_empty())
+                .map(|v| v.interface.clone())
+                .collect();
+            let links = LinkWatch::start(interfaces).await?.subscribe();
+            (Arc::new(netlink), Some(links))
+        };
 
     let mut pristine = true;
     for group in &config.vip_groups {
@@ -225,12 +250,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
 
     let mut groups = BTreeMap::new();
     let mut loops = Vec::new();
-    let (_facts_tx, facts) = watch::channel(LocalFacts {
-        healthy: true,
-        link_up: true,
-        detail: String::new(),
-    });
-    for group in &config.vip_groups {
+    let mut facts_txs = Vec::new();
+    for (group, vips) in config.vip_groups.iter().zip(&vip_sets) {
         let (log_store, state_machine) = store
             .group(&group.name)
             .map_err(|e| StartError::Store(e.to_string()))?;
@@ -253,9 +274,17 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
                 state: state.clone(),
                 view: view.clone(),
                 addresses: group.addresses.iter().map(|a| a.to_string()).collect(),
+                vips: vips.clone(),
             },
         );
-        loops.push((group, raft, state, view));
+        // Each group's own facts: its link is its interface's.
+        let (facts_tx, facts) = watch::channel(LocalFacts {
+            healthy: true,
+            link_up: true,
+            detail: String::new(),
+        });
+        facts_txs.push((vips.interface.clone(), facts_tx));
+        loops.push((group, vips.clone(), raft, state, view, facts));
     }
 
     let daemon = Arc::new(Daemon {
@@ -270,16 +299,12 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let notifier = Notifier::start(config.notify.command.clone(), config.notify.timeout);
     let mut tasks = Vec::new();
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for (group, raft, state, view) in loops {
+    for (group, vips, raft, state, view, facts) in loops {
         let setup = GroupSetup {
             self_name: config.node.name.clone(),
             role: config.node.role,
             priority: group.priority,
-            vips: VipSet {
-                group: group.name.clone(),
-                interface: group.interface.clone(),
-                addresses: group.addresses.clone(),
-            },
+            vips,
             rules: GroupRules {
                 failback: group.failback,
                 failback_delay: group.failback_delay,
@@ -308,7 +333,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             setup,
             raft.clone(),
             state,
-            facts.clone(),
+            facts,
             data_plane.clone(),
             proposer,
             view,
@@ -330,6 +355,15 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             ));
         }
     }
+    if let Some(links) = links {
+        tokio::spawn(link_facts(
+            daemon.clone(),
+            links,
+            facts_txs,
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(announce_on_reconnect(daemon.clone(), shutdown.clone()));
     if pristine {
         tokio::spawn(bootstrap(daemon.clone(), members, shutdown.clone()));
     }
@@ -387,6 +421,73 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             tracing::info!("stopped");
             Ok(())
         }
+    }
+}
+
+fn vip_set(group: &crate::config::VipGroup) -> VipSet {
+    VipSet {
+        group: group.name.clone(),
+        interface: group.interface.clone(),
+        addresses: group.addresses.clone(),
+        address_lifetime: group.address_lifetime,
+        announce: group.announce,
+    }
+}
+
+/// Feeds each group's `link_up` from the link watch (a down link makes this node
+/// ineligible at once; the policy and the hold rule then release), and announces the
+/// held groups again when their link comes back.
+async fn link_facts(
+    daemon: Arc<Daemon>,
+    mut links: watch::Receiver<LinkStates>,
+    facts: Vec<(String, watch::Sender<LocalFacts>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let states = links.borrow_and_update().clone();
+        for (interface, tx) in &facts {
+            let up = interface.is_empty() || states.get(interface).copied().unwrap_or(false);
+            let changed = tx.send_if_modified(|f| {
+                let changed = f.link_up != up;
+                f.link_up = up;
+                f.detail = if up {
+                    String::new()
+                } else {
+                    format!("link {interface} down")
+                };
+                changed
+            });
+            if changed && up {
+                tracing::info!(interface = %interface, "link up again");
+                daemon
+                    .announce_held(|vips| vips.interface == *interface)
+                    .await;
+            } else if changed {
+                tracing::warn!(interface = %interface, "link down: this node is not eligible");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = links.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// A peer that was unreachable may have been the holder for a client meanwhile: when one
+/// (re)connects, announce every held group again so the clients' caches point here.
+async fn announce_on_reconnect(daemon: Arc<Daemon>, mut shutdown: watch::Receiver<bool>) {
+    let mut connected = daemon.mesh.connected();
+    let mut before = connected.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = connected.changed() => if changed.is_err() { return },
+        }
+        let now = connected.borrow_and_update().clone();
+        if now.difference(&before).next().is_some() {
+            daemon.announce_held(|_| true).await;
+        }
+        before = now;
     }
 }
 
@@ -665,6 +766,19 @@ impl Daemon {
                 ("unknown_version", counters.unknown_version),
                 ("unknown_peer", counters.unknown_peer),
             ],
+        }
+    }
+
+    /// Sends a fresh announcement burst for every held group `which` selects.
+    async fn announce_held(&self, which: impl Fn(&VipSet) -> bool) {
+        for handle in self.groups.values() {
+            let holds = handle.view.lock().is_ok_and(|v| v.holds_now());
+            if holds
+                && which(&handle.vips)
+                && let Err(e) = self.data_plane.announce(&handle.vips).await
+            {
+                tracing::warn!(group = %handle.vips.group, "cannot announce the VIPs: {e}");
+            }
         }
     }
 

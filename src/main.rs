@@ -59,6 +59,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Change nothing on the host: log the VIP changes that would be made and report them in status.
+        /// Without it the daemon needs CAP_NET_ADMIN and CAP_NET_RAW (exit 2 when missing).
         #[arg(long)]
         observe_only: bool,
     },

@@ -1,13 +1,23 @@
 //! The data plane: putting a group's VIPs on an interface and taking them off. The hold
-//! rule decides *when*; this module only does it. Implementations: `observe` (logs what it
-//! would do; `--observe-only`, and the only one until netlink lands).
+//! rule decides *when*; this module only does it. Implementations: `netlink` (addresses
+//! under a kernel lifetime, announced with GARP/NA) and `observe` (logs what it would do;
+//! `--observe-only`). Beside them: `link` (carrier watch) and `caps` (privileges).
 
+pub mod announce;
+pub mod caps;
+pub mod link;
+pub mod netlink;
 pub mod observe;
+pub mod packet;
+pub mod raw;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use ipnet::IpNet;
+
+use crate::config::Announce;
 
 /// A group's VIPs, as the data plane needs them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +25,9 @@ pub struct VipSet {
     pub group: String,
     pub interface: String,
     pub addresses: Vec<IpNet>,
+    /// The kernel lifetime each address is installed with (refreshed while held).
+    pub address_lifetime: Duration,
+    pub announce: Announce,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +40,20 @@ pub enum DataPlaneError {
         interface: String,
         why: String,
     },
+    #[error(
+        "group {group}: interface {interface} does not exist (vip_group[{group}].interface); create it or fix the config"
+    )]
+    NoInterface { group: String, interface: String },
+    #[error(
+        "group {group}: {address} is configured statically on {interface} (permanent, no lifetime); havip would delete an operator's address; remove it from the interface or from vip_group[{group}].addresses"
+    )]
+    StaticAddress {
+        group: String,
+        address: IpNet,
+        interface: String,
+    },
+    #[error("netlink: {0}")]
+    Netlink(String),
 }
 
 pub type DataPlaneResult<'a> =

@@ -1,0 +1,171 @@
+//! When a group's VIPs are announced: a burst when the node starts to hold, a repeat burst
+//! after `repeat_after`, an optional periodic refresh, and a fresh burst on request (a peer
+//! reconnected, the link came back). One spawned task per held group, cancelled on
+//! release. It must never block `hold`/`release` (they only start, poke or cancel it) and
+//! never announce after `stop`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::packet;
+use super::raw::{ETH_P_ARP, Icmpv6Socket, PacketSocket};
+use crate::config::Announce;
+
+/// Where and what to announce.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub group: String,
+    pub interface: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A running announcer; `stop` (or dropping it) ends its task.
+pub struct Announcer {
+    cancel: CancellationToken,
+    again: Arc<Notify>,
+}
+
+impl Announcer {
+    /// Starts announcing `target` now, on the `schedule`.
+    pub fn start(target: Target, schedule: Announce) -> Self {
+        let cancel = CancellationToken::new();
+        let again = Arc::new(Notify::new());
+        tokio::spawn(run(target, schedule, cancel.clone(), again.clone()));
+        Self { cancel, again }
+    }
+
+    /// Asks for a fresh burst (coalesced with one already asked for).
+    pub fn burst(&self) {
+        self.again.notify_one();
+    }
+
+    /// Stops the task; no frame is sent after this returns except one already in the
+    /// kernel's hands.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The sockets of one target, opened once per hold.
+struct Senders {
+    arp: Option<PacketSocket>,
+    na: Option<Icmpv6Socket>,
+}
+
+impl Senders {
+    fn open(target: &Target) -> Self {
+        let wants_v4 = target.addresses.iter().any(IpAddr::is_ipv4);
+        let wants_v6 = target.addresses.iter().any(IpAddr::is_ipv6);
+        let arp = wants_v4
+            .then(|| PacketSocket::open(target.ifindex, ETH_P_ARP))
+            .and_then(|r| {
+                r.map_err(|e| {
+                    tracing::error!(group = %target.group, interface = %target.interface,
+                    "cannot open the ARP socket (gratuitous ARP disabled): {e}")
+                })
+                .ok()
+            });
+        let na = wants_v6
+            .then(|| Icmpv6Socket::open(&target.interface, target.ifindex))
+            .and_then(|r| {
+                r.map_err(|e| {
+                    tracing::error!(group = %target.group, interface = %target.interface,
+                    "cannot open the ICMPv6 socket (neighbour advertisements disabled): {e}")
+                })
+                .ok()
+            });
+        Self { arp, na }
+    }
+
+    /// One announcement of every address; returns the first error, after trying all.
+    fn send_all(&self, target: &Target) -> Result<(), String> {
+        let mut first_error = None;
+        for address in &target.addresses {
+            let result = match (address, &self.arp, &self.na) {
+                (IpAddr::V4(v4), Some(socket), _) => {
+                    socket.send(&packet::gratuitous_arp(target.mac, *v4))
+                }
+                (IpAddr::V6(v6), _, Some(socket)) => socket.send_to(
+                    &packet::neighbour_advertisement(target.mac, *v6),
+                    packet::ALL_NODES,
+                ),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(format!("{address}: {e}"));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn run(target: Target, schedule: Announce, cancel: CancellationToken, again: Arc<Notify>) {
+    let senders = Senders::open(&target);
+    let started = Instant::now();
+    let mut repeat_at = schedule.repeat_after.map(|d| started + d);
+    let mut refresh_at = schedule.refresh.map(|d| started + d);
+    let far = Duration::from_secs(86_400 * 365);
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = burst(&senders, &target, &schedule, "hold") => {}
+    }
+    loop {
+        let next = [repeat_at, refresh_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + far);
+        let why = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = again.notified() => "asked",
+            _ = sleep_until(next) => {
+                let now = Instant::now();
+                if repeat_at.is_some_and(|t| t <= now) {
+                    repeat_at = None;
+                    "repeat"
+                } else {
+                    refresh_at = schedule.refresh.map(|d| now + d);
+                    "refresh"
+                }
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = burst(&senders, &target, &schedule, why) => {}
+        }
+    }
+}
+
+/// `burst_count` announcements `burst_spacing` apart (bounded by the count).
+async fn burst(senders: &Senders, target: &Target, schedule: &Announce, why: &str) {
+    let mut failures = 0u32;
+    let mut last_error = String::new();
+    for i in 0..schedule.burst_count {
+        if i > 0 {
+            sleep(schedule.burst_spacing).await;
+        }
+        if let Err(e) = senders.send_all(target) {
+            failures += 1;
+            last_error = e;
+        }
+    }
+    if failures > 0 {
+        tracing::warn!(group = %target.group, interface = %target.interface, why,
+            "{failures} of {} announcements failed: {last_error}", schedule.burst_count);
+    } else {
+        tracing::debug!(group = %target.group, interface = %target.interface, why,
+            count = schedule.burst_count, "announced the VIPs");
+    }
+}

@@ -1,0 +1,317 @@
+//! The real data plane: adds and removes a group's VIPs with rtnetlink, each under a
+//! kernel lifetime (`valid_lft`/`preferred_lft`) that `hold` keeps refreshing, so the kernel
+//! itself removes the VIP of a daemon that was SIGKILLed or froze. On the first `hold` it
+//! starts the group's announcer (`announce.rs`); `release` stops it and removes the
+//! addresses before returning. It must never touch an address that is not a configured
+//! VIP, and never delete a permanent (operator's) address: `reconcile` refuses to start.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, CacheInfo,
+};
+use netlink_packet_route::link::LinkAttribute;
+use rtnetlink::{AddressMessageBuilder, Handle};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::announce::{Announcer, Target};
+use super::{DataPlane, DataPlaneError, DataPlaneResult, VipSet};
+
+/// Errno values the kernel answers for "already there" / "not there".
+const EEXIST: i32 = libc::EEXIST;
+const EADDRNOTAVAIL: i32 = libc::EADDRNOTAVAIL;
+const ENODEV: i32 = libc::ENODEV;
+
+/// What is held for one group.
+struct Held {
+    ifindex: u32,
+    refreshed: Instant,
+    announcer: Announcer,
+}
+
+pub struct NetlinkDataPlane {
+    handle: Handle,
+    held: Mutex<BTreeMap<String, Held>>,
+}
+
+impl NetlinkDataPlane {
+    /// Opens the rtnetlink connection (its task runs on the current tokio runtime).
+    pub fn new() -> Result<Self, DataPlaneError> {
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| DataPlaneError::Netlink(format!("cannot open a netlink socket: {e}")))?;
+        tokio::spawn(connection);
+        Ok(Self {
+            handle,
+            held: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Startup check, before joining the cluster: every VIP interface exists; a VIP that
+    /// is on its interface permanently is an operator's address (refused: havip would
+    /// delete it); one with a finite lifetime was left by a previous run of ours that
+    /// crashed, and is removed now, before anyone may elect us.
+    pub async fn reconcile(&self, groups: &[VipSet]) -> Result<(), DataPlaneError> {
+        for vips in groups.iter().filter(|v| !v.interface.is_empty()) {
+            let (ifindex, _) = self.interface(vips).await?;
+            for (message, address) in self.addresses_on(ifindex).await? {
+                let Some(vip) = vips.addresses.iter().find(|v| v.addr() == address) else {
+                    continue;
+                };
+                if is_permanent(&message) {
+                    return Err(DataPlaneError::StaticAddress {
+                        group: vips.group.clone(),
+                        address: *vip,
+                        interface: vips.interface.clone(),
+                    });
+                }
+                tracing::warn!(group = %vips.group, interface = %vips.interface, address = %vip,
+                    "removing a VIP left on the interface by a previous run");
+                self.delete(vips, *vip, message).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The interface's index and MAC address.
+    async fn interface(&self, vips: &VipSet) -> Result<(u32, [u8; 6]), DataPlaneError> {
+        let no_interface = || DataPlaneError::NoInterface {
+            group: vips.group.clone(),
+            interface: vips.interface.clone(),
+        };
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_name(vips.interface.clone())
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| match errno(&e) {
+                Some(ENODEV) => no_interface(),
+                _ => DataPlaneError::Netlink(format!(
+                    "group {}: cannot read interface {}: {e}",
+                    vips.group, vips.interface
+                )),
+            })?
+            .ok_or_else(no_interface)?;
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+                _ => None,
+            })
+            .unwrap_or([0; 6]);
+        Ok((link.header.index, mac))
+    }
+
+    async fn addresses_on(
+        &self,
+        ifindex: u32,
+    ) -> Result<Vec<(AddressMessage, IpAddr)>, DataPlaneError> {
+        let messages: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| DataPlaneError::Netlink(format!("cannot list addresses: {e}")))?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| {
+                let address = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })?;
+                Some((m, address))
+            })
+            .collect())
+    }
+
+    /// Adds (or replaces, which resets the lifetime of) every VIP of the group.
+    async fn install(&self, vips: &VipSet, ifindex: u32) -> Result<(), DataPlaneError> {
+        let lifetime = u32::try_from(vips.address_lifetime.as_secs().max(1)).unwrap_or(u32::MAX);
+        for vip in &vips.addresses {
+            let mut request = self
+                .handle
+                .address()
+                .add(ifindex, vip.addr(), vip.prefix_len())
+                .replace();
+            let message = request.message_mut();
+            let mut cache_info = CacheInfo::default();
+            cache_info.ifa_preferred = lifetime;
+            cache_info.ifa_valid = lifetime;
+            message
+                .attributes
+                .push(AddressAttribute::CacheInfo(cache_info));
+            if vip.addr().is_ipv6() {
+                // A VIP moves between gateways: DAD would keep it tentative for a second
+                // while the old holder may still answer for it.
+                message.header.flags |= AddressHeaderFlags::Nodad;
+                message
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            match request.execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) => return Err(address_error(vips, "add", *vip, e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        vips: &VipSet,
+        vip: IpNet,
+        message: AddressMessage,
+    ) -> Result<(), DataPlaneError> {
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(EADDRNOTAVAIL) => Ok(()),
+            Err(e) => Err(address_error(vips, "remove", vip, e)),
+        }
+    }
+
+    async fn remove_all(&self, vips: &VipSet, ifindex: u32) -> Result<(), DataPlaneError> {
+        for vip in &vips.addresses {
+            let message = match vip.addr() {
+                IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .index(ifindex)
+                    .address(a, vip.prefix_len())
+                    .build(),
+                IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .index(ifindex)
+                    .address(a, vip.prefix_len())
+                    .build(),
+            };
+            self.delete(vips, *vip, message).await?;
+        }
+        Ok(())
+    }
+
+    async fn hold_vips(&self, vips: &VipSet) -> Result<(), DataPlaneError> {
+        let mut held = self.held.lock().await;
+        let now = Instant::now();
+        let due = refresh_interval(vips.address_lifetime);
+        if let Some(h) = held.get_mut(&vips.group) {
+            if now.duration_since(h.refreshed) < due {
+                return Ok(());
+            }
+            let ifindex = h.ifindex;
+            self.install(vips, ifindex).await?;
+            h.refreshed = now;
+            return Ok(());
+        }
+        let (ifindex, mac) = self.interface(vips).await?;
+        if let Err(e) = self.install(vips, ifindex).await {
+            // Not held, so no `release` will come: take back what was added.
+            if let Err(undo) = self.remove_all(vips, ifindex).await {
+                tracing::warn!(group = %vips.group, "cannot undo a partial hold: {undo}");
+            }
+            return Err(e);
+        }
+        let target = Target {
+            group: vips.group.clone(),
+            interface: vips.interface.clone(),
+            ifindex,
+            mac,
+            addresses: vips.addresses.iter().map(|a| a.addr()).collect(),
+        };
+        let announcer = Announcer::start(target, vips.announce);
+        held.insert(
+            vips.group.clone(),
+            Held {
+                ifindex,
+                refreshed: now,
+                announcer,
+            },
+        );
+        Ok(())
+    }
+
+    async fn release_vips(&self, vips: &VipSet) -> Result<(), DataPlaneError> {
+        let mut held = self.held.lock().await;
+        let ifindex = match held.remove(&vips.group) {
+            Some(h) => {
+                h.announcer.stop();
+                h.ifindex
+            }
+            None => match self.interface(vips).await {
+                Ok((ifindex, _)) => ifindex,
+                // No interface, no address on it.
+                Err(DataPlaneError::NoInterface { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            },
+        };
+        self.remove_all(vips, ifindex).await
+    }
+}
+
+impl DataPlane for NetlinkDataPlane {
+    fn kind(&self) -> &'static str {
+        "netlink"
+    }
+
+    fn hold<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
+        Box::pin(self.hold_vips(vips))
+    }
+
+    fn release<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
+        Box::pin(self.release_vips(vips))
+    }
+
+    fn announce<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
+        Box::pin(async move {
+            if let Some(h) = self.held.lock().await.get(&vips.group) {
+                h.announcer.burst();
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Whether an address was configured without a lifetime (an operator's, not ours).
+fn is_permanent(message: &AddressMessage) -> bool {
+    message.attributes.iter().any(|a| match a {
+        AddressAttribute::Flags(flags) => flags.contains(AddressFlags::Permanent),
+        AddressAttribute::CacheInfo(info) => info.ifa_valid == u32::MAX,
+        _ => false,
+    }) || message.header.flags.contains(AddressHeaderFlags::Permanent)
+}
+
+/// The positive errno of a netlink error answer, if it is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+fn address_error(
+    vips: &VipSet,
+    action: &'static str,
+    address: IpNet,
+    e: rtnetlink::Error,
+) -> DataPlaneError {
+    DataPlaneError::Address {
+        group: vips.group.clone(),
+        action,
+        address,
+        interface: vips.interface.clone(),
+        why: e.to_string(),
+    }
+}
+
+/// How long `hold` waits between refreshes: a third of the lifetime.
+pub fn refresh_interval(lifetime: Duration) -> Duration {
+    lifetime / 3
+}
