@@ -153,7 +153,10 @@ async fn run(command: Command) -> Result<(), String> {
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .map_err(|e| e.to_string())?;
             emit(json!({"event": "hold"}));
-            plane.hold(&vips).await.map_err(|e| e.to_string())?;
+            plane
+                .hold(&vips, far_future())
+                .await
+                .map_err(|e| e.to_string())?;
             emit(json!({"event": "holding"}));
             let deadline = Instant::now() + Duration::from_secs(max_s);
             let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -161,7 +164,7 @@ async fn run(command: Command) -> Result<(), String> {
                 tokio::select! {
                     _ = &mut closed => break,
                     _ = term.recv() => break,
-                    _ = tick.tick() => plane.hold(&vips).await.map_err(|e| e.to_string())?,
+                    _ = tick.tick() => plane.hold(&vips, far_future()).await.map_err(|e| e.to_string())?,
                 }
             }
             plane.release(&vips).await.map_err(|e| e.to_string())?;
@@ -236,4 +239,9 @@ fn capture(ifindex: u32, duration: Duration) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// This tool holds without Raft, so no lease bounds it.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(24 * 3600)
 }

@@ -293,7 +293,7 @@ impl GroupLoop {
             handing_over: self.handing_over.is_some() || hand_over.is_some(),
         };
         match hold::may_hold(&inputs, self.setup.hold_lease) {
-            Ok(()) => self.hold(metrics.current_term).await,
+            Ok(()) => self.hold(metrics.current_term, lease_until).await,
             Err(why) => self.release(&why.to_string()).await,
         }
 
@@ -383,8 +383,13 @@ impl GroupLoop {
         views
     }
 
-    async fn hold(&mut self, term: u64) {
-        if let Err(e) = self.data_plane.hold(&self.setup.vips).await {
+    async fn hold(&mut self, term: u64, lease_until: Option<Instant>) {
+        // The rule held, so a lease end exists; without one there is nothing to hold on.
+        let Some(until) = lease_until else {
+            self.release("no quorum acknowledgement").await;
+            return;
+        };
+        if let Err(e) = self.data_plane.hold(&self.setup.vips, until).await {
             tracing::error!(group = %self.setup.vips.group, "cannot hold the VIPs: {e}");
             self.release("the data plane failed").await;
             return;

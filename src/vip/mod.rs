@@ -54,6 +54,10 @@ pub enum DataPlaneError {
     },
     #[error("netlink: {0}")]
     Netlink(String),
+    /// The hold lease ran out between the decision to hold and the netlink call (the
+    /// process was descheduled or frozen): the address is not added or refreshed.
+    #[error("group {group}: the hold lease ran out before the VIPs could be added or refreshed")]
+    LeaseExpired { group: String },
 }
 
 pub type DataPlaneResult<'a> =
@@ -66,7 +70,9 @@ pub type DataPlaneResult<'a> =
 pub trait DataPlane: Send + Sync {
     /// Short name for status and logs ("observe-only", "netlink").
     fn kind(&self) -> &'static str;
-    fn hold<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a>;
+    /// Adds (or refreshes) the VIPs; refuses to touch an address at or after `until`,
+    /// the end of the hold lease that allowed this call.
+    fn hold<'a>(&'a self, vips: &'a VipSet, until: tokio::time::Instant) -> DataPlaneResult<'a>;
     fn release<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a>;
     /// Announce the VIPs again (a peer reconnected, the link came back).
     fn announce<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a>;

@@ -136,7 +136,12 @@ impl NetlinkDataPlane {
     }
 
     /// Adds (or replaces, which resets the lifetime of) every VIP of the group.
-    async fn install(&self, vips: &VipSet, ifindex: u32) -> Result<(), DataPlaneError> {
+    async fn install(
+        &self,
+        vips: &VipSet,
+        ifindex: u32,
+        until: Instant,
+    ) -> Result<(), DataPlaneError> {
         let lifetime = u32::try_from(vips.address_lifetime.as_secs().max(1)).unwrap_or(u32::MAX);
         for vip in &vips.addresses {
             let mut request = self
@@ -158,6 +163,13 @@ impl NetlinkDataPlane {
                 message
                     .attributes
                     .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            // Checked right before each change: the hold rule's decision may be stale if
+            // this task was descheduled since (the lease is the only proof it may hold).
+            if Instant::now() >= until {
+                return Err(DataPlaneError::LeaseExpired {
+                    group: vips.group.clone(),
+                });
             }
             match request.execute().await {
                 Ok(()) => {}
@@ -198,7 +210,7 @@ impl NetlinkDataPlane {
         Ok(())
     }
 
-    async fn hold_vips(&self, vips: &VipSet) -> Result<(), DataPlaneError> {
+    async fn hold_vips(&self, vips: &VipSet, until: Instant) -> Result<(), DataPlaneError> {
         let mut held = self.held.lock().await;
         let now = Instant::now();
         let due = refresh_interval(vips.address_lifetime);
@@ -207,12 +219,12 @@ impl NetlinkDataPlane {
                 return Ok(());
             }
             let ifindex = h.ifindex;
-            self.install(vips, ifindex).await?;
+            self.install(vips, ifindex, until).await?;
             h.refreshed = now;
             return Ok(());
         }
         let (ifindex, mac) = self.interface(vips).await?;
-        if let Err(e) = self.install(vips, ifindex).await {
+        if let Err(e) = self.install(vips, ifindex, until).await {
             // Not held, so no `release` will come: take back what was added.
             if let Err(undo) = self.remove_all(vips, ifindex).await {
                 tracing::warn!(group = %vips.group, "cannot undo a partial hold: {undo}");
@@ -261,8 +273,8 @@ impl DataPlane for NetlinkDataPlane {
         "netlink"
     }
 
-    fn hold<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
-        Box::pin(self.hold_vips(vips))
+    fn hold<'a>(&'a self, vips: &'a VipSet, until: Instant) -> DataPlaneResult<'a> {
+        Box::pin(self.hold_vips(vips, until))
     }
 
     fn release<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {

@@ -27,7 +27,7 @@ impl DataPlane for ObserveOnly {
         "observe-only"
     }
 
-    fn hold<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
+    fn hold<'a>(&'a self, vips: &'a VipSet, _until: tokio::time::Instant) -> DataPlaneResult<'a> {
         Box::pin(async move {
             if self.set(&vips.group, true) {
                 tracing::info!(group = %vips.group, interface = %vips.interface, addresses = ?vips.addresses,
