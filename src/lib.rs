@@ -6,6 +6,7 @@ pub mod consensus;
 pub mod control;
 pub mod daemon;
 pub mod group;
+pub mod health;
 pub mod hold;
 pub mod key;
 pub mod peer;

@@ -1,0 +1,203 @@
+//! The http and https checker: one request, its status and optionally a substring of its
+//! body. One `reqwest::Client` per check, kept for the check's life, so probes reuse a
+//! keep-alive connection (a new TCP and TLS handshake every second for 1,000 checks
+//! would cost the gateway CPU for nothing). Never follows redirects: a 302 to a login
+//! page is not a healthy CRM node unless the operator said 302 is expected.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HOST, HeaderValue};
+use reqwest::{Client, Method, Url, redirect};
+
+use super::{HealthError, ProbeResult, root_cause, timeout_detail};
+use crate::config::{CheckKind, HealthCheck, HttpMethod, StatusSet};
+
+/// Bodies are read up to this size for `expect_body`; a health page is small, and a
+/// misconfigured check pointed at a large file must not make the gateway buffer it.
+const BODY_LIMIT: usize = 64 * 1024;
+
+pub struct HttpChecker {
+    client: Client,
+    url: Url,
+    method: HttpMethod,
+    host: Option<HeaderValue>,
+    expect_status: StatusSet,
+    expect_body: Option<String>,
+    timeout: Duration,
+}
+
+impl HttpChecker {
+    /// Builds the client (reads `ca_file` now, so a bad file is reported at start, not
+    /// at every probe). Logs a warning once when verification is off.
+    pub fn new(check: &HealthCheck) -> Result<Self, HealthError> {
+        let CheckKind::Http {
+            url,
+            https,
+            method,
+            host,
+            expect_status,
+            expect_body,
+            ca_file,
+            insecure_skip_verify,
+        } = &check.kind
+        else {
+            return Err(HealthError::Invalid {
+                check: check.name.clone(),
+                reason: "not an http or https check".into(),
+            });
+        };
+        let name = &check.name;
+        let parsed = Url::parse(url).map_err(|e| HealthError::BadUrl {
+            check: name.clone(),
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let host = match host {
+            None => None,
+            Some(h) => Some(HeaderValue::from_str(h).map_err(|_| HealthError::BadHost {
+                check: name.clone(),
+                host: h.clone(),
+            })?),
+        };
+
+        let mut builder = Client::builder()
+            .redirect(redirect::Policy::none())
+            // A proxy from the environment would check the proxy, not the CRM node.
+            .no_proxy()
+            // No client-wide `.timeout()`: `probe` bounds the whole request with one
+            // tokio timer already, and a second timer per request costs CPU at 1,000 checks.
+            .connect_timeout(check.timeout)
+            // One connection per check is all a probe every interval needs.
+            .pool_max_idle_per_host(1)
+            .user_agent(concat!("havip-health/", env!("CARGO_PKG_VERSION")))
+            // Loading the system roots costs a few milliseconds per client: only https
+            // checks without their own CA need them.
+            .tls_built_in_root_certs(*https && ca_file.is_none());
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|source| HealthError::CaFileUnreadable {
+                check: name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                HealthError::CaFileInvalid {
+                    check: name.clone(),
+                    path: path.clone(),
+                    reason: root_cause(&e),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(HealthError::CaFileInvalid {
+                    check: name.clone(),
+                    path: path.clone(),
+                    reason: "no certificate in it".into(),
+                });
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if *insecure_skip_verify {
+            tracing::warn!(
+                "health: check {name} does NOT verify the TLS certificate of {url} \
+                 (insecure_skip_verify = true): anyone on the path can answer for the CRM node; \
+                 set ca_file instead"
+            );
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let client = builder.build().map_err(|e| HealthError::Client {
+            check: name.clone(),
+            reason: root_cause(&e),
+        })?;
+        Ok(HttpChecker {
+            client,
+            url: parsed,
+            method: *method,
+            host,
+            expect_status: expect_status.clone(),
+            expect_body: expect_body.clone(),
+            timeout: check.timeout,
+        })
+    }
+
+    pub async fn probe(&self) -> ProbeResult {
+        let start = Instant::now();
+        let verdict = tokio::time::timeout(self.timeout, self.request()).await;
+        let latency = start.elapsed();
+        match verdict {
+            Err(_) => ProbeResult::fail(latency, timeout_detail(self.timeout)),
+            Ok(Ok(detail)) => ProbeResult::pass(latency, detail),
+            Ok(Err(detail)) => ProbeResult::fail(latency, detail),
+        }
+    }
+
+    /// Ok(detail) when the check passes, Err(detail) when it fails.
+    async fn request(&self) -> Result<String, String> {
+        let method = match self.method {
+            HttpMethod::Get => Method::GET,
+            HttpMethod::Head => Method::HEAD,
+        };
+        let mut request = self.client.request(method, self.url.clone());
+        if let Some(host) = &self.host {
+            request = request.header(HOST, host.clone());
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| describe(&e, self.timeout))?;
+        let code = response.status().as_u16();
+        if !self.expect_status.contains(code) {
+            return Err(format!("HTTP {code} (expected {})", self.expect_status));
+        }
+        if self.method == HttpMethod::Head {
+            return Ok(format!("HTTP {code}"));
+        }
+        // Read the body even when nobody looks at it: a connection goes back to the
+        // pool only once its response is consumed.
+        let mut body = Vec::new();
+        let mut complete = true;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = BODY_LIMIT - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if body.len() >= BODY_LIMIT {
+                        complete = false;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("HTTP {code}, body: {}", root_cause(&e))),
+            }
+        }
+        let Some(needle) = &self.expect_body else {
+            return Ok(format!("HTTP {code}"));
+        };
+        if contains(&body, needle.as_bytes()) {
+            Ok(format!("HTTP {code}, body matches"))
+        } else if complete {
+            Err(format!("HTTP {code}, body lacks {needle:?}"))
+        } else {
+            Err(format!(
+                "HTTP {code}, body lacks {needle:?} in its first {} KiB",
+                BODY_LIMIT / 1024
+            ))
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// "connect: connection refused", "timeout after 1s", "tls: ...": the cause, not
+/// reqwest's wrapping.
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        timeout_detail(timeout)
+    } else if e.is_connect() {
+        format!("connect: {}", root_cause(e))
+    } else {
+        format!("request: {}", root_cause(e))
+    }
+}

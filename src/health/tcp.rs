@@ -1,0 +1,91 @@
+//! The tcp checker: connect, and optionally send a string and expect a reply that
+//! starts with a given prefix, all within the check's timeout. Never keeps a connection
+//! open between probes: the point is to see that a new one is accepted.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{HealthError, ProbeResult, plain, timeout_detail};
+use crate::config::{CheckKind, HealthCheck};
+
+pub struct TcpChecker {
+    /// "host:port"; a DNS name is resolved by tokio off the async threads.
+    address: String,
+    send: Option<String>,
+    expect: Option<String>,
+    timeout: Duration,
+}
+
+impl TcpChecker {
+    pub fn new(check: &HealthCheck) -> Result<Self, HealthError> {
+        let CheckKind::Tcp {
+            address,
+            send,
+            expect,
+        } = &check.kind
+        else {
+            return Err(HealthError::Invalid {
+                check: check.name.clone(),
+                reason: "not a tcp check".into(),
+            });
+        };
+        Ok(TcpChecker {
+            address: address.clone(),
+            send: send.clone(),
+            expect: expect.clone(),
+            timeout: check.timeout,
+        })
+    }
+
+    pub async fn probe(&self) -> ProbeResult {
+        let start = Instant::now();
+        let verdict = tokio::time::timeout(self.timeout, self.exchange()).await;
+        let latency = start.elapsed();
+        match verdict {
+            Err(_) => ProbeResult::fail(latency, timeout_detail(self.timeout)),
+            Ok(Ok(detail)) => ProbeResult::pass(latency, detail),
+            Ok(Err(detail)) => ProbeResult::fail(latency, detail),
+        }
+    }
+
+    async fn exchange(&self) -> Result<String, String> {
+        let mut stream = TcpStream::connect(&self.address)
+            .await
+            .map_err(|e| format!("connect: {}", plain(&e.to_string())))?;
+        let Some(send) = &self.send else {
+            return Ok("connected".into());
+        };
+        stream
+            .write_all(send.as_bytes())
+            .await
+            .map_err(|e| format!("send: {}", plain(&e.to_string())))?;
+        let Some(expect) = &self.expect else {
+            return Ok("connected, sent".into());
+        };
+        // Read only as much as the prefix needs: the server may keep talking.
+        let want = expect.len();
+        let mut reply = Vec::with_capacity(want);
+        let mut chunk = [0u8; 512];
+        while reply.len() < want {
+            let room = (want - reply.len()).min(chunk.len());
+            let n = stream
+                .read(&mut chunk[..room])
+                .await
+                .map_err(|e| format!("receive: {}", plain(&e.to_string())))?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        if reply.starts_with(expect.as_bytes()) {
+            Ok("reply matches".into())
+        } else {
+            Err(format!(
+                "reply {:?} does not start with {expect:?}",
+                String::from_utf8_lossy(&reply)
+            ))
+        }
+    }
+}
