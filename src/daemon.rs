@@ -18,14 +18,15 @@ use crate::consensus::rpc::RAFT_CHANNEL;
 use crate::consensus::state::{Command, GroupState};
 use crate::consensus::store::Store;
 use crate::consensus::types::{NodeId, PeerNode, Raft, node_id};
-use crate::control::metrics::{self as prometheus, GroupMetrics, MetricsSnapshot};
+use crate::control::metrics::{self as prometheus, CheckMetrics, GroupMetrics, MetricsSnapshot};
 use crate::control::notify::Notifier;
 use crate::control::protocol::{
-    CONTROL_CHANNEL, GroupHistory, GroupStatus, NodeStatus, PeerReply, PeerRequest, Request,
-    Response, StatusReport,
+    CONTROL_CHANNEL, GroupHistory, GroupStatus, NodeChecks, NodeStatus, PeerReply, PeerRequest,
+    Request, Response, StatusReport,
 };
 use crate::control::socket;
 use crate::group::{GroupLoop, GroupSetup, LocalFacts, LocalView, Proposer, TICK, unix_ms};
+use crate::health::{self, CheckInput, CheckReport, CheckState, HealthMonitor, HealthReport};
 use crate::hold::hold_lease;
 use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig, RequestHandler};
@@ -89,6 +90,8 @@ struct GroupHandle {
 /// The running daemon's shared parts.
 pub struct Daemon {
     config: Config,
+    /// This node's health report (gateways with checks).
+    health: Option<watch::Receiver<HealthReport>>,
     mesh: Arc<Mesh>,
     groups: BTreeMap<String, GroupHandle>,
     data_plane: Arc<dyn DataPlane>,
@@ -195,6 +198,14 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         pristine_at_start: pristine,
     });
     let (shutdown_tx, shutdown) = watch::channel(false);
+    // Health checks start before Raft, so their first results are in when it runs.
+    let has_checks = config.node.role == Role::Gateway && !config.health.checks.is_empty();
+    let (health_monitor, health) = if has_checks {
+        let (monitor, reports) = HealthMonitor::start(&config.health, shutdown.clone());
+        (Some(monitor), Some(reports))
+    } else {
+        (None, None)
+    };
     // The mesh outlives the group loops: they still need it to hand leadership over.
     let mesh_shutdown = tokio_util::sync::CancellationToken::new();
     let mesh_config = MeshConfig {
@@ -278,12 +289,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             },
         );
         // Each group's own facts: its link is its interface's.
-        let (facts_tx, facts) = watch::channel(LocalFacts {
-            healthy: true,
-            link_up: true,
-            detail: String::new(),
-        });
-        facts_txs.push((vips.interface.clone(), facts_tx));
+        let (facts_tx, facts) = watch::channel(LocalFacts::initial(has_checks));
+        facts_txs.push((vips.interface.clone(), Arc::new(facts_tx)));
         loops.push((group, vips.clone(), raft, state, view, facts));
     }
 
@@ -293,6 +300,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         groups,
         data_plane: data_plane.clone(),
         names,
+        health: health.clone(),
     });
     let _ = handler.daemon.set(daemon.clone());
 
@@ -355,6 +363,14 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             ));
         }
     }
+    if let Some(health) = health.clone() {
+        tokio::spawn(health_facts(
+            health,
+            config.health.checks.clone(),
+            facts_txs.clone(),
+            shutdown.clone(),
+        ));
+    }
     if let Some(links) = links {
         tokio::spawn(link_facts(
             daemon.clone(),
@@ -410,6 +426,9 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         let _ = server.await;
         mesh_shutdown.cancel();
         mesh.stopped().await;
+        if let Some(monitor) = health_monitor {
+            monitor.stopped().await;
+        }
     };
     if tokio::time::timeout(SHUTDOWN_LIMIT, rest).await.is_err() {
         tracing::warn!("shutdown did not finish within {SHUTDOWN_LIMIT:?}; exiting anyway");
@@ -440,7 +459,7 @@ fn vip_set(group: &crate::config::VipGroup) -> VipSet {
 async fn link_facts(
     daemon: Arc<Daemon>,
     mut links: watch::Receiver<LinkStates>,
-    facts: Vec<(String, watch::Sender<LocalFacts>)>,
+    facts: Vec<(String, Arc<watch::Sender<LocalFacts>>)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -450,11 +469,6 @@ async fn link_facts(
             let changed = tx.send_if_modified(|f| {
                 let changed = f.link_up != up;
                 f.link_up = up;
-                f.detail = if up {
-                    String::new()
-                } else {
-                    format!("link {interface} down")
-                };
                 changed
             });
             if changed && up {
@@ -469,6 +483,63 @@ async fn link_facts(
         tokio::select! {
             _ = shutdown.changed() => return,
             changed = links.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Turns the health monitor's reports into every group's local facts. Only what changes
+/// on a transition is copied (state, weights, which checks are down), so a flapping
+/// probe produces no Raft traffic until rise/fall settle it.
+async fn health_facts(
+    mut reports: watch::Receiver<HealthReport>,
+    checks: Vec<crate::config::HealthCheck>,
+    facts: Vec<(String, Arc<watch::Sender<LocalFacts>>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let report = reports.borrow_and_update().clone();
+        let inputs: Vec<CheckInput> = checks
+            .iter()
+            .map(|c| CheckInput {
+                name: &c.name,
+                weight: c.weight,
+                state: report
+                    .checks
+                    .iter()
+                    .find(|r| r.name == c.name)
+                    .and_then(|r| (r.probes > 0).then_some(r.state)),
+            })
+            .collect();
+        let delta = health::priority_delta(&inputs);
+        let down: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| c.state == CheckState::Down)
+            .map(|c| c.name.as_str())
+            .collect();
+        let detail = if down.is_empty() {
+            String::new()
+        } else {
+            format!("checks down: {}", down.join(", "))
+        };
+        let healthy = report.node.status != health::NodeStatus::Unhealthy;
+        for (_, tx) in &facts {
+            tx.send_if_modified(|f| {
+                let next = LocalFacts {
+                    healthy,
+                    pending: report.pending,
+                    priority_delta: delta,
+                    health_detail: detail.clone(),
+                    ..f.clone()
+                };
+                let changed = *f != next;
+                *f = next;
+                changed
+            });
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = reports.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -715,6 +786,7 @@ impl Daemon {
         match request {
             PeerRequest::Pristine => PeerReply::Pristine(false),
             PeerRequest::Holdings => PeerReply::Holdings(self.holdings()),
+            PeerRequest::Checks => PeerReply::Checks(self.local_checks()),
             PeerRequest::Write { group, command } => {
                 let Some(handle) = self.groups.get(&group) else {
                     return PeerReply::Failed(format!("no group named {group:?} here"));
@@ -757,7 +829,15 @@ impl Daemon {
                     }
                 })
                 .collect(),
-            checks: Vec::new(),
+            checks: self
+                .local_checks()
+                .into_iter()
+                .map(|c| CheckMetrics {
+                    name: c.name,
+                    up: c.state == CheckState::Up,
+                    last_latency: Duration::from_secs_f64(c.last_latency_ms.max(0.0) / 1000.0),
+                })
+                .collect(),
             peers_connected: self.mesh.connected().borrow().len(),
             peers_configured: self.config.cluster.peers.len().saturating_sub(1),
             rejected: vec![
@@ -780,6 +860,13 @@ impl Daemon {
                 tracing::warn!(group = %handle.vips.group, "cannot announce the VIPs: {e}");
             }
         }
+    }
+
+    fn local_checks(&self) -> Vec<CheckReport> {
+        self.health
+            .as_ref()
+            .map(|h| h.borrow().checks.clone())
+            .unwrap_or_default()
     }
 
     fn holdings(&self) -> Vec<String> {
@@ -961,7 +1048,23 @@ impl Daemon {
             .map(|p| p.name.clone())
             .filter(|n| *n != self.config.node.name)
             .collect();
-        let answers = join_all(peers.iter().map(|p| self.ask(p, &PeerRequest::Holdings))).await;
+        // Peers are asked in parallel, each bounded by PEER_TIMEOUT.
+        let (answers, checks) = tokio::join!(
+            join_all(peers.iter().map(|p| self.ask(p, &PeerRequest::Holdings))),
+            join_all(peers.iter().map(|p| self.ask(p, &PeerRequest::Checks)))
+        );
+        let mut health = vec![NodeChecks {
+            node: self.config.node.name.clone(),
+            checks: Some(self.local_checks()),
+        }];
+        health.extend(peers.iter().zip(checks).map(|(p, a)| NodeChecks {
+            node: p.clone(),
+            checks: match a {
+                Ok(PeerReply::Checks(c)) => Some(c),
+                _ => None,
+            },
+        }));
+        health.sort_by(|a, b| a.node.cmp(&b.node));
         let mut holdings: BTreeMap<String, Option<Vec<String>>> = peers
             .into_iter()
             .zip(answers)
@@ -1028,6 +1131,7 @@ impl Daemon {
             role: format!("{:?}", self.config.node.role).to_lowercase(),
             data_plane: self.data_plane.kind().to_string(),
             groups,
+            health,
         }
     }
 }

@@ -29,12 +29,34 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// How long a planned hand-over keeps the VIPs while its target catches up on the log.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
 
-/// What this node alone knows about itself in a group.
+/// What this node alone knows about itself in a group: fed by the link watch (link_up)
+/// and the health monitor (the rest).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalFacts {
     pub healthy: bool,
     pub link_up: bool,
-    pub detail: String,
+    /// Priority change from weighted checks (keepalived's track_script weights).
+    pub priority_delta: i32,
+    /// Not every health check has a first result yet: nothing is proposed meanwhile and
+    /// the node counts as unhealthy, so a freshly started gateway never takes the VIP on
+    /// the strength of checks it has not run.
+    pub pending: bool,
+    /// Which checks are down, by name (changes only on transitions, so each change is
+    /// one Raft entry and one history line).
+    pub health_detail: String,
+}
+
+impl LocalFacts {
+    /// A node with no health checks is healthy from the start.
+    pub fn initial(has_checks: bool) -> Self {
+        Self {
+            healthy: !has_checks,
+            link_up: true,
+            priority_delta: 0,
+            pending: has_checks,
+            health_detail: String::new(),
+        }
+    }
 }
 
 /// The loop's view for status: published after every step.
@@ -310,7 +332,8 @@ impl GroupLoop {
                 // sent again; openraft re-broadcasts it.
                 tracing::info!(group = %self.setup.vips.group, to = %hand_over.to, term = metrics.current_term,
                     "handing leadership over: {}", hand_over.reason);
-                self.handing_over = Some(now);
+                self.commit_own_facts(&state).await;
+                self.handing_over = Some(Instant::now());
                 self.catch_up_since = None;
                 if let Err(e) = self
                     .raft
@@ -347,14 +370,7 @@ impl GroupLoop {
             // This node's own facts are taken live; others' as replicated. A node that
             // never reported is a witness of priority 0 as far as the policy knows.
             let facts = if is_self {
-                let local = self.facts.borrow();
-                Some(NodeFacts {
-                    role: self.setup.role,
-                    priority: self.setup.priority,
-                    healthy: local.healthy,
-                    link_up: local.link_up,
-                    detail: local.detail.clone(),
-                })
+                Some(self.own_facts())
             } else {
                 replicated.and_then(|n| n.facts.clone())
             };
@@ -433,6 +449,61 @@ impl GroupLoop {
         }
     }
 
+    /// Before handing over, the leader commits why (its changed facts): otherwise the new
+    /// leader may still see it as healthy and preferred, and fail back to it. Bounded;
+    /// the VIPs are already released, so waiting costs no safety.
+    async fn commit_own_facts(&mut self, state: &GroupState) {
+        let facts = self.own_facts();
+        let replicated = state
+            .nodes
+            .get(&self.setup.self_name)
+            .and_then(|n| n.facts.as_ref());
+        if self.facts.borrow().pending || replicated == Some(&facts) {
+            return;
+        }
+        let command = Command::ReportFacts {
+            node: self.setup.self_name.clone(),
+            facts,
+            at_unix_ms: unix_ms(),
+        };
+        if tokio::time::timeout(Duration::from_millis(500), (self.propose)(command))
+            .await
+            .is_err()
+        {
+            tracing::debug!(group = %self.setup.vips.group, "facts not committed before the hand-over");
+        }
+        self.last_facts_proposal = Some(Instant::now());
+    }
+
+    /// This node's facts as it would report them now: effective priority (weights
+    /// applied, kept within 1..=254 for a gateway), health, link, and why.
+    fn own_facts(&self) -> NodeFacts {
+        let local = self.facts.borrow();
+        let priority = match self.setup.role {
+            Role::Witness => 0,
+            Role::Gateway => {
+                (i32::from(self.setup.priority) + local.priority_delta).clamp(1, 254) as u8
+            }
+        };
+        let mut detail = Vec::new();
+        if local.pending {
+            detail.push("health checks pending".to_string());
+        }
+        if !local.health_detail.is_empty() {
+            detail.push(local.health_detail.clone());
+        }
+        if !local.link_up {
+            detail.push(format!("link {} down", self.setup.vips.interface));
+        }
+        NodeFacts {
+            role: self.setup.role,
+            priority,
+            healthy: local.healthy && !local.pending,
+            link_up: local.link_up,
+            detail: detail.join("; "),
+        }
+    }
+
     /// MASTER while holding; otherwise FAULT when this node may not hold (unhealthy,
     /// link down, maintenance), else BACKUP. A witness is always BACKUP.
     fn hook_state(&self) -> HookState {
@@ -449,7 +520,7 @@ impl GroupLoop {
             .nodes
             .get(&self.setup.self_name)
             .is_some_and(|n| n.maintenance);
-        if !local.healthy || !local.link_up || maintenance {
+        if !local.healthy || local.pending || !local.link_up || maintenance {
             HookState::Fault
         } else {
             HookState::Backup
@@ -496,14 +567,10 @@ impl GroupLoop {
     /// Proposes this node's facts when the replicated ones differ, at most every 200 ms
     /// (the proposal is asynchronous; the loop never waits for Raft).
     fn report_facts(&mut self, state: &GroupState, now: Instant) {
-        let local = self.facts.borrow().clone();
-        let facts = NodeFacts {
-            role: self.setup.role,
-            priority: self.setup.priority,
-            healthy: local.healthy,
-            link_up: local.link_up,
-            detail: local.detail,
-        };
+        if self.facts.borrow().pending {
+            return;
+        }
+        let facts = self.own_facts();
         let replicated = state
             .nodes
             .get(&self.setup.self_name)

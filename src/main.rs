@@ -307,7 +307,7 @@ fn status(target: &Target, json: bool) -> Result<(), Failure> {
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print!("{}", render_status(&report));
+        print!("{}{}", render_status(&report), render_checks(&report));
     }
     Ok(())
 }
@@ -366,6 +366,39 @@ fn render_status(report: &StatusReport) -> String {
                     format!("  {}", node.detail)
                 },
             );
+        }
+    }
+    out
+}
+
+fn render_checks(report: &StatusReport) -> String {
+    let mut out = String::new();
+    for node in &report.health {
+        match &node.checks {
+            None => out += &format!("\nchecks of {}: no answer\n", node.node),
+            Some(checks) if checks.is_empty() => {}
+            Some(checks) => {
+                out += &format!(
+                    "\nchecks of {}\n  {:<20} {:<5} {:>9}  LAST\n",
+                    node.node, "CHECK", "STATE", "LATENCY"
+                );
+                for c in checks {
+                    let state = if c.probes == 0 {
+                        "-".to_string()
+                    } else {
+                        format!("{:?}", c.state).to_uppercase()
+                    };
+                    let failure = c
+                        .last_failure
+                        .as_deref()
+                        .map(|f| format!("  (last failure: {f})"))
+                        .unwrap_or_default();
+                    out += &format!(
+                        "  {:<20} {:<5} {:>7.1}ms  {}{}\n",
+                        c.name, state, c.last_latency_ms, c.last_detail, failure
+                    );
+                }
+            }
         }
     }
     out

@@ -434,3 +434,131 @@ fn notify_hooks_run_on_state_changes_and_metrics_report_them() {
     cluster.kill("gw-a");
     cluster.assert_never_two_holders();
 }
+
+/// Waits until the witness's replicated state shows `node` with the given health.
+fn wait_replicated_health(cluster: &Cluster, node: &str, healthy: bool) {
+    for _ in 0..300 {
+        let seen = cluster.status("witness").and_then(|s| {
+            s.groups[0]
+                .nodes
+                .iter()
+                .find(|n| n.name == node)
+                .and_then(|n| n.healthy)
+        });
+        if seen == Some(healthy) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "{node} never became healthy={healthy} in the replicated state\n{}",
+        cluster.logs()
+    );
+}
+
+#[test]
+fn the_vip_follows_health_and_fails_back_when_the_crm_is_reachable_again() {
+    let _serial = lock();
+    let net = 25;
+    let crm_a = support::CrmServer::start(&support::crm_addr(net, "gw-a"));
+    let crm_b = support::CrmServer::start(&support::crm_addr(net, "gw-b"));
+    let cluster = Cluster::start(
+        net,
+        Options {
+            health_checks: true,
+            failback_delay: "1s",
+            ..Options::default()
+        },
+    );
+    cluster.wait_holder("gw-a", SETTLE);
+
+    // gw-a can no longer reach its CRM server: after `fall` probes it is unhealthy.
+    crm_a.set_healthy(false);
+    let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
+    eprintln!("gw-a's check failed: gw-b holds after {took:?}");
+    let status = cluster.status("witness").expect("status");
+    let gw_a = status.groups[0]
+        .nodes
+        .iter()
+        .find(|n| n.name == "gw-a")
+        .expect("listed");
+    assert_eq!(
+        gw_a.healthy,
+        Some(false),
+        "gw-a committed its health before handing over"
+    );
+    let gw_a_checks = status
+        .health
+        .iter()
+        .find(|n| n.node == "gw-a")
+        .and_then(|n| n.checks.clone())
+        .expect("gw-a's checks, asked by the witness");
+    assert_eq!(
+        format!("{:?}", gw_a_checks[0].state),
+        "Down",
+        "{gw_a_checks:?}"
+    );
+    assert!(
+        gw_a_checks[0].last_detail.contains("503"),
+        "{gw_a_checks:?}"
+    );
+    let (code, text) = cluster.cli("gw-b", &["status"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("checks of gw-a") && text.contains("UNHEALTHY"),
+        "{text}"
+    );
+
+    // Back: after `rise` probes and failback_delay the preferred gateway takes it back.
+    crm_a.set_healthy(true);
+    let back = cluster.wait_holder("gw-a", Duration::from_secs(8));
+    assert!(
+        back >= Duration::from_secs(1),
+        "failback after {back:?}, before failback_delay"
+    );
+
+    // Every gateway unhealthy with on_all_unhealthy = "keep": the master keeps the VIP.
+    // (The backup fails first, as in an outage of the CRM side; had both flipped in the
+    // same instant, the VIP could move once while one of them still looked healthy.)
+    let since = std::time::Instant::now();
+    crm_b.set_healthy(false);
+    wait_replicated_health(&cluster, "gw-b", false);
+    crm_a.set_healthy(false);
+    wait_replicated_health(&cluster, "gw-a", false);
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.assert_sole_holder_since("gw-a", since);
+    let (code, text) = cluster.cli("gw-a", &["history"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("facts gw-a: healthy=false") && text.contains("checks down: crm"),
+        "{text}"
+    );
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn with_release_nobody_holds_when_every_gateway_is_unhealthy() {
+    let _serial = lock();
+    let net = 26;
+    let crm_a = support::CrmServer::start(&support::crm_addr(net, "gw-a"));
+    let crm_b = support::CrmServer::start(&support::crm_addr(net, "gw-b"));
+    let cluster = Cluster::start(
+        net,
+        Options {
+            health_checks: true,
+            on_all_unhealthy: "release",
+            ..Options::default()
+        },
+    );
+    cluster.wait_holder("gw-a", SETTLE);
+    crm_b.set_healthy(false);
+    wait_replicated_health(&cluster, "gw-b", false);
+    crm_a.set_healthy(false);
+    cluster.wait_no_holder_among(&["gw-a", "gw-b"], Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(cluster.holders().is_empty(), "{:?}", cluster.holders());
+    // The first gateway to recover takes the VIP.
+    crm_b.set_healthy(true);
+    cluster.wait_holder("gw-b", Duration::from_secs(5));
+    cluster.assert_never_two_holders();
+}

@@ -58,11 +58,17 @@ pub enum Command {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::ReportFacts { node, facts, .. } => write!(
-                f,
-                "facts {node}: healthy={} link_up={}",
-                facts.healthy, facts.link_up
-            ),
+            Command::ReportFacts { node, facts, .. } => {
+                write!(
+                    f,
+                    "facts {node}: healthy={} link_up={} priority={}",
+                    facts.healthy, facts.link_up, facts.priority
+                )?;
+                if !facts.detail.is_empty() {
+                    write!(f, " ({})", facts.detail)?;
+                }
+                Ok(())
+            }
             Command::SetMaintenance { node, on, .. } => {
                 write!(f, "maintenance {node} {}", if *on { "on" } else { "off" })
             }

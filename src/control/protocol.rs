@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::state::{Command, HistoryEntry};
+use crate::health::CheckReport;
 
 /// Mesh channel for daemon-to-daemon control traffic.
 pub const CONTROL_CHANNEL: u16 = 2;
@@ -45,6 +46,15 @@ pub struct StatusReport {
     pub role: String,
     pub data_plane: String,
     pub groups: Vec<GroupStatus>,
+    /// Every node's health checks (asked over the mesh); `checks` is None for a node that
+    /// did not answer in time, empty for one without checks.
+    pub health: Vec<NodeChecks>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeChecks {
+    pub node: String,
+    pub checks: Option<Vec<CheckReport>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +102,8 @@ pub enum PeerRequest {
     Pristine,
     /// Which groups this node holds now.
     Holdings,
+    /// This node's health checks with their last results.
+    Checks,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,5 +115,6 @@ pub enum PeerReply {
     },
     Pristine(bool),
     Holdings(Vec<String>),
+    Checks(Vec<CheckReport>),
     Failed(String),
 }

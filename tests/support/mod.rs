@@ -54,6 +54,10 @@ pub struct Options {
     /// Each node runs a notify hook appending "GROUP OLD NEW" to <node dir>/notify.log,
     /// and serves metrics on its own address, port 9400.
     pub hooks_and_metrics: bool,
+    /// Each gateway checks an HTTP "CRM" server at 127.0.N.21 (gw-a) / .22 (gw-b):8080
+    /// every 200 ms (rise 2, fall 2); start them with `CrmServer::start`.
+    pub health_checks: bool,
+    pub on_all_unhealthy: &'static str,
 }
 
 impl Default for Options {
@@ -62,6 +66,8 @@ impl Default for Options {
             failback_delay: "1s",
             failback: true,
             hooks_and_metrics: false,
+            health_checks: false,
+            on_all_unhealthy: "keep",
         }
     }
 }
@@ -104,8 +110,18 @@ pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Optio
         gw => {
             let priority = if gw == "gw-a" { 150 } else { 100 };
             format!(
-                "[[vip_group]]\nname = \"crm\"\ninterface = \"eth1\"\naddresses = [\"198.18.0.50/24\"]\npriority = {priority}\nfailback = {}\nfailback_delay = \"{}\"\n",
-                options.failback, options.failback_delay
+                "[[vip_group]]\nname = \"crm\"\ninterface = \"eth1\"\naddresses = [\"198.18.0.50/24\"]\npriority = {priority}\nfailback = {}\nfailback_delay = \"{}\"\non_all_unhealthy = \"{}\"\n{}",
+                options.failback,
+                options.failback_delay,
+                options.on_all_unhealthy,
+                if options.health_checks {
+                    format!(
+                        "\n[health]\nrequire = \"all\"\n[[health.check]]\nname = \"crm\"\nkind = \"http\"\nurl = \"http://{}/health\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 2\nfall = 2\n",
+                        crm_addr(net, gw)
+                    )
+                } else {
+                    String::new()
+                }
             )
         }
     };
@@ -138,6 +154,77 @@ pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Optio
     let path = dir.join(name).join("havip.toml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// The CRM server a gateway's health check probes (one per gateway, so one gateway's
+/// view of the CRM can fail alone).
+pub fn crm_addr(net: u8, gateway: &str) -> String {
+    format!(
+        "127.0.{net}.{}:8080",
+        if gateway == "gw-a" { 21 } else { 22 }
+    )
+}
+
+/// A tiny real HTTP server answering 200 or 503 as the test says.
+pub struct CrmServer {
+    healthy: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CrmServer {
+    pub fn start(addr: &str) -> CrmServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind(addr).expect("bind the CRM server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let healthy = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (healthy, stop) = (healthy.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(600) {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                            let mut buf = [0u8; 1024];
+                            let _ = stream.read(&mut buf);
+                            let (status, body) = if healthy.load(Ordering::SeqCst) {
+                                ("200 OK", "ok")
+                            } else {
+                                ("503 Service Unavailable", "down")
+                            };
+                            let _ = write!(
+                                stream,
+                                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+        };
+        CrmServer {
+            healthy,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CrmServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 pub fn keygen(path: &Path) {
