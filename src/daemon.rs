@@ -862,6 +862,17 @@ impl Daemon {
         }
     }
 
+    /// The configured node names, for error messages.
+    fn members(&self) -> String {
+        self.config
+            .cluster
+            .peers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn local_checks(&self) -> Vec<CheckReport> {
         self.health
             .as_ref()
@@ -936,17 +947,19 @@ impl Daemon {
                             message: format!("{node} is a witness: it never holds a VIP"),
                         };
                     }
+                    None if self.config.peer(node).is_none() => {
+                        return Response::Error {
+                            message: format!(
+                                "{node} is not a cluster member (members: {})",
+                                self.members()
+                            ),
+                        };
+                    }
                     None => {
                         return Response::Error {
                             message: format!(
-                                "{node} is not a member of group {g} that has reported in (members: {})",
-                                self.config
-                                    .cluster
-                                    .peers
-                                    .iter()
-                                    .map(|p| p.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                "{node} has not reported to group {g} yet (not started, or not reachable); \
+                                 nothing was changed; try again once `havip status` lists its priority"
                             ),
                         };
                     }
@@ -1004,13 +1017,7 @@ impl Daemon {
             return Response::Error {
                 message: format!(
                     "{node} is not a cluster member (members: {})",
-                    self.config
-                        .cluster
-                        .peers
-                        .iter()
-                        .map(|p| p.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    self.members()
                 ),
             };
         }

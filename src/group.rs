@@ -423,13 +423,7 @@ impl GroupLoop {
                 term,
                 at_unix_ms: unix_ms(),
             };
-            let propose = self.propose.clone();
-            let group = self.setup.vips.group.clone();
-            tokio::spawn(async move {
-                if let Err(e) = propose(command).await {
-                    tracing::debug!(group = %group, "could not record the master change in history: {e}");
-                }
-            });
+            self.propose_in_background(command, "the master change was not recorded in history");
         }
     }
 
@@ -447,6 +441,18 @@ impl GroupLoop {
         if self.last_reason != why {
             self.last_reason = why.to_string();
         }
+    }
+
+    /// Proposes without making the loop wait for Raft; a failure is only worth a debug
+    /// line because the caller proposes again when it still matters.
+    fn propose_in_background(&self, command: Command, on_failure: &'static str) {
+        let propose = self.propose.clone();
+        let group = self.setup.vips.group.clone();
+        tokio::spawn(async move {
+            if let Err(e) = propose(command).await {
+                tracing::debug!(group = %group, "{on_failure}: {e}");
+            }
+        });
     }
 
     /// Before handing over, the leader commits why (its changed facts): otherwise the new
@@ -599,13 +605,7 @@ impl GroupLoop {
             facts,
             at_unix_ms: unix_ms(),
         };
-        let propose = self.propose.clone();
-        let group = self.setup.vips.group.clone();
-        tokio::spawn(async move {
-            if let Err(e) = propose(command).await {
-                tracing::debug!(group = %group, "facts not committed yet: {e}");
-            }
-        });
+        self.propose_in_background(command, "facts not committed yet");
     }
 }
 
