@@ -11,4 +11,5 @@ pub mod hold;
 pub mod key;
 pub mod peer;
 pub mod policy;
+pub mod process_group;
 pub mod vip;

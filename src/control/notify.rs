@@ -9,6 +9,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
+
+use crate::process_group::ProcessGroup;
 use tokio::sync::mpsc;
 
 /// A group's state as a notify hook sees it.
@@ -86,6 +88,7 @@ async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        .process_group(0)
         .spawn();
     let child = match child {
         Ok(child) => child,
@@ -94,7 +97,13 @@ async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {
             return;
         }
     };
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    // Dropped at the timeout: kills the hook and anything it started.
+    let mut group = ProcessGroup::new(child.id());
+    let outcome = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if outcome.is_ok() {
+        group.disarm();
+    }
+    match outcome {
         Ok(Ok(out)) if out.status.success() => {
             tracing::debug!(group = %change.group, "notify hook {program} {} -> {}: ok", change.old, change.new);
         }

@@ -3,12 +3,11 @@
 //! group is killed: a check script's own children (`curl`, `sleep`) must not pile up on
 //! the gateway. Never kills anything but the group it started.
 
+use crate::process_group::ProcessGroup;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
@@ -60,7 +59,7 @@ impl ExecChecker {
             .stderr(Stdio::piped())
             // A new group whose id is the child's pid: killpg reaches its children too.
             .process_group(0)
-            // If the probe is dropped, tokio kills and reaps the child; `Group` below
+            // If the probe is dropped, tokio kills and reaps the child; `ProcessGroup`
             // kills the rest of the group.
             .kill_on_drop(true);
         let mut child = match command.spawn() {
@@ -72,7 +71,7 @@ impl ExecChecker {
                 );
             }
         };
-        let mut group = Group::new(child.id());
+        let mut group = ProcessGroup::new(child.id());
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -163,36 +162,5 @@ async fn drain<R: AsyncRead + Unpin>(pipe: &mut Option<R>, kept: &mut Vec<u8>) {
                 kept.extend_from_slice(&chunk[..n.min(room)]);
             }
         }
-    }
-}
-
-/// The child's process group, killed when dropped unless disarmed: a probe cancelled by
-/// shutdown or by the scheduler's own timeout still cleans up.
-struct Group {
-    pgid: Option<Pid>,
-}
-
-impl Group {
-    fn new(pid: Option<u32>) -> Self {
-        Group {
-            pgid: pid.and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw),
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            // ESRCH (the group is already gone) is the outcome we want anyway.
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
