@@ -20,7 +20,8 @@
 //!   to it succeeds only where it is a local address); split-brain = time with two holders.
 //!
 //! Run as root: `scripts/bench-failover.sh` (or `cargo bench --bench failover_lab`).
-//! Env: RUNS (default 10), IMPLS (comma list of havip, havip-tuned, ka-1, ka-0.1),
+//! Env: RUNS (default 10), IMPLS (comma list of havip, havip-tuned, havip-fast, ka-1,
+//! ka-0.1),
 //! FAULTS (comma list of hard, kill, stop, partition, manual), IDLE_SECS (default 30; 0
 //! skips the idle CPU/RSS measurement). Results go to docs/failover-bench.md.
 
@@ -121,6 +122,17 @@ fn implementations() -> Vec<Implementation> {
             kind: Kind::Havip {
                 heartbeat: "20ms",
                 election: "60ms..120ms",
+            },
+            faults: &[Hard],
+        },
+        // The most aggressive timers the config accepts at a 10 ms heartbeat (the
+        // heartbeat must be at most a third of the minimum election timeout).
+        Implementation {
+            key: "havip-fast",
+            label: "havip fast (hb 10ms, election 30..60ms)",
+            kind: Kind::Havip {
+                heartbeat: "10ms",
+                election: "30ms..60ms",
             },
             faults: &[Hard],
         },
@@ -367,7 +379,8 @@ struct Sample {
     /// The window ended at its time limit, not because the VIP answered again.
     censored: bool,
     split_brain: Duration,
-    note: Option<String>,
+    /// Further figures of the run, summarised per row: None = it never happened.
+    figures: Vec<(&'static str, Option<Duration>)>,
 }
 
 fn sample(
@@ -382,7 +395,7 @@ fn sample(
         outage: outage(&record.answers(), from, to),
         censored,
         split_brain: split_brain(&record.holders(), from, to),
-        note: None,
+        figures: Vec::new(),
     }
 }
 
@@ -683,28 +696,15 @@ impl Bench {
         let killed = Instant::now();
         self.cluster.sigkill(&mut self.lab, A);
         let taken = self.answered(B, killed, Duration::from_secs(15));
-        let took_over = taken.map_or("gw-b never answered".to_string(), |t| {
-            format!(
-                "gw-b answered {} ms after the kill",
-                (t - killed).as_millis()
-            )
-        });
-        let stale = match self.cluster.kind {
+        let stale_gone = match self.cluster.kind {
             // The kernel removes the dead holder's VIP when its lifetime runs out.
             Kind::Havip { .. } => {
-                let gone = wait_for(Duration::from_secs(10), || !self.record.latest_holders()[A]);
-                gone.map_or("gw-a's VIP outlived 10 s".into(), |t| {
-                    format!(
-                        "gw-a's VIP gone {} ms after the kill",
-                        (t - killed).as_millis()
-                    )
-                })
+                wait_for(Duration::from_secs(10), || !self.record.latest_holders()[A])
             }
-            // keepalived never removes it: restart it 2 s after gw-b took over.
+            // keepalived never removes it: look again 2 s after gw-b took over, then restart.
             Kind::Keepalived { .. } => {
                 std::thread::sleep(Duration::from_secs(2));
-                let stale = self.record.latest_holders()[A];
-                format!("gw-a's VIP still there before restart: {stale}")
+                (!self.record.latest_holders()[A]).then(Instant::now)
             }
         };
         let restarted = Instant::now();
@@ -720,7 +720,13 @@ impl Bench {
         );
         // Two holders until the killed node's VIP is gone, i.e. up to the restart for keepalived.
         kill.split_brain = split_brain(&self.record.holders(), killed, end);
-        kill.note = Some(format!("{took_over}, {stale}"));
+        kill.figures = vec![
+            ("gw-b answered after", taken.map(|t| t - killed)),
+            (
+                "killed gw-a's VIP removed after",
+                stale_gone.map(|t| t - killed),
+            ),
+        ];
         let failback = sample(
             &self.record,
             "failback (daemon restarted)",
@@ -800,7 +806,7 @@ impl Bench {
             back.is_err(),
         );
         let after = outage(&self.record.answers(), healed, end);
-        whole.note = Some(format!("outage after healing {} ms", after.as_millis()));
+        whole.figures = vec![("outage after healing", Some(after))];
         Ok(vec![whole])
     }
 
@@ -917,8 +923,7 @@ fn print_table(rows: &BTreeMap<(usize, &'static str, &'static str), Row>) {
             .map(|s| s.split_brain)
             .max()
             .unwrap_or_default();
-        let notes: Vec<String> = row.samples.iter().filter_map(|s| s.note.clone()).collect();
-        let mut note = summarise(&notes);
+        let mut note = summarise(&row.samples);
         if censored > 0 {
             note = format!(
                 "{censored} run(s) never answered again before the time limit (counted up to it); {note}"
@@ -936,9 +941,47 @@ fn print_table(rows: &BTreeMap<(usize, &'static str, &'static str), Row>) {
     }
 }
 
-/// The notes of a row's runs, one per run in run order (their figures differ per run).
-fn summarise(notes: &[String]) -> String {
-    notes.join("; ")
+/// Each further figure of a row's runs as min / median / max, with how many runs never
+/// saw it happen and how many took a second or more.
+fn summarise(samples: &[Sample]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for name in samples.iter().flat_map(|s| s.figures.iter().map(|f| f.0)) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let mut parts = Vec::new();
+    for name in names {
+        let all: Vec<Option<Duration>> = samples
+            .iter()
+            .flat_map(|s| s.figures.iter().filter(|f| f.0 == name).map(|f| f.1))
+            .collect();
+        let mut seen: Vec<Duration> = all.iter().flatten().copied().collect();
+        seen.sort();
+        let never = all.len() - seen.len();
+        let mut part = if seen.is_empty() {
+            format!("{name}: never")
+        } else {
+            format!(
+                "{name} {} / {} / {} ms",
+                ms(seen[0]),
+                ms(seen[seen.len() / 2]),
+                ms(seen[seen.len() - 1])
+            )
+        };
+        let slow = seen
+            .iter()
+            .filter(|d| **d >= Duration::from_secs(1))
+            .count();
+        if slow > 0 && slow < seen.len() {
+            part += &format!(" (>= 1 s in {slow} of {} runs)", all.len());
+        }
+        if never > 0 && !seen.is_empty() {
+            part += &format!(" (never in {never} of {} runs)", all.len());
+        }
+        parts.push(part);
+    }
+    parts.join("; ")
 }
 
 fn main() {
@@ -967,7 +1010,8 @@ fn main() {
             failures.push(format!("{}: never settled: {e}", implementation.label));
             continue;
         }
-        if !settings.idle.is_zero() && implementation.key != "havip-tuned" {
+        // Idle use is measured with the default timers only (and keepalived's).
+        if !settings.idle.is_zero() && !implementation.key.starts_with("havip-") {
             match bench.idle_usage(settings.idle) {
                 Some((cpu, rss)) => eprintln!(
                     "IDLE {}: master {cpu:.3} % of one core, RSS {rss:.1} MiB over {:?}",
@@ -985,13 +1029,13 @@ fn main() {
                     Ok(samples) => {
                         for s in samples {
                             eprintln!(
-                                "  {} run {run}: {}: outage {} ms{}, split-brain {} ms {}",
+                                "  {} run {run}: {}: outage {} ms{}, split-brain {} ms {:?}",
                                 fault.key(),
                                 s.row,
                                 ms(s.outage),
                                 if s.censored { " (time limit)" } else { "" },
                                 ms(s.split_brain),
-                                s.note.as_deref().unwrap_or("")
+                                s.figures
                             );
                             let next = order.len();
                             let index = *order.entry(s.row).or_insert(next);

@@ -3,7 +3,7 @@
 # As root. Installs Debian's keepalived if missing but never enables or starts its service:
 # the bench runs its own instances by hand inside the lab's namespaces.
 #
-# Env: RUNS (default 10), IMPLS (havip,havip-tuned,ka-1,ka-0.1), FAULTS
+# Env: RUNS (default 10), IMPLS (havip,havip-tuned,havip-fast,ka-1,ka-0.1), FAULTS
 # (hard,kill,stop,partition,manual), IDLE_SECS (default 30, 0 to skip). The table goes to
 # stdout, progress to stderr; the results belong in docs/failover-bench.md.
 set -euo pipefail
