@@ -648,7 +648,7 @@ impl Bench {
         }
     }
 
-    /// Waits until gw-a holds alone and alone answers, steadily.
+    /// Waits until `gw` has held the VIP alone and alone answered for STEADY.
     fn settle(&self, gw: usize, limit: Duration) -> Result<Instant, String> {
         wait_for(limit, || self.record.steady_on(gw, Instant::now() - STEADY)).ok_or_else(|| {
             format!(
