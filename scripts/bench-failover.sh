@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Failover benchmark, havip against keepalived, in network namespaces (benches/failover_lab.rs).
+# As root. Installs Debian's keepalived if missing but never enables or starts its service:
+# the bench runs its own instances by hand inside the lab's namespaces.
+#
+# Env: RUNS (default 10), IMPLS (havip,havip-tuned,havip-fast,ka-1,ka-0.1), FAULTS
+# (hard,kill,stop,partition,manual), IDLE_SECS (default 30, 0 to skip). The table goes to
+# stdout, progress to stderr; the results belong in docs/failover-bench.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench-failover.sh needs root (network namespaces, netlink, raw sockets)" >&2
+    exit 1
+fi
+
+need=()
+command -v keepalived >/dev/null || need+=(keepalived)
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -q
+    # policy-rc.d (where present) keeps the package from starting the service; without
+    # a config file keepalived.service would not start anyway. We never start it.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+
+cargo build --release --bench failover_lab --bin havip
+
+# Cleanup on any exit: the bench cleans up in Drop, but a signal skips Drop. Its lab
+# namespaces are named hv<bench pid>x<n>...; kill the processes left in them (ours: only
+# the bench starts processes there) by PID, then delete the namespaces.
+bench_pid=""
+cleanup() {
+    [ -n "$bench_pid" ] || return 0
+    kill "$bench_pid" 2>/dev/null || true
+    wait "$bench_pid" 2>/dev/null || true
+    for ns in $(ip netns list | awk '{print $1}' | grep "^hv${bench_pid}x" || true); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            kill -9 "$pid" 2>/dev/null || true
+        done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Run the built binary directly so that $! is the bench itself (its PID names the lab).
+bench=$(find target/release/deps -maxdepth 1 -type f -executable -name 'failover_lab-*' \
+    -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+[ -n "$bench" ] || { echo "failover_lab bench binary not found" >&2; exit 1; }
+"$bench" --bench &
+bench_pid=$!
+status=0
+wait "$bench_pid" || status=$?
+bench_pid=""
+exit $status
