@@ -38,7 +38,7 @@ vip=$(awk '$1 == "crm" && $2 == "vip" { print $3 }' vagrant/nodes.conf)
 probe_pid=""
 probe_log=$(mktemp /tmp/havip-demo-probe.XXXXXX)
 cleanup() {
-  [ -n "$probe_pid" ] && kill "$probe_pid" 2>/dev/null && wait "$probe_pid" 2>/dev/null
+  if [ -n "$probe_pid" ]; then kill "$probe_pid" 2>/dev/null || true; wait "$probe_pid" 2>/dev/null || true; fi
   rm -f "$probe_log"
   scripts/lab.sh down >/dev/null 2>&1 || true
   echo "== lab torn down"
@@ -46,11 +46,11 @@ cleanup() {
 trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
-holder() { scripts/lab.sh holders | awk '$1 == "crm" { print $2 }'; }
-# wait_for WHAT LIMIT_TENTHS: bounded wait until the crm group is held by WHAT (a name).
+holder() { scripts/lab.sh holders | awk -v g="${1:-crm}" '$1 == g { print $2 }'; }
+# wait_for WHO LIMIT_TENTHS [GROUP]: bounded wait until GROUP (crm) is held by WHO.
 wait_for() {
-  for _ in $(seq 1 "$2"); do [ "$(holder)" = "$1" ] && return 0; sleep 0.1; done
-  echo "demo: $1 did not take the VIP within $(($2 / 10)) s; logs in /run/havip-lab/*/havip.log" >&2
+  for _ in $(seq 1 "$2"); do [ "$(holder "${3:-crm}")" = "$1" ] && return 0; sleep 0.1; done
+  echo "demo: $1 did not take ${3:-crm} within $(($2 / 10)) s; logs in /run/havip-lab/*/havip.log" >&2
   tail -n 20 /run/havip-lab/*/havip.log >&2
   return 1
 }
@@ -70,11 +70,25 @@ outage() {
     END { printf "%d ms (last answer from %s, next from %s)\n", gap, from, to }'
 }
 
+# first_by WHO FROM_MS: milliseconds from FROM to WHO's first answer to a probe sent after it.
+first_by() {
+  awk -v w="$1" -v t="$2" '$3 == w && $1 >= t && (min == "" || $2 < min) { min = $2 } END { print min - t }' "$probe_log"
+}
+
 echo "== lab up (scripts/lab.sh up)"
 scripts/lab.sh up
 echo "== starting havip on gw-a, gw-b, witness (scripts/lab.sh start-havip)"
 scripts/lab.sh start-havip
-wait_for gw-a 300
+# Settled: each preferred gateway holds its group (active/active: gw-a crm, gw-b crm2)
+# for one second in a row; right after start, a gateway whose checks have not passed yet
+# hands over, and failback returns the group after failback_delay (5 s).
+settled=0
+for _ in $(seq 1 400); do
+  if [ "$(holder crm)" = gw-a ] && [ "$(holder crm2)" = gw-b ]; then settled=$((settled + 1)); else settled=0; fi
+  [ "$settled" -ge 10 ] && break
+  sleep 0.1
+done
+[ "$settled" -ge 10 ] || { echo "demo: the lab did not settle (crm on gw-a, crm2 on gw-b)" >&2; exit 1; }
 echo "== havip status (on gw-a)"
 ip netns exec hv-gw-a "$HAVIP_BIN" status --config /run/havip-lab/gw-a/havip.toml
 echo "== who holds which VIP (ip -n hv-gw-X addr)"
@@ -82,7 +96,7 @@ scripts/lab.sh holders
 
 ip netns exec hv-client python3 scripts/lab-probe.py "$vip" 80 10 300 >"$probe_log" &
 probe_pid=$!
-answered_by gw-a 0 50 || { echo "demo: the client gets no answer from the VIP" >&2; exit 1; }
+answered_by "$(holder)" 0 50 || { echo "demo: the client gets no answer from the VIP" >&2; exit 1; }
 echo "== the client asks http://$vip/ every 10 ms; answered by: $(tail -n 1 "$probe_log" | awk '{ print $3 }')"
 
 master=$(holder)
@@ -94,7 +108,9 @@ answered_by "$other" "$t0" 100 || { echo "demo: $other never answered" >&2; exit
 sleep 1
 echo "   now answered by: $(tail -n 1 "$probe_log" | awk '{ print $3 }')"
 echo "   outage seen by the client: $(outage "$t0")"
-echo "   (the killed daemon's VIP is removed by the kernel when its lifetime runs out)"
+echo "   $other answered first $(first_by "$other" "$t0") ms after the kill"
+echo "   (the killed daemon's VIP stays until its kernel lifetime, 3 s, runs out, and $master's"
+echo "   responder answers until $other's gratuitous ARP moves the client: hence two holders below)"
 scripts/lab.sh holders
 
 echo "== restarting havip on $master; failback after failback_delay (5 s)"
