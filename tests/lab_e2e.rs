@@ -450,6 +450,8 @@ struct Fault<'a> {
     during: &'a str,
     /// How long the fault may take to show (health checks need their fall count).
     show_within: Duration,
+    /// At most this many changes of `crm`'s holders while the fault lasts (None: any).
+    max_moves: Option<usize>,
     /// gw-a's daemon dies this long after the fault starts: its address may outlive it by
     /// the kernel lifetime.
     daemon_dies: Option<u64>,
@@ -479,6 +481,7 @@ fn run_fault(fault: Fault) {
     std::thread::sleep(Duration::from_secs(2));
     let t1 = now_ms();
     let (outage, before, after) = lab.outage(t0, t1);
+    let moves = lab.moves("crm", t0, t1);
     let stale = fault
         .daemon_dies
         .map(|after| ("gw-a", t0 + after, t0 + after + LIFETIME_MS));
@@ -507,6 +510,13 @@ fn run_fault(fault: Fault) {
         healed.unwrap_or_default()
     );
     assert_eq!(split, 0, "{}: two holders: {examples:?}", fault.name);
+    if let Some(max) = fault.max_moves {
+        assert!(
+            moves <= max,
+            "{}: the VIP moved {moves} times during the fault",
+            fault.name
+        );
+    }
     assert!(
         outage <= BUDGET_MS,
         "{}: the VIP went unanswered for {outage} ms ({before} -> {after})\n{}",
@@ -533,6 +543,17 @@ fn run_fault(fault: Fault) {
 }
 
 impl Lab {
+    /// How many times the holders of `group` changed in [from_ms, to_ms].
+    fn moves(&self, group: &str, from_ms: u64, to_ms: u64) -> usize {
+        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let seen: Vec<Vec<String>> = samples
+            .iter()
+            .filter(|s| s.at_ms >= from_ms && s.at_ms <= to_ms)
+            .map(|s| s.holders.get(group).cloned().unwrap_or_default())
+            .collect();
+        seen.windows(2).filter(|w| w[0] != w[1]).count()
+    }
+
     /// The last instant before `before_ms` at which `node` was seen holding any VIP.
     fn last_seen_holding_before(&self, node: &str, before_ms: u64) -> Option<u64> {
         let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
@@ -578,6 +599,7 @@ fn hard_node_failure_link_down_inside_the_master() {
         during: "gw-b",
         show_within: Duration::from_secs(10),
         daemon_dies: None,
+        max_moves: None,
     });
 }
 
@@ -594,6 +616,7 @@ fn daemon_sigkill_of_the_master_and_restart() {
         during: "gw-b",
         show_within: Duration::from_secs(10),
         daemon_dies: Some(0),
+        max_moves: None,
     });
 }
 
@@ -610,6 +633,7 @@ fn graceful_stop_of_the_master_and_restart() {
         during: "gw-b",
         show_within: Duration::from_secs(10),
         daemon_dies: None,
+        max_moves: None,
     });
 }
 
@@ -628,6 +652,7 @@ fn daemon_sigstop_of_the_master_and_sigcont() {
         during: "gw-b",
         show_within: Duration::from_secs(10),
         daemon_dies: Some(0),
+        max_moves: None,
     });
 }
 
@@ -648,6 +673,7 @@ fn partition_between_the_gateways_changes_nothing() {
         during: "gw-a",
         show_within: Duration::from_secs(10),
         daemon_dies: None,
+        max_moves: Some(0),
     });
 }
 
@@ -666,6 +692,7 @@ fn master_isolated_from_everyone() {
         during: "gw-b",
         show_within: Duration::from_secs(10),
         daemon_dies: None,
+        max_moves: None,
     });
 }
 
@@ -686,10 +713,39 @@ fn the_masters_crm_checks_failing() {
         during: "gw-b",
         show_within: Duration::from_secs(20),
         daemon_dies: None,
+        max_moves: None,
     });
 }
 
 /// `havip ARGS --config <node's config>` inside `node`'s namespace.
+/// gw-a's CRM servers flap: unreachable for 3 s, reachable for 3 s, four times. The
+/// checks' fall count (3 x 2 s) absorbs it: the VIP must neither move nor go unanswered.
+#[test]
+fn flapping_health_of_the_master_does_not_move_the_vip() {
+    let crm: Vec<String> = names_of("crm").iter().map(|n| address_of(n)).collect();
+    let rules = format!(
+        "table inet lab {{ chain out {{ type filter hook output priority 0; \
+         ip daddr {{ {} }} drop; }} }}",
+        crm.join(", ")
+    );
+    run_fault(Fault {
+        name: "gw-a's CRM flapping",
+        inject: &|| {
+            for _ in 0..4 {
+                nft("hv-gw-a", &rules);
+                std::thread::sleep(Duration::from_secs(3));
+                nft("hv-gw-a", "delete table inet lab");
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        },
+        heal: &|| {},
+        during: "gw-a",
+        show_within: Duration::from_secs(5),
+        daemon_dies: None,
+        max_moves: Some(0),
+    });
+}
+
 fn havip_at(node: &str, args: &[&str]) {
     let netns = format!("hv-{node}");
     let config = format!("/run/havip-lab/{node}/havip.toml");
@@ -709,6 +765,7 @@ fn manual_failover_to_the_backup_and_clear() {
         during: "gw-b",
         show_within: Duration::from_secs(10),
         daemon_dies: None,
+        max_moves: None,
     });
 }
 
@@ -764,5 +821,6 @@ fn loss_and_delay_then_sigkill() {
         during: "gw-b",
         show_within: Duration::from_secs(12),
         daemon_dies: Some(2000),
+        max_moves: None,
     });
 }
