@@ -1,0 +1,826 @@
+//! The failover e2e suite on the lab (DESIGN.md "The lab"): the topology of
+//! `vagrant/nodes.conf`, built and provisioned by `scripts/lab.sh` with the Vagrant rig's
+//! provisioning scripts, three real `havip run` daemons (real data plane, as root) in their
+//! namespaces, and for every fault:
+//! - a **watcher** sampling every 10 ms which gateway namespace has each VIP on lan0, so
+//!   any instant with two holders is recorded;
+//! - a **client probe** (`scripts/lab-probe.py` in the client's namespace) sending a TCP
+//!   connect + HTTP GET to the VIP every 10 ms; each gateway runs a responder on port 80
+//!   answering with its name, so the probe records WHO answered, and an outage is the
+//!   longest gap between two answers around the fault.
+//!
+//! Asserted for every fault: never two holders (a SIGKILLed daemon's address may outlive it
+//! up to the kernel lifetime, and is then counted apart), the VIP answers again within
+//! the budget, the preferred gateway holds again once the fault heals, and nothing is left
+//! after `lab.sh down`. The measured outages are printed (eprintln) for the CI log; the
+//! real figures belong to the benchmark. It must never touch a host interface: lab.sh
+//! creates every interface inside the lab's namespaces.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// How long the VIP may go unanswered during any fault in this suite (generous: the test
+/// VM is shared; the benchmark measures the real figures).
+const BUDGET_MS: u64 = 3000;
+/// The kernel lifetime of a VIP (`address_lifetime` in conf/*.toml) plus two samples.
+const LIFETIME_MS: u64 = 3000 + 200;
+
+/// The lab's names are fixed (hv-gw-a, ...): one lab at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs a command, panicking with its output if it fails.
+fn sh(args: &[&str]) -> Output {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `scripts/lab.sh ARGS` with this build's havip.
+fn lab_sh(args: &[&str]) -> Output {
+    let output = Command::new(format!("{REPO}/scripts/lab.sh"))
+        .args(args)
+        .env("HAVIP_BIN", env!("CARGO_BIN_EXE_havip"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/lab.sh {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "scripts/lab.sh {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The node list: (name, role, address) per line of vagrant/nodes.conf.
+fn node_list() -> Vec<(String, String, String)> {
+    let text =
+        std::fs::read_to_string(format!("{REPO}/vagrant/nodes.conf")).expect("vagrant/nodes.conf");
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+fn names_of(role: &str) -> Vec<String> {
+    node_list()
+        .into_iter()
+        .filter(|(_, r, _)| r == role)
+        .map(|(n, _, _)| n)
+        .collect()
+}
+
+fn address_of(name: &str) -> String {
+    node_list()
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, _, a)| a)
+        .unwrap_or_else(|| panic!("{name} is not in vagrant/nodes.conf"))
+}
+
+/// One watcher sample: when, and for each VIP group the gateways that have its address.
+#[derive(Clone, Debug)]
+struct Sample {
+    at_ms: u64,
+    holders: BTreeMap<String, Vec<String>>,
+}
+
+/// One probe answer: when it was sent and answered, and who answered ("-": nobody).
+#[derive(Clone, Debug)]
+struct Answer {
+    answered_ms: u64,
+    who: String,
+}
+
+struct Lab {
+    gateways: Vec<String>,
+    vips: Vec<(String, String)>,
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    watcher: Option<JoinHandle<()>>,
+    probe: Option<Child>,
+    down: bool,
+}
+
+impl Lab {
+    /// `lab.sh up`, the three daemons, the watcher and the probe; returns once the
+    /// preferred gateways hold (gw-a `crm`, gw-b `crm2`) and the probe gets answers.
+    fn up() -> Lab {
+        assert!(
+            is_root(),
+            "the lab e2e suite needs root (network namespaces, nftables); run the tests as root, as CI does"
+        );
+        lab_sh(&["up"]);
+        let mut lab = Lab {
+            gateways: names_of("gateway"),
+            vips: node_list()
+                .into_iter()
+                .filter(|(_, r, _)| r == "vip")
+                .map(|(n, _, a)| (n, a))
+                .collect(),
+            stop: Arc::new(AtomicBool::new(false)),
+            samples: Arc::new(Mutex::new(Vec::new())),
+            answers: Arc::new(Mutex::new(Vec::new())),
+            watcher: None,
+            probe: None,
+            down: false,
+        };
+        lab_sh(&["start-havip"]);
+        lab.start_watcher();
+        lab.start_probe();
+        // Settled for one second in a row: right after start, a gateway whose checks have
+        // not passed yet hands over, and failback returns its group after failback_delay.
+        let mut since: Option<Instant> = None;
+        let steady = lab.wait(Duration::from_secs(40), |lab| {
+            let ok = lab.holders("crm") == ["gw-a"]
+                && lab.holders("crm2") == ["gw-b"]
+                && lab.last_answer_by("gw-a", now_ms().saturating_sub(200));
+            if !ok {
+                since = None;
+            }
+            ok && since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(1)
+        });
+        assert!(
+            steady.is_some(),
+            "the lab never settled (crm on gw-a, crm2 on gw-b, answered):\n{}",
+            lab.logs()
+        );
+        lab
+    }
+
+    fn start_watcher(&mut self) {
+        let (stop, samples) = (self.stop.clone(), self.samples.clone());
+        let (gateways, vips) = (self.gateways.clone(), self.vips.clone());
+        self.watcher = Some(std::thread::spawn(move || {
+            let started = Instant::now();
+            // Bounded: at most 10 minutes, whatever the test does.
+            while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(600) {
+                let tick = Instant::now();
+                let at_ms = now_ms();
+                let shown: Vec<(String, String)> = gateways
+                    .iter()
+                    .map(|g| {
+                        let out = Command::new("ip")
+                            .args(["-n", &format!("hv-{g}"), "-o", "-4", "addr", "show"])
+                            .args(["dev", "lan0"])
+                            .stderr(Stdio::null())
+                            .output();
+                        let text = out
+                            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                            .unwrap_or_default();
+                        (g.clone(), text)
+                    })
+                    .collect();
+                let holders = vips
+                    .iter()
+                    .map(|(group, vip)| {
+                        let needle = format!(" {vip}/");
+                        let who = shown
+                            .iter()
+                            .filter(|(_, text)| text.contains(&needle))
+                            .map(|(g, _)| g.clone())
+                            .collect();
+                        (group.clone(), who)
+                    })
+                    .collect();
+                if let Ok(mut samples) = samples.lock() {
+                    samples.push(Sample { at_ms, holders });
+                }
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
+            }
+        }));
+    }
+
+    fn start_probe(&mut self) {
+        let vip = self
+            .vips
+            .iter()
+            .find(|(g, _)| g == "crm")
+            .map(|(_, a)| a.clone())
+            .expect("group crm in vagrant/nodes.conf");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", "hv-client", "python3"])
+            .arg(format!("{REPO}/scripts/lab-probe.py"))
+            .args([&vip, "80", "10", "600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start the probe");
+        let stdout = child.stdout.take().expect("probe stdout");
+        let answers = self.answers.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if let [_, answered, who] = f[..]
+                    && let (Ok(answered_ms), Ok(mut a)) = (answered.parse(), answers.lock())
+                {
+                    a.push(Answer {
+                        answered_ms,
+                        who: who.to_string(),
+                    });
+                }
+            }
+        });
+        self.probe = Some(child);
+    }
+
+    /// The gateways holding `group` in the latest sample.
+    fn holders(&self, group: &str) -> Vec<String> {
+        self.samples
+            .lock()
+            .ok()
+            .and_then(|s| s.last().and_then(|s| s.holders.get(group).cloned()))
+            .unwrap_or_default()
+    }
+
+    /// Whether `who` answered the probe after `after_ms`.
+    fn last_answer_by(&self, who: &str, after_ms: u64) -> bool {
+        self.answers
+            .lock()
+            .map(|a| a.iter().any(|x| x.answered_ms > after_ms && x.who == who))
+            .unwrap_or(false)
+    }
+
+    /// Polls `check` every 10 ms up to `limit`; the time it took, or None.
+    fn wait(&self, limit: Duration, mut check: impl FnMut(&Lab) -> bool) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if check(self) {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// The longest time without an answer in [from_ms, to_ms], counted from the last
+    /// answer before `from_ms`; and who answered last before and first after that gap.
+    fn outage(&self, from_ms: u64, to_ms: u64) -> (u64, String, String) {
+        let answers = self.answers.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut times: Vec<(u64, String)> = answers
+            .into_iter()
+            .filter(|a| a.who != "-" && a.answered_ms <= to_ms)
+            .map(|a| (a.answered_ms, a.who))
+            .collect();
+        times.sort();
+        let first = times.iter().rposition(|(t, _)| *t < from_ms).unwrap_or(0);
+        let mut worst = (0, String::from("-"), String::from("-"));
+        for pair in times[first..].windows(2) {
+            let gap = pair[1].0 - pair[0].0;
+            if gap > worst.0 {
+                worst = (gap, pair[0].1.clone(), pair[1].1.clone());
+            }
+        }
+        if let Some((last, who)) = times.last() {
+            let tail = to_ms.saturating_sub(*last);
+            if tail > worst.0 {
+                worst = (tail, who.clone(), String::from("nobody yet"));
+            }
+        }
+        worst
+    }
+
+    /// Milliseconds (10 ms samples) during which a group had two holders, except `stale`
+    /// (a node whose daemon died: its address may outlive it by the kernel lifetime).
+    fn split_brain(&self, stale: Option<(&str, u64, u64)>) -> (u64, Vec<String>) {
+        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut bad = 0;
+        let mut examples = Vec::new();
+        for pair in samples.windows(2) {
+            let sample = &pair[0];
+            for (group, who) in &sample.holders {
+                let live: Vec<&String> = who
+                    .iter()
+                    .filter(|w| {
+                        !stale.is_some_and(|(n, from, to)| {
+                            n == w.as_str() && sample.at_ms >= from && sample.at_ms <= to
+                        })
+                    })
+                    .collect();
+                if live.len() > 1 {
+                    bad += pair[1].at_ms - sample.at_ms;
+                    if examples.len() < 5 {
+                        examples.push(format!("{group} held by {who:?} at {}", sample.at_ms));
+                    }
+                }
+            }
+        }
+        (bad, examples)
+    }
+
+    fn logs(&self) -> String {
+        ["gw-a", "gw-b", "witness"]
+            .iter()
+            .map(|n| {
+                let log = std::fs::read_to_string(format!("/run/havip-lab/{n}/havip.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- {n}\n{}", tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn stop_observing(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        if let Some(mut p) = self.probe.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// `lab.sh down`, then checks that nothing is left: no lab namespace, no directory,
+    /// none of the daemons or services it started.
+    fn down_and_check(mut self) {
+        self.stop_observing();
+        let pids: Vec<u32> = glob_pids();
+        lab_sh(&["down"]);
+        self.down = true;
+        let netns = String::from_utf8_lossy(&sh(&["ip", "netns", "list"]).stdout).into_owned();
+        let mine: Vec<String> = node_list()
+            .into_iter()
+            .map(|(n, _, _)| format!("hv-{n}"))
+            .chain(["hv-br".to_string()])
+            .collect();
+        for line in netns.lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            assert!(!mine.iter().any(|m| m == name), "{name} left after down");
+        }
+        assert!(
+            !std::path::Path::new("/run/havip-lab").exists(),
+            "/run/havip-lab left after down"
+        );
+        for pid in pids {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .is_ok_and(|s| s.contains(") Z ")),
+                "process {pid} of the lab still runs after down"
+            );
+        }
+    }
+}
+
+/// The PIDs in the lab's PID files.
+fn glob_pids() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for dir in std::fs::read_dir("/run/havip-lab")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for file in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if file.path().extension().is_some_and(|e| e == "pid")
+                && let Some(pid) = std::fs::read_to_string(file.path())
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_observing();
+        if !self.down {
+            let _ = Command::new(format!("{REPO}/scripts/lab.sh"))
+                .arg("down")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// What a fault does to the `crm` group (preferred: gw-a) while it lasts.
+struct Fault<'a> {
+    name: &'a str,
+    inject: &'a dyn Fn(),
+    heal: &'a dyn Fn(),
+    /// Who must answer on the VIP while the fault lasts.
+    during: &'a str,
+    /// How long the fault may take to show (health checks need their fall count).
+    show_within: Duration,
+    /// At most this many changes of `crm`'s holders while the fault lasts (None: any).
+    max_moves: Option<usize>,
+    /// gw-a's daemon dies this long after the fault starts: its address may outlive it by
+    /// the kernel lifetime.
+    daemon_dies: Option<u64>,
+}
+
+/// Runs one fault on a fresh lab and asserts the invariants; prints the outages.
+fn run_fault(fault: Fault) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let t0 = now_ms();
+    (fault.inject)();
+    let shown = lab.wait(fault.show_within, |lab| {
+        lab.last_answer_by(fault.during, t0 + 50) && lab.holders("crm") == [fault.during]
+    });
+    assert!(
+        shown.is_some(),
+        "{}: {} did not answer on the VIP within {:?}; holders {:?}\n{}",
+        fault.name,
+        fault.during,
+        fault.show_within,
+        lab.holders("crm"),
+        lab.logs()
+    );
+    // Let the fault last a while: a partition must not make anyone else take over.
+    std::thread::sleep(Duration::from_secs(2));
+    let t1 = now_ms();
+    let (outage, before, after) = lab.outage(t0, t1);
+    let moves = lab.moves("crm", t0, t1);
+    let stale = fault
+        .daemon_dies
+        .map(|after| ("gw-a", t0 + after, t0 + after + LIFETIME_MS));
+
+    (fault.heal)();
+    let healed = lab.wait(Duration::from_secs(30), |lab| {
+        lab.holders("crm") == ["gw-a"]
+            && lab.holders("crm2") == ["gw-b"]
+            && lab.last_answer_by("gw-a", now_ms().saturating_sub(100))
+    });
+    assert!(
+        healed.is_some(),
+        "{}: gw-a did not hold crm again within 30 s after the fault healed; holders {:?}\n{}",
+        fault.name,
+        lab.holders("crm"),
+        lab.logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t2 = now_ms();
+    let (failback, fb_before, fb_after) = lab.outage(t1, t2);
+    let (split, examples) = lab.split_brain(stale);
+    eprintln!(
+        "lab e2e: {:<24} outage {outage:>5} ms ({before} -> {after}); back to gw-a after {:?}, \
+         outage {failback} ms ({fb_before} -> {fb_after}); two holders: {split} ms",
+        fault.name,
+        healed.unwrap_or_default()
+    );
+    assert_eq!(split, 0, "{}: two holders: {examples:?}", fault.name);
+    if let Some(max) = fault.max_moves {
+        assert!(
+            moves <= max,
+            "{}: the VIP moved {moves} times during the fault",
+            fault.name
+        );
+    }
+    assert!(
+        outage <= BUDGET_MS,
+        "{}: the VIP went unanswered for {outage} ms ({before} -> {after})\n{}",
+        fault.name,
+        lab.logs()
+    );
+    assert!(
+        failback <= BUDGET_MS,
+        "{}: the VIP went unanswered for {failback} ms during failback",
+        fault.name
+    );
+    if let Some((_, died, _)) = stale {
+        // The dead daemon's address went with the kernel lifetime (checked before the
+        // restart; the lifetime is counted from the last refresh, before t0).
+        let last = lab.last_seen_holding_before("gw-a", t1).unwrap_or(0);
+        assert!(
+            last <= died + LIFETIME_MS,
+            "{}: gw-a's VIP outlived its daemon by {} ms",
+            fault.name,
+            last.saturating_sub(died)
+        );
+    }
+    lab.down_and_check();
+}
+
+impl Lab {
+    /// How many times the holders of `group` changed in [from_ms, to_ms].
+    fn moves(&self, group: &str, from_ms: u64, to_ms: u64) -> usize {
+        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let seen: Vec<Vec<String>> = samples
+            .iter()
+            .filter(|s| s.at_ms >= from_ms && s.at_ms <= to_ms)
+            .map(|s| s.holders.get(group).cloned().unwrap_or_default())
+            .collect();
+        seen.windows(2).filter(|w| w[0] != w[1]).count()
+    }
+
+    /// The last instant before `before_ms` at which `node` was seen holding any VIP.
+    fn last_seen_holding_before(&self, node: &str, before_ms: u64) -> Option<u64> {
+        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        samples
+            .iter()
+            .rev()
+            .filter(|s| s.at_ms < before_ms)
+            .find(|s| s.holders.values().any(|w| w.iter().any(|x| x == node)))
+            .map(|s| s.at_ms)
+    }
+}
+
+/// `nft -f -` inside `netns` (a newline closes the table: nft's one-line form wants it).
+fn nft(netns: &str, rules: &str) {
+    let rules = rules.replace("; } }", "; }\n}\n");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(rules.as_bytes()).expect("nft rules");
+    }
+    assert!(
+        child.wait().is_ok_and(|s| s.success()),
+        "nft -f in {netns}: {rules}"
+    );
+}
+
+fn ip(args: &[&str]) {
+    let mut full = vec!["ip"];
+    full.extend_from_slice(args);
+    sh(&full);
+}
+
+#[test]
+fn hard_node_failure_link_down_inside_the_master() {
+    run_fault(Fault {
+        name: "link down in gw-a",
+        inject: &|| ip(&["-n", "hv-gw-a", "link", "set", "lan0", "down"]),
+        heal: &|| ip(&["-n", "hv-gw-a", "link", "set", "lan0", "up"]),
+        during: "gw-b",
+        show_within: Duration::from_secs(10),
+        daemon_dies: None,
+        max_moves: None,
+    });
+}
+
+#[test]
+fn daemon_sigkill_of_the_master_and_restart() {
+    run_fault(Fault {
+        name: "SIGKILL gw-a",
+        inject: &|| {
+            lab_sh(&["stop-havip", "gw-a", "KILL"]);
+        },
+        heal: &|| {
+            lab_sh(&["start-havip", "gw-a"]);
+        },
+        during: "gw-b",
+        show_within: Duration::from_secs(10),
+        daemon_dies: Some(0),
+        max_moves: None,
+    });
+}
+
+#[test]
+fn graceful_stop_of_the_master_and_restart() {
+    run_fault(Fault {
+        name: "SIGTERM gw-a",
+        inject: &|| {
+            lab_sh(&["stop-havip", "gw-a", "TERM"]);
+        },
+        heal: &|| {
+            lab_sh(&["start-havip", "gw-a"]);
+        },
+        during: "gw-b",
+        show_within: Duration::from_secs(10),
+        daemon_dies: None,
+        max_moves: None,
+    });
+}
+
+/// SIGSTOP freezes gw-a's daemon: its VIP expires with the kernel lifetime, gw-b takes
+/// over; after SIGCONT the thawed daemon must not claim a hold it lost, and fails back.
+#[test]
+fn daemon_sigstop_of_the_master_and_sigcont() {
+    run_fault(Fault {
+        name: "SIGSTOP gw-a",
+        inject: &|| {
+            lab_sh(&["stop-havip", "gw-a", "STOP"]);
+        },
+        heal: &|| {
+            lab_sh(&["stop-havip", "gw-a", "CONT"]);
+        },
+        during: "gw-b",
+        show_within: Duration::from_secs(10),
+        daemon_dies: Some(0),
+        max_moves: None,
+    });
+}
+
+/// Drops gw-a <-> gw-b on the bridge; both still reach the client and the witness.
+#[test]
+fn partition_between_the_gateways_changes_nothing() {
+    run_fault(Fault {
+        name: "gateway partition",
+        inject: &|| {
+            nft(
+                "hv-br",
+                "table bridge lab { chain forward { type filter hook forward priority 0; \
+                 iifname \"p-gw-a\" oifname \"p-gw-b\" drop; \
+                 iifname \"p-gw-b\" oifname \"p-gw-a\" drop; } }",
+            )
+        },
+        heal: &|| nft("hv-br", "delete table bridge lab"),
+        during: "gw-a",
+        show_within: Duration::from_secs(10),
+        daemon_dies: None,
+        max_moves: Some(0),
+    });
+}
+
+#[test]
+fn master_isolated_from_everyone() {
+    run_fault(Fault {
+        name: "gw-a isolated",
+        inject: &|| {
+            nft(
+                "hv-br",
+                "table bridge lab { chain forward { type filter hook forward priority 0; \
+                 iifname \"p-gw-a\" drop; oifname \"p-gw-a\" drop; } }",
+            )
+        },
+        heal: &|| nft("hv-br", "delete table bridge lab"),
+        during: "gw-b",
+        show_within: Duration::from_secs(10),
+        daemon_dies: None,
+        max_moves: None,
+    });
+}
+
+/// gw-a alone loses the CRM servers: its health checks fail (fall 3 x 2 s) and it hands
+/// the VIP over; once they pass again (rise 2) and failback_delay ran, it takes it back.
+#[test]
+fn the_masters_crm_checks_failing() {
+    let crm: Vec<String> = names_of("crm").iter().map(|n| address_of(n)).collect();
+    let rules = format!(
+        "table inet lab {{ chain out {{ type filter hook output priority 0; \
+         ip daddr {{ {} }} drop; }} }}",
+        crm.join(", ")
+    );
+    run_fault(Fault {
+        name: "gw-a loses the CRM",
+        inject: &|| nft("hv-gw-a", &rules),
+        heal: &|| nft("hv-gw-a", "delete table inet lab"),
+        during: "gw-b",
+        show_within: Duration::from_secs(20),
+        daemon_dies: None,
+        max_moves: None,
+    });
+}
+
+/// `havip ARGS --config <node's config>` inside `node`'s namespace.
+/// gw-a's CRM servers flap: unreachable for 3 s, reachable for 3 s, four times. The
+/// checks' fall count (3 x 2 s) absorbs it: the VIP must neither move nor go unanswered.
+#[test]
+fn flapping_health_of_the_master_does_not_move_the_vip() {
+    let crm: Vec<String> = names_of("crm").iter().map(|n| address_of(n)).collect();
+    let rules = format!(
+        "table inet lab {{ chain out {{ type filter hook output priority 0; \
+         ip daddr {{ {} }} drop; }} }}",
+        crm.join(", ")
+    );
+    run_fault(Fault {
+        name: "gw-a's CRM flapping",
+        inject: &|| {
+            for _ in 0..4 {
+                nft("hv-gw-a", &rules);
+                std::thread::sleep(Duration::from_secs(3));
+                nft("hv-gw-a", "delete table inet lab");
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        },
+        heal: &|| {},
+        during: "gw-a",
+        show_within: Duration::from_secs(5),
+        daemon_dies: None,
+        max_moves: Some(0),
+    });
+}
+
+fn havip_at(node: &str, args: &[&str]) {
+    let netns = format!("hv-{node}");
+    let config = format!("/run/havip-lab/{node}/havip.toml");
+    let mut full = vec!["ip", "netns", "exec", &netns, env!("CARGO_BIN_EXE_havip")];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--config", &config]);
+    sh(&full);
+}
+
+/// `havip failover --to gw-b` pins crm to gw-b; `--clear` gives it back to gw-a.
+#[test]
+fn manual_failover_to_the_backup_and_clear() {
+    run_fault(Fault {
+        name: "failover --to gw-b",
+        inject: &|| havip_at("gw-a", &["failover", "--to", "gw-b", "--group", "crm"]),
+        heal: &|| havip_at("gw-b", &["failover", "--clear", "--group", "crm"]),
+        during: "gw-b",
+        show_within: Duration::from_secs(10),
+        daemon_dies: None,
+        max_moves: None,
+    });
+}
+
+/// 5 % loss and 20 ms delay on every bridge port (netem), then the master is killed.
+/// Without sch_netem in the kernel, 5 % loss is made with nftables instead (no delay).
+#[test]
+fn loss_and_delay_then_sigkill() {
+    let ports: Vec<String> = node_list()
+        .into_iter()
+        .filter(|(_, r, _)| r != "vip")
+        .map(|(n, _, _)| format!("p-{n}"))
+        .collect();
+    run_fault(Fault {
+        name: "5% loss 20ms + SIGKILL",
+        inject: &|| {
+            let mut with_netem = true;
+            for port in &ports {
+                let ok = Command::new("ip")
+                    .args(["netns", "exec", "hv-br", "tc", "qdisc", "add", "dev", port])
+                    .args(["root", "netem", "loss", "5%", "delay", "20ms"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                with_netem &= ok;
+            }
+            if !with_netem {
+                eprintln!("lab e2e: no sch_netem in this kernel: 5 % loss by nftables, no delay");
+                nft(
+                    "hv-br",
+                    "table bridge loss { chain forward { type filter hook forward priority 0; \
+                     numgen random mod 100 < 5 drop; } }",
+                );
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            lab_sh(&["stop-havip", "gw-a", "KILL"]);
+        },
+        heal: &|| {
+            for port in &ports {
+                let _ = Command::new("ip")
+                    .args(["netns", "exec", "hv-br", "tc", "qdisc", "del", "dev", port])
+                    .args(["root"])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let _ = Command::new("ip")
+                .args([
+                    "netns", "exec", "hv-br", "nft", "delete", "table", "bridge", "loss",
+                ])
+                .stderr(Stdio::null())
+                .status();
+            lab_sh(&["start-havip", "gw-a"]);
+        },
+        during: "gw-b",
+        show_within: Duration::from_secs(12),
+        daemon_dies: Some(2000),
+        max_moves: None,
+    });
+}

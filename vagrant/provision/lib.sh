@@ -1,0 +1,124 @@
+# shellcheck shell=sh
+# Shared by the provisioning scripts (POSIX sh, sourced): where things go, the node list,
+# the havip config writer. Two modes:
+#   - a VM (the Vagrant rig): files under /etc/havip and /var/lib/havip, systemd units;
+#   - the lab (scripts/lab.sh): HAVIP_LAB_DIR=/run/havip-lab/<node> is set, everything
+#     goes into that directory, nothing is installed and no systemd unit is written;
+#     long-running services are started in the background with a PID file there.
+# Environment: HAVIP_LAB_DIR (lab mode), HAVIP_INTERFACE (the VIP interface; default
+# eth1), HAVIP_CLUSTER_KEY (the shared key to copy; default vagrant/cluster.key),
+# HAVIP_BIN (the havip binary to install on a VM; default target/release/havip).
+# It never touches an interface: addresses are the job of the Vagrantfile or lab.sh.
+
+provision_dir=$(cd "$(dirname "$0")" && pwd)
+vagrant_dir=$(dirname "$provision_dir")
+repo_dir=$(dirname "$vagrant_dir")
+nodes_conf=${HAVIP_NODES:-$vagrant_dir/nodes.conf}
+
+die() { echo "provision: $*" >&2; exit 1; }
+
+# usage_check NAME ADDRESS: both given, and NAME is in the node list with ADDRESS.
+usage_check() {
+  [ $# -eq 2 ] || die "usage: $0 NAME ADDRESS (a line of $nodes_conf)"
+  listed=$(node_address "$1")
+  [ "$listed" = "$2" ] || die "$1 has address '${listed:-none}' in $nodes_conf, not $2"
+}
+
+# node_address NAME: the address of NAME in the node list (empty when absent).
+node_address() {
+  awk -v n="$1" '$1 !~ /^#/ && $1 == n { print $3; exit }' "$nodes_conf"
+}
+
+# The real python3 (not a shim), so that a PID file names the server itself.
+python3_exe() {
+  python3 -c 'import sys; print(sys.executable)'
+}
+
+# start_bg NAME_OF_PIDFILE COMMAND...: lab mode only; starts COMMAND in the background
+# with its output in <lab dir>/<name>.log and its PID in <lab dir>/<name>.pid.
+start_bg() {
+  name=$1; shift
+  "$@" </dev/null >"$HAVIP_LAB_DIR/$name.log" 2>&1 &
+  echo $! >"$HAVIP_LAB_DIR/$name.pid"
+}
+
+# install_name_http UNIT NAME BIND PORT: the small "who am I" HTTP service.
+install_name_http() {
+  unit=$1 name=$2 bind=$3 port=$4
+  if [ -n "${HAVIP_LAB_DIR:-}" ]; then
+    start_bg "$unit" "$(python3_exe)" "$provision_dir/name-http.py" "$name" "$bind" "$port"
+    return
+  fi
+  command -v python3 >/dev/null 2>&1 || apt-get install -y -qq python3 >/dev/null
+  install -m 0755 "$provision_dir/name-http.py" /usr/local/bin/havip-name-http
+  cat >"/etc/systemd/system/$unit.service" <<UNIT
+[Unit]
+Description=havip lab: HTTP service answering with "$name"
+After=network-online.target
+[Service]
+ExecStart=/usr/local/bin/havip-name-http $name $bind $port
+DynamicUser=true
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+Restart=always
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable --now "$unit.service"
+}
+
+# write_havip_config NAME ADDRESS: the node's havip TOML from conf/NAME.toml, with every
+# address taken from the node list and the paths of this mode.
+write_havip_config() {
+  name=$1 address=$2
+  template=${HAVIP_TEMPLATE:-$repo_dir/conf/$name.toml}
+  [ -f "$template" ] || die "no template $template for $name"
+  if [ -n "${HAVIP_LAB_DIR:-}" ]; then
+    etc=$HAVIP_LAB_DIR data=$HAVIP_LAB_DIR/data socket=$HAVIP_LAB_DIR/havip.sock
+  else
+    etc=/etc/havip data=/var/lib/havip socket=/run/havip/havip.sock
+  fi
+  mkdir -p "$etc"
+  key=${HAVIP_CLUSTER_KEY:-$vagrant_dir/cluster.key}
+  [ -f "$key" ] || die "no cluster key at $key (make one with: havip keygen --out $key)"
+  install -m 0600 "$key" "$etc/cluster.key"
+  # Line by line: remembers the name of the table entry it is in, so a peer's address,
+  # a group's VIP and a check's URL are looked up by name in the node list.
+  awk -v self="$address" -v data="$data" -v key="$etc/cluster.key" -v sock="$socket" \
+      -v iface="${HAVIP_INTERFACE:-eth1}" -v nodes="$nodes_conf" '
+    BEGIN {
+      while ((getline line < nodes) > 0) {
+        split(line, f, /[ \t]+/)
+        if (f[1] != "" && f[1] !~ /^#/) addr[f[1]] = f[3]
+      }
+    }
+    /^\[/ { entry = "" }
+    /^name = "/ { entry = $3; gsub(/"/, "", entry); sub(/-http$/, "", entry) }
+    /^data_dir = / { $0 = "data_dir = \"" data "\"" }
+    /^key_file = / { $0 = "key_file = \"" key "\"" }
+    /^socket = / { $0 = "socket = \"" sock "\"" }
+    /^listen = / { $0 = "listen = \"" self ":7400\"" }
+    /^metrics = / { $0 = "metrics = \"" self ":9400\"" }
+    /^interface = / { $0 = "interface = \"" iface "\"" }
+    /^address = / && (entry in addr) { sub(/"[0-9.]+:/, "\"" addr[entry] ":") }
+    /^addresses = / && (entry in addr) { sub(/"[0-9.]+\//, "\"" addr[entry] "/") }
+    /^url = / && (entry in addr) { sub(/\/\/[0-9.]+:/, "//" addr[entry] ":") }
+    { print }
+  ' "$template" >"$etc/havip.toml.new"
+  mv "$etc/havip.toml.new" "$etc/havip.toml"
+  mkdir -p "$data"
+  chmod 0700 "$data"
+}
+
+# install_havip_unit: a VM only: the binary, a havip user and the systemd unit.
+install_havip_unit() {
+  [ -z "${HAVIP_LAB_DIR:-}" ] || return 0
+  bin=${HAVIP_BIN:-$repo_dir/target/release/havip}
+  [ -x "$bin" ] || die "no havip binary at $bin (cargo build --release, or set HAVIP_BIN)"
+  install -m 0755 "$bin" /usr/local/bin/havip
+  id havip >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin havip
+  chown havip:havip /etc/havip/cluster.key
+  install -m 0644 "$repo_dir/conf/havip.service" /etc/systemd/system/havip.service
+  systemctl daemon-reload
+  systemctl enable --now havip.service
+}
