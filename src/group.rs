@@ -22,9 +22,15 @@ use crate::hold::{self, HoldInputs};
 use crate::policy::{self, GroupRules, NodeView, Reason, Role, Situation};
 use crate::vip::{DataPlane, VipSet};
 
-/// How often the loop runs when nothing else wakes it: it bounds how late a lease expiry
-/// is noticed, so the hold lease's margin includes two of these.
+/// The timer granularity the hold lease's margin allows for (two of these): the loop wakes
+/// exactly at the lease's end while holding, and a timer may fire this late.
 pub const TICK: Duration = Duration::from_millis(10);
+
+/// How often the loop runs when nothing wakes it and nothing is due: it catches what has
+/// no event of its own (a stalled hand-over, a catch-up limit, a retried release) while
+/// keeping an idle node idle. Raft metrics, replicated state and local facts wake it at
+/// once; the lease end and a pending failback are timed exactly.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 /// How long a planned hand-over keeps the VIPs while its target catches up on the log.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
@@ -127,6 +133,8 @@ pub struct GroupLoop {
     stable_since: BTreeMap<String, Instant>,
     last_facts_proposal: Option<Instant>,
     last_reason: String,
+    /// When the loop must run again even if nothing happens.
+    next_wake: Instant,
     /// The state notify hooks and the log last heard of.
     hook_state: HookState,
     hold_transitions: u64,
@@ -159,6 +167,7 @@ impl GroupLoop {
             stable_since: BTreeMap::new(),
             last_facts_proposal: None,
             last_reason: String::new(),
+            next_wake: Instant::now(),
             hook_state: HookState::Backup,
             hold_transitions: 0,
         }
@@ -170,15 +179,15 @@ impl GroupLoop {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
         let mut metrics = self.raft.metrics();
         let mut state = self.state.clone();
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut facts = self.facts.clone();
         let mut fatal = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {}
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep_until(self.next_wake) => {}
                 changed = metrics.changed() => if changed.is_err() { fatal = Some("its Raft stopped"); },
                 changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
+                changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
             }
             if *shutdown.borrow() || fatal.is_some() {
                 break;
@@ -294,6 +303,7 @@ impl GroupLoop {
         // VIP down for a lease plus an election. Capped, so a target that never catches up
         // cannot block the move.
         let mut hand_over = verdict.as_ref().and_then(|v| v.hand_over.clone());
+        let recheck_in = verdict.as_ref().and_then(|v| v.recheck_in);
         let mut deferred = false;
         if let Some(h) = &hand_over
             && matches!(h.reason, Reason::Pinned | Reason::Failback)
@@ -354,6 +364,16 @@ impl GroupLoop {
         }
         self.report_state(metrics.current_term);
         self.publish(quorum_ack_age, lease_until);
+        let mut wake = now + IDLE_WAKE;
+        if self.holding
+            && let Some(until) = lease_until
+        {
+            wake = wake.min(until);
+        }
+        if let Some(recheck) = recheck_in {
+            wake = wake.min(now + recheck);
+        }
+        self.next_wake = wake;
         self.report_facts(&state, now);
     }
 
@@ -452,7 +472,10 @@ impl GroupLoop {
 
     fn replicated(&self) -> Replicated {
         let state = self.state.borrow();
-        Replicated { nodes: state.nodes.clone(), pin: state.pin.clone() }
+        Replicated {
+            nodes: state.nodes.clone(),
+            pin: state.pin.clone(),
+        }
     }
 
     /// Proposes without making the loop wait for Raft; a failure is only worth a debug

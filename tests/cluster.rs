@@ -299,7 +299,18 @@ fn a_sigkilled_node_restarts_with_its_store_intact() {
     cluster.wait_reported("gw-a");
     let (code, text) = cluster.cli("gw-a", &["failover", "--to", "gw-a"]);
     assert_eq!(code, 0, "{text}");
-    let before = cluster.status("gw-b").expect("status").groups[0].clone();
+    // Committed means a majority (gw-a + witness) has it; wait until gw-b has applied it
+    // too, so that what the restart must keep is really in gw-b's store.
+    let mut before = None;
+    for _ in 0..300 {
+        let group = cluster.status("gw-b").map(|s| s.groups[0].clone());
+        if let Some(group) = group.filter(|g| g.pin.as_deref() == Some("gw-a")) {
+            before = Some(group);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = before.expect("gw-b applied the pin");
     cluster.kill("gw-b");
     cluster.spawn("gw-b");
     // Its own store, before it even hears from the leader, has the pin and the term.

@@ -43,6 +43,9 @@ pub use self::state_machine::{SnapshotBuilder, StateMachineStore};
 /// File name of the store inside the data directory.
 pub const FILE_NAME: &str = "havip.redb";
 
+/// redb page cache: the state machine and the unpurged log tail fit many times over.
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Keys of the `<group>/meta` table (vote and log pointers, written by the log store).
 const META_VOTE: &str = "vote";
 const META_COMMITTED: &str = "committed";
@@ -147,16 +150,21 @@ impl Store {
                 source,
             })?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|source| match source {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-                path: path.clone(),
-                data_dir: data_dir.to_path_buf(),
-            },
-            source => StoreError::Open {
-                path: path.clone(),
-                source,
-            },
-        })?;
+        // The store holds a few kilobytes of live state per group; redb's default cache
+        // (up to 1 GiB) would make a gateway's footprint grow for nothing.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| match source {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                    path: path.clone(),
+                    data_dir: data_dir.to_path_buf(),
+                },
+                source => StoreError::Open {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
         std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(|source| {
             StoreError::Permissions {
                 path: path.clone(),
