@@ -31,6 +31,7 @@ cargo build --release --bench failover_lab --bin havip
 # namespaces are named hv<bench pid>x<n>...; kill the processes left in them (ours: only
 # the bench starts processes there) by PID, then delete the namespaces.
 bench_pid=""
+# shellcheck disable=SC2317  # called from the trap below, which shellcheck cannot follow
 cleanup() {
     [ -n "$bench_pid" ] || return 0
     kill "$bench_pid" 2>/dev/null || true
