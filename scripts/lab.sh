@@ -78,7 +78,9 @@ up() {
   local name role address netns last
   [ -x "$bin" ] || die "no havip binary at $bin (cargo build --release, or set HAVIP_BIN)"
   down
-  ip route replace blackhole 198.18.0.0/24
+  # At a high metric, so that a host interface on the prefix (the Vagrant rig's bridge)
+  # still wins while it exists; the blackhole only catches what nothing else routes.
+  ip route replace blackhole 198.18.0.0/24 metric 4242
   mkdir -p "$run"
   add_netns "$bridge"
   ip -n "$bridge" link add br0 type bridge

@@ -137,8 +137,10 @@ impl Lab {
             NEXT_LAB.fetch_add(1, Ordering::SeqCst)
         );
         let bridge = format!("{prefix}br");
-        // Never routed out of the machine, whatever a test gets wrong.
-        sh(&["ip", "route", "replace", "blackhole", LAB_PREFIX_V4]);
+        // Never routed out of the machine, whatever a test gets wrong. At the metric
+        // scripts/lab.sh uses, so a host bridge on the prefix (the Vagrant rig's) keeps
+        // its connected route and a test never replaces it.
+        sh(&["ip", "route", "replace", "blackhole", LAB_PREFIX_V4, "metric", "4242"]);
         let mut lab = Lab {
             prefix,
             bridge: bridge.clone(),
