@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Idle cost of a havip node: three release daemons (gw-a, gw-b, witness) on loopback
+# addresses 127.0.9.11-13, observe-only (no root, no interface touched), one VIP group,
+# no health checks. After SETTLE seconds it samples utime+stime from /proc/PID/stat over
+# SECONDS_MEASURED seconds and prints each node's share of one core and its RSS.
+# Usage: scripts/bench-idle.sh            (env: SETTLE=8 MEASURE=20 HAVIP_BIN=...)
+#        PERF=1 scripts/bench-idle.sh     (also perf-record the master; report in /tmp)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+settle=${SETTLE:-8}
+measure=${MEASURE:-20}
+if [ -z "${HAVIP_BIN:-}" ]; then cargo build --release --quiet; fi
+bin=${HAVIP_BIN:-$PWD/target/release/havip}
+work=$(mktemp -d /tmp/havip-idle.XXXXXX)
+declare -A pid=()
+
+cleanup() {
+  for n in "${!pid[@]}"; do kill -TERM "${pid[$n]}" 2>/dev/null || true; done
+  for n in "${!pid[@]}"; do wait "${pid[$n]}" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" keygen --out "$work/cluster.key" >/dev/null
+addr() { case $1 in gw-a) echo 127.0.9.11;; gw-b) echo 127.0.9.12;; witness) echo 127.0.9.13;; esac; }
+for n in gw-a gw-b witness; do
+  mkdir -p "$work/$n"
+  {
+    printf '[node]\nname = "%s"\nrole = "%s"\ndata_dir = "%s"\n\n' "$n" \
+      "$([ "$n" = witness ] && echo witness || echo gateway)" "$work/$n/data"
+    printf '[cluster]\nlisten = "%s:7400"\nkey_file = "%s"\n' "$(addr "$n")" "$work/cluster.key"
+    for p in gw-a gw-b witness; do
+      printf '[[cluster.peers]]\nname = "%s"\naddress = "%s:7400"\n' "$p" "$(addr "$p")"
+    done
+    printf '\n[control]\nsocket = "%s"\n\n' "$work/$n/havip.sock"
+    case $n in
+      witness) printf '[[vip_group]]\nname = "crm"\n' ;;
+      gw-a) printf '[[vip_group]]\nname = "crm"\ninterface = "eth1"\naddresses = ["198.18.0.50/24"]\npriority = 150\n' ;;
+      gw-b) printf '[[vip_group]]\nname = "crm"\ninterface = "eth1"\naddresses = ["198.18.0.50/24"]\npriority = 100\n' ;;
+    esac
+  } >"$work/$n/havip.toml"
+done
+
+for n in gw-a gw-b witness; do
+  "$bin" run --observe-only --config "$work/$n/havip.toml" >>"$work/$n/log" 2>&1 &
+  pid[$n]=$!
+done
+sleep "$settle"
+
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+anon() { awk '/^RssAnon/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+declare -A before=()
+for n in gw-a gw-b witness; do before[$n]=$(ticks "${pid[$n]}"); done
+if [ "${PERF:-0}" = 1 ]; then
+  perf record -g -o /tmp/havip-idle.perf -p "${pid[gw-a]}" -- sleep "$measure" 2>/dev/null
+else
+  sleep "$measure"
+fi
+hz=$(getconf CLK_TCK)
+printf '%-8s %8s %9s %9s\n' node "cpu %" "RSS MiB" "anon MiB"
+for n in gw-a gw-b witness; do
+  used=$(( $(ticks "${pid[$n]}") - ${before[$n]} ))
+  printf '%-8s %8s %9s %9s\n' "$n" "$(awk -v u="$used" -v hz="$hz" -v s="$measure" 'BEGIN { printf "%.2f", 100 * u / hz / s }')" \
+    "$(rss "${pid[$n]}")" "$(anon "${pid[$n]}")"
+done
+"$bin" status --socket "$work/witness/havip.sock" | head -5
+if [ "${PERF:-0}" = 1 ]; then echo "perf data: /tmp/havip-idle.perf (perf report -i /tmp/havip-idle.perf)"; fi
