@@ -109,8 +109,8 @@ sleep 1
 echo "   now answered by: $(tail -n 1 "$probe_log" | awk '{ print $3 }')"
 echo "   outage seen by the client: $(outage "$t0")"
 echo "   $other answered first $(first_by "$other" "$t0") ms after the kill"
-echo "   (the killed daemon's VIP stays until its kernel lifetime, 3 s, runs out, and $master's"
-echo "   responder answers until $other's gratuitous ARP moves the client: hence two holders below)"
+echo "   (the killed daemon could not remove its VIP: the lab's supervisor ran \`havip release\`"
+echo "   at once, as systemd's ExecStopPost does, so only $other holds it:)"
 scripts/lab.sh holders
 
 echo "== restarting havip on $master; failback after failback_delay (5 s)"

@@ -115,9 +115,18 @@ start_havip() {
     if [ -f "$run/$name/havip.pid" ] && in_netns "$(cat "$run/$name/havip.pid")" "$(ns "$name")"; then
       continue
     fi
+    rm -f "$run/$name/havip.pid"
+    # A supervisor like systemd's ExecStopPost in conf/havip.service: however the daemon
+    # dies (SIGKILL too), `havip release` removes the VIPs it left at once (after a
+    # graceful stop there is nothing left, and it says so).
+    # shellcheck disable=SC2016 # expanded by the inner shell
     ip netns exec "$(ns "$name")" env HAVIP_LOG="${HAVIP_LOG:-info,openraft=warn}" \
-      "$bin" run --config "$run/$name/havip.toml" </dev/null >>"$run/$name/havip.log" 2>&1 &
-    echo $! >"$run/$name/havip.pid"
+      bash -c '"$1" run --config "$2" & echo $! >"$3"; wait $!; "$1" release --config "$2"' \
+      supervisor "$bin" "$run/$name/havip.toml" "$run/$name/havip.pid" \
+      </dev/null >>"$run/$name/havip.log" 2>&1 &
+    echo $! >"$run/$name/supervisor.pid"
+    for _ in $(seq 1 50); do [ -s "$run/$name/havip.pid" ] && break; sleep 0.02; done
+    [ -s "$run/$name/havip.pid" ] || die "havip of $name did not start (see $run/$name/havip.log)"
   done
 }
 
@@ -130,6 +139,12 @@ stop_havip() {
   case $signal in STOP|CONT|SIGSTOP|SIGCONT) return 0 ;; esac
   for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   rm -f "$run/$name/havip.pid"
+  # ...and for its supervisor's `havip release`, so a restart never races it.
+  if [ -f "$run/$name/supervisor.pid" ]; then
+    pid=$(cat "$run/$name/supervisor.pid")
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$run/$name/supervisor.pid"
+  fi
 }
 
 holders() {

@@ -104,8 +104,8 @@ impl Default for Timers {
     fn default() -> Self {
         Timers {
             heartbeat: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(150),
-            election_timeout_max: Duration::from_millis(300),
+            election_timeout_min: Duration::from_millis(120),
+            election_timeout_max: Duration::from_millis(240),
         }
     }
 }
@@ -623,7 +623,7 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
             "must be longer than 0s; the default is \"50ms\"",
         );
     }
-    let range_hint = "write it as \"MIN..MAX\", like \"150ms..300ms\"";
+    let range_hint = "write it as \"MIN..MAX\", like \"120ms..240ms\"";
     let election = r.string(&t, "election_timeout").and_then(|e| {
         let Some((low, high)) = e.value.split_once("..") else {
             r.error(&e.span, t.key("election_timeout"), format!("{:?} is not a range; {range_hint}", e.value));
@@ -660,20 +660,28 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
     // Compared only when both were readable, so one bad value does not cause a second error.
     let unreadable = (t.has("heartbeat") && heartbeat.is_none())
         || (t.has("election_timeout") && election.is_none());
-    if !unreadable && heartbeat_value * 3 > min {
+    // openraft's followers stand for election only after `max + random(min..max)` without a
+    // heartbeat (their leader lease plus the election timeout), and the master keeps the
+    // VIPs only while a quorum acknowledged a heartbeat within 80 % of `max`. A third of
+    // `max` leaves room for two lost heartbeats on both counts; openraft itself also needs
+    // the heartbeat below `min`.
+    if !unreadable && (heartbeat_value * 3 > max || heartbeat_value >= min) {
         let span = heartbeat
             .as_ref()
             .map(|h| h.span.clone())
             .unwrap_or_else(|| t.span_of("election_timeout"));
+        let fitting = (max / 3).min(min / 2);
         r.error(
             &span,
             t.key(if heartbeat.is_some() { "heartbeat" } else { "election_timeout" }),
             format!(
-                "the heartbeat ({}) must be at most a third of the minimum election timeout ({}), or a follower may start an election while the leader is fine; use heartbeat = \"{}\" or an election_timeout from \"{}\"",
+                "the heartbeat ({}) must be below the minimum election timeout ({}) and at most a third of the maximum ({}), or the master may drop the VIPs and a follower start an election while the leader is fine; use heartbeat = \"{}\" or election_timeout = \"{}..{}\"",
                 format_duration(heartbeat_value),
                 format_duration(min),
-                format_duration(min / 3),
-                format_duration(heartbeat_value * 3)
+                format_duration(max),
+                format_duration(fitting),
+                format_duration(heartbeat_value * 2),
+                format_duration(heartbeat_value * 4)
             ),
         );
     }

@@ -166,7 +166,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     // The store's lock also proves no other havip runs here, so reconciling below cannot
     // remove a live daemon's VIPs.
     let store = Store::open(&config.node.data_dir).map_err(|e| StartError::Store(e.to_string()))?;
-    let vip_sets: Vec<VipSet> = config.vip_groups.iter().map(vip_set).collect();
+    let vip_sets: Vec<VipSet> = config.vip_groups.iter().map(VipSet::of).collect();
     let (data_plane, links): (Arc<dyn DataPlane>, Option<watch::Receiver<LinkStates>>) =
         if options.observe_only {
             (Arc::new(ObserveOnly::default()), None)
@@ -440,16 +440,6 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             tracing::info!("stopped");
             Ok(())
         }
-    }
-}
-
-fn vip_set(group: &crate::config::VipGroup) -> VipSet {
-    VipSet {
-        group: group.name.clone(),
-        interface: group.interface.clone(),
-        addresses: group.addresses.clone(),
-        address_lifetime: group.address_lifetime,
-        announce: group.announce,
     }
 }
 

@@ -12,4 +12,5 @@ pub mod key;
 pub mod peer;
 pub mod policy;
 pub mod process_group;
+pub mod release;
 pub mod vip;

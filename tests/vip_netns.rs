@@ -488,7 +488,7 @@ fn the_daemon_refuses_to_start_over_a_static_vip_or_without_capabilities() {
 }
 
 #[test]
-fn the_daemon_hands_the_vip_over_on_link_down_and_the_kernel_expires_a_killed_holders_vip() {
+fn the_daemon_hands_the_vip_over_on_link_down_and_a_killed_holders_vip_expires_or_is_released() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
     let hosts = [
@@ -552,6 +552,35 @@ fn the_daemon_hands_the_vip_over_on_link_down_and_the_kernel_expires_a_killed_ho
             logs(&daemons)
         );
     }
+
+    // `havip release` (systemd's ExecStopPost) never takes a running daemon's VIPs...
+    let config_a = dir.path().join("gw-a").join("havip.toml");
+    let config_a = config_a.to_string_lossy().into_owned();
+    let release = lab.spawn(a, havip, &["release", "--config", &config_a]);
+    let code = lab.wait(&release, Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(1),
+        "release beside a running daemon: {}",
+        release.stderr()
+    );
+    assert!(holds(a), "release took a running daemon's VIPs");
+
+    // ...and removes a SIGKILLed one's at once, not when their lifetime runs out.
+    lab.kill(&daemons[0]);
+    assert!(
+        holds(a),
+        "the VIPs vanished with the daemon (expected: the kernel lifetime)"
+    );
+    let started = Instant::now();
+    let release = lab.spawn(a, havip, &["release", "--config", &config_a]);
+    let code = lab.wait(&release, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "release after SIGKILL: {}", release.stderr());
+    assert!(!holds(a), "release left the dead daemon's VIPs");
+    println!(
+        "havip release after SIGKILL: VIPs gone {:?} after it started",
+        started.elapsed()
+    );
 }
 
 // ---- Benchmark (scripts/bench-dataplane.sh) ------------------------------------------------

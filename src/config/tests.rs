@@ -88,8 +88,8 @@ fn defaults() {
         config.timers,
         Timers {
             heartbeat: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(150),
-            election_timeout_max: Duration::from_millis(300),
+            election_timeout_min: Duration::from_millis(120),
+            election_timeout_max: Duration::from_millis(240),
         }
     );
     assert_eq!(config.control.socket, Path::new("/run/havip/havip.sock"));
@@ -295,7 +295,7 @@ fn every_rule_has_an_error_with_key_and_fix() {
         (
             timers("heartbeat = \"100ms\""),
             "timers.heartbeat",
-            "at most a third of the minimum election timeout",
+            "at most a third of the maximum",
         ),
         (
             timers("election_timeout = \"300ms..150ms\""),

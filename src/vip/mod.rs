@@ -30,6 +30,19 @@ pub struct VipSet {
     pub announce: Announce,
 }
 
+impl VipSet {
+    /// The data plane's view of a configured group.
+    pub fn of(group: &crate::config::VipGroup) -> VipSet {
+        VipSet {
+            group: group.name.clone(),
+            interface: group.interface.clone(),
+            addresses: group.addresses.clone(),
+            address_lifetime: group.address_lifetime,
+            announce: group.announce,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
     #[error("group {group}: cannot {action} {address} on {interface}: {why}")]

@@ -54,8 +54,9 @@ impl NetlinkDataPlane {
     /// Startup check, before joining the cluster: every VIP interface exists; a VIP that
     /// is on its interface permanently is an operator's address (refused: havip would
     /// delete it); one with a finite lifetime was left by a previous run of ours that
-    /// crashed, and is removed now, before anyone may elect us.
-    pub async fn reconcile(&self, groups: &[VipSet]) -> Result<(), DataPlaneError> {
+    /// crashed, and is removed now, before anyone may elect us. Returns how many it removed.
+    pub async fn reconcile(&self, groups: &[VipSet]) -> Result<usize, DataPlaneError> {
+        let mut removed = 0;
         for vips in groups.iter().filter(|v| !v.interface.is_empty()) {
             let (ifindex, _) = self.interface(vips).await?;
             for (message, address) in self.addresses_on(ifindex).await? {
@@ -72,9 +73,10 @@ impl NetlinkDataPlane {
                 tracing::warn!(group = %vips.group, interface = %vips.interface, address = %vip,
                     "removing a VIP left on the interface by a previous run");
                 self.delete(vips, *vip, message).await?;
+                removed += 1;
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// The interface's index and MAC address.

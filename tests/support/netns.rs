@@ -140,7 +140,15 @@ impl Lab {
         // Never routed out of the machine, whatever a test gets wrong. At the metric
         // scripts/lab.sh uses, so a host bridge on the prefix (the Vagrant rig's) keeps
         // its connected route and a test never replaces it.
-        sh(&["ip", "route", "replace", "blackhole", LAB_PREFIX_V4, "metric", "4242"]);
+        sh(&[
+            "ip",
+            "route",
+            "replace",
+            "blackhole",
+            LAB_PREFIX_V4,
+            "metric",
+            "4242",
+        ]);
         let mut lab = Lab {
             prefix,
             bridge: bridge.clone(),
