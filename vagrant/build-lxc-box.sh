@@ -120,10 +120,11 @@ else
   echo "build-lxc-box: debootstrap $suite from $mirror (from the host's apt sources) into $rootfs"
   unmount_under "$rootfs.tmp"
   rm -rf "$rootfs.tmp"
-  # minbase + what the rig needs: systemd as init, sshd for vagrant ssh, sudo for the
+  # minbase + what the rig needs: systemd as init (libnss-myhostname: `hostname -f`
+  # resolves, so Vagrant sets the hostname without restarting interfaces), sshd for vagrant ssh, sudo for the
   # provisioner, iproute2 for havip's operators, python3 for the HTTP services, curl.
   debootstrap --variant=minbase --arch="$arch" --cache-dir="$cache/debs" \
-    --include=systemd,systemd-sysv,dbus,openssh-server,sudo,iproute2,python3,curl,ca-certificates,procps,iputils-ping,less \
+    --include=systemd,systemd-sysv,dbus,libnss-myhostname,openssh-server,sudo,iproute2,python3,curl,ca-certificates,procps,iputils-ping,less \
     "$suite" "$rootfs.tmp" "$mirror" >"$cache/debootstrap.log" 2>&1 \
     || { tail -20 "$cache/debootstrap.log" >&2; die "debootstrap failed (log: $cache/debootstrap.log)"; }
   unmount_under "$rootfs.tmp"

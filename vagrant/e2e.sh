@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# The Vagrant rig's end-to-end run (lxc provider): builds the box if missing, brings up
+# the five containers of nodes.conf, waits for a leader and one holder of the VIP, then
+# injects the core faults of the lab suite (tests/lab_e2e.rs) through `vagrant ssh NODE
+# -c`, asserting the same invariants:
+#   - never two holders: a watcher samples every gateway's addresses (nsenter into the
+#     container's network namespace, ~every 15 ms) and any sample with two holders fails;
+#   - the VIP answers again within the budget: a probe on this host (the rig's client,
+#     198.18.0.1 on the host bridge) asks http://VIP/ every 20 ms (scripts/lab-probe.py);
+#     each gateway's responder answers with its name, so the probe sees who holds it;
+#   - once the fault heals, the preferred gateway gw-a holds the VIP again (failback).
+# Prints a timing line per fault and the total, then `vagrant destroy -f` and removes
+# the host bridge. Cleans up on ANY exit; every loop is bounded in count and time.
+#
+# Usage (as root): vagrant/e2e.sh
+# Environment: HAVIP_BIN (default target/release/havip, else target/debug/havip; relative
+# to the repository), HAVIP_E2E_KEEP=1 (leave the rig up on success, for a look).
+set -euo pipefail
+
+rig=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$rig")
+export VAGRANT_CWD=$rig VAGRANT_DEFAULT_PROVIDER=lxc
+nodes_conf=$rig/nodes.conf
+box_name=havip/bookworm-lxc
+prefix=havip-rig-            # the Vagrantfile's container names
+budget_ms=3000               # as tests/lab_e2e.rs: the VIP may go unanswered this long
+
+die() { echo "e2e: FAIL: $*" >&2; exit 1; }
+log() { printf 'e2e: %s\n' "$*"; }
+now_ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:13}"; }
+[ "$(id -u)" = 0 ] || die "needs root (lxc, nsenter); run it with sudo"
+
+if [ -z "${HAVIP_BIN:-}" ]; then
+  HAVIP_BIN=target/release/havip
+  [ -x "$repo/$HAVIP_BIN" ] || HAVIP_BIN=target/debug/havip
+fi
+case $HAVIP_BIN in /*) ;; *) HAVIP_BIN=$repo/$HAVIP_BIN ;; esac
+[ -x "$HAVIP_BIN" ] || die "no havip binary at $HAVIP_BIN (cargo build, or set HAVIP_BIN)"
+export HAVIP_BIN
+
+vip=$(awk '$1 == "crm" && $2 == "vip" { print $3 }' "$nodes_conf")
+mapfile -t gateways < <(awk '$1 !~ /^#/ && $2 == "gateway" { print $1 }' "$nodes_conf")
+mapfile -t machines < <(awk '$1 !~ /^#/ && NF == 3 && ($2 == "gateway" || $2 == "witness" || $2 == "crm") { print $1 }' "$nodes_conf")
+{ [ -n "$vip" ] && [ ${#gateways[@]} = 2 ]; } || die "nodes.conf: want a crm VIP and two gateways"
+
+tmp=$(mktemp -d /tmp/havip-rig-e2e.XXXXXX)
+watcher_pid='' probe_pid='' passed=0 started=$(now_ms) up_ms=-
+
+# Stops what this script started (by PID), destroys the containers, removes the bridge.
+cleanup() {
+  local rc=$? name
+  trap - EXIT INT TERM
+  [ -z "$watcher_pid" ] || kill "$watcher_pid" 2>/dev/null || true
+  [ -z "$probe_pid" ] || kill "$probe_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ $rc != 0 ]; then
+    log "failed; the daemons' last words:"
+    for name in "${gateways[@]}" witness; do
+      echo "--- $name"
+      lxc-attach -n "$prefix$name" -- journalctl -u havip --no-pager -n 15 -o cat 2>/dev/null | sed 's/^/  /' || true
+    done
+  fi
+  if [ "${HAVIP_E2E_KEEP:-0}" = 1 ] && [ $rc = 0 ]; then
+    log "HAVIP_E2E_KEEP=1: the rig stays up (vagrant destroy -f in $rig removes it)"
+  else
+    t=$(now_ms)
+    destroy_rig
+    [ "$passed" = 0 ] || log "vagrant destroy -f and the bridge removed: $(( $(now_ms) - t )) ms"
+  fi
+  rm -rf "$tmp"
+  [ "$passed" = 0 ] || log "total wall time $(( $(now_ms) - started )) ms (vagrant up $up_ms ms)"
+  exit $rc
+}
+destroy_rig() {
+  local name
+  timeout 300 vagrant destroy -f >"$tmp/destroy.log" 2>&1 || cat "$tmp/destroy.log" >&2
+  # Containers vagrant lost track of (a crashed run): ours by their exact names only.
+  for name in "${machines[@]}"; do
+    if lxc-info -n "$prefix$name" >/dev/null 2>&1; then
+      lxc-stop -k -n "$prefix$name" >/dev/null 2>&1 || true
+      lxc-destroy -n "$prefix$name" >/dev/null 2>&1 || true
+    fi
+  done
+  sh "$rig/host-bridge.sh" down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# on NODE COMMAND: COMMAND in NODE as root, through vagrant ssh (bounded).
+on() {
+  local node=$1; shift
+  timeout 60 vagrant ssh "$node" -c "sudo $*" -- -o ConnectTimeout=5 2>/dev/null
+}
+
+destroy_rig   # whatever a crashed run left
+
+if ! vagrant box list 2>/dev/null | grep -q "^$box_name *(lxc,"; then
+  t=$(now_ms)
+  "$rig/build-lxc-box.sh"
+  log "box built in $(( $(now_ms) - t )) ms"
+fi
+
+t=$(now_ms)
+timeout 900 vagrant up --provider=lxc >"$tmp/up.log" 2>&1 || { tail -40 "$tmp/up.log" >&2; die "vagrant up failed (log above)"; }
+up_ms=$(( $(now_ms) - t ))
+log "vagrant up of ${#machines[@]} containers: $up_ms ms"
+
+# The watcher: every ~15 ms, which gateways have the VIP on eth1 ("T_MS HOLDERS", HOLDERS
+# "none" or comma-separated), for at most 15 minutes.
+declare -A netns_pid
+for gw in "${gateways[@]}"; do
+  netns_pid[$gw]=$(lxc-info -n "$prefix$gw" -pH)
+  [ -n "${netns_pid[$gw]}" ] || die "no init PID for container $prefix$gw"
+done
+watch() {
+  local until t who gw
+  until=$(( $(now_ms) + 900000 ))
+  while [ "$(now_ms)" -lt "$until" ]; do
+    t=$(now_ms) who=
+    for gw in "${gateways[@]}"; do
+      if nsenter -t "${netns_pid[$gw]}" -n ip -4 -o addr show dev eth1 2>/dev/null | grep -q " $vip/"; then
+        who=${who:+$who,}$gw
+      fi
+    done
+    echo "$t ${who:-none}"
+    sleep 0.01
+  done
+}
+watch >"$tmp/watch" &
+watcher_pid=$!
+python3 "$repo/scripts/lab-probe.py" "$vip" 80 20 900 >"$tmp/probe" 2>/dev/null &
+probe_pid=$!
+
+holders() { tail -n 1 "$tmp/watch" 2>/dev/null | awk '{ print $2 }'; }
+# answered_by WHO SINCE_MS: WHO answered the probe after SINCE_MS.
+answered_by() { awk -v w="$1" -v s="$2" '$3 == w && $2 > s { f = 1 } END { exit !f }' "$tmp/probe"; }
+# wait_for SECONDS WHO SINCE_MS: polls (every 100 ms, bounded) until WHO is the only
+# holder and answered after SINCE_MS; prints the ms it took.
+wait_for() {
+  local limit=$(( $1 * 10 )) who=$2 since=$3 i t
+  t=$(now_ms)
+  for ((i = 0; i < limit; i++)); do
+    if [ "$(holders)" = "$who" ] && answered_by "$who" "$since"; then
+      echo $(( $(now_ms) - t )); return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+# outage FROM TO: the longest time without an answer in [FROM, TO], counted from the last
+# answer before FROM, as "MS BEFORE AFTER" (who answered around the gap).
+outage() {
+  awk -v from="$1" -v to="$2" '$3 != "-" && $2 <= to { print $2, $3 }' "$tmp/probe" | sort -n |
+    awk -v from="$1" -v to="$2" '
+      $1 < from { last = $1; lw = $2; next }
+      { if (last != "" && $1 - last > worst) { worst = $1 - last; b = lw; a = $2 }
+        last = $1; lw = $2 }
+      END { if (last != "" && to - last > worst) { worst = to - last; b = lw; a = "nobody" }
+            print worst + 0, (b == "" ? "-" : b), (a == "" ? "-" : a) }'
+}
+# two_holders FROM TO: ms during which both gateways held the VIP in [FROM, TO].
+two_holders() {
+  awk -v from="$1" -v to="$2" '
+    $1 >= from && $1 <= to { if (prev != "" && pw ~ /,/) bad += $1 - prev; prev = $1; pw = $2 }
+    END { print bad + 0 }' "$tmp/watch"
+}
+
+# Settled: gw-a holds, answers, and has for a second.
+t=$(now_ms)
+settled=$(wait_for 60 gw-a "$t") || die "no single holder gw-a answering on $vip within 60 s after up (holders: $(holders))"
+on gw-a havip status >"$tmp/status" || die "havip status on gw-a failed"
+grep -qi leader "$tmp/status" || { cat "$tmp/status"; die "havip status on gw-a shows no leader"; }
+sed 's/^/  /' "$tmp/status"
+log "cluster settled $settled ms after the watcher started: leader elected, gw-a holds $vip"
+sleep 1
+
+failures=0
+# fault NAME DURING INJECT HEAL: inject (a command for `on`), expect DURING to hold and
+# answer within 15 s, let it last 2 s, heal, expect gw-a back within 30 s; print timings.
+fault() {
+  local name=$1 during=$2 inject_node=$3 inject=$4 heal_node=$5 heal=$6
+  local t0 t1 t2 shown back out fb split
+  t0=$(now_ms)
+  on "$inject_node" "$inject" >/dev/null || { log "$name: inject failed: $inject"; failures=$((failures + 1)); return; }
+  if ! shown=$(wait_for 15 "$during" "$t0"); then
+    log "FAIL $name: $during did not hold and answer within 15 s (holders: $(holders))"
+    failures=$((failures + 1))
+  fi
+  sleep 2
+  t1=$(now_ms)
+  out=$(outage "$t0" "$t1")
+  if [ -n "$heal" ]; then
+    on "$heal_node" "$heal" >/dev/null || { log "$name: heal failed: $heal"; failures=$((failures + 1)); }
+  fi
+  if ! back=$(wait_for 30 gw-a "$t1"); then
+    log "FAIL $name: gw-a did not hold $vip again within 30 s after healing (holders: $(holders))"
+    failures=$((failures + 1)); back=-
+  fi
+  sleep 0.5
+  t2=$(now_ms)
+  fb=$(outage "$t1" "$t2")
+  split=$(two_holders "$t0" "$t2")
+  read -r out_ms out_before out_after <<<"$out"
+  read -r fb_ms fb_before fb_after <<<"$fb"
+  printf 'e2e: %-22s outage %5s ms (%s -> %s), %s holding after %s ms; healed: gw-a back after %s ms, outage %s ms (%s -> %s); two holders: %s ms\n' \
+    "$name" "$out_ms" "$out_before" "$out_after" "$during" "${shown:--}" "$back" "$fb_ms" "$fb_before" "$fb_after" "$split"
+  [ "$split" = 0 ] || { log "FAIL $name: two gateways held $vip for $split ms"; failures=$((failures + 1)); }
+  [ "$out_ms" -le $budget_ms ] || { log "FAIL $name: $vip unanswered for $out_ms ms (budget $budget_ms)"; failures=$((failures + 1)); }
+  [ "$fb_ms" -le $budget_ms ] || { log "FAIL $name: $vip unanswered for $fb_ms ms during failback (budget $budget_ms)"; failures=$((failures + 1)); }
+}
+
+# 1. Graceful stop of the master's daemon; healed by starting it (failback to gw-a).
+fault "systemctl stop gw-a" gw-b gw-a "systemctl stop havip" gw-a "systemctl start havip"
+# 2. The master's VIP link goes down. vagrant ssh reaches an lxc container over that very
+#    link, so the guest schedules both ends itself: down after 1 s, up 8 s later.
+fault "link down gw-a eth1" gw-b gw-a \
+  "systemd-run --quiet --on-active=1 /bin/sh -c 'ip link set eth1 down; sleep 8; ip link set eth1 up'" gw-a ""
+# 3. Manual failover to the backup, then the pin cleared (gw-a takes it back).
+fault "failover --to gw-b" gw-b gw-a "havip failover --to gw-b --group crm" gw-b "havip failover --clear --group crm"
+
+split=$(two_holders 0 "$(now_ms)")
+log "two holders over the whole run: $split ms; $(wc -l <"$tmp/watch") watcher samples, $(wc -l <"$tmp/probe") probes"
+[ "$split" = 0 ] || failures=$((failures + 1))
+[ "$failures" = 0 ] || die "$failures failed assertion(s) (see above)"
+log "all faults passed in $(( $(now_ms) - started - up_ms )) ms after up"
+passed=1
