@@ -74,13 +74,18 @@ cleanup() {
   exit $rc
 }
 destroy_rig() {
-  local name
-  # Throwaway containers: stopped at once (a clean shutdown costs ~5 s each), then
-  # vagrant destroy -f as usual.
+  local name found=0
   for name in "${machines[@]}"; do
-    lxc-stop -k -n "$prefix$name" >/dev/null 2>&1 || true
+    [ ! -e "$rig/.vagrant/machines/$name/lxc/id" ] || found=1
+    if lxc-info -n "$prefix$name" >/dev/null 2>&1; then
+      found=1
+      # Throwaway containers: stopped at once (a clean shutdown costs ~5 s each).
+      lxc-stop -k -n "$prefix$name" >/dev/null 2>&1 || true
+    fi
   done
-  timeout 300 vagrant destroy -f >"$tmp/destroy.log" 2>&1 || cat "$tmp/destroy.log" >&2
+  if [ $found = 1 ]; then
+    timeout 300 vagrant destroy -f >"$tmp/destroy.log" 2>&1 || cat "$tmp/destroy.log" >&2
+  fi
   # Containers vagrant lost track of (a crashed run): ours by their exact names only.
   for name in "${machines[@]}"; do
     if lxc-info -n "$prefix$name" >/dev/null 2>&1; then
@@ -120,17 +125,22 @@ for gw in "${gateways[@]}"; do
   [ -n "${netns_pid[$gw]}" ] || die "no init PID for container $prefix$gw"
 done
 watch() {
-  local until t who who2 gw shown
-  until=$(( $(now_ms) + 900000 ))
-  while [ "$(now_ms)" -lt "$until" ]; do
-    t=$(now_ms) who='' who2=''
+  # As few forks as possible per sample (one nsenter+ip per gateway): the clock from
+  # $EPOCHREALTIME, the pause from `read -t` on a pipe that never speaks.
+  local until t who who2 gw shown i pause
+  exec {pause}<> <(:)
+  t=${EPOCHREALTIME/./}; until=$(( ${t:0:13} + 900000 ))
+  for ((i = 0; i < 900000; i++)); do
+    t=${EPOCHREALTIME/./}; t=${t:0:13}
+    [ "$t" -lt "$until" ] || break
+    who='' who2=''
     for gw in "${gateways[@]}"; do
       shown=$(nsenter -t "${netns_pid[$gw]}" -n ip -4 -o addr show dev eth1 2>/dev/null) || true
       [[ $shown != *" $vip/"* ]] || who=${who:+$who,}$gw
       [[ $shown != *" $vip2/"* ]] || who2=${who2:+$who2,}$gw
     done
     echo "$t ${who:-none} ${who2:-none}"
-    sleep 0.01
+    read -r -t 0.005 -u "$pause" || true
   done
 }
 watch >"$tmp/watch" &
