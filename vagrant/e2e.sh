@@ -45,18 +45,37 @@ mapfile -t machines < <(awk '$1 !~ /^#/ && NF == 3 && ($2 == "gateway" || $2 == 
 { [ -n "$vip" ] && [ -n "$vip2" ] && [ ${#gateways[@]} = 2 ]; } || die "nodes.conf: want the VIPs of crm and crm2 and two gateways"
 
 tmp=$(mktemp -d /tmp/havip-rig-e2e.XXXXXX)
-watcher_pid='' probe_pid='' passed=0 started=$(now_ms) up_ms=-
+watcher_pid='' probe_pid='' child_pid='' passed=0 started=$(now_ms) up_ms=-
+
+# bounded LOG CMD...: CMD (itself bounded with timeout) in the background with its output
+# in LOG ("-": this script's), waited for, so that INT/TERM reach this script's trap at
+# once; the trap then stops CMD by its PID.
+bounded() {
+  local rc=0 out=$1
+  shift
+  if [ "$out" = - ]; then "$@" & else "$@" >"$out" 2>&1 & fi
+  child_pid=$!
+  wait "$child_pid" || rc=$?
+  child_pid=''
+  return $rc
+}
 
 # Stops what this script started (by PID), destroys the containers, removes the bridge.
 cleanup() {
-  local rc=$? name
+  local rc=$? name i
   trap - EXIT INT TERM
+  if [ -n "$child_pid" ]; then
+    log "interrupted: stopping PID $child_pid ($(tr '\0' ' ' </proc/"$child_pid"/cmdline 2>/dev/null | cut -c1-60))"
+    kill "$child_pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do kill -0 "$child_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$child_pid" 2>/dev/null || true
+  fi
   [ -z "$watcher_pid" ] || kill "$watcher_pid" 2>/dev/null || true
   [ -z "$probe_pid" ] || kill "$probe_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   if [ $rc != 0 ]; then
     if [ -s "$tmp/watch" ]; then log "who held the VIPs (changes only):"; timeline; fi
-    log "failed; the daemons' last words:"
+    log "failed (exit $rc); the daemons' last words:"
     for name in "${gateways[@]}" witness; do
       echo "--- $name"
       lxc-attach -n "$prefix$name" -- journalctl -u havip --no-pager -n 15 -o cat 2>/dev/null | sed 's/^/  /' || true
@@ -108,12 +127,12 @@ destroy_rig   # whatever a crashed run left
 
 if ! vagrant box list 2>/dev/null | grep -q "^$box_name *(lxc,"; then
   t=$(now_ms)
-  "$rig/build-lxc-box.sh"
+  bounded - timeout 900 "$rig/build-lxc-box.sh"
   log "box built in $(( $(now_ms) - t )) ms"
 fi
 
 t=$(now_ms)
-timeout 900 vagrant up --provider=lxc >"$tmp/up.log" 2>&1 || { tail -40 "$tmp/up.log" >&2; die "vagrant up failed (log above)"; }
+bounded "$tmp/up.log" timeout 900 vagrant up --provider=lxc || { tail -40 "$tmp/up.log" >&2; die "vagrant up failed (log above)"; }
 up_ms=$(( $(now_ms) - t ))
 log "vagrant up of ${#machines[@]} containers: $up_ms ms"
 
@@ -223,11 +242,11 @@ failures=0
 # answer within 15 s, let it last 2 s, heal, expect gw-a back within 30 s; print timings.
 fault() {
   local name=$1 during=$2 inject_node=$3 inject=$4 heal_node=$5 heal=$6
-  local t0 t1 t2 shown back out fb split took back_took
+  local t0 t1 t2 back out fb split took back_took
   t0=$(now_ms)
   on "$inject_node" "$inject" >/dev/null || { log "$name: inject failed: $inject"; failures=$((failures + 1)); return; }
   log "$name: injected through vagrant ssh $inject_node in $(( $(now_ms) - t0 )) ms"
-  if ! shown=$(wait_for 15 "$during" "$t0"); then
+  if ! wait_for 15 "$during" "$t0" >/dev/null; then
     log "FAIL $name: $during did not hold and answer within 15 s (holders: $(holders))"
     failures=$((failures + 1))
   fi
@@ -252,7 +271,6 @@ fault() {
   read -r fb_ms fb_before fb_after <<<"$fb"
   printf 'e2e: %-20s outage %4s ms (%s -> %s), handover %s ms | healed: outage %s ms (%s -> %s), handover %s ms, gw-a back %s ms after the heal began | two holders: %s ms\n' \
     "$name" "$out_ms" "$out_before" "$out_after" "$took" "$fb_ms" "$fb_before" "$fb_after" "$back_took" "$back" "$split"
-  [ -n "$shown" ] || true
   [ "$split" = 0 ] || { log "FAIL $name: two gateways held $vip for $split ms"; failures=$((failures + 1)); }
   [ "$out_ms" -le $budget_ms ] || { log "FAIL $name: $vip unanswered for $out_ms ms (budget $budget_ms)"; failures=$((failures + 1)); }
   [ "$fb_ms" -le $budget_ms ] || { log "FAIL $name: $vip unanswered for $fb_ms ms during failback (budget $budget_ms)"; failures=$((failures + 1)); }
