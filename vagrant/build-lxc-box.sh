@@ -28,7 +28,12 @@ for tool in debootstrap vagrant tar gzip; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install debootstrap vagrant vagrant-lxc lxc)"
 done
 
-if [ $force = 0 ] && vagrant box list 2>/dev/null | grep -q "^$box_name *(lxc,"; then
+# The box goes to the Vagrant of whoever called sudo (their ~/.vagrant.d), not root's.
+as_caller() {
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then sudo -u "$SUDO_USER" -H "$@"; else "$@"; fi
+}
+
+if [ $force = 0 ] && as_caller vagrant box list 2>/dev/null | grep -q "^$box_name *(lxc,"; then
   echo "build-lxc-box: $box_name (lxc) is already added; --force rebuilds it"
   exit 0
 fi
@@ -194,5 +199,6 @@ CONF
 box=$cache/havip-bookworm-lxc.box
 tar -cf "$box.tmp" -C "$work" metadata.json rootfs.tar.gz lxc-config
 mv "$box.tmp" "$box"
-vagrant box add --force --name "$box_name" "$box" >/dev/null
+chmod 0644 "$box"
+as_caller vagrant box add --force --name "$box_name" "$box" >/dev/null
 echo "build-lxc-box: added $box_name (lxc) from $box in $(($(date +%s) - started)) s"
