@@ -4,7 +4,8 @@
 # injects the core faults of the lab suite (tests/lab_e2e.rs) through `vagrant ssh NODE
 # -c`, asserting the same invariants:
 #   - never two holders: a watcher samples every gateway's addresses (nsenter into the
-#     container's network namespace, ~every 15 ms) and any sample with two holders fails;
+#     container's network namespace, every 10 ms, rig-watch.py) and any sample with two
+#     holders fails;
 #   - the VIP answers again within the budget: a probe on this host (the rig's client,
 #     198.18.0.1 on the host bridge) asks http://VIP/ every 20 ms (scripts/lab-probe.py);
 #     each gateway's responder answers with its name, so the probe sees who holds it;
@@ -136,33 +137,15 @@ bounded "$tmp/up.log" timeout 900 vagrant up --provider=lxc || { tail -40 "$tmp/
 up_ms=$(( $(now_ms) - t ))
 log "vagrant up of ${#machines[@]} containers: $up_ms ms"
 
-# The watcher: every ~15 ms, which gateways have each VIP on eth1 ("T_MS CRM CRM2", each
-# "none" or the holders comma-separated), for at most 15 minutes.
-declare -A netns_pid
+# The watcher (rig-watch.py): every 10 ms, which gateways have each VIP on eth1 ("T_MS CRM
+# CRM2", each "none" or the holders comma-separated), for at most 15 minutes.
+pairs=()
 for gw in "${gateways[@]}"; do
-  netns_pid[$gw]=$(lxc-info -n "$prefix$gw" -pH)
-  [ -n "${netns_pid[$gw]}" ] || die "no init PID for container $prefix$gw"
+  pid=$(lxc-info -n "$prefix$gw" -pH)
+  [ -n "$pid" ] || die "no init PID for container $prefix$gw"
+  pairs+=("$gw=$pid")
 done
-watch() {
-  # As few forks as possible per sample (one nsenter+ip per gateway): the clock from
-  # $EPOCHREALTIME, the pause from `read -t` on a pipe that never speaks.
-  local until t who who2 gw shown i pause
-  exec {pause}<> <(:)
-  t=${EPOCHREALTIME/./}; until=$(( ${t:0:13} + 900000 ))
-  for ((i = 0; i < 900000; i++)); do
-    t=${EPOCHREALTIME/./}; t=${t:0:13}
-    [ "$t" -lt "$until" ] || break
-    who='' who2=''
-    for gw in "${gateways[@]}"; do
-      shown=$(nsenter -t "${netns_pid[$gw]}" -n ip -4 -o addr show dev eth1 2>/dev/null) || true
-      [[ $shown != *" $vip/"* ]] || who=${who:+$who,}$gw
-      [[ $shown != *" $vip2/"* ]] || who2=${who2:+$who2,}$gw
-    done
-    echo "$t ${who:-none} ${who2:-none}"
-    read -r -t 0.005 -u "$pause" || true
-  done
-}
-watch >"$tmp/watch" &
+python3 "$rig/rig-watch.py" 10 900 "$vip,$vip2" "${pairs[@]}" >"$tmp/watch" &
 watcher_pid=$!
 python3 "$repo/scripts/lab-probe.py" "$vip" 80 20 900 >"$tmp/probe" 2>/dev/null &
 probe_pid=$!
