@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# The Vagrant rig's end-to-end run (lxc provider): builds the box if missing, brings up
+# the five containers of nodes.conf, waits for a leader and one holder of the VIP, then
+# injects the core faults of the lab suite (tests/lab_e2e.rs) through `vagrant ssh NODE
+# -c`, asserting the same invariants:
+#   - never two holders: a watcher samples every gateway's addresses (nsenter into the
+#     container's network namespace, every 10 ms, rig-watch.py) and any sample with two
+#     holders fails;
+#   - the VIP answers again within the budget: a probe on this host (the rig's client,
+#     198.18.0.1 on the host bridge) asks http://VIP/ every 20 ms (scripts/lab-probe.py);
+#     each gateway's responder answers with its name, so the probe sees who holds it;
+#   - once the fault heals, the preferred gateway gw-a holds the VIP again (failback).
+# Prints a timing line per fault and the total, then `vagrant destroy -f` and removes
+# the host bridge. Cleans up on ANY exit; every loop is bounded in count and time.
+#
+# Usage (as root): vagrant/e2e.sh
+# Environment: HAVIP_BIN (default target/release/havip, else target/debug/havip; relative
+# to the repository), HAVIP_E2E_KEEP=1 (leave the rig up on success, for a look).
+set -euo pipefail
+
+rig=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$rig")
+export VAGRANT_CWD=$rig VAGRANT_DEFAULT_PROVIDER=lxc
+nodes_conf=$rig/nodes.conf
+box_name=havip/bookworm-lxc
+prefix=havip-rig-            # the Vagrantfile's container names
+budget_ms=3000               # as tests/lab_e2e.rs: the VIP may go unanswered this long
+
+die() { echo "e2e: FAIL: $*" >&2; exit 1; }
+log() { printf 'e2e: %s\n' "$*"; }
+now_ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:13}"; }
+[ "$(id -u)" = 0 ] || die "needs root (lxc, nsenter); run it with sudo"
+
+if [ -z "${HAVIP_BIN:-}" ]; then
+  HAVIP_BIN=target/release/havip
+  [ -x "$repo/$HAVIP_BIN" ] || HAVIP_BIN=target/debug/havip
+fi
+case $HAVIP_BIN in /*) ;; *) HAVIP_BIN=$repo/$HAVIP_BIN ;; esac
+[ -x "$HAVIP_BIN" ] || die "no havip binary at $HAVIP_BIN (cargo build, or set HAVIP_BIN)"
+export HAVIP_BIN
+
+vip=$(awk '$1 == "crm" && $2 == "vip" { print $3 }' "$nodes_conf")
+vip2=$(awk '$1 == "crm2" && $2 == "vip" { print $3 }' "$nodes_conf")
+mapfile -t gateways < <(awk '$1 !~ /^#/ && $2 == "gateway" { print $1 }' "$nodes_conf")
+mapfile -t machines < <(awk '$1 !~ /^#/ && NF == 3 && ($2 == "gateway" || $2 == "witness" || $2 == "crm") { print $1 }' "$nodes_conf")
+{ [ -n "$vip" ] && [ -n "$vip2" ] && [ ${#gateways[@]} = 2 ]; } || die "nodes.conf: want the VIPs of crm and crm2 and two gateways"
+
+tmp=$(mktemp -d /tmp/havip-rig-e2e.XXXXXX)
+watcher_pid='' probe_pid='' child_pid='' passed=0 started=$(now_ms) up_ms=-
+
+# bounded LOG CMD...: CMD (itself bounded with timeout) in the background with its output
+# in LOG ("-": this script's), waited for, so that INT/TERM reach this script's trap at
+# once; the trap then stops CMD by its PID.
+bounded() {
+  local rc=0 out=$1
+  shift
+  if [ "$out" = - ]; then "$@" & else "$@" >"$out" 2>&1 & fi
+  child_pid=$!
+  wait "$child_pid" || rc=$?
+  child_pid=''
+  return $rc
+}
+
+# Stops what this script started (by PID), destroys the containers, removes the bridge.
+cleanup() {
+  local rc=$? name i
+  trap - EXIT INT TERM
+  if [ -n "$child_pid" ]; then
+    log "interrupted: stopping PID $child_pid ($(tr '\0' ' ' </proc/"$child_pid"/cmdline 2>/dev/null | cut -c1-60))"
+    kill "$child_pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do kill -0 "$child_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$child_pid" 2>/dev/null || true
+  fi
+  [ -z "$watcher_pid" ] || kill "$watcher_pid" 2>/dev/null || true
+  [ -z "$probe_pid" ] || kill "$probe_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ $rc != 0 ]; then
+    if [ -s "$tmp/watch" ]; then log "who held the VIPs (changes only):"; timeline; fi
+    log "failed (exit $rc); the daemons' last words:"
+    for name in "${gateways[@]}" witness; do
+      echo "--- $name"
+      lxc-attach -n "$prefix$name" -- journalctl -u havip --no-pager -n 15 -o cat 2>/dev/null | sed 's/^/  /' || true
+    done
+  fi
+  if [ "${HAVIP_E2E_KEEP:-0}" = 1 ] && [ $rc = 0 ]; then
+    log "HAVIP_E2E_KEEP=1: the rig stays up (vagrant destroy -f in $rig removes it)"
+  else
+    t=$(now_ms)
+    destroy_rig
+    [ "$passed" = 0 ] || log "vagrant destroy -f and the bridge removed: $(( $(now_ms) - t )) ms"
+  fi
+  if [ $rc = 0 ]; then rm -rf "$tmp"; else log "watcher and probe logs kept in $tmp"; fi
+  [ "$passed" = 0 ] || log "total wall time $(( $(now_ms) - started )) ms (vagrant up $up_ms ms)"
+  exit $rc
+}
+destroy_rig() {
+  local name found=0
+  for name in "${machines[@]}"; do
+    [ ! -e "$rig/.vagrant/machines/$name/lxc/id" ] || found=1
+    if lxc-info -n "$prefix$name" >/dev/null 2>&1; then
+      found=1
+      # Throwaway containers: stopped at once (a clean shutdown costs ~5 s each).
+      lxc-stop -k -n "$prefix$name" >/dev/null 2>&1 || true
+    fi
+  done
+  if [ $found = 1 ]; then
+    timeout 300 vagrant destroy -f >"$tmp/destroy.log" 2>&1 || cat "$tmp/destroy.log" >&2
+  fi
+  # Containers vagrant lost track of (a crashed run): ours by their exact names only.
+  for name in "${machines[@]}"; do
+    if lxc-info -n "$prefix$name" >/dev/null 2>&1; then
+      lxc-stop -k -n "$prefix$name" >/dev/null 2>&1 || true
+      lxc-destroy -n "$prefix$name" >/dev/null 2>&1 || true
+    fi
+  done
+  sh "$rig/host-bridge.sh" down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# on NODE COMMAND: COMMAND in NODE as root, through vagrant ssh (bounded).
+on() {
+  local node=$1; shift
+  timeout 60 vagrant ssh "$node" -c "sudo $*" -- -o ConnectTimeout=5 2>/dev/null
+}
+
+destroy_rig   # whatever a crashed run left
+
+if ! vagrant box list 2>/dev/null | grep -q "^$box_name *(lxc,"; then
+  t=$(now_ms)
+  bounded - timeout 900 "$rig/build-lxc-box.sh"
+  log "box built in $(( $(now_ms) - t )) ms"
+fi
+
+t=$(now_ms)
+bounded "$tmp/up.log" timeout 900 vagrant up --provider=lxc || { tail -40 "$tmp/up.log" >&2; die "vagrant up failed (log above)"; }
+up_ms=$(( $(now_ms) - t ))
+log "vagrant up of ${#machines[@]} containers: $up_ms ms"
+
+# The watcher (rig-watch.py): every 10 ms, which gateways have each VIP on eth1 ("T_MS CRM
+# CRM2", each "none" or the holders comma-separated), for at most 15 minutes.
+pairs=()
+for gw in "${gateways[@]}"; do
+  pid=$(lxc-info -n "$prefix$gw" -pH)
+  [ -n "$pid" ] || die "no init PID for container $prefix$gw"
+  pairs+=("$gw=$pid")
+done
+python3 "$rig/rig-watch.py" 10 900 "$vip,$vip2" "${pairs[@]}" >"$tmp/watch" &
+watcher_pid=$!
+python3 "$repo/scripts/lab-probe.py" "$vip" 80 20 900 >"$tmp/probe" 2>/dev/null &
+probe_pid=$!
+
+holders() { tail -n 1 "$tmp/watch" 2>/dev/null | awk '{ print $2 }'; }
+holders2() { tail -n 1 "$tmp/watch" 2>/dev/null | awk '{ print $3 }'; }
+# answered_by WHO SINCE_MS: WHO answered the probe after SINCE_MS.
+answered_by() { awk -v w="$1" -v s="$2" '$3 == w && $2 > s { f = 1 } END { exit !f }' "$tmp/probe"; }
+# wait_for SECONDS WHO SINCE_MS: polls (every 100 ms, bounded) until WHO is the only
+# holder of the VIP and answered after SINCE_MS; prints the ms since SINCE_MS.
+wait_for() {
+  local limit=$(( $1 * 10 )) who=$2 since=$3 i
+  for ((i = 0; i < limit; i++)); do
+    if [ "$(holders)" = "$who" ] && answered_by "$who" "$since"; then
+      echo $(( $(now_ms) - since )); return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+# outage FROM TO: the longest time without an answer in [FROM, TO], counted from the last
+# answer before FROM, as "MS BEFORE AFTER" (who answered around the gap).
+outage() {
+  awk -v from="$1" -v to="$2" '$3 != "-" && $2 <= to { print $2, $3 }' "$tmp/probe" | sort -n |
+    awk -v from="$1" -v to="$2" '
+      $1 < from { last = $1; lw = $2; next }
+      { if (last != "" && $1 - last > worst) { worst = $1 - last; b = lw; a = $2 }
+        last = $1; lw = $2 }
+      END { if (last != "" && to - last > worst) { worst = to - last; b = lw; a = "nobody" }
+            print worst + 0, (b == "" ? "-" : b), (a == "" ? "-" : a) }'
+}
+# two_holders FROM TO: ms during which two gateways held a VIP (crm or crm2) in [FROM, TO].
+two_holders() {
+  awk -v from="$1" -v to="$2" '
+    $1 >= from && $1 <= to { if (prev != "" && pw ~ /,/) bad += $1 - prev; prev = $1; pw = $2 $3 }
+    END { print bad + 0 }' "$tmp/watch"
+}
+# handover FROM TO OLD NEW: in [FROM, TO], ms from the last sample in which OLD held the VIP
+# to the first in which NEW alone held it (the watcher's view of the takeover).
+handover() {
+  awk -v from="$1" -v to="$2" -v old="$3" -v new="$4" '
+    $1 >= from && $1 <= to {
+      if ($2 == new && seen != "") { print $1 - seen; done = 1; exit }
+      if ($2 ~ old) seen = $1
+    }
+    END { if (!done) print "-" }' "$tmp/watch"
+}
+# timeline: the watcher's samples where the holders changed, in ms since the start.
+timeline() {
+  awk -v s="$started" '$2 " " $3 != last { printf "  +%6d ms  crm %-10s crm2 %s\n", $1 - s, $2, $3; last = $2 " " $3 }' "$tmp/watch" | tail -n 40
+}
+
+# Settled: the preferred gateways hold (gw-a crm, gw-b crm2), gw-a answers on the VIP, and
+# it has stayed so for 2 s (right after start, a gateway whose checks have not passed yet
+# hands over, and failback returns its group after failback_delay).
+t=$(now_ms) steady=''
+for ((i = 0; i < 900; i++)); do
+  if [ "$(holders)" = gw-a ] && [ "$(holders2)" = gw-b ] && answered_by gw-a $(( $(now_ms) - 300 )); then
+    steady=${steady:-$(now_ms)}
+    [ $(( $(now_ms) - steady )) -lt 2000 ] || break
+  else
+    steady=''
+  fi
+  sleep 0.1
+done
+{ [ -n "$steady" ] && [ $(( $(now_ms) - steady )) -ge 2000 ]; } \
+  || die "not settled (crm on gw-a, crm2 on gw-b, answering) within 90 s after up; holders: $(holders) $(holders2)"
+log "cluster settled $(( steady - t )) ms after the watcher started: gw-a holds $vip, gw-b $vip2"
+on gw-a havip status --json >"$tmp/status.json" || die "havip status --json on gw-a failed"
+leaders=$(python3 -c 'import json, sys; print(" ".join("%s=%s" % (g["name"], g.get("leader")) for g in json.load(sys.stdin)["groups"]))' <"$tmp/status.json") \
+  || die "cannot read havip status --json: $(head -c 300 "$tmp/status.json")"
+[ "$leaders" = "crm=gw-a crm2=gw-b" ] || die "havip status on gw-a: leaders $leaders, want crm=gw-a crm2=gw-b"
+log "havip status on gw-a: leaders $leaders"
+
+failures=0
+# fault NAME DURING INJECT HEAL: inject (a command for `on`), expect DURING to hold and
+# answer within 15 s, let it last 2 s, heal, expect gw-a back within 30 s; print timings.
+fault() {
+  local name=$1 during=$2 inject_node=$3 inject=$4 heal_node=$5 heal=$6
+  local t0 t1 t2 back out fb split took back_took
+  t0=$(now_ms)
+  on "$inject_node" "$inject" >/dev/null || { log "$name: inject failed: $inject"; failures=$((failures + 1)); return; }
+  log "$name: injected through vagrant ssh $inject_node in $(( $(now_ms) - t0 )) ms"
+  if ! wait_for 15 "$during" "$t0" >/dev/null; then
+    log "FAIL $name: $during did not hold and answer within 15 s (holders: $(holders))"
+    failures=$((failures + 1))
+  fi
+  sleep 2
+  t1=$(now_ms)
+  out=$(outage "$t0" "$t1")
+  took=$(handover "$t0" "$t1" gw-a "$during")
+  if [ -n "$heal" ]; then
+    on "$heal_node" "$heal" >/dev/null || { log "$name: heal failed: $heal"; failures=$((failures + 1)); }
+    log "$name: healed through vagrant ssh $heal_node in $(( $(now_ms) - t1 )) ms"
+  fi
+  if ! back=$(wait_for 30 gw-a "$t1"); then
+    log "FAIL $name: gw-a did not hold $vip again within 30 s after healing (holders: $(holders))"
+    failures=$((failures + 1)); back=-
+  fi
+  sleep 0.5
+  t2=$(now_ms)
+  fb=$(outage "$t1" "$t2")
+  back_took=$(handover "$t1" "$t2" "$during" gw-a)
+  split=$(two_holders "$t0" "$t2")
+  read -r out_ms out_before out_after <<<"$out"
+  read -r fb_ms fb_before fb_after <<<"$fb"
+  printf 'e2e: %-20s outage %4s ms (%s -> %s), handover %s ms | healed: outage %s ms (%s -> %s), handover %s ms, gw-a back %s ms after the heal began | two holders: %s ms\n' \
+    "$name" "$out_ms" "$out_before" "$out_after" "$took" "$fb_ms" "$fb_before" "$fb_after" "$back_took" "$back" "$split"
+  [ "$split" = 0 ] || { log "FAIL $name: two gateways held $vip for $split ms"; failures=$((failures + 1)); }
+  [ "$out_ms" -le $budget_ms ] || { log "FAIL $name: $vip unanswered for $out_ms ms (budget $budget_ms)"; failures=$((failures + 1)); }
+  [ "$fb_ms" -le $budget_ms ] || { log "FAIL $name: $vip unanswered for $fb_ms ms during failback (budget $budget_ms)"; failures=$((failures + 1)); }
+}
+
+# 1. Graceful stop of the master's daemon; healed by starting it (failback to gw-a).
+fault "systemctl stop gw-a" gw-b gw-a "systemctl stop havip" gw-a "systemctl start havip"
+# 2. The master's VIP link goes down. vagrant ssh reaches an lxc container over that very
+#    link, so the guest runs both ends itself in a transient unit (it outlives the ssh
+#    session): down after 1 s, up again 6 s later.
+fault "link down gw-a eth1" gw-b gw-a \
+  "systemd-run --quiet --no-block --unit=havip-e2e-linkdown /bin/sh -c 'sleep 1; ip link set eth1 down; sleep 6; ip link set eth1 up'" gw-a ""
+# 3. Manual failover to the backup, then the pin cleared (gw-a takes it back).
+fault "failover --to gw-b" gw-b gw-a "havip failover --to gw-b --group crm" gw-b "havip failover --clear --group crm"
+
+split=$(two_holders 0 "$(now_ms)")
+log "who held the VIPs (changes only):"
+timeline
+log "two holders over the whole run: $split ms; $(wc -l <"$tmp/watch") watcher samples, $(wc -l <"$tmp/probe") probes"
+[ "$split" = 0 ] || failures=$((failures + 1))
+[ "$failures" = 0 ] || die "$failures failed assertion(s) (see above)"
+log "all faults passed in $(( $(now_ms) - started - up_ms )) ms after up"
+passed=1
