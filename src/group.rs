@@ -189,7 +189,13 @@ impl GroupLoop {
                 changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
                 changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
             }
-            if *shutdown.borrow() || fatal.is_some() {
+            if *shutdown.borrow() {
+                // On the way out the facts feeds stop too, and select! may see that
+                // first: not a failure, and the hand-over below must still happen.
+                fatal = None;
+                break;
+            }
+            if fatal.is_some() {
                 break;
             }
             self.step().await;

@@ -2,6 +2,7 @@
 //! its Unix socket, and the offline tools (`check-config`, `keygen`). Exit codes: 0 ok,
 //! 1 the request failed (the message says why), 2 usage or configuration error.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -199,9 +200,11 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAVIP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    // Colours only on a terminal: under systemd the journal would store the escapes.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 }
 
