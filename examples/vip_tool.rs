@@ -45,6 +45,9 @@ enum Command {
         /// Give up after this long at the latest.
         #[arg(long, default_value = "60")]
         max_s: u64,
+        /// Hold once with a hold lease this long and never renew it: a frozen master.
+        #[arg(long)]
+        lease_ms: Option<u64>,
     },
     /// Runs the startup check; exit 2 with the error on stderr when it refuses.
     Reconcile {
@@ -127,6 +130,7 @@ async fn run(command: Command) -> Result<(), String> {
             burst_spacing_ms,
             repeat_after_ms,
             max_s,
+            lease_ms,
         } => {
             let announce = Announce {
                 burst_count,
@@ -153,10 +157,9 @@ async fn run(command: Command) -> Result<(), String> {
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .map_err(|e| e.to_string())?;
             emit(json!({"event": "hold"}));
-            plane
-                .hold(&vips, far_future())
-                .await
-                .map_err(|e| e.to_string())?;
+            let lease = lease_ms.map(Duration::from_millis);
+            let until = lease.map_or_else(far_future, |l| tokio::time::Instant::now() + l);
+            plane.hold(&vips, until).await.map_err(|e| e.to_string())?;
             emit(json!({"event": "holding"}));
             let deadline = Instant::now() + Duration::from_secs(max_s);
             let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -164,7 +167,7 @@ async fn run(command: Command) -> Result<(), String> {
                 tokio::select! {
                     _ = &mut closed => break,
                     _ = term.recv() => break,
-                    _ = tick.tick() => plane.hold(&vips, far_future()).await.map_err(|e| e.to_string())?,
+                    _ = tick.tick(), if lease.is_none() => plane.hold(&vips, far_future()).await.map_err(|e| e.to_string())?,
                 }
             }
             plane.release(&vips).await.map_err(|e| e.to_string())?;

@@ -527,8 +527,9 @@ fn run_fault(fault: Fault) {
     );
     assert!(
         failback <= BUDGET_MS,
-        "{}: the VIP went unanswered for {failback} ms during failback",
-        fault.name
+        "{}: the VIP went unanswered for {failback} ms during failback ({fb_before} -> {fb_after})\n{}",
+        fault.name,
+        lab.logs()
     );
     if let Some((_, died, _)) = stale {
         // The dead daemon's address went with the kernel lifetime (checked before the

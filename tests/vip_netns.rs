@@ -160,6 +160,33 @@ fn holding_installs_the_vips_with_a_lifetime_and_announces_them() {
     );
 }
 
+/// A holder whose hold lease ran out (a frozen master, thawed later) must not announce
+/// again: its overdue repeat burst would point the clients back at a host that is about
+/// to drop the VIP.
+#[test]
+fn no_announcement_goes_out_after_the_hold_lease_ran_out() {
+    require_root("the data-plane namespace tests");
+    let mut lab = Lab::new();
+    let gw = lab.host("gwa", 11);
+    let client = lab.host("cl", 100);
+    let mut cap = capture(&mut lab, &client, 3000);
+    let mut holder = hold(&mut lab, &gw, &["--lease-ms", "500"]);
+    holder.expect("holding", Duration::from_secs(10));
+    let frames = cap.collect(Duration::from_secs(5));
+    let arps = frames
+        .iter()
+        .filter(|f| field(f, "event") == "arp" && field(f, "sender_ip") == VIP4)
+        .count();
+    let nas = frames
+        .iter()
+        .filter(|f| field(f, "event") == "na" && field(f, "target") == VIP6)
+        .count();
+    // The first burst of 5 went out inside the lease; the repeat at 2 s did not.
+    assert_eq!((arps, nas), (5, 5), "announcements seen: {frames:#?}");
+    holder.close_stdin();
+    holder.expect("released", Duration::from_secs(5));
+}
+
 #[test]
 fn after_a_hand_over_the_client_points_at_the_new_holder_within_the_burst() {
     require_root("the data-plane namespace tests");

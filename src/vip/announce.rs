@@ -2,10 +2,13 @@
 //! after `repeat_after`, an optional periodic refresh, and a fresh burst on request (a peer
 //! reconnected, the link came back). One spawned task per held group, cancelled on
 //! release. It must never block `hold`/`release` (they only start, poke or cancel it) and
-//! never announce after `stop`.
+//! never announce after `stop`, nor after the hold lease it was last given: a process
+//! thawed from SIGSTOP runs its overdue timers before the group loop can release, and one
+//! stale gratuitous ARP would point the clients back at a host that is about to drop the
+//! VIP (seen in the lab: 5 s without answers until the next failback).
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant, sleep, sleep_until};
@@ -29,15 +32,43 @@ pub struct Target {
 pub struct Announcer {
     cancel: CancellationToken,
     again: Arc<Notify>,
+    lease: Lease,
+}
+
+/// Until when the holder may speak for the VIPs (its hold lease), moved on by every hold.
+#[derive(Clone)]
+struct Lease(Arc<Mutex<Instant>>);
+
+impl Lease {
+    fn valid(&self) -> bool {
+        Instant::now() <= *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Announcer {
-    /// Starts announcing `target` now, on the `schedule`.
-    pub fn start(target: Target, schedule: Announce) -> Self {
+    /// Starts announcing `target` now, on the `schedule`, while the hold lease that ends at
+    /// `until` (and is moved on by `extend`) runs.
+    pub fn start(target: Target, schedule: Announce, until: Instant) -> Self {
         let cancel = CancellationToken::new();
         let again = Arc::new(Notify::new());
-        tokio::spawn(run(target, schedule, cancel.clone(), again.clone()));
-        Self { cancel, again }
+        let lease = Lease(Arc::new(Mutex::new(until)));
+        tokio::spawn(run(
+            target,
+            schedule,
+            cancel.clone(),
+            again.clone(),
+            lease.clone(),
+        ));
+        Self {
+            cancel,
+            again,
+            lease,
+        }
+    }
+
+    /// The hold was renewed: announcements may go out until `until`.
+    pub fn extend(&self, until: Instant) {
+        *self.lease.0.lock().unwrap_or_else(|e| e.into_inner()) = until;
     }
 
     /// Asks for a fresh burst (coalesced with one already asked for).
@@ -111,7 +142,13 @@ impl Senders {
     }
 }
 
-async fn run(target: Target, schedule: Announce, cancel: CancellationToken, again: Arc<Notify>) {
+async fn run(
+    target: Target,
+    schedule: Announce,
+    cancel: CancellationToken,
+    again: Arc<Notify>,
+    lease: Lease,
+) {
     let senders = Senders::open(&target);
     let started = Instant::now();
     let mut repeat_at = schedule.repeat_after.map(|d| started + d);
@@ -119,7 +156,7 @@ async fn run(target: Target, schedule: Announce, cancel: CancellationToken, agai
     let far = Duration::from_secs(86_400 * 365);
     tokio::select! {
         _ = cancel.cancelled() => return,
-        _ = burst(&senders, &target, &schedule, "hold") => {}
+        _ = burst(&senders, &target, &schedule, &lease, "hold") => {}
     }
     loop {
         let next = [repeat_at, refresh_at]
@@ -143,18 +180,22 @@ async fn run(target: Target, schedule: Announce, cancel: CancellationToken, agai
         };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = burst(&senders, &target, &schedule, why) => {}
+            _ = burst(&senders, &target, &schedule, &lease, why) => {}
         }
     }
 }
 
 /// `burst_count` announcements `burst_spacing` apart (bounded by the count).
-async fn burst(senders: &Senders, target: &Target, schedule: &Announce, why: &str) {
+async fn burst(senders: &Senders, target: &Target, schedule: &Announce, lease: &Lease, why: &str) {
     let mut failures = 0u32;
     let mut last_error = String::new();
     for i in 0..schedule.burst_count {
         if i > 0 {
             sleep(schedule.burst_spacing).await;
+        }
+        if !lease.valid() {
+            tracing::debug!(group = %target.group, why, "not announcing: the hold lease ran out");
+            return;
         }
         if let Err(e) = senders.send_all(target) {
             failures += 1;

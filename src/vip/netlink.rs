@@ -217,6 +217,7 @@ impl NetlinkDataPlane {
         let now = Instant::now();
         let due = refresh_interval(vips.address_lifetime);
         if let Some(h) = held.get_mut(&vips.group) {
+            h.announcer.extend(until);
             if now.duration_since(h.refreshed) < due {
                 return Ok(());
             }
@@ -240,7 +241,7 @@ impl NetlinkDataPlane {
             mac,
             addresses: vips.addresses.iter().map(|a| a.addr()).collect(),
         };
-        let announcer = Announcer::start(target, vips.announce);
+        let announcer = Announcer::start(target, vips.announce, until);
         held.insert(
             vips.group.clone(),
             Held {
