@@ -22,25 +22,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" keygen --out "$work/cluster.key" >/dev/null
-addr() { case $1 in gw-a) echo 127.0.9.11;; gw-b) echo 127.0.9.12;; witness) echo 127.0.9.13;; esac; }
-for n in gw-a gw-b witness; do
-  mkdir -p "$work/$n"
-  {
-    printf '[node]\nname = "%s"\nrole = "%s"\ndata_dir = "%s"\n\n' "$n" \
-      "$([ "$n" = witness ] && echo witness || echo gateway)" "$work/$n/data"
-    printf '[cluster]\nlisten = "%s:7400"\nkey_file = "%s"\n' "$(addr "$n")" "$work/cluster.key"
-    for p in gw-a gw-b witness; do
-      printf '[[cluster.peers]]\nname = "%s"\naddress = "%s:7400"\n' "$p" "$(addr "$p")"
-    done
-    printf '\n[control]\nsocket = "%s"\n\n' "$work/$n/havip.sock"
-    case $n in
-      witness) printf '[[vip_group]]\nname = "crm"\n' ;;
-      gw-a) printf '[[vip_group]]\nname = "crm"\ninterface = "eth1"\naddresses = ["198.18.0.50/24"]\npriority = 150\n' ;;
-      gw-b) printf '[[vip_group]]\nname = "crm"\ninterface = "eth1"\naddresses = ["198.18.0.50/24"]\npriority = 100\n' ;;
-    esac
-  } >"$work/$n/havip.toml"
-done
+# shellcheck source-path=SCRIPTDIR source=loopback-lib.sh
+. scripts/loopback-lib.sh
+write_loopback_cluster "$bin" "$work" 127.0.9
 
 for n in gw-a gw-b witness; do
   "$bin" run --observe-only --config "$work/$n/havip.toml" >>"$work/$n/log" 2>&1 &

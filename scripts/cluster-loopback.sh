@@ -26,23 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" keygen --out "$work/cluster.key" >/dev/null
-addr() { case $1 in gw-a) echo 127.0.0.11;; gw-b) echo 127.0.0.12;; witness) echo 127.0.0.13;; esac; }
-
-for n in gw-a gw-b witness; do
-  mkdir -p "$work/$n"
-  {
-    printf '[node]\nname = "%s"\nrole = "%s"\ndata_dir = "%s"\n\n' "$n" "$([ "$n" = witness ] && echo witness || echo gateway)" "$work/$n/data"
-    printf '[cluster]\nlisten = "%s:7400"\nkey_file = "%s"\n' "$(addr "$n")" "$work/cluster.key"
-    for p in gw-a gw-b witness; do printf '[[cluster.peers]]\nname = "%s"\naddress = "%s:7400"\n' "$p" "$(addr "$p")"; done
-    printf '\n[control]\nsocket = "%s"\n\n' "$work/$n/havip.sock"
-    case $n in
-      witness) printf '[[vip_group]]\nname = "crm"\n' ;;
-      gw-a) printf '[[vip_group]]\nname = "crm"\ninterface = "eth1"\naddresses = ["198.18.0.50/24"]\npriority = 150\nfailback_delay = "2s"\n' ;;
-      gw-b) printf '[[vip_group]]\nname = "crm"\ninterface = "eth1"\naddresses = ["198.18.0.50/24"]\npriority = 100\nfailback_delay = "2s"\n' ;;
-    esac
-  } > "$work/$n/havip.toml"
-done
+# shellcheck source-path=SCRIPTDIR source=loopback-lib.sh
+. scripts/loopback-lib.sh
+write_loopback_cluster "$bin" "$work" 127.0.0 'failback_delay = "2s"\n'
 "$bin" check-config "$work"/*/havip.toml
 
 start() { "$bin" run --observe-only --config "$work/$1/havip.toml" >>"$work/$1/log" 2>&1 & pid[$1]=$!; }
