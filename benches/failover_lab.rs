@@ -721,7 +721,16 @@ impl Bench {
             // `havip release` (ExecStopPost) removed it; else the kernel would, when its
             // lifetime runs out.
             Kind::Havip { .. } => {
-                wait_for(Duration::from_secs(10), || !self.record.latest_holders()[A])
+                // When it went, from the watcher's record (not when this wait noticed).
+                wait_for(Duration::from_secs(10), || !self.record.latest_holders()[A]).and_then(
+                    |_| {
+                        self.record
+                            .holders()
+                            .into_iter()
+                            .find(|(at, held)| *at > killed && !held[A])
+                            .map(|(at, _)| at)
+                    },
+                )
             }
             // keepalived never removes it: look again 2 s after gw-b took over, then restart.
             Kind::Keepalived { .. } => {

@@ -3,7 +3,7 @@
 # addresses 127.0.9.11-13, observe-only (no root, no interface touched), one VIP group,
 # no health checks. After SETTLE seconds it samples utime+stime from /proc/PID/stat over
 # SECONDS_MEASURED seconds and prints each node's share of one core and its RSS.
-# Usage: scripts/bench-idle.sh            (env: SETTLE=8 MEASURE=20 HAVIP_BIN=...)
+# Usage: scripts/bench-idle.sh            (env: SETTLE=8 MEASURE=20 HAVIP_BIN=... TIMERS=...)
 #        PERF=1 scripts/bench-idle.sh     (also perf-record the master; report in /tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,10 @@ trap cleanup EXIT
 # shellcheck source-path=SCRIPTDIR source=loopback-lib.sh
 . scripts/loopback-lib.sh
 write_loopback_cluster "$bin" "$work" 127.0.9
+# TIMERS='heartbeat = "200ms"|election_timeout = "600ms..1200ms"': other [timers] lines.
+if [ -n "${TIMERS:-}" ]; then
+  for n in gw-a gw-b witness; do printf '\n[timers]\n%s\n' "${TIMERS//|/$'\n'}" >>"$work/$n/havip.toml"; done
+fi
 
 for n in gw-a gw-b witness; do
   "$bin" run --observe-only --config "$work/$n/havip.toml" >>"$work/$n/log" 2>&1 &
