@@ -26,6 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "support/host.rs"]
+mod host;
+use host::{require_root, sh};
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// How long the VIP may go unanswered during any fault in this suite (generous: the test
 /// VM is shared; the benchmark measures the real figures).
@@ -41,33 +45,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Runs a command, panicking with its output if it fails.
-fn sh(args: &[&str]) -> Output {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// `scripts/lab.sh ARGS` with this build's havip.
@@ -145,10 +122,7 @@ impl Lab {
     /// `lab.sh up`, the three daemons, the watcher and the probe; returns once the
     /// preferred gateways hold (gw-a `crm`, gw-b `crm2`) and the probe gets answers.
     fn up() -> Lab {
-        assert!(
-            is_root(),
-            "the lab e2e suite needs root (network namespaces, nftables); run the tests as root, as CI does"
-        );
+        require_root("the lab e2e suite");
         lab_sh(&["up"]);
         let mut lab = Lab {
             gateways: names_of("gateway"),

@@ -14,7 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use havip::control::protocol::{Request, Response, StatusReport};
+
+mod host;
 use havip::control::socket;
+pub use host::require_root;
 
 pub const NODES: [&str; 3] = ["gw-a", "gw-b", "witness"];
 pub const GROUP: &str = "crm";
@@ -25,26 +28,6 @@ pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_havip")
-}
-
-pub fn is_root() -> bool {
-    // SAFETY-free check: /proc/self/status "Uid:" line, real uid first.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Fails the test (not skips it) when it needs root and does not have it.
-pub fn require_root(what: &str) {
-    assert!(
-        is_root(),
-        "{what} needs root (nftables); run the tests as root, as CI does"
-    );
 }
 
 #[derive(Clone)]

@@ -15,46 +15,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "host.rs"]
+mod host;
+pub use host::{require_root, sh};
+
 pub const LAB_PREFIX_V4: &str = "198.18.0.0/24";
 /// The host's interface in every host namespace.
 pub const LAN: &str = "lan0";
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
-
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Fails (never skips) a test that needs root.
-pub fn require_root(what: &str) {
-    assert!(
-        is_root(),
-        "{what} needs root (network namespaces, netlink, raw sockets); run the tests as root, as CI does"
-    );
-}
-
-/// Runs a command, panicking with its output if it fails.
-pub fn sh(args: &[&str]) -> Output {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// One host of the lab.
 #[derive(Debug, Clone)]

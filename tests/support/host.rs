@@ -1,0 +1,43 @@
+//! The test suites' few host helpers (root check, a command that must succeed), shared by
+//! the loopback cluster harness (`mod.rs`), the namespace lab (`netns.rs`) and the lab e2e
+//! suite, which include this file by path.
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+
+/// Whether the tests run as root (the real uid of /proc/self/status).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Fails (never skips) a test that needs root: CI runs as root, and a skipped
+/// partition or namespace test would look like a passed one.
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "{what} needs root (network namespaces, nftables, netlink, raw sockets); run the tests as root, as CI does"
+    );
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
