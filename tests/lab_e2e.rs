@@ -34,8 +34,11 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// How long the VIP may go unanswered during any fault in this suite (generous: the test
 /// VM is shared; the benchmark measures the real figures).
 const BUDGET_MS: u64 = 3000;
-/// The kernel lifetime of a VIP (`address_lifetime` in conf/*.toml) plus two samples.
-const LIFETIME_MS: u64 = 3000 + 200;
+/// How long a frozen daemon's VIP may outlive it: the kernel lifetime
+/// (`address_lifetime` in conf/*.toml, 3 s from the last refresh), plus the kernel's
+/// whole-second rounding of its expiry check (seen: 3.4 s after the last refresh), plus
+/// two samples.
+const LIFETIME_MS: u64 = 3000 + 1000 + 200;
 
 /// The lab's names are fixed (hv-gw-a, ...): one lab at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -485,7 +488,13 @@ fn run_fault(fault: Fault) {
         fault.name,
         healed.unwrap_or_default()
     );
-    assert_eq!(split, 0, "{}: two holders: {examples:?}", fault.name);
+    assert_eq!(
+        split,
+        0,
+        "{}: two holders: {examples:?}\n{}",
+        fault.name,
+        lab.logs()
+    );
     if let Some(max) = fault.max_moves {
         assert!(
             moves <= max,
