@@ -268,6 +268,10 @@ fault "link down gw-a eth1" gw-b gw-a \
   "systemd-run --quiet --no-block --unit=havip-e2e-linkdown /bin/sh -c 'sleep 1; ip link set eth1 down; sleep 6; ip link set eth1 up'" gw-a ""
 # 3. Manual failover to the backup, then the pin cleared (gw-a takes it back).
 fault "failover --to gw-b" gw-b gw-a "havip failover --to gw-b --group crm" gw-b "havip failover --clear --group crm"
+# 4. The master's daemon is SIGKILLed: it cannot release, so systemd's ExecStopPost
+#    (`havip release`, conf/havip.service) must remove its VIP before gw-b is elected (no
+#    two holders), and Restart=on-failure brings it back 1 s later (failback to gw-a).
+fault "SIGKILL gw-a havip" gw-b gw-a "systemctl kill --signal=KILL havip" gw-a ""
 
 split=$(two_holders 0 "$(now_ms)")
 log "who held the VIPs (changes only):"
