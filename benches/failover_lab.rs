@@ -738,10 +738,7 @@ impl Bench {
                 (!self.record.latest_holders()[A]).then(Instant::now)
             }
         };
-        let restarted = Instant::now();
-        self.cluster.start(&mut self.lab, A);
-        let back = self.settle(A, Duration::from_secs(30));
-        let end = back.as_ref().map_or(Instant::now(), |t| *t);
+        let (restarted, end, failback) = self.restart_with_failback();
         let mut kill = sample(
             &self.record,
             "daemon SIGKILL",
@@ -758,6 +755,16 @@ impl Bench {
                 stale_gone.map(|t| t - killed),
             ),
         ];
+        failback.map(|failback| vec![kill, failback])
+    }
+
+    /// Starts gw-a's daemon again and waits (bounded) until it holds and answers alone:
+    /// when it was started, when that wait ended, and the failback's sample.
+    fn restart_with_failback(&mut self) -> (Instant, Instant, Result<Sample, String>) {
+        let restarted = Instant::now();
+        self.cluster.start(&mut self.lab, A);
+        let back = self.settle(A, Duration::from_secs(30));
+        let end = back.as_ref().map_or(Instant::now(), |t| *t);
         let failback = sample(
             &self.record,
             "failback (daemon restarted)",
@@ -765,7 +772,7 @@ impl Bench {
             end,
             back.is_err(),
         );
-        back.map(|_| vec![kill, failback])
+        (restarted, end, back.map(|_| failback))
     }
 
     fn graceful_stop(&mut self) -> Result<Vec<Sample>, String> {
@@ -773,10 +780,7 @@ impl Bench {
         self.cluster.sigterm(&mut self.lab, A);
         let taken = self.answered(B, stopped, Duration::from_secs(15));
         std::thread::sleep(Duration::from_millis(500));
-        let restarted = Instant::now();
-        self.cluster.start(&mut self.lab, A);
-        let back = self.settle(A, Duration::from_secs(30));
-        let end = back.as_ref().map_or(Instant::now(), |t| *t);
+        let (restarted, _, failback) = self.restart_with_failback();
         let stop = sample(
             &self.record,
             "graceful stop (SIGTERM)",
@@ -784,14 +788,7 @@ impl Bench {
             restarted,
             taken.is_none(),
         );
-        let failback = sample(
-            &self.record,
-            "failback (daemon restarted)",
-            restarted,
-            end,
-            back.is_err(),
-        );
-        back.map(|_| vec![stop, failback])
+        failback.map(|failback| vec![stop, failback])
     }
 
     /// Drops every frame between gw-a's and gw-b's bridge ports; both still reach the

@@ -467,21 +467,32 @@ fn wait_replicated_health(cluster: &Cluster, node: &str, healthy: bool) {
     );
 }
 
-#[test]
-fn the_vip_follows_health_and_fails_back_when_the_crm_is_reachable_again() {
-    let _serial = lock();
-    let net = 25;
+/// A cluster whose gateways check their own CRM server (both healthy at first), once gw-a
+/// holds. Bound in this order, the cluster is dropped before the servers.
+fn health_cluster(net: u8, options: Options) -> (support::CrmServer, support::CrmServer, Cluster) {
     let crm_a = support::CrmServer::start(&support::crm_addr(net, "gw-a"));
     let crm_b = support::CrmServer::start(&support::crm_addr(net, "gw-b"));
     let cluster = Cluster::start(
         net,
         Options {
             health_checks: true,
+            ..options
+        },
+    );
+    cluster.wait_holder("gw-a", SETTLE);
+    (crm_a, crm_b, cluster)
+}
+
+#[test]
+fn the_vip_follows_health_and_fails_back_when_the_crm_is_reachable_again() {
+    let _serial = lock();
+    let (crm_a, crm_b, cluster) = health_cluster(
+        25,
+        Options {
             failback_delay: "1s",
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
 
     // gw-a can no longer reach its CRM server: after `fall` probes it is unhealthy.
     crm_a.set_healthy(false);
@@ -550,18 +561,13 @@ fn the_vip_follows_health_and_fails_back_when_the_crm_is_reachable_again() {
 #[test]
 fn with_release_nobody_holds_when_every_gateway_is_unhealthy() {
     let _serial = lock();
-    let net = 26;
-    let crm_a = support::CrmServer::start(&support::crm_addr(net, "gw-a"));
-    let crm_b = support::CrmServer::start(&support::crm_addr(net, "gw-b"));
-    let cluster = Cluster::start(
-        net,
+    let (crm_a, crm_b, cluster) = health_cluster(
+        26,
         Options {
-            health_checks: true,
             on_all_unhealthy: "release",
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
     crm_b.set_healthy(false);
     wait_replicated_health(&cluster, "gw-b", false);
     crm_a.set_healthy(false);

@@ -682,16 +682,22 @@ fn master_isolated_from_everyone() {
     });
 }
 
+/// nftables rules (table `inet lab`) for a gateway's namespace that drop everything it
+/// sends to the CRM servers, so its health checks fail.
+fn crm_unreachable_rules() -> String {
+    let crm: Vec<String> = names_of("crm").iter().map(|n| address_of(n)).collect();
+    format!(
+        "table inet lab {{ chain out {{ type filter hook output priority 0; \
+         ip daddr {{ {} }} drop; }} }}",
+        crm.join(", ")
+    )
+}
+
 /// gw-a alone loses the CRM servers: its health checks fail (fall 3 x 2 s) and it hands
 /// the VIP over; once they pass again (rise 2) and failback_delay ran, it takes it back.
 #[test]
 fn the_masters_crm_checks_failing() {
-    let crm: Vec<String> = names_of("crm").iter().map(|n| address_of(n)).collect();
-    let rules = format!(
-        "table inet lab {{ chain out {{ type filter hook output priority 0; \
-         ip daddr {{ {} }} drop; }} }}",
-        crm.join(", ")
-    );
+    let rules = crm_unreachable_rules();
     run_fault(Fault {
         name: "gw-a loses the CRM",
         inject: &|| nft("hv-gw-a", &rules),
@@ -703,17 +709,11 @@ fn the_masters_crm_checks_failing() {
     });
 }
 
-/// `havip ARGS --config <node's config>` inside `node`'s namespace.
 /// gw-a's CRM servers flap: unreachable for 3 s, reachable for 3 s, four times. The
 /// checks' fall count (3 x 2 s) absorbs it: the VIP must neither move nor go unanswered.
 #[test]
 fn flapping_health_of_the_master_does_not_move_the_vip() {
-    let crm: Vec<String> = names_of("crm").iter().map(|n| address_of(n)).collect();
-    let rules = format!(
-        "table inet lab {{ chain out {{ type filter hook output priority 0; \
-         ip daddr {{ {} }} drop; }} }}",
-        crm.join(", ")
-    );
+    let rules = crm_unreachable_rules();
     run_fault(Fault {
         name: "gw-a's CRM flapping",
         inject: &|| {
