@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use support::{Cluster, Options, SERIAL};
 
-const SETTLE: Duration = Duration::from_secs(15);
-
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
@@ -21,8 +19,7 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 fn preferred_gateway_becomes_master_and_the_witness_never_holds() {
     let _serial = lock();
     let cluster = Cluster::start(11, Options::default());
-    cluster.wait_holder("gw-a", SETTLE);
-    let status = cluster.wait_reported("witness");
+    let status = cluster.wait_formed("gw-a");
     let group = &status.groups[0];
     assert_eq!(
         group.leader.as_deref(),
@@ -64,7 +61,7 @@ fn sigkill_of_the_master_moves_the_vip_and_never_to_two() {
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     cluster.kill("gw-a");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
     eprintln!("SIGKILL of the master: gw-b holds after {took:?}");
@@ -81,7 +78,7 @@ fn graceful_stop_hands_over_quickly_and_exits_zero() {
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     let started = std::time::Instant::now();
     let status = cluster
         .stop("gw-a", Duration::from_secs(3))
@@ -108,7 +105,7 @@ fn a_partition_isolating_the_master_releases_it_before_another_holds() {
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     cluster.partition("gw-a", &["gw-b", "witness"]);
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
     eprintln!("master isolated: gw-b holds after {took:?}");
@@ -125,7 +122,7 @@ fn a_partition_between_the_gateways_keeps_one_master() {
     support::require_root("partition test");
     let _serial = lock();
     let mut cluster = Cluster::start(15, Options::default());
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     let since = std::time::Instant::now();
     cluster.partition("gw-a", &["gw-b"]);
     // Both still reach the witness: gw-a keeps its quorum (itself + witness), and
@@ -147,7 +144,7 @@ fn a_frozen_master_loses_the_vip_after_its_lease() {
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     cluster.signal("gw-a", "STOP");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
     eprintln!("SIGSTOP of the master: gw-b holds after {took:?}");
@@ -169,7 +166,7 @@ fn the_preferred_gateway_takes_the_vip_back_after_failback_delay() {
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     cluster.kill("gw-a");
     cluster.wait_holder("gw-b", Duration::from_secs(5));
     cluster.spawn("gw-a");
@@ -194,8 +191,7 @@ fn failover_pins_and_clear_unpins() {
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
-    cluster.wait_reported("witness");
+    cluster.wait_formed("gw-a");
     // Asked on the witness: the write is forwarded to the leader and committed.
     let (code, text) = cluster.cli("witness", &["failover", "--to", "gw-b", "--group", "crm"]);
     assert_eq!(code, 0, "{text}");
@@ -232,7 +228,7 @@ fn maintenance_drains_a_node_until_it_is_turned_off() {
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     let (code, text) = cluster.cli("gw-b", &["maintenance", "on", "gw-a"]);
     assert_eq!(code, 0, "{text}");
     cluster.wait_holder("gw-b", Duration::from_secs(3));
@@ -253,7 +249,7 @@ fn maintenance_drains_a_node_until_it_is_turned_off() {
 fn a_node_with_the_wrong_key_is_rejected_and_cannot_disturb_the_cluster() {
     let _serial = lock();
     let mut cluster = Cluster::start(20, Options::default());
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     let term = cluster.status("gw-a").expect("status").groups[0].term;
     // gw-b comes back with another key: it must not reach anyone, and nobody's term moves.
     cluster.kill("gw-b");
@@ -295,7 +291,7 @@ fn a_node_with_the_wrong_key_is_rejected_and_cannot_disturb_the_cluster() {
 fn a_sigkilled_node_restarts_with_its_store_intact() {
     let _serial = lock();
     let mut cluster = Cluster::start(21, Options::default());
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     cluster.wait_reported("gw-a");
     let (code, text) = cluster.cli("gw-a", &["failover", "--to", "gw-a"]);
     assert_eq!(code, 0, "{text}");
@@ -358,8 +354,7 @@ fn a_drained_master_cut_off_from_the_other_gateway_relays_through_the_witness() 
     support::require_root("partition test");
     let _serial = lock();
     let mut cluster = Cluster::start(23, Options::default());
-    cluster.wait_holder("gw-a", SETTLE);
-    cluster.wait_reported("witness");
+    cluster.wait_formed("gw-a");
     cluster.partition("gw-a", &["gw-b"]);
     // gw-a may no longer hold and cannot reach gw-b; the witness can.
     let (code, text) = cluster.cli("witness", &["maintenance", "on", "gw-a"]);
@@ -409,7 +404,7 @@ fn notify_hooks_run_on_state_changes_and_metrics_report_them() {
             ..Options::default()
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     let gw_a = cluster.dir.path().join("gw-a").join("notify.log");
     wait_file_contains(&gw_a, "crm BACKUP MASTER");
     let metrics = scrape(&format!("{}:9400", cluster.nodes["gw-a"].addr));
@@ -479,7 +474,7 @@ fn health_cluster(net: u8, options: Options) -> (support::CrmServer, support::Cr
             ..options
         },
     );
-    cluster.wait_holder("gw-a", SETTLE);
+    cluster.wait_formed("gw-a");
     (crm_a, crm_b, cluster)
 }
 

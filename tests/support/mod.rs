@@ -276,7 +276,11 @@ impl Cluster {
         let child = Command::new(bin())
             .args(["run", "--observe-only", "--config"])
             .arg(&node.config)
-            .env("HAVIP_LOG", "info,openraft=warn")
+            // HAVIP_TEST_LOG raises the daemons' log level when chasing a flaky test.
+            .env(
+                "HAVIP_LOG",
+                std::env::var("HAVIP_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -351,6 +355,14 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("{on} never saw every node's facts\n{}", self.logs());
+    }
+
+    /// Waits until `leader` alone holds and the witness has applied every node's facts: only
+    /// then do all three nodes run Raft. A fault injected earlier can find the witness still
+    /// sitting out its start-up lease, and a leader left with no quorum rightly releases.
+    pub fn wait_formed(&self, leader: &str) -> StatusReport {
+        self.wait_holder(leader, Duration::from_secs(15));
+        self.wait_reported("witness")
     }
 
     /// Runs the CLI against `name`'s daemon; returns (exit code, stdout+stderr).
@@ -468,8 +480,12 @@ impl Cluster {
         let mut out = String::new();
         for node in self.nodes.values() {
             let text = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            out += &format!("----- {} (last 40 lines) -----\n", node.name);
+            let keep = std::env::var("HAVIP_TEST_LOG_LINES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(40);
+            let tail: Vec<&str> = text.lines().rev().take(keep).collect();
+            out += &format!("----- {} (last {keep} lines) -----\n", node.name);
             for line in tail.into_iter().rev() {
                 out += line;
                 out.push('\n');
