@@ -17,6 +17,7 @@ use crate::consensus::network::{PeerNetwork, RaftService};
 use crate::consensus::rpc::RAFT_CHANNEL;
 use crate::consensus::state::{Command, GroupState};
 use crate::consensus::store::Store;
+use crate::consensus::ticks::{self, Pace};
 use crate::consensus::types::{NodeId, PeerNode, Raft, node_id};
 use crate::control::metrics::{self as prometheus, CheckMetrics, GroupMetrics, MetricsSnapshot};
 use crate::control::notify::Notifier;
@@ -142,7 +143,7 @@ fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, StartEr
     let timers = &config.timers;
     openraft::Config {
         cluster_name: group.to_string(),
-        heartbeat_interval: timers.heartbeat.as_millis() as u64,
+        heartbeat_interval: ticks::raft_heartbeat_ms(timers.heartbeat, timers.election_timeout_min),
         election_timeout_min: timers.election_timeout_min.as_millis() as u64,
         election_timeout_max: timers.election_timeout_max.as_millis() as u64,
         enable_pre_vote: Some(true),
@@ -353,6 +354,14 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
                 let _ = fatal.send(e);
             }
         }));
+        tokio::spawn(ticks::run(
+            group.name.clone(),
+            self_id,
+            raft.clone(),
+            handler.raft.clone(),
+            Pace::new(config.timers.heartbeat, config.timers.election_timeout_min),
+            shutdown.clone(),
+        ));
         if config.node.role == Role::Witness {
             tokio::spawn(witness_watch(
                 group.name.clone(),
@@ -662,11 +671,13 @@ async fn witness_watch(
 ) {
     let started = tokio::time::Instant::now();
     let silence_limit = leader_lease * 4;
+    let poll = Duration::from_millis(50);
     let mut elect = false;
+    let mut next = started + poll;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
         let is_leader = raft.metrics().borrow_watched().state == ServerState::Leader;
         let heard = service.last_append(&group).unwrap_or(started);
@@ -678,6 +689,14 @@ async fn witness_watch(
                 tracing::info!(group = %group, "no leader heard for {silence_limit:?}: the witness stands for election");
             }
         }
+        // While a leader is heard the answer cannot change before the silence could reach
+        // the limit: an idle witness wakes about once per limit, not 20 times a second.
+        let now = tokio::time::Instant::now();
+        next = if elect || is_leader {
+            now + poll
+        } else {
+            (heard + silence_limit).max(now + poll)
+        };
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::consensus::state::{Command, GroupState, NodeFacts, NodeState};
-use crate::consensus::types::{Raft, RaftMetrics, node_id};
+use crate::consensus::types::{NodeId, Raft, RaftMetrics, Vote, node_id};
 use crate::control::notify::{HookState, Notifier, StateChange};
 use crate::hold::{self, HoldInputs};
 use crate::policy::{self, GroupRules, NodeView, Reason, Role, Situation};
@@ -34,6 +34,68 @@ const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 /// How long a planned hand-over keeps the VIPs while its target catches up on the log.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
+
+/// The part of the Raft metrics a step depends on, with the acknowledgement times reduced
+/// to what they decide: whether the leader's quorum acknowledgement is within the hold
+/// lease and which peers count as reachable. Their running out is timed by `next_wake`
+/// (lease end, `IDLE_WAKE`); their coming back changes this key and wakes a step at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MetricsKey {
+    state: ServerState,
+    term: u64,
+    leader: Option<NodeId>,
+    vote: Vote,
+    last_log_index: Option<u64>,
+    last_applied: Option<u64>,
+    membership: Option<u64>,
+    matched: Vec<(NodeId, Option<u64>)>,
+    reachable: Vec<NodeId>,
+    quorum_ack_fresh: bool,
+}
+
+impl MetricsKey {
+    fn of(m: &RaftMetrics, setup: &GroupSetup) -> Self {
+        let matched = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log)| (*id, log.as_ref().map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reachable = m
+            .heartbeat
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .filter(|(_, acked)| {
+                        acked
+                            .as_ref()
+                            .is_some_and(|a| a.elapsed() < setup.leader_lease)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let quorum_ack_fresh = m
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|acked| acked.elapsed() < setup.hold_lease);
+        MetricsKey {
+            state: m.state,
+            term: m.current_term,
+            leader: m.current_leader,
+            vote: m.vote,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.as_ref().map(|l| l.index),
+            membership: m.membership_config.log_id().as_ref().map(|l| l.index),
+            matched,
+            reachable,
+            quorum_ack_fresh,
+        }
+    }
+}
 
 /// What this node alone knows about itself in a group: fed by the link watch (link_up)
 /// and the health monitor (the rest).
@@ -135,6 +197,8 @@ pub struct GroupLoop {
     last_reason: String,
     /// When the loop must run again even if nothing happens.
     next_wake: Instant,
+    /// What the last step saw of the Raft metrics (see `MetricsKey`).
+    seen: Option<MetricsKey>,
     /// The state notify hooks and the log last heard of.
     hook_state: HookState,
     hold_transitions: u64,
@@ -168,6 +232,7 @@ impl GroupLoop {
             last_facts_proposal: None,
             last_reason: String::new(),
             next_wake: Instant::now(),
+            seen: None,
             hook_state: HookState::Backup,
             hold_transitions: 0,
         }
@@ -182,10 +247,14 @@ impl GroupLoop {
         let mut facts = self.facts.clone();
         let mut fatal = None;
         loop {
+            let mut metrics_only = false;
             tokio::select! {
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep_until(self.next_wake) => {}
-                changed = metrics.changed() => if changed.is_err() { fatal = Some("its Raft stopped"); },
+                changed = metrics.changed() => match changed {
+                    Ok(()) => metrics_only = true,
+                    Err(_) => fatal = Some("its Raft stopped"),
+                },
                 changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
                 changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
             }
@@ -197,6 +266,14 @@ impl GroupLoop {
             }
             if fatal.is_some() {
                 break;
+            }
+            // Every acknowledgement changes the metrics (dozens a second on a leader); a
+            // step for one that changes nothing the loop acts on is wasted.
+            if metrics_only
+                && Instant::now() < self.next_wake
+                && self.seen == Some(self.metrics_key())
+            {
+                continue;
             }
             self.step().await;
         }
@@ -268,9 +345,17 @@ impl GroupLoop {
         }
     }
 
+    /// What the loop acts on in the metrics, as of now.
+    fn metrics_key(&self) -> MetricsKey {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        MetricsKey::of(&m, &self.setup)
+    }
+
     async fn step(&mut self) {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
+        self.seen = Some(MetricsKey::of(&metrics, &self.setup));
         let self_id = node_id(&self.setup.self_name);
         let is_leader =
             metrics.state == ServerState::Leader && metrics.current_leader == Some(self_id);

@@ -435,7 +435,8 @@ fn notify_hooks_run_on_state_changes_and_metrics_report_them() {
     let metrics = scrape(&format!("{}:9400", cluster.nodes["gw-a"].addr));
     assert!(
         metrics.contains("havip_group_hold_transitions_total{group=\"crm\"} 2"),
-        "{metrics}"
+        "{metrics}\n{}",
+        cluster.logs()
     );
     cluster.kill("gw-a");
     cluster.assert_never_two_holders();

@@ -4,4 +4,5 @@ pub mod network;
 pub mod rpc;
 pub mod state;
 pub mod store;
+pub mod ticks;
 pub mod types;

@@ -169,8 +169,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 #[derive(Clone, Default)]
 pub struct RaftService {
     groups: Arc<RwLock<HashMap<String, Raft>>>,
-    /// When each group last heard an append (a heartbeat) from a leader: the witness
-    /// stands for election only after a long silence.
+    /// When each group last accepted an append (a heartbeat) from its leader: a follower's
+    /// openraft tick is off while it is recent (`ticks`), and the witness stands for
+    /// election only after a long silence.
     last_append: Arc<RwLock<HashMap<String, tokio::time::Instant>>>,
 }
 
@@ -213,10 +214,16 @@ impl RaftService {
             })?;
             let reply = match envelope.request {
                 RaftRequest::Append(req) => {
-                    if let Ok(mut m) = service.last_append.write() {
-                        m.insert(envelope.group.clone(), tokio::time::Instant::now());
+                    let arrived = tokio::time::Instant::now();
+                    let reply = raft.append_entries(req).await.map_err(|e| e.to_string())?;
+                    // Only this node's leader counts as heard: a deposed leader's appends
+                    // (answered with a higher vote) must not keep its followers quiet.
+                    if !matches!(reply, AppendEntriesResponse::HigherVote(_))
+                        && let Ok(mut m) = service.last_append.write()
+                    {
+                        m.insert(envelope.group.clone(), arrived);
                     }
-                    RaftReply::Append(raft.append_entries(req).await.map_err(|e| e.to_string())?)
+                    RaftReply::Append(reply)
                 }
                 RaftRequest::Vote(req) => {
                     RaftReply::Vote(raft.vote(req).await.map_err(|e| e.to_string())?)

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use snow::StatelessTransportState;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::frame::{self, Frame, FrameError};
 use crate::key::ClusterKey;
@@ -169,9 +169,14 @@ async fn read_message<R: AsyncRead + Unpin>(
     Ok(Some(len))
 }
 
+/// Bytes read from the socket at once; larger records are read straight into place.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// The receiving half: decrypts Noise messages and yields whole frames.
 pub struct NoiseReader<R> {
-    inner: R,
+    /// Buffered: a record is a 2-byte length and a body, and unbuffered each would be its
+    /// own read syscall (four per heartbeat with the would-block probe).
+    inner: BufReader<R>,
     session: Session,
     nonce: u64,
     /// Decrypted bytes not yet cut into a frame.
@@ -183,7 +188,7 @@ pub struct NoiseReader<R> {
 impl<R: AsyncRead + Unpin> NoiseReader<R> {
     pub fn new(inner: R, session: Session) -> Self {
         Self {
-            inner,
+            inner: BufReader::with_capacity(READ_BUFFER, inner),
             session,
             nonce: 0,
             plain: Vec::new(),
