@@ -886,7 +886,7 @@ struct DelayLine {
 impl DelayLine {
     fn start(netns: &str, delay_ms: u64) -> DelayLine {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", netns, &delay_line_example()])
+            .args(["netns", "exec", netns, &host::example("delay_line")])
             .args(["--queue", DELAY_QUEUE, "--delay-ms", &delay_ms.to_string()])
             .args(["--max-s", "300"])
             .stdin(Stdio::null())
@@ -966,28 +966,4 @@ impl Drop for DelayLine {
     fn drop(&mut self) {
         self.shut_down();
     }
-}
-
-/// The path of the `delay_line` example, built on demand (`cargo test --test lab_e2e`
-/// does not build examples).
-fn delay_line_example() -> String {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--example", "delay_line"])
-            .current_dir(REPO)
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "cannot build the delay_line example"
-        );
-    });
-    let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("examples").join("delay_line"))
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned()
 }

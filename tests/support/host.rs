@@ -41,3 +41,29 @@ pub fn sh(args: &[&str]) -> Output {
     );
     output
 }
+
+/// The path of example `name` (examples/NAME.rs) of this build, built once per test
+/// process: `cargo test` builds examples, but a filtered run or a bench may not have.
+pub fn example(name: &str) -> String {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "cannot build the {name} example"
+        );
+        built.push(name.to_string());
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|d| d.join("examples").join(name))
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}

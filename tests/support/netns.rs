@@ -409,23 +409,5 @@ pub fn unix_ns(value: &Value) -> u128 {
 /// The path of the `vip_tool` example, built on demand (`cargo test --test X` does not
 /// build examples).
 pub fn vip_tool() -> String {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("examples").join("vip_tool"))
-        .unwrap_or_default();
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--example", "vip_tool"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "cannot build the vip_tool example"
-        );
-    });
-    dir.to_string_lossy().into_owned()
+    host::example("vip_tool")
 }
