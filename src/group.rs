@@ -199,6 +199,8 @@ pub struct GroupLoop {
     next_wake: Instant,
     /// What the last step saw of the Raft metrics (see `MetricsKey`).
     seen: Option<MetricsKey>,
+    /// The hold lease's end as of the last step.
+    lease_until: Option<Instant>,
     /// The state notify hooks and the log last heard of.
     hook_state: HookState,
     hold_transitions: u64,
@@ -233,6 +235,7 @@ impl GroupLoop {
             last_reason: String::new(),
             next_wake: Instant::now(),
             seen: None,
+            lease_until: None,
             hook_state: HookState::Backup,
             hold_transitions: 0,
         }
@@ -268,9 +271,18 @@ impl GroupLoop {
                 break;
             }
             // Every acknowledgement changes the metrics (dozens a second on a leader); a
-            // step for one that changes nothing the loop acts on is wasted.
+            // step for one that changes nothing the loop acts on is wasted, unless the
+            // holder's lease is close to its end: a step moves it on for the data plane
+            // and the announcer, which would otherwise see it lapse between the lease end
+            // and the step that wakes there (and drop a burst of gratuitous ARP).
+            let now = Instant::now();
+            let lease_ending = self.holding
+                && self
+                    .lease_until
+                    .is_some_and(|until| until.saturating_duration_since(now) < IDLE_WAKE);
             if metrics_only
-                && Instant::now() < self.next_wake
+                && now < self.next_wake
+                && !lease_ending
                 && self.seen == Some(self.metrics_key())
             {
                 continue;
@@ -372,6 +384,7 @@ impl GroupLoop {
             .map(|acked| acked.elapsed());
         let lease_until =
             quorum_ack_age.and_then(|age| (now + self.setup.hold_lease).checked_sub(age));
+        self.lease_until = lease_until;
         let state = self.replicated();
 
         let verdict = if is_leader {

@@ -8,7 +8,9 @@
 //!   back after `quiet` (¾ of `election_timeout_min`) of silence. openraft's own election
 //!   timer (the leader lease, which a transfer may disable, plus a random election timeout
 //!   of at least `election_timeout_min`) cannot have run out by then, so elections start
-//!   when they did with the tick always on, to within one tick.
+//!   when they did with the tick always on, to within one tick. (That tick is 13/64 of
+//!   openraft's heartbeat interval, which is twice ours, see below: 20 ms by default where
+//!   it was 10, so an election may start up to 10 ms later than before.)
 //!
 //! Since the heartbeats are paced here, openraft's own `heartbeat_interval` is set apart
 //! (`raft_heartbeat_ms`): openraft also uses it as the deadline of every AppendEntries call,
@@ -48,10 +50,16 @@ pub struct Pace {
 }
 
 impl Pace {
+    /// `quiet` is ¾ of `election_timeout_min`, or halfway from the heartbeat to it if
+    /// that is later: always below the minimum (the tick must be back before openraft's
+    /// timer can run out) and, where the timers allow, above the heartbeat (so a follower
+    /// does not switch its tick on between two heartbeats).
     pub fn new(heartbeat: Duration, election_timeout_min: Duration) -> Self {
+        let three_quarters = election_timeout_min * 3 / 4;
+        let halfway = (heartbeat + election_timeout_min) / 2;
         Self {
             heartbeat,
-            quiet: election_timeout_min * 3 / 4,
+            quiet: three_quarters.max(halfway).min(election_timeout_min),
         }
     }
 }
@@ -221,9 +229,20 @@ mod tests {
     fn the_quiet_limit_is_below_any_election_timeout() {
         // openraft elects after at least election_timeout_min of silence (the lease may be
         // disabled by a transfer): the tick must be back before that.
-        for (hb, min) in [(50, 120), (10, 30), (20, 60), (200, 600)] {
+        for (hb, min) in [
+            (50, 120),
+            (10, 30),
+            (20, 60),
+            (200, 600),
+            (100, 120),
+            (119, 120),
+        ] {
             let pace = Pace::new(hb * MS, min * MS);
             assert!(pace.quiet < min * MS, "hb {hb} min {min}");
+            assert!(
+                pace.quiet > hb * MS,
+                "hb {hb} min {min}: ticks between heartbeats"
+            );
         }
     }
 }

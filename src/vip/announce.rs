@@ -15,7 +15,7 @@ use tokio::time::{Duration, Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::packet;
-use super::raw::{Icmpv6Socket, PacketSocket};
+use super::raw::{ETH_P_ARP, Icmpv6Socket, PacketSocket};
 use crate::config::Announce;
 
 /// Where and what to announce.
@@ -100,7 +100,7 @@ impl Senders {
         let wants_v4 = target.addresses.iter().any(IpAddr::is_ipv4);
         let wants_v6 = target.addresses.iter().any(IpAddr::is_ipv6);
         let arp = wants_v4
-            .then(|| PacketSocket::sender(target.ifindex))
+            .then(|| PacketSocket::sender(target.ifindex, ETH_P_ARP))
             .and_then(|r| {
                 r.map_err(|e| {
                     tracing::error!(group = %target.group, interface = %target.interface,

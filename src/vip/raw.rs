@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// The pseudo-protocol "every frame" (for capture).
+/// EtherType of ARP, and the pseudo-protocol "every frame" (for capture).
+pub const ETH_P_ARP: u16 = libc::ETH_P_ARP as u16;
 pub const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 
 /// The link-layer address of interface `ifindex` for protocol `protocol` (host order).
@@ -37,6 +38,8 @@ fn link_address(ifindex: u32, protocol: u16) -> io::Result<SockAddr> {
 /// in and out.
 pub struct PacketSocket {
     socket: Socket,
+    /// Where `send` sends (a send-only socket); `None`: to the bound interface.
+    to: Option<SockAddr>,
 }
 
 impl PacketSocket {
@@ -49,24 +52,30 @@ impl PacketSocket {
             Some(Protocol::from(i32::from(protocol.to_be()))),
         )?;
         socket.bind(&link_address(ifindex, protocol)?)?;
-        Ok(Self { socket })
+        Ok(Self { socket, to: None })
     }
 
-    /// Opens a send-only socket on `ifindex` (for gratuitous ARP). Protocol 0 registers no
-    /// receive hook, so binding it is immediate and nothing queues up unread. With a
-    /// protocol, `bind` re-registers the hook and waits for an RCU grace period
-    /// (`synchronize_net`): 11 ms in the lab, between a new holder adding the VIP and its
-    /// first gratuitous ARP, on every hand-over. The kernel takes a frame's protocol from
-    /// its Ethernet header when the socket has none. Needs CAP_NET_RAW.
-    pub fn sender(ifindex: u32) -> io::Result<Self> {
+    /// Opens a send-only socket for `protocol` frames (gratuitous ARP) out of `ifindex`.
+    /// The socket itself has protocol 0 and is never bound, so it registers no receive
+    /// hook: binding one for a protocol re-registers the hook and waits for an RCU grace
+    /// period (`synchronize_net`), 11 ms in the lab between a new holder adding the VIP and
+    /// its first gratuitous ARP, on every hand-over; and nothing queues up unread. Each
+    /// frame is sent to a `sockaddr_ll` naming the interface and the protocol, so the
+    /// kernel marks it as ARP on every kind of interface. Needs CAP_NET_RAW.
+    pub fn sender(ifindex: u32, protocol: u16) -> io::Result<Self> {
         let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))?;
-        socket.bind(&link_address(ifindex, 0)?)?;
-        Ok(Self { socket })
+        Ok(Self {
+            socket,
+            to: Some(link_address(ifindex, protocol)?),
+        })
     }
 
-    /// Sends one complete Ethernet frame out of the bound interface.
+    /// Sends one complete Ethernet frame out of the interface.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let sent = self.socket.send(frame)?;
+        let sent = match &self.to {
+            Some(to) => self.socket.send_to(frame, to)?,
+            None => self.socket.send(frame)?,
+        };
         if sent != frame.len() {
             return Err(io::Error::other(format!(
                 "sent {sent} of {} bytes",
