@@ -52,19 +52,11 @@ fn now_ms() -> u64 {
 
 /// `scripts/lab.sh ARGS` with this build's havip.
 fn lab_sh(args: &[&str]) -> Output {
-    let output = Command::new(format!("{REPO}/scripts/lab.sh"))
+    let mut command = Command::new(format!("{REPO}/scripts/lab.sh"));
+    command
         .args(args)
-        .env("HAVIP_BIN", env!("CARGO_BIN_EXE_havip"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run scripts/lab.sh {args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "scripts/lab.sh {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+        .env("HAVIP_BIN", env!("CARGO_BIN_EXE_havip"));
+    host::run(command, &format!("scripts/lab.sh {args:?}"))
 }
 
 /// The node list: (name, role, address) per line of vagrant/nodes.conf.
@@ -865,14 +857,15 @@ fn has_nfqueue_rules() -> bool {
 /// The rule that sends a namespace's IPv4 or IPv6 output to the delay line; `bypass` lets
 /// the traffic through undelayed whenever no delay line is bound, so a dead one never cuts
 /// the node off.
-fn delay_rule(tool: &str, netns: &str, action: &str) -> std::io::Result<Output> {
-    Command::new("ip")
+fn delay_rule(tool: &str, netns: &str, action: &str) -> Command {
+    let mut command = Command::new("ip");
+    command
         .args([
             "netns", "exec", netns, tool, action, "OUTPUT", "-j", "NFQUEUE",
         ])
         .args(["--queue-num", DELAY_QUEUE, "--queue-bypass"])
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::null());
+    command
 }
 
 /// One `delay_line` example in a lab namespace, its output rules in place; stopped (rules
@@ -880,7 +873,7 @@ fn delay_rule(tool: &str, netns: &str, action: &str) -> std::io::Result<Output> 
 struct DelayLine {
     netns: String,
     child: Option<Child>,
-    stopped: Option<std::sync::mpsc::Receiver<String>>,
+    stopped: std::sync::mpsc::Receiver<String>,
 }
 
 impl DelayLine {
@@ -894,14 +887,15 @@ impl DelayLine {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the delay line in {netns}: {e}"));
         let stdout = child.stdout.take().expect("delay line stdout");
-        let mut line = DelayLine {
-            netns: netns.to_string(),
-            child: Some(child),
-            stopped: None,
-        };
         // Its first line says it is bound, its last what it did.
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let (stopped_tx, stopped) = std::sync::mpsc::channel();
+        // Made before anything can panic, so that dropping it stops the child.
+        let line = DelayLine {
+            netns: netns.to_string(),
+            child: Some(child),
+            stopped,
+        };
         std::thread::spawn(move || {
             let mut last = String::new();
             for text in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -912,20 +906,15 @@ impl DelayLine {
             }
             let _ = stopped_tx.send(last);
         });
-        line.stopped = Some(stopped);
         assert!(
             ready.recv_timeout(Duration::from_secs(10)).is_ok(),
             "the delay line in {netns} did not bind its queue"
         );
         for tool in ["iptables", "ip6tables"] {
-            match delay_rule(tool, netns, "-A") {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => panic!(
-                    "{tool} NFQUEUE rule in {netns}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-                Err(e) => panic!("{tool} NFQUEUE rule in {netns}: {e}"),
-            }
+            host::run(
+                delay_rule(tool, netns, "-A"),
+                &format!("{tool} NFQUEUE rule in {netns}"),
+            );
         }
         line
     }
@@ -934,8 +923,7 @@ impl DelayLine {
     fn stop(mut self) -> String {
         self.shut_down();
         self.stopped
-            .take()
-            .and_then(|r| r.recv_timeout(Duration::from_secs(2)).ok())
+            .recv_timeout(Duration::from_secs(2))
             .unwrap_or_default()
     }
 
@@ -944,7 +932,7 @@ impl DelayLine {
             return;
         };
         for tool in ["iptables", "ip6tables"] {
-            let _ = delay_rule(tool, &self.netns, "-D");
+            let _ = delay_rule(tool, &self.netns, "-D").output();
         }
         // By the PID of our own unreaped child: it cannot have been reused.
         if let Ok(pid) = i32::try_from(child.id()) {

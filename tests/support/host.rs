@@ -28,14 +28,21 @@ pub fn require_root(what: &str) {
 
 /// Runs a command, panicking with its output if it fails.
 pub fn sh(args: &[&str]) -> Output {
-    let output = Command::new(args[0])
-        .args(&args[1..])
+    let mut command = Command::new(args[0]);
+    command.args(&args[1..]);
+    run(command, &format!("{args:?}"))
+}
+
+/// Runs `command` (described as `what` in a panic) with no stdin, panicking with its
+/// output if it fails.
+pub fn run(mut command: Command, what: &str) -> Output {
+    let output = command
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     assert!(
         output.status.success(),
-        "{args:?} failed: {}{}",
+        "{what} failed: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
