@@ -97,6 +97,8 @@ pub struct Daemon {
     groups: BTreeMap<String, GroupHandle>,
     data_plane: Arc<dyn DataPlane>,
     names: BTreeMap<NodeId, String>,
+    /// For its disk statistics.
+    store: Store,
 }
 
 /// Answers the mesh: Raft traffic to the groups, control traffic to the daemon (once it
@@ -302,6 +304,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         data_plane: data_plane.clone(),
         names,
         health: health.clone(),
+        store: store.clone(),
     });
     let _ = handler.daemon.set(daemon.clone());
 
@@ -432,6 +435,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         for handle in daemon.groups.values() {
             let _ = handle.raft.shutdown().await;
         }
+        store.drain().await;
         let _ = server.await;
         mesh_shutdown.cancel();
         mesh.stopped().await;
@@ -855,6 +859,7 @@ impl Daemon {
                 ("unknown_version", counters.unknown_version),
                 ("unknown_peer", counters.unknown_peer),
             ],
+            disk: self.store.disk_stats(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! Crash safety of the Raft store: a child process (this test binary, re-run with
 //! `HAVIP_STORE_CRASH_DIR` set) appends, applies, snapshots and purges in a tight loop; the
 //! parent SIGKILLs it at a random moment, reopens the store and checks that it opens, the
-//! log is contiguous, `last_applied` is within the log, and the applied state equals the
-//! last snapshot plus a replay of the log up to `last_applied`.
+//! log is contiguous, every append the store had reported durable is still there,
+//! `last_applied` is within the log, and the applied state equals the last snapshot plus a
+//! replay of the log up to `last_applied`.
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
@@ -24,6 +25,8 @@ use rand::Rng;
 const CHILD_ENV: &str = "HAVIP_STORE_CRASH_DIR";
 const GROUP: &str = "crm";
 const ROUNDS: usize = 10;
+/// Beside the store: the last log index the child saw reported durable, as 20 digits.
+const DURABLE_FILE: &str = "reported-durable";
 
 fn log_id(index: u64) -> LogId {
     openraft::testing::log_id::<TypeConfig>(1, 1, index)
@@ -98,6 +101,11 @@ async fn write_until_killed(dir: &Path) -> Result<(), Box<dyn std::error::Error>
         apply(&mut sm, pending).await?;
     }
     log.save_vote(&Vote::new_committed(1, 1)).await?;
+    let reported = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(DURABLE_FILE))?;
     let mut next = last_log + 1;
     loop {
         let batch: Vec<Entry> = (next..next + 1 + next % 4).map(entry_at).collect();
@@ -105,6 +113,8 @@ async fn write_until_killed(dir: &Path) -> Result<(), Box<dyn std::error::Error>
         let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
         log.append(batch.clone(), IOFlushed::signal(tx)).await?;
         rx.await.map_err(|_| "append callback dropped")??;
+        // One write of fixed width: a kill cannot leave half of it.
+        std::os::unix::fs::FileExt::write_all_at(&reported, format!("{last:020}").as_bytes(), 0)?;
         log.save_committed(Some(log_id(last))).await?;
         apply(&mut sm, batch).await?;
         if next / 50 != (last + 1) / 50 {
@@ -140,6 +150,7 @@ fn crash_child_writer() {
 struct Recovered {
     last_log: u64,
     applied: u64,
+    reported: u64,
 }
 
 async fn check_store(dir: &Path, scratch: &Path, round: usize) -> Recovered {
@@ -149,6 +160,14 @@ async fn check_store(dir: &Path, scratch: &Path, round: usize) -> Recovered {
     let log_state = log.get_log_state().await.expect("log state");
     let purged = log_state.last_purged_log_id.map_or(0, |l| l.index);
     let last_log = log_state.last_log_id.map_or(0, |l| l.index);
+    let reported = std::fs::read_to_string(dir.join(DURABLE_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        last_log >= reported,
+        "round {round}: the log ends at {last_log}, but the store had reported {reported} durable"
+    );
     let entries = log
         .try_get_log_entries(..)
         .await
@@ -223,7 +242,11 @@ async fn check_store(dir: &Path, scratch: &Path, round: usize) -> Recovered {
         replay_state, state,
         "round {round}: GroupState differs from a replay of its log"
     );
-    Recovered { last_log, applied }
+    Recovered {
+        last_log,
+        applied,
+        reported,
+    }
 }
 
 #[test]
@@ -267,8 +290,8 @@ fn store_survives_sigkill_at_any_moment() {
         child.wait().expect("reap the writer");
         let recovered = runtime.block_on(check_store(dir.path(), scratch.path(), round));
         eprintln!(
-            "round {round}: log ends at {}, applied {}",
-            recovered.last_log, recovered.applied
+            "round {round}: log ends at {}, applied {}, {} reported durable",
+            recovered.last_log, recovered.applied, recovered.reported
         );
         progress.push(recovered.last_log);
     }

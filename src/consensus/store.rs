@@ -20,14 +20,17 @@
 
 mod log;
 mod state_machine;
+mod writer;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::{DirBuilder, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::{
     Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
@@ -35,16 +38,21 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::consensus::types::{LogId, Vote};
+use crate::consensus::types::{Entry, LogId, Vote};
 
 pub use self::log::LogStore;
 pub use self::state_machine::{SnapshotBuilder, StateMachineStore};
+use self::writer::Writer;
 
 /// File name of the store inside the data directory.
 pub const FILE_NAME: &str = "havip.redb";
 
 /// redb page cache: the state machine and the unpurged log tail fit many times over.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A durable commit slower than this is logged: at the default timers it is half the hold
+/// lease, and a follower answers no heartbeat until its log is on disk.
+const SLOW_COMMIT: Duration = Duration::from_millis(100);
 
 /// Keys of the `<group>/meta` table (vote and log pointers, written by the log store).
 const META_VOTE: &str = "vote";
@@ -127,6 +135,46 @@ pub struct Store {
     /// Groups with a live `LogStore`/`StateMachineStore`: two of them on one group would
     /// each cache state the other does not see.
     open_groups: Arc<Mutex<HashSet<String>>>,
+    writer: Writer,
+    stats: Arc<DiskStats>,
+}
+
+/// How the file's durable commits went, for the metrics.
+#[derive(Debug, Default)]
+pub struct DiskStats {
+    commits: AtomicU64,
+    slow: AtomicU64,
+    max_micros: AtomicU64,
+}
+
+/// A copy of [`DiskStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskStatsSnapshot {
+    /// Durable commits since the daemon started.
+    pub commits: u64,
+    /// Those that took longer than 100 ms.
+    pub slow: u64,
+    /// The longest one.
+    pub max: Duration,
+}
+
+impl DiskStats {
+    fn record(&self, took: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if took > SLOW_COMMIT {
+            self.slow.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.max_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> DiskStatsSnapshot {
+        DiskStatsSnapshot {
+            commits: self.commits.load(Ordering::Relaxed),
+            slow: self.slow.load(Ordering::Relaxed),
+            max: Duration::from_micros(self.max_micros.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -171,16 +219,30 @@ impl Store {
                 source,
             }
         })?;
+        let writer = Writer::start(&path)?;
         Ok(Store {
             db: Arc::new(db),
             path,
             open_groups: Arc::default(),
+            writer,
+            stats: Arc::default(),
         })
     }
 
     /// Path of the redb file, for messages.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Waits until every log write queued so far is on disk: appends are written by the
+    /// store's writer thread after `append` returned, and a clean exit must not cut one.
+    pub async fn drain(&self) {
+        self.writer.drain().await;
+    }
+
+    /// How long durable commits took, so far.
+    pub fn disk_stats(&self) -> DiskStatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// The log store and state machine of VIP group `name`, creating its tables on first use.
@@ -277,6 +339,16 @@ pub(crate) struct GroupTables {
     log: String,
     meta: String,
     sm: String,
+    writer: Writer,
+    stats: Arc<DiskStats>,
+    /// The last committed log id openraft saved, until the writer thread has written it.
+    /// It rides along with the next durable commit instead of costing an fsync of its own
+    /// on openraft's core: openraft allows it to be lost in a crash (an older value only
+    /// means re-applying from the state machine's own, durable, last applied id).
+    committed: Mutex<Option<Option<LogId>>>,
+    /// Appended entries the writer thread has not yet made durable, by index: a contiguous
+    /// tail of the log, read before the file (see `writer`).
+    unsynced: Mutex<BTreeMap<u64, Entry>>,
     _lease: Option<GroupLease>,
 }
 
@@ -288,7 +360,53 @@ impl GroupTables {
             log: format!("{group}/log"),
             meta: format!("{group}/meta"),
             sm: format!("{group}/sm"),
+            writer: store.writer.clone(),
+            stats: store.stats.clone(),
+            committed: Mutex::new(None),
+            unsynced: Mutex::default(),
             _lease: lease,
+        }
+    }
+
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The records are on disk: they leave the unsynced tail, unless an entry with another
+    /// id took their index meanwhile.
+    fn synced(&self, records: &[writer::Record]) {
+        let mut unsynced = self.unsynced();
+        for (index, log_id, _) in records {
+            if unsynced.get(index).is_some_and(|e| &e.log_id == log_id) {
+                unsynced.remove(index);
+            }
+        }
+    }
+
+    fn pending_committed(&self) -> Option<Option<LogId>> {
+        *self
+            .committed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_pending_committed(&self, committed: Option<LogId>) {
+        *self
+            .committed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(committed);
+    }
+
+    /// `written` is on disk: forget it unless a newer value was saved meanwhile.
+    fn saved_committed(&self, written: Option<LogId>) {
+        let mut pending = self
+            .committed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pending.as_ref() == Some(&written) {
+            *pending = None;
         }
     }
 
@@ -349,8 +467,22 @@ impl GroupTables {
             .map_err(self.db_err(&self.meta, "starting a write transaction"))
     }
 
+    /// Commits `txn`; with immediate durability, times it, and logs a slow one: the lag it
+    /// explains (a master letting go, a late election) is otherwise invisible.
     fn commit(&self, txn: redb::WriteTransaction, table: &str) -> Result<(), StoreError> {
-        txn.commit().map_err(self.db_err(table, "committing"))
+        let started = Instant::now();
+        let result = txn.commit().map_err(self.db_err(table, "committing"));
+        let took = started.elapsed();
+        self.stats.record(took);
+        if took > SLOW_COMMIT {
+            tracing::warn!(
+                path = %self.path.display(),
+                table,
+                "slow disk: a durable commit took {} ms; until its log is on disk a node answers no heartbeat",
+                took.as_millis()
+            );
+        }
+        result
     }
 
     fn encode<T: Serialize>(
@@ -415,6 +547,18 @@ impl GroupTables {
             .map_err(self.db_err(table, "opening the table"))?;
         let value = t.get(key).map_err(self.db_err(table, "reading"))?;
         Ok(value.map(|guard| guard.value().to_vec()))
+    }
+
+    /// Encodes `value` and puts it at `key` of `table` inside `txn`.
+    fn put_value<T: Serialize>(
+        &self,
+        txn: &redb::WriteTransaction,
+        table: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = self.encode(table, key, value)?;
+        self.put(txn, table, key, &bytes)
     }
 
     /// Puts already-encoded `bytes` at `key` of `table` inside `txn`.

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::consensus::store::DiskStatsSnapshot;
 use tokio::net::TcpListener;
 
 /// Everything a scrape reports, gathered by the daemon.
@@ -24,6 +26,7 @@ pub struct MetricsSnapshot {
     pub peers_configured: usize,
     /// (reason, count) of rejected peer input.
     pub rejected: Vec<(&'static str, u64)>,
+    pub disk: DiskStatsSnapshot,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,6 +198,31 @@ pub fn render(s: &MetricsSnapshot) -> String {
             "havip_peer_rejected_total{{reason=\"{reason}\"}} {count}"
         );
     }
+    family(
+        &mut out,
+        "havip_store_commits_total",
+        "counter",
+        "Durable commits of the Raft store (each one an fsync).",
+    );
+    let _ = writeln!(out, "havip_store_commits_total {}", s.disk.commits);
+    family(
+        &mut out,
+        "havip_store_slow_commits_total",
+        "counter",
+        "Durable commits that took longer than 100 ms: a node answers no heartbeat until its log is on disk.",
+    );
+    let _ = writeln!(out, "havip_store_slow_commits_total {}", s.disk.slow);
+    family(
+        &mut out,
+        "havip_store_commit_max_seconds",
+        "gauge",
+        "The longest durable commit since the daemon started.",
+    );
+    let _ = writeln!(
+        out,
+        "havip_store_commit_max_seconds {:.6}",
+        s.disk.max.as_secs_f64()
+    );
     out
 }
 
@@ -269,6 +297,11 @@ mod tests {
             peers_connected: 2,
             peers_configured: 2,
             rejected: vec![("handshake", 4)],
+            disk: DiskStatsSnapshot {
+                commits: 12,
+                slow: 1,
+                max: Duration::from_millis(594),
+            },
         }
     }
 
@@ -283,6 +316,9 @@ mod tests {
             "havip_group_hold_transitions_total{group=\"crm\"} 3",
             "havip_health_check_up{check=\"crm-1-http\"} 0",
             "havip_peer_rejected_total{reason=\"handshake\"} 4",
+            "havip_store_commits_total 12",
+            "havip_store_slow_commits_total 1",
+            "havip_store_commit_max_seconds 0.594000",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -1,7 +1,9 @@
 //! One group's Raft log and vote (`<group>/log`, `<group>/meta`) behind openraft's
-//! `RaftLogStorage`. Every write is one committed transaction before it is acknowledged;
-//! a read never returns a log with a hole in it.
+//! `RaftLogStorage`. An append is readable when `append` returns and reported durable by its
+//! callback once the writer thread has synced it (see `writer`); a vote, truncation or purge
+//! is durable when its call returns; a read never returns a log with a hole in it.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -27,6 +29,9 @@ impl LogStore {
 
     fn read_log_state(&self) -> Result<LogState, StoreError> {
         let t = &self.tables;
+        // The tail first, then the file: an entry the writer moves in between is then seen
+        // in the file (it leaves the tail only after its commit).
+        let last_unsynced = t.unsynced().last_key_value().map(|(_, e)| e.log_id);
         let txn = t.begin_read()?;
         let purged: Option<LogId> = t.read_opt(&txn, &t.meta, META_PURGED)?;
         let log = txn
@@ -45,32 +50,64 @@ impl LogStore {
         };
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: last.or(purged),
+            last_log_id: last_unsynced.or(last).or(purged),
         })
     }
 
-    /// Reads entries in `range`, checking that they are contiguous and stored under their
-    /// own index.
+    /// Reads entries in `range`, from the unsynced tail and, below it, the file, checking
+    /// that they are contiguous and stored under their own index.
     fn read_entries(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry>, StoreError> {
         let t = &self.tables;
-        let txn = t.begin_read()?;
-        let log = txn
-            .open_table(t.log_def())
-            .map_err(t.db_err(&t.log, "opening the table"))?;
-        let mut entries: Vec<Entry> = Vec::new();
-        for item in log
-            .range::<u64>(range)
-            .map_err(t.db_err(&t.log, "reading a range"))?
-        {
-            let (key, value) = item.map_err(t.db_err(&t.log, "reading a range"))?;
-            let index = key.value();
-            let entry: Entry = t.decode(&t.log, &index.to_string(), value.value())?;
-            if entry.log_id.index != index {
-                return Err(t.inconsistent(
-                    &t.log,
-                    format!("entry {} is stored under index {index}", entry.log_id),
-                ));
+        let first_wanted = match range.0 {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let past_wanted = match range.1 {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        // An empty or reversed range reads nothing (`BTreeMap::range` would panic on it).
+        if past_wanted.is_some_and(|past| past <= first_wanted) {
+            return Ok(Vec::new());
+        }
+        // The tail first, then the file (see `read_log_state`).
+        let (tail_start, mut merged): (Option<u64>, BTreeMap<u64, Entry>) = {
+            let unsynced = t.unsynced();
+            let start = unsynced.first_key_value().map(|(index, _)| *index);
+            let in_range = unsynced
+                .range::<u64, _>(range)
+                .map(|(index, entry)| (*index, entry.clone()))
+                .collect();
+            (start, in_range)
+        };
+        // Recent entries (what replication and the state machine ask for) come from memory
+        // alone, without waiting on the file.
+        if tail_start.is_none_or(|start| first_wanted < start) {
+            let txn = t.begin_read()?;
+            let log = txn
+                .open_table(t.log_def())
+                .map_err(t.db_err(&t.log, "opening the table"))?;
+            for item in log
+                .range::<u64>(range)
+                .map_err(t.db_err(&t.log, "reading a range"))?
+            {
+                let (key, value) = item.map_err(t.db_err(&t.log, "reading a range"))?;
+                let index = key.value();
+                let entry: Entry = t.decode(&t.log, &index.to_string(), value.value())?;
+                if entry.log_id.index != index {
+                    return Err(t.inconsistent(
+                        &t.log,
+                        format!("entry {} is stored under index {index}", entry.log_id),
+                    ));
+                }
+                // Written meanwhile: the tail's copy is the same entry.
+                merged.entry(index).or_insert(entry);
             }
+        }
+        let mut entries: Vec<Entry> = Vec::with_capacity(merged.len());
+        for (index, entry) in merged {
             if let Some(prev) = entries.last()
                 && prev.log_id.index + 1 != index
             {
@@ -96,19 +133,15 @@ impl LogStore {
         t.read_opt(&txn, &t.meta, key)
     }
 
-    /// Writes one `<group>/meta` record in its own durable transaction.
-    async fn write_meta<T: serde::Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), StoreError> {
-        let bytes = self.tables.encode(&self.tables.meta, key, value)?;
+    /// Runs `op` in a durable transaction on the writer thread, in order with the flushes
+    /// of earlier appends.
+    async fn write_in_order<F>(&self, table: &str, op: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&GroupTables, &redb::WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+    {
         self.tables
-            .run_blocking(move |t| {
-                let txn = t.begin_write()?;
-                t.put(&txn, &t.meta, key, &bytes)?;
-                t.commit(txn, &t.meta)
-            })
+            .writer
+            .write(&self.tables, table, Box::new(op))
             .await
     }
 }
@@ -139,14 +172,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        Ok(self.write_meta(META_VOTE, vote).await?)
+        let bytes = self.tables.encode(&self.tables.meta, META_VOTE, vote)?;
+        let table = self.tables.meta.clone();
+        Ok(self
+            .write_in_order(&table, move |t, txn| t.put(txn, &t.meta, META_VOTE, &bytes))
+            .await?)
     }
 
+    /// Kept in memory and written with the next durable commit (see `GroupTables`): this
+    /// runs on openraft's core after every commit, and must not wait for a disk.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        Ok(self.write_meta(META_COMMITTED, &committed).await?)
+        self.tables.set_pending_committed(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        if let Some(pending) = self.tables.pending_committed() {
+            return Ok(pending);
+        }
         // Stored as `Option<LogId>`, so an absent key and a saved `None` both read as None.
         Ok(self.read_meta::<Option<LogId>>(META_COMMITTED)?.flatten())
     }
@@ -162,38 +205,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let t = &self.tables;
         let mut records = Vec::new();
+        let mut tail = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
-            records.push((index, t.encode(&t.log, &index.to_string(), &entry)?));
+            records.push((
+                index,
+                entry.log_id,
+                t.encode(&t.log, &index.to_string(), &entry)?,
+            ));
+            tail.push(entry);
         }
-        let result = self
-            .tables
-            .run_blocking(move |t| {
-                let txn = t.begin_write()?;
-                {
-                    let mut log = txn
-                        .open_table(t.log_def())
-                        .map_err(t.db_err(&t.log, "opening the table"))?;
-                    for (index, bytes) in &records {
-                        log.insert(index, bytes.as_slice())
-                            .map_err(t.db_err(&t.log, "appending"))?;
-                    }
-                }
-                t.commit(txn, &t.log)
-            })
-            .await;
-        // The callback reports durability, so it runs only after the commit returned.
-        match result {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(err) => {
-                let message = err.to_string();
-                callback.io_completed(Err(io::Error::other(message)));
-                Err(err.into())
+        // Readable from memory once this returns; written and made durable by the writer
+        // thread, which then calls `callback`. Nothing here waits for the disk.
+        {
+            let mut unsynced = t.unsynced();
+            for entry in tail {
+                unsynced.insert(entry.log_id.index, entry);
             }
         }
+        Ok(t.writer.append(t, records, callback)?)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -201,18 +231,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(log_id) => Bound::Excluded(log_id.index),
             None => Bound::Unbounded,
         };
+        let table = self.tables.log.clone();
         Ok(self
-            .tables
-            .run_blocking(move |t| {
-                let txn = t.begin_write()?;
-                {
-                    let mut log = txn
-                        .open_table(t.log_def())
-                        .map_err(t.db_err(&t.log, "opening the table"))?;
-                    log.retain_in::<u64, _>((from, Bound::Unbounded), |_, _| false)
-                        .map_err(t.db_err(&t.log, "truncating"))?;
-                }
-                t.commit(txn, &t.log)
+            .write_in_order(&table, move |t, txn| {
+                // Earlier appends were written before this runs; whatever is left of the
+                // tail beyond the cut goes too.
+                t.unsynced().retain(|index, _| match from {
+                    Bound::Excluded(keep) => *index <= keep,
+                    _ => false,
+                });
+                let mut log = txn
+                    .open_table(t.log_def())
+                    .map_err(t.db_err(&t.log, "opening the table"))?;
+                log.retain_in::<u64, _>((from, Bound::Unbounded), |_, _| false)
+                    .map_err(t.db_err(&t.log, "truncating"))
             })
             .await?)
     }
@@ -220,25 +252,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let t = &self.tables;
         let bytes = t.encode(&t.meta, META_PURGED, &log_id)?;
+        let table = self.tables.log.clone();
         Ok(self
-            .tables
-            .run_blocking(move |t| {
-                let txn = t.begin_write()?;
+            .write_in_order(&table, move |t, txn| {
                 // The purged pointer and the deletion go together, so the log state read
                 // after a crash never claims entries that are gone or hides ones that exist.
-                let previous: Option<LogId> = t.read_in_write(&txn, &t.meta, META_PURGED)?;
+                let previous: Option<LogId> = t.read_in_write(txn, &t.meta, META_PURGED)?;
                 if previous.as_ref().is_some_and(|p| p >= &log_id) {
                     return Ok(());
                 }
-                t.put(&txn, &t.meta, META_PURGED, &bytes)?;
-                {
-                    let mut log = txn
-                        .open_table(t.log_def())
-                        .map_err(t.db_err(&t.log, "opening the table"))?;
-                    log.retain_in::<u64, _>(..=log_id.index, |_, _| false)
-                        .map_err(t.db_err(&t.log, "purging"))?;
-                }
-                t.commit(txn, &t.log)
+                t.put(txn, &t.meta, META_PURGED, &bytes)?;
+                let mut log = txn
+                    .open_table(t.log_def())
+                    .map_err(t.db_err(&t.log, "opening the table"))?;
+                log.retain_in::<u64, _>(..=log_id.index, |_, _| false)
+                    .map_err(t.db_err(&t.log, "purging"))
             })
             .await?)
     }

@@ -318,3 +318,78 @@ async fn a_hole_in_the_log_is_an_error_not_a_short_read() {
         .expect_err("hole must be reported");
     assert!(err.to_string().contains("hole"), "{err}");
 }
+
+#[tokio::test]
+async fn appends_are_readable_at_once_and_reported_durable_in_order() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (mut log, _sm) = store.group("crm").expect("group");
+    let entries = sample_entries();
+    let (tx_first, mut first) = TypeConfig::oneshot();
+    log.append(entries[..3].to_vec(), IOFlushed::signal(tx_first))
+        .await
+        .expect("append");
+    // Readable before it is reported durable: openraft replicates from the store at once.
+    let read = log.try_get_log_entries(1..4).await.expect("read");
+    assert_eq!(read, entries[..3].to_vec());
+    let (tx_second, mut second) = TypeConfig::oneshot();
+    log.append(entries[3..].to_vec(), IOFlushed::signal(tx_second))
+        .await
+        .expect("append");
+    // A truncation queued after both appends runs after both were reported: a flush is
+    // never reported after a later write.
+    log.truncate_after(Some(log_id(1, 4)))
+        .await
+        .expect("truncate");
+    first
+        .try_recv()
+        .expect("first append reported before the truncation returned")
+        .expect("durable");
+    second
+        .try_recv()
+        .expect("second append reported before the truncation returned")
+        .expect("durable");
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_log_id, Some(log_id(1, 4)));
+    // Empty and reversed ranges read nothing, from the tail or the file.
+    let (tx_third, _third) = TypeConfig::oneshot();
+    log.append(vec![entries[4].clone()], IOFlushed::signal(tx_third))
+        .await
+        .expect("append");
+    for (from, to) in [(5, 5), (5, 4), (3, 1)] {
+        let read = log.try_get_log_entries(from..to).await.expect("read");
+        assert!(read.is_empty(), "{from}..{to}: {read:?}");
+    }
+    let across = log.try_get_log_entries(2..).await.expect("read");
+    assert_eq!(across, entries[1..].to_vec(), "file and tail, contiguous");
+}
+
+#[tokio::test]
+async fn committed_is_read_back_before_and_after_it_reaches_the_disk() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let (mut log, _sm) = store.group("crm").expect("group");
+        log.save_committed(Some(log_id(1, 2)))
+            .await
+            .expect("save committed");
+        assert_eq!(
+            log.read_committed().await.expect("read"),
+            Some(log_id(1, 2)),
+            "kept in memory until the next durable commit"
+        );
+        // The next durable write carries it to the disk.
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let (mut log, _sm) = store.group("crm").expect("group");
+    assert_eq!(
+        log.read_committed().await.expect("read"),
+        Some(log_id(1, 2))
+    );
+    assert!(
+        store.disk_stats().commits >= 1,
+        "durable commits are counted: {:?}",
+        store.disk_stats()
+    );
+}
