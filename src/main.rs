@@ -197,15 +197,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stdout through a thread of their own: the daemon runs on one thread, and a
+/// log line written in place would stop heartbeats whenever stdout stalls (a file on a disk
+/// busy writing back, a journald that is behind). Measured in the cluster tests: a leader
+/// whose log file sat on a disk under writeback lost its quorum acknowledgement while
+/// writing warnings. If the queue ever fills, lines are dropped rather than waited for.
+/// Keep the guard until exit: dropping it flushes what is queued.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAVIP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("havip-log")
+        .finish(std::io::stdout());
     // Colours only on a terminal: under systemd the journal would store the escapes.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(writer)
         .init();
+    guard
 }
 
 /// One thread: the daemon's work is many tiny wake-ups (Raft ticks, heartbeats, leases), and
@@ -221,7 +233,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
-    init_logging();
+    let _log = init_logging();
     runtime()?
         .block_on(havip::daemon::run(havip::daemon::RunOptions {
             config,
@@ -233,7 +245,7 @@ fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
 fn release(path: &Path) -> Result<(), Failure> {
     use havip::release::ReleaseError;
     let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
-    init_logging();
+    let _log = init_logging();
     match runtime()?.block_on(havip::release::release(&config)) {
         Ok(0) => println!("no VIP of {} was left on this host", config.node.name),
         Ok(n) => println!(
