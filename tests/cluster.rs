@@ -287,6 +287,37 @@ fn a_node_with_the_wrong_key_is_rejected_and_cannot_disturb_the_cluster() {
     cluster.assert_never_two_holders();
 }
 
+/// A master whose disk takes most of a second per fsync (the kernel throttles its writes,
+/// see `support::SlowDisk`) keeps the VIP while the group's log grows: its heartbeats
+/// never wait for its own disk (the store's writer thread), and its followers' disks are
+/// fast. Before the writer thread, each append on gw-a stopped its heartbeats for the
+/// length of an fsync, longer than the hold lease.
+#[test]
+fn a_master_with_a_slow_disk_keeps_the_vip_while_the_log_grows() {
+    let _serial = lock();
+    support::require_root("slow disk test (blkio cgroup)");
+    let cluster = Cluster::start(27, Options::default());
+    cluster.wait_formed("gw-a");
+    let _slow = support::SlowDisk::throttle(cluster.pid("gw-a"), cluster.dir.path(), 4);
+    let since = std::time::Instant::now();
+    // Six commits, asked on the master itself: they wait for its (slow) apply, but a
+    // forwarded write would give up after 400 ms.
+    for round in 0..3 {
+        for mode in ["on", "off"] {
+            let (code, text) = cluster.cli("gw-a", &["maintenance", mode, "gw-b"]);
+            assert_eq!(code, 0, "round {round}, maintenance {mode}: {text}");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.assert_sole_holder_since("gw-a", since);
+    let log = std::fs::read_to_string(&cluster.nodes["gw-a"].log).unwrap_or_default();
+    assert!(
+        log.contains("slow disk"),
+        "gw-a's disk was not slow, so this test proved nothing:\n{log}"
+    );
+    cluster.assert_never_two_holders();
+}
+
 #[test]
 fn a_sigkilled_node_restarts_with_its_store_intact() {
     let _serial = lock();

@@ -16,8 +16,12 @@ use std::time::{Duration, Instant};
 use havip::control::protocol::{Request, Response, StatusReport};
 
 mod host;
+mod slow_disk;
 use havip::control::socket;
 pub use host::require_root;
+// Not every binary that includes this module makes a slow disk.
+#[allow(unused_imports)]
+pub use slow_disk::SlowDisk;
 
 pub const NODES: [&str; 3] = ["gw-a", "gw-b", "witness"];
 pub const GROUP: &str = "crm";
