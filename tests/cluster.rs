@@ -300,21 +300,28 @@ fn a_master_with_a_slow_disk_keeps_the_vip_while_the_log_grows() {
     cluster.wait_formed("gw-a");
     let _slow = support::SlowDisk::throttle(cluster.pid("gw-a"), cluster.dir.path(), 4);
     let since = std::time::Instant::now();
-    // Six commits, asked on the master itself: they wait for its (slow) apply, but a
-    // forwarded write would give up after 400 ms.
+    // Six commits, asked on gw-b and forwarded to the master, which must answer within
+    // 400 ms: a commit waits for the followers' disks, not for the master's.
     for round in 0..3 {
         for mode in ["on", "off"] {
-            let (code, text) = cluster.cli("gw-a", &["maintenance", mode, "gw-b"]);
+            let (code, text) = cluster.cli("gw-b", &["maintenance", mode, "gw-b"]);
             assert_eq!(code, 0, "round {round}, maintenance {mode}: {text}");
         }
     }
+    // The commits did not wait for gw-a's disk; its writer thread is still at them. Hold
+    // on until it has said how slow they were (and so proved the disk slow).
+    let read_log = || std::fs::read_to_string(&cluster.nodes["gw-a"].log).unwrap_or_default();
+    let waited = std::time::Instant::now();
+    while !read_log().contains("slow disk") && waited.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        read_log().contains("slow disk"),
+        "gw-a's disk was not slow, so this test proved nothing:\n{}",
+        read_log()
+    );
     std::thread::sleep(Duration::from_millis(500));
     cluster.assert_sole_holder_since("gw-a", since);
-    let log = std::fs::read_to_string(&cluster.nodes["gw-a"].log).unwrap_or_default();
-    assert!(
-        log.contains("slow disk"),
-        "gw-a's disk was not slow, so this test proved nothing:\n{log}"
-    );
     cluster.assert_never_two_holders();
 }
 
@@ -338,6 +345,10 @@ fn a_sigkilled_node_restarts_with_its_store_intact() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let before = before.expect("gw-b applied the pin");
+    // The applied state is written behind the apply, on the store's writer thread, and is
+    // on disk one fsync later: give it that before the kill. (What a kill before then
+    // loses is applied again from the log, which was durable before the pin committed.)
+    std::thread::sleep(Duration::from_millis(200));
     cluster.kill("gw-b");
     cluster.spawn("gw-b");
     // Its own store, before it even hears from the leader, has the pin and the term.

@@ -2,11 +2,14 @@
 //! redb file per node (`<data_dir>/havip.redb`), with each group in its own tables
 //! (`"<group>/log"`, `"<group>/meta"`, `"<group>/sm"`).
 //!
-//! What it must never do: acknowledge a write (return from `save_vote`, call an append's
-//! `IOFlushed`, answer an applied command) before the redb transaction holding it has
-//! committed with immediate durability; or write a state machine's `GroupState` and its
-//! `last_applied` in different transactions. A crash at any instant must leave a file that
-//! opens and is consistent.
+//! What it must never do: acknowledge a write (return from `save_vote`, a truncation, a
+//! purge or a snapshot, call an append's `IOFlushed`) before the redb transaction holding it
+//! has committed with immediate durability; let the state machine's record on disk get
+//! ahead of the log on disk; or write a state machine's `GroupState` and its `last_applied`
+//! in different transactions. A crash at any instant must leave a file that opens and is
+//! consistent. Every write runs on the writer thread, in openraft's order (see `writer`);
+//! the state machine's record and the committed log id ride along with the next durable
+//! commit, as openraft allows.
 //!
 //! Records are `serde_json`: self-describing, so openraft's serde attributes (custom
 //! `SnapshotMeta` wire form, maps keyed by node id) round-trip without relying on a
@@ -331,8 +334,8 @@ impl Drop for GroupLease {
 }
 
 /// The tables of one group and the typed record access shared by the log store and the
-/// state machine. Everything here is synchronous; async callers run writes through
-/// [`GroupTables::run_blocking`].
+/// state machine. Everything here is synchronous; every write runs on the store's writer
+/// thread (`writer`), reads run where they are asked for.
 pub(crate) struct GroupTables {
     db: Arc<Database>,
     path: PathBuf,
@@ -349,6 +352,8 @@ pub(crate) struct GroupTables {
     /// Appended entries the writer thread has not yet made durable, by index: a contiguous
     /// tail of the log, read before the file (see `writer`).
     unsynced: Mutex<BTreeMap<u64, Entry>>,
+    /// A write nobody waited for that failed (see `Writer::write_later`).
+    failure: Mutex<Option<String>>,
     _lease: Option<GroupLease>,
 }
 
@@ -364,7 +369,31 @@ impl GroupTables {
             stats: store.stats.clone(),
             committed: Mutex::new(None),
             unsynced: Mutex::default(),
+            failure: Mutex::new(None),
             _lease: lease,
+        }
+    }
+
+    fn record_failure(&self, detail: String) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_or_insert(detail);
+    }
+
+    /// The failure of a write nobody waited for, as an error of this group's store.
+    fn failed(&self) -> Result<(), StoreError> {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+        {
+            Some(detail) => Err(StoreError::Task {
+                path: self.path.clone(),
+                detail: format!("an earlier write failed: {detail}"),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -561,6 +590,18 @@ impl GroupTables {
         self.put(txn, table, key, &bytes)
     }
 
+    /// Commits `txn` without durability: readers see it at once, and it reaches the disk
+    /// with the next durable commit (or is lost in a crash before that, with every commit
+    /// after it: redb keeps a prefix of the commits).
+    fn commit_unsynced(
+        &self,
+        mut txn: redb::WriteTransaction,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        txn.set_durability(redb::Durability::None);
+        txn.commit().map_err(self.db_err(table, "committing"))
+    }
+
     /// Puts already-encoded `bytes` at `key` of `table` inside `txn`.
     fn put(
         &self,
@@ -594,22 +635,6 @@ impl GroupTables {
         bytes
             .map(|bytes| self.decode(table, key, &bytes))
             .transpose()
-    }
-
-    /// Runs a blocking store operation (a transaction with an fsync) off the async
-    /// workers, and waits for it: callers still see their writes in order.
-    async fn run_blocking<T, F>(self: &Arc<Self>, op: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&GroupTables) -> Result<T, StoreError> + Send + 'static,
-    {
-        let tables = self.clone();
-        tokio::task::spawn_blocking(move || op(&tables))
-            .await
-            .map_err(|e| StoreError::Task {
-                path: self.path.clone(),
-                detail: e.to_string(),
-            })?
     }
 }
 

@@ -1,6 +1,15 @@
 //! One group's applied state (`<group>/sm`) behind openraft's `RaftStateMachine`: the
 //! `GroupState`, `last_applied` and last membership are one record, written in one
-//! transaction per applied batch, before any client is answered.
+//! transaction per applied batch.
+//!
+//! That record is queued on the store's writer thread, behind the appends, without an
+//! fsync of its own, and the batch's clients are answered at once: what they wait for is
+//! the commit, and a committed entry is already on a majority's disks. A crash can lose the
+//! last batches' record; the entries are then applied again from the log at start (redb
+//! keeps a prefix of the commits, so the record on disk never runs ahead of the log on
+//! disk, and a snapshot or purge, written durably behind it, never gets ahead of it).
+//! Before, a leader's slow disk made every write wait for an fsync of this record, and a
+//! write forwarded from a follower gave up after 400 ms.
 //!
 //! Snapshots are persisted: building or installing one stores its meta and data in the same
 //! table, and `get_current_snapshot` returns that stored copy (not a rebuild from the
@@ -29,8 +38,8 @@ pub(crate) struct Applied {
     pub(crate) state: GroupState,
 }
 
-/// The state machine of one VIP group. Holds a copy of the durable record; the copy is
-/// replaced only after a transaction holding the new record has committed.
+/// The state machine of one VIP group. Holds the current record; the store's copy follows
+/// in order (see the module comment).
 pub struct StateMachineStore {
     tables: Arc<GroupTables>,
     applied: Applied,
@@ -53,21 +62,22 @@ impl StateMachineStore {
     }
 
     /// The applied `GroupState`, for status and the election policy. A new value is sent
-    /// after every durable batch that changed it.
+    /// after every batch that changed it.
     pub fn watch(&self) -> watch::Receiver<GroupState> {
         self.state_tx.subscribe()
     }
 
-    /// Writes `next` as the state machine record, durably, and only then adopts it.
-    async fn persist(&mut self, next: Applied) -> Result<(), StoreError> {
-        let bytes = self.tables.encode(&self.tables.sm, SM_APPLIED, &next)?;
-        self.tables
-            .run_blocking(move |t| {
-                let txn = t.begin_write()?;
-                t.put(&txn, &t.sm, SM_APPLIED, &bytes)?;
-                t.commit(txn, &t.sm)
-            })
-            .await?;
+    /// Queues `next` as the state machine record and adopts it. Fails if an earlier
+    /// record could not be written.
+    fn persist(&mut self, next: Applied) -> Result<(), StoreError> {
+        let t = &self.tables;
+        t.failed()?;
+        let bytes = t.encode(&t.sm, SM_APPLIED, &next)?;
+        t.writer.write_later(
+            t,
+            &t.sm,
+            Box::new(move |t, txn| t.put(txn, &t.sm, SM_APPLIED, &bytes)),
+        );
         self.adopt(next);
         Ok(())
     }
@@ -99,18 +109,23 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta_bytes = t.encode(&t.sm, SM_SNAPSHOT_META, &meta)?;
         let stored = data.clone();
         let built_upto = meta.last_log_id;
-        t.run_blocking(move |t| {
-            let txn = t.begin_write()?;
-            // An install may have stored a newer snapshot while this one was being built.
-            let current: Option<SnapshotMeta> = t.read_in_write(&txn, &t.sm, SM_SNAPSHOT_META)?;
-            if current.is_some_and(|c| c.last_log_id > built_upto) {
-                return Ok(());
-            }
-            t.put(&txn, &t.sm, SM_SNAPSHOT_META, &meta_bytes)?;
-            t.put(&txn, &t.sm, SM_SNAPSHOT_DATA, &stored)?;
-            t.commit(txn, &t.sm)
-        })
-        .await?;
+        // Durable, and behind the state records it was built from (see the module comment).
+        t.writer
+            .write(
+                t,
+                &t.sm,
+                Box::new(move |t, txn| {
+                    // An install may have stored a newer snapshot while this one was built.
+                    let current: Option<SnapshotMeta> =
+                        t.read_in_write(txn, &t.sm, SM_SNAPSHOT_META)?;
+                    if current.is_some_and(|c| c.last_log_id > built_upto) {
+                        return Ok(());
+                    }
+                    t.put(txn, &t.sm, SM_SNAPSHOT_META, &meta_bytes)?;
+                    t.put(txn, &t.sm, SM_SNAPSHOT_DATA, &stored)
+                }),
+            )
+            .await?;
         Ok(Snapshot {
             meta,
             snapshot: Cursor::new(data),
@@ -161,9 +176,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         if next.last_applied != self.applied.last_applied {
-            self.persist(next).await?;
+            self.persist(next)?;
         }
-        // Clients hear about their command only once its effect is durable.
         for (responder, result) in responses {
             responder.send(result);
         }
@@ -201,15 +215,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let applied_bytes = t.encode(&t.sm, SM_APPLIED, &next)?;
         let meta_bytes = t.encode(&t.sm, SM_SNAPSHOT_META, meta)?;
-        t.run_blocking(move |t| {
-            // State, last_applied and the snapshot are replaced together.
-            let txn = t.begin_write()?;
-            t.put(&txn, &t.sm, SM_APPLIED, &applied_bytes)?;
-            t.put(&txn, &t.sm, SM_SNAPSHOT_META, &meta_bytes)?;
-            t.put(&txn, &t.sm, SM_SNAPSHOT_DATA, &data)?;
-            t.commit(txn, &t.sm)
-        })
-        .await?;
+        // State, last_applied and the snapshot are replaced together, durably.
+        t.writer
+            .write(
+                t,
+                &t.sm,
+                Box::new(move |t, txn| {
+                    t.put(txn, &t.sm, SM_APPLIED, &applied_bytes)?;
+                    t.put(txn, &t.sm, SM_SNAPSHOT_META, &meta_bytes)?;
+                    t.put(txn, &t.sm, SM_SNAPSHOT_DATA, &data)
+                }),
+            )
+            .await?;
         self.adopt(next);
         Ok(())
     }

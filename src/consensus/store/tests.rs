@@ -393,3 +393,22 @@ async fn committed_is_read_back_before_and_after_it_reaches_the_disk() {
         store.disk_stats()
     );
 }
+
+#[tokio::test]
+async fn applied_state_is_written_behind_the_apply_and_on_disk_after_a_drain() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let (mut log, mut sm) = store.group("crm").expect("group");
+        append(&mut log, sample_entries()).await;
+        apply(&mut sm, sample_entries()).await;
+        // Answered at once, from memory; the writer thread writes it in order.
+        assert_eq!(*sm.watch().borrow(), expected_state());
+        store.drain().await;
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let (_log, mut sm) = store.group("crm").expect("group");
+    let (applied, _) = sm.applied_state().await.expect("applied state");
+    assert_eq!(applied, Some(log_id(1, 5)));
+    assert_eq!(*sm.watch().borrow(), expected_state());
+}

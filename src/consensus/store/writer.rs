@@ -45,15 +45,18 @@ enum Job {
         records: Vec<Record>,
         callback: IOFlushed<TypeConfig>,
     },
-    /// A durable write that must stay in order with the appends.
+    /// A write that must stay in order with the appends.
     Write {
         tables: Weak<GroupTables>,
         /// The table named if the commit fails.
         table: String,
         op: WriteOp,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        /// Whether it is on disk when done (else with the next durable commit).
+        durable: bool,
+        /// Who waits for it; without one, a failure is recorded in the group.
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
-    /// Reply once every job queued before it is done.
+    /// Reply once every job queued before it is done and on disk.
     Barrier { reply: oneshot::Sender<()> },
 }
 
@@ -110,12 +113,29 @@ impl Writer {
             tables: Arc::downgrade(tables),
             table: table.to_string(),
             op,
-            reply,
+            durable: true,
+            reply: Some(reply),
         };
         if self.jobs.send(job).is_err() {
             return Err(stopped(tables));
         }
         done.await.unwrap_or_else(|_| Err(stopped(tables)))
+    }
+
+    /// Queues `op` in order after every job queued before it, without waiting and without
+    /// an fsync of its own: it reaches the disk with the next durable commit. A failure is
+    /// logged and kept in the group, for its next caller to return.
+    pub(super) fn write_later(&self, tables: &Arc<GroupTables>, table: &str, op: WriteOp) {
+        let job = Job::Write {
+            tables: Arc::downgrade(tables),
+            table: table.to_string(),
+            op,
+            durable: false,
+            reply: None,
+        };
+        if self.jobs.send(job).is_err() {
+            tables.record_failure(stopped(tables).to_string());
+        }
     }
 
     /// Waits until every write queued so far is done (on disk, or failed and reported).
@@ -142,7 +162,22 @@ fn closed() -> StoreError {
 }
 
 fn run(queue: mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
+    // The group of the last write made without durability, until a durable commit follows.
+    let mut unsynced: Option<(Weak<GroupTables>, String)> = None;
+    loop {
+        let first = match queue.try_recv() {
+            Ok(job) => job,
+            Err(_) => {
+                // Nothing queued: make what was written without durability durable now,
+                // so that it is on disk a flush after it was written, not whenever the next
+                // append comes.
+                sync_idle(unsynced.take());
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+        };
         // Appends queued meanwhile go into the same durable commit, up to the first other
         // write, which must run after the appends queued before it and before any after it.
         let mut appends = Vec::new();
@@ -161,24 +196,64 @@ fn run(queue: mpsc::Receiver<Job>) {
                     tables,
                     table,
                     op,
+                    durable,
                     reply,
                 } => {
                     write_appends(std::mem::take(&mut appends));
-                    let result = match tables.upgrade() {
-                        Some(t) => durable_commit(&[(t, Vec::new())], &table, Some(op)),
+                    if durable {
+                        unsynced = None;
+                    } else {
+                        unsynced = Some((tables.clone(), table.clone()));
+                    }
+                    let live = tables.upgrade();
+                    let result = match &live {
+                        Some(t) => commit(&[(t.clone(), Vec::new())], &table, Some(op), durable),
+                        // Only a write nobody waits for can outlive its group (the state
+                        // machine's, at shutdown): it is re-applied from the log at start.
                         None => Err(closed()),
                     };
-                    drop(tables);
-                    // The caller may be gone (its task was cancelled); nothing to tell then.
-                    let _ = reply.send(result);
+                    match reply {
+                        // The caller may be gone (its task was cancelled); nothing to tell.
+                        Some(reply) => {
+                            drop(live);
+                            let _ = reply.send(result);
+                        }
+                        None => {
+                            if let (Err(e), Some(t)) = (&result, &live) {
+                                tracing::error!("{e}");
+                                t.record_failure(e.to_string());
+                            }
+                            drop(live);
+                        }
+                    }
                 }
                 Job::Barrier { reply } => {
                     write_appends(std::mem::take(&mut appends));
+                    sync_idle(unsynced.take());
                     let _ = reply.send(());
                 }
             }
         }
+        if !appends.is_empty() {
+            // Durable: it carries whatever was written without durability before it.
+            unsynced = None;
+        }
         write_appends(appends);
+    }
+}
+
+/// A durable commit of nothing, which persists the commits made without durability
+/// before it.
+fn sync_idle(unsynced: Option<(Weak<GroupTables>, String)>) {
+    let Some((tables, table)) = unsynced else {
+        return;
+    };
+    let Some(tables) = tables.upgrade() else {
+        return;
+    };
+    if let Err(e) = commit(&[(tables.clone(), Vec::new())], &table, None, true) {
+        tracing::error!("{e}");
+        tables.record_failure(e.to_string());
     }
 }
 
@@ -204,7 +279,7 @@ fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, IOFlushed<TypeCon
     let result = match groups.first() {
         Some((first, _)) => {
             let table = first.log.clone();
-            durable_commit(&groups, &table, None)
+            commit(&groups, &table, None, true)
         }
         None => Ok(()),
     };
@@ -220,13 +295,15 @@ fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, IOFlushed<TypeCon
     }
 }
 
-/// One transaction with immediate durability on the file of `groups` (all of one store):
-/// each group's appended records and the committed log id saved since its last write, then
-/// `op` on the first group. Once it is on disk, the records leave the unsynced tails.
-fn durable_commit(
+/// One transaction on the file of `groups` (all of one store): each group's appended
+/// records and the committed log id saved since its last write, then `op` on the first
+/// group. Durable, it also persists every commit before it. Once committed, the records
+/// leave the unsynced tails (a reader finds them in the file from then on).
+fn commit(
     groups: &[(Arc<GroupTables>, Vec<Record>)],
     table: &str,
     op: Option<WriteOp>,
+    durable: bool,
 ) -> Result<(), StoreError> {
     let Some((first, _)) = groups.first() else {
         return Ok(());
@@ -251,7 +328,11 @@ fn durable_commit(
     if let Some(op) = op {
         op(first, &txn)?;
     }
-    first.commit(txn, table)?;
+    if durable {
+        first.commit(txn, table)?;
+    } else {
+        first.commit_unsynced(txn, table)?;
+    }
     for (t, committed) in saved {
         t.saved_committed(committed);
     }
