@@ -590,6 +590,30 @@ impl GroupTables {
         self.put(txn, table, key, &bytes)
     }
 
+    /// Whether the log as `txn` leaves it holds (or has purged) the entry at `index`.
+    fn log_reaches(
+        &self,
+        txn: &redb::WriteTransaction,
+        index: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let Some(index) = index else {
+            return Ok(true);
+        };
+        let last = {
+            let log = txn
+                .open_table(self.log_def())
+                .map_err(self.db_err(&self.log, "opening the table"))?;
+            log.last()
+                .map_err(self.db_err(&self.log, "reading the last entry"))?
+                .map(|(key, _)| key.value())
+        };
+        if last.is_some_and(|last| last >= index) {
+            return Ok(true);
+        }
+        let purged: Option<LogId> = self.read_in_write(txn, &self.meta, META_PURGED)?;
+        Ok(purged.is_some_and(|p| p.index >= index))
+    }
+
     /// Commits `txn` without durability: readers see it at once, and it reaches the disk
     /// with the next durable commit (or is lost in a crash before that, with every commit
     /// after it: redb keeps a prefix of the commits).

@@ -370,6 +370,7 @@ async fn committed_is_read_back_before_and_after_it_reaches_the_disk() {
     {
         let store = Store::open(dir.path()).expect("open");
         let (mut log, _sm) = store.group("crm").expect("group");
+        append(&mut log, sample_entries()[..2].to_vec()).await;
         log.save_committed(Some(log_id(1, 2)))
             .await
             .expect("save committed");
@@ -411,4 +412,41 @@ async fn applied_state_is_written_behind_the_apply_and_on_disk_after_a_drain() {
     let (applied, _) = sm.applied_state().await.expect("applied state");
     assert_eq!(applied, Some(log_id(1, 5)));
     assert_eq!(*sm.watch().borrow(), expected_state());
+}
+
+#[tokio::test]
+async fn a_committed_id_ahead_of_the_written_log_waits_for_it() {
+    // A leader may learn an entry is committed (a quorum has it) before its own copy is
+    // written: the id must not reach the file before the entry does.
+    let dir = TempDir::new().expect("tempdir");
+    let entries = sample_entries();
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let (mut log, _sm) = store.group("crm").expect("group");
+        append(&mut log, entries[..3].to_vec()).await;
+        log.save_committed(Some(log_id(1, 5)))
+            .await
+            .expect("save committed");
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    }
+    {
+        let store = Store::open(dir.path()).expect("reopen");
+        let (mut log, _sm) = store.group("crm").expect("group");
+        assert_eq!(
+            log.read_committed().await.expect("read"),
+            None,
+            "entries 4 and 5 were not written, so committed 5 was not either"
+        );
+        append(&mut log, entries[3..].to_vec()).await;
+        log.save_committed(Some(log_id(1, 5)))
+            .await
+            .expect("save committed");
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let (mut log, _sm) = store.group("crm").expect("group");
+    assert_eq!(
+        log.read_committed().await.expect("read"),
+        Some(log_id(1, 5))
+    );
 }

@@ -199,11 +199,8 @@ fn run(queue: mpsc::Receiver<Job>) {
                     durable,
                     reply,
                 } => {
-                    write_appends(std::mem::take(&mut appends));
-                    if durable {
+                    if write_appends(std::mem::take(&mut appends)) {
                         unsynced = None;
-                    } else {
-                        unsynced = Some((tables.clone(), table.clone()));
                     }
                     let live = tables.upgrade();
                     let result = match &live {
@@ -212,6 +209,11 @@ fn run(queue: mpsc::Receiver<Job>) {
                         // machine's, at shutdown): it is re-applied from the log at start.
                         None => Err(closed()),
                     };
+                    match (&result, durable) {
+                        (Ok(()), true) => unsynced = None,
+                        (Ok(()), false) => unsynced = Some((tables.clone(), table.clone())),
+                        (Err(_), _) => {}
+                    }
                     match reply {
                         // The caller may be gone (its task was cancelled); nothing to tell.
                         Some(reply) => {
@@ -228,17 +230,18 @@ fn run(queue: mpsc::Receiver<Job>) {
                     }
                 }
                 Job::Barrier { reply } => {
-                    write_appends(std::mem::take(&mut appends));
+                    if write_appends(std::mem::take(&mut appends)) {
+                        unsynced = None;
+                    }
                     sync_idle(unsynced.take());
                     let _ = reply.send(());
                 }
             }
         }
-        if !appends.is_empty() {
-            // Durable: it carries whatever was written without durability before it.
+        // Durable: it carries whatever was written without durability before it.
+        if write_appends(appends) {
             unsynced = None;
         }
-        write_appends(appends);
     }
 }
 
@@ -257,10 +260,11 @@ fn sync_idle(unsynced: Option<(Weak<GroupTables>, String)>) {
     }
 }
 
-/// One durable commit for all of `appends`, then their callbacks, in order.
-fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, IOFlushed<TypeConfig>)>) {
+/// One durable commit for all of `appends`, then their callbacks, in order. True if a
+/// durable commit was made.
+fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, IOFlushed<TypeConfig>)>) -> bool {
     if appends.is_empty() {
-        return;
+        return false;
     }
     // Each callback with whether its group was still open.
     let mut callbacks = Vec::with_capacity(appends.len());
@@ -281,8 +285,9 @@ fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, IOFlushed<TypeCon
             let table = first.log.clone();
             commit(&groups, &table, None, true)
         }
-        None => Ok(()),
+        None => Err(closed()),
     };
+    let committed = result.is_ok();
     // Reported only now that no group is held here: see the module comment.
     drop(groups);
     for (callback, open) in callbacks {
@@ -293,6 +298,7 @@ fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, IOFlushed<TypeCon
         };
         callback.io_completed(outcome);
     }
+    committed
 }
 
 /// One transaction on the file of `groups` (all of one store): each group's appended
@@ -320,7 +326,13 @@ fn commit(
                     .map_err(t.db_err(&t.log, "appending"))?;
             }
         }
-        if let Some(committed) = t.pending_committed() {
+        // openraft commits an entry once a quorum has it, possibly before this node's own
+        // copy is written (a leader's slow disk): a committed id ahead of the log in the
+        // file would make a restart re-apply entries the file does not have, and fail. It
+        // waits, in memory, for a transaction whose log reaches it.
+        if let Some(committed) = t.pending_committed()
+            && t.log_reaches(&txn, committed.map(|c| c.index))?
+        {
             t.put_value(&txn, &t.meta, META_COMMITTED, &committed)?;
             saved.push((t, committed));
         }
