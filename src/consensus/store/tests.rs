@@ -414,39 +414,37 @@ async fn applied_state_is_written_behind_the_apply_and_on_disk_after_a_drain() {
     assert_eq!(*sm.watch().borrow(), expected_state());
 }
 
+/// Appends `entries` to the log in `dir`, saves committed = 5 and a vote (a durable write,
+/// which carries the committed id if it may), closes the store, and returns the committed
+/// id the store reads back after reopening.
+async fn committed_after_reopen(dir: &std::path::Path, entries: &[Entry]) -> Option<LogId> {
+    {
+        let store = Store::open(dir).expect("open");
+        let (mut log, _sm) = store.group("crm").expect("group");
+        append(&mut log, entries.to_vec()).await;
+        log.save_committed(Some(log_id(1, 5)))
+            .await
+            .expect("save committed");
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    }
+    let store = Store::open(dir).expect("reopen");
+    let (mut log, _sm) = store.group("crm").expect("group");
+    log.read_committed().await.expect("read")
+}
+
 #[tokio::test]
 async fn a_committed_id_ahead_of_the_written_log_waits_for_it() {
     // A leader may learn an entry is committed (a quorum has it) before its own copy is
     // written: the id must not reach the file before the entry does.
     let dir = TempDir::new().expect("tempdir");
     let entries = sample_entries();
-    {
-        let store = Store::open(dir.path()).expect("open");
-        let (mut log, _sm) = store.group("crm").expect("group");
-        append(&mut log, entries[..3].to_vec()).await;
-        log.save_committed(Some(log_id(1, 5)))
-            .await
-            .expect("save committed");
-        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
-    }
-    {
-        let store = Store::open(dir.path()).expect("reopen");
-        let (mut log, _sm) = store.group("crm").expect("group");
-        assert_eq!(
-            log.read_committed().await.expect("read"),
-            None,
-            "entries 4 and 5 were not written, so committed 5 was not either"
-        );
-        append(&mut log, entries[3..].to_vec()).await;
-        log.save_committed(Some(log_id(1, 5)))
-            .await
-            .expect("save committed");
-        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
-    }
-    let store = Store::open(dir.path()).expect("reopen");
-    let (mut log, _sm) = store.group("crm").expect("group");
     assert_eq!(
-        log.read_committed().await.expect("read"),
+        committed_after_reopen(dir.path(), &entries[..3]).await,
+        None,
+        "entries 4 and 5 were not written, so committed 5 was not either"
+    );
+    assert_eq!(
+        committed_after_reopen(dir.path(), &entries[3..]).await,
         Some(log_id(1, 5))
     );
 }
