@@ -62,12 +62,20 @@ answered_by() {
   done
   return 1
 }
-# outage FROM_MS: the longest gap between two answers, counted from the last one before FROM.
+# outage FROM_MS: the gap at the switch (last answer from the old holder to the first from the
+# new one) and the longest gap between two answers, counted from the last answer before FROM.
 outage() {
   awk '$3 != "-" { print $2, $3 }' "$probe_log" | sort -n | awk -v t="$1" '
     $1 < t { last = $1; who = $2; next }
-    { if (last != "" && $1 - last > gap) { gap = $1 - last; from = who; to = $2 } last = $1; who = $2 }
-    END { printf "%d ms (last answer from %s, next from %s)\n", gap, from, to }'
+    {
+      if (last != "" && $1 - last > gap) { gap = $1 - last }
+      if (last != "" && $2 != who && sw == "") { sw = $1 - last; from = who; to = $2 }
+      last = $1; who = $2
+    }
+    END {
+      if (sw == "") printf "%d ms (no switch seen; longest gap between two answers)\n", gap
+      else printf "%d ms (%s -> %s; longest gap between two answers in that time: %d ms)\n", sw, from, to, gap
+    }'
 }
 
 # first_by WHO FROM_MS: milliseconds from FROM to WHO's first answer to a probe sent after it.
