@@ -9,6 +9,7 @@ pub mod group;
 pub mod health;
 pub mod hold;
 pub mod key;
+mod lock;
 pub mod peer;
 pub mod policy;
 pub mod process_group;

@@ -42,6 +42,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::consensus::types::{Entry, LogId, Vote};
+use crate::lock::lock;
 
 pub use self::log::LogStore;
 pub use self::state_machine::{SnapshotBuilder, StateMachineStore};
@@ -144,7 +145,7 @@ pub struct Store {
 
 /// How the file's durable commits went, for the metrics.
 #[derive(Debug, Default)]
-pub struct DiskStats {
+pub(crate) struct DiskStats {
     commits: AtomicU64,
     slow: AtomicU64,
     max_micros: AtomicU64,
@@ -171,7 +172,7 @@ impl DiskStats {
         self.max_micros.fetch_max(micros, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> DiskStatsSnapshot {
+    fn snapshot(&self) -> DiskStatsSnapshot {
         DiskStatsSnapshot {
             commits: self.commits.load(Ordering::Relaxed),
             slow: self.slow.load(Ordering::Relaxed),
@@ -306,10 +307,7 @@ struct GroupLease {
 
 impl GroupLease {
     fn take(store: &Store, group: &str) -> Result<Option<GroupLease>, StoreError> {
-        let mut open = store
-            .open_groups
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut open = lock(&store.open_groups);
         if !open.insert(group.to_string()) {
             return Err(StoreError::GroupInUse {
                 path: store.path.clone(),
@@ -325,10 +323,7 @@ impl GroupLease {
 
 impl Drop for GroupLease {
     fn drop(&mut self) {
-        let mut open = self
-            .open_groups
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut open = lock(&self.open_groups);
         open.remove(&self.group);
     }
 }
@@ -375,20 +370,12 @@ impl GroupTables {
     }
 
     fn record_failure(&self, detail: String) {
-        self.failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get_or_insert(detail);
+        lock(&self.failure).get_or_insert(detail);
     }
 
     /// The failure of a write nobody waited for, as an error of this group's store.
     fn failed(&self) -> Result<(), StoreError> {
-        match self
-            .failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-        {
+        match lock(&self.failure).clone() {
             Some(detail) => Err(StoreError::Task {
                 path: self.path.clone(),
                 detail: format!("an earlier write failed: {detail}"),
@@ -398,9 +385,7 @@ impl GroupTables {
     }
 
     fn unsynced(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
-        self.unsynced
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.unsynced)
     }
 
     /// The records are on disk: they leave the unsynced tail, unless an entry with another
@@ -415,25 +400,16 @@ impl GroupTables {
     }
 
     fn pending_committed(&self) -> Option<Option<LogId>> {
-        *self
-            .committed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *lock(&self.committed)
     }
 
     fn set_pending_committed(&self, committed: Option<LogId>) {
-        *self
-            .committed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(committed);
+        *lock(&self.committed) = Some(committed);
     }
 
     /// `written` is on disk: forget it unless a newer value was saved meanwhile.
     fn saved_committed(&self, written: Option<LogId>) {
-        let mut pending = self
-            .committed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = lock(&self.committed);
         if pending.as_ref() == Some(&written) {
             *pending = None;
         }

@@ -27,7 +27,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use super::frame::{Frame, FrameError, Kind};
 use super::noise::{self, NoiseError, NoiseReader, NoiseWriter, Role};
 use crate::key::ClusterKey;
+use crate::lock::lock;
 
 /// First pause before redialing; doubled after each failure up to `BACKOFF_MAX`.
 const BACKOFF_START: Duration = Duration::from_millis(20);
@@ -324,12 +325,6 @@ impl Counters {
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A std mutex guard that shrugs off poisoning: the maps it guards stay consistent
-/// because no code panics while holding one.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One authenticated connection to a peer.
