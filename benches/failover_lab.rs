@@ -109,9 +109,9 @@ fn implementations() -> Vec<Implementation> {
     vec![
         Implementation {
             key: "havip",
-            label: "havip (defaults: hb 50ms, election 120..240ms)",
+            label: "havip (defaults: hb 64ms, election 120..240ms)",
             kind: Kind::Havip {
-                heartbeat: "50ms",
+                heartbeat: "64ms",
                 election: "120ms..240ms",
             },
             faults: &[Hard, Kill, Stop, Partition, Manual],

@@ -36,21 +36,26 @@ for n in gw-a gw-b witness; do
 done
 sleep "$settle"
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time in ns from the scheduler's own accounting (/proc/PID/task/*/schedstat), summed
+# over the threads: utime+stime in /proc/PID/stat counts whole 10 ms ticks, which at
+# 0.5 % of a core over 20 s is 10 ticks, too coarse to compare two builds.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ s += $1 } END { print s }'; }
+now_ns() { date +%s%N; }
 rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 anon() { awk '/^RssAnon/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 declare -A before=()
-for n in gw-a gw-b witness; do before[$n]=$(ticks "${pid[$n]}"); done
+for n in gw-a gw-b witness; do before[$n]=$(cpu_ns "${pid[$n]}"); done
+started=$(now_ns)
 if [ "${PERF:-0}" = 1 ]; then
   perf record -g -o /tmp/havip-idle.perf -p "${pid[gw-a]}" -- sleep "$measure" 2>/dev/null
 else
   sleep "$measure"
 fi
-hz=$(getconf CLK_TCK)
+elapsed=$(( $(now_ns) - started ))
 printf '%-8s %8s %9s %9s\n' node "cpu %" "RSS MiB" "anon MiB"
 for n in gw-a gw-b witness; do
-  used=$(( $(ticks "${pid[$n]}") - ${before[$n]} ))
-  printf '%-8s %8s %9s %9s\n' "$n" "$(awk -v u="$used" -v hz="$hz" -v s="$measure" 'BEGIN { printf "%.2f", 100 * u / hz / s }')" \
+  used=$(( $(cpu_ns "${pid[$n]}") - ${before[$n]} ))
+  printf '%-8s %8s %9s %9s\n' "$n" "$(awk -v u="$used" -v e="$elapsed" 'BEGIN { printf "%.3f", 100 * u / e }')" \
     "$(rss "${pid[$n]}")" "$(anon "${pid[$n]}")"
 done
 "$bin" status --socket "$work/witness/havip.sock" | head -5

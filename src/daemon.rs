@@ -362,7 +362,11 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             self_id,
             raft.clone(),
             handler.raft.clone(),
-            Pace::new(config.timers.heartbeat, config.timers.election_timeout_min),
+            Pace::new(
+                config.timers.heartbeat,
+                config.timers.election_timeout_min,
+                crate::timer_grid::current(),
+            ),
             shutdown.clone(),
         ));
         if config.node.role == Role::Witness {

@@ -468,7 +468,12 @@ impl GroupLoop {
         }
         self.report_state(metrics.current_term);
         self.publish(quorum_ack_age, lease_until);
-        let mut wake = now + IDLE_WAKE;
+        // Any time in the block after IDLE_WAKE will do: on the grid, a step that moves it on
+        // first costs no wake-up (`crate::timer_grid`).
+        let idle = now + IDLE_WAKE;
+        let mut wake = crate::timer_grid::current()
+            .first_boundary_in(idle, idle + crate::timer_grid::BLOCK)
+            .unwrap_or(idle);
         if self.holding
             && let Some(until) = lease_until
         {

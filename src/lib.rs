@@ -14,4 +14,5 @@ pub mod peer;
 pub mod policy;
 pub mod process_group;
 pub mod release;
+pub mod timer_grid;
 pub mod vip;

@@ -87,7 +87,7 @@ fn defaults() {
     assert_eq!(
         config.timers,
         Timers {
-            heartbeat: Duration::from_millis(50),
+            heartbeat: Duration::from_millis(64),
             election_timeout_min: Duration::from_millis(120),
             election_timeout_max: Duration::from_millis(240),
         }
@@ -880,7 +880,7 @@ fn cross_check_warns_where_files_disagree() {
         ),
         (
             "timers",
-            with(gw_b, "heartbeat = \"50ms\"", "heartbeat = \"40ms\""),
+            with(gw_b, "heartbeat = \"64ms\"", "heartbeat = \"40ms\""),
             "different [timers]",
         ),
         (

@@ -26,7 +26,7 @@ pub use slow_disk::SlowDisk;
 pub const NODES: [&str; 3] = ["gw-a", "gw-b", "witness"];
 pub const GROUP: &str = "crm";
 
-/// Serializes the cluster tests of one binary: each runs three daemons with 50 ms
+/// Serializes the cluster tests of one binary: each runs three daemons with 64 ms
 /// heartbeats, and two clusters at once on two cores would make timings noisy.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
