@@ -27,6 +27,11 @@ impl LogStore {
         LogStore { tables }
     }
 
+    #[cfg(test)]
+    pub(super) fn tables(&self) -> &Arc<GroupTables> {
+        &self.tables
+    }
+
     fn read_log_state(&self) -> Result<LogState, StoreError> {
         let t = &self.tables;
         // The tail first, then the file: an entry the writer moves in between is then seen

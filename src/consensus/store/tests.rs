@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::time::Duration;
 
 use futures_util::stream;
 use openraft::entry::RaftEntry;
@@ -447,4 +448,28 @@ async fn a_committed_id_ahead_of_the_written_log_waits_for_it() {
         committed_after_reopen(dir.path(), &entries[3..]).await,
         Some(log_id(1, 5))
     );
+}
+
+#[tokio::test]
+async fn an_append_behind_a_writer_that_panicked_is_reported_failed_not_lost() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (mut log, _sm) = store.group("crm").expect("group");
+    let tables = log.tables().clone();
+    tables.writer.write_later(
+        &tables,
+        "test",
+        Box::new(|_, _| panic!("a bug in a write (this test's panic)")),
+    );
+    let (tx, rx) = TypeConfig::oneshot();
+    // Queued before or after the thread died: either way its callback must be called.
+    let _ = log
+        .append(vec![Entry::new_blank(log_id(1, 1))], IOFlushed::signal(tx))
+        .await;
+    let outcome = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the callback was called, not dropped")
+        .expect("the callback sent its outcome");
+    let err = outcome.expect_err("nothing was written");
+    assert!(err.to_string().contains("writer thread stopped"), "{err}");
 }

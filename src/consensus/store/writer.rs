@@ -43,7 +43,7 @@ enum Job {
     Append {
         tables: Weak<GroupTables>,
         records: Vec<Record>,
-        callback: IOFlushed<TypeConfig>,
+        callback: Flushed,
     },
     /// A write that must stay in order with the appends.
     Write {
@@ -58,6 +58,31 @@ enum Job {
     },
     /// Reply once every job queued before it is done and on disk.
     Barrier { reply: oneshot::Sender<()> },
+}
+
+/// An append's callback that cannot be lost. Dropped without having been called (the
+/// writer thread panicked with it in hand, or died and its queue was discarded with the
+/// job in it), it reports an error: openraft then stops with a storage error, and the
+/// daemon exits for its supervisor to restart it, instead of waiting for ever for a flush
+/// that will not come while heartbeats go on as if all were well.
+struct Flushed(Option<IOFlushed<TypeConfig>>);
+
+impl Flushed {
+    fn report(mut self, outcome: Result<(), std::io::Error>) {
+        if let Some(callback) = self.0.take() {
+            callback.io_completed(outcome);
+        }
+    }
+}
+
+impl Drop for Flushed {
+    fn drop(&mut self) {
+        if let Some(callback) = self.0.take() {
+            let why = "the store's writer thread stopped before these entries were written";
+            tracing::error!("{why}");
+            callback.io_completed(Err(std::io::Error::other(why)));
+        }
+    }
 }
 
 /// Where jobs are queued. Cheap to clone; the thread ends once every clone is dropped.
@@ -91,10 +116,10 @@ impl Writer {
         let job = Job::Append {
             tables: Arc::downgrade(tables),
             records,
-            callback,
+            callback: Flushed(Some(callback)),
         };
         if let Err(mpsc::SendError(Job::Append { callback, .. })) = self.jobs.send(job) {
-            callback.io_completed(Err(std::io::Error::other(stopped(tables))));
+            callback.report(Err(std::io::Error::other(stopped(tables))));
             return Err(stopped(tables));
         }
         Ok(())
@@ -262,7 +287,7 @@ fn sync_idle(unsynced: Option<(Weak<GroupTables>, String)>) {
 
 /// One durable commit for all of `appends`, then their callbacks, in order. True if a
 /// durable commit was made.
-fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, IOFlushed<TypeConfig>)>) -> bool {
+fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, Flushed)>) -> bool {
     if appends.is_empty() {
         return false;
     }
@@ -296,7 +321,7 @@ fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, IOFlushed<TypeCon
             (Ok(()), true) => Ok(()),
             (Err(e), true) => Err(std::io::Error::other(e.to_string())),
         };
-        callback.io_completed(outcome);
+        callback.report(outcome);
     }
     committed
 }
