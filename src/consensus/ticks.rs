@@ -51,8 +51,8 @@ pub struct Pace {
     pub quiet: Duration,
     /// The latest a follower may take its tick back.
     pub election_timeout_min: Duration,
-    /// Where a follower's quiet timer goes, so that a heartbeat moving it on costs no
-    /// wake-up of its own (`crate::timer_grid`).
+    /// Where the leader's beats and a follower's quiet timer go, so that each beat costs
+    /// one wake-up and a heartbeat moving the quiet timer on costs none (`crate::timer_grid`).
     pub grid: Grid,
 }
 
