@@ -80,7 +80,7 @@ impl Pace {
     /// last. Early is harmless; late is not.
     pub fn next_beat(&self, now: Instant) -> Instant {
         let due = now + self.heartbeat;
-        if self.heartbeat.is_zero() || !self.heartbeat.as_nanos().is_multiple_of(BLOCK.as_nanos()) {
+        if !self.heartbeat.as_nanos().is_multiple_of(BLOCK.as_nanos()) {
             return due;
         }
         self.grid

@@ -186,9 +186,12 @@ fn closed() -> StoreError {
     }
 }
 
+/// The group (and table, for errors) of the last write made without durability, until a
+/// durable commit follows.
+type Unsynced = Option<(Weak<GroupTables>, String)>;
+
 fn run(queue: mpsc::Receiver<Job>) {
-    // The group of the last write made without durability, until a durable commit follows.
-    let mut unsynced: Option<(Weak<GroupTables>, String)> = None;
+    let mut unsynced: Unsynced = None;
     loop {
         let first = match queue.try_recv() {
             Ok(job) => job,
@@ -224,9 +227,7 @@ fn run(queue: mpsc::Receiver<Job>) {
                     durable,
                     reply,
                 } => {
-                    if write_appends(std::mem::take(&mut appends)) {
-                        unsynced = None;
-                    }
+                    write_appends(std::mem::take(&mut appends), &mut unsynced);
                     let live = tables.upgrade();
                     let result = match &live {
                         Some(t) => commit(&[(t.clone(), Vec::new())], &table, Some(op), durable),
@@ -239,40 +240,34 @@ fn run(queue: mpsc::Receiver<Job>) {
                         (Ok(()), false) => unsynced = Some((tables.clone(), table.clone())),
                         (Err(_), _) => {}
                     }
-                    match reply {
+                    // Nobody waits: the group keeps the failure for its next caller.
+                    if reply.is_none()
+                        && let (Err(e), Some(t)) = (&result, &live)
+                    {
+                        tracing::error!("{e}");
+                        t.record_failure(e.to_string());
+                    }
+                    // Reported only now that no group is held here: see the module comment.
+                    drop(live);
+                    if let Some(reply) = reply {
                         // The caller may be gone (its task was cancelled); nothing to tell.
-                        Some(reply) => {
-                            drop(live);
-                            let _ = reply.send(result);
-                        }
-                        None => {
-                            if let (Err(e), Some(t)) = (&result, &live) {
-                                tracing::error!("{e}");
-                                t.record_failure(e.to_string());
-                            }
-                            drop(live);
-                        }
+                        let _ = reply.send(result);
                     }
                 }
                 Job::Barrier { reply } => {
-                    if write_appends(std::mem::take(&mut appends)) {
-                        unsynced = None;
-                    }
+                    write_appends(std::mem::take(&mut appends), &mut unsynced);
                     sync_idle(unsynced.take());
                     let _ = reply.send(());
                 }
             }
         }
-        // Durable: it carries whatever was written without durability before it.
-        if write_appends(appends) {
-            unsynced = None;
-        }
+        write_appends(appends, &mut unsynced);
     }
 }
 
 /// A durable commit of nothing, which persists the commits made without durability
 /// before it.
-fn sync_idle(unsynced: Option<(Weak<GroupTables>, String)>) {
+fn sync_idle(unsynced: Unsynced) {
     let Some((tables, table)) = unsynced else {
         return;
     };
@@ -285,11 +280,11 @@ fn sync_idle(unsynced: Option<(Weak<GroupTables>, String)>) {
     }
 }
 
-/// One durable commit for all of `appends`, then their callbacks, in order. True if a
-/// durable commit was made.
-fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, Flushed)>) -> bool {
+/// One durable commit for all of `appends`, then their callbacks, in order. The commit
+/// also carries what was written without durability before it, so `unsynced` is cleared.
+fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, Flushed)>, unsynced: &mut Unsynced) {
     if appends.is_empty() {
-        return false;
+        return;
     }
     // Each callback with whether its group was still open.
     let mut callbacks = Vec::with_capacity(appends.len());
@@ -312,7 +307,9 @@ fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, Flushed)>) -> boo
         }
         None => Err(closed()),
     };
-    let committed = result.is_ok();
+    if result.is_ok() {
+        *unsynced = None;
+    }
     // Reported only now that no group is held here: see the module comment.
     drop(groups);
     for (callback, open) in callbacks {
@@ -323,7 +320,6 @@ fn write_appends(appends: Vec<(Weak<GroupTables>, Vec<Record>, Flushed)>) -> boo
         };
         callback.report(outcome);
     }
-    committed
 }
 
 /// One transaction on the file of `groups` (all of one store): each group's appended
