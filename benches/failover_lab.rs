@@ -109,10 +109,10 @@ fn implementations() -> Vec<Implementation> {
     vec![
         Implementation {
             key: "havip",
-            label: "havip (defaults: hb 64ms, election 120..240ms)",
+            label: "havip (defaults: hb 128ms, election 400..500ms)",
             kind: Kind::Havip {
-                heartbeat: "64ms",
-                election: "120ms..240ms",
+                heartbeat: "128ms",
+                election: "400ms..500ms",
             },
             faults: &[Hard, Kill, Stop, Partition, Manual],
         },

@@ -96,19 +96,32 @@ pub struct Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
     pub heartbeat: Duration,
+    /// A gateway that hears no leader stands for election after a random silence in
+    /// `election_timeout_min..=election_timeout_max`.
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
+}
+
+impl Timers {
+    /// How long a follower refuses to vote for anyone else after each heartbeat it accepts:
+    /// the shortest silence after which any node stands for election. The master's hold
+    /// lease is derived from it (`hold::hold_lease`).
+    pub fn leader_lease(&self) -> Duration {
+        self.election_timeout_min
+    }
 }
 
 impl Default for Timers {
     fn default() -> Self {
         Timers {
-            // 64 ms, not a round 50: tokio's timer wheel works in 64 ms blocks, and a beat
-            // on a block boundary costs one wake-up where a 50 ms beat costs 1.8 on average
-            // (`crate::timer_grid`). Idle master 0.88-0.92 % -> 0.58-0.64 % of a core.
-            heartbeat: Duration::from_millis(64),
-            election_timeout_min: Duration::from_millis(120),
-            election_timeout_max: Duration::from_millis(240),
+            // 128 ms with a 400 ms lease: the master keeps the VIPs through one lost
+            // heartbeat with up to 64 ms of round trip left (2 x 128 + 64 = 320, the hold
+            // lease). Two of tokio's 64 ms timer blocks, so each beat costs one wake-up
+            // (`crate::timer_grid`): idle master 0.29-0.31 % of a core (64 ms: 0.58 %,
+            // 96 ms: 0.46 %; scripts/bench-idle.sh).
+            heartbeat: Duration::from_millis(128),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(500),
         }
     }
 }
@@ -623,10 +636,10 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
         r.error(
             &h.span,
             t.key("heartbeat"),
-            "must be longer than 0s; the default is \"64ms\"",
+            "must be longer than 0s; the default is \"128ms\"",
         );
     }
-    let range_hint = "write it as \"MIN..MAX\", like \"120ms..240ms\"";
+    let range_hint = "write it as \"MIN..MAX\", like \"400ms..500ms\"";
     let election = r.string(&t, "election_timeout").and_then(|e| {
         let Some((low, high)) = e.value.split_once("..") else {
             r.error(&e.span, t.key("election_timeout"), format!("{:?} is not a range; {range_hint}", e.value));
@@ -663,29 +676,26 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
     // Compared only when both were readable, so one bad value does not cause a second error.
     let unreadable = (t.has("heartbeat") && heartbeat.is_none())
         || (t.has("election_timeout") && election.is_none());
-    // openraft's followers stand for election only after `max + random(min..max)` without a
-    // heartbeat (their leader lease plus the election timeout), and the master keeps the
-    // VIPs only while a quorum acknowledged a heartbeat within 80 % of `max`. At a third of
-    // `max`, one heartbeat may be lost (or the master's thread stall for one heartbeat)
-    // with room left for the round trip; openraft itself also needs the heartbeat below
-    // `min`.
-    if !unreadable && (heartbeat_value * 3 > max || heartbeat_value >= min) {
+    // A follower refuses other candidates for `min` (the leader lease) after each heartbeat,
+    // and the master keeps the VIPs only while a quorum acknowledged a heartbeat within 80 %
+    // of `min`. At a third of `min`, one heartbeat may be lost (or the master's thread stall
+    // for one heartbeat) with room left for the round trip.
+    if !unreadable && heartbeat_value * 3 > min {
         let span = heartbeat
             .as_ref()
             .map(|h| h.span.clone())
             .unwrap_or_else(|| t.span_of("election_timeout"));
-        let fitting = (max / 3).min(min / 2);
+        let spread = max.saturating_sub(min);
         r.error(
             &span,
             t.key(if heartbeat.is_some() { "heartbeat" } else { "election_timeout" }),
             format!(
-                "the heartbeat ({}) must be below the minimum election timeout ({}) and at most a third of the maximum ({}), or the master may drop the VIPs and a follower start an election while the leader is fine; use heartbeat = \"{}\" or election_timeout = \"{}..{}\"",
+                "the heartbeat ({}) must be at most a third of the minimum election timeout ({}), or the master may drop the VIPs through one lost heartbeat; use heartbeat = \"{}\" or election_timeout = \"{}..{}\"",
                 format_duration(heartbeat_value),
                 format_duration(min),
-                format_duration(max),
-                format_duration(fitting),
-                format_duration(heartbeat_value * 2),
-                format_duration(heartbeat_value * 4)
+                format_duration(min / 3),
+                format_duration(heartbeat_value * 3),
+                format_duration(heartbeat_value * 3 + spread)
             ),
         );
     }

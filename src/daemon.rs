@@ -143,17 +143,20 @@ impl RequestHandler for PeerHandler {
 
 fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, StartError> {
     let timers = &config.timers;
+    let lease = timers.leader_lease();
+    let (election_min, election_max) = ticks::raft_election_ms(lease);
     openraft::Config {
         cluster_name: group.to_string(),
-        heartbeat_interval: ticks::raft_heartbeat_ms(timers.heartbeat, timers.election_timeout_min),
-        election_timeout_min: timers.election_timeout_min.as_millis() as u64,
-        election_timeout_max: timers.election_timeout_max.as_millis() as u64,
+        heartbeat_interval: ticks::raft_heartbeat_ms(timers.heartbeat, lease),
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
         enable_pre_vote: Some(true),
         // A leader restored from disk after a restart would resume its old term with
         // followers whose leases a hand-over may have disabled: it must win a new election.
         enable_leader_restore: Some(false),
-        // A witness stands for election only after a long silence (see `witness_watch`).
-        enable_elect: config.node.role == Role::Gateway,
+        // Heartbeats and elections are timed by `ticks`, not by openraft's tick.
+        enable_tick: false,
+        enable_elect: false,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
         max_in_snapshot_log_to_keep: 100,
         ..Default::default()
@@ -239,7 +242,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
 
     // A node that restarts has forgotten the leader leases it granted before it died;
     // sitting out one lease before joining makes sure none of them is still running.
-    let leader_lease = config.timers.election_timeout_max;
+    let leader_lease = config.timers.leader_lease();
     tokio::time::sleep(leader_lease).await;
 
     let members: BTreeMap<NodeId, PeerNode> = config
@@ -360,24 +363,19 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         tokio::spawn(ticks::run(
             group.name.clone(),
             self_id,
-            raft.clone(),
+            raft,
             handler.raft.clone(),
-            Pace::new(
-                config.timers.heartbeat,
-                config.timers.election_timeout_min,
-                crate::timer_grid::current(),
-            ),
+            Pace {
+                heartbeat: config.timers.heartbeat,
+                stand_min: config.timers.election_timeout_min,
+                stand_max: config.timers.election_timeout_max,
+                // The only gateway left may have a shorter log and need the witness to lead
+                // first; otherwise the witness must never slow a gateway's election.
+                witness_silence: (config.node.role == Role::Witness).then_some(leader_lease * 4),
+                grid: crate::timer_grid::current(),
+            },
             shutdown.clone(),
         ));
-        if config.node.role == Role::Witness {
-            tokio::spawn(witness_watch(
-                group.name.clone(),
-                raft,
-                handler.raft.clone(),
-                leader_lease,
-                shutdown.clone(),
-            ));
-        }
     }
     if let Some(health) = health.clone() {
         tokio::spawn(health_facts(
@@ -664,47 +662,6 @@ async fn bootstrap(
             _ = connected.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
-    }
-}
-
-/// The witness stands for election only when no leader has been heard of for a few
-/// election timeouts (the only gateway left may have a shorter log and need the witness
-/// to lead first); otherwise it must never slow a gateway's election.
-async fn witness_watch(
-    group: String,
-    raft: Raft,
-    service: RaftService,
-    leader_lease: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let started = tokio::time::Instant::now();
-    let silence_limit = leader_lease * 4;
-    let poll = Duration::from_millis(50);
-    let mut elect = false;
-    let mut next = started + poll;
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let is_leader = raft.metrics().borrow_watched().state == ServerState::Leader;
-        let heard = service.last_append(&group).unwrap_or(started);
-        let want = !is_leader && heard.elapsed() > silence_limit;
-        if want != elect {
-            elect = want;
-            raft.runtime_config().elect(elect);
-            if elect {
-                tracing::info!(group = %group, "no leader heard for {silence_limit:?}: the witness stands for election");
-            }
-        }
-        // While a leader is heard the answer cannot change before the silence could reach
-        // the limit: an idle witness wakes about once per limit, not 20 times a second.
-        let now = tokio::time::Instant::now();
-        next = if elect || is_leader {
-            now + poll
-        } else {
-            (heard + silence_limit).max(now + poll)
-        };
     }
 }
 

@@ -73,9 +73,10 @@ pub fn may_hold(inputs: &HoldInputs, lease: Duration) -> Result<(), NotHolding> 
 
 /// The hold lease for a given Raft leader lease and hold-loop tick.
 ///
-/// openraft's followers refuse to vote for anyone else for `election_timeout_max` after
-/// they *receive* a heartbeat, and the leader's acknowledgement time is when it *sent*
-/// that heartbeat, so a new leader cannot exist before `ack + election_timeout_max`. The
+/// openraft's followers refuse to vote for anyone else for the leader lease (openraft's
+/// `election_timeout_max`, set to the configured minimum election timeout) after they
+/// *receive* a heartbeat, and the leader's acknowledgement time is when it *sent*
+/// that heartbeat, so a new leader cannot exist before `ack + leader_lease`. The
 /// VIP must be gone before then: the margin covers one hold-loop tick (the check is
 /// periodic), the time to remove the address, and clock-rate differences between hosts
 /// (monotonic clocks drift by far less than 1 %, we allow 20 %).

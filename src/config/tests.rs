@@ -87,9 +87,9 @@ fn defaults() {
     assert_eq!(
         config.timers,
         Timers {
-            heartbeat: Duration::from_millis(64),
-            election_timeout_min: Duration::from_millis(120),
-            election_timeout_max: Duration::from_millis(240),
+            heartbeat: Duration::from_millis(128),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(500),
         }
     );
     assert_eq!(config.control.socket, Path::new("/run/havip/havip.sock"));
@@ -293,9 +293,9 @@ fn every_rule_has_an_error_with_key_and_fix() {
         ),
         // timers
         (
-            timers("heartbeat = \"100ms\""),
+            timers("heartbeat = \"134ms\""),
             "timers.heartbeat",
-            "at most a third of the maximum",
+            "at most a third of the minimum election timeout",
         ),
         (
             timers("election_timeout = \"300ms..150ms\""),
@@ -880,7 +880,7 @@ fn cross_check_warns_where_files_disagree() {
         ),
         (
             "timers",
-            with(gw_b, "heartbeat = \"64ms\"", "heartbeat = \"40ms\""),
+            with(gw_b, "heartbeat = \"128ms\"", "heartbeat = \"40ms\""),
             "different [timers]",
         ),
         (

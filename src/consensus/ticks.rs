@@ -1,30 +1,39 @@
-//! When openraft's tick runs. openraft ticks every heartbeat × 13/64 (10 ms at a 50 ms
-//! heartbeat) on every node, leader or not, and those wake-ups were most of an idle
-//! node's CPU. A healthy group needs a timer only on its leader, for the heartbeats, and none
-//! on a follower while its leader is heard. So, per group:
-//! - the leader runs without openraft's tick and sends a heartbeat every `heartbeat` itself
-//!   (`trigger().heartbeat()`, the same broadcast the tick would send);
-//! - a follower runs without it while its leader's AppendEntries are accepted, and gets it
-//!   back after `quiet` (¾ of `election_timeout_min`) of silence, or earlier on a boundary
-//!   of tokio's timer grid (`crate::timer_grid`) if one lies between a late heartbeat and
-//!   `election_timeout_min`. openraft's own election
-//!   timer (the leader lease, which a transfer may disable, plus a random election timeout
-//!   of at least `election_timeout_min`) cannot have run out by then, so elections start
-//!   when they did with the tick always on, to within one tick. (That tick is 13/64 of
-//!   openraft's heartbeat interval, which is twice ours, see below: 24 ms by default.)
+//! When a group's node sends heartbeats and stands for election. openraft's own tick is off
+//! on every node (`enable_tick = false`, `enable_elect = false` in `daemon::raft_config`):
+//! it woke every node every few ms, and its election timer made a follower wait its leader
+//! lease *plus* a random election timeout before standing, so the VIP stayed away for
+//! twice the time that safety needs. Per group, this task:
+//! - on the leader, sends a heartbeat every `heartbeat` (`trigger().heartbeat()`, the same
+//!   broadcast openraft's tick would send), on tokio's timer grid where the heartbeat is a
+//!   whole number of grid blocks (`crate::timer_grid`);
+//! - on a gateway that is not the leader, stands for election (`trigger().elect(true)`: a
+//!   Pre-Vote first, so a node cut off alone cannot disrupt a healthy leader) after a random
+//!   silence in `election_timeout` (min..max), counted from the last AppendEntries it
+//!   accepted, its own last attempt or the end of its own leadership, whichever is latest;
+//! - on the witness, stands only after `witness_silence` (several leases): the only
+//!   gateway left may have a shorter log and need the witness to lead first, but the
+//!   witness must never slow a gateway's election.
+//!
+//! Safety does not rest on these timers: openraft's followers refuse to vote for another
+//! candidate for their leader lease (`election_timeout_max` of openraft's config, set to the
+//! configured `election_timeout` minimum) after each AppendEntries they accept, and an
+//! attempt made before that is refused (locally, or by the other voters' Pre-Vote). The
+//! timers only decide how soon after the lease an election starts.
 //!
 //! Since the heartbeats are paced here, openraft's own `heartbeat_interval` is set apart
-//! (`raft_heartbeat_ms`): openraft also uses it as the deadline of every AppendEntries call,
+//! (`raft_heartbeat_ms`): openraft uses it as the deadline of every AppendEntries call,
 //! and at 50 ms a 20 ms link delay each way made every heartbeat time out (lab, NFQUEUE
 //! delay line), so no leader ever kept a quorum acknowledgement.
 //!
-//! A leadership transfer is a message, not a tick, so it is not delayed. When the task ends
-//! (shutdown) the tick is switched back on and openraft is on its own again.
+//! A leadership transfer is a message, not a timer: openraft's transfer target elects at
+//! once, whatever `enable_elect` says. When the task ends (shutdown), openraft's tick is
+//! switched on for the hand-over on the way out; its elections stay off.
 
 use std::time::Duration;
 
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver as _;
+use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -35,49 +44,36 @@ use crate::timer_grid::{BLOCK, Grid};
 /// What to do now and when to look again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
-    /// Whether openraft's tick should run.
-    pub tick: bool,
     /// Send a heartbeat now (only on the leader).
     pub heartbeat: bool,
+    /// Stand for election now (never on the leader).
+    pub elect: bool,
     /// Look again at this time at the latest (earlier if the Raft metrics change).
     pub wake_at: Instant,
 }
 
-/// The timers that matter here, from the node's `[timers]`.
+/// The timers that matter here, from the node's `[timers]` and role.
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {
     pub heartbeat: Duration,
-    /// Silence after which a follower needs the tick back.
-    pub quiet: Duration,
-    /// The latest a follower may take its tick back.
-    pub election_timeout_min: Duration,
-    /// Where the leader's beats and a follower's quiet timer go, so that each beat costs
-    /// one wake-up and a heartbeat moving the quiet timer on costs none (`crate::timer_grid`).
+    /// A gateway stands for election after a random silence in `stand_min..=stand_max`
+    /// (the configured `election_timeout`; `stand_min` is also the leader lease).
+    pub stand_min: Duration,
+    pub stand_max: Duration,
+    /// The silence after which the witness stands; `None` on a gateway.
+    pub witness_silence: Option<Duration>,
+    /// Where the leader's beats and the election deadlines go, so that each beat costs one
+    /// wake-up and a heartbeat moving a follower's deadline on costs none (`crate::timer_grid`).
     pub grid: Grid,
 }
 
 impl Pace {
-    /// `quiet` is ¾ of `election_timeout_min`, or halfway from the heartbeat to it if
-    /// that is later: always below the minimum (the tick must be back before openraft's
-    /// timer can run out) and, where the timers allow, above the heartbeat (so a follower
-    /// does not switch its tick on between two heartbeats).
-    pub fn new(heartbeat: Duration, election_timeout_min: Duration, grid: Grid) -> Self {
-        let three_quarters = election_timeout_min * 3 / 4;
-        let halfway = (heartbeat + election_timeout_min) / 2;
-        Self {
-            heartbeat,
-            quiet: three_quarters.max(halfway).min(election_timeout_min),
-            election_timeout_min,
-            grid,
-        }
-    }
-
     /// When the beat after one sent at `now` is due: after `heartbeat`, or, if the heartbeat
-    /// is a whole number of grid blocks (the default), on the last grid boundary before
-    /// that. A beat that crosses into the next block costs a wake-up at the boundary as
-    /// well; on the boundary it costs one. Only the second beat of a leadership comes
-    /// early (by less than a block); from then on each is exactly `heartbeat` after the
-    /// last. Early is harmless; late is not.
+    /// is a whole number of grid blocks, on the last grid boundary before that. A beat that
+    /// crosses into the next block costs a wake-up at the boundary as well; on the boundary
+    /// it costs one. Only the second beat of a leadership comes early (by less than a
+    /// block); from then on each is exactly `heartbeat` after the last. Early is harmless;
+    /// late is not.
     pub fn next_beat(&self, now: Instant) -> Instant {
         let due = now + self.heartbeat;
         if !self.heartbeat.as_nanos().is_multiple_of(BLOCK.as_nanos()) {
@@ -89,46 +85,56 @@ impl Pace {
             .unwrap_or(due)
     }
 
-    /// When a follower that last heard its leader at `heard` takes the tick back: on a grid
-    /// boundary where one lies between a late heartbeat (an eighth of the heartbeat past
-    /// due) and `election_timeout_min`, otherwise after `quiet`. At the defaults that
-    /// window is 48 of the grid's 64 ms, so three followers in four (the phase of the
-    /// leader's beats on a follower's grid is set when their processes start) never wake
-    /// for this timer. Early is harmless (the tick goes off again with the next
-    /// heartbeat); late is not.
-    pub fn quiet_until(&self, heard: Instant) -> Instant {
+    /// When a node quiet since `since` stands for election; `draw` (in 0..1) picks a gateway's
+    /// point in `stand_min..=stand_max`. The deadline goes on the last grid boundary at or
+    /// before that point, but never before `stand_min`: a deadline that each heartbeat moves
+    /// on then wakes nobody, and the randomness that keeps two candidates apart survives at
+    /// the grid's 64 ms (two processes' grids have unrelated phases anyway).
+    pub fn stand_at(&self, since: Instant, draw: f64) -> Instant {
+        if let Some(silence) = self.witness_silence {
+            let at = since + silence;
+            return self.grid.first_boundary_in(at, at + BLOCK).unwrap_or(at);
+        }
+        let earliest = since + self.stand_min;
+        let spread = self.stand_max.saturating_sub(self.stand_min);
+        let at = earliest + spread.mul_f64(draw.clamp(0.0, 1.0));
         self.grid
-            .last_boundary_in(
-                heard + self.heartbeat + self.heartbeat / 8,
-                heard + self.election_timeout_min,
-            )
-            .unwrap_or(heard + self.quiet)
+            .last_boundary_in(earliest.max(at.checked_sub(BLOCK).unwrap_or(at)), at)
+            .unwrap_or(at)
     }
 }
 
-/// openraft's `heartbeat_interval`: twice the paced heartbeat, below `election_timeout_min`
-/// (openraft requires it). It sets openraft's AppendEntries deadline (¾ of it is the soft
-/// deadline the mesh enforces) and, while a follower ticks, the tick (13/64 of it).
-pub fn raft_heartbeat_ms(heartbeat: Duration, election_timeout_min: Duration) -> u64 {
+/// openraft's `heartbeat_interval`: twice the paced heartbeat, below openraft's
+/// `election_timeout_min` (which openraft requires, see `raft_election_ms`). It sets
+/// openraft's AppendEntries deadline (¾ of it is the soft deadline the mesh enforces).
+pub fn raft_heartbeat_ms(heartbeat: Duration, leader_lease: Duration) -> u64 {
     let doubled = heartbeat.as_millis() as u64 * 2;
-    let below_min = (election_timeout_min.as_millis() as u64).saturating_sub(1);
-    doubled.min(below_min).max(1)
+    let below = (leader_lease.as_millis() as u64).saturating_sub(2);
+    doubled.min(below).max(1)
 }
 
-/// The decision, without I/O. `heard`: when this node last accepted its leader's
-/// AppendEntries; `next_heartbeat`: when the leader's next heartbeat is due.
+/// openraft's `election_timeout_min..max`. Its election timer never runs (no tick), so only
+/// the maximum matters: it is the leader lease every follower keeps after each
+/// AppendEntries. The minimum only has to lie between openraft's heartbeat and the maximum.
+pub fn raft_election_ms(leader_lease: Duration) -> (u64, u64) {
+    let max = (leader_lease.as_millis() as u64).max(3);
+    (max - 1, max)
+}
+
+/// The decision, without I/O. `next_heartbeat`: when the leader's next heartbeat is due;
+/// `stand_at`: when this node stands for election if it is not the leader.
 pub fn plan(
-    pace: Pace,
     now: Instant,
     is_leader: bool,
-    heard: Option<Instant>,
     next_heartbeat: Instant,
+    stand_at: Instant,
+    pace: &Pace,
 ) -> Plan {
     if is_leader {
         let heartbeat = now >= next_heartbeat;
         return Plan {
-            tick: false,
             heartbeat,
+            elect: false,
             wake_at: if heartbeat {
                 pace.next_beat(now)
             } else {
@@ -136,20 +142,10 @@ pub fn plan(
             },
         };
     }
-    match heard.map(|h| pace.quiet_until(h)) {
-        Some(quiet_until) if now < quiet_until => Plan {
-            tick: false,
-            heartbeat: false,
-            wake_at: quiet_until,
-        },
-        // No leader heard lately: openraft's election timer runs on its tick. A leader
-        // appearing is noticed through the metrics (this node elected) or at the next look
-        // (another node elected: its AppendEntries have no event of their own here).
-        _ => Plan {
-            tick: true,
-            heartbeat: false,
-            wake_at: now + pace.heartbeat,
-        },
+    Plan {
+        heartbeat: false,
+        elect: now >= stand_at,
+        wake_at: stand_at,
     }
 }
 
@@ -166,13 +162,18 @@ pub async fn run(
     // the vote or the membership: the full metrics are sent after every pass of openraft's
     // core (each acknowledgement), and the leader has nothing to do for those. A follower
     // watches the full metrics, which wake it with each heartbeat it accepts: then it
-    // moves its quiet limit on in a wake-up that happens anyway, where a timer of its own
-    // would cost one more (measured: +0.13 % of a core per follower).
+    // moves its election deadline on in a wake-up that happens anyway, where a timer of its
+    // own would cost one more (measured: +0.13 % of a core per follower).
     let mut server = raft.server_metrics();
     let mut metrics = raft.metrics();
-    // openraft starts with its tick on.
-    let mut ticking = true;
     let mut next_heartbeat = Instant::now();
+    // Quiet since: start-up, this node's last election attempt, or the end of its own
+    // leadership. A heard leader's AppendEntries count too (`last_append`).
+    let mut since = Instant::now();
+    let mut draw_for: Option<Instant> = None;
+    let mut draw = 0.0;
+    // Attempts since a leader was last heard: the first one of a silence is logged at info.
+    let mut attempts = 0u32;
     loop {
         let (is_leader, term) = {
             let m = server.borrow_watched();
@@ -182,17 +183,21 @@ pub async fn run(
             )
         };
         let now = Instant::now();
-        let step = plan(
-            pace,
-            now,
-            is_leader,
-            service.last_append(&group),
-            next_heartbeat,
-        );
-        if step.tick != ticking {
-            ticking = step.tick;
-            raft.runtime_config().tick(ticking);
-            tracing::debug!(group = %group, term, tick = ticking, leader = is_leader, "openraft tick switched");
+        let quiet_since = service
+            .last_append(&group)
+            .map_or(since, |heard| heard.max(since));
+        if draw_for != Some(quiet_since) {
+            if quiet_since != since {
+                attempts = 0;
+            }
+            draw_for = Some(quiet_since);
+            draw = rand::thread_rng().r#gen::<f64>();
+        }
+        let stand_at = pace.stand_at(quiet_since, draw);
+        let step = plan(now, is_leader, next_heartbeat, stand_at, &pace);
+        if is_leader {
+            since = now;
+            attempts = 0;
         }
         if step.heartbeat {
             next_heartbeat = step.wake_at;
@@ -202,6 +207,20 @@ pub async fn run(
         } else if !is_leader {
             // A new leadership starts with its first heartbeat due at once.
             next_heartbeat = now;
+        }
+        if step.elect {
+            let silence = now.saturating_duration_since(quiet_since);
+            if attempts == 0 {
+                tracing::info!(group = %group, term, "no leader heard for {} ms: standing for election", silence.as_millis());
+            } else {
+                tracing::debug!(group = %group, term, attempts, "no leader yet: standing for election again");
+            }
+            attempts = attempts.saturating_add(1);
+            since = now;
+            if let Err(e) = raft.trigger().elect(true).await {
+                tracing::warn!(group = %group, "cannot stand for election: {e}");
+            }
+            continue;
         }
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -213,6 +232,9 @@ pub async fn run(
             break;
         }
     }
+    // On the way out the group hands leadership over (`GroupLoop::hand_over_before_exit`):
+    // openraft's own tick keeps the heartbeats going meanwhile (every openraft heartbeat
+    // interval, inside the lease), so no follower stands for election before the transfer.
     raft.runtime_config().tick(true);
 }
 
@@ -222,113 +244,138 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn pace() -> Pace {
-        Pace::new(50 * MS, 120 * MS, Grid::default())
+    fn pace(grid: Grid) -> Pace {
+        Pace {
+            heartbeat: 96 * MS,
+            stand_min: 300 * MS,
+            stand_max: 400 * MS,
+            witness_silence: None,
+            grid,
+        }
     }
 
     #[test]
-    fn the_leader_never_ticks_and_heartbeats_on_time() {
+    fn the_leader_heartbeats_on_time_and_never_stands() {
         let t0 = Instant::now();
-        let due = plan(pace(), t0, true, None, t0);
+        let p = pace(Grid::default());
+        let due = plan(t0, true, t0, t0, &p);
         assert_eq!(
             due,
             Plan {
-                tick: false,
                 heartbeat: true,
-                wake_at: t0 + 50 * MS
+                elect: false,
+                wake_at: t0 + 96 * MS
             }
         );
-        // Woken early (an acknowledgement changed the metrics): no extra heartbeat.
-        let early = plan(pace(), t0 + 20 * MS, true, None, t0 + 50 * MS);
+        // Woken early (the server metrics changed): no extra heartbeat.
+        let early = plan(t0 + 20 * MS, true, t0 + 96 * MS, t0, &p);
         assert_eq!(
             early,
             Plan {
-                tick: false,
                 heartbeat: false,
-                wake_at: t0 + 50 * MS
+                elect: false,
+                wake_at: t0 + 96 * MS
             }
         );
     }
 
     #[test]
-    fn a_follower_ticks_only_once_its_leader_is_quiet() {
+    fn a_follower_stands_only_at_its_deadline() {
         let t0 = Instant::now();
-        let heard = Some(t0);
-        let fresh = plan(pace(), t0 + 40 * MS, false, heard, t0);
-        assert!(!fresh.tick && !fresh.heartbeat);
-        assert_eq!(fresh.wake_at, t0 + 90 * MS, "¾ of election_timeout_min");
-        let quiet = plan(pace(), t0 + 90 * MS, false, heard, t0);
-        assert!(quiet.tick && !quiet.heartbeat);
-        assert_eq!(quiet.wake_at, t0 + 140 * MS);
+        let p = pace(Grid::default());
+        let stand_at = t0 + 350 * MS;
+        let waiting = plan(t0 + 100 * MS, false, t0, stand_at, &p);
+        assert_eq!(
+            waiting,
+            Plan {
+                heartbeat: false,
+                elect: false,
+                wake_at: stand_at
+            }
+        );
+        assert!(plan(stand_at, false, t0, stand_at, &p).elect);
     }
 
     #[test]
-    fn a_node_that_never_heard_a_leader_ticks() {
-        let t0 = Instant::now();
-        assert!(plan(pace(), t0, false, None, t0).tick);
+    fn a_gateway_stands_within_its_election_timeout_and_never_inside_the_lease() {
+        let o = Instant::now();
+        for grid in [Grid::default(), Grid::with_origin(o)] {
+            let p = pace(grid);
+            for since_ms in 0..130 {
+                let since = o + since_ms * MS;
+                for draw in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
+                    let at = p.stand_at(since, draw);
+                    assert!(
+                        at >= since + 300 * MS,
+                        "since {since_ms} draw {draw}: inside the lease"
+                    );
+                    assert!(
+                        at <= since + 400 * MS,
+                        "since {since_ms} draw {draw}: past the maximum"
+                    );
+                }
+            }
+        }
+        // Without a grid the draw is used as it is; with one, the deadline moves back to a
+        // boundary no more than a block earlier.
+        let exact = pace(Grid::default());
+        assert_eq!(exact.stand_at(o, 0.5), o + 350 * MS);
+        let gridded = pace(Grid::with_origin(o));
+        assert_eq!(gridded.stand_at(o, 0.5), o + 320 * MS);
+        assert_eq!(
+            gridded.stand_at(o + 30 * MS, 0.0),
+            o + 330 * MS,
+            "no boundary in reach"
+        );
+    }
+
+    #[test]
+    fn the_witness_waits_its_long_silence() {
+        let o = Instant::now();
+        let witness = Pace {
+            witness_silence: Some(1200 * MS),
+            ..pace(Grid::with_origin(o))
+        };
+        assert_eq!(witness.stand_at(o + 10 * MS, 0.0), o + 1216 * MS);
+        assert_eq!(witness.stand_at(o + 10 * MS, 1.0), o + 1216 * MS);
     }
 
     #[test]
     fn openraft_gets_a_longer_deadline_than_the_paced_heartbeat() {
-        assert_eq!(raft_heartbeat_ms(50 * MS, 120 * MS), 100);
-        assert_eq!(raft_heartbeat_ms(50 * MS, 80 * MS), 79);
+        assert_eq!(raft_heartbeat_ms(96 * MS, 300 * MS), 192);
+        assert_eq!(raft_heartbeat_ms(50 * MS, 80 * MS), 78);
         assert_eq!(raft_heartbeat_ms(10 * MS, 30 * MS), 20);
+        for (hb, lease) in [(96, 300), (10, 30), (1, 3), (50, 80)] {
+            let raft_hb = raft_heartbeat_ms(hb * MS, lease * MS);
+            let (min, max) = raft_election_ms(lease * MS);
+            assert!(
+                raft_hb < min && min < max,
+                "openraft refuses hb {raft_hb}, election {min}..{max}"
+            );
+            assert_eq!(max, lease as u64, "the lease is openraft's maximum");
+        }
     }
 
     #[test]
     fn beats_of_a_whole_block_go_on_the_grid() {
         let o = Instant::now();
-        let pace = Pace::new(64 * MS, 120 * MS, Grid::with_origin(o));
+        let p = Pace {
+            heartbeat: 64 * MS,
+            ..pace(Grid::with_origin(o))
+        };
         // The first beat of a leadership went out at an odd time: the next comes early, on
         // the boundary, and from there each is one block on (woken a little late or not).
-        assert_eq!(pace.next_beat(o + 10 * MS), o + 64 * MS);
-        assert_eq!(pace.next_beat(o + 64 * MS + MS / 2), o + 128 * MS);
-        assert_eq!(pace.next_beat(o + 128 * MS), o + 192 * MS);
-        let double = Pace::new(128 * MS, 400 * MS, Grid::with_origin(o));
+        assert_eq!(p.next_beat(o + 10 * MS), o + 64 * MS);
+        assert_eq!(p.next_beat(o + 64 * MS + MS / 2), o + 128 * MS);
+        assert_eq!(p.next_beat(o + 128 * MS), o + 192 * MS);
+        let double = Pace {
+            heartbeat: 128 * MS,
+            ..p
+        };
         assert_eq!(double.next_beat(o + 64 * MS + MS), o + 192 * MS);
-    }
-
-    #[test]
-    fn other_heartbeats_keep_their_period() {
-        let o = Instant::now();
-        let pace = Pace::new(50 * MS, 120 * MS, Grid::with_origin(o));
-        assert_eq!(pace.next_beat(o + 10 * MS), o + 60 * MS);
-        assert_eq!(pace.next_beat(o + 60 * MS), o + 110 * MS);
-    }
-
-    #[test]
-    fn a_followers_quiet_timer_goes_on_the_grid_but_never_past_the_election_timeout() {
-        let o = Instant::now();
-        let pace = Pace::new(64 * MS, 120 * MS, Grid::with_origin(o));
-        // Heard at 10: a boundary (128) lies in 10 + 72..=120.
-        assert_eq!(pace.quiet_until(o + 10 * MS), o + 128 * MS);
-        // Heard at 60: none in 132..=180, so `quiet` (halfway to the minimum, 92 ms).
-        assert_eq!(pace.quiet_until(o + 60 * MS), o + 152 * MS);
-        for heard in 0..64 {
-            let heard = o + heard * MS;
-            let until = pace.quiet_until(heard);
-            assert!(until > heard + 64 * MS && until <= heard + 120 * MS);
-        }
-    }
-
-    #[test]
-    fn the_quiet_limit_is_below_any_election_timeout() {
-        // openraft elects after at least election_timeout_min of silence (the lease may be
-        // disabled by a transfer): the tick must be back before that.
-        for (hb, min) in [
-            (50, 120),
-            (10, 30),
-            (20, 60),
-            (200, 600),
-            (100, 120),
-            (119, 120),
-        ] {
-            let pace = Pace::new(hb * MS, min * MS, Grid::default());
-            assert!(pace.quiet < min * MS, "hb {hb} min {min}");
-            assert!(
-                pace.quiet > hb * MS,
-                "hb {hb} min {min}: ticks between heartbeats"
-            );
-        }
+        // Other heartbeats keep their period.
+        let other = pace(Grid::with_origin(o));
+        assert_eq!(other.next_beat(o + 10 * MS), o + 106 * MS);
+        assert_eq!(other.next_beat(o + 106 * MS), o + 202 * MS);
     }
 }
