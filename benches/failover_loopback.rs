@@ -52,7 +52,7 @@ fn main() {
         (ms(times[times.len() / 2 - 1]) + ms(times[times.len() / 2])) / 2.0
     };
     println!(
-        "failover after SIGKILL of the master, {} runs, default timers (heartbeat 64ms, election 120..240ms): min {:.0} ms, median {:.0} ms, max {:.0} ms; split brain: none",
+        "failover after SIGKILL of the master, {} runs, default timers (heartbeat 128ms, election 400..500ms): min {:.0} ms, median {:.0} ms, max {:.0} ms; split brain: none",
         times.len(),
         ms(times[0]),
         median,

@@ -5,6 +5,8 @@
 # SECONDS_MEASURED seconds and prints each node's share of one core and its RSS.
 # Usage: scripts/bench-idle.sh            (env: SETTLE=8 MEASURE=20 HAVIP_BIN=... TIMERS=...)
 #        PERF=1 scripts/bench-idle.sh     (also perf-record the master; report in /tmp)
+# What the bare heartbeat messages cost on this machine, without havip (the floor under
+# these figures): cargo bench --bench idle_floor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

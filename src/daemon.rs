@@ -425,10 +425,9 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         Some(error) => tracing::error!("stopping: {error}"),
         None => tracing::info!("shutting down: releasing VIPs, handing leadership over"),
     }
-    // A node on its way out must not be elected again while it hands over.
-    for handle in daemon.groups.values() {
-        handle.raft.runtime_config().elect(false);
-    }
+    // A node on its way out must not be elected again while it hands over: with the
+    // shutdown signal its `ticks` tasks stop standing for election, and openraft's own
+    // elections are off (`raft_config`).
     let _ = shutdown_tx.send(true);
     let rest = async {
         for task in tasks {

@@ -6,14 +6,15 @@
 //! the start of that timer's 64 ms slot, wakes there to move the timer down, and sleeps
 //! again. A timer due at `now + 90 ms` therefore wakes the thread 27..90 ms from now even if
 //! it is moved on before it is due. Measured with `strace` on an idle follower: half of its
-//! wake-ups (21 a second) were these, for its quiet-leader timer and the group loop's idle
-//! timer, which a heartbeat moves on long before either runs out.
+//! wake-ups (21 a second) were these, for its quiet-leader timer (now its election
+//! deadline) and the group loop's idle timer, which a heartbeat moves on long before
+//! either runs out.
 //!
 //! A deadline exactly on a block boundary has its slot start at the deadline itself, so
 //! the thread wakes only if the timer really runs out. So a timer whose deadline may lie
-//! anywhere in a window goes on a boundary in that window, and the default 64 ms heartbeat
-//! beats on boundaries. This leans on how tokio's wheel works, not on anything tokio
-//! promises: if that changes, the timers still run out when they should, and only the
+//! anywhere in a window goes on a boundary in that window, and a heartbeat that is a whole
+//! number of blocks (the default is two) beats on boundaries. This leans on how tokio's
+//! wheel works, not on anything tokio promises: if that changes, the timers still run out when they should, and only the
 //! saving is lost. (A start marked more than 1 ms before tokio's own costs the same: the
 //! boundaries then miss tokio's by a millisecond.)
 

@@ -169,9 +169,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 #[derive(Clone, Default)]
 pub struct RaftService {
     groups: Arc<RwLock<HashMap<String, Raft>>>,
-    /// When each group last accepted an append (a heartbeat) from its leader: a follower's
-    /// openraft tick is off while it is recent (`ticks`), and the witness stands for
-    /// election only after a long silence.
+    /// When each group last accepted an append (a heartbeat) from its leader: a node stands
+    /// for election only after `election_timeout` of this silence (`ticks`), the witness
+    /// after a longer one.
     last_append: Arc<RwLock<HashMap<String, tokio::time::Instant>>>,
 }
 
@@ -214,14 +214,17 @@ impl RaftService {
             })?;
             let reply = match envelope.request {
                 RaftRequest::Append(req) => {
-                    let arrived = tokio::time::Instant::now();
                     let reply = raft.append_entries(req).await.map_err(|e| e.to_string())?;
+                    // Taken after openraft renewed this node's lease for the leader (which it
+                    // does while handling the append): an election deadline counted from
+                    // here never falls inside that lease (`ticks`).
+                    let heard = tokio::time::Instant::now();
                     // Only this node's leader counts as heard: a deposed leader's appends
                     // (answered with a higher vote) must not keep its followers quiet.
                     if !matches!(reply, AppendEntriesResponse::HigherVote(_))
                         && let Ok(mut m) = service.last_append.write()
                     {
-                        m.insert(envelope.group.clone(), arrived);
+                        m.insert(envelope.group.clone(), heard);
                     }
                     RaftReply::Append(reply)
                 }

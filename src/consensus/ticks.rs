@@ -149,6 +149,27 @@ pub fn plan(
     }
 }
 
+/// How many refused Pre-Votes are tried again after one heartbeat, per silence.
+pub const QUICK_RETRIES: u32 = 3;
+
+/// When to try again after an attempt made at `attempt` in `term_then`, if sooner than a
+/// whole election timeout. A Pre-Vote that was refused leaves the node a follower in the
+/// same term: refused by the node itself (its lease for the old leader had a few ms to
+/// run) or by a voter that heard the old leader's last heartbeat when this node did not.
+/// Either lease runs out within one lease of the last heartbeat, so trying again after a
+/// heartbeat (a few times) finds it over, where a new random election timeout would
+/// double the failover. A real election that did not end (the term moved on) waits a
+/// whole timeout, as Raft's candidates do, so two candidates do not keep colliding.
+pub fn quick_retry(
+    pace: &Pace,
+    attempt: Instant,
+    term_then: u64,
+    state_now: ServerState,
+    term_now: u64,
+) -> Option<Instant> {
+    (state_now == ServerState::Follower && term_now == term_then).then(|| attempt + pace.heartbeat)
+}
+
 /// Runs `plan` for one group until `shutdown`.
 pub async fn run(
     group: String,
@@ -174,12 +195,19 @@ pub async fn run(
     let mut draw = 0.0;
     // Attempts since a leader was last heard: the first one of a silence is logged at info.
     let mut attempts = 0u32;
+    // The last attempt (time, term) while quick retries are left (`quick_retry`).
+    let mut last_attempt: Option<(Instant, u64)> = None;
     loop {
-        let (is_leader, term) = {
+        let (is_leader, term, state, is_voter) = {
             let m = server.borrow_watched();
             (
                 m.state == ServerState::Leader && m.current_leader == Some(self_id),
                 m.vote.leader_id().term,
+                m.state,
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|id| id == self_id),
             )
         };
         let now = Instant::now();
@@ -188,16 +216,25 @@ pub async fn run(
             .map_or(since, |heard| heard.max(since));
         if draw_for != Some(quiet_since) {
             if quiet_since != since {
+                // A leader was heard: a new silence starts.
                 attempts = 0;
+                last_attempt = None;
             }
             draw_for = Some(quiet_since);
             draw = rand::thread_rng().r#gen::<f64>();
         }
-        let stand_at = pace.stand_at(quiet_since, draw);
+        let mut stand_at = pace.stand_at(quiet_since, draw);
+        if let Some(sooner) = last_attempt
+            .filter(|_| attempts <= QUICK_RETRIES)
+            .and_then(|(at, term_then)| quick_retry(&pace, at, term_then, state, term))
+        {
+            stand_at = stand_at.min(sooner);
+        }
         let step = plan(now, is_leader, next_heartbeat, stand_at, &pace);
         if is_leader {
             since = now;
             attempts = 0;
+            last_attempt = None;
         }
         if step.heartbeat {
             next_heartbeat = step.wake_at;
@@ -208,6 +245,12 @@ pub async fn run(
             // A new leadership starts with its first heartbeat due at once.
             next_heartbeat = now;
         }
+        if step.elect && !is_voter {
+            // Not a voter (yet): openraft would drop the attempt. Look again after a
+            // timeout, or when the membership changes.
+            since = now;
+            continue;
+        }
         if step.elect {
             let silence = now.saturating_duration_since(quiet_since);
             if attempts == 0 {
@@ -217,6 +260,7 @@ pub async fn run(
             }
             attempts = attempts.saturating_add(1);
             since = now;
+            last_attempt = Some((now, term));
             if let Err(e) = raft.trigger().elect(true).await {
                 tracing::warn!(group = %group, "cannot stand for election: {e}");
             }
@@ -327,6 +371,28 @@ mod tests {
             o + 330 * MS,
             "no boundary in reach"
         );
+    }
+
+    #[test]
+    fn only_a_refused_pre_vote_is_tried_again_soon() {
+        let t0 = Instant::now();
+        let p = pace(Grid::default());
+        assert_eq!(
+            quick_retry(&p, t0, 3, ServerState::Follower, 3),
+            Some(t0 + 96 * MS),
+            "refused: still a follower in the same term"
+        );
+        assert_eq!(
+            quick_retry(&p, t0, 3, ServerState::Candidate, 4),
+            None,
+            "a real election runs"
+        );
+        assert_eq!(
+            quick_retry(&p, t0, 3, ServerState::Follower, 4),
+            None,
+            "the term moved on"
+        );
+        assert_eq!(quick_retry(&p, t0, 3, ServerState::Leader, 4), None);
     }
 
     #[test]
