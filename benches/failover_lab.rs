@@ -125,14 +125,15 @@ fn implementations() -> Vec<Implementation> {
             },
             faults: &[Hard],
         },
-        // The most aggressive timers the config accepts at a 10 ms heartbeat (the
-        // heartbeat must be at most a third of the minimum election timeout).
+        // The most aggressive timers the config accepts at a 10 ms heartbeat, give or take
+        // (the heartbeat must be at most a third of the minimum election timeout and half
+        // the hold lease, which is that minimum less 20 ms at these values).
         Implementation {
             key: "havip-fast",
-            label: "havip fast (hb 10ms, election 30..60ms)",
+            label: "havip fast (hb 10ms, election 45..90ms)",
             kind: Kind::Havip {
                 heartbeat: "10ms",
-                election: "30ms..60ms",
+                election: "45ms..90ms",
             },
             faults: &[Hard],
         },

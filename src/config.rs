@@ -677,25 +677,30 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
     let unreadable = (t.has("heartbeat") && heartbeat.is_none())
         || (t.has("election_timeout") && election.is_none());
     // A follower refuses other candidates for `min` (the leader lease) after each heartbeat,
-    // and the master keeps the VIPs only while a quorum acknowledged a heartbeat within 80 %
-    // of `min`. At a third of `min`, one heartbeat may be lost (or the master's thread stall
-    // for one heartbeat) with room left for the round trip.
-    if !unreadable && heartbeat_value * 3 > min {
+    // and the master keeps the VIPs only while a quorum acknowledged a heartbeat within the
+    // hold lease: `min` less max(20 %, two hold-loop ticks) (`hold::hold_lease`). With the
+    // heartbeat at most a third of `min` and half the hold lease, one heartbeat may be lost
+    // (or the master's thread stall for one heartbeat) without the VIPs dropping.
+    let hold = crate::hold::hold_lease(min, crate::group::TICK);
+    if !unreadable && (heartbeat_value * 3 > min || heartbeat_value * 2 > hold) {
         let span = heartbeat
             .as_ref()
             .map(|h| h.span.clone())
             .unwrap_or_else(|| t.span_of("election_timeout"));
         let spread = max.saturating_sub(min);
+        let fitting_heartbeat = (min / 3).min(hold / 2);
+        let fitting_min = (heartbeat_value * 3).max(heartbeat_value * 2 + crate::group::TICK * 2);
         r.error(
             &span,
             t.key(if heartbeat.is_some() { "heartbeat" } else { "election_timeout" }),
             format!(
-                "the heartbeat ({}) must be at most a third of the minimum election timeout ({}), or the master may drop the VIPs through one lost heartbeat; use heartbeat = \"{}\" or election_timeout = \"{}..{}\"",
+                "the heartbeat ({}) must be at most a third of the minimum election timeout ({}) and at most half the hold lease that leaves ({}), or the master may drop the VIPs through one lost heartbeat; use heartbeat = \"{}\" or election_timeout = \"{}..{}\"",
                 format_duration(heartbeat_value),
                 format_duration(min),
-                format_duration(min / 3),
-                format_duration(heartbeat_value * 3),
-                format_duration(heartbeat_value * 3 + spread)
+                format_duration(hold),
+                format_duration(fitting_heartbeat),
+                format_duration(fitting_min),
+                format_duration(fitting_min + spread)
             ),
         );
     }

@@ -298,6 +298,12 @@ fn every_rule_has_an_error_with_key_and_fix() {
             "at most a third of the minimum election timeout",
         ),
         (
+            // A third of 30 ms, but the hold lease left is 10 ms (30 ms less two 10 ms ticks).
+            timers("heartbeat = \"10ms\"\nelection_timeout = \"30ms..60ms\""),
+            "timers.heartbeat",
+            "use heartbeat = \"5ms\" or election_timeout = \"40ms..70ms\"",
+        ),
+        (
             timers("election_timeout = \"300ms..150ms\""),
             "timers.election_timeout",
             "must be below the maximum",
