@@ -25,6 +25,9 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
 
+# Under sudo, root's PATH may lack the invoking user's cargo (demo.sh does the same).
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then PATH=$HOME/.cargo/bin:$PATH; fi
+command -v cargo >/dev/null || { echo "bench-failover.sh: cargo not found (install Rust, or run with sudo -E / as root with cargo in PATH)" >&2; exit 1; }
 cargo build --release --bench failover_lab --bin havip
 
 # Cleanup on any exit: the bench cleans up in Drop, but a signal skips Drop. Its lab
