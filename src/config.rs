@@ -681,7 +681,7 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
     // hold lease: `min` less max(20 %, two hold-loop ticks) (`hold::hold_lease`). With the
     // heartbeat at most a third of `min` and half the hold lease, one heartbeat may be lost
     // (or the master's thread stall for one heartbeat) without the VIPs dropping.
-    let hold = crate::hold::hold_lease(min, crate::group::TICK);
+    let hold = crate::hold::hold_lease(min, crate::hold::TICK);
     if !unreadable && (heartbeat_value * 3 > min || heartbeat_value * 2 > hold) {
         let span = heartbeat
             .as_ref()
@@ -689,7 +689,7 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
             .unwrap_or_else(|| t.span_of("election_timeout"));
         let spread = max.saturating_sub(min);
         let fitting_heartbeat = (min / 3).min(hold / 2);
-        let fitting_min = (heartbeat_value * 3).max(heartbeat_value * 2 + crate::group::TICK * 2);
+        let fitting_min = (heartbeat_value * 3).max(heartbeat_value * 2 + crate::hold::TICK * 2);
         r.error(
             &span,
             t.key(if heartbeat.is_some() { "heartbeat" } else { "election_timeout" }),

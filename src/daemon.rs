@@ -26,9 +26,9 @@ use crate::control::protocol::{
     Request, Response, StatusReport,
 };
 use crate::control::socket;
-use crate::group::{GroupLoop, GroupSetup, LocalFacts, LocalView, Proposer, TICK, unix_ms};
+use crate::group::{GroupLoop, GroupSetup, LocalFacts, LocalView, Proposer, unix_ms};
 use crate::health::{self, CheckInput, CheckReport, CheckState, HealthMonitor, HealthReport};
-use crate::hold::hold_lease;
+use crate::hold::{TICK, hold_lease};
 use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig, RequestHandler};
 use crate::policy::{GroupRules, Role};

@@ -22,10 +22,6 @@ use crate::hold::{self, HoldInputs};
 use crate::policy::{self, GroupRules, NodeView, Reason, Role, Situation};
 use crate::vip::{DataPlane, VipSet};
 
-/// The timer granularity the hold lease's margin allows for (two of these): the loop wakes
-/// exactly at the lease's end while holding, and a timer may fire this late.
-pub const TICK: Duration = Duration::from_millis(10);
-
 /// How often the loop runs when nothing wakes it and nothing is due: it catches what has
 /// no event of its own (a stalled hand-over, a catch-up limit, a retried release) while
 /// keeping an idle node idle. Raft metrics, replicated state and local facts wake it at

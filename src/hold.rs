@@ -71,6 +71,10 @@ pub fn may_hold(inputs: &HoldInputs, lease: Duration) -> Result<(), NotHolding> 
     }
 }
 
+/// The timer granularity the hold lease's margin allows for (two of these): the group loop
+/// wakes exactly at the lease's end while holding, and a timer may fire this late.
+pub const TICK: Duration = Duration::from_millis(10);
+
 /// The hold lease for a given Raft leader lease and hold-loop tick.
 ///
 /// openraft's followers refuse to vote for anyone else for the leader lease (openraft's
