@@ -689,7 +689,10 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
             .unwrap_or_else(|| t.span_of("election_timeout"));
         let spread = max.saturating_sub(min);
         let fitting_heartbeat = (min / 3).min(hold / 2);
-        let fitting_min = (heartbeat_value * 3).max(heartbeat_value * 2 + crate::hold::TICK * 2);
+        let fitting_min = (heartbeat_value * 3).max(crate::hold::leader_lease_for(
+            heartbeat_value * 2,
+            crate::hold::TICK,
+        ));
         r.error(
             &span,
             t.key(if heartbeat.is_some() { "heartbeat" } else { "election_timeout" }),

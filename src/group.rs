@@ -400,8 +400,8 @@ impl GroupLoop {
         // A planned hand-over (pin, failback) from an eligible leader keeps the VIPs until
         // the target has the whole log: openraft's target ignores a transfer while its log
         // is behind, and the old leader stops heartbeating anyway, which would leave the
-        // VIP down for an election timeout plus an election. Capped, so a target that never catches up
-        // cannot block the move.
+        // VIP down for an election timeout plus an election. Capped, so a target that never
+        // catches up cannot block the move.
         let mut hand_over = verdict.as_ref().and_then(|v| v.hand_over.clone());
         let recheck_in = verdict.as_ref().and_then(|v| v.recheck_in);
         let mut deferred = false;

@@ -89,6 +89,12 @@ pub fn hold_lease(leader_lease: Duration, tick: Duration) -> Duration {
     leader_lease.saturating_sub(margin)
 }
 
+/// The shortest leader lease whose hold lease is at least `hold` (the inverse of
+/// `hold_lease`, for suggesting timers that fit).
+pub fn leader_lease_for(hold: Duration, tick: Duration) -> Duration {
+    (hold + tick * 2).max(hold * 5 / 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +174,24 @@ mod tests {
         ];
         for (name, inputs, expected) in table {
             assert_eq!(may_hold(&inputs, LEASE), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn leader_lease_for_is_the_shortest_lease_that_leaves_the_hold() {
+        let tick = Duration::from_millis(10);
+        for hold_ms in [1u64, 10, 20, 40, 79, 80, 81, 256, 320] {
+            let hold = Duration::from_millis(hold_ms);
+            let lease = leader_lease_for(hold, tick);
+            assert!(
+                hold_lease(lease, tick) >= hold,
+                "hold {hold_ms}: {lease:?} too short"
+            );
+            let shorter = lease - Duration::from_millis(1);
+            assert!(
+                hold_lease(shorter, tick) < hold,
+                "hold {hold_ms}: {lease:?} not the shortest"
+            );
         }
     }
 

@@ -14,8 +14,8 @@
 //! the thread wakes only if the timer really runs out. So a timer whose deadline may lie
 //! anywhere in a window goes on a boundary in that window, and a heartbeat that is a whole
 //! number of blocks (the default is two) beats on boundaries. This leans on how tokio's
-//! wheel works, not on anything tokio promises: if that changes, the timers still run out when they should, and only the
-//! saving is lost. (A start marked more than 1 ms before tokio's own costs the same: the
+//! wheel works, not on anything tokio promises: if that changes, the timers still run out
+//! when they should, and only the saving is lost. (A start marked more than 1 ms before tokio's own costs the same: the
 //! boundaries then miss tokio's by a millisecond.)
 
 use std::sync::OnceLock;

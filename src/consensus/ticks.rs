@@ -152,8 +152,8 @@ pub fn plan(
 /// How many refused Pre-Votes are tried again after one heartbeat, per silence.
 pub const QUICK_RETRIES: u32 = 3;
 
-/// When to try again after an attempt made at `attempt` in `term_then`, if sooner than a
-/// whole election timeout. A Pre-Vote that was refused leaves the node a follower in the
+/// When to try again after the `attempts`-th attempt of a silence, made at `attempt` in
+/// `term_then`, if sooner than a whole election timeout (at most `QUICK_RETRIES` times). A Pre-Vote that was refused leaves the node a follower in the
 /// same term: refused by the node itself (its lease for the old leader had a few ms to
 /// run) or by a voter that heard the old leader's last heartbeat when this node did not.
 /// Either lease runs out within one lease of the last heartbeat, so trying again after a
@@ -162,12 +162,14 @@ pub const QUICK_RETRIES: u32 = 3;
 /// whole timeout, as Raft's candidates do, so two candidates do not keep colliding.
 pub fn quick_retry(
     pace: &Pace,
+    attempts: u32,
     attempt: Instant,
     term_then: u64,
     state_now: ServerState,
     term_now: u64,
 ) -> Option<Instant> {
-    (state_now == ServerState::Follower && term_now == term_then).then(|| attempt + pace.heartbeat)
+    let refused = state_now == ServerState::Follower && term_now == term_then;
+    (refused && attempts <= QUICK_RETRIES).then(|| attempt + pace.heartbeat)
 }
 
 /// Runs `plan` for one group until `shutdown`.
@@ -225,8 +227,7 @@ pub async fn run(
         }
         let mut stand_at = pace.stand_at(quiet_since, draw);
         if let Some(sooner) = last_attempt
-            .filter(|_| attempts <= QUICK_RETRIES)
-            .and_then(|(at, term_then)| quick_retry(&pace, at, term_then, state, term))
+            .and_then(|(at, term_then)| quick_retry(&pace, attempts, at, term_then, state, term))
         {
             stand_at = stand_at.min(sooner);
         }
@@ -378,21 +379,26 @@ mod tests {
         let t0 = Instant::now();
         let p = pace(Grid::default());
         assert_eq!(
-            quick_retry(&p, t0, 3, ServerState::Follower, 3),
+            quick_retry(&p, 1, t0, 3, ServerState::Follower, 3),
             Some(t0 + 96 * MS),
             "refused: still a follower in the same term"
         );
         assert_eq!(
-            quick_retry(&p, t0, 3, ServerState::Candidate, 4),
+            quick_retry(&p, 1, t0, 3, ServerState::Candidate, 4),
             None,
             "a real election runs"
         );
         assert_eq!(
-            quick_retry(&p, t0, 3, ServerState::Follower, 4),
+            quick_retry(&p, 1, t0, 3, ServerState::Follower, 4),
             None,
             "the term moved on"
         );
-        assert_eq!(quick_retry(&p, t0, 3, ServerState::Leader, 4), None);
+        assert_eq!(quick_retry(&p, 1, t0, 3, ServerState::Leader, 4), None);
+        assert_eq!(
+            quick_retry(&p, QUICK_RETRIES + 1, t0, 3, ServerState::Follower, 3),
+            None,
+            "quick retries used up"
+        );
     }
 
     #[test]
