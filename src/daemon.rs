@@ -799,6 +799,7 @@ impl Daemon {
                         term: metrics.current_term,
                         quorum_ack_age: view.quorum_ack_age,
                         hold_transitions: view.hold_transitions,
+                        lateness: view.lateness,
                     }
                 })
                 .collect(),

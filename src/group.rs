@@ -19,6 +19,7 @@ use crate::consensus::state::{Command, GroupState, NodeFacts, NodeState};
 use crate::consensus::types::{NodeId, Raft, RaftMetrics, Vote, node_id};
 use crate::control::notify::{HookState, Notifier, StateChange};
 use crate::hold::{self, HoldInputs};
+use crate::lateness::Lateness;
 use crate::policy::{self, GroupRules, NodeView, Reason, Role, Situation};
 use crate::vip::{DataPlane, VipSet};
 
@@ -133,6 +134,8 @@ pub struct LocalView {
     pub lease_until: Option<Instant>,
     /// How often this node started or stopped holding (for metrics).
     pub hold_transitions: u64,
+    /// How late the loop released and woke against its deadlines (for metrics).
+    pub lateness: Lateness,
 }
 
 impl LocalView {
@@ -200,7 +203,18 @@ pub struct GroupLoop {
     /// The state notify hooks and the log last heard of.
     hook_state: HookState,
     hold_transitions: u64,
+    /// The end of the hold lease the VIPs are held under: the latest `until` given to the
+    /// data plane, or a later lease end seen by a step while holding. A release is late
+    /// when it completes after it.
+    held_until: Option<Instant>,
+    lateness: Lateness,
+    /// When a late wake-up was last logged (at most one line per `WAKE_LOG_EVERY`).
+    wake_logged: Option<Instant>,
 }
+
+/// Late wake-ups are counted every time but logged at most this often per group: on a
+/// starved machine every one of them is late, and the count says how many.
+const WAKE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl GroupLoop {
     #[allow(clippy::too_many_arguments)]
@@ -234,6 +248,9 @@ impl GroupLoop {
             lease_until: None,
             hook_state: HookState::Backup,
             hold_transitions: 0,
+            held_until: None,
+            lateness: Lateness::default(),
+            wake_logged: None,
         }
     }
 
@@ -247,9 +264,10 @@ impl GroupLoop {
         let mut fatal = None;
         loop {
             let mut metrics_only = false;
+            let due = self.next_wake;
             tokio::select! {
                 _ = shutdown.changed() => {}
-                _ = tokio::time::sleep_until(self.next_wake) => {}
+                _ = tokio::time::sleep_until(due) => self.woke(due),
                 changed = metrics.changed() => match changed {
                     Ok(()) => metrics_only = true,
                     Err(_) => fatal = Some("its Raft stopped"),
@@ -381,6 +399,11 @@ impl GroupLoop {
         let lease_until =
             quorum_ack_age.and_then(|age| (now + self.setup.hold_lease).checked_sub(age));
         self.lease_until = lease_until;
+        // Acknowledgements that arrived since the last hold() extended the lease the VIPs
+        // are held under: a release before this end is on time, whatever its reason.
+        if is_leader && self.holding {
+            self.held_until = self.held_until.max(lease_until);
+        }
         let state = self.replicated();
 
         let verdict = if is_leader {
@@ -542,6 +565,7 @@ impl GroupLoop {
             self.release("the data plane failed").await;
             return;
         }
+        self.held_until = self.held_until.max(Some(until));
         if !self.holding {
             self.holding = true;
             self.hold_transitions += 1;
@@ -565,6 +589,7 @@ impl GroupLoop {
                 tracing::error!(group = %self.setup.vips.group, "cannot remove the VIPs: {e}");
                 return;
             }
+            self.released_at(Instant::now(), why);
             self.holding = false;
             self.hold_transitions += 1;
             self.last_reason = why.to_string();
@@ -572,6 +597,38 @@ impl GroupLoop {
         }
         if self.last_reason != why {
             self.last_reason = why.to_string();
+        }
+    }
+
+    /// Accounts for a completed removal against the lease it was held under; a late one
+    /// is a safety event (a new master may already hold) and gets a WARN line.
+    fn released_at(&mut self, done: Instant, why: &str) {
+        let deadline = self.held_until.take();
+        let after = deadline.map(|d| done.saturating_duration_since(d));
+        if let Some(late) = self.lateness.release(after) {
+            tracing::warn!(group = %self.setup.vips.group, term = self.term,
+                deadline_unix_ms = unix_ms().saturating_sub(late.as_millis() as u64),
+                late_ms = late.as_secs_f64() * 1000.0, reason = %why,
+                "late release: the VIPs were removed {late:?} after the hold lease ended");
+        }
+    }
+
+    /// Accounts for a timed wake-up of the loop, `due` being when it should have run. A
+    /// late one while holding eats into the hold lease's margin.
+    fn woke(&mut self, due: Instant) {
+        let now = Instant::now();
+        let Some(late) = self.lateness.wake(now.saturating_duration_since(due)) else {
+            return;
+        };
+        if self.holding
+            && self
+                .wake_logged
+                .is_none_or(|at| now.duration_since(at) >= WAKE_LOG_EVERY)
+        {
+            self.wake_logged = Some(now);
+            tracing::warn!(group = %self.setup.vips.group, late_ms = late.as_secs_f64() * 1000.0,
+                late_wakeups = self.lateness.late_wakeups,
+                "the hold loop woke {late:?} late while holding (the machine is starved?)");
         }
     }
 
@@ -707,6 +764,7 @@ impl GroupLoop {
             view.hold_reason = self.last_reason.clone();
             view.quorum_ack_age = quorum_ack_age;
             view.hold_transitions = self.hold_transitions;
+            view.lateness = self.lateness;
         }
     }
 

@@ -9,6 +9,7 @@ pub mod group;
 pub mod health;
 pub mod hold;
 pub mod key;
+pub mod lateness;
 mod lock;
 pub mod peer;
 pub mod policy;

@@ -37,6 +37,7 @@ pub struct GroupMetrics {
     pub term: u64,
     pub quorum_ack_age: Option<Duration>,
     pub hold_transitions: u64,
+    pub lateness: crate::lateness::Lateness,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -142,6 +143,7 @@ pub fn render(s: &MetricsSnapshot) -> String {
             g.hold_transitions
         );
     }
+    render_lateness(&mut out, s);
     if !s.checks.is_empty() {
         family(
             &mut out,
@@ -236,6 +238,82 @@ pub struct MetricsError {
     source: std::io::Error,
 }
 
+/// The hold loop's lateness against its deadlines (`crate::lateness`): a late release is
+/// a safety event, so its count is what an alert watches.
+fn render_lateness(out: &mut String, s: &MetricsSnapshot) {
+    family(
+        out,
+        "havip_hold_releases_total",
+        "counter",
+        "Removals of the group's VIPs (any reason).",
+    );
+    for g in &s.groups {
+        let _ = writeln!(
+            out,
+            "havip_hold_releases_total{{group=\"{}\"}} {}",
+            label(&g.name),
+            g.lateness.releases
+        );
+    }
+    family(
+        out,
+        "havip_hold_release_late_seconds",
+        "summary",
+        "Removals of the VIPs that completed after their hold lease ended (count), and by how much (sum): never expected; another node may hold by then.",
+    );
+    for g in &s.groups {
+        let name = label(&g.name);
+        let _ = writeln!(
+            out,
+            "havip_hold_release_late_seconds_sum{{group=\"{name}\"}} {:.6}\nhavip_hold_release_late_seconds_count{{group=\"{name}\"}} {}",
+            g.lateness.late_sum.as_secs_f64(),
+            g.lateness.late_releases
+        );
+    }
+    family(
+        out,
+        "havip_hold_release_late_max_seconds",
+        "gauge",
+        "The latest completion of a removal after its hold lease ended, since the daemon started (0: none late).",
+    );
+    for g in &s.groups {
+        let _ = writeln!(
+            out,
+            "havip_hold_release_late_max_seconds{{group=\"{}\"}} {:.6}",
+            label(&g.name),
+            g.lateness.late_max.as_secs_f64()
+        );
+    }
+    family(
+        out,
+        "havip_hold_wakeups_late_total",
+        "counter",
+        "Timed wake-ups of the group's hold loop more than 10 ms after they were due.",
+    );
+    for g in &s.groups {
+        let _ = writeln!(
+            out,
+            "havip_hold_wakeups_late_total{{group=\"{}\"}} {}",
+            label(&g.name),
+            g.lateness.late_wakeups
+        );
+    }
+    family(
+        out,
+        "havip_hold_wake_late_max_seconds",
+        "gauge",
+        "The latest timed wake-up of the group's hold loop, since the daemon started.",
+    );
+    for g in &s.groups {
+        let _ = writeln!(
+            out,
+            "havip_hold_wake_late_max_seconds{{group=\"{}\"}} {:.6}",
+            label(&g.name),
+            g.lateness.wake_late_max.as_secs_f64()
+        );
+    }
+}
+
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
     TcpListener::bind(addr)
         .await
@@ -288,6 +366,15 @@ mod tests {
                 term: 7,
                 quorum_ack_age: Some(Duration::from_millis(42)),
                 hold_transitions: 3,
+                lateness: crate::lateness::Lateness {
+                    releases: 2,
+                    late_releases: 1,
+                    late_sum: Duration::from_millis(7),
+                    late_max: Duration::from_millis(7),
+                    wakeups: 40,
+                    late_wakeups: 3,
+                    wake_late_max: Duration::from_millis(25),
+                },
             }],
             checks: vec![CheckMetrics {
                 name: "crm-1-http".into(),
@@ -314,6 +401,12 @@ mod tests {
             "havip_group_term{group=\"crm\"} 7",
             "havip_group_quorum_ack_age_seconds{group=\"crm\"} 0.042",
             "havip_group_hold_transitions_total{group=\"crm\"} 3",
+            "havip_hold_releases_total{group=\"crm\"} 2",
+            "havip_hold_release_late_seconds_sum{group=\"crm\"} 0.007000",
+            "havip_hold_release_late_seconds_count{group=\"crm\"} 1",
+            "havip_hold_release_late_max_seconds{group=\"crm\"} 0.007000",
+            "havip_hold_wakeups_late_total{group=\"crm\"} 3",
+            "havip_hold_wake_late_max_seconds{group=\"crm\"} 0.025000",
             "havip_health_check_up{check=\"crm-1-http\"} 0",
             "havip_peer_rejected_total{reason=\"handshake\"} 4",
             "havip_store_commits_total 12",
