@@ -5,39 +5,53 @@
 //! implementation gets a fresh lab with the same topology, one after the other, in one run
 //! of this binary:
 //! - havip: the real daemons (gw-a priority 150, gw-b 100, a witness; failback after 2 s);
+//!   the `havip` implementation writes no `[timers]`, so the daemons run on their own
+//!   defaults, and every label shows the timers `havip::config` reads from the file the
+//!   bench wrote (never a literal of the bench's);
 //! - keepalived (Debian's 2.2.7): VRRPv3, unicast peers, priorities 150/100, no witness,
 //!   `advert_int 1` and `advert_int 0.1`.
 //!
-//! What is measured, all in this process on one monotonic clock:
+//! What is measured:
 //! - a UDP responder thread per gateway namespace, bound to the VIP with IP_FREEBIND (so
 //!   it exists before the VIP does), answers with its gateway's name: it stands for the
-//!   service behind the VIP and survives the HA daemon being killed;
+//!   service behind the VIP and survives the HA daemon being killed or frozen;
 //! - a probe thread in the client namespace sends one datagram to the VIP every 10 ms and
 //!   records every answer and who sent it. The client's neighbour cache is never flushed:
 //!   a stale ARP entry is part of what a failover costs. Outage = the longest gap between
 //!   two answers in the fault's window, minus the 10 ms probe interval (0 = no probe lost);
-//! - a watcher thread samples every 10 ms which gateway namespace has the VIP (a bind()
-//!   to it succeeds only where it is a local address); split-brain = time with two holders.
+//! - who holds the VIP comes from `scripts/vip-watch.py`, run in the bridge namespace: one
+//!   `ip monitor all-nsid address` sees the address events of both gateways in the
+//!   kernel's order, so a hand-over never looks like two holders and no overlap, however
+//!   short, is missed. Two holders = the watcher's overlaps inside a run's window: how many
+//!   (one of 0 ms counts) and how long together.
+//!
+//! Probe answers are stamped on this process's monotonic clock; the watcher's events carry
+//! `ip -ts` wall-clock times, mapped onto that clock once at the start (ms resolution).
+//! A run that fails (no takeover, no failback within its limit) is kept: its outage counts
+//! as a lower bound (">= N" where it could move a figure) and its reason is in the notes.
 //!
 //! Run as root: `scripts/bench-failover.sh` (or `cargo bench --bench failover_lab`).
 //! Env: RUNS (default 10), IMPLS (comma list of havip, havip-tuned, havip-fast, ka-1,
-//! ka-0.1),
-//! FAULTS (comma list of hard, kill, stop, partition, manual), IDLE_SECS (default 30; 0
-//! skips the idle CPU/RSS measurement). Results go to docs/failover-bench.md.
+//! ka-0.1), FAULTS (comma list of hard, kill, sigstop, stop, partition, manual), IDLE_SECS
+//! (default 30; 0 skips the idle CPU/RSS measurement). Results go to
+//! docs/failover-bench.md.
 
 #[path = "../tests/support/netns.rs"]
 mod netns;
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use havip::config::{Config, Timers, format_duration};
 use netns::{Host, LAN, Lab, Proc, require_root, sh};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -45,7 +59,8 @@ const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 50);
 const VIP_CIDR: &str = "198.18.0.50/24";
 const PORT: u16 = 9999;
 const PROBE_EVERY: Duration = Duration::from_millis(10);
-const WATCH_EVERY: Duration = Duration::from_millis(10);
+/// The split-brain watcher shared with the lab e2e suite and the Vagrant rig.
+const VIP_WATCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vip-watch.py");
 /// How long the gateway partition lasts before it heals.
 const PARTITION: Duration = Duration::from_secs(5);
 /// gw-a must hold alone and answer alone this long before a fault is injected.
@@ -60,15 +75,17 @@ const B: usize = 1;
 enum Fault {
     Hard,
     Kill,
+    Sigstop,
     Stop,
     Partition,
     Manual,
 }
 
 impl Fault {
-    const ALL: [Fault; 5] = [
+    const ALL: [Fault; 6] = [
         Fault::Hard,
         Fault::Kill,
+        Fault::Sigstop,
         Fault::Stop,
         Fault::Partition,
         Fault::Manual,
@@ -78,18 +95,31 @@ impl Fault {
         match self {
             Fault::Hard => "hard",
             Fault::Kill => "kill",
+            Fault::Sigstop => "sigstop",
             Fault::Stop => "stop",
             Fault::Partition => "partition",
             Fault::Manual => "manual",
+        }
+    }
+
+    /// The row of the fault itself (a run that could not start is counted there).
+    fn row(self) -> &'static str {
+        match self {
+            Fault::Hard => "hard failure (lan0 down)",
+            Fault::Kill => "daemon SIGKILL",
+            Fault::Sigstop => "daemon SIGSTOP (SIGCONT after its VIP is gone)",
+            Fault::Stop => "graceful stop (SIGTERM)",
+            Fault::Partition => "gateway partition (5 s, then healed)",
+            Fault::Manual => "manual failover (--to gw-b)",
         }
     }
 }
 
 #[derive(Clone)]
 enum Kind {
+    /// `timers`: None writes no `[timers]`, so the daemons run on their own defaults.
     Havip {
-        heartbeat: &'static str,
-        election: &'static str,
+        timers: Option<Timers>,
     },
     Keepalived {
         advert_int: &'static str,
@@ -99,58 +129,107 @@ enum Kind {
 #[derive(Clone)]
 struct Implementation {
     key: &'static str,
-    label: &'static str,
+    label: String,
     kind: Kind,
     faults: &'static [Fault],
 }
 
 fn implementations() -> Vec<Implementation> {
     use Fault::*;
+    let timers = |heartbeat: u64, min: u64, max: u64| {
+        Some(Timers {
+            heartbeat: Duration::from_millis(heartbeat),
+            election_timeout_min: Duration::from_millis(min),
+            election_timeout_max: Duration::from_millis(max),
+        })
+    };
+    let havip = |key, name, timers: Option<Timers>, faults| Implementation {
+        key,
+        label: havip_label(name, timers.as_ref()),
+        kind: Kind::Havip { timers },
+        faults,
+    };
+    let keepalived = |key, advert_int| Implementation {
+        key,
+        label: format!("keepalived (advert_int {advert_int})"),
+        kind: Kind::Keepalived { advert_int },
+        faults: &[Hard, Kill, Sigstop, Stop, Partition],
+    };
     vec![
-        Implementation {
-            key: "havip",
-            label: "havip (defaults: hb 128ms, election 400..500ms)",
-            kind: Kind::Havip {
-                heartbeat: "128ms",
-                election: "400ms..500ms",
-            },
-            faults: &[Hard, Kill, Stop, Partition, Manual],
-        },
-        Implementation {
-            key: "havip-tuned",
-            label: "havip tuned (hb 20ms, election 60..120ms)",
-            kind: Kind::Havip {
-                heartbeat: "20ms",
-                election: "60ms..120ms",
-            },
-            faults: &[Hard],
-        },
+        havip(
+            "havip",
+            "havip",
+            None,
+            &[Hard, Kill, Sigstop, Stop, Partition, Manual],
+        ),
+        havip("havip-tuned", "havip tuned", timers(20, 60, 120), &[Hard]),
         // The most aggressive timers the config accepts at a 10 ms heartbeat, give or take
         // (the heartbeat must be at most a third of the minimum election timeout and half
         // the hold lease, which is that minimum less 20 ms at these values).
-        Implementation {
-            key: "havip-fast",
-            label: "havip fast (hb 10ms, election 45..90ms)",
-            kind: Kind::Havip {
-                heartbeat: "10ms",
-                election: "45ms..90ms",
-            },
-            faults: &[Hard],
-        },
-        Implementation {
-            key: "ka-1",
-            label: "keepalived (advert_int 1)",
-            kind: Kind::Keepalived { advert_int: "1" },
-            faults: &[Hard, Kill, Stop, Partition],
-        },
-        Implementation {
-            key: "ka-0.1",
-            label: "keepalived (advert_int 0.1)",
-            kind: Kind::Keepalived { advert_int: "0.1" },
-            faults: &[Hard, Kill, Stop, Partition],
-        },
+        havip("havip-fast", "havip fast", timers(10, 45, 90), &[Hard]),
+        keepalived("ka-1", "1"),
+        keepalived("ka-0.1", "0.1"),
     ]
 }
+
+/// gw-a's configuration as the daemon reads it (`havip::config`, the daemon's own parser
+/// and defaults) from the text this bench writes with `timers`.
+fn effective_config(timers: Option<&Timers>) -> Config {
+    let text = havip_config_text(A, timers, Path::new("/bench"), Path::new("/bench/key"));
+    Config::from_str(Path::new("(failover_lab gw-a)"), &text)
+        .unwrap_or_else(|e| panic!("the bench's havip config is refused:\n{e}\n{text}"))
+}
+
+/// "havip (defaults: hb 128ms, election 400ms..500ms)", from the effective configuration.
+fn havip_label(name: &str, timers: Option<&Timers>) -> String {
+    let t = effective_config(timers).timers;
+    format!(
+        "{name} ({}hb {}, election {}..{})",
+        if timers.is_none() { "defaults: " } else { "" },
+        format_duration(t.heartbeat),
+        format_duration(t.election_timeout_min),
+        format_duration(t.election_timeout_max)
+    )
+}
+
+/// Node `node`'s havip.toml (files under `dir`); no `[timers]` when `timers` is None.
+fn havip_config_text(node: usize, timers: Option<&Timers>, dir: &Path, key: &Path) -> String {
+    let name = NODE_NAMES[node];
+    let peers: String = (0..3)
+        .map(|n| {
+            format!(
+                "[[cluster.peers]]\nname = \"{}\"\naddress = \"198.18.0.{}:7400\"\n",
+                NODE_NAMES[n],
+                11 + n
+            )
+        })
+        .collect();
+    let group = match node {
+        2 => "[[vip_group]]\nname = \"crm\"\n".to_string(),
+        _ => format!(
+            "[[vip_group]]\nname = \"crm\"\ninterface = \"{LAN}\"\naddresses = [\"{VIP_CIDR}\"]\npriority = {}\nfailback = true\nfailback_delay = \"2s\"\n",
+            [150, 100][node]
+        ),
+    };
+    let timers = timers.map_or(String::new(), |t| {
+        format!(
+            "[timers]\nheartbeat = \"{}\"\nelection_timeout = \"{}..{}\"\n\n",
+            format_duration(t.heartbeat),
+            format_duration(t.election_timeout_min),
+            format_duration(t.election_timeout_max)
+        )
+    });
+    format!(
+        "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"198.18.0.{ip}:7400\"\nkey_file = \"{key}\"\n{peers}\n{timers}[control]\nsocket = \"{sock}\"\n\n{group}",
+        role = if node == 2 { "witness" } else { "gateway" },
+        data = dir.join("data").display(),
+        ip = 11 + node,
+        key = key.display(),
+        sock = dir.join("havip.sock").display(),
+    )
+}
+
+const NODE_NAMES: [&str; 3] = ["gw-a", "gw-b", "witness"];
 
 struct Settings {
     runs: usize,
@@ -203,17 +282,52 @@ fn open_netns(netns: &str) -> File {
         .unwrap_or_else(|e| panic!("cannot open network namespace {netns}: {e}"))
 }
 
-/// Everything the threads saw, stamped on this process's monotonic clock.
-#[derive(Default)]
+/// Two holders inside a window: how many overlaps (one of 0 ms counts) and how long.
+#[derive(Clone, Copy, Default)]
+struct TwoHolders {
+    overlaps: usize,
+    total: Duration,
+}
+
+/// Everything the threads and the watcher saw, on this process's monotonic clock.
 struct Record {
     /// (when, gateway index) of every answer the client received.
     answers: Mutex<Vec<(Instant, usize)>>,
-    /// (when, does gw-a hold, does gw-b hold).
+    /// (when, does gw-a hold, does gw-b hold) after every hold/release the watcher
+    /// reported, in the kernel's order; the first entries are the state it started from.
     holders: Mutex<Vec<(Instant, [bool; 2])>>,
+    /// Every overlap the watcher reported (it reports one when it ends): (from, to).
+    overlaps: Mutex<Vec<(Instant, Instant)>>,
+    /// The watcher's `error` lines and anything else it said that was not an event: the
+    /// holders may be incomplete from then on.
+    watch_errors: Mutex<Vec<String>>,
+    /// The watcher's `summary` line, once it ended.
+    watch_summary: Mutex<Option<String>>,
+    /// The watcher is subscribed (it printed `ready`) and has not ended.
+    watching: AtomicBool,
     stop: AtomicBool,
+    /// This clock's `Instant` and the wall clock (us since 1970) taken together: maps the
+    /// watcher's `ip -ts` times onto the monotonic clock.
+    epoch: (Instant, i128),
 }
 
 impl Record {
+    fn new() -> Record {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i128);
+        Record {
+            answers: Mutex::default(),
+            holders: Mutex::default(),
+            overlaps: Mutex::default(),
+            watch_errors: Mutex::default(),
+            watch_summary: Mutex::default(),
+            watching: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            epoch: (Instant::now(), wall),
+        }
+    }
+
     fn answers(&self) -> Vec<(Instant, usize)> {
         self.answers.lock().map(|a| a.clone()).unwrap_or_default()
     }
@@ -230,6 +344,96 @@ impl Record {
             .unwrap_or([false; 2])
     }
 
+    /// When `gw` first did not hold the VIP after `after`, per the watcher.
+    fn released(&self, gw: usize, after: Instant) -> Option<Instant> {
+        self.holders()
+            .into_iter()
+            .find(|(at, held)| *at > after && !held[gw])
+            .map(|(at, _)| at)
+    }
+
+    /// A wall-clock time of the watcher (ms since 1970) on this process's clock.
+    fn instant(&self, unix_ms: i128) -> Instant {
+        let (instant, wall_us) = self.epoch;
+        let offset = unix_ms * 1000 - wall_us;
+        let magnitude = Duration::from_micros(offset.unsigned_abs() as u64);
+        if offset >= 0 {
+            instant + magnitude
+        } else {
+            instant.checked_sub(magnitude).unwrap_or(instant)
+        }
+    }
+
+    /// One line of vip-watch.py's output.
+    fn watched(&self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let time = |i: usize| words.get(i).and_then(|w| w.parse::<i128>().ok());
+        let gw = |name: Option<&&str>| GW_NAMES.iter().position(|n| Some(n) == name);
+        match (words.first().copied(), words.len()) {
+            (Some("ready"), 2) => self.watching.store(true, Ordering::SeqCst),
+            (Some(what @ ("hold" | "release")), 4) => {
+                if let (Some(at), Some(gw)) = (time(1), gw(words.get(3))) {
+                    let at = self.instant(at);
+                    if let Ok(mut holders) = self.holders.lock() {
+                        let mut now = holders.last().map_or([false; 2], |h| h.1);
+                        now[gw] = what == "hold";
+                        holders.push((at, now));
+                    }
+                    return;
+                }
+                self.watch_error(format!("unreadable watcher line: {line}"));
+            }
+            (Some("overlap"), 5) => match (time(2), time(3)) {
+                (Some(from), Some(to)) => {
+                    let span = (self.instant(from), self.instant(to));
+                    if let Ok(mut overlaps) = self.overlaps.lock() {
+                        overlaps.push(span);
+                    }
+                }
+                _ => self.watch_error(format!("unreadable watcher line: {line}")),
+            },
+            (Some("summary"), _) => {
+                if let Ok(mut summary) = self.watch_summary.lock() {
+                    *summary = Some(line.to_string());
+                }
+            }
+            _ => self.watch_error(line.to_string()),
+        }
+    }
+
+    fn watch_error(&self, text: String) {
+        eprintln!("  watcher: {text}");
+        if let Ok(mut errors) = self.watch_errors.lock() {
+            errors.push(text);
+        }
+    }
+
+    /// The watcher's overlaps in [from, to], each clipped to the window; one still open
+    /// (two hold now) counts up to `to`. An overlap that ended exactly at `from` belongs to
+    /// the window before.
+    fn two_holders(&self, from: Instant, to: Instant) -> TwoHolders {
+        let mut spans = self.overlaps.lock().map(|o| o.clone()).unwrap_or_default();
+        let holders = self.holders();
+        if holders.last().is_some_and(|h| h.1 == [true, true]) {
+            let open = holders
+                .iter()
+                .rev()
+                .take_while(|h| h.1 == [true, true])
+                .last()
+                .map_or(to, |h| h.0);
+            spans.push((open, to.max(open)));
+        }
+        let mut two = TwoHolders::default();
+        for (start, end) in spans {
+            if start > to || end < from || (end == from && start < from) {
+                continue;
+            }
+            two.overlaps += 1;
+            two.total += end.min(to).saturating_duration_since(start.max(from));
+        }
+        two
+    }
+
     fn answered_by_since(&self, gw: usize, since: Instant) -> bool {
         self.answers.lock().is_ok_and(|a| {
             a.iter()
@@ -239,7 +443,8 @@ impl Record {
         })
     }
 
-    /// `gw` alone held the VIP and alone answered for the last `window`, and answers flow.
+    /// `gw` alone held the VIP and alone answered since `window`, answers flow, and the
+    /// watcher watches.
     fn steady_on(&self, gw: usize, window: Instant) -> bool {
         let now = Instant::now();
         let answers = self.answers();
@@ -247,12 +452,15 @@ impl Record {
         let flowing = answers
             .last()
             .is_some_and(|a| a.1 == gw && now - a.0 < Duration::from_millis(100));
-        let holders = self.holders();
-        let alone = holders
-            .iter()
-            .filter(|h| h.0 >= window)
-            .all(|h| h.1[gw] && !h.1[1 - gw]);
-        flowing && alone && recent.len() > 10 && recent.iter().all(|a| a.1 == gw)
+        let alone = self.holders.lock().is_ok_and(|h| {
+            h.last()
+                .is_some_and(|(at, held)| *at <= window && held[gw] && !held[1 - gw])
+        });
+        self.watching.load(Ordering::SeqCst)
+            && flowing
+            && alone
+            && recent.len() > 10
+            && recent.iter().all(|a| a.1 == gw)
     }
 }
 
@@ -311,26 +519,84 @@ fn probe(client: &Host, record: Arc<Record>) -> JoinHandle<()> {
     })
 }
 
-/// Samples every WATCH_EVERY which gateway has the VIP as a local address: bind() to it
-/// succeeds only there. The thread hops between the two namespaces for each sample.
-fn watcher(gateways: [&Host; 2], record: Arc<Record>) -> JoinHandle<()> {
-    let names = [gateways[0].netns.clone(), gateways[1].netns.clone()];
-    std::thread::spawn(move || {
-        let files = [open_netns(&names[0]), open_netns(&names[1])];
-        while !record.stop.load(Ordering::Relaxed) {
-            let mut held = [false; 2];
-            for (gw, file) in files.iter().enumerate() {
-                // SAFETY: as in enter_netns; the fd stays open for the thread's life.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert!(rc == 0, "setns: {}", std::io::Error::last_os_error());
-                held[gw] = UdpSocket::bind(SocketAddrV4::new(VIP, 0)).is_ok();
-            }
-            if let Ok(mut holders) = record.holders.lock() {
-                holders.push((Instant::now(), held));
-            }
-            std::thread::sleep(WATCH_EVERY);
+/// `scripts/vip-watch.py` in the bridge namespace, watching both gateways: its lines go
+/// to the record. It stops when its stdin closes (`stop`, or this process dying).
+struct Watch {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Starts the watcher and waits (bounded) until it is subscribed.
+    fn start(bridge_netns: &str, gateways: [&Host; 2], record: Arc<Record>) -> Watch {
+        let mut child = Command::new("python3")
+            .arg(VIP_WATCH)
+            .args(["--netns", bridge_netns, "--vip", &format!("crm={VIP}")])
+            .args(["--node", &format!("{}={}", GW_NAMES[A], gateways[A].netns)])
+            .args(["--node", &format!("{}={}", GW_NAMES[B], gateways[B].netns)])
+            // Ends with the bench (stdin), never on its own clock.
+            .args(["--seconds", "604800"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start python3 {VIP_WATCH}: {e}"));
+        let stdin = child.stdin.take();
+        let mut threads = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            let record = record.clone();
+            threads.push(std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    record.watched(&line);
+                }
+                record.watching.store(false, Ordering::SeqCst);
+            }));
         }
-    })
+        if let Some(stderr) = child.stderr.take() {
+            let record = record.clone();
+            threads.push(std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    record.watch_error(format!("stderr: {line}"));
+                }
+            }));
+        }
+        let watch = Watch {
+            child,
+            stdin,
+            threads,
+        };
+        if wait_for(Duration::from_secs(10), || {
+            record.watching.load(Ordering::SeqCst)
+        })
+        .is_none()
+        {
+            panic!(
+                "{VIP_WATCH} did not get ready within 10 s: {:?}",
+                record
+                    .watch_errors
+                    .lock()
+                    .map(|e| e.clone())
+                    .unwrap_or_default()
+            );
+        }
+        watch
+    }
+
+    /// Closes its stdin (it prints its summary and exits), bounded; then kills it.
+    fn stop(&mut self) {
+        drop(self.stdin.take());
+        let stopped = wait_for(Duration::from_secs(5), || {
+            self.child.try_wait().is_ok_and(|s| s.is_some())
+        });
+        if stopped.is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 // ---- Analysis -------------------------------------------------------------------------------
@@ -352,15 +618,6 @@ fn outage(answers: &[(Instant, usize)], from: Instant, to: Instant) -> Duration 
     longest.saturating_sub(PROBE_EVERY)
 }
 
-/// Total time in [from, to] during which both gateways had the VIP.
-fn split_brain(holders: &[(Instant, [bool; 2])], from: Instant, to: Instant) -> Duration {
-    holders
-        .windows(2)
-        .filter(|w| w[1].0 > from && w[1].0 <= to && w[1].1 == [true, true])
-        .map(|w| w[1].0 - w[0].0)
-        .sum()
-}
-
 /// Polls `check` every 5 ms for at most `limit`; returns when it first held.
 fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Instant> {
     let start = Instant::now();
@@ -376,12 +633,26 @@ fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Instant>
 /// One measured window of one run.
 struct Sample {
     row: &'static str,
-    outage: Duration,
-    /// The window ended at its time limit, not because the VIP answered again.
-    censored: bool,
-    split_brain: Duration,
+    /// None: the run could not start (the cluster never settled before the fault).
+    outage: Option<Duration>,
+    /// Why the run failed. Its window then ended at a time limit, so the outage is a lower
+    /// bound (censored), not a measurement.
+    failed: Option<String>,
+    two_holders: TwoHolders,
     /// Further figures of the run, summarised per row: None = it never happened.
     figures: Vec<(&'static str, Option<Duration>)>,
+}
+
+impl Sample {
+    fn not_run(row: &'static str, why: String) -> Sample {
+        Sample {
+            row,
+            outage: None,
+            failed: Some(format!("not run: {why}")),
+            two_holders: TwoHolders::default(),
+            figures: Vec::new(),
+        }
+    }
 }
 
 fn sample(
@@ -389,13 +660,13 @@ fn sample(
     row: &'static str,
     from: Instant,
     to: Instant,
-    censored: bool,
+    failed: Option<String>,
 ) -> Sample {
     Sample {
         row,
-        outage: outage(&record.answers(), from, to),
-        censored,
-        split_brain: split_brain(&record.holders(), from, to),
+        outage: Some(outage(&record.answers(), from, to)),
+        failed,
+        two_holders: record.two_holders(from, to),
         figures: Vec::new(),
     }
 }
@@ -435,7 +706,7 @@ impl Cluster {
     }
 
     fn name(&self, node: usize) -> &'static str {
-        ["gw-a", "gw-b", "witness"][node]
+        NODE_NAMES[node]
     }
 
     fn nodes(&self) -> usize {
@@ -453,11 +724,8 @@ impl Cluster {
 
     fn start(&mut self, lab: &mut Lab, node: usize) {
         let proc = match self.kind.clone() {
-            Kind::Havip {
-                heartbeat,
-                election,
-            } => {
-                let config = self.havip_config(node, heartbeat, election);
+            Kind::Havip { timers } => {
+                let config = self.havip_config(node, timers.as_ref());
                 lab.spawn(
                     &self.hosts[node],
                     havip(),
@@ -516,6 +784,13 @@ impl Cluster {
         }
     }
 
+    /// `signal` to every process of `node`'s daemon (SIGSTOP, SIGCONT: a freeze and a thaw).
+    fn signal_all(&self, node: usize, number: i32) {
+        for pid in self.pids(node) {
+            signal(pid, number);
+        }
+    }
+
     /// What systemd's `ExecStopPost=havip release` (conf/havip.service) does once a havip
     /// daemon has died: removes the VIPs it could not. keepalived has no such step.
     fn after_death(&mut self, lab: &mut Lab, node: usize) {
@@ -550,33 +825,9 @@ impl Cluster {
         }
     }
 
-    fn havip_config(&self, node: usize, heartbeat: &str, election: &str) -> PathBuf {
-        let name = self.name(node);
-        let peers: String = (0..3)
-            .map(|n| {
-                format!(
-                    "[[cluster.peers]]\nname = \"{}\"\naddress = \"198.18.0.{}:7400\"\n",
-                    self.name(n),
-                    11 + n
-                )
-            })
-            .collect();
-        let group = match node {
-            2 => "[[vip_group]]\nname = \"crm\"\n".to_string(),
-            _ => format!(
-                "[[vip_group]]\nname = \"crm\"\ninterface = \"{LAN}\"\naddresses = [\"{VIP_CIDR}\"]\npriority = {}\nfailback = true\nfailback_delay = \"2s\"\n",
-                [150, 100][node]
-            ),
-        };
+    fn havip_config(&self, node: usize, timers: Option<&Timers>) -> PathBuf {
         let dir = self.node_dir(node);
-        let text = format!(
-            "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"198.18.0.{ip}:7400\"\nkey_file = \"{key}\"\n{peers}\n[timers]\nheartbeat = \"{heartbeat}\"\nelection_timeout = \"{election}\"\n\n[control]\nsocket = \"{sock}\"\n\n{group}",
-            role = if node == 2 { "witness" } else { "gateway" },
-            data = dir.join("data").display(),
-            ip = 11 + node,
-            key = self.key.display(),
-            sock = self.socket(node).display(),
-        );
+        let text = havip_config_text(node, timers, &dir, &self.key);
         write(&dir.join("havip.toml"), &text)
     }
 
@@ -596,11 +847,24 @@ impl Cluster {
     }
 
     /// `havip failover ARGS --group crm` through gw-a's control socket.
-    fn failover(&self, args: &[&str]) {
-        let socket = self.socket(A).to_string_lossy().into_owned();
-        let mut full = vec![havip(), "failover", "--socket", &socket, "--group", "crm"];
-        full.extend_from_slice(args);
-        sh(&full);
+    fn failover(&self, args: &[&str]) -> Result<(), String> {
+        let out = Command::new(havip())
+            .args(["failover", "--socket"])
+            .arg(self.socket(A))
+            .args(["--group", "crm"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run havip failover: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "havip failover {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 
     fn logs(&self) -> String {
@@ -637,8 +901,11 @@ struct Bench {
     cluster: Cluster,
     record: Arc<Record>,
     threads: Vec<JoinHandle<()>>,
+    watch: Watch,
     bridge_netns: String,
     ports: [String; 2],
+    /// The kernel lifetime of havip's VIP (the effective `address_lifetime`).
+    address_lifetime: Option<Duration>,
 }
 
 impl Bench {
@@ -650,30 +917,43 @@ impl Bench {
         let client = lab.host("cl", 100);
         // Lab::new names the bridge namespace after the hosts' common prefix.
         let bridge_netns = format!("{}br", a.netns.trim_end_matches("gwa"));
-        let record = Arc::new(Record::default());
+        let record = Arc::new(Record::new());
+        let watch = Watch::start(&bridge_netns, [&a, &b], record.clone());
         let threads = vec![
             responder(&a, A, record.clone()),
             responder(&b, B, record.clone()),
             probe(&client, record.clone()),
-            watcher([&a, &b], record.clone()),
         ];
         let ports = [a.port.clone(), b.port.clone()];
+        let address_lifetime = match &kind {
+            Kind::Havip { timers } => effective_config(timers.as_ref())
+                .group("crm")
+                .map(|g| g.address_lifetime),
+            Kind::Keepalived { .. } => None,
+        };
         let cluster = Cluster::new(kind, vec![a, b, witness]);
         Bench {
             lab,
             cluster,
             record,
             threads,
+            watch,
             bridge_netns,
             ports,
+            address_lifetime,
         }
     }
 
     /// Waits until `gw` has held the VIP alone and alone answered for STEADY.
     fn settle(&self, gw: usize, limit: Duration) -> Result<Instant, String> {
         wait_for(limit, || self.record.steady_on(gw, Instant::now() - STEADY)).ok_or_else(|| {
+            let watching = if self.record.watching.load(Ordering::SeqCst) {
+                ""
+            } else {
+                "; the watcher has stopped"
+            };
             format!(
-                "{} did not hold the VIP alone within {limit:?} (holders now {:?})\n{}",
+                "{} did not hold the VIP alone and answer within {limit:?} (holders now {:?}{watching})\n{}",
                 GW_NAMES[gw],
                 self.record.latest_holders(),
                 tail(&self.cluster.logs(), 30)
@@ -686,7 +966,17 @@ impl Bench {
         wait_for(limit, || self.record.answered_by_since(gw, since))
     }
 
-    fn hard_failure(&mut self) -> Result<Vec<Sample>, String> {
+    fn sample(
+        &self,
+        row: &'static str,
+        from: Instant,
+        to: Instant,
+        failed: Option<String>,
+    ) -> Sample {
+        sample(&self.record, row, from, to, failed)
+    }
+
+    fn hard_failure(&mut self) -> Vec<Sample> {
         let host = self.cluster.hosts[A].clone();
         let cut = Instant::now();
         host.ip(&["link", "set", LAN, "down"]);
@@ -695,60 +985,49 @@ impl Bench {
         let restored = Instant::now();
         host.ip(&["link", "set", LAN, "up"]);
         let back = self.settle(A, Duration::from_secs(30));
-        let mut samples = vec![sample(
-            &self.record,
-            "hard failure (lan0 down)",
-            cut,
-            restored,
-            taken.is_none(),
-        )];
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
-        samples.push(sample(
-            &self.record,
-            "failback (lan0 up again)",
-            restored,
-            end,
-            back.is_err(),
-        ));
-        back.map(|_| samples)
+        vec![
+            self.sample(
+                Fault::Hard.row(),
+                cut,
+                restored,
+                taken
+                    .is_none()
+                    .then(|| "gw-b never answered within 15s".to_string()),
+            ),
+            self.sample("failback (lan0 up again)", restored, end, back.err()),
+        ]
     }
 
-    fn daemon_kill(&mut self) -> Result<Vec<Sample>, String> {
+    fn daemon_kill(&mut self) -> Vec<Sample> {
         let killed = Instant::now();
         self.cluster.sigkill(&mut self.lab, A);
         self.cluster.after_death(&mut self.lab, A);
         let taken = self.answered(B, killed, Duration::from_secs(15));
         let stale_gone = match self.cluster.kind {
             // `havip release` (ExecStopPost) removed it; else the kernel would, when its
-            // lifetime runs out.
+            // lifetime runs out. When it went is the watcher's release event.
             Kind::Havip { .. } => {
-                // When it went, from the watcher's record (not when this wait noticed).
-                wait_for(Duration::from_secs(10), || !self.record.latest_holders()[A]).and_then(
-                    |_| {
-                        self.record
-                            .holders()
-                            .into_iter()
-                            .find(|(at, held)| *at > killed && !held[A])
-                            .map(|(at, _)| at)
-                    },
-                )
+                wait_for(Duration::from_secs(10), || !self.record.latest_holders()[A])
+                    .and_then(|_| self.record.released(A, killed))
             }
             // keepalived never removes it: look again 2 s after gw-b took over, then restart.
             Kind::Keepalived { .. } => {
                 std::thread::sleep(Duration::from_secs(2));
-                (!self.record.latest_holders()[A]).then(Instant::now)
+                self.record.released(A, killed)
             }
         };
         let (restarted, end, failback) = self.restart_with_failback();
-        let mut kill = sample(
-            &self.record,
-            "daemon SIGKILL",
+        let mut kill = self.sample(
+            Fault::Kill.row(),
             killed,
             restarted,
-            taken.is_none(),
+            taken
+                .is_none()
+                .then(|| "gw-b never answered within 15s".to_string()),
         );
         // Two holders until the killed node's VIP is gone, i.e. up to the restart for keepalived.
-        kill.split_brain = split_brain(&self.record.holders(), killed, end);
+        kill.two_holders = self.record.two_holders(killed, end);
         kill.figures = vec![
             ("gw-b answered after", taken.map(|t| t - killed)),
             (
@@ -756,45 +1035,81 @@ impl Bench {
                 stale_gone.map(|t| t - killed),
             ),
         ];
-        failback.map(|failback| vec![kill, failback])
+        vec![kill, failback]
+    }
+
+    /// SIGSTOP of the master's daemon: gw-b takes over while the frozen master's VIP stays
+    /// until the kernel's address lifetime runs out (havip) or for ever (keepalived: the
+    /// bench waits 2 s after gw-b answered). Then SIGCONT, and the failback is measured.
+    fn daemon_sigstop(&mut self) -> Vec<Sample> {
+        let stopped = Instant::now();
+        self.cluster.signal_all(A, libc::SIGSTOP);
+        let taken = self.answered(B, stopped, Duration::from_secs(15));
+        let gone = match self.address_lifetime {
+            Some(lifetime) => wait_for(lifetime + Duration::from_secs(5), || {
+                !self.record.latest_holders()[A]
+            })
+            .and_then(|_| self.record.released(A, stopped)),
+            None => {
+                std::thread::sleep(Duration::from_secs(2));
+                self.record.released(A, stopped)
+            }
+        };
+        let continued = Instant::now();
+        self.cluster.signal_all(A, libc::SIGCONT);
+        // As after a partition: a client may stay on a stale neighbour entry for long.
+        let back = self.settle(A, Duration::from_secs(90));
+        let end = back.as_ref().map_or(Instant::now(), |t| *t);
+        let mut frozen = self.sample(
+            Fault::Sigstop.row(),
+            stopped,
+            continued,
+            taken
+                .is_none()
+                .then(|| "gw-b never answered within 15s".to_string()),
+        );
+        // The frozen master's address beside gw-b's, until the cluster settled after SIGCONT.
+        frozen.two_holders = self.record.two_holders(stopped, end);
+        frozen.figures = vec![
+            ("gw-b answered after", taken.map(|t| t - stopped)),
+            ("frozen gw-a's VIP removed after", gone.map(|t| t - stopped)),
+            ("SIGCONT after", Some(continued - stopped)),
+        ];
+        let thawed = self.sample("failback (SIGCONT)", continued, end, back.err());
+        vec![frozen, thawed]
     }
 
     /// Starts gw-a's daemon again and waits (bounded) until it holds and answers alone:
     /// when it was started, when that wait ended, and the failback's sample.
-    fn restart_with_failback(&mut self) -> (Instant, Instant, Result<Sample, String>) {
+    fn restart_with_failback(&mut self) -> (Instant, Instant, Sample) {
         let restarted = Instant::now();
         self.cluster.start(&mut self.lab, A);
         let back = self.settle(A, Duration::from_secs(30));
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
-        let failback = sample(
-            &self.record,
-            "failback (daemon restarted)",
-            restarted,
-            end,
-            back.is_err(),
-        );
-        (restarted, end, back.map(|_| failback))
+        let failback = self.sample("failback (daemon restarted)", restarted, end, back.err());
+        (restarted, end, failback)
     }
 
-    fn graceful_stop(&mut self) -> Result<Vec<Sample>, String> {
+    fn graceful_stop(&mut self) -> Vec<Sample> {
         let stopped = Instant::now();
         self.cluster.sigterm(&mut self.lab, A);
         let taken = self.answered(B, stopped, Duration::from_secs(15));
         std::thread::sleep(Duration::from_millis(500));
         let (restarted, _, failback) = self.restart_with_failback();
-        let stop = sample(
-            &self.record,
-            "graceful stop (SIGTERM)",
+        let stop = self.sample(
+            Fault::Stop.row(),
             stopped,
             restarted,
-            taken.is_none(),
+            taken
+                .is_none()
+                .then(|| "gw-b never answered within 15s".to_string()),
         );
-        failback.map(|failback| vec![stop, failback])
+        vec![stop, failback]
     }
 
     /// Drops every frame between gw-a's and gw-b's bridge ports; both still reach the
     /// client and the witness.
-    fn partition(&mut self) -> Result<Vec<Sample>, String> {
+    fn partition(&mut self) -> Vec<Sample> {
         let rules = format!(
             "table bridge partition {{\n  chain cut {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{a}\" oifname \"{b}\" drop\n    iifname \"{b}\" oifname \"{a}\" drop\n  }}\n}}\n",
             a = self.ports[A],
@@ -827,48 +1142,39 @@ impl Bench {
         // keepalived's client can be stuck on a stale ARP entry for tens of seconds.
         let back = self.settle(A, Duration::from_secs(90));
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
-        let mut whole = sample(
-            &self.record,
-            "gateway partition (5 s, then healed)",
-            started,
-            end,
-            back.is_err(),
-        );
+        let mut whole = self.sample(Fault::Partition.row(), started, end, back.err());
         let after = outage(&self.record.answers(), healed, end);
         whole.figures = vec![("outage after healing", Some(after))];
-        Ok(vec![whole])
+        vec![whole]
     }
 
-    fn manual(&mut self) -> Result<Vec<Sample>, String> {
+    fn manual(&mut self) -> Vec<Sample> {
         let started = Instant::now();
-        self.cluster.failover(&["--to", "gw-b"]);
-        self.settle(B, Duration::from_secs(15))?;
+        let moved = self
+            .cluster
+            .failover(&["--to", "gw-b"])
+            .and_then(|()| self.settle(B, Duration::from_secs(15)));
         let cleared = Instant::now();
-        self.cluster.failover(&["--clear"]);
-        let back = self.settle(A, Duration::from_secs(30));
+        let back = self
+            .cluster
+            .failover(&["--clear"])
+            .and_then(|()| self.settle(A, Duration::from_secs(30)));
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
-        let to_b = sample(
-            &self.record,
-            "manual failover (--to gw-b)",
-            started,
-            cleared,
-            false,
-        );
-        let clear = sample(
-            &self.record,
-            "manual --clear (back to gw-a)",
-            cleared,
-            end,
-            back.is_err(),
-        );
-        back.map(|_| vec![to_b, clear])
+        vec![
+            self.sample(Fault::Manual.row(), started, cleared, moved.err()),
+            self.sample("manual --clear (back to gw-a)", cleared, end, back.err()),
+        ]
     }
 
-    fn run(&mut self, fault: Fault) -> Result<Vec<Sample>, String> {
-        self.settle(A, Duration::from_secs(30))?;
+    /// One run of `fault`, always with its samples: a failed run is counted, not dropped.
+    fn run(&mut self, fault: Fault) -> Vec<Sample> {
+        if let Err(e) = self.settle(A, Duration::from_secs(30)) {
+            return vec![Sample::not_run(fault.row(), e)];
+        }
         match fault {
             Fault::Hard => self.hard_failure(),
             Fault::Kill => self.daemon_kill(),
+            Fault::Sigstop => self.daemon_sigstop(),
             Fault::Stop => self.graceful_stop(),
             Fault::Partition => self.partition(),
             Fault::Manual => self.manual(),
@@ -893,14 +1199,19 @@ impl Bench {
 
 impl Drop for Bench {
     fn drop(&mut self) {
-        // Stop the threads before Lab's Drop removes their namespaces.
+        // Stop the threads and the watcher before Lab's Drop removes their namespaces.
         self.record.stop.store(true, Ordering::Relaxed);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // A frozen daemon (a run that panicked mid-SIGSTOP) dies of SIGKILL all the same.
         // keepalived's VRRP child is not Lab's child: kill it by its PID.
         for node in 0..self.cluster.nodes() {
             self.cluster.sigkill(&mut self.lab, node);
+        }
+        self.watch.stop();
+        if let Ok(Some(summary)) = self.record.watch_summary.lock().map(|s| s.clone()) {
+            eprintln!("  watcher, whole lab: {summary}");
         }
     }
 }
@@ -935,39 +1246,79 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-fn print_table(rows: &BTreeMap<(usize, &'static str, &'static str), Row>) {
+/// min / median / max of `values` (a value and whether it is only a lower bound, a failed
+/// run's). A figure that a lower bound could exceed is printed ">= N": a failed run moves
+/// the figures it may move, it is never left out.
+fn censored_stats(values: &[(Duration, bool)]) -> String {
+    if values.is_empty() {
+        return "-".into();
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let figure = |i: usize| {
+        let value = sorted[i].0;
+        let bound = sorted.iter().any(|(v, censored)| *censored && *v <= value);
+        format!("{}{}", if bound { ">= " } else { "" }, ms(value))
+    };
+    format!(
+        "{} / {} / {}",
+        figure(0),
+        figure(sorted.len() / 2),
+        figure(sorted.len() - 1)
+    )
+}
+
+fn print_table(rows: &BTreeMap<(usize, &'static str, String), Row>) {
     println!();
     println!(
-        "| fault | implementation | outage min / median / max (ms) | split-brain ms (total / max of a run) | runs | notes |"
+        "| fault | implementation | outage min / median / max (ms) | overlaps (two holders) | two-holder ms (total / max of a run) | runs | failed | notes |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for ((_, fault, implementation), row) in rows {
-        let mut outages: Vec<Duration> = row.samples.iter().map(|s| s.outage).collect();
-        outages.sort();
-        let censored = row.samples.iter().filter(|s| s.censored).count();
-        let total: Duration = row.samples.iter().map(|s| s.split_brain).sum();
+        let outages: Vec<(Duration, bool)> = row
+            .samples
+            .iter()
+            .filter_map(|s| s.outage.map(|o| (o, s.failed.is_some())))
+            .collect();
+        let overlaps: usize = row.samples.iter().map(|s| s.two_holders.overlaps).sum();
+        let total: Duration = row.samples.iter().map(|s| s.two_holders.total).sum();
         let worst = row
             .samples
             .iter()
-            .map(|s| s.split_brain)
+            .map(|s| s.two_holders.total)
             .max()
             .unwrap_or_default();
-        let mut note = summarise(&row.samples);
-        if censored > 0 {
-            note = format!(
-                "{censored} run(s) never answered again before the time limit (counted up to it); {note}"
-            );
-        }
+        let failed = row.samples.iter().filter(|s| s.failed.is_some()).count();
+        let notes: Vec<String> = [failure_notes(&row.samples), summarise(&row.samples)]
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect();
         println!(
-            "| {fault} | {implementation} | {} / {} / {} | {} / {} | {} | {note} |",
-            ms(outages[0]),
-            ms(outages[outages.len() / 2]),
-            ms(outages[outages.len() - 1]),
+            "| {fault} | {implementation} | {} | {overlaps} | {} / {} | {} | {failed} | {} |",
+            censored_stats(&outages),
             ms(total),
             ms(worst),
-            row.samples.len()
+            row.samples.len(),
+            notes.join("; ")
         );
     }
+}
+
+/// The reasons of a row's failed runs, each once with how often.
+fn failure_notes(samples: &[Sample]) -> String {
+    let mut reasons: Vec<(String, usize)> = Vec::new();
+    for reason in samples.iter().filter_map(|s| s.failed.as_deref()) {
+        let reason = first_line(reason).to_string();
+        match reasons.iter_mut().find(|r| r.0 == reason) {
+            Some(r) => r.1 += 1,
+            None => reasons.push((reason, 1)),
+        }
+    }
+    reasons
+        .iter()
+        .map(|(reason, n)| format!("failed ({n}x): {reason}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Each further figure of a row's runs as min / median / max, with how many runs never
@@ -1025,18 +1376,49 @@ fn main() {
     let wanted = |list: &Option<Vec<String>>, key: &str| {
         list.as_ref().is_none_or(|l| l.iter().any(|k| k == key))
     };
-    let mut rows: BTreeMap<(usize, &'static str, &'static str), Row> = BTreeMap::new();
+    let mut rows: BTreeMap<(usize, &'static str, String), Row> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut order = BTreeMap::new();
+    let mut add = |rows: &mut BTreeMap<_, Row>, label: &str, s: Sample| {
+        let next = order.len();
+        let index = *order.entry(s.row).or_insert(next);
+        rows.entry((index, s.row, label.to_string()))
+            .or_default()
+            .samples
+            .push(s);
+    };
     for implementation in implementations()
         .into_iter()
         .filter(|i| wanted(&settings.impls, i.key))
     {
-        eprintln!("== {}", implementation.label);
+        let faults: Vec<Fault> = Fault::ALL
+            .into_iter()
+            .filter(|f| implementation.faults.contains(f) && wanted(&settings.faults, f.key()))
+            .collect();
         let mut bench = Bench::new(implementation.kind.clone());
+        match bench.address_lifetime {
+            Some(lifetime) => eprintln!(
+                "== {} (address_lifetime {})",
+                implementation.label,
+                format_duration(lifetime)
+            ),
+            None => eprintln!("== {}", implementation.label),
+        }
         bench.cluster.start_all(&mut bench.lab);
         if let Err(e) = bench.settle(A, Duration::from_secs(60)) {
-            failures.push(format!("{}: never settled: {e}", implementation.label));
+            eprintln!("  never settled: {e}");
+            failures.push(format!(
+                "{}: never settled: {}",
+                implementation.label,
+                first_line(&e)
+            ));
+            // Every run it would have made is counted, as not run.
+            for fault in &faults {
+                for _ in 0..settings.runs {
+                    let s = Sample::not_run(fault.row(), format!("never settled: {e}"));
+                    add(&mut rows, &implementation.label, s);
+                }
+            }
             continue;
         }
         // Idle use is measured with the default timers only (and keepalived's).
@@ -1049,47 +1431,56 @@ fn main() {
                 None => eprintln!("IDLE {}: could not read /proc", implementation.label),
             }
         }
-        for fault in Fault::ALL {
-            if !implementation.faults.contains(&fault) || !wanted(&settings.faults, fault.key()) {
-                continue;
-            }
+        for fault in faults {
             for run in 1..=settings.runs {
-                match bench.run(fault) {
-                    Ok(samples) => {
-                        for s in samples {
-                            eprintln!(
-                                "  {} run {run}: {}: outage {} ms{}, split-brain {} ms {:?}",
-                                fault.key(),
-                                s.row,
-                                ms(s.outage),
-                                if s.censored { " (time limit)" } else { "" },
-                                ms(s.split_brain),
-                                s.figures
-                            );
-                            let next = order.len();
-                            let index = *order.entry(s.row).or_insert(next);
-                            rows.entry((index, s.row, implementation.label))
-                                .or_default()
-                                .samples
-                                .push(s);
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("  {} run {run} FAILED: {e}", fault.key());
+                for s in bench.run(fault) {
+                    eprintln!(
+                        "  {} run {run}: {}: outage {}, {} overlap(s), two holders {} ms {:?}{}",
+                        fault.key(),
+                        s.row,
+                        s.outage.map_or("-".into(), |o| format!(
+                            "{}{} ms",
+                            if s.failed.is_some() { ">= " } else { "" },
+                            ms(o)
+                        )),
+                        s.two_holders.overlaps,
+                        ms(s.two_holders.total),
+                        s.figures,
+                        s.failed
+                            .as_ref()
+                            .map_or(String::new(), |f| format!("\n  FAILED: {f}")),
+                    );
+                    if let Some(why) = &s.failed {
                         failures.push(format!(
-                            "{} {} run {run}: {}",
+                            "{} {} run {run}: {}: {}",
                             implementation.label,
                             fault.key(),
-                            first_line(&e)
+                            s.row,
+                            first_line(why)
                         ));
                     }
+                    add(&mut rows, &implementation.label, s);
                 }
             }
+        }
+        let errors = bench
+            .record
+            .watch_errors
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            failures.push(format!(
+                "{}: the watcher reported {} error(s), first: {}",
+                implementation.label,
+                errors.len(),
+                errors[0]
+            ));
         }
     }
     print_table(&rows);
     if !failures.is_empty() {
-        println!("\nRuns that failed:");
+        println!("\nRuns that failed (counted in the table, outage as a lower bound):");
         for failure in failures {
             println!("- {failure}");
         }
