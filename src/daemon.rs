@@ -405,7 +405,10 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             Box::pin(async move { daemon.handle_request(request).await })
         })
     };
-    let server = tokio::spawn(socket::serve(listener, control, shutdown.clone()));
+    // The control socket answers until the groups have released and handed over, so that
+    // a watcher asking what the data plane holds (`Request::Held`) sees the release.
+    let (control_stop, control_stopped) = watch::channel(false);
+    let server = tokio::spawn(socket::serve(listener, control, control_stopped));
     if let Some(listener) = metrics_listener {
         let daemon = daemon.clone();
         let source: prometheus::SnapshotSource = Arc::new(move || {
@@ -437,6 +440,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             let _ = handle.raft.shutdown().await;
         }
         store.drain().await;
+        let _ = control_stop.send(true);
         let _ = server.await;
         mesh_shutdown.cancel();
         mesh.stopped().await;
@@ -869,6 +873,7 @@ impl Daemon {
             Request::Holdings => Response::Holdings {
                 groups: self.holdings(),
             },
+            Request::Held => Response::held(self.data_plane.kind(), self.data_plane.held()),
             Request::History { group } => {
                 let groups = self
                     .groups

@@ -1,6 +1,8 @@
 //! The cluster core end to end: three real `havip run --observe-only` processes on
 //! loopback talk real Raft over real, encrypted TCP, with real stores on disk. A watcher
-//! polls every node every 10 ms and fails a test if two nodes ever held the VIP at once.
+//! asks every node's data plane what it holds every 10 ms and fails a test if two nodes
+//! ever held the VIP at once; a killed or frozen node's last hold counts until its
+//! deadline, so the kill and freeze tests fail if a new master holds before it.
 //! Partition tests use nftables and need root (they fail, not skip, without it).
 
 mod support;
@@ -62,9 +64,13 @@ fn sigkill_of_the_master_moves_the_vip_and_never_to_two() {
         },
     );
     cluster.wait_formed("gw-a");
+    let killed = std::time::Instant::now();
     cluster.kill("gw-a");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
-    eprintln!("SIGKILL of the master: gw-b holds after {took:?}");
+    let after = cluster.assert_took_over_after_deadline("gw-a", "gw-b", killed);
+    eprintln!(
+        "SIGKILL of the master: gw-b holds after {took:?}, {after:?} after gw-a's hold deadline"
+    );
     cluster.assert_never_two_holders();
 }
 
@@ -145,9 +151,15 @@ fn a_frozen_master_loses_the_vip_after_its_lease() {
         },
     );
     cluster.wait_formed("gw-a");
+    let frozen = std::time::Instant::now();
     cluster.signal("gw-a", "STOP");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
-    eprintln!("SIGSTOP of the master: gw-b holds after {took:?}");
+    // The frozen master's address stays until its hold deadline (the watcher knows it
+    // from gw-a's last answer): gw-b must not hold before then.
+    let after = cluster.assert_took_over_after_deadline("gw-a", "gw-b", frozen);
+    eprintln!(
+        "SIGSTOP of the master: gw-b holds after {took:?}, {after:?} after gw-a's hold deadline"
+    );
     cluster.signal("gw-a", "CONT");
     // the thawed node must not claim the VIP.
     let since = std::time::Instant::now();

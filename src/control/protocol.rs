@@ -16,6 +16,11 @@ pub enum Request {
     Status,
     /// Only which groups this node holds now: cheap, local, for watchers polling often.
     Holdings,
+    /// Test-oriented: what the data plane has on the host now (not the daemon's belief,
+    /// which `Holdings` reports), with each group's hold deadline. A watcher keeps a
+    /// frozen or killed node's hold until that deadline. Only the observe-only data plane
+    /// answers it; the netlink one answers an error (read the interface instead).
+    Held,
     History {
         group: Option<String>,
     },
@@ -35,9 +40,43 @@ pub enum Request {
 pub enum Response {
     Status(StatusReport),
     Holdings { groups: Vec<String> },
+    Held { groups: Vec<HeldGroup> },
     History { groups: Vec<GroupHistory> },
     Done { message: String },
     Error { message: String },
+}
+
+/// One group the data plane has on the host (`Request::Held`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldGroup {
+    pub group: String,
+    /// Time left, when answering, until the deadline of the data plane's last hold
+    /// (rounded up, so a deadline is never reported earlier than it is); 0 once passed.
+    pub remaining_ms: u64,
+}
+
+impl Response {
+    /// The answer to `Request::Held` from a data plane of `kind` that reported `held`
+    /// (`DataPlane::held`; `None` if it does not keep that record).
+    pub fn held(kind: &str, held: Option<Vec<(String, std::time::Duration)>>) -> Response {
+        match held {
+            Some(groups) => Response::Held {
+                groups: groups
+                    .into_iter()
+                    .map(|(group, remaining)| HeldGroup {
+                        group,
+                        remaining_ms: u64::try_from(remaining.as_micros().div_ceil(1000))
+                            .unwrap_or(u64::MAX),
+                    })
+                    .collect(),
+            },
+            None => Response::Error {
+                message: format!(
+                    "the {kind} data plane does not report what it holds; read the interface's addresses instead (ip address show)"
+                ),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,4 +156,35 @@ pub enum PeerReply {
     Holdings(Vec<String>),
     Checks(Vec<CheckReport>),
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn held_rounds_the_time_left_up_and_says_when_it_is_not_kept() {
+        let held = Response::held(
+            "observe-only",
+            Some(vec![
+                ("crm".into(), Duration::from_micros(12_001)),
+                ("web".into(), Duration::ZERO),
+            ]),
+        );
+        let Response::Held { groups } = held else {
+            panic!("{held:?}");
+        };
+        assert_eq!(groups[0].remaining_ms, 13);
+        assert_eq!(groups[1].remaining_ms, 0);
+        let text = serde_json::to_string(&Response::Held { groups }).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"{"result":"held","groups":[{"group":"crm","remaining_ms":13},{"group":"web","remaining_ms":0}]}"#
+        );
+        let Response::Error { message } = Response::held("netlink", None) else {
+            panic!("netlink keeps no held record");
+        };
+        assert!(message.contains("netlink"), "{message}");
+    }
 }

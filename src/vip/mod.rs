@@ -89,4 +89,13 @@ pub trait DataPlane: Send + Sync {
     fn release<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a>;
     /// Announce the VIPs again (a peer reconnected, the link came back).
     fn announce<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a>;
+    /// The groups this data plane has put on the host and not removed, each with the time
+    /// left until the deadline of its last `hold` (zero once passed): what the host still
+    /// carries, bounded by where lease enforcement below the daemon would cut it. For
+    /// test watchers (`Request::Held`). `None`: not kept. The netlink data plane answers
+    /// `None`: its truth is the kernel's address table, which a watcher reads itself
+    /// (`ip address`, netlink events); its own memory would be the daemon's belief again.
+    fn held(&self) -> Option<Vec<(String, Duration)>> {
+        None
+    }
 }

@@ -1,8 +1,9 @@
 //! A real three-node havip cluster on loopback for integration tests: three `havip run
 //! --observe-only` processes (gw-a, gw-b, witness), each on its own loopback address
-//! 127.0.N.11-13 so that nftables can cut pairs apart, a split-brain watcher that polls
-//! every node's holdings every 10 ms, and helpers to kill, freeze, restart and partition
-//! nodes. Everything is torn down in Drop, also when a test fails.
+//! 127.0.N.11-13 so that nftables can cut pairs apart, a split-brain watcher that asks
+//! every node's data plane what it holds every 10 ms (`Watcher`), and helpers to kill,
+//! freeze, restart and partition nodes. Everything is torn down in Drop, also when a test
+//! fails.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use havip::control::protocol::{Request, Response, StatusReport};
+use std::collections::BTreeSet;
 
 mod host;
 mod slow_disk;
@@ -317,20 +319,33 @@ impl Cluster {
         }
     }
 
-    /// SIGTERM and wait (bounded) for the exit status.
+    /// SIGTERM and wait (bounded) for the exit status. The watcher polls every 1 ms
+    /// meanwhile: a stopping daemon releases, hands over and exits within tens of ms, and
+    /// only an answer in that window shows the release; without one its last hold would
+    /// count until its deadline, as a killed node's does.
     pub fn stop(&mut self, name: &str, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        if let Some(w) = &self.watcher {
+            w.poll_fast_until(Some(deadline));
+        }
         self.signal(name, "TERM");
         let mut child = self.nodes.get_mut(name).and_then(|n| n.child.take())?;
-        let deadline = Instant::now() + limit;
+        let mut status = None;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
+            if let Ok(Some(exited)) = child.try_wait() {
+                status = Some(exited);
+                break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        if let Some(w) = &self.watcher {
+            w.poll_fast_until(None);
+        }
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
     }
 
     pub fn status(&self, name: &str) -> Option<StatusReport> {
@@ -385,10 +400,21 @@ impl Cluster {
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// The nodes holding now: the last answer of each said its data plane has the group
+    /// and the deadline it gave has not passed. A node that stopped answering (frozen,
+    /// killed) still holds until that deadline.
     pub fn holders(&self) -> Vec<&'static str> {
         self.watcher
             .as_ref()
-            .map(|w| w.current())
+            .map(|w| w.current(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// Every stretch of time over which `name` held, as the watcher saw it.
+    pub fn holds(&self, name: &str) -> Vec<Hold> {
+        self.watcher
+            .as_ref()
+            .map(|w| hold_intervals(&w.seen(name)))
             .unwrap_or_default()
     }
 
@@ -436,44 +462,116 @@ impl Cluster {
         panic!("{names:?} still hold after {limit:?}\n{}", self.logs());
     }
 
-    /// Fails the test unless `name` held, alone, in every poll since `since` in which it
-    /// answered (a poll it did not answer within 50 ms proves nothing either way; a
-    /// loaded test machine makes a few of those).
+    /// Fails the test unless `name` held in every poll since `since` that it answered (a
+    /// poll it did not answer in time proves nothing either way; a loaded test machine
+    /// makes a few of those) and nobody else held at any instant since then, a silent
+    /// node's last hold counting until its deadline.
     pub fn assert_sole_holder_since(&self, name: &str, since: Instant) {
-        let samples = self
-            .watcher
-            .as_ref()
-            .map(|w| w.samples_since(since))
-            .unwrap_or_default();
-        assert!(samples.len() > 10, "too few samples: {}", samples.len());
-        let answered: Vec<&Sample> = samples
+        let Some(watcher) = &self.watcher else {
+            return;
+        };
+        let polls: Vec<Seen> = watcher
+            .seen(name)
+            .into_iter()
+            .filter(|s| s.at() >= since)
+            .collect();
+        assert!(polls.len() > 10, "too few polls of {name}: {}", polls.len());
+        let answered: Vec<&Seen> = polls
             .iter()
-            .filter(|s| !s.silent.contains(&name))
+            .filter(|s| !matches!(s, Seen::Silent { .. }))
             .collect();
         assert!(
-            answered.len() * 2 > samples.len(),
-            "{name} mostly silent: {samples:?}"
+            answered.len() * 2 > polls.len(),
+            "{name} mostly silent: {answered:?} of {} polls",
+            polls.len()
         );
-        for sample in answered {
+        for seen in answered {
             assert!(
-                sample.holders == [name],
-                "{name} was not the sole holder at {sample:?}\n{}",
+                matches!(seen, Seen::Held { at, until } if until > at),
+                "{name} did not hold at {}: {seen:?}\n{}",
+                watcher.when(seen.at()),
                 self.logs()
             );
         }
+        let now = Instant::now();
+        for other in NODES.iter().filter(|n| **n != name) {
+            for hold in hold_intervals(&watcher.seen(other)) {
+                assert!(
+                    hold.to <= since || hold.from >= now,
+                    "{other} held from {} to {} while {name} should have held alone since {}\n{}",
+                    watcher.when(hold.from),
+                    watcher.when(hold.to),
+                    watcher.when(since),
+                    self.logs()
+                );
+            }
+        }
     }
 
-    /// Fails the test if two nodes ever held the group at the same instant.
+    /// Fails the test unless `new` took the group over, after `since`, no earlier than the
+    /// deadline of the hold `old` had at `since` (a killed or frozen master's hold runs to
+    /// its deadline: only the lease, not the process, ends it). Returns the time between
+    /// that deadline and the takeover.
+    pub fn assert_took_over_after_deadline(
+        &self,
+        old: &str,
+        new: &str,
+        since: Instant,
+    ) -> Duration {
+        let Some(watcher) = &self.watcher else {
+            return Duration::ZERO;
+        };
+        let old_hold = self
+            .holds(old)
+            .into_iter()
+            .rfind(|h| h.from <= since)
+            .unwrap_or_else(|| panic!("{old} never held before {}", watcher.when(since)));
+        let taken = self
+            .holds(new)
+            .into_iter()
+            .find(|h| h.to > since)
+            .unwrap_or_else(|| panic!("{new} never held after {}", watcher.when(since)));
+        assert!(
+            taken.from >= old_hold.to,
+            "{new} took over at {}, {:?} before the deadline of {old}'s hold ({} to {}): two holders\n{}",
+            watcher.when(taken.from),
+            old_hold.to - taken.from,
+            watcher.when(old_hold.from),
+            watcher.when(old_hold.to),
+            self.logs()
+        );
+        taken.from - old_hold.to
+    }
+
+    /// Fails the test if two nodes ever held the group at the same instant (from the hold
+    /// intervals, so an overlap between two polls counts), or if the witness ever held.
     pub fn assert_never_two_holders(&self) {
         if let Some(w) = &self.watcher {
-            let overlaps = w.overlaps();
+            let holds: Vec<(&'static str, Vec<Hold>)> = NODES
+                .iter()
+                .map(|n| (*n, hold_intervals(&w.seen(n))))
+                .collect();
+            let overlaps: Vec<String> = overlaps(&holds)
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} and {} both held for {:?} from {}",
+                        o.nodes.0,
+                        o.nodes.1,
+                        o.to - o.from,
+                        w.when(o.from)
+                    )
+                })
+                .collect();
             assert!(
                 overlaps.is_empty(),
                 "split brain observed: {overlaps:?}\n{}",
                 self.logs()
             );
             assert!(
-                !w.witness_held(),
+                !w.seen("witness")
+                    .iter()
+                    .any(|s| matches!(s, Seen::Held { .. })),
                 "the witness held the VIP\n{}",
                 self.logs()
             );
@@ -561,38 +659,134 @@ pub fn call(socket: &Path, request: Request, timeout: Duration) -> Option<Respon
         .ok()
 }
 
-/// Polls every node's holdings every 10 ms and records any instant at which two nodes
-/// held the group. A node that does not answer (dead, frozen) is counted as not holding:
-/// the frozen case is where the kernel address lifetime of the data plane takes over.
+/// One poll of one node, in the watcher's clock (one process, so one clock for all nodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// The node's data plane had the group. `at` is when the answer arrived (it held then
+    /// at the latest), `until` is `at` plus the time left it reported: never earlier than
+    /// the real deadline, so a late deadline is not hidden by the poll's round trip.
+    Held { at: Instant, until: Instant },
+    /// It did not have the group. `at` is when the round of polls was sent, the same for
+    /// every node: a hand-over whose release and takeover both fall before one round's
+    /// answers is then not taken for two holders. (It can miss an overlap shorter than the
+    /// spread of one round's answers, a fraction of a millisecond when the nodes answer.)
+    Free { at: Instant },
+    /// No answer in time (frozen, killed, slow); `at` is when the round was sent. Proves
+    /// nothing: the node's last known hold stands until its deadline.
+    Silent { at: Instant },
+}
+
+impl Seen {
+    pub fn at(&self) -> Instant {
+        match self {
+            Seen::Held { at, .. } | Seen::Free { at } | Seen::Silent { at } => *at,
+        }
+    }
+}
+
+/// A stretch of time over which one node held: `from` inclusive, `to` exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub from: Instant,
+    pub to: Instant,
+}
+
+/// Two nodes holding at once, from `from` to `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overlap {
+    pub nodes: (&'static str, &'static str),
+    pub from: Instant,
+    pub to: Instant,
+}
+
+/// The stretches over which one node held, from its polls in order: an answer that says
+/// held starts a hold that lasts until its deadline or the node's next answer, whichever
+/// comes first (the next answer tells what happened from then on); silence changes
+/// nothing. Adjacent stretches are joined.
+pub fn hold_intervals(seen: &[Seen]) -> Vec<Hold> {
+    let answered: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| !matches!(s, Seen::Silent { .. }))
+        .collect();
+    let mut holds: Vec<Hold> = Vec::new();
+    for (i, seen) in answered.iter().enumerate() {
+        let Seen::Held { at, until } = **seen else {
+            continue;
+        };
+        let to = answered
+            .get(i + 1)
+            .map_or(until, |next| until.min(next.at()));
+        if to <= at {
+            continue;
+        }
+        match holds.last_mut() {
+            Some(last) if last.to >= at => last.to = last.to.max(to),
+            _ => holds.push(Hold { from: at, to }),
+        }
+    }
+    holds
+}
+
+/// Every instant at which two nodes held, from each node's holds (as `hold_intervals`
+/// returns them: in order, not overlapping each other). Stretches that only touch
+/// (one ends where the other starts) are not an overlap.
+pub fn overlaps(holds: &[(&'static str, Vec<Hold>)]) -> Vec<Overlap> {
+    let mut found = Vec::new();
+    for (i, (a, a_holds)) in holds.iter().enumerate() {
+        for (b, b_holds) in &holds[i + 1..] {
+            let (mut x, mut y) = (0, 0);
+            while let (Some(p), Some(q)) = (a_holds.get(x), b_holds.get(y)) {
+                let (from, to) = (p.from.max(q.from), p.to.min(q.to));
+                if from < to {
+                    found.push(Overlap {
+                        nodes: (a, b),
+                        from,
+                        to,
+                    });
+                }
+                if p.to <= q.to {
+                    x += 1;
+                } else {
+                    y += 1;
+                }
+            }
+        }
+    }
+    found
+}
+
+/// How long the watcher waits for a node's answer; a node that did not answer its last
+/// poll gets less, so that a frozen node does not slow the polls of the others (a round
+/// waits for every answer) by more than that.
+const POLL_TIMEOUT: Duration = Duration::from_millis(50);
+const POLL_TIMEOUT_AFTER_SILENCE: Duration = Duration::from_millis(15);
+
+/// Asks every node's data plane what it holds (`Request::Held`), all nodes at once, every
+/// 10 ms, and keeps every answer: what a real host would still have on its interface,
+/// bounded by the hold deadline that enforcement below the daemon applies. Not the
+/// daemon's lease-gated belief (`Request::Holdings`): a frozen or killed node answers
+/// nothing, and its last hold counts until its deadline, so the SIGKILL and SIGSTOP
+/// tests can see two holders.
 struct Watcher {
+    started: Instant,
     stop: Arc<AtomicBool>,
-    state: Arc<Mutex<WatchState>>,
+    /// Until when to poll every 1 ms instead of 10 (`Cluster::stop`).
+    fast_until: Arc<Mutex<Option<Instant>>>,
+    /// Every poll of each node, in order (bounded by the watcher's ten minutes).
+    seen: Arc<Mutex<BTreeMap<&'static str, Vec<Seen>>>>,
     thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct WatchState {
-    current: Vec<&'static str>,
-    overlaps: Vec<String>,
-    witness_held: bool,
-    /// Every poll: when, who held, who did not answer (bounded: the last 60 s at 10 ms).
-    samples: std::collections::VecDeque<Sample>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Sample {
-    pub at: Instant,
-    pub holders: Vec<&'static str>,
-    pub silent: Vec<&'static str>,
 }
 
 impl Watcher {
     fn start(sockets: Vec<(&'static str, PathBuf)>) -> Watcher {
+        let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
-        let state = Arc::new(Mutex::new(WatchState::default()));
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        let fast_until = Arc::new(Mutex::new(None));
         let thread = {
             let stop = stop.clone();
-            let state = state.clone();
+            let seen = seen.clone();
+            let fast_until = fast_until.clone();
             std::thread::spawn(move || {
                 let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -600,88 +794,97 @@ impl Watcher {
                 else {
                     return;
                 };
-                let started = Instant::now();
+                let mut silent: BTreeSet<&'static str> = BTreeSet::new();
                 // Bounded: a test never runs for more than ten minutes.
                 while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(600) {
-                    let polls = sockets.iter().map(|(name, path)| async move {
-                        let held =
-                            socket::call(path, &Request::Holdings, Duration::from_millis(50)).await;
-                        match held {
-                            Ok(Response::Holdings { groups }) => {
-                                (*name, Some(groups.iter().any(|g| g == GROUP)))
-                            }
-                            _ => (*name, None),
+                    let round = Instant::now();
+                    let polls = sockets.iter().map(|(name, path)| {
+                        let timeout = if silent.contains(name) {
+                            POLL_TIMEOUT_AFTER_SILENCE
+                        } else {
+                            POLL_TIMEOUT
+                        };
+                        async move {
+                            let answer = socket::call(path, &Request::Held, timeout).await;
+                            let now = Instant::now();
+                            let seen = match answer {
+                                Ok(Response::Held { groups }) => {
+                                    match groups.iter().find(|g| g.group == GROUP) {
+                                        Some(g) => Seen::Held {
+                                            at: now,
+                                            until: now + Duration::from_millis(g.remaining_ms),
+                                        },
+                                        None => Seen::Free { at: round },
+                                    }
+                                }
+                                _ => Seen::Silent { at: round },
+                            };
+                            (*name, seen)
                         }
                     });
                     let answers = runtime.block_on(futures_util::future::join_all(polls));
-                    let holders: Vec<&'static str> = answers
+                    silent = answers
                         .iter()
-                        .filter(|(_, held)| *held == Some(true))
+                        .filter(|(_, s)| matches!(s, Seen::Silent { .. }))
                         .map(|(n, _)| *n)
                         .collect();
-                    let silent: Vec<&'static str> = answers
-                        .iter()
-                        .filter(|(_, held)| held.is_none())
-                        .map(|(n, _)| *n)
-                        .collect();
-                    if let Ok(mut st) = state.lock() {
-                        if holders.len() > 1 {
-                            st.overlaps
-                                .push(format!("{:?} at {:?}", holders, started.elapsed()));
+                    if let Ok(mut seen) = seen.lock() {
+                        for (name, answer) in answers {
+                            seen.entry(name).or_insert_with(Vec::new).push(answer);
                         }
-                        if holders.contains(&"witness") {
-                            st.witness_held = true;
-                        }
-                        st.samples.push_back(Sample {
-                            at: Instant::now(),
-                            holders: holders.clone(),
-                            silent,
-                        });
-                        while st.samples.len() > 6000 {
-                            st.samples.pop_front();
-                        }
-                        st.current = holders;
                     }
-                    std::thread::sleep(Duration::from_millis(10));
+                    let fast = fast_until
+                        .lock()
+                        .is_ok_and(|f| f.is_some_and(|until| Instant::now() < until));
+                    std::thread::sleep(Duration::from_millis(if fast { 1 } else { 10 }));
                 }
             })
         };
         Watcher {
+            started,
             stop,
-            state,
+            fast_until,
+            seen,
             thread: Some(thread),
         }
     }
 
-    fn current(&self) -> Vec<&'static str> {
-        self.state
+    fn poll_fast_until(&self, until: Option<Instant>) {
+        if let Ok(mut fast) = self.fast_until.lock() {
+            *fast = until;
+        }
+    }
+
+    /// Every poll of `name` so far.
+    fn seen(&self, name: &str) -> Vec<Seen> {
+        self.seen
             .lock()
-            .map(|s| s.current.clone())
+            .map(|s| s.get(name).cloned().unwrap_or_default())
             .unwrap_or_default()
     }
 
-    fn overlaps(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .map(|s| s.overlaps.clone())
-            .unwrap_or_default()
-    }
-
-    fn samples_since(&self, since: Instant) -> Vec<Sample> {
-        self.state
-            .lock()
-            .map(|s| {
-                s.samples
-                    .iter()
-                    .filter(|x| x.at >= since)
-                    .cloned()
-                    .collect()
+    /// The nodes whose last answer says they hold until after `now`.
+    fn current(&self, now: Instant) -> Vec<&'static str> {
+        let Ok(seen) = self.seen.lock() else {
+            return Vec::new();
+        };
+        seen.iter()
+            .filter(|(_, polls)| {
+                matches!(
+                    polls.iter().rfind(|s| !matches!(s, Seen::Silent { .. })),
+                    Some(Seen::Held { until, .. }) if *until > now
+                )
             })
-            .unwrap_or_default()
+            .map(|(name, _)| *name)
+            .collect()
     }
 
-    fn witness_held(&self) -> bool {
-        self.state.lock().map(|s| s.witness_held).unwrap_or(false)
+    /// An instant as the time since the watcher started, for failure messages.
+    fn when(&self, at: Instant) -> String {
+        format!(
+            "+{:.3}s",
+            at.saturating_duration_since(self.started).as_secs_f64()
+        )
     }
 
     fn stop(mut self) {
@@ -689,5 +892,119 @@ impl Watcher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod watcher_tests {
+    use super::*;
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    fn held(t0: Instant, ms: u64, until: u64) -> Seen {
+        Seen::Held {
+            at: at(t0, ms),
+            until: at(t0, until),
+        }
+    }
+
+    fn free(t0: Instant, ms: u64) -> Seen {
+        Seen::Free { at: at(t0, ms) }
+    }
+
+    fn silent(t0: Instant, ms: u64) -> Seen {
+        Seen::Silent { at: at(t0, ms) }
+    }
+
+    fn hold(t0: Instant, from: u64, to: u64) -> Hold {
+        Hold {
+            from: at(t0, from),
+            to: at(t0, to),
+        }
+    }
+
+    #[test]
+    fn a_node_that_falls_silent_holds_until_its_deadline() {
+        let t0 = Instant::now();
+        let seen = [
+            held(t0, 0, 300),
+            held(t0, 10, 305),
+            silent(t0, 20),
+            silent(t0, 40),
+        ];
+        assert_eq!(hold_intervals(&seen), [hold(t0, 0, 305)]);
+    }
+
+    #[test]
+    fn the_next_answer_ends_or_shortens_a_hold() {
+        let t0 = Instant::now();
+        let released = [held(t0, 0, 300), silent(t0, 10), free(t0, 20)];
+        assert_eq!(hold_intervals(&released), [hold(t0, 0, 20)]);
+        // A later answer with an earlier deadline is what the data plane has now.
+        let shortened = [held(t0, 0, 300), held(t0, 10, 50), silent(t0, 20)];
+        assert_eq!(hold_intervals(&shortened), [hold(t0, 0, 50)]);
+        // A deadline that passed between two answers leaves a gap.
+        let lapsed = [held(t0, 0, 5), held(t0, 10, 300), free(t0, 20)];
+        assert_eq!(hold_intervals(&lapsed), [hold(t0, 0, 5), hold(t0, 10, 20)]);
+    }
+
+    #[test]
+    fn a_deadline_already_passed_is_no_hold() {
+        let t0 = Instant::now();
+        // A thawed node whose data plane still has the group, with no time left.
+        let seen = [free(t0, 0), held(t0, 10, 10), free(t0, 20)];
+        assert_eq!(hold_intervals(&seen), []);
+    }
+
+    #[test]
+    fn a_frozen_master_overlaps_a_successor_that_holds_before_its_deadline() {
+        let t0 = Instant::now();
+        let frozen = hold_intervals(&[held(t0, 0, 320), silent(t0, 10), silent(t0, 400)]);
+        // No poll ever saw both holding: the frozen one answered nothing.
+        let early = hold_intervals(&[free(t0, 0), free(t0, 250), held(t0, 261, 600)]);
+        let found = overlaps(&[("gw-a", frozen.clone()), ("gw-b", early)]);
+        assert_eq!(
+            found,
+            [Overlap {
+                nodes: ("gw-a", "gw-b"),
+                from: at(t0, 261),
+                to: at(t0, 320),
+            }]
+        );
+        let in_time = hold_intervals(&[free(t0, 0), free(t0, 400), held(t0, 401, 700)]);
+        assert_eq!(overlaps(&[("gw-a", frozen), ("gw-b", in_time)]), []);
+    }
+
+    #[test]
+    fn a_hand_over_within_one_round_is_not_two_holders() {
+        let t0 = Instant::now();
+        // Round at 100 ms: the old master answers "free", the new one "held" a moment
+        // earlier than the old one's answer arrived; both moved before either answered.
+        let old = hold_intervals(&[held(t0, 91, 400), free(t0, 100)]);
+        let new = hold_intervals(&[free(t0, 90), held(t0, 100, 400)]);
+        assert_eq!(overlaps(&[("gw-a", old), ("gw-b", new)]), []);
+    }
+
+    #[test]
+    fn overlaps_are_found_between_every_pair_and_every_stretch() {
+        let t0 = Instant::now();
+        let a = vec![hold(t0, 0, 10), hold(t0, 20, 30), hold(t0, 40, 50)];
+        let b = vec![hold(t0, 10, 20), hold(t0, 25, 45)];
+        let c = vec![hold(t0, 49, 60)];
+        let found = overlaps(&[("a", a), ("b", b), ("c", c)]);
+        let brief: Vec<(&str, &str, Instant, Instant)> = found
+            .iter()
+            .map(|o| (o.nodes.0, o.nodes.1, o.from, o.to))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                ("a", "b", at(t0, 25), at(t0, 30)),
+                ("a", "b", at(t0, 40), at(t0, 45)),
+                ("a", "c", at(t0, 49), at(t0, 50)),
+            ]
+        );
     }
 }
