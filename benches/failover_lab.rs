@@ -408,28 +408,27 @@ impl Record {
         }
     }
 
-    /// The watcher's overlaps in [from, to], each clipped to the window; one still open
-    /// (two hold now) counts up to `to`. An overlap that ended exactly at `from` belongs to
-    /// the window before.
+    /// The watcher's overlaps that began in [from, to), each with its whole duration: an
+    /// overlap belongs to the phase of a run in which it began (a killed keepalived's VIP
+    /// beside gw-b's to the SIGKILL row, although it lasts past the restart), and none is
+    /// counted in two rows. One still open (two hold now) counts up to now.
     fn two_holders(&self, from: Instant, to: Instant) -> TwoHolders {
         let mut spans = self.overlaps.lock().map(|o| o.clone()).unwrap_or_default();
         let holders = self.holders();
         if holders.last().is_some_and(|h| h.1 == [true, true]) {
+            let now = Instant::now();
             let open = holders
                 .iter()
                 .rev()
                 .take_while(|h| h.1 == [true, true])
                 .last()
-                .map_or(to, |h| h.0);
-            spans.push((open, to.max(open)));
+                .map_or(now, |h| h.0);
+            spans.push((open, now.max(open)));
         }
         let mut two = TwoHolders::default();
-        for (start, end) in spans {
-            if start > to || end < from || (end == from && start < from) {
-                continue;
-            }
+        for (start, end) in spans.into_iter().filter(|o| o.0 >= from && o.0 < to) {
             two.overlaps += 1;
-            two.total += end.min(to).saturating_duration_since(start.max(from));
+            two.total += end - start;
         }
         two
     }
@@ -1017,7 +1016,7 @@ impl Bench {
                 self.record.released(A, killed)
             }
         };
-        let (restarted, end, failback) = self.restart_with_failback();
+        let (restarted, failback) = self.restart_with_failback();
         let mut kill = self.sample(
             Fault::Kill.row(),
             killed,
@@ -1026,8 +1025,6 @@ impl Bench {
                 .is_none()
                 .then(|| "gw-b never answered within 15s".to_string()),
         );
-        // Two holders until the killed node's VIP is gone, i.e. up to the restart for keepalived.
-        kill.two_holders = self.record.two_holders(killed, end);
         kill.figures = vec![
             ("gw-b answered after", taken.map(|t| t - killed)),
             (
@@ -1068,8 +1065,6 @@ impl Bench {
                 .is_none()
                 .then(|| "gw-b never answered within 15s".to_string()),
         );
-        // The frozen master's address beside gw-b's, until the cluster settled after SIGCONT.
-        frozen.two_holders = self.record.two_holders(stopped, end);
         frozen.figures = vec![
             ("gw-b answered after", taken.map(|t| t - stopped)),
             ("frozen gw-a's VIP removed after", gone.map(|t| t - stopped)),
@@ -1080,14 +1075,14 @@ impl Bench {
     }
 
     /// Starts gw-a's daemon again and waits (bounded) until it holds and answers alone:
-    /// when it was started, when that wait ended, and the failback's sample.
-    fn restart_with_failback(&mut self) -> (Instant, Instant, Sample) {
+    /// when it was started, and the failback's sample.
+    fn restart_with_failback(&mut self) -> (Instant, Sample) {
         let restarted = Instant::now();
         self.cluster.start(&mut self.lab, A);
         let back = self.settle(A, Duration::from_secs(30));
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
         let failback = self.sample("failback (daemon restarted)", restarted, end, back.err());
-        (restarted, end, failback)
+        (restarted, failback)
     }
 
     fn graceful_stop(&mut self) -> Vec<Sample> {
@@ -1095,7 +1090,7 @@ impl Bench {
         self.cluster.sigterm(&mut self.lab, A);
         let taken = self.answered(B, stopped, Duration::from_secs(15));
         std::thread::sleep(Duration::from_millis(500));
-        let (restarted, _, failback) = self.restart_with_failback();
+        let (restarted, failback) = self.restart_with_failback();
         let stop = self.sample(
             Fault::Stop.row(),
             stopped,
