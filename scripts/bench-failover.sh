@@ -4,8 +4,9 @@
 # the bench runs its own instances by hand inside the lab's namespaces.
 #
 # Env: RUNS (default 10), IMPLS (havip,havip-tuned,havip-fast,ka-1,ka-0.1), FAULTS
-# (hard,kill,stop,partition,manual), IDLE_SECS (default 30, 0 to skip). The table goes to
-# stdout, progress to stderr; the results belong in docs/failover-bench.md.
+# (hard,kill,sigstop,stop,partition,manual), IDLE_SECS (default 30, 0 to skip). The table
+# goes to stdout, progress to stderr; the results belong in docs/failover-bench.md. Who
+# holds the VIP comes from scripts/vip-watch.py (python3), run in the lab's bridge namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ need=()
 command -v keepalived >/dev/null || need+=(keepalived)
 command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     # policy-rc.d (where present) keeps the package from starting the service; without
@@ -32,7 +34,9 @@ cargo build --release --bench failover_lab --bin havip
 
 # Cleanup on any exit: the bench cleans up in Drop, but a signal skips Drop. Its lab
 # namespaces are named hv<bench pid>x<n>...; kill the processes left in them (ours: only
-# the bench starts processes there) by PID, then delete the namespaces.
+# the bench starts processes there, the watcher's `ip monitor` included) by PID, then
+# delete the namespaces. The watcher itself (vip-watch.py, in this namespace) ends when the
+# bench's end closes its stdin.
 bench_pid=""
 # shellcheck disable=SC2317  # called from the trap below, which shellcheck cannot follow
 cleanup() {
