@@ -3,9 +3,12 @@
 # the five containers of nodes.conf, waits for a leader and one holder of the VIP, then
 # injects the core faults of the lab suite (tests/lab_e2e.rs) through `vagrant ssh NODE
 # -c`, asserting the same invariants:
-#   - never two holders: a watcher samples every gateway's addresses (nsenter into the
-#     container's network namespace, every 10 ms, rig-watch.py) and any sample with two
-#     holders fails;
+#   - never two holders: scripts/vip-watch.py (the split-brain watcher of the lab suite
+#     and the benchmark) follows the address events of both gateways through one `ip
+#     monitor all-nsid address` in a namespace of its own, where the containers' network
+#     namespaces (named on the host with `ip netns attach`) have ids; the events arrive in
+#     the kernel's order, so any overlap, even of 0 ms, is seen and fails the run, and a
+#     hand-over never looks like one;
 #   - the VIP answers again within the budget: a probe on this host (the rig's client,
 #     198.18.0.1 on the host bridge) asks http://VIP/ every 20 ms (scripts/lab-probe.py);
 #     each gateway's responder answers with its name, so the probe sees who holds it;
@@ -29,7 +32,7 @@ budget_ms=3000               # as tests/lab_e2e.rs: the VIP may go unanswered th
 die() { echo "e2e: FAIL: $*" >&2; exit 1; }
 log() { printf 'e2e: %s\n' "$*"; }
 now_ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:13}"; }
-[ "$(id -u)" = 0 ] || die "needs root (lxc, nsenter); run it with sudo"
+[ "$(id -u)" = 0 ] || die "needs root (lxc, ip netns); run it with sudo"
 
 if [ -z "${HAVIP_BIN:-}" ]; then
   HAVIP_BIN=target/release/havip
@@ -47,6 +50,11 @@ mapfile -t machines < <(awk '$1 !~ /^#/ && NF == 3 && ($2 == "gateway" || $2 == 
 
 tmp=$(mktemp -d /tmp/havip-rig-e2e.XXXXXX)
 watcher_pid='' probe_pid='' child_pid='' passed=0 started=$(now_ms) up_ms=-
+# The watcher's namespace and the host-side names of the gateways' namespaces (removing a
+# name never touches the container's namespace; removing the watch namespace drops the ids
+# it gave them).
+watch_ns=havip-e2e-watch
+netns_of() { echo "havip-e2e-$1"; }
 
 # bounded LOG CMD...: CMD (itself bounded with timeout) in the background with its output
 # in LOG ("-": this script's), waited for, so that INT/TERM reach this script's trap at
@@ -74,8 +82,10 @@ cleanup() {
   [ -z "$watcher_pid" ] || kill "$watcher_pid" 2>/dev/null || true
   [ -z "$probe_pid" ] || kill "$probe_pid" 2>/dev/null || true
   wait 2>/dev/null || true
+  remove_netns_names
   if [ $rc != 0 ]; then
-    if [ -s "$tmp/watch" ]; then log "who held the VIPs (changes only):"; timeline; fi
+    if [ -s "$tmp/watch" ]; then log "who held the VIPs (the watcher's events):"; timeline; fi
+    if [ -s "$tmp/watch.err" ]; then log "the watcher's stderr:"; tail -n 10 "$tmp/watch.err"; fi
     log "failed (exit $rc); the daemons' last words:"
     for name in "${gateways[@]}" witness; do
       echo "--- $name"
@@ -92,6 +102,14 @@ cleanup() {
   if [ $rc = 0 ]; then rm -rf "$tmp"; else log "watcher and probe logs kept in $tmp"; fi
   [ "$passed" = 0 ] || log "total wall time $(( $(now_ms) - started )) ms (vagrant up $up_ms ms)"
   exit $rc
+}
+# Our namespace names only (exact names), before the containers go: a name would keep a
+# destroyed container's namespace alive.
+remove_netns_names() {
+  local name
+  for name in "$watch_ns" $(for gw in "${gateways[@]}"; do netns_of "$gw"; done); do
+    [ ! -e "/run/netns/$name" ] || ip netns delete "$name" 2>/dev/null || true
+  done
 }
 destroy_rig() {
   local name found=0
@@ -124,7 +142,7 @@ on() {
   timeout 60 vagrant ssh "$node" -c "sudo $*" -- -o ConnectTimeout=5 2>/dev/null
 }
 
-destroy_rig   # whatever a crashed run left
+remove_netns_names; destroy_rig   # whatever a crashed run left
 
 if ! vagrant box list 2>/dev/null | grep -q "^$box_name *(lxc,"; then
   t=$(now_ms)
@@ -137,21 +155,38 @@ bounded "$tmp/up.log" timeout 900 vagrant up --provider=lxc || { tail -40 "$tmp/
 up_ms=$(( $(now_ms) - t ))
 log "vagrant up of ${#machines[@]} containers: $up_ms ms"
 
-# The watcher (rig-watch.py): every 10 ms, which gateways have each VIP on eth1 ("T_MS CRM
-# CRM2", each "none" or the holders comma-separated), for at most 15 minutes.
-pairs=()
+# The watcher (scripts/vip-watch.py; its docstring has the output format): each gateway's
+# network namespace gets a name on the host (`ip netns attach`, by the container's init
+# PID), the watcher a namespace of its own in which it gives them ids, so nothing changes in
+# the host's own namespace. Stopped with SIGTERM (it then prints its summary), after 30
+# minutes at the latest.
+watch_nodes=()
 for gw in "${gateways[@]}"; do
   pid=$(lxc-info -n "$prefix$gw" -pH)
   [ -n "$pid" ] || die "no init PID for container $prefix$gw"
-  pairs+=("$gw=$pid")
+  ip netns attach "$(netns_of "$gw")" "$pid" || die "ip netns attach $(netns_of "$gw") $pid failed"
+  watch_nodes+=(--node "$gw=$(netns_of "$gw")")
 done
-python3 "$rig/rig-watch.py" 10 900 "$vip,$vip2" "${pairs[@]}" >"$tmp/watch" &
+{ ip netns add "$watch_ns" && ip -n "$watch_ns" link set lo up; } || die "cannot add the watcher's namespace $watch_ns"
+python3 "$repo/scripts/vip-watch.py" --netns "$watch_ns" "${watch_nodes[@]}" \
+  --vip "crm=$vip" --vip "crm2=$vip2" --seconds 1800 >"$tmp/watch" 2>"$tmp/watch.err" &
 watcher_pid=$!
+for ((i = 0; i < 100; i++)); do grep -q '^ready ' "$tmp/watch" && break; sleep 0.1; done
+grep -q '^ready ' "$tmp/watch" || die "vip-watch.py not ready within 10 s: $(cat "$tmp/watch" "$tmp/watch.err")"
 python3 "$repo/scripts/lab-probe.py" "$vip" 80 20 900 >"$tmp/probe" 2>/dev/null &
 probe_pid=$!
 
-holders() { tail -n 1 "$tmp/watch" 2>/dev/null | awk '{ print $2 }'; }
-holders2() { tail -n 1 "$tmp/watch" 2>/dev/null | awk '{ print $3 }'; }
+# The watcher's events replayed: who holds GROUP now ("none", or the gateways in the order
+# of nodes.conf, comma-separated).
+holders_of() {
+  awk -v g="$1" -v gws="${gateways[*]}" '
+    ($1 == "hold" || $1 == "release") && $3 == g { held[$4] = ($1 == "hold") }
+    END { n = split(gws, gw, " "); out = ""
+          for (i = 1; i <= n; i++) if (held[gw[i]]) out = out (out == "" ? "" : ",") gw[i]
+          print (out == "" ? "none" : out) }' "$tmp/watch" 2>/dev/null
+}
+holders() { holders_of crm; }
+holders2() { holders_of crm2; }
 # answered_by WHO SINCE_MS: WHO answered the probe after SINCE_MS.
 answered_by() { awk -v w="$1" -v s="$2" '$3 == w && $2 > s { f = 1 } END { exit !f }' "$tmp/probe"; }
 # wait_for SECONDS WHO SINCE_MS: polls (every 100 ms, bounded) until WHO is the only
@@ -177,25 +212,57 @@ outage() {
       END { if (last != "" && to - last > worst) { worst = to - last; b = lw; a = "nobody" }
             print worst + 0, (b == "" ? "-" : b), (a == "" ? "-" : a) }'
 }
-# two_holders FROM TO: ms during which two gateways held a VIP (crm or crm2) in [FROM, TO].
+# two_holders FROM TO: the watcher's overlaps (two gateways holding crm or crm2) that touch
+# [FROM, TO], as "COUNT MS", MS clipped to the window; one still open counts up to TO. An
+# overlap of 0 ms is still one.
 two_holders() {
   awk -v from="$1" -v to="$2" '
-    $1 >= from && $1 <= to { if (prev != "" && pw ~ /,/) bad += $1 - prev; prev = $1; pw = $2 $3 }
-    END { print bad + 0 }' "$tmp/watch"
+    function clip(s, e) {
+      if (s > to || e < from) return
+      count++; ms += (e < to ? e : to) - (s > from ? s : from)
+    }
+    $1 == "hold" { if (++n[$3] == 2) open[$3] = $2 }
+    $1 == "release" { if (n[$3]-- == 2) delete open[$3] }
+    $1 == "overlap" { clip($3, $4); delete open[$2] }   # also one closed when the watcher ended
+    END { for (g in open) clip(open[g], to); print count + 0, ms + 0 }' "$tmp/watch"
 }
-# handover FROM TO OLD NEW: in [FROM, TO], ms from the last sample in which OLD held the VIP
-# to the first in which NEW alone held it (the watcher's view of the takeover).
+# handover FROM TO OLD NEW: in [FROM, TO], ms from OLD's release of crm to the event after
+# which NEW alone held it (the watcher's view of the takeover), "-" if it did not happen.
 handover() {
   awk -v from="$1" -v to="$2" -v old="$3" -v new="$4" '
-    $1 >= from && $1 <= to {
-      if ($2 == new && seen != "") { print $1 - seen; done = 1; exit }
-      if ($2 ~ old) seen = $1
+    ($1 == "hold" || $1 == "release") && $3 == "crm" {
+      held[$4] = ($1 == "hold")
+      if ($2 < from || $2 > to) next
+      if ($1 == "release" && $4 == old) rel = $2
+      if (rel != "" && held[new] && !held[old]) { print $2 - rel; done = 1; exit }
     }
     END { if (!done) print "-" }' "$tmp/watch"
 }
-# timeline: the watcher's samples where the holders changed, in ms since the start.
+# timeline: every change of holders the watcher reported, in ms since the start, with who
+# holds each VIP after it; its overlaps and errors.
 timeline() {
-  awk -v s="$started" '$2 " " $3 != last { printf "  +%6d ms  crm %-10s crm2 %s\n", $1 - s, $2, $3; last = $2 " " $3 }' "$tmp/watch" | tail -n 40
+  awk -v s="$started" -v gws="${gateways[*]}" '
+    function who(g,   i, n, gw, out) {
+      n = split(gws, gw, " "); out = ""
+      for (i = 1; i <= n; i++) if (held[g, gw[i]]) out = out (out == "" ? "" : ",") gw[i]
+      return out == "" ? "none" : out
+    }
+    $1 == "hold" || $1 == "release" {
+      held[$3, $4] = ($1 == "hold")
+      printf "  +%6d ms  %-7s %-4s %-5s  now crm %-10s crm2 %s\n", $2 - s, $1, $3, $4, who("crm"), who("crm2")
+    }
+    $1 == "overlap" { printf "  +%6d ms  OVERLAP %s: %s for %d ms\n", $3 - s, $2, $5, $4 - $3 }
+    $1 == "error" { print "  " $0 }' "$tmp/watch" | tail -n 40
+}
+# stop_watcher: SIGTERM, bounded wait (it prints its summary line and exits).
+stop_watcher() {
+  local i
+  [ -n "$watcher_pid" ] || return 0
+  kill "$watcher_pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do kill -0 "$watcher_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$watcher_pid" 2>/dev/null || true
+  wait "$watcher_pid" 2>/dev/null || true
+  watcher_pid=''
 }
 
 # Settled: the preferred gateways hold (gw-a crm, gw-b crm2), gw-a answers on the VIP, and
@@ -225,7 +292,7 @@ failures=0
 # answer within 15 s, let it last 2 s, heal, expect gw-a back within 30 s; print timings.
 fault() {
   local name=$1 during=$2 inject_node=$3 inject=$4 heal_node=$5 heal=$6
-  local t0 t1 t2 back out fb split took back_took
+  local t0 t1 t2 back out fb split split_ms took back_took
   t0=$(now_ms)
   on "$inject_node" "$inject" >/dev/null || { log "$name: inject failed: $inject"; failures=$((failures + 1)); return; }
   log "$name: injected through vagrant ssh $inject_node in $(( $(now_ms) - t0 )) ms"
@@ -249,12 +316,12 @@ fault() {
   t2=$(now_ms)
   fb=$(outage "$t1" "$t2")
   back_took=$(handover "$t1" "$t2" "$during" gw-a)
-  split=$(two_holders "$t0" "$t2")
+  read -r split split_ms <<<"$(two_holders "$t0" "$t2")"
   read -r out_ms out_before out_after <<<"$out"
   read -r fb_ms fb_before fb_after <<<"$fb"
-  printf 'e2e: %-20s outage %4s ms (%s -> %s), handover %s ms | healed: outage %s ms (%s -> %s), handover %s ms, gw-a back %s ms after the heal began | two holders: %s ms\n' \
-    "$name" "$out_ms" "$out_before" "$out_after" "$took" "$fb_ms" "$fb_before" "$fb_after" "$back_took" "$back" "$split"
-  [ "$split" = 0 ] || { log "FAIL $name: two gateways held $vip for $split ms"; failures=$((failures + 1)); }
+  printf 'e2e: %-20s outage %4s ms (%s -> %s), handover %s ms | healed: outage %s ms (%s -> %s), handover %s ms, gw-a back %s ms after the heal began | two holders: %s overlap(s), %s ms\n' \
+    "$name" "$out_ms" "$out_before" "$out_after" "$took" "$fb_ms" "$fb_before" "$fb_after" "$back_took" "$back" "$split" "$split_ms"
+  [ "$split" = 0 ] || { log "FAIL $name: two gateways held a VIP at once: $split overlap(s), $split_ms ms"; failures=$((failures + 1)); }
   [ "$out_ms" -le $budget_ms ] || { log "FAIL $name: $vip unanswered for $out_ms ms (budget $budget_ms)"; failures=$((failures + 1)); }
   [ "$fb_ms" -le $budget_ms ] || { log "FAIL $name: $vip unanswered for $fb_ms ms during failback (budget $budget_ms)"; failures=$((failures + 1)); }
 }
@@ -273,11 +340,17 @@ fault "failover --to gw-b" gw-b gw-a "havip failover --to gw-b --group crm" gw-b
 #    two holders), and Restart=on-failure brings it back 1 s later (failback to gw-a).
 fault "SIGKILL gw-a havip" gw-b gw-a "systemctl kill --signal=KILL havip" gw-a ""
 
-split=$(two_holders 0 "$(now_ms)")
-log "who held the VIPs (changes only):"
+stop_watcher
+read -r split split_ms <<<"$(two_holders 0 "$(now_ms)")"
+summary=$(grep '^summary ' "$tmp/watch" | tail -n 1 || true)
+errors=$(grep -c '^error ' "$tmp/watch" || true)
+log "who held the VIPs (the watcher's events):"
 timeline
-log "two holders over the whole run: $split ms; $(wc -l <"$tmp/watch") watcher samples, $(wc -l <"$tmp/probe") probes"
+log "two holders over the whole run: $split overlap(s), $split_ms ms (watcher: ${summary:-no summary}); $(wc -l <"$tmp/probe") probes"
 [ "$split" = 0 ] || failures=$((failures + 1))
+# An error means events may have been lost: then "no overlap" proves nothing.
+[ "$errors" = 0 ] || { log "FAIL the watcher reported $errors error(s): $(grep '^error ' "$tmp/watch" | head -n 3)"; failures=$((failures + 1)); }
+[ -n "$summary" ] || { log "FAIL the watcher ended without its summary: $(tail -n 5 "$tmp/watch.err")"; failures=$((failures + 1)); }
 [ "$failures" = 0 ] || die "$failures failed assertion(s) (see above)"
 log "all faults passed in $(( $(now_ms) - started - up_ms )) ms after up"
 passed=1
