@@ -63,6 +63,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(10);
 const VIP_WATCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vip-watch.py");
 /// How long the gateway partition lasts before it heals.
 const PARTITION: Duration = Duration::from_secs(5);
+/// How long gw-b may take to answer after a fault before the run counts as failed.
+const TAKEOVER: Duration = Duration::from_secs(15);
 /// gw-a must hold alone and answer alone this long before a fault is injected.
 const STEADY: Duration = Duration::from_millis(1500);
 const GW_NAMES: [&str; 2] = ["gw-a", "gw-b"];
@@ -629,6 +631,11 @@ fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Instant>
     None
 }
 
+/// The failure of a run in which gw-b never answered.
+fn no_takeover() -> String {
+    format!("gw-b never answered within {TAKEOVER:?}")
+}
+
 /// One measured window of one run.
 struct Sample {
     row: &'static str,
@@ -979,7 +986,7 @@ impl Bench {
         let host = self.cluster.hosts[A].clone();
         let cut = Instant::now();
         host.ip(&["link", "set", LAN, "down"]);
-        let taken = self.answered(B, cut, Duration::from_secs(15));
+        let taken = self.answered(B, cut, TAKEOVER);
         std::thread::sleep(Duration::from_millis(500));
         let restored = Instant::now();
         host.ip(&["link", "set", LAN, "up"]);
@@ -990,9 +997,7 @@ impl Bench {
                 Fault::Hard.row(),
                 cut,
                 restored,
-                taken
-                    .is_none()
-                    .then(|| "gw-b never answered within 15s".to_string()),
+                taken.is_none().then(no_takeover),
             ),
             self.sample("failback (lan0 up again)", restored, end, back.err()),
         ]
@@ -1002,7 +1007,7 @@ impl Bench {
         let killed = Instant::now();
         self.cluster.sigkill(&mut self.lab, A);
         self.cluster.after_death(&mut self.lab, A);
-        let taken = self.answered(B, killed, Duration::from_secs(15));
+        let taken = self.answered(B, killed, TAKEOVER);
         let stale_gone = match self.cluster.kind {
             // `havip release` (ExecStopPost) removed it; else the kernel would, when its
             // lifetime runs out. When it went is the watcher's release event.
@@ -1021,9 +1026,7 @@ impl Bench {
             Fault::Kill.row(),
             killed,
             restarted,
-            taken
-                .is_none()
-                .then(|| "gw-b never answered within 15s".to_string()),
+            taken.is_none().then(no_takeover),
         );
         kill.figures = vec![
             ("gw-b answered after", taken.map(|t| t - killed)),
@@ -1041,7 +1044,7 @@ impl Bench {
     fn daemon_sigstop(&mut self) -> Vec<Sample> {
         let stopped = Instant::now();
         self.cluster.signal_all(A, libc::SIGSTOP);
-        let taken = self.answered(B, stopped, Duration::from_secs(15));
+        let taken = self.answered(B, stopped, TAKEOVER);
         let gone = match self.address_lifetime {
             Some(lifetime) => wait_for(lifetime + Duration::from_secs(5), || {
                 !self.record.latest_holders()[A]
@@ -1061,9 +1064,7 @@ impl Bench {
             Fault::Sigstop.row(),
             stopped,
             continued,
-            taken
-                .is_none()
-                .then(|| "gw-b never answered within 15s".to_string()),
+            taken.is_none().then(no_takeover),
         );
         frozen.figures = vec![
             ("gw-b answered after", taken.map(|t| t - stopped)),
@@ -1088,16 +1089,14 @@ impl Bench {
     fn graceful_stop(&mut self) -> Vec<Sample> {
         let stopped = Instant::now();
         self.cluster.sigterm(&mut self.lab, A);
-        let taken = self.answered(B, stopped, Duration::from_secs(15));
+        let taken = self.answered(B, stopped, TAKEOVER);
         std::thread::sleep(Duration::from_millis(500));
         let (restarted, failback) = self.restart_with_failback();
         let stop = self.sample(
             Fault::Stop.row(),
             stopped,
             restarted,
-            taken
-                .is_none()
-                .then(|| "gw-b never answered within 15s".to_string()),
+            taken.is_none().then(no_takeover),
         );
         vec![stop, failback]
     }
