@@ -7,12 +7,16 @@
 //! neighbour entry from a gratuitous ARP only then (without it, it only updates an
 //! existing entry, which is what real clients rely on after a failover).
 
+#[path = "support/figures.rs"]
+mod figures;
 #[path = "support/netns.rs"]
 mod netns;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use netns::{Host, LAN, Lab, Proc, require_root, unix_ns, vip_tool};
+use figures::figure;
+use netns::{AddressEvent, AddressWatch, Host, LAN, Lab, Proc, require_root, unix_ns, vip_tool};
 use serde_json::Value;
 
 const VIP4: &str = "198.18.0.50";
@@ -49,6 +53,36 @@ fn field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(|x| x.as_str()).unwrap_or("")
 }
 
+/// Asserts that no VIP address, IPv4 or IPv6, was ever on `first` and `second` at once
+/// during `watch`, and that the watch saw each of them hold every address (a watch that
+/// saw nothing would prove nothing). Reports the figures of `what`, also when it fails.
+fn assert_one_holder_at_a_time(watch: &mut AddressWatch, what: &str, first: &str, second: &str) {
+    let mut wrong = Vec::new();
+    for vip in [VIP4, VIP6] {
+        let history = watch.history(vip);
+        figure(&format!(
+            "{what}: {vip}: {} address events, two holders: {} ms",
+            history.events,
+            history.overlap_us() / 1000
+        ));
+        if !history.overlaps.is_empty() {
+            wrong.push(format!(
+                "{vip} on two hosts at once, {} us by the monitor's clock: {:#?}",
+                history.overlap_us(),
+                history.overlaps
+            ));
+        }
+        for host in [first, second] {
+            if !history.holders_seen.contains(host) {
+                wrong.push(format!(
+                    "the watch never saw {host} hold {vip}: {history:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{what}:\n{}", wrong.join("\n"));
+}
+
 /// Polls `check` every 5 ms for at most `limit`; returns how long it took.
 fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
@@ -59,6 +93,92 @@ fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> 
         std::thread::sleep(Duration::from_millis(5));
     }
     None
+}
+
+/// The address watch's parts: `ip -ts monitor all-nsid` lines, and the overlap found from
+/// events in order (the kernel's), whatever the monitor's time stamps.
+#[test]
+fn the_address_watch_reads_monitor_lines_and_finds_every_overlap() {
+    let names = BTreeMap::from([
+        ("1".to_string(), "gw-a".to_string()),
+        ("2".to_string(), "gw-b".to_string()),
+    ]);
+    let added = AddressEvent::parse(
+        "[2026-12-02T17:44:09.188420] [nsid 1]3: if3    inet 198.18.0.50/24 scope global dynamic d0",
+        &names,
+    )
+    .expect("added");
+    assert_eq!(
+        (added.host.as_str(), added.address.as_str(), added.present),
+        ("gw-a", VIP4, true)
+    );
+    let deleted = AddressEvent::parse(
+        "[2026-12-02T17:44:10.188421] [nsid 2]Deleted 3: if3    inet6 2001:db8::50/64 scope global nodad dynamic ",
+        &names,
+    )
+    .expect("deleted");
+    assert_eq!(
+        (
+            deleted.host.as_str(),
+            deleted.address.as_str(),
+            deleted.present
+        ),
+        ("gw-b", VIP6, false)
+    );
+    assert_eq!(deleted.at_us - added.at_us, 1_000_001);
+    assert_eq!(
+        netns::local_time_us("1970-01-02T00:00:00.000000"),
+        Some(86_400_000_000)
+    );
+    // Lifetime lines, the watch's own namespace and unknown nsids are no host's events.
+    assert!(AddressEvent::parse("       valid_lft 3sec preferred_lft 3sec", &names).is_none());
+    assert!(
+        AddressEvent::parse(
+            "[2026-12-02T17:44:09.1] [nsid 9]3: if3    inet 198.18.0.50/24",
+            &names
+        )
+        .is_none()
+    );
+
+    let event = |at_us: i64, host: &str, address: &str, present: bool| AddressEvent {
+        at_us,
+        host: host.to_string(),
+        address: address.to_string(),
+        present,
+        line: format!("{at_us} {host} {address} {present}"),
+    };
+    // A clean hand-over of both addresses, then gw-a re-adds the IPv6 one before gw-b
+    // lets it go (and a refresh in between changes nothing), and one left overlapping.
+    let events = [
+        event(0, "gw-a", VIP4, true),
+        event(0, "gw-a", VIP6, true),
+        event(10, "gw-a", VIP4, false),
+        event(10, "gw-a", VIP6, false),
+        event(20, "gw-b", VIP4, true),
+        event(20, "gw-b", VIP6, true),
+        event(30, "gw-a", VIP6, true),
+        event(35, "gw-b", VIP6, true),
+        event(45, "gw-b", VIP6, false),
+        event(50, "gw-a", VIP4, true),
+    ];
+    let v6 = netns::address_history(BTreeSet::new(), &events, VIP6);
+    assert_eq!(v6.events, 6);
+    assert_eq!(v6.overlaps.len(), 1, "{v6:?}");
+    assert_eq!(
+        (v6.overlaps[0].from_us, v6.overlaps[0].until_us),
+        (30, Some(45))
+    );
+    assert_eq!(v6.overlap_us(), 15);
+    let v4 = netns::address_history(BTreeSet::new(), &events, VIP4);
+    assert_eq!(v4.overlaps.len(), 1, "{v4:?}");
+    assert_eq!(
+        v4.overlaps[0].until_us, None,
+        "still overlapping at the end"
+    );
+    // A holder from before the watch started counts from the start.
+    let v4 = netns::address_history(BTreeSet::from(["gw-b".to_string()]), &events[..1], VIP4);
+    assert_eq!(v4.overlaps.len(), 1, "{v4:?}");
+    assert_eq!(v4.holders_seen.len(), 2);
 }
 
 #[test]
@@ -139,11 +259,11 @@ fn holding_installs_the_vips_with_a_lifetime_and_announces_them() {
     let first = unix_ns(arps[0]).min(unix_ns(nas[0]));
     let to_wire = first.saturating_sub(unix_ns(&started));
     let repeat = unix_ns(arps[5]).saturating_sub(unix_ns(arps[0]));
-    println!(
+    figure(&format!(
         "hold() to first announcement on the wire: {:.2} ms; repeat burst after {:.0} ms",
         to_wire as f64 / 1e6,
         repeat as f64 / 1e6
-    );
+    ));
     assert!(
         (1900..2500).contains(&(repeat / 1_000_000)),
         "repeat burst after {repeat} ns"
@@ -194,6 +314,7 @@ fn after_a_hand_over_the_client_points_at_the_new_holder_within_the_burst() {
     let a = lab.host("gwa", 11);
     let b = lab.host("gwb", 12);
     let client = lab.host("cl", 100);
+    let mut watch = lab.watch_addresses(&[("gw-a", &a), ("gw-b", &b)]);
     let mut holder = hold(&mut lab, &a, &[]);
     holder.expect("holding", Duration::from_secs(10));
     // A client that talked to the VIP through gw-a (an existing entry, as in real life).
@@ -218,9 +339,12 @@ fn after_a_hand_over_the_client_points_at_the_new_holder_within_the_burst() {
                 b.mac
             )
         });
-        println!("{vip}: client's entry moved to the new holder {took:?} after hold()");
+        figure(&format!(
+            "{vip}: client's entry moved to the new holder {took:?} after hold()"
+        ));
     }
     assert!(a.address(VIP4).is_none() && a.address(VIP6).is_none());
+    assert_one_holder_at_a_time(&mut watch, "hand-over between holders", "gw-a", "gw-b");
 }
 
 #[test]
@@ -252,10 +376,10 @@ fn the_kernel_removes_a_sigkilled_holders_vips_within_the_lifetime() {
         gw.address(VIP4).is_none() && gw.address(VIP6).is_none()
     });
     let gone = gone.unwrap_or_else(|| panic!("VIPs still there: {:?}", gw.addresses()));
-    println!(
+    figure(&format!(
         "SIGKILL to the kernel removing the VIPs: {:?} (lifetime {lifetime:?})",
         killed.elapsed()
-    );
+    ));
     // The last refresh was at most a third of the lifetime before the kill, and the
     // kernel rounds its lifetime check up to a whole second (round_jiffies_up).
     assert!(gone <= lifetime + Duration::from_secs(1), "took {gone:?}");
@@ -373,10 +497,10 @@ fn the_link_watch_reports_a_link_going_down_and_coming_back() {
         .trim()
         .parse()
         .unwrap_or(0);
-    println!(
+    figure(&format!(
         "admin down reported {:.2} ms after `ip link set down` started",
         (unix_ns(&down) - before) as f64 / 1e6
-    );
+    ));
     gw.ip(&["link", "set", LAN, "up"]);
     let up = links.expect("link", Duration::from_secs(2));
     assert_eq!(up.get("up").and_then(|u| u.as_bool()), Some(true), "{up}");
@@ -390,7 +514,7 @@ fn the_link_watch_reports_a_link_going_down_and_coming_back() {
         Some(false),
         "{down}"
     );
-    println!("carrier loss reported within {:?}", cut.elapsed());
+    figure(&format!("carrier loss reported within {:?}", cut.elapsed()));
     assert!(cut.elapsed() < Duration::from_millis(500));
 }
 
@@ -527,6 +651,9 @@ fn the_daemon_hands_the_vip_over_on_link_down_and_a_killed_holders_vip_expires_o
     let dir = tempfile::tempdir().expect("tempdir");
     let key = keygen(dir.path());
     let havip = env!("CARGO_BIN_EXE_havip");
+    // Every address change of both gateways, from before the first daemon starts to the
+    // end: each VIP address on one gateway at a time, whatever happens in between.
+    let mut watch = lab.watch_addresses(&[("gw-a", &hosts[0]), ("gw-b", &hosts[1])]);
     let mut daemons = Vec::new();
     for (host, name) in hosts.iter().zip(["gw-a", "gw-b", "witness"]) {
         let config = write_config(dir.path(), name, &key)
@@ -554,10 +681,10 @@ fn the_daemon_hands_the_vip_over_on_link_down_and_a_killed_holders_vip_expires_o
     let (Some(released), Some(taken)) = (released, taken) else {
         panic!("no hand-over after link down:\n{}", logs(&daemons));
     };
-    println!(
+    figure(&format!(
         "link down: gw-a released {released:?} and gw-b held {:?} after the cut",
         released + taken
-    );
+    ));
     assert!(
         released < Duration::from_millis(200),
         "gw-a released only after {released:?}"
@@ -568,7 +695,9 @@ fn the_daemon_hands_the_vip_over_on_link_down_and_a_killed_holders_vip_expires_o
     let killed = Instant::now();
     let gone = within(Duration::from_secs(6), || !holds(b));
     let gone = gone.unwrap_or_else(|| panic!("gw-b's VIPs outlived its daemon"));
-    println!("daemon SIGKILL to the kernel removing its VIPs: {gone:?} (address_lifetime 3s)");
+    figure(&format!(
+        "daemon SIGKILL to the kernel removing its VIPs: {gone:?} (address_lifetime 3s)"
+    ));
     assert!(killed.elapsed() <= Duration::from_secs(4));
 
     // gw-a's link returns: it is eligible again and, with gw-b gone, holds.
@@ -604,10 +733,11 @@ fn the_daemon_hands_the_vip_over_on_link_down_and_a_killed_holders_vip_expires_o
     let code = lab.wait(&release, Duration::from_secs(10));
     assert_eq!(code, Some(0), "release after SIGKILL: {}", release.stderr());
     assert!(!holds(a), "release left the dead daemon's VIPs");
-    println!(
+    figure(&format!(
         "havip release after SIGKILL: VIPs gone {:?} after it started",
         started.elapsed()
-    );
+    ));
+    assert_one_holder_at_a_time(&mut watch, "daemon hand-overs", "gw-a", "gw-b");
 }
 
 // ---- Benchmark (scripts/bench-dataplane.sh) ------------------------------------------------

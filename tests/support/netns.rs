@@ -2,15 +2,19 @@
 //! namespace per host, each joined to the bridge by a veth pair created *inside* the
 //! namespaces (so no interface ever appears on the host), on 198.18.0.0/24 and
 //! 2001:db8::/64. A host-side blackhole route for 198.18.0.0/24 keeps lab traffic from
-//! ever being routed out of the machine. Every namespace and every process started
-//! through `Lab::spawn` is removed in Drop, also when a test fails. It must never touch a
+//! ever being routed out of the machine. `Lab::watch_addresses` follows the hosts'
+//! address changes in the kernel's order (one `ip monitor all-nsid`), so a test can prove
+//! that no address was ever on two hosts at once. Every namespace and every process
+//! started through `Lab` is removed in Drop, also when a test fails. It must never touch a
 //! host interface.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -283,8 +287,78 @@ impl Lab {
             stdin,
             lines,
             errors,
+            errors_seen: RefCell::new(Vec::new()),
             seen: Vec::new(),
         }
+    }
+
+    /// Starts following every address change of `hosts` (name, host): one `ip -ts monitor
+    /// all-nsid address` in a namespace of its own that has an nsid for each host. One
+    /// netlink socket receives them all, so the events arrive in the order the kernel made
+    /// the changes (every address change holds the RTNL lock), across namespaces; a
+    /// hand-over between two reads cannot look like an overlap and an overlap between two
+    /// reads cannot be missed. Returns once the subscription is live, with the addresses
+    /// the hosts already had as the starting state. The monitor is killed in Drop.
+    pub fn watch_addresses(&mut self, hosts: &[(&str, &Host)]) -> AddressWatch {
+        let netns = format!("{}watch", self.prefix);
+        self.add_netns(&netns);
+        let mut names = BTreeMap::from([("current".to_string(), WATCH_SELF.to_string())]);
+        for (index, (name, host)) in hosts.iter().enumerate() {
+            let nsid = (index + 1).to_string();
+            sh(&["ip", "-n", &netns, "netns", "set", &host.netns, &nsid]);
+            names.insert(nsid, name.to_string());
+        }
+        let mut child = Command::new("ip")
+            .args(["-ts", "-n", &netns, "monitor", "all-nsid", "address"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start ip monitor in {netns}: {e}"));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let unparsed = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stdout) = child.stdout.take() {
+            let (events, unparsed) = (events.clone(), unparsed.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    // Continuation lines (lifetimes) start with blanks.
+                    if !line.starts_with('[') {
+                        continue;
+                    }
+                    match AddressEvent::parse(&line, &names) {
+                        Some(event) => lock(&events).push(event),
+                        None => lock(&unparsed).push(line),
+                    }
+                }
+            });
+        }
+        let errors = read_lines(child.stderr.take());
+        self.children.push(child);
+        let mut watch = AddressWatch {
+            netns,
+            events,
+            unparsed,
+            errors,
+            initial: BTreeSet::new(),
+            sentinel_on: false,
+        };
+        watch.sync();
+        // Read after the subscription is live: a change racing this read is also an event.
+        let mut initial = BTreeSet::new();
+        for (name, host) in hosts {
+            let out = host.ip(&["-j", "addr", "show"]);
+            let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            for link in parsed.as_array().into_iter().flatten() {
+                let infos = link.get("addr_info").and_then(|a| a.as_array());
+                for info in infos.into_iter().flatten() {
+                    if let Some(local) = info.get("local").and_then(|l| l.as_str()) {
+                        initial.insert((name.to_string(), local.to_string()));
+                    }
+                }
+            }
+        }
+        watch.initial = initial;
+        watch
     }
 
     /// Waits for (reaps) the process `proc` and returns its exit code.
@@ -295,6 +369,8 @@ impl Lab {
             if let Ok(Some(status)) = self.children[index].try_wait() {
                 // Already reaped by try_wait; wait() only returns the same status.
                 let _ = self.children.remove(index).wait();
+                // What it wrote before it exited, which its reader thread may still hold.
+                proc.read_stderr_to_end(Duration::from_secs(1));
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -348,6 +424,8 @@ pub struct Proc {
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     errors: mpsc::Receiver<String>,
+    /// Every stderr line received so far.
+    errors_seen: RefCell<Vec<String>>,
     /// Every JSON line received so far.
     pub seen: Vec<Value>,
 }
@@ -385,8 +463,24 @@ impl Proc {
         self.seen.clone()
     }
 
+    /// Everything the process wrote to stderr so far (all of it once `Lab::wait` saw it
+    /// exit).
     pub fn stderr(&self) -> String {
-        self.errors.try_iter().collect::<Vec<_>>().join("\n")
+        let mut seen = self.errors_seen.borrow_mut();
+        seen.extend(self.errors.try_iter());
+        seen.join("\n")
+    }
+
+    /// Reads stderr until the process closed it (bounded by `timeout`).
+    fn read_stderr_to_end(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut seen = self.errors_seen.borrow_mut();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.errors.recv_timeout(left) {
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
     }
 
     /// Closes stdin (the tool's "release now").
@@ -410,4 +504,221 @@ pub fn unix_ns(value: &Value) -> u128 {
 /// build examples).
 pub fn vip_tool() -> String {
     host::example("vip_tool")
+}
+
+/// What the address watch calls its own namespace's events (its sentinel).
+const WATCH_SELF: &str = "(watch)";
+/// The watch namespace's own address, toggled to prove that every earlier event was read.
+const SENTINEL: &str = "198.18.1.1";
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One address added (or refreshed) or deleted on a host, as `ip -ts monitor` printed it.
+#[derive(Debug, Clone)]
+pub struct AddressEvent {
+    /// When `ip` read the event (local wall clock, microseconds): the order of the events
+    /// is the kernel's, their times are only as exact as the monitor's scheduling.
+    pub at_us: i64,
+    pub host: String,
+    /// Without the prefix length.
+    pub address: String,
+    pub present: bool,
+    pub line: String,
+}
+
+impl AddressEvent {
+    /// `[2026-12-02T17:44:09.188420] [nsid 1]Deleted 3: if3    inet 198.18.0.50/24 ...`
+    /// (a device of another namespace prints as ifN, so only the address is matched).
+    pub fn parse(line: &str, names: &BTreeMap<String, String>) -> Option<AddressEvent> {
+        let (stamp, rest) = line.strip_prefix('[')?.split_once("] [nsid ")?;
+        let (nsid, rest) = rest.split_once(']')?;
+        let rest = rest.trim_start();
+        let present = !rest.starts_with("Deleted");
+        let mut words = rest.split_whitespace();
+        words.find(|w| *w == "inet" || *w == "inet6")?;
+        let address = words.next()?.split('/').next()?.to_string();
+        Some(AddressEvent {
+            at_us: local_time_us(stamp)?,
+            host: names.get(nsid)?.clone(),
+            address,
+            present,
+            line: line.to_string(),
+        })
+    }
+}
+
+/// `2026-12-02T17:44:09.188420` as microseconds since 1970 (local time taken as UTC: only
+/// differences are used).
+pub fn local_time_us(stamp: &str) -> Option<i64> {
+    let (date, time) = stamp.split_once('T')?;
+    let mut ymd = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let (hms, micros) = time.split_once('.')?;
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (parts.next()??, parts.next()??, parts.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + micros.parse::<i64>().ok()?)
+}
+
+/// The address changes of some hosts, in the kernel's order (`Lab::watch_addresses`).
+pub struct AddressWatch {
+    netns: String,
+    events: Arc<Mutex<Vec<AddressEvent>>>,
+    /// Event lines the parser did not understand: a watch that cannot read its input
+    /// must fail, not report "no overlap".
+    unparsed: Arc<Mutex<Vec<String>>>,
+    errors: mpsc::Receiver<String>,
+    /// (host, address) present when the watch started.
+    initial: BTreeSet<(String, String)>,
+    sentinel_on: bool,
+}
+
+/// A time during which two or more hosts had one address.
+#[derive(Debug, Clone)]
+pub struct Overlap {
+    pub holders: BTreeSet<String>,
+    pub from_us: i64,
+    /// None: still overlapping at the last event.
+    pub until_us: Option<i64>,
+    /// The event lines from the one that began it to the one that ended it.
+    pub lines: Vec<String>,
+}
+
+/// One address's history in a watch.
+#[derive(Debug, Clone, Default)]
+pub struct AddressHistory {
+    /// Every host that had the address at some point.
+    pub holders_seen: BTreeSet<String>,
+    /// Events about the address (adds, refreshes, deletions).
+    pub events: usize,
+    pub overlaps: Vec<Overlap>,
+}
+
+impl AddressHistory {
+    /// The time with two or more holders, by the monitor's clock (an overlap still open at
+    /// the end counts to the last event).
+    pub fn overlap_us(&self) -> i64 {
+        self.overlaps
+            .iter()
+            .map(|o| o.until_us.unwrap_or(o.from_us) - o.from_us)
+            .sum()
+    }
+}
+
+impl AddressWatch {
+    /// Toggles the sentinel address in the watch's own namespace and waits for its event:
+    /// every change made before this call has then been read. Toggled again every 100 ms
+    /// while none arrives: a monitor that has just started may not have subscribed yet.
+    pub fn sync(&mut self) {
+        let seen_before = self.sentinel_events();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.sentinel_events() == seen_before {
+            assert!(
+                Instant::now() < deadline,
+                "ip monitor in {} did not report its own address change within 5 s: {}",
+                self.netns,
+                self.errors.try_iter().collect::<Vec<_>>().join("\n")
+            );
+            let verb = if self.sentinel_on { "del" } else { "add" };
+            sh(&[
+                "ip",
+                "-n",
+                &self.netns,
+                "addr",
+                verb,
+                &format!("{SENTINEL}/32"),
+                "dev",
+                "lo",
+            ]);
+            self.sentinel_on = !self.sentinel_on;
+            let toggled = Instant::now();
+            while self.sentinel_events() == seen_before
+                && toggled.elapsed() < Duration::from_millis(100)
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
+    fn sentinel_events(&self) -> usize {
+        lock(&self.events)
+            .iter()
+            .filter(|e| e.host == WATCH_SELF && e.address == SENTINEL)
+            .count()
+    }
+
+    /// The history of `address` up to now: who had it and every moment with two holders.
+    /// Panics if the monitor reported an error or printed an event it could not parse.
+    pub fn history(&mut self, address: &str) -> AddressHistory {
+        self.sync();
+        // `ip monitor` looks up an nsid for every name in /var/run/netns; a namespace that
+        // another test is adding or deleting at that moment answers "Peer netns reference
+        // is invalid", which concerns that lookup, not the event stream. Anything else
+        // (a lost event: "No buffer space available") fails the watch.
+        let errors: Vec<String> = self
+            .errors
+            .try_iter()
+            .filter(|e| !e.contains("Peer netns reference is invalid"))
+            .collect();
+        assert!(errors.is_empty(), "ip monitor failed: {errors:?}");
+        let unparsed = lock(&self.unparsed).clone();
+        assert!(unparsed.is_empty(), "unparsed monitor lines: {unparsed:#?}");
+        let initial: BTreeSet<String> = self
+            .initial
+            .iter()
+            .filter(|(_, a)| a == address)
+            .map(|(h, _)| h.clone())
+            .collect();
+        address_history(initial, &lock(&self.events), address)
+    }
+}
+
+/// The history of `address` from the hosts that had it at the start (`initial`) and the
+/// events in the kernel's order: an add makes a host a holder (a refresh changes nothing),
+/// a deletion ends it; any moment with two or more holders is an overlap.
+pub fn address_history(
+    initial: BTreeSet<String>,
+    events: &[AddressEvent],
+    address: &str,
+) -> AddressHistory {
+    let mut holders = initial;
+    let mut history = AddressHistory {
+        holders_seen: holders.clone(),
+        ..AddressHistory::default()
+    };
+    let mut open: Option<Overlap> = None;
+    for event in events.iter().filter(|e| e.address == address) {
+        history.events += 1;
+        if event.present {
+            holders.insert(event.host.clone());
+            history.holders_seen.insert(event.host.clone());
+        } else {
+            holders.remove(&event.host);
+        }
+        if let Some(overlap) = &mut open {
+            overlap.lines.push(event.line.clone());
+            overlap.holders.extend(holders.iter().cloned());
+            if holders.len() < 2 {
+                overlap.until_us = Some(event.at_us);
+                history.overlaps.extend(open.take());
+            }
+        } else if holders.len() >= 2 {
+            open = Some(Overlap {
+                holders: holders.clone(),
+                from_us: event.at_us,
+                until_us: None,
+                lines: vec![event.line.clone()],
+            });
+        }
+    }
+    history.overlaps.extend(open);
+    history
 }
