@@ -1045,11 +1045,20 @@ impl Bench {
         let stopped = Instant::now();
         self.cluster.signal_all(A, libc::SIGSTOP);
         let taken = self.answered(B, stopped, TAKEOVER);
+        let mut failed = taken.is_none().then(no_takeover);
         let gone = match self.address_lifetime {
-            Some(lifetime) => wait_for(lifetime + Duration::from_secs(5), || {
-                !self.record.latest_holders()[A]
-            })
-            .and_then(|_| self.record.released(A, stopped)),
+            Some(lifetime) => {
+                let limit = lifetime + Duration::from_secs(5);
+                let gone = wait_for(limit, || !self.record.latest_holders()[A])
+                    .and_then(|_| self.record.released(A, stopped));
+                if gone.is_none() && failed.is_none() {
+                    // The kernel lifetime is the only bound on a frozen master's address.
+                    failed = Some(format!(
+                        "the frozen gw-a's VIP was still there {limit:?} after SIGSTOP"
+                    ));
+                }
+                gone
+            }
             None => {
                 std::thread::sleep(Duration::from_secs(2));
                 self.record.released(A, stopped)
@@ -1060,12 +1069,7 @@ impl Bench {
         // As after a partition: a client may stay on a stale neighbour entry for long.
         let back = self.settle(A, Duration::from_secs(90));
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
-        let mut frozen = self.sample(
-            Fault::Sigstop.row(),
-            stopped,
-            continued,
-            taken.is_none().then(no_takeover),
-        );
+        let mut frozen = self.sample(Fault::Sigstop.row(), stopped, continued, failed);
         frozen.figures = vec![
             ("gw-b answered after", taken.map(|t| t - stopped)),
             ("frozen gw-a's VIP removed after", gone.map(|t| t - stopped)),
