@@ -171,7 +171,7 @@ done
 python3 "$repo/scripts/vip-watch.py" --netns "$watch_ns" "${watch_nodes[@]}" \
   --vip "crm=$vip" --vip "crm2=$vip2" --seconds 1800 >"$tmp/watch" 2>"$tmp/watch.err" &
 watcher_pid=$!
-for ((i = 0; i < 100; i++)); do grep -q '^ready ' "$tmp/watch" && break; sleep 0.1; done
+for ((i = 0; i < 100; i++)); do grep -qs '^ready ' "$tmp/watch" && break; sleep 0.1; done
 grep -q '^ready ' "$tmp/watch" || die "vip-watch.py not ready within 10 s: $(cat "$tmp/watch" "$tmp/watch.err")"
 python3 "$repo/scripts/lab-probe.py" "$vip" 80 20 900 >"$tmp/probe" 2>/dev/null &
 probe_pid=$!
