@@ -78,7 +78,7 @@ impl MetricsKey {
         let quorum_ack_fresh = m
             .last_quorum_acked
             .as_ref()
-            .is_some_and(|acked| acked.elapsed() < setup.hold_lease);
+            .is_some_and(|acked| acked.elapsed() < hold::release_at(setup.hold_lease));
         MetricsKey {
             state: m.state,
             term: m.current_term,
@@ -454,7 +454,7 @@ impl GroupLoop {
             quorum_ack_age,
             handing_over: self.handing_over.is_some() || hand_over.is_some(),
         };
-        match hold::may_hold(&inputs, self.setup.hold_lease) {
+        match hold::may_hold(&inputs, hold::release_at(self.setup.hold_lease)) {
             Ok(()) => self.hold(metrics.current_term, lease_until).await,
             Err(why) => self.release(&why.to_string()).await,
         }
@@ -496,7 +496,8 @@ impl GroupLoop {
         if self.holding
             && let Some(until) = lease_until
         {
-            wake = wake.min(until);
+            // The removal starts RELEASE_AHEAD early, so that it is done by `until`.
+            wake = wake.min(until.checked_sub(hold::RELEASE_AHEAD).unwrap_or(until));
         }
         if let Some(recheck) = recheck_in {
             wake = wake.min(now + recheck);
@@ -585,11 +586,12 @@ impl GroupLoop {
 
     async fn release(&mut self, why: &str) {
         if self.holding {
+            let started = Instant::now();
             if let Err(e) = self.data_plane.release(&self.setup.vips).await {
                 tracing::error!(group = %self.setup.vips.group, "cannot remove the VIPs: {e}");
                 return;
             }
-            self.released_at(Instant::now(), why);
+            self.released_at(started, Instant::now(), why);
             self.holding = false;
             self.hold_transitions += 1;
             self.last_reason = why.to_string();
@@ -602,13 +604,19 @@ impl GroupLoop {
 
     /// Accounts for a completed removal against the lease it was held under; a late one
     /// is a safety event (a new master may already hold) and gets a WARN line.
-    fn released_at(&mut self, done: Instant, why: &str) {
+    /// `started` and `done` bracket the data plane's removal, so the line says whether the
+    /// loop came late (a starved thread, a late timer) or the removal was slow.
+    fn released_at(&mut self, started: Instant, done: Instant, why: &str) {
         let deadline = self.held_until.take();
         let after = deadline.map(|d| done.saturating_duration_since(d));
-        if let Some(late) = self.lateness.release(after) {
+        if let (Some(late), Some(deadline)) = (self.lateness.release(after), deadline) {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let started_late = started.saturating_duration_since(deadline);
             tracing::warn!(group = %self.setup.vips.group, term = self.term,
                 deadline_unix_ms = unix_ms().saturating_sub(late.as_millis() as u64),
-                late_ms = late.as_secs_f64() * 1000.0, reason = %why,
+                late_ms = ms(late), started_late_ms = ms(started_late),
+                removal_ms = ms(done.duration_since(started)),
+                wake_late_max_ms = ms(self.lateness.wake_late_max), reason = %why,
                 "late release: the VIPs were removed {late:?} after the hold lease ended");
         }
     }

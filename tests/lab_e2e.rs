@@ -2,43 +2,69 @@
 //! `vagrant/nodes.conf`, built and provisioned by `scripts/lab.sh` with the Vagrant rig's
 //! provisioning scripts, three real `havip run` daemons (real data plane, as root) in their
 //! namespaces, and for every fault:
-//! - a **watcher** sampling every 10 ms which gateway namespace has each VIP on lan0, so
-//!   any instant with two holders is recorded;
+//! - a **watcher**, `scripts/vip-watch.py`: the kernel's address events of every node,
+//!   in the kernel's order (one `ip monitor all-nsid` in the bridge namespace), so every
+//!   instant with two holders is recorded, however short, and a hand-over never looks
+//!   like one;
 //! - a **client probe** (`scripts/lab-probe.py` in the client's namespace) sending a TCP
 //!   connect + HTTP GET to the VIP every 10 ms; each gateway runs a responder on port 80
 //!   answering with its name, so the probe records WHO answered, and an outage is the
 //!   longest gap between two answers around the fault.
 //!
 //! Asserted for every fault: never two holders (a SIGSTOPped daemon's address may outlive
-//! its hold up to the kernel lifetime, and is then counted apart; a SIGKILLed one's may
-//! not: lab.sh's supervisor runs `havip release` as soon as it dies, like systemd's
-//! ExecStopPost), the VIP answers again within
-//! the budget, the preferred gateway holds again once the fault heals, and nothing is left
-//! after `lab.sh down`. The measured outages are printed (eprintln) for the CI log; the
+//! its hold up to the kernel lifetime while it is frozen, and is then counted apart, but
+//! not past its SIGCONT; a SIGKILLed one's may not: lab.sh's supervisor runs `havip
+//! release` as soon as it dies, like systemd's ExecStopPost), the VIP answers again within
+//! the fault's budget (`Budget`), the preferred gateway holds again once the fault heals,
+//! and nothing is left after `lab.sh down`. The measured outages are printed (eprintln) for the CI log; the
 //! real figures belong to the benchmark. It must never touch a host interface: lab.sh
 //! creates every interface inside the lab's namespaces.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "support/figures.rs"]
+mod figures;
 #[path = "support/host.rs"]
 mod host;
+use figures::figure;
 use host::{require_root, sh};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-/// How long the VIP may go unanswered during any fault in this suite (generous: the test
-/// VM is shared; the benchmark measures the real figures).
-const BUDGET_MS: u64 = 3000;
+
+/// How long the VIP may go unanswered, per kind of fault. These are test budgets with
+/// room for a shared, loaded VM, an order of magnitude tighter than a single budget for
+/// everything would be; the benchmark (scripts/bench-failover.sh) measures the real
+/// figures.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    /// The VIP must not move (a partition between the gateways, flapping health, loss):
+    /// nothing may be lost beyond a probe or two.
+    Stays,
+    /// A planned move (manual failover, failback, a graceful stop, a health hand-over):
+    /// the old holder releases, the new one is elected by a transfer.
+    Planned,
+    /// The master is gone without a word (link down, SIGKILL, SIGSTOP, isolation): the
+    /// others wait out its lease, then elect.
+    Hard,
+}
+
+impl Budget {
+    fn ms(self) -> u64 {
+        match self {
+            Budget::Stays | Budget::Planned => 100,
+            Budget::Hard => 1000,
+        }
+    }
+}
+
 /// How long a frozen daemon's VIP may outlive it: the kernel lifetime
 /// (`address_lifetime` in conf/*.toml, 3 s from the last refresh), plus the kernel's
-/// whole-second rounding of its expiry check (seen: 3.4 s after the last refresh), plus
-/// two samples.
-const LIFETIME_MS: u64 = 3000 + 1000 + 200;
+/// whole-second rounding of its expiry check (seen: 3.4 s after the last refresh).
+const LIFETIME_MS: u64 = 3000 + 1000;
 
 /// The lab's names are fixed (hv-gw-a, ...): one lab at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -88,11 +114,95 @@ fn address_of(name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} is not in vagrant/nodes.conf"))
 }
 
-/// One watcher sample: when, and for each VIP group the gateways that have its address.
+/// One change seen by the watcher: `node` got (`held`) or lost `group` at `at_ms`.
 #[derive(Clone, Debug)]
-struct Sample {
+struct Change {
     at_ms: u64,
-    holders: BTreeMap<String, Vec<String>>,
+    group: String,
+    node: String,
+    held: bool,
+}
+
+/// An interval in which two or more nodes held `group` (from the kernel's event order).
+#[derive(Clone, Debug)]
+struct Overlap {
+    group: String,
+    from_ms: u64,
+    to_ms: u64,
+    nodes: Vec<String>,
+}
+
+impl std::fmt::Display for Overlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} held by {} from {} to {} ({} ms)",
+            self.group,
+            self.nodes.join(" and "),
+            self.from_ms,
+            self.to_ms,
+            self.to_ms - self.from_ms
+        )
+    }
+}
+
+/// What the watcher reported so far.
+#[derive(Default)]
+struct Watched {
+    ready: bool,
+    changes: Vec<Change>,
+    overlaps: Vec<Overlap>,
+    /// `error` lines: events may have been lost, and the run proves nothing.
+    errors: Vec<String>,
+}
+
+impl Watched {
+    /// Feeds one line of vip-watch.py.
+    fn line(&mut self, line: &str) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f[..] {
+            ["ready", _] => self.ready = true,
+            [kind @ ("hold" | "release"), at, group, node] => {
+                if let Ok(at_ms) = at.parse() {
+                    self.changes.push(Change {
+                        at_ms,
+                        group: group.to_string(),
+                        node: node.to_string(),
+                        held: kind == "hold",
+                    });
+                }
+            }
+            ["overlap", group, from, to, nodes] => {
+                if let (Ok(from_ms), Ok(to_ms)) = (from.parse(), to.parse()) {
+                    self.overlaps.push(Overlap {
+                        group: group.to_string(),
+                        from_ms,
+                        to_ms,
+                        nodes: nodes.split(',').map(str::to_string).collect(),
+                    });
+                }
+            }
+            ["error", ..] => self.errors.push(line.to_string()),
+            _ => {}
+        }
+    }
+
+    /// The nodes holding `group` after the changes up to `at_ms`.
+    fn holders_at(&self, group: &str, at_ms: u64) -> Vec<String> {
+        let mut holders: Vec<String> = Vec::new();
+        for c in self
+            .changes
+            .iter()
+            .filter(|c| c.group == group && c.at_ms <= at_ms)
+        {
+            holders.retain(|n| *n != c.node);
+            if c.held {
+                holders.push(c.node.clone());
+            }
+        }
+        holders.sort();
+        holders
+    }
 }
 
 /// One probe answer: when it was sent and answered, and who answered ("-": nobody).
@@ -103,12 +213,11 @@ struct Answer {
 }
 
 struct Lab {
-    gateways: Vec<String>,
     vips: Vec<(String, String)>,
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
+    watched: Arc<Mutex<Watched>>,
     answers: Arc<Mutex<Vec<Answer>>>,
-    watcher: Option<JoinHandle<()>>,
+    watcher: Option<Child>,
+    watcher_reader: Option<JoinHandle<()>>,
     probe: Option<Child>,
     down: bool,
 }
@@ -120,21 +229,21 @@ impl Lab {
         require_root("the lab e2e suite");
         lab_sh(&["up"]);
         let mut lab = Lab {
-            gateways: names_of("gateway"),
             vips: node_list()
                 .into_iter()
                 .filter(|(_, r, _)| r == "vip")
                 .map(|(n, _, a)| (n, a))
                 .collect(),
-            stop: Arc::new(AtomicBool::new(false)),
-            samples: Arc::new(Mutex::new(Vec::new())),
+            watched: Arc::new(Mutex::new(Watched::default())),
             answers: Arc::new(Mutex::new(Vec::new())),
             watcher: None,
+            watcher_reader: None,
             probe: None,
             down: false,
         };
-        lab_sh(&["start-havip"]);
+        // Before any daemon runs, so that every address a daemon ever adds is an event.
         lab.start_watcher();
+        lab_sh(&["start-havip"]);
         lab.start_probe();
         // Settled for one second in a row: right after start, a gateway whose checks have
         // not passed yet hands over, and failback returns its group after failback_delay.
@@ -156,47 +265,56 @@ impl Lab {
         lab
     }
 
+    /// `scripts/vip-watch.py` in the bridge namespace, for every gateway and the witness
+    /// and every address of every VIP group; returns once it is subscribed.
     fn start_watcher(&mut self) {
-        let (stop, samples) = (self.stop.clone(), self.samples.clone());
-        let (gateways, vips) = (self.gateways.clone(), self.vips.clone());
-        self.watcher = Some(std::thread::spawn(move || {
-            let started = Instant::now();
-            // Bounded: at most 10 minutes, whatever the test does.
-            while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(600) {
-                let tick = Instant::now();
-                let at_ms = now_ms();
-                let shown: Vec<(String, String)> = gateways
-                    .iter()
-                    .map(|g| {
-                        let out = Command::new("ip")
-                            .args(["-n", &format!("hv-{g}"), "-o", "-4", "addr", "show"])
-                            .args(["dev", "lan0"])
-                            .stderr(Stdio::null())
-                            .output();
-                        let text = out
-                            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                            .unwrap_or_default();
-                        (g.clone(), text)
-                    })
-                    .collect();
-                let holders = vips
-                    .iter()
-                    .map(|(group, vip)| {
-                        let needle = format!(" {vip}/");
-                        let who = shown
-                            .iter()
-                            .filter(|(_, text)| text.contains(&needle))
-                            .map(|(g, _)| g.clone())
-                            .collect();
-                        (group.clone(), who)
-                    })
-                    .collect();
-                if let Ok(mut samples) = samples.lock() {
-                    samples.push(Sample { at_ms, holders });
+        let mut command = Command::new("python3");
+        command.arg(format!("{REPO}/scripts/vip-watch.py")).args([
+            "--netns",
+            "hv-br",
+            "--seconds",
+            "600",
+        ]);
+        for node in names_of("gateway").iter().chain(&names_of("witness")) {
+            command.args(["--node", &format!("{node}=hv-{node}")]);
+        }
+        for (group, address) in vip_addresses() {
+            command.args(["--vip", &format!("{group}={address}")]);
+        }
+        // stdin stays a pipe: when this process dies, the watcher sees EOF and stops.
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start scripts/vip-watch.py");
+        let stdout = child.stdout.take().expect("watcher stdout");
+        let watched = self.watched.clone();
+        self.watcher_reader = Some(std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut w) = watched.lock() {
+                    w.line(&line);
                 }
-                std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
             }
         }));
+        self.watcher = Some(child);
+        let ready = self.wait(Duration::from_secs(10), |lab| {
+            lab.watched
+                .lock()
+                .is_ok_and(|w| w.ready || !w.errors.is_empty())
+        });
+        let errors = self.watcher_errors();
+        assert!(
+            ready.is_some() && errors.is_empty(),
+            "the watcher did not start: {errors:?}"
+        );
+    }
+
+    fn watcher_errors(&self) -> Vec<String> {
+        self.watched
+            .lock()
+            .map(|w| w.errors.clone())
+            .unwrap_or_default()
     }
 
     fn start_probe(&mut self) {
@@ -233,12 +351,11 @@ impl Lab {
         self.probe = Some(child);
     }
 
-    /// The gateways holding `group` in the latest sample.
+    /// The nodes holding `group` now, as far as the watcher has reported.
     fn holders(&self, group: &str) -> Vec<String> {
-        self.samples
+        self.watched
             .lock()
-            .ok()
-            .and_then(|s| s.last().and_then(|s| s.holders.get(group).cloned()))
+            .map(|w| w.holders_at(group, u64::MAX))
             .unwrap_or_default()
     }
 
@@ -289,32 +406,21 @@ impl Lab {
         worst
     }
 
-    /// Milliseconds (10 ms samples) during which a group had two holders, except `stale`
-    /// (a node whose daemon died: its address may outlive it by the kernel lifetime).
-    fn split_brain(&self, stale: Option<(&str, u64, u64)>) -> (u64, Vec<String>) {
-        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
-        let mut bad = 0;
-        let mut examples = Vec::new();
-        for pair in samples.windows(2) {
-            let sample = &pair[0];
-            for (group, who) in &sample.holders {
-                let live: Vec<&String> = who
-                    .iter()
-                    .filter(|w| {
-                        !stale.is_some_and(|(n, from, to)| {
-                            n == w.as_str() && sample.at_ms >= from && sample.at_ms <= to
-                        })
-                    })
-                    .collect();
-                if live.len() > 1 {
-                    bad += pair[1].at_ms - sample.at_ms;
-                    if examples.len() < 5 {
-                        examples.push(format!("{group} held by {who:?} at {}", sample.at_ms));
-                    }
-                }
-            }
-        }
-        (bad, examples)
+    /// The overlaps (two holders) the watcher saw, except those of a frozen daemon
+    /// (`frozen`: node, SIGSTOP, SIGCONT) that lie wholly inside its freeze: its address
+    /// may outlive its hold up to the kernel lifetime while it cannot act, but a thawed
+    /// daemon must not hold beside another. Returns (counted, excused) overlaps.
+    fn split_brain(&self, frozen: Option<(&str, u64, u64)>) -> (Vec<Overlap>, Vec<Overlap>) {
+        let overlaps = self
+            .watched
+            .lock()
+            .map(|w| w.overlaps.clone())
+            .unwrap_or_default();
+        overlaps.into_iter().partition(|o| {
+            !frozen.is_some_and(|(node, stopped, continued)| {
+                o.nodes.iter().any(|n| n == node) && o.from_ms >= stopped && o.to_ms <= continued
+            })
+        })
     }
 
     fn logs(&self) -> String {
@@ -332,9 +438,24 @@ impl Lab {
     }
 
     fn stop_observing(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(w) = self.watcher.take() {
-            let _ = w.join();
+        if let Some(mut w) = self.watcher.take() {
+            // SIGTERM (by the PID of our own unreaped child): it prints its open overlaps
+            // and its summary, then exits.
+            if let Ok(pid) = i32::try_from(w.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(w.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        if let Some(reader) = self.watcher_reader.take() {
+            let _ = reader.join();
         }
         if let Some(mut p) = self.probe.take() {
             let _ = p.kill();
@@ -421,17 +542,19 @@ struct Fault<'a> {
     during: &'a str,
     /// How long the fault may take to show (health checks need their fall count).
     show_within: Duration,
+    /// How long the VIP may go unanswered while the fault lasts.
+    budget: Budget,
     /// At most this many changes of `crm`'s holders while the fault lasts (None: any).
     max_moves: Option<usize>,
-    /// gw-a's daemon stops acting (SIGSTOP) this long after the fault starts: its address
-    /// may outlive its hold by the kernel lifetime.
-    daemon_dies: Option<u64>,
+    /// gw-a's daemon is frozen (SIGSTOP) from the fault's start until it heals (SIGCONT):
+    /// its address may outlive its hold by the kernel lifetime, but not the freeze.
+    freezes: bool,
 }
 
 /// Runs one fault on a fresh lab and asserts the invariants; prints the outages.
 fn run_fault(fault: Fault) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up();
+    let mut lab = Lab::up();
     std::thread::sleep(Duration::from_millis(500));
 
     let t0 = now_ms();
@@ -453,11 +576,12 @@ fn run_fault(fault: Fault) {
     let t1 = now_ms();
     let (outage, before, after) = lab.outage(t0, t1);
     let moves = lab.moves("crm", t0, t1);
-    let stale = fault
-        .daemon_dies
-        .map(|after| ("gw-a", t0 + after, t0 + after + LIFETIME_MS));
+    // The frozen daemon's address went with the kernel lifetime (the lifetime is counted
+    // from its last refresh, before t0), before it was thawed.
+    let frozen_last = lab.last_seen_holding_before("gw-a", t1);
 
     (fault.heal)();
+    let t_healed = now_ms();
     let healed = lab.wait(Duration::from_secs(30), |lab| {
         lab.holders("crm") == ["gw-a"]
             && lab.holders("crm2") == ["gw-b"]
@@ -473,19 +597,53 @@ fn run_fault(fault: Fault) {
     std::thread::sleep(Duration::from_millis(500));
     let t2 = now_ms();
     let (failback, fb_before, fb_after) = lab.outage(t1, t2);
-    let (split, examples) = lab.split_brain(stale);
-    eprintln!(
+    // The watcher reports an overlap when it ends: stopped, it reports the open ones too.
+    lab.stop_observing();
+    lab.keep_logs(fault.name);
+    let frozen = fault.freezes.then_some(("gw-a", t0, t_healed));
+    let late = lab.late_releases(frozen);
+    let (split, excused) = lab.split_brain(frozen);
+    let total = |o: &[Overlap]| o.iter().map(|o| o.to_ms - o.from_ms).sum::<u64>();
+    figure(&format!(
         "lab e2e: {:<24} outage {outage:>5} ms ({before} -> {after}); back to gw-a after {:?}, \
-         outage {failback} ms ({fb_before} -> {fb_after}); two holders: {split} ms",
+         outage {failback} ms ({fb_before} -> {fb_after}); two holders: {} ({} ms){}; \
+         late releases: {}",
         fault.name,
-        healed.unwrap_or_default()
+        healed.unwrap_or_default(),
+        split.len(),
+        total(&split),
+        if excused.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; frozen daemon's address beside the new master: {} ms",
+                total(&excused)
+            )
+        },
+        late.len(),
+    ));
+    let errors = lab.watcher_errors();
+    assert!(
+        errors.is_empty(),
+        "{}: the watcher may have lost events: {errors:?}",
+        fault.name
     );
-    assert_eq!(
-        split,
-        0,
-        "{}: two holders: {examples:?}\n{}",
+    assert!(
+        split.is_empty(),
+        "{}: two holders: {}\n{}",
         fault.name,
+        split
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
         lab.logs()
+    );
+    assert!(
+        late.is_empty(),
+        "{}: a daemon released after its hold lease ended:\n{}",
+        fault.name,
+        late.join("\n")
     );
     if let Some(max) = fault.max_moves {
         assert!(
@@ -495,26 +653,28 @@ fn run_fault(fault: Fault) {
         );
     }
     assert!(
-        outage <= BUDGET_MS,
-        "{}: the VIP went unanswered for {outage} ms ({before} -> {after})\n{}",
+        outage <= fault.budget.ms(),
+        "{}: the VIP went unanswered for {outage} ms ({before} -> {after}), budget {:?} {} ms\n{}",
         fault.name,
+        fault.budget,
+        fault.budget.ms(),
         lab.logs()
     );
     assert!(
-        failback <= BUDGET_MS,
-        "{}: the VIP went unanswered for {failback} ms during failback ({fb_before} -> {fb_after})\n{}",
+        failback <= Budget::Planned.ms(),
+        "{}: the VIP went unanswered for {failback} ms during failback ({fb_before} -> {fb_after}), \
+         budget {} ms\n{}",
         fault.name,
+        Budget::Planned.ms(),
         lab.logs()
     );
-    if let Some((_, died, _)) = stale {
-        // The dead daemon's address went with the kernel lifetime (checked before the
-        // restart; the lifetime is counted from the last refresh, before t0).
-        let last = lab.last_seen_holding_before("gw-a", t1).unwrap_or(0);
+    if fault.freezes {
+        let last = frozen_last.unwrap_or(0);
         assert!(
-            last <= died + LIFETIME_MS,
-            "{}: gw-a's VIP outlived its daemon by {} ms",
+            last <= t0 + LIFETIME_MS,
+            "{}: gw-a's VIP outlived its frozen daemon by {} ms",
             fault.name,
-            last.saturating_sub(died)
+            last.saturating_sub(t0)
         );
     }
     lab.down_and_check();
@@ -523,25 +683,106 @@ fn run_fault(fault: Fault) {
 impl Lab {
     /// How many times the holders of `group` changed in [from_ms, to_ms].
     fn moves(&self, group: &str, from_ms: u64, to_ms: u64) -> usize {
-        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
-        let seen: Vec<Vec<String>> = samples
-            .iter()
-            .filter(|s| s.at_ms >= from_ms && s.at_ms <= to_ms)
-            .map(|s| s.holders.get(group).cloned().unwrap_or_default())
-            .collect();
-        seen.windows(2).filter(|w| w[0] != w[1]).count()
+        self.watched
+            .lock()
+            .map(|w| {
+                w.changes
+                    .iter()
+                    .filter(|c| c.group == group && c.at_ms >= from_ms && c.at_ms <= to_ms)
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
-    /// The last instant before `before_ms` at which `node` was seen holding any VIP.
+    /// The last instant before `before_ms` at which `node` held any VIP.
     fn last_seen_holding_before(&self, node: &str, before_ms: u64) -> Option<u64> {
-        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
-        samples
+        let w = self.watched.lock().ok()?;
+        let holds_at = |at: u64| {
+            self.vips
+                .iter()
+                .any(|(g, _)| w.holders_at(g, at).iter().any(|n| n == node))
+        };
+        if holds_at(before_ms) {
+            return Some(before_ms);
+        }
+        w.changes
             .iter()
-            .rev()
-            .filter(|s| s.at_ms < before_ms)
-            .find(|s| s.holders.values().any(|w| w.iter().any(|x| x == node)))
-            .map(|s| s.at_ms)
+            .filter(|c| c.node == node && !c.held && c.at_ms < before_ms)
+            .map(|c| c.at_ms)
+            .max()
     }
+
+    /// Copies every daemon's log to target/tmp/lab-e2e/FAULT/ before `lab.sh down` removes
+    /// them: the evidence of a failure must outlive the lab.
+    fn keep_logs(&self, fault: &str) {
+        let dir: String = fault
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let dir = format!("{}/lab-e2e/{dir}", env!("CARGO_TARGET_TMPDIR"));
+        let _ = std::fs::create_dir_all(&dir);
+        for n in ["gw-a", "gw-b", "witness"] {
+            let _ = std::fs::copy(
+                format!("/run/havip-lab/{n}/havip.log"),
+                format!("{dir}/{n}.log"),
+            );
+        }
+    }
+
+    /// The daemons' WARN lines about releases completed after their hold lease ended,
+    /// except the frozen daemon's (`frozen`: node, SIGSTOP, SIGCONT) whose lease ended
+    /// while it was frozen: it could not act, and says so once thawed.
+    fn late_releases(&self, frozen: Option<(&str, u64, u64)>) -> Vec<String> {
+        ["gw-a", "gw-b", "witness"]
+            .iter()
+            .flat_map(|n| {
+                std::fs::read_to_string(format!("/run/havip-lab/{n}/havip.log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("late release"))
+                    .filter(|l| {
+                        let deadline = l
+                            .split_whitespace()
+                            .find_map(|f| f.strip_prefix("deadline_unix_ms="))
+                            .and_then(|d| d.parse::<u64>().ok());
+                        !frozen.is_some_and(|(node, stopped, continued)| {
+                            node == *n && deadline.is_some_and(|d| d >= stopped && d <= continued)
+                        })
+                    })
+                    .map(|l| format!("{n}: {l}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// Every address of every VIP group, as the lab's gateways are configured with them
+/// (gw-a's generated havip.toml: the IPv6 ones are not in vagrant/nodes.conf).
+fn vip_addresses() -> Vec<(String, String)> {
+    let path = "/run/havip-lab/gw-a/havip.toml";
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let config: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut out = Vec::new();
+    for group in config
+        .get("vip_group")
+        .and_then(|g| g.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let name = group.get("name").and_then(|n| n.as_str()).unwrap_or("");
+        for address in group
+            .get("addresses")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+        {
+            let bare = address.split('/').next().unwrap_or(address);
+            out.push((name.to_string(), bare.to_string()));
+        }
+    }
+    assert!(!out.is_empty(), "{path}: no vip_group addresses");
+    out
 }
 
 /// `nft -f -` inside `netns` (a newline closes the table: nft's one-line form wants it).
@@ -576,7 +817,8 @@ fn hard_node_failure_link_down_inside_the_master() {
         heal: &|| ip(&["-n", "hv-gw-a", "link", "set", "lan0", "up"]),
         during: "gw-b",
         show_within: Duration::from_secs(10),
-        daemon_dies: None,
+        budget: Budget::Hard,
+        freezes: false,
         max_moves: None,
     });
 }
@@ -593,7 +835,8 @@ fn daemon_sigkill_of_the_master_and_restart() {
         },
         during: "gw-b",
         show_within: Duration::from_secs(10),
-        daemon_dies: None,
+        budget: Budget::Hard,
+        freezes: false,
         max_moves: None,
     });
 }
@@ -610,7 +853,8 @@ fn graceful_stop_of_the_master_and_restart() {
         },
         during: "gw-b",
         show_within: Duration::from_secs(10),
-        daemon_dies: None,
+        budget: Budget::Planned,
+        freezes: false,
         max_moves: None,
     });
 }
@@ -629,7 +873,8 @@ fn daemon_sigstop_of_the_master_and_sigcont() {
         },
         during: "gw-b",
         show_within: Duration::from_secs(10),
-        daemon_dies: Some(0),
+        budget: Budget::Hard,
+        freezes: true,
         max_moves: None,
     });
 }
@@ -650,7 +895,8 @@ fn partition_between_the_gateways_changes_nothing() {
         heal: &|| nft("hv-br", "delete table bridge lab"),
         during: "gw-a",
         show_within: Duration::from_secs(10),
-        daemon_dies: None,
+        budget: Budget::Stays,
+        freezes: false,
         max_moves: Some(0),
     });
 }
@@ -669,7 +915,8 @@ fn master_isolated_from_everyone() {
         heal: &|| nft("hv-br", "delete table bridge lab"),
         during: "gw-b",
         show_within: Duration::from_secs(10),
-        daemon_dies: None,
+        budget: Budget::Hard,
+        freezes: false,
         max_moves: None,
     });
 }
@@ -696,7 +943,8 @@ fn the_masters_crm_checks_failing() {
         heal: &|| nft("hv-gw-a", "delete table inet lab"),
         during: "gw-b",
         show_within: Duration::from_secs(20),
-        daemon_dies: None,
+        budget: Budget::Planned,
+        freezes: false,
         max_moves: None,
     });
 }
@@ -719,7 +967,8 @@ fn flapping_health_of_the_master_does_not_move_the_vip() {
         heal: &|| {},
         during: "gw-a",
         show_within: Duration::from_secs(5),
-        daemon_dies: None,
+        budget: Budget::Stays,
+        freezes: false,
         max_moves: Some(0),
     });
 }
@@ -742,7 +991,8 @@ fn manual_failover_to_the_backup_and_clear() {
         heal: &|| havip_at("gw-b", &["failover", "--clear", "--group", "crm"]),
         during: "gw-b",
         show_within: Duration::from_secs(10),
-        daemon_dies: None,
+        budget: Budget::Planned,
+        freezes: false,
         max_moves: None,
     });
 }
@@ -798,9 +1048,11 @@ fn loss_and_delay_then_sigkill() {
                          bridge, {DELAY_MS} ms delay by a delay line on every node's IP output"
                     );
                 } else {
-                    eprintln!(
-                        "lab e2e: no sch_netem in this kernel and no iptables/ip6tables for \
-                         NFQUEUE: 5 % loss by nftables on the bridge, no delay"
+                    // Without a delay this test would pass while testing less than its
+                    // name says: fail instead, naming what to install.
+                    panic!(
+                        "lab e2e: no way to delay packets: no sch_netem in this kernel and no \
+                         iptables/ip6tables for the NFQUEUE delay line (apt-get install iptables)"
                     );
                 }
             }
@@ -830,7 +1082,8 @@ fn loss_and_delay_then_sigkill() {
         },
         during: "gw-b",
         show_within: Duration::from_secs(12),
-        daemon_dies: None,
+        budget: Budget::Hard,
+        freezes: false,
         max_moves: None,
     });
 }
