@@ -1208,3 +1208,19 @@ impl Drop for DelayLine {
         self.shut_down();
     }
 }
+
+/// The watcher's algorithm (two holders from ordered address events) on hand-written
+/// event orders: a hand-over is no overlap, an add before the other's delete is one even
+/// in the same millisecond, a lifetime refresh changes nothing, kernel expiry is a delete.
+#[test]
+fn the_watchers_algorithm_passes_its_self_test() {
+    let out = host::run(
+        {
+            let mut command = Command::new("python3");
+            command.args([&format!("{REPO}/scripts/vip-watch.py"), "--self-test"]);
+            command
+        },
+        "scripts/vip-watch.py --self-test",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("self-test: ok"));
+}

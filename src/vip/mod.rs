@@ -10,6 +10,7 @@ pub mod netlink;
 pub mod observe;
 pub mod packet;
 pub mod raw;
+mod remove;
 
 use std::future::Future;
 use std::pin::Pin;

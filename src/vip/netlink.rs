@@ -2,7 +2,8 @@
 //! kernel lifetime (`valid_lft`/`preferred_lft`) that `hold` keeps refreshing, so the kernel
 //! itself removes the VIP of a daemon that was SIGKILLed or froze. On the first `hold` it
 //! starts the group's announcer (`announce.rs`); `release` stops it and removes the
-//! addresses before returning. It must never touch an address that is not a configured
+//! addresses before returning, synchronously (`remove.rs`: the removal has a deadline and
+//! must not queue behind the runtime's other work). It must never touch an address that is not a configured
 //! VIP, and never delete a permanent (operator's) address: `reconcile` refuses to start.
 
 use std::collections::BTreeMap;
@@ -15,12 +16,14 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, CacheInfo,
 };
 use netlink_packet_route::link::LinkAttribute;
-use rtnetlink::{AddressMessageBuilder, Handle};
-use tokio::sync::Mutex;
+use rtnetlink::Handle;
+use std::sync::Mutex;
 use tokio::time::Instant;
 
 use super::announce::{Announcer, Target};
+use super::remove::Remover;
 use super::{DataPlane, DataPlaneError, DataPlaneResult, VipSet};
+use crate::lock::lock;
 
 /// Errno values the kernel answers for "already there" / "not there".
 const EEXIST: i32 = libc::EEXIST;
@@ -36,7 +39,9 @@ struct Held {
 
 pub struct NetlinkDataPlane {
     handle: Handle,
+    /// Never held across an await: one group's refresh must not delay another's release.
     held: Mutex<BTreeMap<String, Held>>,
+    remover: Remover,
 }
 
 impl NetlinkDataPlane {
@@ -45,9 +50,13 @@ impl NetlinkDataPlane {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| DataPlaneError::Netlink(format!("cannot open a netlink socket: {e}")))?;
         tokio::spawn(connection);
+        let remover = Remover::open().map_err(|e| {
+            DataPlaneError::Netlink(format!("cannot open a netlink socket for removals: {e}"))
+        })?;
         Ok(Self {
             handle,
             held: Mutex::new(BTreeMap::new()),
+            remover,
         })
     }
 
@@ -195,41 +204,60 @@ impl NetlinkDataPlane {
         }
     }
 
-    async fn remove_all(&self, vips: &VipSet, ifindex: u32) -> Result<(), DataPlaneError> {
-        for vip in &vips.addresses {
-            let message = match vip.addr() {
-                IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
-                    .index(ifindex)
-                    .address(a, vip.prefix_len())
-                    .build(),
-                IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .index(ifindex)
-                    .address(a, vip.prefix_len())
-                    .build(),
-            };
-            self.delete(vips, *vip, message).await?;
-        }
-        Ok(())
+    /// Removes every VIP of the group from `ifindex` before returning (see `remove.rs`).
+    fn remove_all(&self, vips: &VipSet, ifindex: u32) -> Result<(), DataPlaneError> {
+        self.remover
+            .remove(ifindex, &vips.addresses)
+            .map_err(|e| DataPlaneError::Address {
+                group: vips.group.clone(),
+                action: "remove",
+                address: e.address,
+                interface: vips.interface.clone(),
+                why: e.why,
+            })
+    }
+
+    /// `install`, given up at `until`: the group loop awaits a hold, and a netlink answer
+    /// that never comes must not keep it from releasing when the lease ends (measured on
+    /// a loaded lab: a hold that took 1.7 s, and the release after it as late).
+    async fn install_by(
+        &self,
+        vips: &VipSet,
+        ifindex: u32,
+        until: Instant,
+    ) -> Result<(), DataPlaneError> {
+        tokio::time::timeout_at(until, self.install(vips, ifindex, until))
+            .await
+            .map_err(|_| DataPlaneError::LeaseExpired {
+                group: vips.group.clone(),
+            })?
     }
 
     async fn hold_vips(&self, vips: &VipSet, until: Instant) -> Result<(), DataPlaneError> {
-        let mut held = self.held.lock().await;
         let now = Instant::now();
         let due = refresh_interval(vips.address_lifetime);
-        if let Some(h) = held.get_mut(&vips.group) {
+        let refresh = lock(&self.held).get_mut(&vips.group).map(|h| {
             h.announcer.extend(until);
-            if now.duration_since(h.refreshed) < due {
-                return Ok(());
+            (h.ifindex, now.duration_since(h.refreshed) >= due)
+        });
+        if let Some((ifindex, due)) = refresh {
+            if due {
+                self.install_by(vips, ifindex, until).await?;
+                if let Some(h) = lock(&self.held).get_mut(&vips.group) {
+                    h.refreshed = now;
+                }
             }
-            let ifindex = h.ifindex;
-            self.install(vips, ifindex, until).await?;
-            h.refreshed = now;
             return Ok(());
         }
-        let (ifindex, mac) = self.interface(vips).await?;
-        if let Err(e) = self.install(vips, ifindex, until).await {
+        let expired = || DataPlaneError::LeaseExpired {
+            group: vips.group.clone(),
+        };
+        let (ifindex, mac) = tokio::time::timeout_at(until, self.interface(vips))
+            .await
+            .map_err(|_| expired())??;
+        if let Err(e) = self.install_by(vips, ifindex, until).await {
             // Not held, so no `release` will come: take back what was added.
-            if let Err(undo) = self.remove_all(vips, ifindex).await {
+            if let Err(undo) = self.remove_all(vips, ifindex) {
                 tracing::warn!(group = %vips.group, "cannot undo a partial hold: {undo}");
             }
             return Err(e);
@@ -242,7 +270,7 @@ impl NetlinkDataPlane {
             addresses: vips.addresses.iter().map(|a| a.addr()).collect(),
         };
         let announcer = Announcer::start(target, vips.announce, until);
-        held.insert(
+        lock(&self.held).insert(
             vips.group.clone(),
             Held {
                 ifindex,
@@ -254,8 +282,8 @@ impl NetlinkDataPlane {
     }
 
     async fn release_vips(&self, vips: &VipSet) -> Result<(), DataPlaneError> {
-        let mut held = self.held.lock().await;
-        let ifindex = match held.remove(&vips.group) {
+        let held = lock(&self.held).remove(&vips.group);
+        let ifindex = match held {
             Some(h) => {
                 h.announcer.stop();
                 h.ifindex
@@ -267,7 +295,7 @@ impl NetlinkDataPlane {
                 Err(e) => return Err(e),
             },
         };
-        self.remove_all(vips, ifindex).await
+        self.remove_all(vips, ifindex)
     }
 }
 
@@ -286,7 +314,7 @@ impl DataPlane for NetlinkDataPlane {
 
     fn announce<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
         Box::pin(async move {
-            if let Some(h) = self.held.lock().await.get(&vips.group) {
+            if let Some(h) = lock(&self.held).get(&vips.group) {
                 h.announcer.burst();
             }
             Ok(())

@@ -56,8 +56,15 @@ pub fn example(name: &str) -> String {
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // In this test's own profile: `cargo test --release` looks in target/release.
+        let profile: &[&str] = if cfg!(debug_assertions) {
+            &[]
+        } else {
+            &["--release"]
+        };
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--example", name])
+            .args(profile)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status();
         assert!(
