@@ -1,0 +1,449 @@
+//! One VIP group's loop on this node: the executor of the group's decisions. On every
+//! Raft metrics change, every replicated-state change, every change of this node's facts
+//! and every timed wake-up it takes a snapshot of what it reads, gives it to the pure
+//! [`machine::GroupMachine`], and does what that says, in order: the data plane's hold
+//! and release, leadership transfers, proposals, notify hooks, log lines, the next
+//! wake-up. It decides nothing itself (beyond skipping steps for metrics changes the
+//! machine would not act on). It must never run an action before the data plane has
+//! answered the one before it: removing the VIPs always comes first, and a removal that
+//! failed must be seen by the machine before any hand-over.
+
+pub mod log;
+pub mod machine;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::ServerState;
+use openraft::async_runtime::Instant as _;
+use openraft::async_runtime::WatchReceiver as _;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::consensus::state::{Command, GroupState};
+use crate::consensus::types::{NodeId, Raft, RaftMetrics, Vote, node_id};
+use crate::control::notify::Notifier;
+use crate::hold;
+use crate::lateness::Lateness;
+use crate::policy::{GroupRules, Role};
+use crate::vip::{DataPlane, VipSet};
+pub use machine::LocalFacts;
+use machine::{
+    Action, GroupConfig, GroupMachine, IDLE_WAKE, Observation, PeerSeen, Snapshot, TransferReason,
+};
+
+/// The part of the Raft metrics a step depends on, with the acknowledgement times reduced
+/// to what they decide: whether the leader's quorum acknowledgement is within the hold
+/// lease and which peers count as reachable. Their running out is timed by `next_wake`
+/// (lease end, `IDLE_WAKE`); their coming back changes this key and wakes a step at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MetricsKey {
+    state: ServerState,
+    term: u64,
+    leader: Option<NodeId>,
+    vote: Vote,
+    last_log_index: Option<u64>,
+    last_applied: Option<u64>,
+    membership: Option<u64>,
+    matched: Vec<(NodeId, Option<u64>)>,
+    reachable: Vec<NodeId>,
+    quorum_ack_fresh: bool,
+}
+
+impl MetricsKey {
+    fn of(m: &RaftMetrics, setup: &GroupSetup) -> Self {
+        let matched = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log)| (*id, log.as_ref().map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reachable = m
+            .heartbeat
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .filter(|(_, acked)| {
+                        acked
+                            .as_ref()
+                            .is_some_and(|a| a.elapsed() < setup.leader_lease)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let quorum_ack_fresh = m
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|acked| acked.elapsed() < hold::release_at(setup.hold_lease));
+        MetricsKey {
+            state: m.state,
+            term: m.current_term,
+            leader: m.current_leader,
+            vote: m.vote,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.as_ref().map(|l| l.index),
+            membership: m.membership_config.log_id().as_ref().map(|l| l.index),
+            matched,
+            reachable,
+            quorum_ack_fresh,
+        }
+    }
+}
+
+/// The loop's view for status: published after every step.
+#[derive(Debug, Clone, Default)]
+pub struct LocalView {
+    pub holding: bool,
+    pub hold_reason: String,
+    pub quorum_ack_age: Option<Duration>,
+    /// When the hold lease of the last quorum acknowledgement runs out.
+    pub lease_until: Option<Instant>,
+    /// How often this node started or stopped holding (for metrics).
+    pub hold_transitions: u64,
+    /// How late the loop released and woke against its deadlines (for metrics).
+    pub lateness: Lateness,
+}
+
+impl LocalView {
+    /// Whether the VIPs are held *now*. A process that was frozen (SIGSTOP, a stalled VM)
+    /// may answer a status request before its loop has run again; the lease check here
+    /// keeps it from claiming a hold that the rule no longer allows.
+    pub fn holds_now(&self) -> bool {
+        self.holding && self.lease_until.is_some_and(|until| Instant::now() < until)
+    }
+}
+
+/// Static description of the group on this node.
+pub struct GroupSetup {
+    pub self_name: String,
+    pub role: Role,
+    pub priority: u8,
+    pub vips: VipSet,
+    pub rules: GroupRules,
+    /// All voters, by name.
+    pub members: Vec<String>,
+    pub leader_lease: Duration,
+    pub hold_lease: Duration,
+    pub notifier: Notifier,
+}
+
+/// Something that can commit a command in this group (the daemon: locally on the leader,
+/// else forwarded to it).
+pub type Proposer = Arc<
+    dyn Fn(Command) -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
+>;
+
+/// The executor of one group's decisions; see the module comment.
+pub struct GroupLoop {
+    setup: GroupSetup,
+    machine: GroupMachine,
+    raft: Raft,
+    state: watch::Receiver<GroupState>,
+    facts: watch::Receiver<LocalFacts>,
+    data_plane: Arc<dyn DataPlane>,
+    propose: Proposer,
+    view: Arc<Mutex<LocalView>>,
+    /// When the loop must run again even if nothing happens (the machine's `WakeAt`).
+    next_wake: Instant,
+    /// What the last step saw of the Raft metrics (see `MetricsKey`).
+    seen: Option<MetricsKey>,
+}
+
+impl GroupLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        setup: GroupSetup,
+        raft: Raft,
+        state: watch::Receiver<GroupState>,
+        facts: watch::Receiver<LocalFacts>,
+        data_plane: Arc<dyn DataPlane>,
+        propose: Proposer,
+        view: Arc<Mutex<LocalView>>,
+    ) -> Self {
+        let machine = GroupMachine::new(GroupConfig {
+            self_name: setup.self_name.clone(),
+            group: setup.vips.group.clone(),
+            interface: setup.vips.interface.clone(),
+            role: setup.role,
+            priority: setup.priority,
+            rules: setup.rules.clone(),
+            members: setup.members.clone(),
+            leader_lease: setup.leader_lease,
+            hold_lease: setup.hold_lease,
+            grid: crate::timer_grid::current(),
+        });
+        Self {
+            setup,
+            machine,
+            raft,
+            state,
+            facts,
+            data_plane,
+            propose,
+            view,
+            next_wake: Instant::now(),
+            seen: None,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then releases the VIPs and returns. Returns an
+    /// error (after releasing) if the group's Raft stopped on its own: a fatal storage or
+    /// protocol error, after which the daemon must exit so that its supervisor restarts it.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+        let mut metrics = self.raft.metrics();
+        let mut state = self.state.clone();
+        let mut facts = self.facts.clone();
+        let mut fatal = None;
+        loop {
+            let mut metrics_only = false;
+            let due = self.next_wake;
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep_until(due) => {
+                    self.execute(Observation::Woke { due }, Instant::now()).await;
+                }
+                changed = metrics.changed() => match changed {
+                    Ok(()) => metrics_only = true,
+                    Err(_) => fatal = Some("its Raft stopped"),
+                },
+                changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
+                changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
+            }
+            if *shutdown.borrow() {
+                // On the way out the facts feeds stop too, and select! may see that
+                // first: not a failure, and the hand-over below must still happen.
+                fatal = None;
+                break;
+            }
+            if fatal.is_some() {
+                break;
+            }
+            if metrics_only && self.nothing_to_act_on() {
+                continue;
+            }
+            self.step().await;
+        }
+        let stop = Observation::Stop {
+            fatal: fatal.is_some(),
+        };
+        self.execute(stop, Instant::now()).await;
+        self.publish();
+        if let Some(what) = fatal {
+            return Err(format!(
+                "group {}: {what}; see the errors above",
+                self.setup.vips.group
+            ));
+        }
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let now = Instant::now();
+        let exiting = Observation::Exiting(Box::new(self.snapshot(&metrics, now)));
+        self.execute(exiting, now).await;
+        Ok(())
+    }
+
+    /// Every acknowledgement changes the metrics (dozens a second on a leader); a step
+    /// for one that changes nothing the machine acts on is wasted, unless the holder's
+    /// lease is close to its end: a step moves it on for the data plane and the
+    /// announcer, which would otherwise see it lapse between the lease end and the step
+    /// that wakes there (and drop a burst of gratuitous ARP).
+    fn nothing_to_act_on(&self) -> bool {
+        let now = Instant::now();
+        let lease_ending = self.machine.holding()
+            && self
+                .machine
+                .lease_until()
+                .is_some_and(|until| until.saturating_duration_since(now) < IDLE_WAKE);
+        now < self.next_wake && !lease_ending && self.seen == Some(self.metrics_key())
+    }
+
+    /// What the loop acts on in the metrics, as of now.
+    fn metrics_key(&self) -> MetricsKey {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        MetricsKey::of(&m, &self.setup)
+    }
+
+    async fn step(&mut self) {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let now = Instant::now();
+        self.seen = Some(MetricsKey::of(&metrics, &self.setup));
+        let snapshot = self.snapshot(&metrics, now);
+        self.execute(Observation::Snapshot(Box::new(snapshot)), now)
+            .await;
+        self.publish();
+    }
+
+    /// What a step reads, as of `now`. openraft's instants become tokio's by their age,
+    /// so the machine compares them with `now` and reads no clock itself.
+    fn snapshot(&self, m: &RaftMetrics, now: Instant) -> Snapshot {
+        let self_id = node_id(&self.setup.self_name);
+        let mut peers = BTreeMap::new();
+        for name in &self.setup.members {
+            let id = node_id(name);
+            let acked = m.heartbeat.as_ref().and_then(|h| h.get(&id));
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id));
+            if acked.is_none() && matched.is_none() {
+                continue;
+            }
+            let seen = PeerSeen {
+                acked: acked
+                    .and_then(|a| a.as_ref())
+                    .and_then(|a| now.checked_sub(a.elapsed())),
+                matched: matched.and_then(|l| l.as_ref()).map(|l| l.index),
+            };
+            peers.insert(name.clone(), seen);
+        }
+        let leader = m.current_leader.map(|id| {
+            self.setup
+                .members
+                .iter()
+                .find(|name| node_id(name) == id)
+                .cloned()
+                .unwrap_or_else(|| format!("node {id}"))
+        });
+        let state = self.state.borrow();
+        Snapshot {
+            is_leader: m.state == ServerState::Leader && m.current_leader == Some(self_id),
+            term: m.current_term,
+            leader,
+            quorum_acked: m
+                .last_quorum_acked
+                .as_ref()
+                .and_then(|acked| now.checked_sub(acked.elapsed())),
+            peers,
+            last_log_index: m.last_log_index,
+            nodes: state.nodes.clone(),
+            pin: state.pin.clone(),
+            facts: self.facts.borrow().clone(),
+            wall_unix_ms: unix_ms(),
+        }
+    }
+
+    /// Gives `first` to the machine and does what it says, in order. The machine says
+    /// nothing after an action whose answer it needs, so that answer's consequences
+    /// come next, before anything decided earlier could run.
+    async fn execute(&mut self, first: Observation, now: Instant) {
+        let mut actions: VecDeque<Action> = self.machine.step(first, now).into();
+        while let Some(action) = actions.pop_front() {
+            if let Some(answer) = self.perform(action).await {
+                actions.extend(self.machine.step(answer, Instant::now()));
+            }
+        }
+    }
+
+    /// Does one action; returns the answer the machine waits for, if it waits for one.
+    async fn perform(&mut self, action: Action) -> Option<Observation> {
+        let vips = &self.setup.vips;
+        match action {
+            Action::Hold { until } => {
+                let result = self.data_plane.hold(vips, until).await;
+                Some(Observation::Held(result.map_err(|e| e.to_string())))
+            }
+            Action::Release { .. } => {
+                let started = Instant::now();
+                let result = self.data_plane.release(vips).await;
+                let result = result.map_err(|e| e.to_string());
+                Some(Observation::Released { started, result })
+            }
+            Action::CommitFacts(command) => {
+                // Bounded; the VIPs are already released, so waiting costs no safety.
+                let commit = (self.propose)(command);
+                if tokio::time::timeout(Duration::from_millis(500), commit)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(group = %vips.group, "facts not committed before the hand-over");
+                }
+                Some(Observation::FactsCommitted)
+            }
+            Action::Transfer { to, reason } => {
+                self.transfer(&to, reason).await;
+                None
+            }
+            Action::Propose(command) => {
+                self.propose_in_background(command);
+                None
+            }
+            Action::Notify(change) => {
+                log::state_change(&change, &vips.addresses);
+                self.setup.notifier.notify(change);
+                None
+            }
+            Action::WakeAt(at) => {
+                self.next_wake = at;
+                None
+            }
+            Action::Log(event) => {
+                log::event(&vips.group, &event);
+                None
+            }
+        }
+    }
+
+    /// Hands leadership to `to`; on a graceful stop, waits (bounded) until it has taken
+    /// over, so the VIP moves in one election round trip instead of an election timeout.
+    async fn transfer(&self, to: &str, reason: TransferReason) {
+        let group = &self.setup.vips.group;
+        if let Err(e) = self.raft.trigger().transfer_leader(node_id(to)).await {
+            tracing::warn!(group = %group, "transfer_leader failed: {e}");
+            return;
+        }
+        if reason != TransferReason::ShuttingDown {
+            return;
+        }
+        let self_id = node_id(&self.setup.self_name);
+        let mut watch = self.raft.metrics();
+        let moved = tokio::time::timeout(Duration::from_secs(1), async {
+            while watch.borrow_watched().current_leader == Some(self_id) {
+                if watch.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if moved.is_err() {
+            tracing::warn!(group = %group, "{to} did not take over within 1s; exiting anyway");
+        }
+    }
+
+    /// Proposes without making the loop wait for Raft; a failure is only worth a debug
+    /// line because the machine proposes again when it still matters.
+    fn propose_in_background(&self, command: Command) {
+        let on_failure = match command {
+            Command::MasterChanged { .. } => "the master change was not recorded in history",
+            _ => "facts not committed yet",
+        };
+        let propose = self.propose.clone();
+        let group = self.setup.vips.group.clone();
+        tokio::spawn(async move {
+            if let Err(e) = propose(command).await {
+                tracing::debug!(group = %group, "{on_failure}: {e}");
+            }
+        });
+    }
+
+    /// The machine's view for status and metrics.
+    fn publish(&self) {
+        if let Ok(mut view) = self.view.lock() {
+            view.holding = self.machine.holding();
+            view.lease_until = self.machine.lease_until();
+            view.hold_reason = self.machine.hold_reason().to_string();
+            view.quorum_ack_age = self.machine.quorum_ack_age();
+            view.hold_transitions = self.machine.hold_transitions();
+            view.lateness = self.machine.lateness();
+        }
+    }
+}
+
+/// Wall-clock time for history entries only; no decision reads it.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
