@@ -311,7 +311,7 @@ impl GroupMachine {
         match observation {
             Observation::Woke { due } => self.woke(due, now, &mut out),
             Observation::Snapshot(snapshot) => self.observe(snapshot, now, &mut out),
-            Observation::Held(result) => self.held(result, &mut out),
+            Observation::Held(result) => self.held(result, now, &mut out),
             Observation::Released { started, result } => {
                 self.released(started, now, result, &mut out)
             }
@@ -325,7 +325,7 @@ impl GroupMachine {
                 } else {
                     "shutting down"
                 };
-                self.release(reason, None, &mut out);
+                self.release(reason, None, now, &mut out);
             }
             Observation::Exiting(snapshot) => self.exiting(&snapshot, now, &mut out),
         }
@@ -421,8 +421,8 @@ impl GroupMachine {
                 self.waiting = Some(Waiting::Hold { until, rest });
             }
             // The rule held, so a lease end exists; without one there is nothing to hold on.
-            (Ok(()), None) => self.release("no quorum acknowledgement", Some(rest), out),
-            (Err(why), _) => self.release(&why.to_string(), Some(rest), out),
+            (Ok(()), None) => self.release("no quorum acknowledgement", Some(rest), now, out),
+            (Err(why), _) => self.release(&why.to_string(), Some(rest), now, out),
         }
     }
 
@@ -533,13 +533,13 @@ impl GroupMachine {
     }
 
     /// The data plane answered `Hold`.
-    fn held(&mut self, result: Result<(), String>, out: &mut Vec<Action>) {
+    fn held(&mut self, result: Result<(), String>, now: Instant, out: &mut Vec<Action>) {
         let Some(Waiting::Hold { until, rest }) = self.waiting.take() else {
             return;
         };
         if let Err(error) = result {
             out.push(Action::Log(Event::HoldFailed { error }));
-            self.release("the data plane failed", Some(rest), out);
+            self.release("the data plane failed", Some(rest), now, out);
             return;
         }
         self.held_until = self.held_until.max(Some(until));
@@ -557,12 +557,12 @@ impl GroupMachine {
                 at_unix_ms: self.wall_unix_ms(),
             }));
         }
-        self.after_hold(rest, out);
+        self.after_hold(rest, now, out);
     }
 
     /// Lets go of the VIPs if they are held (the step goes on once the data plane has
     /// answered), else only records why the node does not hold.
-    fn release(&mut self, why: &str, rest: Option<Rest>, out: &mut Vec<Action>) {
+    fn release(&mut self, why: &str, rest: Option<Rest>, now: Instant, out: &mut Vec<Action>) {
         if self.holding {
             out.push(Action::Release {
                 reason: why.to_string(),
@@ -577,7 +577,7 @@ impl GroupMachine {
             self.last_reason = why.to_string();
         }
         if let Some(rest) = rest {
-            self.after_hold(rest, out);
+            self.after_hold(rest, now, out);
         }
     }
 
@@ -605,7 +605,7 @@ impl GroupMachine {
             }
         }
         if let Some(rest) = rest {
-            self.after_hold(rest, out);
+            self.after_hold(rest, done, out);
         }
     }
 
@@ -629,7 +629,9 @@ impl GroupMachine {
     }
 
     /// After the hold rule's action: the hand-over, if one is due and the VIPs are gone.
-    fn after_hold(&mut self, rest: Rest, out: &mut Vec<Action>) {
+    /// `now` is the latest observation's instant: a transfer is timed from when it is
+    /// sent, after the removal, not from when the step began.
+    fn after_hold(&mut self, rest: Rest, now: Instant, out: &mut Vec<Action>) {
         let Some(hand_over) = rest.hand_over.clone() else {
             return self.finish(rest, out);
         };
@@ -653,7 +655,7 @@ impl GroupMachine {
                 self.waiting = Some(Waiting::Commit { hand_over, rest });
                 return;
             }
-            self.transfer(hand_over, rest.now, out);
+            self.transfer(hand_over, now, out);
         }
         self.finish(rest, out);
     }
