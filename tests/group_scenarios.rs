@@ -77,8 +77,15 @@ impl Scenario {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            s.line(i + 1, line)
-                .map_err(|e| format!("{name}:{}: {e}\n    {line}", i + 1))?;
+            s.line(i + 1, line).map_err(|e| {
+                // A `>` line is quoted in the message already.
+                let source = if line.starts_with('>') {
+                    String::new()
+                } else {
+                    format!("\n    {line}")
+                };
+                format!("{name}:{}: {e}{source}", i + 1)
+            })?;
         }
         s.all_matched()
     }
@@ -153,6 +160,7 @@ impl Scenario {
                 .machine
                 .get_or_insert_with(|| GroupMachine::new(self.config.clone()));
             let actions = machine.step(observation, now);
+            answered_last(&actions)?;
             let t0 = self.t0;
             self.pending = actions.iter().map(|a| render(a, t0)).collect();
             self.pending_at = at;
@@ -339,6 +347,26 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// The machine's promise to its executor, checked on every step of every scenario: an
+/// action whose answer it needs (`Hold`, `Release`, `CommitFacts`) is the last it says,
+/// so nothing it decided can run before the data plane (or the commit) has answered.
+fn answered_last(actions: &[Action]) -> Result<(), String> {
+    let answered = |a: &Action| {
+        matches!(
+            a,
+            Action::Hold { .. } | Action::Release { .. } | Action::CommitFacts(_)
+        )
+    };
+    match actions.iter().position(answered) {
+        Some(i) if i + 1 < actions.len() => Err(format!(
+            "{:?} was followed by {:?} before its answer",
+            actions[i],
+            &actions[i + 1..]
+        )),
+        _ => Ok(()),
     }
 }
 
