@@ -277,7 +277,7 @@ pub async fn run(
             break;
         }
     }
-    // On the way out the group hands leadership over (`GroupLoop::hand_over_before_exit`):
+    // On the way out the group hands leadership over (`Observation::Exiting` in `group::machine`):
     // openraft's own tick keeps the heartbeats going meanwhile (every openraft heartbeat
     // interval, inside the lease), so no follower stands for election before the transfer.
     raft.runtime_config().tick(true);
