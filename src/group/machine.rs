@@ -360,10 +360,6 @@ impl GroupMachine {
         self.lateness
     }
 
-    pub fn config(&self) -> &GroupConfig {
-        &self.config
-    }
-
     /// Accounts for a timed wake-up, `due` being when it should have run. A late one
     /// while holding eats into the hold lease's margin.
     fn woke(&mut self, due: Instant, now: Instant, out: &mut Vec<Action>) {

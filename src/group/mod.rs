@@ -140,18 +140,46 @@ pub type Proposer = Arc<
 
 /// The executor of one group's decisions; see the module comment.
 pub struct GroupLoop {
-    setup: GroupSetup,
     machine: GroupMachine,
-    raft: Raft,
+    io: LoopIo,
     state: watch::Receiver<GroupState>,
     facts: watch::Receiver<LocalFacts>,
-    data_plane: Arc<dyn DataPlane>,
-    propose: Proposer,
     view: Arc<Mutex<LocalView>>,
-    /// When the loop must run again even if nothing happens (the machine's `WakeAt`).
-    next_wake: Instant,
     /// What the last step saw of the Raft metrics (see `MetricsKey`).
     seen: Option<MetricsKey>,
+}
+
+/// The loop's hands: everything an action touches.
+struct LoopIo {
+    setup: GroupSetup,
+    raft: Raft,
+    data_plane: Arc<dyn DataPlane>,
+    propose: Proposer,
+    /// When the loop must run again even if nothing happens (the machine's `WakeAt`).
+    next_wake: Instant,
+}
+
+/// What doing an action means: the loop's I/O, or a test's stand-in.
+trait Effects {
+    /// Does one action; returns the answer the machine waits for, if it waits for one.
+    fn perform(&mut self, action: Action) -> impl Future<Output = Option<Observation>> + Send;
+}
+
+/// Gives `first` to the machine and does what it says, in order. The machine says
+/// nothing after an action whose answer it needs, so that answer's consequences come
+/// next, before anything decided earlier could run.
+async fn execute(
+    machine: &mut GroupMachine,
+    effects: &mut impl Effects,
+    first: Observation,
+    now: Instant,
+) {
+    let mut actions: VecDeque<Action> = machine.step(first, now).into();
+    while let Some(action) = actions.pop_front() {
+        if let Some(answer) = effects.perform(action).await {
+            actions.extend(machine.step(answer, Instant::now()));
+        }
+    }
 }
 
 impl GroupLoop {
@@ -178,15 +206,17 @@ impl GroupLoop {
             grid: crate::timer_grid::current(),
         });
         Self {
-            setup,
             machine,
-            raft,
+            io: LoopIo {
+                setup,
+                raft,
+                data_plane,
+                propose,
+                next_wake: Instant::now(),
+            },
             state,
             facts,
-            data_plane,
-            propose,
             view,
-            next_wake: Instant::now(),
             seen: None,
         }
     }
@@ -195,17 +225,18 @@ impl GroupLoop {
     /// error (after releasing) if the group's Raft stopped on its own: a fatal storage or
     /// protocol error, after which the daemon must exit so that its supervisor restarts it.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.io.raft.metrics();
         let mut state = self.state.clone();
         let mut facts = self.facts.clone();
         let mut fatal = None;
         loop {
             let mut metrics_only = false;
-            let due = self.next_wake;
+            let due = self.io.next_wake;
             tokio::select! {
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep_until(due) => {
-                    self.execute(Observation::Woke { due }, Instant::now()).await;
+                    let woke = Observation::Woke { due };
+                    execute(&mut self.machine, &mut self.io, woke, Instant::now()).await;
                 }
                 changed = metrics.changed() => match changed {
                     Ok(()) => metrics_only = true,
@@ -231,18 +262,18 @@ impl GroupLoop {
         let stop = Observation::Stop {
             fatal: fatal.is_some(),
         };
-        self.execute(stop, Instant::now()).await;
+        execute(&mut self.machine, &mut self.io, stop, Instant::now()).await;
         self.publish();
         if let Some(what) = fatal {
             return Err(format!(
                 "group {}: {what}; see the errors above",
-                self.setup.vips.group
+                self.io.setup.vips.group
             ));
         }
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.io.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
         let exiting = Observation::Exiting(Box::new(self.snapshot(&metrics, now)));
-        self.execute(exiting, now).await;
+        execute(&mut self.machine, &mut self.io, exiting, now).await;
         Ok(())
     }
 
@@ -258,32 +289,37 @@ impl GroupLoop {
                 .machine
                 .lease_until()
                 .is_some_and(|until| until.saturating_duration_since(now) < IDLE_WAKE);
-        now < self.next_wake && !lease_ending && self.seen == Some(self.metrics_key())
+        now < self.io.next_wake && !lease_ending && self.seen == Some(self.metrics_key())
     }
 
     /// What the loop acts on in the metrics, as of now.
     fn metrics_key(&self) -> MetricsKey {
-        let metrics = self.raft.metrics();
+        let metrics = self.io.raft.metrics();
         let m = metrics.borrow_watched();
-        MetricsKey::of(&m, &self.setup)
+        MetricsKey::of(&m, &self.io.setup)
     }
 
     async fn step(&mut self) {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.io.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
-        self.seen = Some(MetricsKey::of(&metrics, &self.setup));
+        self.seen = Some(MetricsKey::of(&metrics, &self.io.setup));
         let snapshot = self.snapshot(&metrics, now);
-        self.execute(Observation::Snapshot(Box::new(snapshot)), now)
-            .await;
+        execute(
+            &mut self.machine,
+            &mut self.io,
+            Observation::Snapshot(Box::new(snapshot)),
+            now,
+        )
+        .await;
         self.publish();
     }
 
     /// What a step reads, as of `now`. openraft's instants become tokio's by their age,
     /// so the machine compares them with `now` and reads no clock itself.
     fn snapshot(&self, m: &RaftMetrics, now: Instant) -> Snapshot {
-        let self_id = node_id(&self.setup.self_name);
+        let self_id = node_id(&self.io.setup.self_name);
         let mut peers = BTreeMap::new();
-        for name in &self.setup.members {
+        for name in &self.io.setup.members {
             let id = node_id(name);
             let acked = m.heartbeat.as_ref().and_then(|h| h.get(&id));
             let matched = m.replication.as_ref().and_then(|r| r.get(&id));
@@ -299,7 +335,8 @@ impl GroupLoop {
             peers.insert(name.clone(), seen);
         }
         let leader = m.current_leader.map(|id| {
-            self.setup
+            self.io
+                .setup
                 .members
                 .iter()
                 .find(|name| node_id(name) == id)
@@ -324,19 +361,20 @@ impl GroupLoop {
         }
     }
 
-    /// Gives `first` to the machine and does what it says, in order. The machine says
-    /// nothing after an action whose answer it needs, so that answer's consequences
-    /// come next, before anything decided earlier could run.
-    async fn execute(&mut self, first: Observation, now: Instant) {
-        let mut actions: VecDeque<Action> = self.machine.step(first, now).into();
-        while let Some(action) = actions.pop_front() {
-            if let Some(answer) = self.perform(action).await {
-                actions.extend(self.machine.step(answer, Instant::now()));
-            }
+    /// The machine's view for status and metrics.
+    fn publish(&self) {
+        if let Ok(mut view) = self.view.lock() {
+            view.holding = self.machine.holding();
+            view.lease_until = self.machine.lease_until();
+            view.hold_reason = self.machine.hold_reason().to_string();
+            view.quorum_ack_age = self.machine.quorum_ack_age();
+            view.hold_transitions = self.machine.hold_transitions();
+            view.lateness = self.machine.lateness();
         }
     }
+}
 
-    /// Does one action; returns the answer the machine waits for, if it waits for one.
+impl Effects for LoopIo {
     async fn perform(&mut self, action: Action) -> Option<Observation> {
         let vips = &self.setup.vips;
         match action {
@@ -384,7 +422,9 @@ impl GroupLoop {
             }
         }
     }
+}
 
+impl LoopIo {
     /// Hands leadership to `to`; on a graceful stop, waits (bounded) until it has taken
     /// over, so the VIP moves in one election round trip instead of an election timeout.
     async fn transfer(&self, to: &str, reason: TransferReason) {
@@ -426,18 +466,6 @@ impl GroupLoop {
             }
         });
     }
-
-    /// The machine's view for status and metrics.
-    fn publish(&self) {
-        if let Ok(mut view) = self.view.lock() {
-            view.holding = self.machine.holding();
-            view.lease_until = self.machine.lease_until();
-            view.hold_reason = self.machine.hold_reason().to_string();
-            view.quorum_ack_age = self.machine.quorum_ack_age();
-            view.hold_transitions = self.machine.hold_transitions();
-            view.lateness = self.machine.lateness();
-        }
-    }
 }
 
 /// Wall-clock time for history entries only; no decision reads it.
@@ -446,4 +474,256 @@ pub fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The executor with the machine and a data plane that fails on request, in process: the
+/// order in which actions reach the data plane and the transfer, which the scenario files
+/// (the machine alone) cannot see.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use super::*;
+    use crate::consensus::state::{NodeFacts, NodeState};
+    use crate::policy::OnAllUnhealthy;
+    use crate::timer_grid::Grid;
+    use crate::vip::{DataPlaneError, DataPlaneResult};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A data plane whose next `fail_*` answers are errors; `on_host` is what it left.
+    #[derive(Default)]
+    struct FlakyDataPlane {
+        fail_holds: AtomicU32,
+        fail_releases: AtomicU32,
+        on_host: AtomicBool,
+    }
+
+    fn fails(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    impl DataPlane for FlakyDataPlane {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        fn hold<'a>(&'a self, _: &'a VipSet, _: Instant) -> DataPlaneResult<'a> {
+            Box::pin(async move {
+                if fails(&self.fail_holds) {
+                    return Err(DataPlaneError::Netlink("no buffer space".into()));
+                }
+                self.on_host.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+        fn release<'a>(&'a self, _: &'a VipSet) -> DataPlaneResult<'a> {
+            Box::pin(async move {
+                if fails(&self.fail_releases) {
+                    return Err(DataPlaneError::Netlink("device busy".into()));
+                }
+                self.on_host.store(false, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+        fn announce<'a>(&'a self, _: &'a VipSet) -> DataPlaneResult<'a> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Performs the data plane's actions for real (on the flaky one) and records every
+    /// action in the order the executor performed it.
+    struct TestIo {
+        data_plane: FlakyDataPlane,
+        vips: VipSet,
+        done: Vec<String>,
+    }
+
+    impl Effects for TestIo {
+        async fn perform(&mut self, action: Action) -> Option<Observation> {
+            let answer = match &action {
+                Action::Hold { until } => Some(Observation::Held(
+                    self.data_plane
+                        .hold(&self.vips, *until)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )),
+                Action::Release { .. } => Some(Observation::Released {
+                    started: Instant::now(),
+                    result: self
+                        .data_plane
+                        .release(&self.vips)
+                        .await
+                        .map_err(|e| e.to_string()),
+                }),
+                Action::CommitFacts(_) => Some(Observation::FactsCommitted),
+                _ => None,
+            };
+            let on_host = self.data_plane.on_host.load(Ordering::SeqCst);
+            let line = match (&action, &answer) {
+                (Action::Hold { .. }, Some(Observation::Held(r))) => {
+                    format!("hold {}", if r.is_ok() { "ok" } else { "failed" })
+                }
+                (Action::Release { .. }, Some(Observation::Released { result, .. })) => {
+                    format!("release {}", if result.is_ok() { "ok" } else { "failed" })
+                }
+                (Action::Transfer { to, .. }, _) => {
+                    format!("transfer {to} (VIPs on host: {on_host})")
+                }
+                (Action::CommitFacts(_), _) => "commit facts".into(),
+                _ => return answer,
+            };
+            self.done.push(line);
+            answer
+        }
+    }
+
+    fn gateway(priority: u8) -> NodeState {
+        NodeState {
+            facts: Some(NodeFacts {
+                role: Role::Gateway,
+                priority,
+                healthy: true,
+                link_up: true,
+                detail: String::new(),
+            }),
+            maintenance: false,
+            since_unix_ms: 0,
+        }
+    }
+
+    /// gw-a, the preferred gateway, leading term 2 with everyone caught up at `t`.
+    fn leading(t: Instant, last_log: u64) -> Snapshot {
+        let peer = |matched| PeerSeen {
+            acked: Some(t),
+            matched: Some(matched),
+        };
+        Snapshot {
+            is_leader: true,
+            term: 2,
+            leader: Some("gw-a".into()),
+            quorum_acked: Some(t),
+            peers: [
+                ("gw-b".to_string(), peer(last_log)),
+                ("witness".to_string(), peer(last_log)),
+            ]
+            .into(),
+            last_log_index: Some(last_log),
+            nodes: [
+                ("gw-a".to_string(), gateway(150)),
+                ("gw-b".to_string(), gateway(100)),
+            ]
+            .into(),
+            pin: None,
+            facts: LocalFacts::initial(false),
+            wall_unix_ms: 0,
+        }
+    }
+
+    fn setup() -> (GroupMachine, TestIo) {
+        let machine = GroupMachine::new(GroupConfig {
+            self_name: "gw-a".into(),
+            group: "crm".into(),
+            interface: "eth1".into(),
+            role: Role::Gateway,
+            priority: 150,
+            rules: GroupRules {
+                failback: true,
+                failback_delay: Duration::from_secs(5),
+                on_all_unhealthy: OnAllUnhealthy::Release,
+            },
+            members: vec!["gw-a".into(), "gw-b".into(), "witness".into()],
+            leader_lease: 400 * MS,
+            hold_lease: 320 * MS,
+            grid: Grid::default(),
+        });
+        let io = TestIo {
+            data_plane: FlakyDataPlane::default(),
+            vips: VipSet {
+                group: "crm".into(),
+                interface: "eth1".into(),
+                addresses: Vec::new(),
+                address_lifetime: Duration::from_secs(3),
+                announce: crate::config::Announce::default(),
+            },
+            done: Vec::new(),
+        };
+        (machine, io)
+    }
+
+    async fn observe(machine: &mut GroupMachine, io: &mut TestIo, s: Snapshot, now: Instant) {
+        execute(machine, io, Observation::Snapshot(Box::new(s)), now).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_release_blocks_the_transfer_until_a_release_works() {
+        let (mut machine, mut io) = setup();
+        let t0 = Instant::now();
+        observe(&mut machine, &mut io, leading(t0, 5), t0).await;
+        let pinned = |t| Snapshot {
+            pin: Some("gw-b".into()),
+            ..leading(t, 5)
+        };
+        io.data_plane.fail_releases.store(1, Ordering::SeqCst);
+        observe(&mut machine, &mut io, pinned(t0 + 50 * MS), t0 + 50 * MS).await;
+        assert!(machine.holding());
+        observe(&mut machine, &mut io, pinned(t0 + 150 * MS), t0 + 150 * MS).await;
+        assert_eq!(
+            io.done,
+            [
+                "hold ok",
+                "release failed",
+                "release ok",
+                "transfer gw-b (VIPs on host: false)"
+            ]
+        );
+        assert!(!machine.holding());
+    }
+
+    #[tokio::test]
+    async fn a_failed_hold_releases_what_was_held() {
+        let (mut machine, mut io) = setup();
+        let t0 = Instant::now();
+        observe(&mut machine, &mut io, leading(t0, 5), t0).await;
+        io.data_plane.fail_holds.store(1, Ordering::SeqCst);
+        let t = t0 + 100 * MS;
+        observe(&mut machine, &mut io, leading(t, 5), t).await;
+        assert_eq!(io.done, ["hold ok", "hold failed", "release ok"]);
+        assert!(!machine.holding());
+        assert!(!io.data_plane.on_host.load(Ordering::SeqCst));
+        assert_eq!(machine.hold_reason(), "the data plane failed");
+    }
+
+    #[tokio::test]
+    async fn a_planned_hand_over_waits_for_the_target_log_at_most_one_second() {
+        let (mut machine, mut io) = setup();
+        let t0 = Instant::now();
+        observe(&mut machine, &mut io, leading(t0, 5), t0).await;
+        // gw-b is pinned but one entry behind (the pin itself) from 10 ms on.
+        let behind = |t| {
+            let mut s = leading(t, 6);
+            s.pin = Some("gw-b".into());
+            s.peers.insert(
+                "gw-b".into(),
+                PeerSeen {
+                    acked: Some(t),
+                    matched: Some(5),
+                },
+            );
+            s
+        };
+        for ms in (10..=1000).step_by(110) {
+            let t = t0 + ms * MS;
+            observe(&mut machine, &mut io, behind(t), t).await;
+        }
+        assert!(machine.holding(), "{:?}", io.done);
+        assert!(io.done.iter().all(|d| d == "hold ok"), "{:?}", io.done);
+        let t = t0 + 1010 * MS;
+        observe(&mut machine, &mut io, behind(t), t).await;
+        assert_eq!(
+            io.done[io.done.len() - 2..],
+            ["release ok", "transfer gw-b (VIPs on host: false)"]
+        );
+    }
 }
