@@ -6,7 +6,8 @@
 //! The format, one statement a line (`#` starts a comment):
 //! - `config key=value...`: the group on this node (defaults: self=gw-a, gateway,
 //!   priority 150, members gw-a,gw-b,witness, leader_lease 400, hold_lease 320,
-//!   failback on, failback_delay 5000, all_unhealthy release).
+//!   failback on, failback_delay 5000, all_unhealthy release, no timer grid; `grid=T`
+//!   puts the grid's origin at T).
 //! - What the next observation will contain, changed in place: `raft leader|follower
 //!   term=N leader=NAME|none last_log=N|none quorum_ack=T|none`; `peer NAME ack=T|none
 //!   match=N|none`; `node NAME facts=ROLE/PRIORITY/healthy|unhealthy/up|down|none
@@ -253,6 +254,8 @@ impl Scenario {
                 "hold_lease" => c.hold_lease = ms(v)?,
                 "failback" => c.rules.failback = v == "on",
                 "failback_delay" => c.rules.failback_delay = ms(v)?,
+                // The timer grid's origin, in ms from the scenario's start.
+                "grid" => c.grid = Grid::with_origin(self.t0 + ms(v)?),
                 "all_unhealthy" => {
                     c.rules.on_all_unhealthy = match v {
                         "keep" => OnAllUnhealthy::Keep,
