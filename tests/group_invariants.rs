@@ -166,7 +166,7 @@ impl World {
     }
 }
 
-fn start(role: Role) -> World {
+fn start() -> World {
     let facts = |role, priority| NodeState {
         facts: Some(NodeFacts {
             role,
@@ -184,7 +184,6 @@ fn start(role: Role) -> World {
         ("witness".to_string(), facts(Role::Witness, 0)),
     ]
     .into();
-    let _ = role;
     World {
         now: Instant::now(),
         snapshot: Snapshot {
@@ -207,7 +206,7 @@ fn walk(seed: u64, role: Role, seen: &mut Seen) -> Result<(), String> {
     let config = config(role);
     let self_name = config.self_name.clone();
     let mut machine = GroupMachine::new(config);
-    let mut world = start(role);
+    let mut world = start();
     // The host: whether the VIPs are on it, as the data plane's answers say.
     let mut on_host = false;
     // A transfer was sent in this term: the rule forbids holding again in it.
