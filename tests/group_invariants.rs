@@ -254,6 +254,7 @@ fn walk(seed: u64, role: Role, seen: &mut Seen) -> Result<(), String> {
                         release_failed |= !ok;
                         t += Duration::from_millis(rng.below(3));
                         Some(Observation::Released {
+                            taken_down: None,
                             started: now,
                             result: if ok { Ok(()) } else { Err("x".into()) },
                         })

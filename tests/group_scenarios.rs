@@ -228,8 +228,14 @@ impl Scenario {
                     None => now,
                 },
                 result: Ok(()),
+                // `released ok started=T guard=T2`: the deadline guard took them down at T2.
+                taken_down: match args.get(3) {
+                    Some(s) => Some(self.at(kv(s, "guard")?)?),
+                    None => None,
+                },
             },
             ("released", "fail") => Observation::Released {
+                taken_down: None,
                 started: now,
                 result: Err(why()),
             },

@@ -292,6 +292,19 @@ fn no_announcement_goes_out_after_the_hold_lease_ran_out() {
     let mut cap = capture(&mut lab, &client, 3000);
     let mut holder = hold(&mut lab, &gw, &["--lease-ms", "500"]);
     holder.expect("holding", Duration::from_secs(10));
+    // Nothing holds again after the lease: the data plane's deadline guard takes the VIPs
+    // down at its end (a thread of its own), not the kernel lifetime 3 s later.
+    std::thread::sleep(Duration::from_millis(900));
+    let left: Vec<String> = gw
+        .addresses()
+        .iter()
+        .filter_map(|a| a.get("local").and_then(|l| l.as_str()).map(str::to_string))
+        .filter(|a| a == VIP4 || a == VIP6)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the VIPs outlived their 500 ms hold lease: {left:?} still on gw-a after 900 ms"
+    );
     let frames = cap.collect(Duration::from_secs(5));
     let arps = frames
         .iter()

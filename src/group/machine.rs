@@ -132,10 +132,13 @@ pub enum Observation {
     /// The data plane's answer to `Action::Hold`.
     Held(Result<(), String>),
     /// The data plane's answer to `Action::Release`; `started` is when the removal began
-    /// (the step's `now` is when it returned).
+    /// (the step's `now` is when it returned); `taken_down` is when something below the
+    /// loop (the netlink plane's deadline guard) had already taken the VIPs down because
+    /// the loop had not by the end of the hold lease: the release is timed by that.
     Released {
         started: Instant,
         result: Result<(), String>,
+        taken_down: Option<Instant>,
     },
     /// `Action::CommitFacts` returned (committed, failed or timed out).
     FactsCommitted,
@@ -312,9 +315,11 @@ impl GroupMachine {
             Observation::Woke { due } => self.woke(due, now, &mut out),
             Observation::Snapshot(snapshot) => self.observe(snapshot, now, &mut out),
             Observation::Held(result) => self.held(result, now, &mut out),
-            Observation::Released { started, result } => {
-                self.released(started, now, result, &mut out)
-            }
+            Observation::Released {
+                started,
+                result,
+                taken_down,
+            } => self.released(started, now, result, taken_down, &mut out),
             Observation::FactsCommitted => self.facts_committed(now, &mut out),
             Observation::Stop { fatal } => {
                 self.waiting = None;
@@ -583,6 +588,7 @@ impl GroupMachine {
         started: Instant,
         done: Instant,
         result: Result<(), String>,
+        taken_down: Option<Instant>,
         out: &mut Vec<Action>,
     ) {
         let Some(Waiting::Release { reason, rest }) = self.waiting.take() else {
@@ -593,7 +599,11 @@ impl GroupMachine {
             // retries the removal first.
             Err(error) => out.push(Action::Log(Event::ReleaseFailed { error })),
             Ok(()) => {
-                out.extend(self.account_release(started, done, &reason));
+                let (started, gone) = match taken_down {
+                    Some(at) if at < started => (at, at),
+                    _ => (started, done),
+                };
+                out.extend(self.account_release(started, gone, &reason));
                 self.holding = false;
                 self.hold_transitions += 1;
                 self.last_reason = reason;

@@ -386,7 +386,12 @@ impl Effects for LoopIo {
                 let started = Instant::now();
                 let result = self.data_plane.release(vips).await;
                 let result = result.map_err(|e| e.to_string());
-                Some(Observation::Released { started, result })
+                let taken_down = self.data_plane.taken_down_at(&vips.group);
+                Some(Observation::Released {
+                    started,
+                    result,
+                    taken_down,
+                })
             }
             Action::CommitFacts(command) => {
                 // Bounded; the VIPs are already released, so waiting costs no safety.
@@ -550,6 +555,7 @@ mod tests {
                         .map_err(|e| e.to_string()),
                 )),
                 Action::Release { .. } => Some(Observation::Released {
+                    taken_down: None,
                     started: Instant::now(),
                     result: self
                         .data_plane

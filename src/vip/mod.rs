@@ -5,6 +5,7 @@
 
 pub mod announce;
 pub mod caps;
+mod deadline_guard;
 pub mod link;
 pub mod netlink;
 pub mod observe;
@@ -97,6 +98,12 @@ pub trait DataPlane: Send + Sync {
     /// `None`: its truth is the kernel's address table, which a watcher reads itself
     /// (`ip address`, netlink events); its own memory would be the daemon's belief again.
     fn held(&self) -> Option<Vec<(String, Duration)>> {
+        None
+    }
+    /// When something below the group loop (the netlink plane's deadline guard) took the
+    /// group's VIPs down at the end of their hold lease because the loop had not, asked
+    /// once by the loop's release to time it truly. `None`: nothing did.
+    fn taken_down_at(&self, _group: &str) -> Option<tokio::time::Instant> {
         None
     }
 }

@@ -3,7 +3,9 @@
 //! itself removes the VIP of a daemon that was SIGKILLed or froze. On the first `hold` it
 //! starts the group's announcer (`announce.rs`); `release` stops it and removes the
 //! addresses before returning, synchronously (`remove.rs`: the removal has a deadline and
-//! must not queue behind the runtime's other work). It must never touch an address that is not a configured
+//! must not queue behind the runtime's other work). Every hold also arms the group's
+//! deadline on a thread of its own (`deadline_guard.rs`), which takes the VIPs down at the
+//! end of the hold lease if the group loop has not released them by then. It must never touch an address that is not a configured
 //! VIP, and never delete a permanent (operator's) address: `reconcile` refuses to start.
 
 use std::collections::BTreeMap;
@@ -17,10 +19,11 @@ use netlink_packet_route::address::{
 };
 use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use super::announce::{Announcer, Target};
+use super::deadline_guard::DeadlineGuard;
 use super::remove::Remover;
 use super::{DataPlane, DataPlaneError, DataPlaneResult, VipSet};
 use crate::lock::lock;
@@ -40,8 +43,10 @@ struct Held {
 pub struct NetlinkDataPlane {
     handle: Handle,
     /// Never held across an await: one group's refresh must not delay another's release.
-    held: Mutex<BTreeMap<String, Held>>,
-    remover: Remover,
+    held: Arc<Mutex<BTreeMap<String, Held>>>,
+    remover: Arc<Remover>,
+    /// Per group: the interface and addresses to take down at the end of the hold lease.
+    guard: DeadlineGuard<(u32, Vec<IpNet>)>,
 }
 
 impl NetlinkDataPlane {
@@ -50,13 +55,31 @@ impl NetlinkDataPlane {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| DataPlaneError::Netlink(format!("cannot open a netlink socket: {e}")))?;
         tokio::spawn(connection);
-        let remover = Remover::open().map_err(|e| {
+        let remover = Arc::new(Remover::open().map_err(|e| {
             DataPlaneError::Netlink(format!("cannot open a netlink socket for removals: {e}"))
-        })?;
+        })?);
+        let held: Arc<Mutex<BTreeMap<String, Held>>> = Arc::default();
+        let guard = DeadlineGuard::start({
+            let (held, remover) = (held.clone(), remover.clone());
+            move |group: &str, (ifindex, addresses): (u32, Vec<IpNet>)| {
+                if let Some(h) = lock(&held).remove(group) {
+                    h.announcer.stop();
+                }
+                match remover.remove(ifindex, &addresses) {
+                    Ok(()) => tracing::warn!(group = %group,
+                        "deadline guard: the hold loop had not released the VIPs by the end of \
+                         their hold lease; the guard took them down"),
+                    Err(e) => tracing::error!(group = %group, address = %e.address,
+                        "deadline guard: cannot remove the VIP at the end of its hold lease: {}", e.why),
+                }
+            }
+        })
+        .map_err(|e| DataPlaneError::Netlink(format!("cannot start the deadline guard: {e}")))?;
         Ok(Self {
             handle,
-            held: Mutex::new(BTreeMap::new()),
+            held,
             remover,
+            guard,
         })
     }
 
@@ -247,6 +270,11 @@ impl NetlinkDataPlane {
                     h.refreshed = now;
                 }
             }
+            self.guard.arm(
+                &vips.group,
+                (ifindex, vips.addresses.clone()),
+                until.into_std(),
+            );
             return Ok(());
         }
         let expired = || DataPlaneError::LeaseExpired {
@@ -270,6 +298,11 @@ impl NetlinkDataPlane {
             addresses: vips.addresses.iter().map(|a| a.addr()).collect(),
         };
         let announcer = Announcer::start(target, vips.announce, until);
+        self.guard.arm(
+            &vips.group,
+            (ifindex, vips.addresses.clone()),
+            until.into_std(),
+        );
         lock(&self.held).insert(
             vips.group.clone(),
             Held {
@@ -282,6 +315,7 @@ impl NetlinkDataPlane {
     }
 
     async fn release_vips(&self, vips: &VipSet) -> Result<(), DataPlaneError> {
+        self.guard.disarm(&vips.group);
         let held = lock(&self.held).remove(&vips.group);
         let ifindex = match held {
             Some(h) => {
@@ -310,6 +344,10 @@ impl DataPlane for NetlinkDataPlane {
 
     fn release<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
         Box::pin(self.release_vips(vips))
+    }
+
+    fn taken_down_at(&self, group: &str) -> Option<Instant> {
+        self.guard.take_fired(group).map(Instant::from_std)
     }
 
     fn announce<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
