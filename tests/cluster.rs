@@ -5,10 +5,13 @@
 //! deadline, so the kill and freeze tests fail if a new master holds before it.
 //! Partition tests use nftables and need root (they fail, not skip, without it).
 
+#[path = "support/figures.rs"]
+mod figures;
 mod support;
 
 use std::time::Duration;
 
+use figures::figure;
 use support::{Cluster, Options, SERIAL};
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
@@ -68,9 +71,9 @@ fn sigkill_of_the_master_moves_the_vip_and_never_to_two() {
     cluster.kill("gw-a");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
     let after = cluster.assert_took_over_after_deadline("gw-a", "gw-b", killed);
-    eprintln!(
+    figure(&format!(
         "SIGKILL of the master: gw-b holds after {took:?}, {after:?} after gw-a's hold deadline"
-    );
+    ));
     cluster.assert_never_two_holders();
 }
 
@@ -96,7 +99,7 @@ fn graceful_stop_hands_over_quickly_and_exits_zero() {
         "shutdown took {exit_took:?}"
     );
     cluster.wait_holder("gw-b", Duration::from_secs(2));
-    eprintln!("graceful stop: exited after {exit_took:?}");
+    figure(&format!("graceful stop: exited after {exit_took:?}"));
     cluster.assert_never_two_holders();
 }
 
@@ -114,12 +117,12 @@ fn a_partition_isolating_the_master_releases_it_before_another_holds() {
     cluster.wait_formed("gw-a");
     cluster.partition("gw-a", &["gw-b", "witness"]);
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
-    eprintln!("master isolated: gw-b holds after {took:?}");
+    figure(&format!("master isolated: gw-b holds after {took:?}"));
     cluster.assert_never_two_holders();
     cluster.heal();
     // Pre-vote keeps the returning node from deposing gw-b; failback then moves it back.
     let back = cluster.wait_holder("gw-a", Duration::from_secs(10));
-    eprintln!("healed: gw-a holds again after {back:?}");
+    figure(&format!("healed: gw-a holds again after {back:?}"));
     cluster.assert_never_two_holders();
 }
 
@@ -157,9 +160,9 @@ fn a_frozen_master_loses_the_vip_after_its_lease() {
     // The frozen master's address stays until its hold deadline (the watcher knows it
     // from gw-a's last answer): gw-b must not hold before then.
     let after = cluster.assert_took_over_after_deadline("gw-a", "gw-b", frozen);
-    eprintln!(
+    figure(&format!(
         "SIGSTOP of the master: gw-b holds after {took:?}, {after:?} after gw-a's hold deadline"
-    );
+    ));
     cluster.signal("gw-a", "CONT");
     // the thawed node must not claim the VIP.
     let since = std::time::Instant::now();
@@ -189,7 +192,7 @@ fn the_preferred_gateway_takes_the_vip_back_after_failback_delay() {
         took >= Duration::from_secs(2),
         "failback came after {took:?}, before failback_delay"
     );
-    eprintln!("failback after restart: {took:?}");
+    figure(&format!("failback after restart: {took:?}"));
     cluster.assert_never_two_holders();
 }
 
@@ -414,7 +417,9 @@ fn a_drained_master_cut_off_from_the_other_gateway_relays_through_the_witness() 
     let (code, text) = cluster.cli("witness", &["maintenance", "on", "gw-a"]);
     assert_eq!(code, 0, "{text}");
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
-    eprintln!("relay through the witness: gw-b holds after {took:?}");
+    figure(&format!(
+        "relay through the witness: gw-b holds after {took:?}"
+    ));
     cluster.assert_never_two_holders();
 }
 
@@ -547,7 +552,7 @@ fn the_vip_follows_health_and_fails_back_when_the_crm_is_reachable_again() {
     // gw-a can no longer reach its CRM server: after `fall` probes it is unhealthy.
     crm_a.set_healthy(false);
     let took = cluster.wait_holder("gw-b", Duration::from_secs(5));
-    eprintln!("gw-a's check failed: gw-b holds after {took:?}");
+    figure(&format!("gw-a's check failed: gw-b holds after {took:?}"));
     let status = cluster.status("witness").expect("status");
     let gw_a = status.groups[0]
         .nodes
