@@ -439,20 +439,8 @@ impl Lab {
 
     fn stop_observing(&mut self) {
         if let Some(mut w) = self.watcher.take() {
-            // SIGTERM (by the PID of our own unreaped child): it prints its open overlaps
-            // and its summary, then exits.
-            if let Ok(pid) = i32::try_from(w.id()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(w.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = w.kill();
-            let _ = w.wait();
+            // On SIGTERM it prints its open overlaps and its summary, then exits.
+            host::terminate(&mut w, Duration::from_secs(5));
         }
         if let Some(reader) = self.watcher_reader.take() {
             let _ = reader.join();
@@ -1202,19 +1190,7 @@ impl DelayLine {
         for tool in ["iptables", "ip6tables"] {
             let _ = delay_rule(tool, &self.netns, "-D").output();
         }
-        // By the PID of our own unreaped child: it cannot have been reused.
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        host::terminate(&mut child, Duration::from_secs(3));
     }
 }
 

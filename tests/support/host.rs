@@ -49,6 +49,23 @@ pub fn run(mut command: Command, what: &str) -> Output {
     output
 }
 
+/// Ends a child this process started: SIGTERM (by the PID of our own unreaped child, so it
+/// cannot have been reused), `grace` to exit on its own, then SIGKILL; reaped either way.
+pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The path of example `name` (examples/NAME.rs) of this build, built once per test
 /// process: `cargo test` builds examples, but a filtered run or a bench may not have.
 pub fn example(name: &str) -> String {
