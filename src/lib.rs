@@ -1,5 +1,8 @@
 //! havip: high-availability virtual IPs for paired Linux gateways, with the master
 //! elected through Raft. The binary (`src/main.rs`) is a thin CLI over this library.
+// `unsafe` is refused everywhere but in `vip::raw`, which allows it for its one block
+// (deny, not forbid: forbid could not be lifted for that module).
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod consensus;

@@ -1,6 +1,7 @@
 //! The `havip` command: the daemon (`run`), the operator's commands that talk to it over
 //! its Unix socket, and the offline tools (`check-config`, `keygen`). Exit codes: 0 ok,
 //! 1 the request failed (the message says why), 2 usage or configuration error.
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! neighbour advertisements. This file holds the crate's only `unsafe` (filling a
 //! `sockaddr_ll`, which socket2 has no constructor for). It must never build or parse a
 //! packet (that is `packet.rs`) nor decide when to send (that is `announce.rs`).
+#![allow(unsafe_code)]
 
 use std::io::{self, Read};
 use std::net::{Ipv6Addr, SocketAddrV6};
