@@ -55,7 +55,10 @@ enum Budget {
 impl Budget {
     fn ms(self) -> u64 {
         match self {
-            Budget::Stays | Budget::Planned => 100,
+            Budget::Stays => 100,
+            // Measured in CI runs on the shared VM: failbacks of 11-68 ms, once 97 ms (a
+            // gap while the new holder held throughout); the move itself is 10-40 ms.
+            Budget::Planned => 150,
             Budget::Hard => 1000,
         }
     }
