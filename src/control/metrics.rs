@@ -238,23 +238,34 @@ pub struct MetricsError {
     source: std::io::Error,
 }
 
+/// One family with one sample per group, `value` rendering the group's number.
+fn per_group(
+    out: &mut String,
+    s: &MetricsSnapshot,
+    (name, kind, help): (&str, &str, &str),
+    value: impl Fn(&GroupMetrics) -> String,
+) {
+    family(out, name, kind, help);
+    for g in &s.groups {
+        let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", label(&g.name), value(g));
+    }
+}
+
 /// The hold loop's lateness against its deadlines (`crate::lateness`): a late release is
 /// a safety event, so its count is what an alert watches.
 fn render_lateness(out: &mut String, s: &MetricsSnapshot) {
-    family(
+    let secs = |d: Duration| format!("{:.6}", d.as_secs_f64());
+    per_group(
         out,
-        "havip_hold_releases_total",
-        "counter",
-        "Removals of the group's VIPs (any reason).",
+        s,
+        (
+            "havip_hold_releases_total",
+            "counter",
+            "Removals of the group's VIPs (any reason).",
+        ),
+        |g| g.lateness.releases.to_string(),
     );
-    for g in &s.groups {
-        let _ = writeln!(
-            out,
-            "havip_hold_releases_total{{group=\"{}\"}} {}",
-            label(&g.name),
-            g.lateness.releases
-        );
-    }
+    // A summary without quantiles: its two series share one HELP/TYPE.
     family(
         out,
         "havip_hold_release_late_seconds",
@@ -265,53 +276,41 @@ fn render_lateness(out: &mut String, s: &MetricsSnapshot) {
         let name = label(&g.name);
         let _ = writeln!(
             out,
-            "havip_hold_release_late_seconds_sum{{group=\"{name}\"}} {:.6}\nhavip_hold_release_late_seconds_count{{group=\"{name}\"}} {}",
-            g.lateness.late_sum.as_secs_f64(),
+            "havip_hold_release_late_seconds_sum{{group=\"{name}\"}} {}\nhavip_hold_release_late_seconds_count{{group=\"{name}\"}} {}",
+            secs(g.lateness.late_sum),
             g.lateness.late_releases
         );
     }
-    family(
+    per_group(
         out,
-        "havip_hold_release_late_max_seconds",
-        "gauge",
-        "The latest completion of a removal after its hold lease ended, since the daemon started (0: none late).",
+        s,
+        (
+            "havip_hold_release_late_max_seconds",
+            "gauge",
+            "The latest completion of a removal after its hold lease ended, since the daemon started (0: none late).",
+        ),
+        |g| secs(g.lateness.late_max),
     );
-    for g in &s.groups {
-        let _ = writeln!(
-            out,
-            "havip_hold_release_late_max_seconds{{group=\"{}\"}} {:.6}",
-            label(&g.name),
-            g.lateness.late_max.as_secs_f64()
-        );
-    }
-    family(
+    per_group(
         out,
-        "havip_hold_wakeups_late_total",
-        "counter",
-        "Timed wake-ups of the group's hold loop more than 10 ms after they were due.",
+        s,
+        (
+            "havip_hold_wakeups_late_total",
+            "counter",
+            "Timed wake-ups of the group's hold loop more than 10 ms after they were due.",
+        ),
+        |g| g.lateness.late_wakeups.to_string(),
     );
-    for g in &s.groups {
-        let _ = writeln!(
-            out,
-            "havip_hold_wakeups_late_total{{group=\"{}\"}} {}",
-            label(&g.name),
-            g.lateness.late_wakeups
-        );
-    }
-    family(
+    per_group(
         out,
-        "havip_hold_wake_late_max_seconds",
-        "gauge",
-        "The latest timed wake-up of the group's hold loop, since the daemon started.",
+        s,
+        (
+            "havip_hold_wake_late_max_seconds",
+            "gauge",
+            "The latest timed wake-up of the group's hold loop, since the daemon started.",
+        ),
+        |g| secs(g.lateness.wake_late_max),
     );
-    for g in &s.groups {
-        let _ = writeln!(
-            out,
-            "havip_hold_wake_late_max_seconds{{group=\"{}\"}} {:.6}",
-            label(&g.name),
-            g.lateness.wake_late_max.as_secs_f64()
-        );
-    }
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {

@@ -19,6 +19,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use rtnetlink::AddressMessageBuilder;
 
+use crate::lock::lock;
+
 /// The longest `remove` waits for the kernel's acknowledgements: far beyond an RTNL
 /// lock held by another process, far below a hold lease.
 const ACK_WAIT: Duration = Duration::from_millis(100);
@@ -53,23 +55,21 @@ impl Remover {
     /// Removes `addresses` from interface `ifindex`; an address that is not there counts
     /// as removed. Returns once the kernel has answered every request.
     pub fn remove(&self, ifindex: u32, addresses: &[IpNet]) -> Result<(), RemoveError> {
-        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(&first) = addresses.first() else {
+            return Ok(());
+        };
+        let socket = lock(&self.socket);
         let requests = delete_requests(ifindex, addresses);
         let mut datagram = Vec::new();
-        for (seq, (_, message)) in requests.iter().enumerate() {
+        for (_, message) in &requests {
             let mut bytes = vec![0; message.buffer_len()];
             message.serialize(&mut bytes);
-            debug_assert_eq!(message.header.sequence_number as usize, seq + 1);
             datagram.extend_from_slice(&bytes);
         }
         let fail = |address: IpNet, why: String| RemoveError { address, why };
-        let first = addresses.first().copied();
-        socket.send(&datagram, 0).map_err(|e| {
-            fail(
-                first.unwrap_or_else(|| IpNet::from(IpAddr::from([0, 0, 0, 0]))),
-                format!("netlink send: {e}"),
-            )
-        })?;
+        socket
+            .send(&datagram, 0)
+            .map_err(|e| fail(first, format!("netlink send: {e}")))?;
         let mut pending: Vec<(u32, IpNet)> = requests
             .iter()
             .map(|(address, m)| (m.header.sequence_number, *address))
