@@ -8,9 +8,10 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::Role;
 use super::duration::format_duration;
+use super::parse::valid_name;
 use super::reader::{At, Reader, Tab, list};
-use super::{Role, valid_name};
 
 /// How many of the vetoing checks (weight 0) must pass for the node to be healthy.
 /// With no vetoing checks the node is healthy whatever this says.
