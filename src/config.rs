@@ -27,9 +27,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use check::{CheckKind, HealthCheck, HealthSection, HttpMethod, Require, StatusSet};
+pub use check::{
+    CheckKind, HealthCheck, HealthSection, HttpMethod, Require, StatusError, StatusSet,
+};
 pub use cross::cross_check;
-pub use duration::{format_duration, parse_duration};
+pub use duration::{DurationError, format_duration, parse_duration};
 
 use reader::Reader;
 

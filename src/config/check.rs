@@ -113,7 +113,7 @@ impl StatusSet {
     }
 
     /// Parses "200" or "200-399".
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, StatusError> {
         Ok(StatusSet(vec![parse_status_range(text)?]))
     }
 
@@ -141,36 +141,56 @@ impl fmt::Display for StatusSet {
 
 const STATUS_HINT: &str = "write a code (200), a list ([200, 204]) or a range (\"200-399\")";
 
-fn status_code(text: &str) -> Result<u16, String> {
+/// Why an `expect_status` was refused; each says what would be right. The key path and
+/// line:column are added by the reader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatusError {
+    #[error("{text:?} is not an HTTP status code (100 to 599); {STATUS_HINT}")]
+    NotACode { text: String },
+    /// An integer too large for any status code.
+    #[error("{number} is not an HTTP status code; {STATUS_HINT}")]
+    OutOfRange { number: i64 },
+    #[error("{text:?} is an empty range; write the lower code first, like \"{high}-{low}\"")]
+    EmptyRange { text: String, low: u16, high: u16 },
+    #[error("lists do not nest; {STATUS_HINT}")]
+    NestedList,
+    /// Neither a number, a string nor a non-empty list.
+    #[error("is not a status code; {STATUS_HINT}")]
+    NotAStatus,
+}
+
+fn status_code(text: &str) -> Result<u16, StatusError> {
     match text.trim().parse::<u16>() {
         Ok(code) if (100..=599).contains(&code) => Ok(code),
-        _ => Err(format!(
-            "{text:?} is not an HTTP status code (100 to 599); {STATUS_HINT}"
-        )),
+        _ => Err(StatusError::NotACode {
+            text: text.to_string(),
+        }),
     }
 }
 
-fn parse_status_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+fn parse_status_range(text: &str) -> Result<RangeInclusive<u16>, StatusError> {
     match text.split_once('-') {
         None => status_code(text).map(|c| c..=c),
         Some((low, high)) => {
             let (low, high) = (status_code(low)?, status_code(high)?);
             if low > high {
-                return Err(format!(
-                    "{text:?} is an empty range; write the lower code first, like \"{high}-{low}\""
-                ));
+                return Err(StatusError::EmptyRange {
+                    text: text.to_string(),
+                    low,
+                    high,
+                });
             }
             Ok(low..=high)
         }
     }
 }
 
-fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, String> {
+fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, StatusError> {
     use toml_edit::Value;
     match v {
         Value::Integer(n) => {
-            let code = u16::try_from(*n.value())
-                .map_err(|_| format!("{} is not an HTTP status code; {STATUS_HINT}", n.value()))?;
+            let number = *n.value();
+            let code = u16::try_from(number).map_err(|_| StatusError::OutOfRange { number })?;
             status_code(&code.to_string()).map(|c| vec![c..=c])
         }
         Value::String(s) => parse_status_range(s.value()).map(|r| vec![r]),
@@ -178,13 +198,13 @@ fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, S
             let mut out = Vec::new();
             for element in a.iter() {
                 match element {
-                    Value::Array(_) => return Err(format!("lists do not nest; {STATUS_HINT}")),
+                    Value::Array(_) => return Err(StatusError::NestedList),
                     other => out.extend(status_from_value(other)?),
                 }
             }
             Ok(out)
         }
-        _ => Err(format!("is not a status code; {STATUS_HINT}")),
+        _ => Err(StatusError::NotAStatus),
     }
 }
 

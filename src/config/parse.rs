@@ -108,24 +108,34 @@ pub(super) fn read(source: &Path, text: &str) -> Read {
     }
 }
 
+/// A node, group or check name that was refused, and which characters would do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a valid name; use 1 to {max} {allowed}, like \"gw-a\"")]
+pub(super) struct InvalidName {
+    name: String,
+    max: usize,
+    allowed: &'static str,
+}
+
 /// Node names become Raft node ids, metric labels and file names: keep them plain.
 /// Check names may also use upper case, '_' and '.'.
-pub(super) fn valid_name(name: &str, max: usize, relaxed: bool) -> Result<(), String> {
+pub(super) fn valid_name(name: &str, max: usize, relaxed: bool) -> Result<(), InvalidName> {
     let allowed = |c: char| {
         c.is_ascii_lowercase()
             || c.is_ascii_digit()
             || c == '-'
             || (relaxed && (c.is_ascii_uppercase() || c == '_' || c == '.'))
     };
-    let chars = if relaxed {
-        "letters, digits, '-', '_' and '.'"
-    } else {
-        "lower-case letters, digits and '-'"
-    };
     if name.is_empty() || name.chars().count() > max || !name.chars().all(allowed) {
-        return Err(format!(
-            "{name:?} is not a valid name; use 1 to {max} {chars}, like \"gw-a\""
-        ));
+        return Err(InvalidName {
+            name: name.to_string(),
+            max,
+            allowed: if relaxed {
+                "letters, digits, '-', '_' and '.'"
+            } else {
+                "lower-case letters, digits and '-'"
+            },
+        });
     }
     Ok(())
 }
