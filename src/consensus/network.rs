@@ -16,8 +16,9 @@ use openraft::raft::{
 };
 use openraft::{RaftNetworkFactory, RaftNetworkV2};
 
+use crate::consensus::Raft;
 use crate::consensus::rpc::{self, RAFT_CHANNEL, RaftEnvelope, RaftReply, RaftRequest};
-use crate::consensus::types::{NodeId, PeerNode, Raft, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::consensus::types::{NodeId, PeerNode, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::peer::Mesh;
 
 /// Why an RPC failed, as openraft's `Unreachable` wants it (a std error).

@@ -21,8 +21,9 @@ use openraft::async_runtime::WatchReceiver as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::consensus::Raft;
 use crate::consensus::state::{Command, GroupState};
-use crate::consensus::types::{NodeId, Raft, RaftMetrics, Vote, node_id};
+use crate::consensus::types::{NodeId, RaftMetrics, Vote, node_id};
 use crate::control::notify::Notifier;
 use crate::hold;
 use crate::lateness::Lateness;
