@@ -196,6 +196,8 @@ fn read_node(r: &mut Reader<'_>, root: &Tab<'_>) -> Option<At<NodeSection>> {
     })
 }
 
+/// Reads `[cluster]`. The key file's path is returned even when the section has other
+/// errors, so `Config::load` can check the file too.
 fn read_cluster(
     r: &mut Reader<'_>,
     root: &Tab<'_>,
@@ -226,117 +228,13 @@ fn read_cluster(
         })
     };
     let allow_even_voters = r.boolean(&t, "allow_even_voters").unwrap_or(false);
-
-    let peers_span = t.span_of("peers").or_else(|| t.span.clone());
-    let entries = if r.require_with(
-        &t,
-        "peers",
-        "missing; add a [[cluster.peers]] entry with `name` and `address` for every node, this one included",
-    ) {
-        r.tables(&t, "peers")
-    } else {
-        Vec::new()
-    };
-    let mut peers = Vec::new();
-    let mut peer_spans = Vec::new();
-    let mut names: HashMap<String, String> = HashMap::new();
-    let mut addresses: HashMap<SocketAddr, String> = HashMap::new();
-    let mut peers_ok = t.has("peers");
-    for entry in &entries {
-        r.unknown_keys(entry, &["name", "address"]);
-        let name = read_name(r, entry, "\"gw-a\"");
-        let address = if r.require(entry, "address", "\"198.18.0.11:7400\"") {
-            r.socket_addr(entry, "address")
-        } else {
-            None
-        };
-        if let Some(name) = &name {
-            if let Some(first) = names.get(&name.value) {
-                r.error(
-                    &name.span,
-                    entry.key("name"),
-                    format!(
-                        "peer {:?} is already listed as {first}; list each node once",
-                        name.value
-                    ),
-                );
-            } else {
-                names.insert(name.value.clone(), entry.path.clone());
-            }
-        }
-        if let Some(address) = &address {
-            if address.value.ip().is_unspecified() || address.value.port() == 0 {
-                r.error(
-                    &address.span,
-                    entry.key("address"),
-                    format!("{} cannot be dialled; write the address the other nodes reach this peer on, like \"198.18.0.11:7400\"", address.value),
-                );
-            } else if let Some(first) = addresses.get(&address.value) {
-                r.error(
-                    &address.span,
-                    entry.key("address"),
-                    format!(
-                        "{} is already the address of {first}; each node needs its own address",
-                        address.value
-                    ),
-                );
-            } else {
-                addresses.insert(address.value, entry.path.clone());
-            }
-        }
-        match (name, address) {
-            (Some(name), Some(address)) => {
-                peer_spans.push(name.span.clone());
-                peers.push(Peer {
-                    name: name.value,
-                    address: address.value,
-                });
-            }
-            _ => peers_ok = false,
-        }
-    }
-    if t.has("peers") && entries.is_empty() {
-        peers_ok = false;
+    let peers = read_peers(r, &t);
+    if let Some(peers) = &peers {
+        check_peer_list(r, &t, peers, node, listen.as_ref(), allow_even_voters);
     }
 
-    // Rules about the peer list as a whole, only when every entry was readable.
-    if peers_ok {
-        if let Some(node) = node {
-            match peers.iter().find(|p| p.name == node.value.name) {
-                None => {
-                    let example = listen
-                        .as_ref()
-                        .map_or_else(|| "198.18.0.11:7400".to_string(), |l| l.value.to_string());
-                    r.error(
-                        &peers_span,
-                        t.key("peers"),
-                        format!(
-                            "this node ({:?}) is not among the peers; every node lists all nodes, itself included: add [[cluster.peers]] name = {:?} address = \"{example}\"",
-                            node.value.name, node.value.name
-                        ),
-                    );
-                }
-                Some(own) => {
-                    if let Some(listen) = &listen {
-                        check_listen(r, &t, listen, own);
-                    }
-                }
-            }
-        }
-        if peers.len() % 2 == 0 && !allow_even_voters {
-            r.error(
-                &peers_span,
-                t.key("peers"),
-                format!(
-                    "{} voters: with an even number of voters, losing half of them (one of two gateways) leaves no majority, so no VIP can move; add a witness node as a peer (role = \"witness\" in its own file), or set `allow_even_voters = true` if you accept that",
-                    peers.len()
-                ),
-            );
-        }
-    }
-
-    let cluster = match (listen, peers_ok, &key_file) {
-        (Some(listen), true, Some(key_file)) => Some(ClusterSection {
+    let cluster = match (listen, peers, &key_file) {
+        (Some(listen), Some(peers), Some(key_file)) => Some(ClusterSection {
             listen: listen.value,
             key_file: key_file.value.clone(),
             peers,
@@ -345,6 +243,129 @@ fn read_cluster(
         _ => None,
     };
     (cluster, key_file)
+}
+
+/// Reads `[[cluster.peers]]`: `None` when it is missing or empty or any entry has an
+/// error, so the rules about the list as a whole are only applied to a whole list.
+fn read_peers(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<Vec<Peer>> {
+    if !r.require_with(
+        t,
+        "peers",
+        "missing; add a [[cluster.peers]] entry with `name` and `address` for every node, this one included",
+    ) {
+        return None;
+    }
+    let entries = r.tables(t, "peers");
+    let mut peers = Vec::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut addresses: HashMap<SocketAddr, String> = HashMap::new();
+    let mut all_read = !entries.is_empty();
+    for entry in &entries {
+        match read_peer(r, entry, &mut names, &mut addresses) {
+            Some(peer) => peers.push(peer),
+            None => all_read = false,
+        }
+    }
+    all_read.then_some(peers)
+}
+
+/// One `[[cluster.peers]]` entry. `names` and `addresses` hold the key path of the entry
+/// that first used each, so a duplicate can say where the first one is.
+fn read_peer(
+    r: &mut Reader<'_>,
+    entry: &Tab<'_>,
+    names: &mut HashMap<String, String>,
+    addresses: &mut HashMap<SocketAddr, String>,
+) -> Option<Peer> {
+    r.unknown_keys(entry, &["name", "address"]);
+    let name = read_name(r, entry, "\"gw-a\"");
+    let address = if r.require(entry, "address", "\"198.18.0.11:7400\"") {
+        r.socket_addr(entry, "address")
+    } else {
+        None
+    };
+    if let Some(name) = &name {
+        if let Some(first) = names.get(&name.value) {
+            r.error(
+                &name.span,
+                entry.key("name"),
+                format!(
+                    "peer {:?} is already listed as {first}; list each node once",
+                    name.value
+                ),
+            );
+        } else {
+            names.insert(name.value.clone(), entry.path.clone());
+        }
+    }
+    if let Some(address) = &address {
+        if address.value.ip().is_unspecified() || address.value.port() == 0 {
+            r.error(
+                &address.span,
+                entry.key("address"),
+                format!("{} cannot be dialled; write the address the other nodes reach this peer on, like \"198.18.0.11:7400\"", address.value),
+            );
+        } else if let Some(first) = addresses.get(&address.value) {
+            r.error(
+                &address.span,
+                entry.key("address"),
+                format!(
+                    "{} is already the address of {first}; each node needs its own address",
+                    address.value
+                ),
+            );
+        } else {
+            addresses.insert(address.value, entry.path.clone());
+        }
+    }
+    Some(Peer {
+        name: name?.value,
+        address: address?.value,
+    })
+}
+
+/// The rules about the peer list as a whole: this node is on it and listens where the
+/// others dial it, and the number of voters can keep a majority when one is lost.
+fn check_peer_list(
+    r: &mut Reader<'_>,
+    t: &Tab<'_>,
+    peers: &[Peer],
+    node: Option<&At<NodeSection>>,
+    listen: Option<&At<SocketAddr>>,
+    allow_even_voters: bool,
+) {
+    let peers_span = t.span_of("peers").or_else(|| t.span.clone());
+    if let Some(node) = node {
+        match peers.iter().find(|p| p.name == node.value.name) {
+            None => {
+                let example =
+                    listen.map_or_else(|| "198.18.0.11:7400".to_string(), |l| l.value.to_string());
+                r.error(
+                    &peers_span,
+                    t.key("peers"),
+                    format!(
+                        "this node ({:?}) is not among the peers; every node lists all nodes, itself included: add [[cluster.peers]] name = {:?} address = \"{example}\"",
+                        node.value.name, node.value.name
+                    ),
+                );
+            }
+            Some(own) => {
+                if let Some(listen) = listen {
+                    check_listen(r, t, listen, own);
+                }
+            }
+        }
+    }
+    if peers.len().is_multiple_of(2) && !allow_even_voters {
+        r.error(
+            &peers_span,
+            t.key("peers"),
+            format!(
+                "{} voters: with an even number of voters, losing half of them (one of two gateways) leaves no majority, so no VIP can move; add a witness node as a peer (role = \"witness\" in its own file), or set `allow_even_voters = true` if you accept that",
+                peers.len()
+            ),
+        );
+    }
 }
 
 /// The other nodes dial this node's peer address, so `listen` must be reachable there:
@@ -387,34 +408,7 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
             "must be longer than 0s; the default is \"128ms\"",
         );
     }
-    let range_hint = "write it as \"MIN..MAX\", like \"400ms..500ms\"";
-    let election = r.string(&t, "election_timeout").and_then(|e| {
-        let Some((low, high)) = e.value.split_once("..") else {
-            r.error(&e.span, t.key("election_timeout"), format!("{:?} is not a range; {range_hint}", e.value));
-            return None;
-        };
-        let mut bound = |text: &str| match duration::parse_duration(text) {
-            Ok(d) => Some(d),
-            Err(why) => {
-                r.error(&e.span, t.key("election_timeout"), format!("{why}; {range_hint}"));
-                None
-            }
-        };
-        let (low, high) = (bound(low)?, bound(high)?);
-        if low >= high {
-            r.error(
-                &e.span,
-                t.key("election_timeout"),
-                format!(
-                    "the minimum ({}) must be below the maximum ({}): the spread keeps nodes from standing for election at the same moment; {range_hint}",
-                    format_duration(low),
-                    format_duration(high)
-                ),
-            );
-            return None;
-        }
-        Some(At { value: (low, high), span: e.span })
-    });
+    let election = read_election_timeout(r, &t);
 
     let heartbeat_value = heartbeat.as_ref().map_or(defaults.heartbeat, |h| h.value);
     let (min, max) = election.as_ref().map_or(
@@ -460,6 +454,48 @@ fn read_timers(r: &mut Reader<'_>, root: &Tab<'_>) -> Timers {
         election_timeout_min: min,
         election_timeout_max: max,
     }
+}
+
+/// `election_timeout = "MIN..MAX"`, with MIN below MAX.
+fn read_election_timeout(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<At<(Duration, Duration)>> {
+    let range_hint = "write it as \"MIN..MAX\", like \"400ms..500ms\"";
+    let e = r.string(t, "election_timeout")?;
+    let Some((low, high)) = e.value.split_once("..") else {
+        r.error(
+            &e.span,
+            t.key("election_timeout"),
+            format!("{:?} is not a range; {range_hint}", e.value),
+        );
+        return None;
+    };
+    let mut bound = |text: &str| match duration::parse_duration(text) {
+        Ok(d) => Some(d),
+        Err(why) => {
+            r.error(
+                &e.span,
+                t.key("election_timeout"),
+                format!("{why}; {range_hint}"),
+            );
+            None
+        }
+    };
+    let (low, high) = (bound(low)?, bound(high)?);
+    if low >= high {
+        r.error(
+            &e.span,
+            t.key("election_timeout"),
+            format!(
+                "the minimum ({}) must be below the maximum ({}): the spread keeps nodes from standing for election at the same moment; {range_hint}",
+                format_duration(low),
+                format_duration(high)
+            ),
+        );
+        return None;
+    }
+    Some(At {
+        value: (low, high),
+        span: e.span,
+    })
 }
 
 fn read_control(r: &mut Reader<'_>, root: &Tab<'_>) -> ControlSection {
@@ -562,62 +598,14 @@ fn read_witness_group(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<VipGroup> {
     })
 }
 
+/// A gateway's `[[vip_group]]` entry (its `name` is read by `read_groups`).
 fn read_gateway_group(
     r: &mut Reader<'_>,
     t: &Tab<'_>,
     claimed: &mut HashMap<IpAddr, String>,
 ) -> Option<VipGroup> {
-    let interface = if r.require(t, "interface", "\"eth1\"") {
-        r.non_empty_string(t, "interface")
-    } else {
-        None
-    };
-    let interface = interface.and_then(|i| {
-        // The kernel's IFNAMSIZ: longer names cannot exist, so the group could never be held.
-        if i.value.len() > 15 || i.value.contains(['/', ' ', '\t']) {
-            r.error(&i.span, t.key("interface"), format!("{:?} cannot be a Linux interface name (at most 15 characters, no '/' or spaces); write it as `ip link` shows it, like \"eth1\"", i.value));
-            return None;
-        }
-        Some(i.value)
-    });
-
-    let addresses = if r.require(t, "addresses", "[\"198.18.0.50/24\"]") {
-        r.string_array(t, "addresses")
-    } else {
-        None
-    };
-    let addresses = addresses.and_then(|list| {
-        if list.value.is_empty() {
-            r.error(&list.span, t.key("addresses"), "is empty; a gateway's group needs at least one address, like [\"198.18.0.50/24\"]");
-            return None;
-        }
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (i, a) in list.value.iter().enumerate() {
-            let key = format!("{}[{i}]", t.key("addresses"));
-            match a.value.trim().parse::<IpNet>() {
-                Ok(net) => {
-                    if let Some(first) = claimed.get(&net.addr()) {
-                        ok = false;
-                        r.error(&a.span, key, format!("{} is already listed at {first}; a node holds each address in one group only", net.addr()));
-                    } else {
-                        claimed.insert(net.addr(), key);
-                        out.push(net);
-                    }
-                }
-                Err(_) => {
-                    ok = false;
-                    let hint = if a.value.parse::<IpAddr>().is_ok() { "; add the prefix length of the interface's subnet" } else { "" };
-                    r.error(
-                        &a.span,
-                        key,
-                        format!("{:?} is not a CIDR address{hint}; write it like \"198.18.0.50/24\" or \"2001:db8::50/64\"", a.value),
-                    );
-                }
-            }
-        }
-        ok.then_some(out)
-    });
+    let interface = read_interface(r, t);
+    let addresses = read_addresses(r, t, claimed);
 
     let priority = if r.require_with(
         t,
@@ -671,6 +659,69 @@ fn read_gateway_group(
         on_all_unhealthy: on_all_unhealthy.unwrap_or(OnAllUnhealthy::Keep),
         address_lifetime: address_lifetime.unwrap_or(Duration::from_secs(3)),
         announce,
+    })
+}
+
+/// The interface the group's addresses go on, as `ip link` names it.
+fn read_interface(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<String> {
+    let interface = if r.require(t, "interface", "\"eth1\"") {
+        r.non_empty_string(t, "interface")
+    } else {
+        None
+    };
+    interface.and_then(|i| {
+        // The kernel's IFNAMSIZ: longer names cannot exist, so the group could never be held.
+        if i.value.len() > 15 || i.value.contains(['/', ' ', '\t']) {
+            r.error(&i.span, t.key("interface"), format!("{:?} cannot be a Linux interface name (at most 15 characters, no '/' or spaces); write it as `ip link` shows it, like \"eth1\"", i.value));
+            return None;
+        }
+        Some(i.value)
+    })
+}
+
+/// The group's addresses, in CIDR form. `claimed` holds the key path of each address
+/// already listed in this node's groups: a node holds each address in one group only.
+fn read_addresses(
+    r: &mut Reader<'_>,
+    t: &Tab<'_>,
+    claimed: &mut HashMap<IpAddr, String>,
+) -> Option<Vec<IpNet>> {
+    let addresses = if r.require(t, "addresses", "[\"198.18.0.50/24\"]") {
+        r.string_array(t, "addresses")
+    } else {
+        None
+    };
+    addresses.and_then(|list| {
+        if list.value.is_empty() {
+            r.error(&list.span, t.key("addresses"), "is empty; a gateway's group needs at least one address, like [\"198.18.0.50/24\"]");
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, a) in list.value.iter().enumerate() {
+            let key = format!("{}[{i}]", t.key("addresses"));
+            match a.value.trim().parse::<IpNet>() {
+                Ok(net) => {
+                    if let Some(first) = claimed.get(&net.addr()) {
+                        ok = false;
+                        r.error(&a.span, key, format!("{} is already listed at {first}; a node holds each address in one group only", net.addr()));
+                    } else {
+                        claimed.insert(net.addr(), key);
+                        out.push(net);
+                    }
+                }
+                Err(_) => {
+                    ok = false;
+                    let hint = if a.value.parse::<IpAddr>().is_ok() { "; add the prefix length of the interface's subnet" } else { "" };
+                    r.error(
+                        &a.span,
+                        key,
+                        format!("{:?} is not a CIDR address{hint}; write it like \"198.18.0.50/24\" or \"2001:db8::50/64\"", a.value),
+                    );
+                }
+            }
+        }
+        ok.then_some(out)
     })
 }
 
