@@ -13,12 +13,13 @@ use openraft::async_runtime::WatchReceiver as _;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::consensus::Raft;
 use crate::consensus::network::{PeerNetwork, RaftService};
 use crate::consensus::rpc::RAFT_CHANNEL;
 use crate::consensus::state::{Command, GroupState};
 use crate::consensus::store::Store;
 use crate::consensus::ticks::{self, Pace};
-use crate::consensus::types::{NodeId, PeerNode, Raft, node_id};
+use crate::consensus::types::{NodeId, PeerNode, node_id};
 use crate::control::metrics::{self as prometheus, CheckMetrics, GroupMetrics, MetricsSnapshot};
 use crate::control::notify::Notifier;
 use crate::control::protocol::{

@@ -26,12 +26,21 @@ pub enum KeyError {
     #[error(
         "key file {path} does not hold a havip key ({why}); make one with `havip keygen --out {path}`"
     )]
-    Malformed { path: PathBuf, why: String },
+    Malformed { path: PathBuf, why: MalformedKey },
     #[error("cannot write key file {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Why a key file's text is not a key (the file's name is added by `KeyError::Malformed`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedKey {
+    #[error("not base64: {0}")]
+    NotBase64(base64::DecodeError),
+    #[error("{0} bytes where 32 are needed")]
+    WrongLength(usize),
 }
 
 /// The cluster's shared secret.
@@ -56,13 +65,13 @@ impl ClusterKey {
     }
 
     /// Parses the file's text (base64 of 32 bytes, surrounding whitespace ignored).
-    pub fn from_text(text: &str) -> Result<Self, String> {
+    pub fn from_text(text: &str) -> Result<Self, MalformedKey> {
         let bytes = STANDARD
             .decode(text.trim())
-            .map_err(|e| format!("not base64: {e}"))?;
+            .map_err(MalformedKey::NotBase64)?;
         let bytes: [u8; 32] = bytes
             .try_into()
-            .map_err(|b: Vec<u8>| format!("{} bytes where 32 are needed", b.len()))?;
+            .map_err(|b: Vec<u8>| MalformedKey::WrongLength(b.len()))?;
         Ok(Self(bytes))
     }
 
@@ -134,11 +143,10 @@ mod tests {
 
     #[test]
     fn malformed_text_says_what_is_wrong() {
-        assert!(ClusterKey::from_text("!!!").unwrap_err().contains("base64"));
-        assert!(
-            ClusterKey::from_text("AAAA")
-                .unwrap_err()
-                .contains("3 bytes")
-        );
+        let not_base64 = ClusterKey::from_text("!!!").unwrap_err().to_string();
+        assert!(not_base64.contains("base64"), "{not_base64}");
+        let short = ClusterKey::from_text("AAAA").unwrap_err();
+        assert_eq!(short, MalformedKey::WrongLength(3));
+        assert!(short.to_string().contains("3 bytes"), "{short}");
     }
 }

@@ -38,11 +38,12 @@ a quorum acknowledges it, so a partitioned or frozen master lets go before anoth
     after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: CliCommand,
 }
 
+/// Which daemon a command talks to: the control socket of --config's file, or --socket.
 #[derive(Args, Clone)]
-struct Target {
+struct DaemonSocket {
     /// The node's config file; its [control] socket is used.
     #[arg(long, short, global = true, default_value = "/etc/havip/havip.toml")]
     config: PathBuf,
@@ -51,8 +52,9 @@ struct Target {
     socket: Option<PathBuf>,
 }
 
+/// The subcommands. (Not `consensus::state::Command`, what a group's Raft log records.)
 #[derive(Subcommand)]
-enum Command {
+enum CliCommand {
     /// Run the daemon for the node described by --config.
     #[command(
         after_help = "Example:\n  havip run --config /etc/havip/gw-a.toml\n\nSIGTERM/SIGINT: releases the VIPs, hands leadership over, flushes the store and exits 0."
@@ -71,7 +73,7 @@ enum Command {
     )]
     Status {
         #[command(flatten)]
-        target: Target,
+        daemon: DaemonSocket,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -82,7 +84,7 @@ enum Command {
     )]
     Failover {
         #[command(flatten)]
-        target: Target,
+        daemon: DaemonSocket,
         /// The gateway that should hold the VIPs.
         #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
         to: Option<String>,
@@ -97,14 +99,14 @@ enum Command {
     #[command(after_help = "Examples:\n  havip maintenance on gw-a\n  havip maintenance off gw-a")]
     Maintenance {
         #[command(flatten)]
-        target: Target,
+        daemon: DaemonSocket,
         mode: OnOff,
         node: String,
     },
     /// Master changes, health changes and operator commands, oldest first.
     History {
         #[command(flatten)]
-        target: Target,
+        daemon: DaemonSocket,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -149,13 +151,13 @@ enum Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run {
+        CliCommand::Run {
             config,
             observe_only,
         } => run(&config, observe_only),
-        Command::Release { config } => release(&config),
-        Command::CheckConfig { files } => check_config(&files),
-        Command::Keygen { out } => ClusterKey::generate()
+        CliCommand::Release { config } => release(&config),
+        CliCommand::CheckConfig { files } => check_config(&files),
+        CliCommand::Keygen { out } => ClusterKey::generate()
             .write_new(&out)
             .map(|()| {
                 println!(
@@ -164,26 +166,26 @@ fn main() -> ExitCode {
                 )
             })
             .map_err(|e| Failure::Usage(e.to_string())),
-        Command::Status { target, json } => status(&target, json),
-        Command::Failover {
-            target,
+        CliCommand::Status { daemon, json } => status(&daemon, json),
+        CliCommand::Failover {
+            daemon,
             to,
             clear: _,
             group,
-        } => request(&target, Request::Failover { group, to }).and_then(print_done),
-        Command::Maintenance { target, mode, node } => request(
-            &target,
+        } => request(&daemon, Request::Failover { group, to }).and_then(print_done),
+        CliCommand::Maintenance { daemon, mode, node } => request(
+            &daemon,
             Request::Maintenance {
                 node,
                 on: matches!(mode, OnOff::On),
             },
         )
         .and_then(print_done),
-        Command::History {
-            target,
+        CliCommand::History {
+            daemon,
             json,
             group,
-        } => history(&target, json, group),
+        } => history(&daemon, json, group),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -309,25 +311,25 @@ fn check_config(files: &[PathBuf]) -> Result<(), Failure> {
 }
 
 /// The socket to talk to: --socket, else the [control] socket of --config.
-fn socket_path(target: &Target) -> Result<PathBuf, Failure> {
-    if let Some(socket) = &target.socket {
+fn socket_path(daemon: &DaemonSocket) -> Result<PathBuf, Failure> {
+    if let Some(socket) = &daemon.socket {
         return Ok(socket.clone());
     }
     // The operator may not be allowed to read the key file, so the config is parsed
     // without the filesystem checks that `run` makes.
-    let text = std::fs::read_to_string(&target.config).map_err(|e| {
+    let text = std::fs::read_to_string(&daemon.config).map_err(|e| {
         Failure::Usage(format!(
             "cannot read {}: {e} (pass --config FILE or --socket PATH)",
-            target.config.display()
+            daemon.config.display()
         ))
     })?;
     let config =
-        Config::from_str(&target.config, &text).map_err(|e| Failure::Usage(e.to_string()))?;
+        Config::from_str(&daemon.config, &text).map_err(|e| Failure::Usage(e.to_string()))?;
     Ok(config.control.socket)
 }
 
-fn request(target: &Target, request: Request) -> Result<Response, Failure> {
-    let path = socket_path(target)?;
+fn request(daemon: &DaemonSocket, request: Request) -> Result<Response, Failure> {
+    let path = socket_path(daemon)?;
     let response = runtime()?
         .block_on(socket::call(&path, &request, Duration::from_secs(15)))
         .map_err(|e| Failure::Request(e.to_string()))?;
@@ -344,8 +346,8 @@ fn print_done(response: Response) -> Result<(), Failure> {
     Ok(())
 }
 
-fn status(target: &Target, json: bool) -> Result<(), Failure> {
-    let Response::Status(report) = request(target, Request::Status)? else {
+fn status(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
+    let Response::Status(report) = request(daemon, Request::Status)? else {
         return Err(Failure::Request(
             "the daemon answered status with something else".into(),
         ));
@@ -453,8 +455,8 @@ fn render_checks(report: &StatusReport) -> String {
     out
 }
 
-fn history(target: &Target, json: bool, group: Option<String>) -> Result<(), Failure> {
-    let Response::History { groups } = request(target, Request::History { group })? else {
+fn history(daemon: &DaemonSocket, json: bool, group: Option<String>) -> Result<(), Failure> {
+    let Response::History { groups } = request(daemon, Request::History { group })? else {
         return Err(Failure::Request(
             "the daemon answered history with something else".into(),
         ));

@@ -15,6 +15,7 @@ use havip::group::machine::{
 use havip::hold::{RELEASE_AHEAD, release_at};
 use havip::policy::{GroupRules, OnAllUnhealthy, Role};
 use havip::timer_grid::Grid;
+use havip::vip::DataPlaneError;
 use tokio::time::Instant;
 
 const WALKS: u64 = 400;
@@ -22,6 +23,11 @@ const STEPS: usize = 250;
 const HOLD_LEASE: Duration = Duration::from_millis(320);
 const LEADER_LEASE: Duration = Duration::from_millis(400);
 const MEMBERS: [&str; 3] = ["gw-a", "gw-b", "witness"];
+
+/// What the simulated data plane answers when it fails.
+fn failed() -> DataPlaneError {
+    DataPlaneError::Netlink("x".into())
+}
 
 /// A small deterministic generator (xorshift64*): the seed alone replays a walk.
 struct Rng(u64);
@@ -244,7 +250,7 @@ fn walk(seed: u64, role: Role, seen: &mut Seen) -> Result<(), String> {
                         // A failed first hold leaves nothing (the data plane undoes it);
                         // a failed refresh leaves what was there.
                         on_host |= ok;
-                        Some(Observation::Held(if ok { Ok(()) } else { Err("x".into()) }))
+                        Some(Observation::Held(if ok { Ok(()) } else { Err(failed()) }))
                     }
                     Action::Release { .. } => {
                         seen.releases += 1;
@@ -256,7 +262,7 @@ fn walk(seed: u64, role: Role, seen: &mut Seen) -> Result<(), String> {
                         Some(Observation::Released {
                             taken_down: None,
                             started: now,
-                            result: if ok { Ok(()) } else { Err("x".into()) },
+                            result: if ok { Ok(()) } else { Err(failed()) },
                         })
                     }
                     Action::CommitFacts(_) => {

@@ -14,8 +14,9 @@
 //!   maintenance=on|off`; `pin NAME|none`; `local healthy=yes|no link=up|down
 //!   pending=yes|no delta=N detail="..."`.
 //! - `@T OBSERVATION` gives one observation at T: `snapshot`, `woke due=T`, `held ok`,
-//!   `held fail "why"`, `released ok started=T`, `released fail "why"`, `committed`,
-//!   `stop`, `stop fatal`, `exiting`.
+//!   `held fail "netlink: why"`, `released ok started=T`, `released fail "netlink: why"`,
+//!   `committed`, `stop`, `stop fatal`, `exiting` (a failure is written as the netlink
+//!   data plane's error reads).
 //! - `> ACTION` lines after it: every action it produced, in order (as `render` writes
 //!   them). An observation with no `>` lines must produce nothing.
 //! - `? holding=yes|no transitions=N reason="..."`: the machine's published view.
@@ -30,6 +31,7 @@ use havip::group::machine::{
 };
 use havip::policy::{GroupRules, OnAllUnhealthy, Role};
 use havip::timer_grid::Grid;
+use havip::vip::DataPlaneError;
 use tokio::time::Instant;
 
 #[test]
@@ -213,7 +215,16 @@ impl Scenario {
     fn observation(&self, args: &[String], now: Instant) -> Result<Observation, String> {
         let kind = args.first().map(String::as_str).unwrap_or("");
         let arg = args.get(1).map(String::as_str).unwrap_or("");
-        let why = || args.get(2).cloned().unwrap_or_default();
+        // The data plane's error, written as it reads: "netlink: <why>".
+        let failure = || {
+            let text = args.get(2).map(String::as_str).unwrap_or("");
+            match text.strip_prefix("netlink: ") {
+                Some(why) => Ok(DataPlaneError::Netlink(why.to_string())),
+                None => Err(format!(
+                    "a data plane failure is written \"netlink: why\", not {text:?}"
+                )),
+            }
+        };
         Ok(match (kind, arg) {
             ("snapshot", _) => Observation::Snapshot(Box::new(self.snapshot.clone())),
             ("exiting", _) => Observation::Exiting(Box::new(self.snapshot.clone())),
@@ -221,7 +232,7 @@ impl Scenario {
                 due: self.at(kv(due, "due")?)?,
             },
             ("held", "ok") => Observation::Held(Ok(())),
-            ("held", "fail") => Observation::Held(Err(why())),
+            ("held", "fail") => Observation::Held(Err(failure()?)),
             ("released", "ok") => Observation::Released {
                 started: match args.get(2) {
                     Some(s) => self.at(kv(s, "started")?)?,
@@ -237,7 +248,7 @@ impl Scenario {
             ("released", "fail") => Observation::Released {
                 taken_down: None,
                 started: now,
-                result: Err(why()),
+                result: Err(failure()?),
             },
             ("committed", _) => Observation::FactsCommitted,
             ("stop", fatal) => Observation::Stop {

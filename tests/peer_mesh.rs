@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use havip::key::ClusterKey;
 use havip::peer::frame::{Frame, Kind};
-use havip::peer::noise::{self, NoiseReader, NoiseWriter, Role};
+use havip::peer::noise::{self, HandshakeSide, NoiseReader, NoiseWriter};
 use havip::peer::{Mesh, MeshConfig, MeshError, RequestHandler};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -313,9 +313,14 @@ async fn authenticated(
     NoiseWriter<tokio::net::tcp::OwnedWriteHalf>,
 ) {
     let mut s = TcpStream::connect(to).await.expect("connect");
-    let session = noise::handshake(&mut s, key, Role::Initiator, noise::HANDSHAKE_TIMEOUT)
-        .await
-        .expect("handshake");
+    let session = noise::handshake(
+        &mut s,
+        key,
+        HandshakeSide::Initiator,
+        noise::HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .expect("handshake");
     let (r, w) = s.into_split();
     (
         NoiseReader::new(r, session.clone()),

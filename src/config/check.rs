@@ -8,9 +8,10 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::Role;
 use super::duration::format_duration;
+use super::parse::valid_name;
 use super::reader::{At, Reader, Tab, list};
-use super::{Role, valid_name};
 
 /// How many of the vetoing checks (weight 0) must pass for the node to be healthy.
 /// With no vetoing checks the node is healthy whatever this says.
@@ -112,7 +113,7 @@ impl StatusSet {
     }
 
     /// Parses "200" or "200-399".
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, StatusError> {
         Ok(StatusSet(vec![parse_status_range(text)?]))
     }
 
@@ -140,36 +141,56 @@ impl fmt::Display for StatusSet {
 
 const STATUS_HINT: &str = "write a code (200), a list ([200, 204]) or a range (\"200-399\")";
 
-fn status_code(text: &str) -> Result<u16, String> {
+/// Why an `expect_status` was refused; each says what would be right. The key path and
+/// line:column are added by the reader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatusError {
+    #[error("{text:?} is not an HTTP status code (100 to 599); {STATUS_HINT}")]
+    NotACode { text: String },
+    /// An integer too large for any status code.
+    #[error("{number} is not an HTTP status code; {STATUS_HINT}")]
+    OutOfRange { number: i64 },
+    #[error("{text:?} is an empty range; write the lower code first, like \"{high}-{low}\"")]
+    EmptyRange { text: String, low: u16, high: u16 },
+    #[error("lists do not nest; {STATUS_HINT}")]
+    NestedList,
+    /// Neither a number, a string nor a non-empty list.
+    #[error("is not a status code; {STATUS_HINT}")]
+    NotAStatus,
+}
+
+fn status_code(text: &str) -> Result<u16, StatusError> {
     match text.trim().parse::<u16>() {
         Ok(code) if (100..=599).contains(&code) => Ok(code),
-        _ => Err(format!(
-            "{text:?} is not an HTTP status code (100 to 599); {STATUS_HINT}"
-        )),
+        _ => Err(StatusError::NotACode {
+            text: text.to_string(),
+        }),
     }
 }
 
-fn parse_status_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+fn parse_status_range(text: &str) -> Result<RangeInclusive<u16>, StatusError> {
     match text.split_once('-') {
         None => status_code(text).map(|c| c..=c),
         Some((low, high)) => {
             let (low, high) = (status_code(low)?, status_code(high)?);
             if low > high {
-                return Err(format!(
-                    "{text:?} is an empty range; write the lower code first, like \"{high}-{low}\""
-                ));
+                return Err(StatusError::EmptyRange {
+                    text: text.to_string(),
+                    low,
+                    high,
+                });
             }
             Ok(low..=high)
         }
     }
 }
 
-fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, String> {
+fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, StatusError> {
     use toml_edit::Value;
     match v {
         Value::Integer(n) => {
-            let code = u16::try_from(*n.value())
-                .map_err(|_| format!("{} is not an HTTP status code; {STATUS_HINT}", n.value()))?;
+            let number = *n.value();
+            let code = u16::try_from(number).map_err(|_| StatusError::OutOfRange { number })?;
             status_code(&code.to_string()).map(|c| vec![c..=c])
         }
         Value::String(s) => parse_status_range(s.value()).map(|r| vec![r]),
@@ -177,13 +198,13 @@ fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, S
             let mut out = Vec::new();
             for element in a.iter() {
                 match element {
-                    Value::Array(_) => return Err(format!("lists do not nest; {STATUS_HINT}")),
+                    Value::Array(_) => return Err(StatusError::NestedList),
                     other => out.extend(status_from_value(other)?),
                 }
             }
             Ok(out)
         }
-        _ => Err(format!("is not a status code; {STATUS_HINT}")),
+        _ => Err(StatusError::NotAStatus),
     }
 }
 
@@ -288,6 +309,7 @@ struct ReadCheck {
     check: HealthCheck,
 }
 
+/// One `[[health.check]]` entry: the keys every check has, then its kind's own.
 fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
     let all_keys: Vec<&str> = [COMMON_KEYS, HTTP_KEYS, HTTPS_KEYS, TCP_KEYS, EXEC_KEYS].concat();
     r.unknown_keys(t, &all_keys);
@@ -303,12 +325,48 @@ fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
         r.error(&name.span, t.key("name"), why);
     }
 
+    let kind = read_kind(r, t);
+    if let Some(kind) = &kind {
+        check_foreign_keys(r, t, kind);
+    }
+    let (interval, timeout) = read_timing(r, t);
+    let rise = r
+        .integer(t, "rise", 1..=i64::from(u32::MAX))
+        .map_or(2, |n| n.value);
+    let fall = r
+        .integer(t, "fall", 1..=i64::from(u32::MAX))
+        .map_or(3, |n| n.value);
+    let weight = r.integer(t, "weight", -254..=254).map_or(0, |n| n.value);
+
+    let kind = match kind.as_deref() {
+        Some(k @ ("http" | "https")) => read_http(r, t, k == "https"),
+        Some("tcp") => read_tcp(r, t),
+        Some("exec") => read_exec(r, t),
+        _ => None,
+    };
+
+    let (name, kind) = (name?, kind?);
+    let check = HealthCheck {
+        name: name.value.clone(),
+        kind,
+        interval,
+        timeout,
+        // Bounded to u32 and i32 by the ranges above.
+        rise: u32::try_from(rise).unwrap_or(2),
+        fall: u32::try_from(fall).unwrap_or(3),
+        weight: i32::try_from(weight).unwrap_or(0),
+    };
+    Some(ReadCheck { name, check })
+}
+
+/// `kind`: one of `KINDS`.
+fn read_kind(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<String> {
     let kind = if r.require(t, "kind", "\"http\"") {
         r.string(t, "kind")
     } else {
         None
     };
-    let kind = kind.and_then(|k| {
+    kind.and_then(|k| {
         if KINDS.contains(&k.value.as_str()) {
             Some(k.value)
         } else {
@@ -323,40 +381,43 @@ fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
             );
             None
         }
-    });
+    })
+}
 
-    // Keys that belong to another kind are mistakes (a tcp check with a `url` would
-    // silently never use it), so say which kind they belong to.
-    if let Some(kind) = &kind {
-        let allowed: &[&[&str]] = match kind.as_str() {
-            "http" => &[HTTP_KEYS],
-            "https" => &[HTTP_KEYS, HTTPS_KEYS],
-            "tcp" => &[TCP_KEYS],
-            _ => &[EXEC_KEYS],
-        };
-        for (key, _) in t.table.iter() {
-            let foreign = [HTTP_KEYS, HTTPS_KEYS, TCP_KEYS, EXEC_KEYS]
-                .iter()
-                .any(|ks| ks.contains(&key));
-            if foreign && !allowed.iter().any(|ks| ks.contains(&key)) {
-                let owner = if HTTPS_KEYS.contains(&key) {
-                    "https"
-                } else if HTTP_KEYS.contains(&key) {
-                    "http and https"
-                } else if TCP_KEYS.contains(&key) {
-                    "tcp"
-                } else {
-                    "exec"
-                };
-                r.error(
-                    &t.key_span(key),
-                    t.key(key),
-                    format!("`{key}` applies to {owner} checks, not to a {kind} check; remove it"),
-                );
-            }
+/// Keys that belong to another kind are mistakes (a tcp check with a `url` would
+/// silently never use it), so say which kind they belong to.
+fn check_foreign_keys(r: &mut Reader<'_>, t: &Tab<'_>, kind: &str) {
+    let allowed: &[&[&str]] = match kind {
+        "http" => &[HTTP_KEYS],
+        "https" => &[HTTP_KEYS, HTTPS_KEYS],
+        "tcp" => &[TCP_KEYS],
+        _ => &[EXEC_KEYS],
+    };
+    for (key, _) in t.table.iter() {
+        let foreign = [HTTP_KEYS, HTTPS_KEYS, TCP_KEYS, EXEC_KEYS]
+            .iter()
+            .any(|ks| ks.contains(&key));
+        if foreign && !allowed.iter().any(|ks| ks.contains(&key)) {
+            let owner = if HTTPS_KEYS.contains(&key) {
+                "https"
+            } else if HTTP_KEYS.contains(&key) {
+                "http and https"
+            } else if TCP_KEYS.contains(&key) {
+                "tcp"
+            } else {
+                "exec"
+            };
+            r.error(
+                &t.key_span(key),
+                t.key(key),
+                format!("`{key}` applies to {owner} checks, not to a {kind} check; remove it"),
+            );
         }
     }
+}
 
+/// `interval` and `timeout` (defaults 2s and 1s), the timeout shorter than the interval.
+fn read_timing(r: &mut Reader<'_>, t: &Tab<'_>) -> (Duration, Duration) {
     let interval = r.duration(t, "interval");
     let timeout = r.duration(t, "timeout");
     for (key, d) in [("interval", &interval), ("timeout", &timeout)] {
@@ -388,43 +449,64 @@ fn read_check(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<ReadCheck> {
             ),
         );
     }
-    let rise = r
-        .integer(t, "rise", 1..=i64::from(u32::MAX))
-        .map_or(2, |n| n.value);
-    let fall = r
-        .integer(t, "fall", 1..=i64::from(u32::MAX))
-        .map_or(3, |n| n.value);
-    let weight = r.integer(t, "weight", -254..=254).map_or(0, |n| n.value);
-
-    let kind = match kind.as_deref() {
-        Some(k @ ("http" | "https")) => read_http(r, t, k == "https"),
-        Some("tcp") => read_tcp(r, t),
-        Some("exec") => read_exec(r, t),
-        _ => None,
-    };
-
-    let (name, kind) = (name?, kind?);
-    let check = HealthCheck {
-        name: name.value.clone(),
-        kind,
-        interval: interval_value,
-        timeout: timeout_value,
-        // Bounded to u32 and i32 by the ranges above.
-        rise: u32::try_from(rise).unwrap_or(2),
-        fall: u32::try_from(fall).unwrap_or(3),
-        weight: i32::try_from(weight).unwrap_or(0),
-    };
-    Some(ReadCheck { name, check })
+    (interval_value, timeout_value)
 }
 
+/// The keys of an http or https check.
 fn read_http(r: &mut Reader<'_>, t: &Tab<'_>, https: bool) -> Option<CheckKind> {
+    let url = read_url(r, t, https);
+    let method = r
+        .string(t, "method")
+        .and_then(|m| match m.value.to_ascii_uppercase().as_str() {
+            "GET" => Some(HttpMethod::Get),
+            "HEAD" => Some(HttpMethod::Head),
+            _ => {
+                r.error(
+                    &m.span,
+                    t.key("method"),
+                    format!("{:?} is not supported; write \"GET\" or \"HEAD\"", m.value),
+                );
+                None
+            }
+        });
+    let host = r.non_empty_string(t, "host").map(|h| h.value);
+    let expect_status = read_expect_status(r, t);
+    let expect_body = r.string(t, "expect_body").map(|b| b.value);
+    let (ca_file, insecure) = if https {
+        let ca = r.path(t, "ca_file");
+        let insecure = r.boolean(t, "insecure_skip_verify").unwrap_or(false);
+        if insecure && let Some(ca) = &ca {
+            r.error(
+                &ca.span,
+                t.key("ca_file"),
+                "`ca_file` and `insecure_skip_verify = true` contradict each other; keep `ca_file` and remove `insecure_skip_verify`",
+            );
+        }
+        (ca.map(|c| c.value), insecure)
+    } else {
+        (None, false)
+    };
+    Some(CheckKind::Http {
+        url: url?,
+        https,
+        method: method.unwrap_or_default(),
+        host,
+        expect_status: expect_status?,
+        expect_body,
+        ca_file,
+        insecure_skip_verify: insecure,
+    })
+}
+
+/// `url`: starts with the scheme of the check's kind and names a host.
+fn read_url(r: &mut Reader<'_>, t: &Tab<'_>, https: bool) -> Option<String> {
     let scheme = if https { "https://" } else { "http://" };
     let url = if r.require(t, "url", &format!("\"{scheme}198.18.0.21:8080/health\"")) {
         r.string(t, "url")
     } else {
         None
     };
-    let url = url.and_then(|u| {
+    url.and_then(|u| {
         let rest = u.value.strip_prefix(scheme);
         let host = rest.map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
         match host {
@@ -459,24 +541,12 @@ fn read_http(r: &mut Reader<'_>, t: &Tab<'_>, https: bool) -> Option<CheckKind> 
                 None
             }
         }
-    });
+    })
+}
 
-    let method = r
-        .string(t, "method")
-        .and_then(|m| match m.value.to_ascii_uppercase().as_str() {
-            "GET" => Some(HttpMethod::Get),
-            "HEAD" => Some(HttpMethod::Head),
-            _ => {
-                r.error(
-                    &m.span,
-                    t.key("method"),
-                    format!("{:?} is not supported; write \"GET\" or \"HEAD\"", m.value),
-                );
-                None
-            }
-        });
-    let host = r.non_empty_string(t, "host").map(|h| h.value);
-    let expect_status = match t.table.get("expect_status").and_then(|i| i.as_value()) {
+/// `expect_status`: a code, a list of codes or ranges; 200-399 when absent.
+fn read_expect_status(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<StatusSet> {
+    match t.table.get("expect_status").and_then(|i| i.as_value()) {
         None => {
             // A table where a value belongs is reported by `string`.
             let _ = r.string(t, "expect_status");
@@ -489,32 +559,7 @@ fn read_http(r: &mut Reader<'_>, t: &Tab<'_>, https: bool) -> Option<CheckKind> 
                 None
             }
         },
-    };
-    let expect_body = r.string(t, "expect_body").map(|b| b.value);
-    let (ca_file, insecure) = if https {
-        let ca = r.path(t, "ca_file");
-        let insecure = r.boolean(t, "insecure_skip_verify").unwrap_or(false);
-        if insecure && let Some(ca) = &ca {
-            r.error(
-                &ca.span,
-                t.key("ca_file"),
-                "`ca_file` and `insecure_skip_verify = true` contradict each other; keep `ca_file` and remove `insecure_skip_verify`",
-            );
-        }
-        (ca.map(|c| c.value), insecure)
-    } else {
-        (None, false)
-    };
-    Some(CheckKind::Http {
-        url: url?,
-        https,
-        method: method.unwrap_or_default(),
-        host,
-        expect_status: expect_status?,
-        expect_body,
-        ca_file,
-        insecure_skip_verify: insecure,
-    })
+    }
 }
 
 fn read_tcp(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<CheckKind> {

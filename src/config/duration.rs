@@ -15,14 +15,34 @@ const UNITS: &[(&str, u128)] = &[
     ("h", 3_600_000_000_000),
 ];
 
+/// Why a duration's text was refused; each says what would be right. The key path and
+/// line:column are added by whoever read the text (`config::reader`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration; write a number with a unit, like \"2s\" or \"50ms\"")]
+    Empty,
+    #[error("{text:?} does not start with a number; write it like \"2s\" or \"50ms\"")]
+    NoNumber { text: String },
+    #[error("{text:?} has no unit; write \"{number}s\" or \"{number}ms\" (units: ms, s, m, h)")]
+    NoUnit { text: String, number: String },
+    #[error("{text:?} has an unknown unit {unit:?}; use one of ms, s, m, h (or us, ns)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("{text:?} is not a number with a unit; write it like \"1.5s\"")]
+    NotANumber { text: String },
+    #[error("{text:?} is more precise than a nanosecond; round it")]
+    TooPrecise { text: String },
+    #[error("{text:?} is too long a duration")]
+    TooLong { text: String },
+}
+
 /// Parses a duration such as "50ms", "1.5s", "2m" or "1h". A number needs a unit
 /// (a bare "5" could mean seconds or milliseconds, and guessing wrong is a 1000x error).
-/// The error text says what was wrong and shows what would be right.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err("empty duration; write a number with a unit, like \"2s\" or \"50ms\"".into());
+        return Err(DurationError::Empty);
     }
+    let text_owned = || text.to_string();
     // Split at the first character that cannot be part of the number.
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -30,31 +50,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = trimmed.split_at(split);
     let unit = unit.trim();
     if number.is_empty() {
-        return Err(format!(
-            "{text:?} does not start with a number; write it like \"2s\" or \"50ms\""
-        ));
+        return Err(DurationError::NoNumber { text: text_owned() });
     }
     if unit.is_empty() {
-        return Err(format!(
-            "{text:?} has no unit; write \"{number}s\" or \"{number}ms\" (units: ms, s, m, h)"
-        ));
+        return Err(DurationError::NoUnit {
+            text: text_owned(),
+            number: number.to_string(),
+        });
     }
     let Some(&(_, nanos_per_unit)) = UNITS.iter().find(|(name, _)| *name == unit) else {
-        return Err(format!(
-            "{text:?} has an unknown unit {unit:?}; use one of ms, s, m, h (or us, ns)"
-        ));
+        return Err(DurationError::UnknownUnit {
+            text: text_owned(),
+            unit: unit.to_string(),
+        });
     };
     let (whole, fraction) = match number.split_once('.') {
         Some((w, f)) => (w, f),
         None => (number, ""),
     };
     if fraction.contains('.') || (whole.is_empty() && fraction.is_empty()) {
-        return Err(format!(
-            "{text:?} is not a number with a unit; write it like \"1.5s\""
-        ));
+        return Err(DurationError::NotANumber { text: text_owned() });
     }
     // Exact decimal arithmetic: "0.1s" must be exactly 100ms, which floats do not promise.
-    let too_long = || format!("{text:?} is too long a duration");
+    let too_long = || DurationError::TooLong { text: text_owned() };
     let whole: u128 = if whole.is_empty() {
         0
     } else {
@@ -66,9 +84,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let digit = u128::from(digit - b'0');
         if scale % 10 != 0 {
             if digit != 0 {
-                return Err(format!(
-                    "{text:?} is more precise than a nanosecond; round it"
-                ));
+                return Err(DurationError::TooPrecise { text: text_owned() });
             }
             continue;
         }
@@ -144,7 +160,7 @@ mod tests {
             ("999999999999999999999h", "too long"),
         ];
         for (text, want) in bad {
-            let err = parse_duration(text).expect_err(text);
+            let err = parse_duration(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
     }

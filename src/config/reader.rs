@@ -3,6 +3,7 @@
 //! A serde derive would give up at the first bad value; an operator fixing a file wants
 //! the whole list. Pure: works on text already in memory, never touches the host.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
@@ -98,14 +99,15 @@ impl<'a> Reader<'a> {
         (line, column)
     }
 
-    /// Records one error. `message` says what is wrong and what would be right.
-    pub fn error(&mut self, span: &Span, key: impl Into<String>, message: impl Into<String>) {
+    /// Records one error. `message` (text, or a value parser's typed error) says what is
+    /// wrong and what would be right; this adds where: the file, line:column and key path.
+    pub fn error(&mut self, span: &Span, key: impl Into<String>, message: impl fmt::Display) {
         let position = span.as_ref().map(|s| self.position(s.start));
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
             position,
             key: key.into(),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 

@@ -6,3 +6,8 @@ pub mod state;
 pub mod store;
 pub mod ticks;
 pub mod types;
+
+/// One VIP group's Raft: havip's type configuration (`types`) over its redb state machine
+/// (`store`). Named here, above both, so the dependency runs one way only: `store` builds
+/// on `types`, and `types` knows nothing of `store`.
+pub type Raft = openraft::Raft<types::TypeConfig, store::StateMachineStore>;

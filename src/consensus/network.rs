@@ -16,8 +16,9 @@ use openraft::raft::{
 };
 use openraft::{RaftNetworkFactory, RaftNetworkV2};
 
+use crate::consensus::Raft;
 use crate::consensus::rpc::{self, RAFT_CHANNEL, RaftEnvelope, RaftReply, RaftRequest};
-use crate::consensus::types::{NodeId, PeerNode, Raft, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::consensus::types::{NodeId, PeerNode, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::peer::Mesh;
 
 /// Why an RPC failed, as openraft's `Unreachable` wants it (a std error).
@@ -72,7 +73,7 @@ impl PeerClient {
             group: self.group.clone(),
             request,
         };
-        let payload = rpc::encode(&envelope).map_err(unreachable)?;
+        let payload = rpc::encode(&envelope).map_err(|e| unreachable(e.to_string()))?;
         let reply = self
             .mesh
             .request(&self.peer, RAFT_CHANNEL, payload, ttl)
@@ -205,7 +206,7 @@ impl RaftService {
         let service = self.clone();
         let from = from.to_string();
         Box::pin(async move {
-            let envelope: RaftEnvelope = rpc::decode(&payload)?;
+            let envelope: RaftEnvelope = rpc::decode(&payload).map_err(|e| e.to_string())?;
             let raft = service.raft(&envelope.group).ok_or_else(|| {
                 format!(
                     "group {:?} from {from} is not running on this node",
@@ -251,7 +252,7 @@ impl RaftService {
                         .map_err(|e| e.to_string())?,
                 ),
             };
-            rpc::encode(&reply)
+            rpc::encode(&reply).map_err(|e| e.to_string())
         })
     }
 }

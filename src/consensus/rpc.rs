@@ -40,12 +40,22 @@ pub enum RaftReply {
     TransferLeader(TransferLeaderResponse<TypeConfig>),
 }
 
-/// JSON: openraft's types are serde-first, and at tens of small messages a second per
-/// peer the encoding cost does not show; a readable wire format helps when debugging.
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(value).map_err(|e| format!("cannot encode: {e}"))
+/// A Raft message that could not be put into or read from its JSON envelope. The peer
+/// and the group are named by the caller, which knows them (`network`).
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("cannot encode: {0}")]
+    Encode(serde_json::Error),
+    #[error("malformed Raft message: {0}")]
+    Decode(serde_json::Error),
 }
 
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("malformed Raft message: {e}"))
+/// JSON: openraft's types are serde-first, and at tens of small messages a second per
+/// peer the encoding cost does not show; a readable wire format helps when debugging.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    serde_json::to_vec(value).map_err(CodecError::Encode)
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    serde_json::from_slice(bytes).map_err(CodecError::Decode)
 }

@@ -37,8 +37,9 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::Raft;
 use super::network::RaftService;
-use super::types::{NodeId, Raft};
+use super::types::NodeId;
 use crate::timer_grid::{BLOCK, Grid};
 
 /// What to do now and when to look again.

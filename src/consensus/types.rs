@@ -1,5 +1,6 @@
 //! The openraft type configuration of havip. Every openraft type the rest of the crate
-//! sees is named here, so an openraft upgrade touches only `src/consensus/`.
+//! sees is named here, so an openraft upgrade touches only `src/consensus/`; the `Raft`
+//! itself is `consensus::Raft`, since it also names the store, which builds on these.
 
 use std::fmt;
 use std::io::Cursor;
@@ -37,7 +38,6 @@ openraft::declare_raft_types!(
 pub type SnapshotData = Cursor<Vec<u8>>;
 
 pub type NodeId = u64;
-pub type Raft = openraft::Raft<TypeConfig, crate::consensus::store::StateMachineStore>;
 pub type LogId = alias::LogIdOf<TypeConfig>;
 pub type Entry = alias::EntryOf<TypeConfig>;
 pub type Vote = alias::VoteOf<TypeConfig>;

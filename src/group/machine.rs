@@ -22,6 +22,7 @@ use crate::hold::{self, HoldInputs, NotHolding};
 use crate::lateness::Lateness;
 use crate::policy::{self, GroupRules, HandOver, NodeView, Reason, Role, Situation};
 use crate::timer_grid::{self, Grid};
+use crate::vip::DataPlaneError;
 
 /// How often the loop runs when nothing wakes it and nothing is due: it catches what has
 /// no event of its own (a stalled hand-over, a catch-up limit, a retried release) while
@@ -130,14 +131,14 @@ pub enum Observation {
     /// Something the loop reads changed, or a timer ran: decide again.
     Snapshot(Box<Snapshot>),
     /// The data plane's answer to `Action::Hold`.
-    Held(Result<(), String>),
+    Held(Result<(), DataPlaneError>),
     /// The data plane's answer to `Action::Release`; `started` is when the removal began
     /// (the step's `now` is when it returned); `taken_down` is when something below the
     /// loop (the netlink plane's deadline guard) had already taken the VIPs down because
     /// the loop had not by the end of the hold lease: the release is timed by that.
     Released {
         started: Instant,
-        result: Result<(), String>,
+        result: Result<(), DataPlaneError>,
         taken_down: Option<Instant>,
     },
     /// `Action::CommitFacts` returned (committed, failed or timed out).
@@ -534,12 +535,14 @@ impl GroupMachine {
     }
 
     /// The data plane answered `Hold`.
-    fn held(&mut self, result: Result<(), String>, now: Instant, out: &mut Vec<Action>) {
+    fn held(&mut self, result: Result<(), DataPlaneError>, now: Instant, out: &mut Vec<Action>) {
         let Some(Waiting::Hold { until, rest }) = self.waiting.take() else {
             return;
         };
         if let Err(error) = result {
-            out.push(Action::Log(Event::HoldFailed { error }));
+            out.push(Action::Log(Event::HoldFailed {
+                error: error.to_string(),
+            }));
             self.release("the data plane failed", Some(rest), now, out);
             return;
         }
@@ -587,7 +590,7 @@ impl GroupMachine {
         &mut self,
         started: Instant,
         done: Instant,
-        result: Result<(), String>,
+        result: Result<(), DataPlaneError>,
         taken_down: Option<Instant>,
         out: &mut Vec<Action>,
     ) {
@@ -597,7 +600,9 @@ impl GroupMachine {
         match result {
             // Still holding: the hand-over below sees it and waits; the next step
             // retries the removal first.
-            Err(error) => out.push(Action::Log(Event::ReleaseFailed { error })),
+            Err(error) => out.push(Action::Log(Event::ReleaseFailed {
+                error: error.to_string(),
+            })),
             Ok(()) => {
                 let (started, gone) = match taken_down {
                     Some(at) if at < started => (at, at),

@@ -21,8 +21,9 @@ use openraft::async_runtime::WatchReceiver as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::consensus::Raft;
 use crate::consensus::state::{Command, GroupState};
-use crate::consensus::types::{NodeId, Raft, RaftMetrics, Vote, node_id};
+use crate::consensus::types::{NodeId, RaftMetrics, Vote, node_id};
 use crate::control::notify::Notifier;
 use crate::hold;
 use crate::lateness::Lateness;
@@ -380,12 +381,11 @@ impl Effects for LoopIo {
         match action {
             Action::Hold { until } => {
                 let result = self.data_plane.hold(vips, until).await;
-                Some(Observation::Held(result.map_err(|e| e.to_string())))
+                Some(Observation::Held(result))
             }
             Action::Release { .. } => {
                 let started = Instant::now();
                 let result = self.data_plane.release(vips).await;
-                let result = result.map_err(|e| e.to_string());
                 let taken_down = self.data_plane.taken_down_at(&vips.group);
                 Some(Observation::Released {
                     started,
@@ -549,19 +549,12 @@ mod tests {
         async fn perform(&mut self, action: Action) -> Option<Observation> {
             let answer = match &action {
                 Action::Hold { until } => Some(Observation::Held(
-                    self.data_plane
-                        .hold(&self.vips, *until)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    self.data_plane.hold(&self.vips, *until).await,
                 )),
                 Action::Release { .. } => Some(Observation::Released {
                     taken_down: None,
                     started: Instant::now(),
-                    result: self
-                        .data_plane
-                        .release(&self.vips)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    result: self.data_plane.release(&self.vips).await,
                 }),
                 Action::CommitFacts(_) => Some(Observation::FactsCommitted),
                 _ => None,

@@ -127,12 +127,12 @@ impl HttpChecker {
         match verdict {
             Err(_) => ProbeResult::fail(latency, timeout_detail(self.timeout)),
             Ok(Ok(detail)) => ProbeResult::pass(latency, detail),
-            Ok(Err(detail)) => ProbeResult::fail(latency, detail),
+            Ok(Err(failure)) => ProbeResult::fail(latency, failure.to_string()),
         }
     }
 
-    /// Ok(detail) when the check passes, Err(detail) when it fails.
-    async fn request(&self) -> Result<String, String> {
+    /// Ok(detail) when the check passes.
+    async fn request(&self) -> Result<String, HttpFailure> {
         let method = match self.method {
             HttpMethod::Get => Method::GET,
             HttpMethod::Head => Method::HEAD,
@@ -144,10 +144,13 @@ impl HttpChecker {
         let mut response = request
             .send()
             .await
-            .map_err(|e| describe(&e, self.timeout))?;
+            .map_err(|e| HttpFailure::of(&e, self.timeout))?;
         let code = response.status().as_u16();
         if !self.expect_status.contains(code) {
-            return Err(format!("HTTP {code} (expected {})", self.expect_status));
+            return Err(HttpFailure::Status {
+                code,
+                expected: self.expect_status.clone(),
+            });
         }
         if self.method == HttpMethod::Head {
             return Ok(format!("HTTP {code}"));
@@ -167,7 +170,12 @@ impl HttpChecker {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Err(format!("HTTP {code}, body: {}", root_cause(&e))),
+                Err(e) => {
+                    return Err(HttpFailure::Body {
+                        code,
+                        cause: root_cause(&e),
+                    });
+                }
             }
         }
         let Some(needle) = &self.expect_body else {
@@ -176,12 +184,15 @@ impl HttpChecker {
         if contains(&body, needle.as_bytes()) {
             Ok(format!("HTTP {code}, body matches"))
         } else if complete {
-            Err(format!("HTTP {code}, body lacks {needle:?}"))
+            Err(HttpFailure::BodyLacks {
+                code,
+                needle: needle.clone(),
+            })
         } else {
-            Err(format!(
-                "HTTP {code}, body lacks {needle:?} in its first {} KiB",
-                BODY_LIMIT / 1024
-            ))
+            Err(HttpFailure::PrefixLacks {
+                code,
+                needle: needle.clone(),
+            })
         }
     }
 }
@@ -190,14 +201,38 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// "connect: connection refused", "timeout after 1s", "tls: ...": the cause, not
-/// reqwest's wrapping.
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        timeout_detail(timeout)
-    } else if e.is_connect() {
-        format!("connect: {}", root_cause(e))
-    } else {
-        format!("request: {}", root_cause(e))
+/// Why a probe failed, as its detail line reads ("HTTP 503 (expected 200-399)",
+/// "connect: connection refused"). Not an error of the daemon: it becomes a
+/// `ProbeResult` with `ok: false`.
+#[derive(Debug, thiserror::Error)]
+enum HttpFailure {
+    /// The client's own timeout (the probe's outer one reads the same).
+    #[error("{}", timeout_detail(*.0))]
+    Timeout(Duration),
+    /// The cause, not reqwest's wrapping ("connection refused", "tls: ...").
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("request: {0}")]
+    Request(String),
+    #[error("HTTP {code} (expected {expected})")]
+    Status { code: u16, expected: StatusSet },
+    #[error("HTTP {code}, body: {cause}")]
+    Body { code: u16, cause: String },
+    #[error("HTTP {code}, body lacks {needle:?}")]
+    BodyLacks { code: u16, needle: String },
+    #[error("HTTP {code}, body lacks {needle:?} in its first {} KiB", BODY_LIMIT / 1024)]
+    PrefixLacks { code: u16, needle: String },
+}
+
+impl HttpFailure {
+    /// A request that got no response: timed out, not connected, or failed on the way.
+    fn of(e: &reqwest::Error, timeout: Duration) -> Self {
+        if e.is_timeout() {
+            HttpFailure::Timeout(timeout)
+        } else if e.is_connect() {
+            HttpFailure::Connect(root_cause(e))
+        } else {
+            HttpFailure::Request(root_cause(e))
+        }
     }
 }

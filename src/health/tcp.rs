@@ -46,21 +46,22 @@ impl TcpChecker {
         match verdict {
             Err(_) => ProbeResult::fail(latency, timeout_detail(self.timeout)),
             Ok(Ok(detail)) => ProbeResult::pass(latency, detail),
-            Ok(Err(detail)) => ProbeResult::fail(latency, detail),
+            Ok(Err(failure)) => ProbeResult::fail(latency, failure.to_string()),
         }
     }
 
-    async fn exchange(&self) -> Result<String, String> {
+    /// Ok(detail) when the check passes.
+    async fn exchange(&self) -> Result<String, TcpFailure> {
         let mut stream = TcpStream::connect(&self.address)
             .await
-            .map_err(|e| format!("connect: {}", plain(&e.to_string())))?;
+            .map_err(TcpFailure::Connect)?;
         let Some(send) = &self.send else {
             return Ok("connected".into());
         };
         stream
             .write_all(send.as_bytes())
             .await
-            .map_err(|e| format!("send: {}", plain(&e.to_string())))?;
+            .map_err(TcpFailure::Send)?;
         let Some(expect) = &self.expect else {
             return Ok("connected, sent".into());
         };
@@ -73,7 +74,7 @@ impl TcpChecker {
             let n = stream
                 .read(&mut chunk[..room])
                 .await
-                .map_err(|e| format!("receive: {}", plain(&e.to_string())))?;
+                .map_err(TcpFailure::Receive)?;
             if n == 0 {
                 break;
             }
@@ -82,10 +83,24 @@ impl TcpChecker {
         if reply.starts_with(expect.as_bytes()) {
             Ok("reply matches".into())
         } else {
-            Err(format!(
-                "reply {:?} does not start with {expect:?}",
-                String::from_utf8_lossy(&reply)
-            ))
+            Err(TcpFailure::WrongReply {
+                reply: String::from_utf8_lossy(&reply).into_owned(),
+                expect: expect.clone(),
+            })
         }
     }
+}
+
+/// Why a probe failed, as its detail line reads ("connect: connection refused"). Not an
+/// error of the daemon: it becomes a `ProbeResult` with `ok: false`.
+#[derive(Debug, thiserror::Error)]
+enum TcpFailure {
+    #[error("connect: {}", plain(&.0.to_string()))]
+    Connect(std::io::Error),
+    #[error("send: {}", plain(&.0.to_string()))]
+    Send(std::io::Error),
+    #[error("receive: {}", plain(&.0.to_string()))]
+    Receive(std::io::Error),
+    #[error("reply {reply:?} does not start with {expect:?}")]
+    WrongReply { reply: String, expect: String },
 }

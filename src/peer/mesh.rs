@@ -38,7 +38,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use super::frame::{Frame, FrameError, Kind};
-use super::noise::{self, NoiseError, NoiseReader, NoiseWriter, Role};
+use super::noise::{self, HandshakeSide, NoiseError, NoiseReader, NoiseWriter};
 use crate::key::ClusterKey;
 use crate::lock::lock;
 
@@ -548,7 +548,7 @@ async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr
         let session = match noise::handshake(
             &mut stream,
             &shared.key,
-            Role::Responder,
+            HandshakeSide::Responder,
             noise::HANDSHAKE_TIMEOUT,
         )
         .await
@@ -687,7 +687,7 @@ async fn dial(shared: &Shared, peer: &str, addr: SocketAddr) -> Result<Halves, D
     let session = noise::handshake(
         &mut stream,
         &shared.key,
-        Role::Initiator,
+        HandshakeSide::Initiator,
         noise::HANDSHAKE_TIMEOUT,
     )
     .await

@@ -38,9 +38,10 @@ pub const TAG_LEN: usize = 16;
 /// Largest plaintext per Noise transport message.
 pub const MAX_CHUNK: usize = MAX_MESSAGE - TAG_LEN;
 
-/// Which side of the handshake this node plays: the dialer initiates.
+/// Which side of the handshake this node plays: the dialer initiates. (Not a node's
+/// role in the cluster, which is `config::Role`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub enum HandshakeSide {
     Initiator,
     Responder,
 }
@@ -79,13 +80,13 @@ pub type Session = Arc<StatelessTransportState>;
 pub async fn handshake<S>(
     stream: &mut S,
     key: &ClusterKey,
-    role: Role,
+    side: HandshakeSide,
     timeout: Duration,
 ) -> Result<Session, NoiseError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(timeout, handshake_inner(stream, key, role)).await {
+    match tokio::time::timeout(timeout, handshake_inner(stream, key, side)).await {
         Ok(result) => result,
         Err(_) => Err(NoiseError::Timeout(timeout)),
     }
@@ -94,7 +95,7 @@ where
 async fn handshake_inner<S>(
     stream: &mut S,
     key: &ClusterKey,
-    role: Role,
+    side: HandshakeSide,
 ) -> Result<Session, NoiseError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -105,9 +106,9 @@ where
     let builder = snow::Builder::new(params)
         .psk(0, key.as_bytes())
         .prologue(PROLOGUE);
-    let mut state = match role {
-        Role::Initiator => builder.build_initiator(),
-        Role::Responder => builder.build_responder(),
+    let mut state = match side {
+        HandshakeSide::Initiator => builder.build_initiator(),
+        HandshakeSide::Responder => builder.build_responder(),
     }
     .map_err(|_| NoiseError::Handshake)?;
 
@@ -315,8 +316,8 @@ mod tests {
     ) {
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
         let (ra, rb) = tokio::join!(
-            handshake(&mut a, &key_a, Role::Initiator, HANDSHAKE_TIMEOUT),
-            handshake(&mut b, &key_b, Role::Responder, HANDSHAKE_TIMEOUT),
+            handshake(&mut a, &key_a, HandshakeSide::Initiator, HANDSHAKE_TIMEOUT),
+            handshake(&mut b, &key_b, HandshakeSide::Responder, HANDSHAKE_TIMEOUT),
         );
         (ra, rb, a, b)
     }
@@ -364,11 +365,12 @@ mod tests {
         let (key_a, key_b) = (ClusterKey::generate(), ClusterKey::generate());
         let responder = tokio::spawn(async move {
             // `b` is dropped when this task ends, as the mesh drops a rejected socket.
-            handshake(&mut b, &key_b, Role::Responder, HANDSHAKE_TIMEOUT)
+            handshake(&mut b, &key_b, HandshakeSide::Responder, HANDSHAKE_TIMEOUT)
                 .await
                 .map(|_| ())
         });
-        let initiator = handshake(&mut a, &key_a, Role::Initiator, HANDSHAKE_TIMEOUT).await;
+        let initiator =
+            handshake(&mut a, &key_a, HandshakeSide::Initiator, HANDSHAKE_TIMEOUT).await;
         let responder = responder.await.expect("join");
         assert!(
             matches!(responder, Err(NoiseError::Handshake)),
@@ -385,7 +387,13 @@ mod tests {
     async fn silence_times_out() {
         let (mut a, _b) = tokio::io::duplex(1024);
         let key = ClusterKey::generate();
-        let r = handshake(&mut a, &key, Role::Responder, Duration::from_millis(50)).await;
+        let r = handshake(
+            &mut a,
+            &key,
+            HandshakeSide::Responder,
+            Duration::from_millis(50),
+        )
+        .await;
         assert!(matches!(r, Err(NoiseError::Timeout(_))), "{r:?}");
     }
 }

@@ -89,6 +89,15 @@ impl Drop for Announcer {
     }
 }
 
+/// A gratuitous ARP or neighbour advertisement the kernel refused, for the address it
+/// announced (the group and interface are on the log line that reports it).
+#[derive(Debug, thiserror::Error)]
+#[error("{address}: {source}")]
+struct SendFailed {
+    address: IpAddr,
+    source: std::io::Error,
+}
+
 /// The sockets of one target, opened once per hold.
 struct Senders {
     arp: Option<PacketSocket>,
@@ -121,7 +130,7 @@ impl Senders {
     }
 
     /// One announcement of every address; returns the first error, after trying all.
-    fn send_all(&self, target: &Target) -> Result<(), String> {
+    fn send_all(&self, target: &Target) -> Result<(), SendFailed> {
         let mut first_error = None;
         for address in &target.addresses {
             let result = match (address, &self.arp, &self.na) {
@@ -134,8 +143,11 @@ impl Senders {
                 ),
                 _ => Ok(()),
             };
-            if let Err(e) = result {
-                first_error.get_or_insert(format!("{address}: {e}"));
+            if let Err(source) = result {
+                first_error.get_or_insert(SendFailed {
+                    address: *address,
+                    source,
+                });
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -188,7 +200,7 @@ async fn run(
 /// `burst_count` announcements `burst_spacing` apart (bounded by the count).
 async fn burst(senders: &Senders, target: &Target, schedule: &Announce, lease: &Lease, why: &str) {
     let mut failures = 0u32;
-    let mut last_error = String::new();
+    let mut last_error = None;
     for i in 0..schedule.burst_count {
         if i > 0 {
             sleep(schedule.burst_spacing).await;
@@ -199,10 +211,10 @@ async fn burst(senders: &Senders, target: &Target, schedule: &Announce, lease: &
         }
         if let Err(e) = senders.send_all(target) {
             failures += 1;
-            last_error = e;
+            last_error = Some(e);
         }
     }
-    if failures > 0 {
+    if let Some(last_error) = last_error {
         tracing::warn!(group = %target.group, interface = %target.interface, why,
             "{failures} of {} announcements failed: {last_error}", schedule.burst_count);
     } else {

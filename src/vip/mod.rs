@@ -45,7 +45,10 @@ impl VipSet {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// What the data plane could not do, naming the group, the address and the interface.
+/// Plain data (`Clone`, `Eq`), so the group's pure state machine can take it as an
+/// observation and its scenario tests can write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataPlaneError {
     #[error("group {group}: cannot {action} {address} on {interface}: {why}")]
     Address {
