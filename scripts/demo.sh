@@ -12,7 +12,7 @@
 # client SEES which gateway holds the VIP (scripts/lab-probe.py, one GET every 10 ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "demo: run it as root (network namespaces)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "demo: run it as root (network namespaces): as root, scripts/demo.sh; with sudo, sudo scripts/demo.sh" >&2; exit 1; }
 
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -31,8 +31,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   PATH=$HOME/.cargo/bin:$PATH
 fi
 
-echo "== building havip (release)"
-cargo build --release --quiet
+# Not --quiet: the first build takes minutes (about six on two cores), and cargo's own
+# progress is the sign of life.
+echo "== building havip (release; the first build takes a few minutes)"
+cargo build --release
 export HAVIP_BIN=$PWD/target/release/havip
 vip=$(awk '$1 == "crm" && $2 == "vip" { print $3 }' vagrant/nodes.conf)
 probe_pid=""

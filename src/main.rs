@@ -8,12 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use havip::config::{self, Config};
 use havip::control::protocol::{Request, Response, StatusReport};
 use havip::control::socket;
 use havip::key::ClusterKey;
+
+/// `havip --version`: the package version and the git revision it was built from
+/// (build.rs; "unknown" outside a git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("HAVIP_GIT_REVISION"),
+    ")"
+);
 
 const EXAMPLES: &str = "\
 Examples:
@@ -31,7 +40,7 @@ socket: the one named in /etc/havip/havip.toml, or pick one with --config or --s
 Exit codes: 0 ok, 1 the request failed, 2 usage or configuration error.";
 
 #[derive(Parser)]
-#[command(name = "havip", version, about = "High-availability virtual IPs for Linux gateways, elected through Raft",
+#[command(name = "havip", version = VERSION, about = "High-availability virtual IPs for Linux gateways, elected through Raft",
     long_about = "havip keeps each virtual IP on exactly one healthy gateway. The gateways (and a witness that \
 never holds a VIP) elect a master per VIP group through Raft; the master holds the group's addresses only while \
 a quorum acknowledges it, so a partitioned or frozen master lets go before another can be elected.",
@@ -114,7 +123,7 @@ enum CliCommand {
     },
     /// Remove the VIPs a dead daemon left on its interfaces (run it after `run` exits).
     #[command(
-        after_help = "Example (systemd, in conf/havip.service):\n  ExecStopPost=/usr/local/bin/havip release --config /etc/havip/havip.toml\n\nA daemon that is SIGKILLed, crashes or is OOM-killed cannot remove its VIPs: the kernel does when their lifetime (address_lifetime) runs out, and until then the dead node still answers ARP for them. `release` removes them at once. It never touches a running daemon's VIPs (the data_dir's lock proves none runs) nor an operator's permanent address. Exit 0 when nothing is left (also when there was nothing), 1 when a daemon runs or an address could not be removed, 2 on a bad config or missing privileges."
+        after_help = "Example (systemd, in conf/havip.service):\n  ExecStopPost=/usr/sbin/havip release --config /etc/havip/havip.toml\n\nA daemon that is SIGKILLed, crashes or is OOM-killed cannot remove its VIPs: the kernel does when their lifetime (address_lifetime) runs out, and until then the dead node still answers ARP for them. `release` removes them at once. It never touches a running daemon's VIPs (the data_dir's lock proves none runs) nor an operator's permanent address. Exit 0 when nothing is left (also when there was nothing), 1 when a daemon runs or an address could not be removed, 2 on a bad config or missing privileges."
     )]
     Release {
         #[arg(long, short)]
@@ -131,6 +140,17 @@ enum CliCommand {
     /// Create a new cluster key file (mode 0600). Every node of a cluster needs the same key.
     #[command(after_help = "Example:\n  havip keygen --out /etc/havip/cluster.key")]
     Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a shell completion script for havip.
+    #[command(
+        after_help = "Examples:\n  havip completions bash > /etc/bash_completion.d/havip\n  havip completions zsh > \"${fpath[1]}/_havip\"\n  havip completions fish > ~/.config/fish/completions/havip.fish\n\nThe Debian package installs all three."
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (havip(8) and one per command) into a directory.
+    #[command(hide = true)]
+    Manpages {
         #[arg(long)]
         out: PathBuf,
     },
@@ -166,6 +186,8 @@ fn main() -> ExitCode {
                 )
             })
             .map_err(|e| Failure::Usage(e.to_string())),
+        CliCommand::Completions { shell } => completions(shell),
+        CliCommand::Manpages { out } => manpages(&out),
         CliCommand::Status { daemon, json } => status(&daemon, json),
         CliCommand::Failover {
             daemon,
@@ -198,6 +220,106 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Into a buffer first: clap_complete panics on a write error, and `| head` is one.
+fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "havip", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Request(format!(
+            "cannot write the completion script: {e}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The sections of havip(8) that clap does not know: examples, exit status, files.
+const MAN_SECTIONS: &str = r#".SH EXAMPLES
+.nf
+havip keygen \-\-out /etc/havip/cluster.key  # once; copy it to every node (mode 0600)
+havip check\-config gw\-a.toml gw\-b.toml witness.toml
+systemctl enable \-\-now havip               # runs: havip run \-\-config /etc/havip/havip.toml
+havip status                               # each group's master, term, nodes, holders
+havip status \-\-json | jq .
+havip failover \-\-to gw\-b \-\-group crm       # move the VIPs by hand (pinned)
+havip failover \-\-clear \-\-group crm         # priorities and failback decide again
+havip maintenance on gw\-a                  # drain gw\-a: it hands over, never holds
+havip history \-\-json
+.fi
+.PP
+Commands other than run, release, check\-config, keygen and completions talk to the local
+daemon over its Unix socket: the one named in /etc/havip/havip.toml, or the one given
+with \-\-config or \-\-socket.
+.SH "EXIT STATUS"
+.TP
+.B 0
+Success. For release: nothing is left on the interfaces (also when there was nothing).
+.TP
+.B 1
+The request failed: the daemon refused it or could not do it (the message says why),
+the daemon did not answer, or release found a running daemon or could not remove an
+address.
+.TP
+.B 2
+Usage or configuration error: a bad command line, a config file with errors (every
+error is listed with file:line:column and key), a missing key file, or missing
+privileges (run needs CAP_NET_ADMIN and CAP_NET_RAW unless \-\-observe\-only).
+.SH FILES
+.TP
+.I /etc/havip/havip.toml
+The node's configuration (the package ships /etc/havip/havip.toml.example).
+.TP
+.I /etc/havip/cluster.key
+The cluster key (havip keygen), the same on every node, mode 0600, owned by the
+user the daemon runs as.
+.TP
+.I /var/lib/havip
+The node's Raft state (data_dir).
+.TP
+.I /run/havip/havip.sock
+The control socket the CLI talks to.
+.SH "SEE ALSO"
+systemctl(1), journalctl(1), ip\-address(8), keepalived(8).
+/usr/share/doc/havip/README.md and config\-reference.md.
+"#;
+
+/// havip(8) and havip-COMMAND(8) from the CLI's own definition: section 8, because
+/// havip is a daemon and its administration. The exit codes are in havip(8)'s EXTRA
+/// section (the after-help text).
+fn manpages(out: &Path) -> Result<(), Failure> {
+    // After build(), a subcommand's display name is "havip-status": its page's name.
+    fn write(cmd: clap::Command, out: &Path) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), out)?;
+        }
+        let top = cmd.get_name() == "havip";
+        let man = clap_mangen::Man::new(cmd)
+            .section("8")
+            .manual("System Administration")
+            .source(concat!("havip ", env!("CARGO_PKG_VERSION")));
+        if !top {
+            return man.generate_to(out).map(drop);
+        }
+        // havip(8): clap's sections, then the examples unfilled and what operators look up.
+        let mut page = Vec::new();
+        man.render_title(&mut page)?;
+        man.render_name_section(&mut page)?;
+        man.render_synopsis_section(&mut page)?;
+        man.render_description_section(&mut page)?;
+        man.render_options_section(&mut page)?;
+        man.render_subcommands_section(&mut page)?;
+        page.extend_from_slice(MAN_SECTIONS.as_bytes());
+        std::fs::write(out.join(man.get_filename()), page)
+    }
+    std::fs::create_dir_all(out)
+        .and_then(|()| {
+            let mut cmd = Cli::command().disable_help_subcommand(true);
+            cmd.build();
+            write(cmd, out)
+        })
+        .map_err(|e| Failure::Usage(format!("cannot write man pages to {}: {e}", out.display())))
 }
 
 /// Logs go to stdout through a thread of their own: the daemon runs on one thread, and a

@@ -17,8 +17,15 @@
 # the host bridge. Cleans up on ANY exit; every loop is bounded in count and time.
 #
 # Usage (as root): vagrant/e2e.sh
-# Environment: HAVIP_BIN (default target/release/havip, else target/debug/havip; relative
-# to the repository), HAVIP_E2E_KEEP=1 (leave the rig up on success, for a look).
+# The gateways and the witness run havip from its Debian package, as an operator would
+# (`dpkg -i`, then `systemctl enable --now havip` on a written config and key); the run
+# first checks that each daemon runs as user havip with exactly CAP_NET_ADMIN and
+# CAP_NET_RAW.
+#
+# Environment: HAVIP_DEB (default the newest target/debian/havip_*.deb; make one with
+# scripts/build-deb.sh), HAVIP_BIN (used on this host to make the cluster key; default
+# target/release/havip, else target/debug/havip; relative to the repository),
+# HAVIP_E2E_KEEP=1 (leave the rig up on success, for a look).
 set -euo pipefail
 
 rig=$(cd "$(dirname "$0")" && pwd)
@@ -41,6 +48,13 @@ fi
 case $HAVIP_BIN in /*) ;; *) HAVIP_BIN=$repo/$HAVIP_BIN ;; esac
 [ -x "$HAVIP_BIN" ] || die "no havip binary at $HAVIP_BIN (cargo build, or set HAVIP_BIN)"
 export HAVIP_BIN
+if [ -z "${HAVIP_DEB:-}" ]; then
+  HAVIP_DEB=$(find "$repo/target/debian" -maxdepth 1 -name 'havip_*.deb' -printf '%T@ %p\n' 2>/dev/null |
+    sort -rn | head -n 1 | cut -d' ' -f2-)
+fi
+case $HAVIP_DEB in /*) ;; ?*) HAVIP_DEB=$repo/$HAVIP_DEB ;; esac
+[ -f "$HAVIP_DEB" ] || die "no havip package at '$HAVIP_DEB' (scripts/build-deb.sh, or set HAVIP_DEB)"
+export HAVIP_DEB
 
 vip=$(awk '$1 == "crm" && $2 == "vip" { print $3 }' "$nodes_conf")
 vip2=$(awk '$1 == "crm2" && $2 == "vip" { print $3 }' "$nodes_conf")
@@ -154,6 +168,18 @@ t=$(now_ms)
 bounded "$tmp/up.log" timeout 900 vagrant up --provider=lxc || { tail -40 "$tmp/up.log" >&2; die "vagrant up failed (log above)"; }
 up_ms=$(( $(now_ms) - t ))
 log "vagrant up of ${#machines[@]} containers: $up_ms ms"
+
+# The package as installed: the unit active, the daemon running as havip with exactly
+# CAP_NET_ADMIN (12) and CAP_NET_RAW (13) effective, i.e. CapEff 0x3000.
+mapfile -t havip_nodes < <(awk '$1 !~ /^#/ && ($2 == "gateway" || $2 == "witness") { print $1 }' "$nodes_conf")
+for node in "${havip_nodes[@]}"; do
+  facts=$(on "$node" sh /vagrant/vagrant/provision/package-facts.sh | tr -d '\r')
+  read -r version active user capeff <<<"$facts"
+  if [ "$active" != active ] || [ "$user" != havip ] || [ "$capeff" != 0000000000003000 ]; then
+    die "$node: havip package $version: want the unit active as user havip with CapEff 0000000000003000, got: $facts"
+  fi
+  log "$node: havip $version from the package, active, user $user, CapEff $capeff"
+done
 
 # The watcher (scripts/vip-watch.py; its docstring has the output format): each gateway's
 # network namespace gets a name on the host (`ip netns attach`, by the container's init

@@ -7,7 +7,7 @@
 #     long-running services are started in the background with a PID file there.
 # Environment: HAVIP_LAB_DIR (lab mode), HAVIP_INTERFACE (the VIP interface; default
 # eth1), HAVIP_CLUSTER_KEY (the shared key to copy; default vagrant/cluster.key),
-# HAVIP_BIN (the havip binary to install on a VM; default target/release/havip).
+# HAVIP_DEB (the havip package to install on a VM, from scripts/build-deb.sh).
 # It never touches an interface: addresses are the job of the Vagrantfile or lab.sh.
 
 provision_dir=$(cd "$(dirname "$0")" && pwd)
@@ -110,15 +110,14 @@ write_havip_config() {
   chmod 0700 "$data"
 }
 
-# install_havip_unit: a VM only: the binary, a havip user and the systemd unit.
+# install_havip_unit: a VM only: havip's Debian package (HAVIP_DEB: its user, the binary
+# at /usr/sbin/havip, the unit), then the unit enabled and started on the config and key
+# written above, as an operator would.
 install_havip_unit() {
   [ -z "${HAVIP_LAB_DIR:-}" ] || return 0
-  bin=${HAVIP_BIN:-$repo_dir/target/release/havip}
-  [ -x "$bin" ] || die "no havip binary at $bin (cargo build --release, or set HAVIP_BIN)"
-  install -m 0755 "$bin" /usr/local/bin/havip
-  id havip >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin havip
+  deb=${HAVIP_DEB:-}
+  [ -f "$deb" ] || die "no havip package at '${deb}' (scripts/build-deb.sh, then set HAVIP_DEB)"
+  dpkg -i "$deb" || die "dpkg -i $deb failed"
   chown havip:havip /etc/havip/cluster.key
-  install -m 0644 "$repo_dir/conf/havip.service" /etc/systemd/system/havip.service
-  systemctl daemon-reload
   systemctl enable --now havip.service
 }
