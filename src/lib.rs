@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod group;
 pub mod health;
 pub mod hold;
+pub mod journal;
 pub mod key;
 pub mod lateness;
 mod lock;

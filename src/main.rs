@@ -329,6 +329,8 @@ fn manpages(out: &Path) -> Result<(), Failure> {
 /// writing warnings. If the queue ever fills, lines are dropped rather than waited for.
 /// Keep the guard until exit: dropping it flushes what is queued.
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAVIP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     // 1024 queued lines is plenty for a daemon that logs state changes; the default
@@ -338,12 +340,23 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .lossy(true)
         .thread_name("havip-log")
         .finish(std::io::stdout());
-    // Colours only on a terminal: under systemd the journal would store the escapes.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(writer)
+    // Under systemd, the journal gets each line with its fields (GROUP=, TERM=, ...)
+    // instead of the same text over stdout; anywhere else, or if the journal's socket
+    // does not answer, text on stdout.
+    let journal = havip::journal::stdout_is_journal()
+        .then(|| havip::journal::layer(std::path::Path::new(havip::journal::SOCKET), "havip").ok())
+        .flatten();
+    let text = journal.is_none().then(|| {
+        // Colours only on a terminal: a file or a pipe would store the escapes.
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(writer)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(journal)
+        .with(text)
         .init();
     guard
 }

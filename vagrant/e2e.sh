@@ -312,6 +312,13 @@ leaders=$(python3 -c 'import json, sys; print(" ".join("%s=%s" % (g["name"], g.g
   || die "cannot read havip status --json: $(head -c 300 "$tmp/status.json")"
 [ "$leaders" = "crm=gw-a crm2=gw-b" ] || die "havip status on gw-a: leaders $leaders, want crm=gw-a crm2=gw-b"
 log "havip status on gw-a: leaders $leaders"
+# The journal keeps each state change's fields (src/journal.rs): an operator finds gw-a's
+# taking of crm by field, not by grepping text.
+took=$(on gw-a journalctl -u havip GROUP=crm NEW_STATE=MASTER -o cat --no-pager | tr -d '\r' | tail -n 1)
+case $took in
+  *"-> MASTER"*) log "journalctl -u havip GROUP=crm NEW_STATE=MASTER on gw-a: $took" ;;
+  *) die "gw-a's journal has no line with GROUP=crm NEW_STATE=MASTER (got: '$took')" ;;
+esac
 
 failures=0
 # fault NAME DURING INJECT HEAL: inject (a command for `on`), expect DURING to hold and

@@ -23,9 +23,12 @@ pub fn state_change(change: &StateChange, addresses: &[IpNet]) {
     } = change;
     match new {
         HookState::Master => tracing::info!(group = %group, term, addresses = ?addresses,
+            old_state = %old, new_state = %new,
             "state change: {old} -> MASTER (holding the VIPs)"),
-        _ => tracing::info!(group = %group, term, reason = %reason,
-            "state change: {old} -> {new}{}", if *old == HookState::Master { " (released the VIPs)" } else { "" }),
+        _ => {
+            tracing::info!(group = %group, term, reason = %reason, old_state = %old, new_state = %new,
+            "state change: {old} -> {new}{}", if *old == HookState::Master { " (released the VIPs)" } else { "" })
+        }
     }
 }
 
