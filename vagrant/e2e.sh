@@ -180,6 +180,15 @@ for node in "${havip_nodes[@]}"; do
   fi
   log "$node: havip $version from the package, active, user $user, CapEff $capeff"
 done
+# The shipped unit as systemd sees it on a node: verify silent, and its sandbox's exposure
+# score (README: the score is recorded; above 3.0 this fails, so the sandbox cannot
+# silently erode).
+unit=$(on gw-a sh /vagrant/vagrant/provision/unit-check.sh | tr -d '\r')
+if grep -q '^verify: ' <<<"$unit"; then die "systemd-analyze verify havip.service on gw-a: $unit"; fi
+read -r _ score level <<<"$(grep '^exposure ' <<<"$unit")"
+awk -v s="${score:-99}" 'BEGIN { exit !(s <= 3.0) }' ||
+  die "systemd-analyze security havip.service on gw-a: exposure ${score:-unknown} ${level:-} (want <= 3.0): $unit"
+log "gw-a: systemd-analyze verify havip.service clean; security exposure $score $level"
 
 # The watcher (scripts/vip-watch.py; its docstring has the output format): each gateway's
 # network namespace gets a name on the host (`ip netns attach`, by the container's init
