@@ -194,14 +194,16 @@ async fn run(command: Command) -> Result<(), String> {
             let watch = LinkWatch::start(vec![interface.clone()])
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut states = watch.subscribe();
+            let mut link = watch
+                .link_up(&interface)
+                .ok_or_else(|| format!("{interface} is not watched"))?;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(for_ms);
             loop {
-                let up = states.borrow_and_update().get(&interface).copied();
+                let up = *link.borrow_and_update();
                 emit(json!({"event": "link", "interface": interface, "up": up}));
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => return Ok(()),
-                    changed = states.changed() => if changed.is_err() { return Ok(()) },
+                    changed = link.changed() => if changed.is_err() { return Ok(()) },
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! When a group's node sends heartbeats and stands for election. openraft's own tick is off
-//! on every node (`enable_tick = false`, `enable_elect = false` in `daemon::raft_config`):
+//! on every node (`enable_tick = false`, `enable_elect = false` in `group_raft::raft_config`):
 //! it woke every node every few ms, and its election timer made a follower wait its leader
 //! lease *plus* a random election timeout before standing, so the VIP stayed away for
 //! twice the time that safety needs. Per group, this task:
@@ -40,6 +40,8 @@ use tokio::time::Instant;
 use super::Raft;
 use super::network::RaftService;
 use super::types::NodeId;
+use crate::config::Config;
+use crate::policy::Role;
 use crate::timer_grid::{BLOCK, Grid};
 
 /// What to do now and when to look again.
@@ -69,6 +71,21 @@ pub struct Pace {
 }
 
 impl Pace {
+    /// This node's pace, from its configured timers and role.
+    pub fn of(config: &Config) -> Pace {
+        let timers = &config.timers;
+        Pace {
+            heartbeat: timers.heartbeat,
+            stand_min: timers.election_timeout_min,
+            stand_max: timers.election_timeout_max,
+            // The only gateway left may have a shorter log and need the witness to lead
+            // first; otherwise the witness must never slow a gateway's election.
+            witness_silence: (config.node.role == Role::Witness)
+                .then_some(timers.leader_lease() * 4),
+            grid: crate::timer_grid::current(),
+        }
+    }
+
     /// When the beat after one sent at `now` is due: after `heartbeat`, or, if the heartbeat
     /// is a whole number of grid blocks, on the last grid boundary before that. A beat that
     /// crosses into the next block costs a wake-up at the boundary as well; on the boundary

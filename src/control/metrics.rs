@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::consensus::store::DiskStatsSnapshot;
 use tokio::net::TcpListener;
 
-/// Everything a scrape reports, gathered by the daemon.
+/// Everything a scrape reports, gathered by `metrics_snapshot`.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsSnapshot {
     pub node: String,

@@ -1,7 +1,18 @@
-//! The operator's side: the Unix-socket API the CLI talks to, and the requests daemons
-//! forward to each other on the operator's behalf.
+//! The operator's side: the Unix-socket API the CLI talks to, one file per command
+//! family behind its dispatcher, the requests daemons forward to each other on the
+//! operator's behalf, /metrics and the notify hooks.
 
+pub mod context;
+pub mod dispatch;
+pub mod failover;
+pub mod history;
+pub mod maintenance;
 pub mod metrics;
+pub mod metrics_snapshot;
 pub mod notify;
+pub mod peer;
 pub mod protocol;
 pub mod socket;
+pub mod status;
+
+pub use context::{Control, GroupHandle, Groups, Members};

@@ -8,11 +8,14 @@
 //! answered the one before it: removing the VIPs always comes first, and a removal that
 //! failed must be seen by the machine before any hand-over.
 
+pub mod feeds;
 pub mod log;
 pub mod machine;
+pub mod reannounce;
+pub mod tasks;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::ServerState;
@@ -21,14 +24,17 @@ use openraft::async_runtime::WatchReceiver as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::config::{Config, VipGroup};
 use crate::consensus::Raft;
+use crate::consensus::proposer::GroupProposer;
 use crate::consensus::state::{Command, GroupState};
 use crate::consensus::types::{NodeId, RaftMetrics, Vote, node_id};
 use crate::control::notify::Notifier;
-use crate::hold;
+use crate::hold::{self, TICK, hold_lease};
 use crate::lateness::Lateness;
 use crate::policy::{GroupRules, Role};
 use crate::vip::{DataPlane, VipSet};
+pub use feeds::FactFeeds;
 pub use machine::LocalFacts;
 use machine::{
     Action, GroupConfig, GroupMachine, IDLE_WAKE, Observation, PeerSeen, Snapshot, TransferReason,
@@ -96,7 +102,8 @@ impl MetricsKey {
     }
 }
 
-/// The loop's view for status: published after every step.
+/// The loop's view for status, metrics and re-announcements: published on a watch
+/// channel after every step (`GroupLoop::view`).
 #[derive(Debug, Clone, Default)]
 pub struct LocalView {
     pub holding: bool,
@@ -133,19 +140,49 @@ pub struct GroupSetup {
     pub notifier: Notifier,
 }
 
-/// Something that can commit a command in this group (the daemon: locally on the leader,
-/// else forwarded to it).
-pub type Proposer = Arc<
-    dyn Fn(Command) -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
->;
+impl GroupSetup {
+    /// `group` on this node, from the config.
+    pub fn of(config: &Config, group: &VipGroup, vips: VipSet, notifier: Notifier) -> Self {
+        let leader_lease = config.timers.leader_lease();
+        GroupSetup {
+            self_name: config.node.name.clone(),
+            role: config.node.role,
+            priority: group.priority,
+            vips,
+            rules: GroupRules {
+                failback: group.failback,
+                failback_delay: group.failback_delay,
+                on_all_unhealthy: group.on_all_unhealthy,
+            },
+            members: config
+                .cluster
+                .peers
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+            leader_lease,
+            hold_lease: hold_lease(leader_lease, TICK),
+            notifier,
+        }
+    }
+}
+
+/// A group loop that stopped on its own: the daemon must exit so that its supervisor
+/// restarts it.
+#[derive(Debug, thiserror::Error)]
+#[error("group {group}: {what}; see the errors above")]
+pub struct GroupStopped {
+    pub group: String,
+    pub what: &'static str,
+}
 
 /// The executor of one group's decisions; see the module comment.
 pub struct GroupLoop {
     machine: GroupMachine,
     io: LoopIo,
     state: watch::Receiver<GroupState>,
-    facts: watch::Receiver<LocalFacts>,
-    view: Arc<Mutex<LocalView>>,
+    facts: FactFeeds,
+    view: watch::Sender<LocalView>,
     /// What the last step saw of the Raft metrics (see `MetricsKey`).
     seen: Option<MetricsKey>,
 }
@@ -155,7 +192,7 @@ struct LoopIo {
     setup: GroupSetup,
     raft: Raft,
     data_plane: Arc<dyn DataPlane>,
-    propose: Proposer,
+    propose: GroupProposer,
     /// When the loop must run again even if nothing happens (the machine's `WakeAt`).
     next_wake: Instant,
 }
@@ -184,15 +221,13 @@ async fn execute(
 }
 
 impl GroupLoop {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         setup: GroupSetup,
         raft: Raft,
         state: watch::Receiver<GroupState>,
-        facts: watch::Receiver<LocalFacts>,
+        facts: FactFeeds,
         data_plane: Arc<dyn DataPlane>,
-        propose: Proposer,
-        view: Arc<Mutex<LocalView>>,
+        propose: GroupProposer,
     ) -> Self {
         let machine = GroupMachine::new(GroupConfig {
             self_name: setup.self_name.clone(),
@@ -217,15 +252,33 @@ impl GroupLoop {
             },
             state,
             facts,
-            view,
+            view: watch::Sender::new(LocalView::default()),
             seen: None,
         }
+    }
+
+    /// The loop's view (holding, why, quorum age, counters), current after every step.
+    pub fn view(&self) -> watch::Receiver<LocalView> {
+        self.view.subscribe()
+    }
+
+    /// Runs the loop in its own task; if it stops on its own, says so on `fatal`.
+    pub fn spawn(
+        self,
+        shutdown: watch::Receiver<bool>,
+        fatal: tokio::sync::mpsc::UnboundedSender<GroupStopped>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            if let Err(e) = self.run(shutdown).await {
+                let _ = fatal.send(e);
+            }
+        })
     }
 
     /// Runs until `shutdown` turns true, then releases the VIPs and returns. Returns an
     /// error (after releasing) if the group's Raft stopped on its own: a fatal storage or
     /// protocol error, after which the daemon must exit so that its supervisor restarts it.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), GroupStopped> {
         let mut metrics = self.io.raft.metrics();
         let mut state = self.state.clone();
         let mut facts = self.facts.clone();
@@ -266,10 +319,10 @@ impl GroupLoop {
         execute(&mut self.machine, &mut self.io, stop, Instant::now()).await;
         self.publish();
         if let Some(what) = fatal {
-            return Err(format!(
-                "group {}: {what}; see the errors above",
-                self.io.setup.vips.group
-            ));
+            return Err(GroupStopped {
+                group: self.io.setup.vips.group.clone(),
+                what,
+            });
         }
         let metrics = self.io.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
@@ -357,21 +410,21 @@ impl GroupLoop {
             last_log_index: m.last_log_index,
             nodes: state.nodes.clone(),
             pin: state.pin.clone(),
-            facts: self.facts.borrow().clone(),
+            facts: self.facts.latest(),
             wall_unix_ms: unix_ms(),
         }
     }
 
     /// The machine's view for status and metrics.
     fn publish(&self) {
-        if let Ok(mut view) = self.view.lock() {
-            view.holding = self.machine.holding();
-            view.lease_until = self.machine.lease_until();
-            view.hold_reason = self.machine.hold_reason().to_string();
-            view.quorum_ack_age = self.machine.quorum_ack_age();
-            view.hold_transitions = self.machine.hold_transitions();
-            view.lateness = self.machine.lateness();
-        }
+        self.view.send_replace(LocalView {
+            holding: self.machine.holding(),
+            lease_until: self.machine.lease_until(),
+            hold_reason: self.machine.hold_reason().to_string(),
+            quorum_ack_age: self.machine.quorum_ack_age(),
+            hold_transitions: self.machine.hold_transitions(),
+            lateness: self.machine.lateness(),
+        });
     }
 }
 
@@ -395,7 +448,7 @@ impl Effects for LoopIo {
             }
             Action::CommitFacts(command) => {
                 // Bounded; the VIPs are already released, so waiting costs no safety.
-                let commit = (self.propose)(command);
+                let commit = self.propose.propose(command);
                 if tokio::time::timeout(Duration::from_millis(500), commit)
                     .await
                     .is_err()
@@ -463,10 +516,10 @@ impl LoopIo {
             Command::MasterChanged { .. } => "the master change was not recorded in history",
             _ => "facts not committed yet",
         };
-        let propose = self.propose.clone();
+        let commit = self.propose.propose(command);
         let group = self.setup.vips.group.clone();
         tokio::spawn(async move {
-            if let Err(e) = propose(command).await {
+            if let Err(e) = commit.await {
                 tracing::debug!(group = %group, "{on_failure}: {e}");
             }
         });

@@ -4,11 +4,12 @@
 //! a `HealthMonitor` task drives it all and publishes a `HealthReport`.
 //!
 //! This module never proposes anything to Raft or touches a VIP: it only reports. The
-//! daemon decides what to do with the report (propose transitions, show status).
+//! group loops read its facts feed (`facts_feed`); the control commands show the report.
 
 mod checker;
 mod error;
 mod exec;
+mod facts;
 mod http;
 mod node_health;
 mod report;
@@ -19,6 +20,7 @@ mod tcp;
 pub use checker::Checker;
 pub use error::HealthError;
 pub use exec::ExecChecker;
+pub use facts::{HealthFacts, facts_feed};
 pub use http::HttpChecker;
 pub use node_health::{CheckInput, NodeHealth, NodeStatus, evaluate, priority_delta};
 pub use report::{CheckReport, HealthReport};

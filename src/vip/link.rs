@@ -1,7 +1,8 @@
 //! Watches the VIP interfaces' links: subscribes to rtnetlink link events (RTMGRP_LINK),
-//! reads the initial state, and publishes interface → up (administratively up *and*
-//! carrier) on a watch channel the moment the kernel reports a change. It must never
-//! change a link, and never report an interface it has not seen as up.
+//! reads the initial state, and publishes whether each interface is up (administratively
+//! up *and* carrier) on its own watch channel the moment the kernel reports a change: the
+//! link feed the group loops read their `link_up` fact from. It must never change a link,
+//! and never report an interface it has not seen as up.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +23,9 @@ pub struct LinkWatchError {
     why: String,
 }
 
+/// The watched interfaces, each with its link feed.
 pub struct LinkWatch {
-    states: watch::Receiver<LinkStates>,
+    links: BTreeMap<String, watch::Receiver<bool>>,
 }
 
 impl LinkWatch {
@@ -50,7 +52,16 @@ impl LinkWatch {
         for link in &links {
             apply(&mut states, link, false);
         }
-        let (tx, rx) = watch::channel(states);
+        let mut senders = BTreeMap::new();
+        let mut receivers = BTreeMap::new();
+        for (interface, up) in &states {
+            if !up {
+                log_change(interface, false);
+            }
+            let (tx, rx) = watch::channel(*up);
+            senders.insert(interface.clone(), tx);
+            receivers.insert(interface.clone(), rx);
+        }
         tokio::spawn(async move {
             // Keeps the request handle (and so the connection) alive with the task.
             let _handle = handle;
@@ -64,34 +75,48 @@ impl LinkWatch {
                     }
                     _ => continue,
                 };
-                tx.send_if_modified(|states| apply(states, &link, deleted));
-                if tx.is_closed() {
+                if let Some((interface, up)) = apply(&mut states, &link, deleted) {
+                    log_change(&interface, up);
+                    if let Some(tx) = senders.get(&interface) {
+                        tx.send_replace(up);
+                    }
+                }
+                if senders.values().all(|tx| tx.is_closed()) {
                     break;
                 }
             }
         });
-        Ok(Self { states: rx })
+        Ok(Self { links: receivers })
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<LinkStates> {
-        self.states.clone()
+    /// The link feed of `interface`: whether it is up, kept current. `None` if it is not
+    /// watched.
+    pub fn link_up(&self, interface: &str) -> Option<watch::Receiver<bool>> {
+        self.links.get(interface).cloned()
     }
 }
 
-/// Updates the state of the link `message` describes, if it is watched; true if changed.
-fn apply(states: &mut LinkStates, message: &LinkMessage, deleted: bool) -> bool {
-    let Some(name) = message.attributes.iter().find_map(|a| match a {
+/// One line per change of a watched link (and one at start for each link that is down):
+/// a down link makes this node ineligible for the groups on it.
+fn log_change(interface: &str, up: bool) {
+    if up {
+        tracing::info!(interface = %interface, "link up again");
+    } else {
+        tracing::warn!(interface = %interface, "link down: this node is not eligible");
+    }
+}
+
+/// Updates the state of the link `message` describes, if it is watched; returns the
+/// interface and its new state if that changed.
+fn apply(states: &mut LinkStates, message: &LinkMessage, deleted: bool) -> Option<(String, bool)> {
+    let name = message.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(name) => Some(name),
         _ => None,
-    }) else {
-        return false;
-    };
-    let Some(state) = states.get_mut(name) else {
-        return false;
-    };
+    })?;
+    let state = states.get_mut(name)?;
     let flags = message.header.flags;
     let up = !deleted && flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp);
     let changed = *state != up;
     *state = up;
-    changed
+    changed.then(|| (name.clone(), up))
 }

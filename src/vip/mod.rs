@@ -1,7 +1,8 @@
 //! The data plane: putting a group's VIPs on an interface and taking them off. The hold
 //! rule decides *when*; this module only does it. Implementations: `netlink` (addresses
 //! under a kernel lifetime, announced with GARP/NA) and `observe` (logs what it would do;
-//! `--observe-only`). Beside them: `link` (carrier watch) and `caps` (privileges).
+//! `--observe-only`). Beside them: `link` (carrier watch and link feeds), `caps`
+//! (privileges) and `open` (which data plane the daemon runs with).
 
 pub mod announce;
 pub mod caps;
@@ -9,6 +10,7 @@ mod deadline_guard;
 pub mod link;
 pub mod netlink;
 pub mod observe;
+pub mod open;
 pub mod packet;
 pub mod raw;
 mod remove;

@@ -1,0 +1,152 @@
+//! What the operator's commands read and change on this node, in one place: its groups
+//! (each group's Raft, replicated state and loop view), the configured members, its
+//! health report, its data plane, and the proposer that commits their writes. Each
+//! command takes the parts it needs. Nothing here decides or changes anything itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::consensus::Raft;
+use crate::consensus::proposer::Proposer;
+use crate::consensus::state::GroupState;
+use crate::consensus::store::Store;
+use crate::group::LocalView;
+use crate::group::tasks::RunningGroup;
+use crate::health::{CheckReport, HealthReport};
+use crate::peer::Mesh;
+use crate::policy::Role;
+use crate::vip::DataPlane;
+
+/// Everything the commands of the control socket and of the peers may touch.
+pub struct Control {
+    pub members: Members,
+    pub groups: Groups,
+    pub proposer: Arc<Proposer>,
+    /// This node's health report (gateways with checks).
+    pub health: Option<watch::Receiver<HealthReport>>,
+    pub data_plane: Arc<dyn DataPlane>,
+    /// For its connections and counters (metrics).
+    pub mesh: Arc<Mesh>,
+    /// For its disk statistics (metrics).
+    pub store: Store,
+}
+
+impl Control {
+    /// This node's checks with their last results; empty without checks.
+    pub fn local_checks(&self) -> Vec<CheckReport> {
+        self.health
+            .as_ref()
+            .map(|h| h.borrow().checks.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// This node and every configured node, as the commands name them.
+pub struct Members {
+    pub me: String,
+    pub role: Role,
+    /// Every configured node, this one included, in the config's order.
+    pub all: Vec<String>,
+}
+
+impl Members {
+    /// This node and the configured members.
+    pub fn of(config: &Config) -> Self {
+        Members {
+            me: config.node.name.clone(),
+            role: config.node.role,
+            all: config
+                .cluster
+                .peers
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+        }
+    }
+
+    pub fn contains(&self, node: &str) -> bool {
+        self.all.iter().any(|n| n == node)
+    }
+
+    /// The other nodes, in the config's order.
+    pub fn peers(&self) -> impl Iterator<Item = &String> {
+        self.all.iter().filter(|n| **n != self.me)
+    }
+
+    /// "gw-a, gw-b, witness": for error messages.
+    pub fn listed(&self) -> String {
+        self.all.join(", ")
+    }
+}
+
+/// One group as the commands see it.
+pub struct GroupHandle {
+    pub raft: Raft,
+    /// The replicated state (nodes' facts, pin, history).
+    pub state: watch::Receiver<GroupState>,
+    /// What this node's loop last published (holding, why).
+    pub view: watch::Receiver<LocalView>,
+    pub addresses: Vec<String>,
+}
+
+impl GroupHandle {
+    /// The commands' view of a running group.
+    pub fn of(group: &RunningGroup) -> (String, GroupHandle) {
+        let handle = GroupHandle {
+            raft: group.raft.clone(),
+            state: group.state.clone(),
+            view: group.view.clone(),
+            addresses: group.vips.addresses.iter().map(|a| a.to_string()).collect(),
+        };
+        (group.vips.group.clone(), handle)
+    }
+}
+
+/// An operator named a group this node does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("no group named {group:?}; groups here: {}", known.join(", "))]
+pub struct UnknownGroup {
+    pub group: String,
+    pub known: Vec<String>,
+}
+
+/// This node's groups, by name.
+pub struct Groups(pub BTreeMap<String, GroupHandle>);
+
+impl Groups {
+    pub fn get(&self, name: &str) -> Option<&GroupHandle> {
+        self.0.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &GroupHandle)> {
+        self.0.iter()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    /// The groups this node holds now.
+    pub fn holdings(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, h)| h.view.borrow().holds_now())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The group an operator named, or every group for none.
+    pub fn select(&self, group: &Option<String>) -> Result<Vec<String>, UnknownGroup> {
+        match group {
+            Some(g) if self.0.contains_key(g) => Ok(vec![g.clone()]),
+            Some(g) => Err(UnknownGroup {
+                group: g.clone(),
+                known: self.0.keys().cloned().collect(),
+            }),
+            None => Ok(self.0.keys().cloned().collect()),
+        }
+    }
+}

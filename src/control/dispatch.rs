@@ -1,0 +1,89 @@
+//! One operator request in, one response out: routes each `Request` from the control
+//! socket to its command (one file per command family, as mini-redis's `cmd/`). It must
+//! never do a command's work itself beyond a one-line read.
+
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::context::Control;
+use super::failover::failover;
+use super::history::history;
+use super::maintenance::maintenance;
+use super::metrics::{self as prometheus, SnapshotSource};
+use super::metrics_snapshot::metrics_snapshot;
+use super::protocol::{Request, Response};
+use super::socket;
+use super::status::status;
+
+/// The response to `request`.
+pub async fn handle_request(control: &Control, request: Request) -> Response {
+    let Control {
+        groups,
+        members,
+        proposer,
+        ..
+    } = control;
+    match request {
+        Request::Status => Response::Status(status(control).await),
+        Request::Holdings => Response::Holdings {
+            groups: groups.holdings(),
+        },
+        Request::Held => Response::held(control.data_plane.kind(), control.data_plane.held()),
+        Request::History { group } => history(groups, group),
+        Request::Failover { group, to } => failover(groups, members, proposer, group, to).await,
+        Request::Maintenance { node, on } => maintenance(groups, members, proposer, node, on).await,
+    }
+}
+
+/// The control socket's server, answering until `stop`.
+pub struct Serving {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Serving {
+    /// Stops answering on the control socket, once the connection in hand is done.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Answers the control socket on `listener` until stopped, and metrics scrapes on
+/// `metrics` until `shutdown`. The control socket answers until the groups have released
+/// and handed over, so that a watcher asking what the data plane holds (`Request::Held`)
+/// sees the release.
+pub fn serve(
+    control: Arc<Control>,
+    listener: UnixListener,
+    metrics: Option<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> Serving {
+    let (stop, stopped) = watch::channel(false);
+    let handler = socket_handler(control.clone());
+    let task = tokio::spawn(socket::serve(listener, handler, stopped));
+    if let Some(listener) = metrics {
+        let source = snapshot_source(control);
+        tokio::spawn(prometheus::serve(listener, source, shutdown));
+    }
+    Serving { stop, task }
+}
+
+/// The control socket's handler over `control`.
+fn socket_handler(control: Arc<Control>) -> socket::Handler {
+    Arc::new(move |request| {
+        let control = control.clone();
+        Box::pin(async move { handle_request(&control, request).await })
+    })
+}
+
+/// The metrics server's snapshot source over `control`.
+fn snapshot_source(control: Arc<Control>) -> SnapshotSource {
+    Arc::new(move || {
+        let control = control.clone();
+        Box::pin(async move { metrics_snapshot(&control) })
+    })
+}

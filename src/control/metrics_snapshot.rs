@@ -1,0 +1,64 @@
+//! Gathers what a Prometheus scrape reports (`metrics::MetricsSnapshot`) from this
+//! node's groups, health checks, peer mesh and store; `metrics.rs` renders and serves
+//! it. Read-only, and cheap: a scrape must never wait on a peer.
+
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver as _;
+
+use super::context::Control;
+use super::metrics::{CheckMetrics, GroupMetrics, MetricsSnapshot};
+use crate::consensus::types::node_id;
+use crate::health::CheckState;
+use crate::policy::Role;
+
+/// The snapshot of this node, now.
+pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
+    let counters = control.mesh.counters();
+    MetricsSnapshot {
+        node: control.members.me.clone(),
+        is_witness: control.members.role == Role::Witness,
+        groups: group_metrics(control),
+        checks: control
+            .local_checks()
+            .into_iter()
+            .map(|c| CheckMetrics {
+                name: c.name,
+                up: c.state == CheckState::Up,
+                last_latency: Duration::from_secs_f64(c.last_latency_ms.max(0.0) / 1000.0),
+            })
+            .collect(),
+        peers_connected: control.mesh.connected().borrow().len(),
+        peers_configured: control.members.all.len().saturating_sub(1),
+        rejected: vec![
+            ("handshake", counters.rejected_handshakes),
+            ("malformed_frame", counters.malformed_frames),
+            ("unknown_version", counters.unknown_version),
+            ("unknown_peer", counters.unknown_peer),
+        ],
+        disk: control.store.disk_stats(),
+    }
+}
+
+fn group_metrics(control: &Control) -> Vec<GroupMetrics> {
+    let self_id = node_id(&control.members.me);
+    control
+        .groups
+        .iter()
+        .map(|(name, handle)| {
+            let view = handle.view.borrow().clone();
+            let metrics = handle.raft.metrics().borrow_watched().clone();
+            GroupMetrics {
+                name: name.clone(),
+                is_leader: metrics.current_leader == Some(self_id)
+                    && metrics.state == ServerState::Leader,
+                holding: view.holds_now(),
+                term: metrics.current_term,
+                quorum_ack_age: view.quorum_ack_age,
+                hold_transitions: view.hold_transitions,
+                lateness: view.lateness,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,79 @@
+//! Answers what peers' daemons ask this one on the mesh (`PeerRequest`): whether its
+//! store is pristine (bootstrap), which groups it holds and its health checks (their
+//! `havip status`), and forwarded writes (committed here if this node leads). It also
+//! routes the mesh's Raft channel to the groups' Raft. It must never answer a write
+//! before it is committed.
+
+use std::sync::{Arc, OnceLock};
+
+use futures_util::future::BoxFuture;
+
+use super::context::Control;
+use super::protocol::{CONTROL_CHANNEL, PeerReply, PeerRequest};
+use crate::consensus::bootstrap::is_pristine;
+use crate::consensus::network::RaftService;
+use crate::consensus::rpc::RAFT_CHANNEL;
+use crate::peer::RequestHandler;
+
+/// The mesh's request handler. It exists before the groups (the mesh carries their Raft
+/// traffic from the start), so the control context is set once they run; until then only
+/// `Pristine` is answered.
+pub struct PeerHandler {
+    pub raft: RaftService,
+    pub control: OnceLock<Arc<Control>>,
+    /// Whether the store was pristine at start; once the groups run, their live Raft
+    /// state answers instead.
+    pub pristine_at_start: bool,
+}
+
+impl PeerHandler {
+    pub fn new(pristine_at_start: bool) -> Self {
+        PeerHandler {
+            raft: RaftService::default(),
+            control: OnceLock::new(),
+            pristine_at_start,
+        }
+    }
+}
+
+impl RequestHandler for PeerHandler {
+    fn handle(
+        &self,
+        from: &str,
+        channel: u16,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        match channel {
+            RAFT_CHANNEL => self.raft.handle(from, payload),
+            CONTROL_CHANNEL => {
+                let control = self.control.get().cloned();
+                let pristine = control.as_ref().map_or(self.pristine_at_start, |c| {
+                    is_pristine(c.groups.iter().map(|(_, h)| &h.raft))
+                });
+                Box::pin(async move {
+                    let request: PeerRequest = serde_json::from_slice(&payload)
+                        .map_err(|e| format!("malformed control request: {e}"))?;
+                    let reply = match (request, control) {
+                        (PeerRequest::Pristine, _) => PeerReply::Pristine(pristine),
+                        (request, Some(control)) => answer(&control, request).await,
+                        (_, None) => PeerReply::Failed("still starting".into()),
+                    };
+                    serde_json::to_vec(&reply).map_err(|e| e.to_string())
+                })
+            }
+            other => Box::pin(async move { Err(format!("unknown channel {other}")) }),
+        }
+    }
+}
+
+/// The answer to one peer request, once the groups run.
+async fn answer(control: &Control, request: PeerRequest) -> PeerReply {
+    match request {
+        PeerRequest::Pristine => PeerReply::Pristine(false),
+        PeerRequest::Holdings => PeerReply::Holdings(control.groups.holdings()),
+        PeerRequest::Checks => PeerReply::Checks(control.local_checks()),
+        PeerRequest::Write { group, command } => {
+            control.proposer.write_as_leader(&group, command).await
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `havip status`: this node's view of every group (leader, term, whether it holds and
+//! why, the pin, every node's replicated facts), with what each peer says it holds and
+//! its health checks, asked over the mesh in parallel and each bounded by the peer
+//! timeout (a peer that does not answer shows as unknown). Read-only.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::join_all;
+use openraft::async_runtime::WatchReceiver as _;
+
+use super::context::{Control, GroupHandle};
+use super::protocol::{GroupStatus, NodeChecks, NodeStatus, PeerReply, PeerRequest, StatusReport};
+
+/// Node name → the groups it says it holds (None: it did not answer).
+type Holdings = BTreeMap<String, Option<Vec<String>>>;
+
+/// The status report of this node and what its peers answered.
+pub async fn status(control: &Control) -> StatusReport {
+    let (holdings, health) = ask_peers(control).await;
+    let groups = control
+        .groups
+        .iter()
+        .map(|(name, handle)| group_status(control, name, handle, &holdings))
+        .collect();
+    StatusReport {
+        node: control.members.me.clone(),
+        role: format!("{:?}", control.members.role).to_lowercase(),
+        data_plane: control.data_plane.kind().to_string(),
+        groups,
+        health,
+    }
+}
+
+/// Every node's holdings and health checks, this node's included.
+async fn ask_peers(control: &Control) -> (Holdings, Vec<NodeChecks>) {
+    let peers: Vec<String> = control.members.peers().cloned().collect();
+    let proposer = &control.proposer;
+    let (answers, checks) = tokio::join!(
+        join_all(
+            peers
+                .iter()
+                .map(|p| proposer.ask(p, &PeerRequest::Holdings))
+        ),
+        join_all(peers.iter().map(|p| proposer.ask(p, &PeerRequest::Checks)))
+    );
+    let mut health = vec![NodeChecks {
+        node: control.members.me.clone(),
+        checks: Some(control.local_checks()),
+    }];
+    health.extend(peers.iter().zip(checks).map(|(p, a)| NodeChecks {
+        node: p.clone(),
+        checks: match a {
+            Ok(PeerReply::Checks(c)) => Some(c),
+            _ => None,
+        },
+    }));
+    health.sort_by(|a, b| a.node.cmp(&b.node));
+    let mut holdings: Holdings = peers
+        .into_iter()
+        .zip(answers)
+        .map(|(p, a)| {
+            let held = match a {
+                Ok(PeerReply::Holdings(h)) => Some(h),
+                _ => None,
+            };
+            (p, held)
+        })
+        .collect();
+    holdings.insert(control.members.me.clone(), Some(control.groups.holdings()));
+    (holdings, health)
+}
+
+fn group_status(
+    control: &Control,
+    name: &str,
+    handle: &GroupHandle,
+    holdings: &Holdings,
+) -> GroupStatus {
+    let metrics = handle.raft.metrics().borrow_watched().clone();
+    let view = handle.view.borrow().clone();
+    let state = handle.state.borrow().clone();
+    let nodes = control
+        .members
+        .all
+        .iter()
+        .map(|node| {
+            let replicated = state.nodes.get(node);
+            let facts = replicated.and_then(|n| n.facts.clone());
+            NodeStatus {
+                name: node.clone(),
+                role: facts
+                    .as_ref()
+                    .map(|f| format!("{:?}", f.role).to_lowercase()),
+                priority: facts.as_ref().map(|f| f.priority),
+                healthy: facts.as_ref().map(|f| f.healthy),
+                link_up: facts.as_ref().map(|f| f.link_up),
+                maintenance: replicated.is_some_and(|n| n.maintenance),
+                detail: facts.map(|f| f.detail).unwrap_or_default(),
+                holds: holdings
+                    .get(node)
+                    .cloned()
+                    .flatten()
+                    .map(|h| h.iter().any(|g| g == name)),
+            }
+        })
+        .collect();
+    GroupStatus {
+        name: name.to_string(),
+        addresses: handle.addresses.clone(),
+        leader: control.proposer.name_of(metrics.current_leader),
+        term: metrics.current_term,
+        holding: view.holds_now(),
+        hold_reason: view.hold_reason,
+        quorum_ack_age_ms: view.quorum_ack_age.map(|d| d.as_millis() as u64),
+        pin: state.pin.clone(),
+        nodes,
+    }
+}

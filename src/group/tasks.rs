@@ -1,0 +1,91 @@
+//! Starts one VIP group's long-running tasks on this node, as holo's `tasks.rs` does: the
+//! group's loop (reading its link's and the node's health feeds, committing through the
+//! proposer) and its ticks (heartbeats, elections). It only assembles and spawns; it must
+//! never decide anything.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{FactFeeds, GroupLoop, GroupSetup, GroupStopped, LocalView};
+use crate::config::{Config, VipGroup};
+use crate::consensus::Raft;
+use crate::consensus::group_raft::GroupRaft;
+use crate::consensus::network::RaftService;
+use crate::consensus::proposer::Proposer;
+use crate::consensus::state::GroupState;
+use crate::consensus::ticks::{self, Pace};
+use crate::consensus::types::node_id;
+use crate::control::notify::Notifier;
+use crate::health::HealthFacts;
+use crate::vip::link::LinkWatch;
+use crate::vip::{DataPlane, VipSet};
+
+/// What every group's tasks on this node share.
+pub struct NodeParts<'a> {
+    pub config: &'a Config,
+    pub data_plane: Arc<dyn DataPlane>,
+    pub proposer: Arc<Proposer>,
+    /// The link feeds (none when observing only).
+    pub links: Option<&'a LinkWatch>,
+    /// The node's health feed (none without health checks).
+    pub health: Option<watch::Receiver<HealthFacts>>,
+    /// Where the mesh delivers the groups' Raft traffic (the ticks watch it).
+    pub raft_service: RaftService,
+    pub notifier: Notifier,
+}
+
+/// One group's running tasks, and what the rest of the daemon reads of them.
+pub struct RunningGroup {
+    pub vips: VipSet,
+    pub raft: Raft,
+    pub state: watch::Receiver<GroupState>,
+    /// The loop's view, current after every step.
+    pub view: watch::Receiver<LocalView>,
+    /// Ends once the loop has released and handed over (after `shutdown`), or stopped on
+    /// its own (then it said so on `fatal`).
+    pub task: JoinHandle<()>,
+}
+
+/// Spawns `group`'s loop and ticks until `shutdown`.
+pub fn spawn(
+    node: &NodeParts,
+    group: &VipGroup,
+    vips: &VipSet,
+    raft: GroupRaft,
+    shutdown: &watch::Receiver<bool>,
+    fatal: &mpsc::UnboundedSender<GroupStopped>,
+) -> RunningGroup {
+    let config = node.config;
+    let GroupRaft { raft, state } = raft;
+    let feeds = FactFeeds {
+        link_up: node.links.and_then(|l| l.link_up(&vips.interface)),
+        health: node.health.clone(),
+    };
+    let group_loop = GroupLoop::new(
+        GroupSetup::of(config, group, vips.clone(), node.notifier.clone()),
+        raft.clone(),
+        state.clone(),
+        feeds,
+        node.data_plane.clone(),
+        node.proposer.for_group(&group.name),
+    );
+    let view = group_loop.view();
+    let task = group_loop.spawn(shutdown.clone(), fatal.clone());
+    tokio::spawn(ticks::run(
+        group.name.clone(),
+        node_id(&config.node.name),
+        raft.clone(),
+        node.raft_service.clone(),
+        Pace::of(config),
+        shutdown.clone(),
+    ));
+    RunningGroup {
+        vips: vips.clone(),
+        raft,
+        state,
+        view,
+        task,
+    }
+}
