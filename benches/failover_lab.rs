@@ -1,15 +1,21 @@
-//! Failover on the wire, havip against keepalived, in the network-namespace lab (as root).
+//! Failover on the wire, havip against keepalived, on the lab (as root).
 //!
-//! Topology (tests/support/netns.rs): a bridge namespace; gw-a .11, gw-b .12, witness .13
-//! and client .100 on 198.18.0.0/24; VIP 198.18.0.50/24 on the gateways' `lan0`. Each
-//! implementation gets a fresh lab with the same topology, one after the other, in one run
-//! of this binary:
-//! - havip: the real daemons (gw-a priority 150, gw-b 100, a witness; failback after 2 s);
-//!   the `havip` implementation writes no `[timers]`, so the daemons run on their own
-//!   defaults, and every label shows the timers `havip::config` reads from the file the
-//!   bench wrote (never a literal of the bench's);
-//! - keepalived (Debian's 2.2.7): VRRPv3, unicast peers, priorities 150/100, no witness,
-//!   `advert_int 1` and `advert_int 0.1`.
+//! The lab is the one of the e2e suite (`tests/support/lab.rs`): the hosts of
+//! `vagrant/nodes.conf` (gw-a .11, gw-b .12, witness .13, crm-1 .21, crm-2 .22, client .100
+//! on 198.18.0.0/24; VIP group `crm` 198.18.0.50 on the gateways' `lan0`), built and
+//! provisioned by `scripts/lab.sh up`. Each implementation gets a fresh lab, one after the
+//! other, in one run of this binary:
+//! - havip: the real daemons, started and stopped by `lab.sh` (its supervisor runs `havip
+//!   release` when one dies, as systemd's `ExecStopPost` does), on conf/NODE.toml as the
+//!   provisioning wrote it (gw-a priority 150 for `crm`, gw-b 100, a witness; failback
+//!   after 5 s; health checks on crm-1/crm-2; group `crm2` preferring gw-b). The one
+//!   thing an implementation changes is `[timers]` (`set_timers`): the `havip`
+//!   implementation removes it, so the daemons run on their own defaults, and every label
+//!   shows the timers `havip::config` reads from the files the bench wrote (never a
+//!   literal of the bench's);
+//! - keepalived (Debian's 2.2.7): VRRPv3, unicast peers, the priorities havip's configs
+//!   give `crm`, no witness, `advert_int 1` and `advert_int 0.1`; its files in the
+//!   gateways' lab directories.
 //!
 //! What is measured:
 //! - a UDP responder thread per gateway namespace, bound to the VIP with IP_FREEBIND (so
@@ -18,55 +24,62 @@
 //! - a probe thread in the client namespace sends one datagram to the VIP every 10 ms and
 //!   records every answer and who sent it. The client's neighbour cache is never flushed:
 //!   a stale ARP entry is part of what a failover costs. Outage = the longest gap between
-//!   two answers in the fault's window, minus the 10 ms probe interval (0 = no probe lost);
-//! - who holds the VIP comes from `scripts/vip-watch.py`, run in the bridge namespace: one
-//!   `ip monitor all-nsid address` sees the address events of both gateways in the
-//!   kernel's order, so a hand-over never looks like two holders and no overlap, however
-//!   short, is missed. Two holders = the watcher's overlaps inside a run's window: how many
-//!   (one of 0 ms counts) and how long together.
+//!   two answers in the fault's window (`tests/support/outage.rs`, the e2e suite's computation),
+//!   minus the 10 ms probe interval (0 = no probe lost);
+//! - who holds the VIP comes from the lab's watcher, `scripts/vip-watch.py` (`lab.sh
+//!   watch`), run in the bridge namespace: one `ip monitor all-nsid address` sees the
+//!   address events of every node in the kernel's order, so a hand-over never looks like
+//!   two holders and no overlap, however short, is missed. Two holders = the watcher's
+//!   overlaps (of any VIP group) that began inside a run's window: how many (one of 0 ms
+//!   counts) and how long together.
 //!
 //! Probe answers are stamped on this process's monotonic clock; the watcher's events carry
 //! `ip -ts` wall-clock times, mapped onto that clock once at the start (ms resolution).
-//! A run that fails (no takeover, no failback within its limit) is kept: its outage counts
-//! as a lower bound (">= N" where it could move a figure) and its reason is in the notes.
+//! Faults are signals sent by PID (the lab's PID files for havip), so a figure counts from
+//! the moment the signal went. A run that fails (no takeover, no failback within its
+//! limit) is kept: its outage counts as a lower bound (">= N" where it could move a
+//! figure) and its reason is in the notes.
 //!
-//! Run as root: `scripts/bench-failover.sh` (or `cargo bench --bench failover_lab`).
-//! Env: RUNS (default 10), IMPLS (comma list of havip, havip-tuned, havip-fast, ka-1,
-//! ka-0.1), FAULTS (comma list of hard, kill, sigstop, stop, partition, manual), IDLE_SECS
-//! (default 30; 0 skips the idle CPU/RSS measurement). Results go to
-//! docs/failover-bench.md.
+//! Run as root: `scripts/bench-failover.sh` (or `cargo bench --bench failover_lab`). It
+//! uses the lab's fixed names: not beside the e2e suite or another lab. Env: RUNS
+//! (default 10), IMPLS (comma list of havip, havip-tuned, havip-fast, ka-1, ka-0.1),
+//! FAULTS (comma list of hard, kill, sigstop, stop, partition, manual), IDLE_SECS (default
+//! 30; 0 skips the idle CPU/RSS measurement). Results go to docs/failover-bench.md.
 
-#[path = "../tests/support/netns.rs"]
-mod netns;
+#[path = "../tests/support/lab.rs"]
+mod lab;
+#[path = "../tests/support/outage.rs"]
+mod outage;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use havip::config::{Config, Timers, format_duration};
-use netns::{Host, LAN, Lab, Proc, require_root, sh};
+use lab::host::{require_root, sh};
+use lab::watch::Watch;
+use lab::{LAN, lab_sh};
 use socket2::{Domain, Protocol, Socket, Type};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 50);
-const VIP_CIDR: &str = "198.18.0.50/24";
 const PORT: u16 = 9999;
 const PROBE_EVERY: Duration = Duration::from_millis(10);
-/// The split-brain watcher shared with the lab e2e suite and the Vagrant rig.
-const VIP_WATCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vip-watch.py");
 /// How long the gateway partition lasts before it heals.
 const PARTITION: Duration = Duration::from_secs(5);
 /// How long gw-b may take to answer after a fault before the run counts as failed.
 const TAKEOVER: Duration = Duration::from_secs(15);
 /// gw-a must hold alone and answer alone this long before a fault is injected.
 const STEADY: Duration = Duration::from_millis(1500);
+/// The group whose VIP the probe asks and the rows are about.
+const GROUP: &str = "crm";
+/// The lab's gateways (vagrant/nodes.conf): gw-a is `crm`'s preferred one.
 const GW_NAMES: [&str; 2] = ["gw-a", "gw-b"];
 const A: usize = 0;
 const B: usize = 1;
@@ -119,8 +132,9 @@ impl Fault {
 
 #[derive(Clone)]
 enum Kind {
-    /// `timers`: None writes no `[timers]`, so the daemons run on their own defaults.
+    /// `timers`: None removes `[timers]`, so the daemons run on their own defaults.
     Havip {
+        name: &'static str,
         timers: Option<Timers>,
     },
     Keepalived {
@@ -131,7 +145,6 @@ enum Kind {
 #[derive(Clone)]
 struct Implementation {
     key: &'static str,
-    label: String,
     kind: Kind,
     faults: &'static [Fault],
 }
@@ -147,13 +160,11 @@ fn implementations() -> Vec<Implementation> {
     };
     let havip = |key, name, timers: Option<Timers>, faults| Implementation {
         key,
-        label: havip_label(name, timers.as_ref()),
-        kind: Kind::Havip { timers },
+        kind: Kind::Havip { name, timers },
         faults,
     };
     let keepalived = |key, advert_int| Implementation {
         key,
-        label: format!("keepalived (advert_int {advert_int})"),
         kind: Kind::Keepalived { advert_int },
         faults: &[Hard, Kill, Sigstop, Stop, Partition],
     };
@@ -174,64 +185,53 @@ fn implementations() -> Vec<Implementation> {
     ]
 }
 
-/// gw-a's configuration as the daemon reads it (`havip::config`, the daemon's own parser
-/// and defaults) from the text this bench writes with `timers`.
-fn effective_config(timers: Option<&Timers>) -> Config {
-    let text = havip_config_text(A, timers, Path::new("/bench"), Path::new("/bench/key"));
-    Config::from_str(Path::new("(failover_lab gw-a)"), &text)
+/// `text` (a havip.toml of the lab) with its `[timers]` table replaced by `timers`, or
+/// removed when None (the daemon's defaults). A table appended at the end is still a
+/// top-level table in TOML, whatever precedes it.
+fn set_timers(text: &str, timers: Option<&Timers>) -> String {
+    let mut out = String::new();
+    let mut in_timers = false;
+    for line in text.lines() {
+        let header = line.trim_start();
+        if header.starts_with('[') {
+            in_timers = header.starts_with("[timers]");
+        }
+        if !in_timers {
+            out += line;
+            out.push('\n');
+        }
+    }
+    if let Some(t) = timers {
+        out += &format!(
+            "\n[timers]\nheartbeat = \"{}\"\nelection_timeout = \"{}..{}\"\n",
+            format_duration(t.heartbeat),
+            format_duration(t.election_timeout_min),
+            format_duration(t.election_timeout_max)
+        );
+    }
+    out
+}
+
+/// Node `node`'s configuration as the daemon reads it (`havip::config`, the daemon's own
+/// parser and defaults), from the file in the lab.
+fn effective_config(node: &str) -> Config {
+    let path = lab::config(node);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    Config::from_str(Path::new(&path), &text)
         .unwrap_or_else(|e| panic!("the bench's havip config is refused:\n{e}\n{text}"))
 }
 
 /// "havip (defaults: hb 128ms, election 400ms..500ms)", from the effective configuration.
-fn havip_label(name: &str, timers: Option<&Timers>) -> String {
-    let t = effective_config(timers).timers;
+fn havip_label(name: &str, defaults: bool, config: &Config) -> String {
+    let t = &config.timers;
     format!(
         "{name} ({}hb {}, election {}..{})",
-        if timers.is_none() { "defaults: " } else { "" },
+        if defaults { "defaults: " } else { "" },
         format_duration(t.heartbeat),
         format_duration(t.election_timeout_min),
         format_duration(t.election_timeout_max)
     )
 }
-
-/// Node `node`'s havip.toml (files under `dir`); no `[timers]` when `timers` is None.
-fn havip_config_text(node: usize, timers: Option<&Timers>, dir: &Path, key: &Path) -> String {
-    let name = NODE_NAMES[node];
-    let peers: String = (0..3)
-        .map(|n| {
-            format!(
-                "[[cluster.peers]]\nname = \"{}\"\naddress = \"198.18.0.{}:7400\"\n",
-                NODE_NAMES[n],
-                11 + n
-            )
-        })
-        .collect();
-    let group = match node {
-        2 => "[[vip_group]]\nname = \"crm\"\n".to_string(),
-        _ => format!(
-            "[[vip_group]]\nname = \"crm\"\ninterface = \"{LAN}\"\naddresses = [\"{VIP_CIDR}\"]\npriority = {}\nfailback = true\nfailback_delay = \"2s\"\n",
-            [150, 100][node]
-        ),
-    };
-    let timers = timers.map_or(String::new(), |t| {
-        format!(
-            "[timers]\nheartbeat = \"{}\"\nelection_timeout = \"{}..{}\"\n\n",
-            format_duration(t.heartbeat),
-            format_duration(t.election_timeout_min),
-            format_duration(t.election_timeout_max)
-        )
-    });
-    format!(
-        "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"198.18.0.{ip}:7400\"\nkey_file = \"{key}\"\n{peers}\n{timers}[control]\nsocket = \"{sock}\"\n\n{group}",
-        role = if node == 2 { "witness" } else { "gateway" },
-        data = dir.join("data").display(),
-        ip = 11 + node,
-        key = key.display(),
-        sock = dir.join("havip.sock").display(),
-    )
-}
-
-const NODE_NAMES: [&str; 3] = ["gw-a", "gw-b", "witness"];
 
 struct Settings {
     runs: usize,
@@ -291,22 +291,11 @@ struct TwoHolders {
     total: Duration,
 }
 
-/// Everything the threads and the watcher saw, on this process's monotonic clock.
+/// What the probe threads saw, on this process's monotonic clock, and the clock's anchor
+/// to the wall clock the watcher stamps its events with.
 struct Record {
     /// (when, gateway index) of every answer the client received.
     answers: Mutex<Vec<(Instant, usize)>>,
-    /// (when, does gw-a hold, does gw-b hold) after every hold/release the watcher
-    /// reported, in the kernel's order; the first entries are the state it started from.
-    holders: Mutex<Vec<(Instant, [bool; 2])>>,
-    /// Every overlap the watcher reported (it reports one when it ends): (from, to).
-    overlaps: Mutex<Vec<(Instant, Instant)>>,
-    /// The watcher's `error` lines and anything else it said that was not an event: the
-    /// holders may be incomplete from then on.
-    watch_errors: Mutex<Vec<String>>,
-    /// The watcher's `summary` line, once it ended.
-    watch_summary: Mutex<Option<String>>,
-    /// The watcher is subscribed (it printed `ready`) and has not ended.
-    watching: AtomicBool,
     stop: AtomicBool,
     /// This clock's `Instant` and the wall clock (us since 1970) taken together: maps the
     /// watcher's `ip -ts` times onto the monotonic clock.
@@ -320,11 +309,6 @@ impl Record {
             .map_or(0, |d| d.as_micros() as i128);
         Record {
             answers: Mutex::default(),
-            holders: Mutex::default(),
-            overlaps: Mutex::default(),
-            watch_errors: Mutex::default(),
-            watch_summary: Mutex::default(),
-            watching: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             epoch: (Instant::now(), wall),
         }
@@ -334,30 +318,10 @@ impl Record {
         self.answers.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
-    fn holders(&self) -> Vec<(Instant, [bool; 2])> {
-        self.holders.lock().map(|h| h.clone()).unwrap_or_default()
-    }
-
-    fn latest_holders(&self) -> [bool; 2] {
-        self.holders
-            .lock()
-            .ok()
-            .and_then(|h| h.last().map(|s| s.1))
-            .unwrap_or([false; 2])
-    }
-
-    /// When `gw` first did not hold the VIP after `after`, per the watcher.
-    fn released(&self, gw: usize, after: Instant) -> Option<Instant> {
-        self.holders()
-            .into_iter()
-            .find(|(at, held)| *at > after && !held[gw])
-            .map(|(at, _)| at)
-    }
-
     /// A wall-clock time of the watcher (ms since 1970) on this process's clock.
-    fn instant(&self, unix_ms: i128) -> Instant {
+    fn instant(&self, unix_ms: u64) -> Instant {
         let (instant, wall_us) = self.epoch;
-        let offset = unix_ms * 1000 - wall_us;
+        let offset = i128::from(unix_ms) * 1000 - wall_us;
         let magnitude = Duration::from_micros(offset.unsigned_abs() as u64);
         if offset >= 0 {
             instant + magnitude
@@ -366,73 +330,15 @@ impl Record {
         }
     }
 
-    /// One line of vip-watch.py's output.
-    fn watched(&self, line: &str) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let time = |i: usize| words.get(i).and_then(|w| w.parse::<i128>().ok());
-        let gw = |name: Option<&&str>| GW_NAMES.iter().position(|n| Some(n) == name);
-        match (words.first().copied(), words.len()) {
-            (Some("ready"), 2) => self.watching.store(true, Ordering::SeqCst),
-            (Some(what @ ("hold" | "release")), 4) => {
-                if let (Some(at), Some(gw)) = (time(1), gw(words.get(3))) {
-                    let at = self.instant(at);
-                    if let Ok(mut holders) = self.holders.lock() {
-                        let mut now = holders.last().map_or([false; 2], |h| h.1);
-                        now[gw] = what == "hold";
-                        holders.push((at, now));
-                    }
-                    return;
-                }
-                self.watch_error(format!("unreadable watcher line: {line}"));
-            }
-            (Some("overlap"), 5) => match (time(2), time(3)) {
-                (Some(from), Some(to)) => {
-                    let span = (self.instant(from), self.instant(to));
-                    if let Ok(mut overlaps) = self.overlaps.lock() {
-                        overlaps.push(span);
-                    }
-                }
-                _ => self.watch_error(format!("unreadable watcher line: {line}")),
-            },
-            (Some("summary"), _) => {
-                if let Ok(mut summary) = self.watch_summary.lock() {
-                    *summary = Some(line.to_string());
-                }
-            }
-            _ => self.watch_error(line.to_string()),
-        }
-    }
-
-    fn watch_error(&self, text: String) {
-        eprintln!("  watcher: {text}");
-        if let Ok(mut errors) = self.watch_errors.lock() {
-            errors.push(text);
-        }
-    }
-
-    /// The watcher's overlaps that began in [from, to), each with its whole duration: an
-    /// overlap belongs to the phase of a run in which it began (a killed keepalived's VIP
-    /// beside gw-b's to the SIGKILL row, although it lasts past the restart), and none is
-    /// counted in two rows. One still open (two hold now) counts up to now.
-    fn two_holders(&self, from: Instant, to: Instant) -> TwoHolders {
-        let mut spans = self.overlaps.lock().map(|o| o.clone()).unwrap_or_default();
-        let holders = self.holders();
-        if holders.last().is_some_and(|h| h.1 == [true, true]) {
-            let now = Instant::now();
-            let open = holders
-                .iter()
-                .rev()
-                .take_while(|h| h.1 == [true, true])
-                .last()
-                .map_or(now, |h| h.0);
-            spans.push((open, now.max(open)));
-        }
-        let mut two = TwoHolders::default();
-        for (start, end) in spans.into_iter().filter(|o| o.0 >= from && o.0 < to) {
-            two.overlaps += 1;
-            two.total += end - start;
-        }
-        two
+    /// An instant of this process's clock as the watcher's wall clock (ms since 1970).
+    fn unix_ms(&self, at: Instant) -> u64 {
+        let (instant, wall_us) = self.epoch;
+        let us = if at >= instant {
+            wall_us + (at - instant).as_micros() as i128
+        } else {
+            wall_us - (instant - at).as_micros() as i128
+        };
+        u64::try_from(us / 1000).unwrap_or(0)
     }
 
     fn answered_by_since(&self, gw: usize, since: Instant) -> bool {
@@ -444,30 +350,21 @@ impl Record {
         })
     }
 
-    /// `gw` alone held the VIP and alone answered since `window`, answers flow, and the
-    /// watcher watches.
-    fn steady_on(&self, gw: usize, window: Instant) -> bool {
-        let now = Instant::now();
-        let answers = self.answers();
-        let recent: Vec<_> = answers.iter().filter(|a| a.0 >= window).collect();
-        let flowing = answers
-            .last()
-            .is_some_and(|a| a.1 == gw && now - a.0 < Duration::from_millis(100));
-        let alone = self.holders.lock().is_ok_and(|h| {
-            h.last()
-                .is_some_and(|(at, held)| *at <= window && held[gw] && !held[1 - gw])
-        });
-        self.watching.load(Ordering::SeqCst)
-            && flowing
-            && alone
-            && recent.len() > 10
-            && recent.iter().all(|a| a.1 == gw)
+    /// The outage over [from, to] (`outage`), less the probe interval.
+    fn outage(&self, from: Instant, to: Instant) -> Duration {
+        let origin = self.epoch.0;
+        let since = |t: Instant| t.saturating_duration_since(origin);
+        let answers: Vec<(Duration, usize)> = self
+            .answers()
+            .into_iter()
+            .map(|(t, gw)| (since(t), gw))
+            .collect();
+        outage::longest_gap(&answers, since(from), since(to)).less(PROBE_EVERY)
     }
 }
 
-/// Answers every datagram to VIP:PORT in `host`'s namespace with the gateway's index.
-fn responder(host: &Host, gw: usize, record: Arc<Record>) -> JoinHandle<()> {
-    let netns = host.netns.clone();
+/// Answers every datagram to VIP:PORT in `netns` with the gateway's index.
+fn responder(netns: String, vip: Ipv4Addr, gw: usize, record: Arc<Record>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         enter_netns(&netns);
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
@@ -476,7 +373,7 @@ fn responder(host: &Host, gw: usize, record: Arc<Record>) -> JoinHandle<()> {
         socket
             .set_freebind_v4(true)
             .unwrap_or_else(|e| panic!("IP_FREEBIND in {netns}: {e}"));
-        let address = SocketAddr::V4(SocketAddrV4::new(VIP, PORT));
+        let address = SocketAddr::V4(SocketAddrV4::new(vip, PORT));
         socket
             .bind(&address.into())
             .unwrap_or_else(|e| panic!("responder bind {address} in {netns}: {e}"));
@@ -492,14 +389,13 @@ fn responder(host: &Host, gw: usize, record: Arc<Record>) -> JoinHandle<()> {
     })
 }
 
-/// Sends a datagram to the VIP every PROBE_EVERY from the client and records each answer.
-fn probe(client: &Host, record: Arc<Record>) -> JoinHandle<()> {
-    let netns = client.netns.clone();
+/// Sends a datagram to the VIP every PROBE_EVERY from `netns` and records each answer.
+fn probe(netns: String, vip: Ipv4Addr, record: Arc<Record>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         enter_netns(&netns);
         let socket =
             UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("probe socket in {netns}: {e}"));
-        let target = SocketAddrV4::new(VIP, PORT);
+        let target = SocketAddrV4::new(vip, PORT);
         let mut next = Instant::now();
         let mut buf = [0u8; 16];
         while !record.stop.load(Ordering::Relaxed) {
@@ -520,104 +416,7 @@ fn probe(client: &Host, record: Arc<Record>) -> JoinHandle<()> {
     })
 }
 
-/// `scripts/vip-watch.py` in the bridge namespace, watching both gateways: its lines go
-/// to the record. It stops when its stdin closes (`stop`, or this process dying).
-struct Watch {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Watch {
-    /// Starts the watcher and waits (bounded) until it is subscribed.
-    fn start(bridge_netns: &str, gateways: [&Host; 2], record: Arc<Record>) -> Watch {
-        let mut child = Command::new("python3")
-            .arg(VIP_WATCH)
-            .args(["--netns", bridge_netns, "--vip", &format!("crm={VIP}")])
-            .args(["--node", &format!("{}={}", GW_NAMES[A], gateways[A].netns)])
-            .args(["--node", &format!("{}={}", GW_NAMES[B], gateways[B].netns)])
-            // Ends with the bench (stdin), never on its own clock.
-            .args(["--seconds", "604800"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start python3 {VIP_WATCH}: {e}"));
-        let stdin = child.stdin.take();
-        let mut threads = Vec::new();
-        if let Some(stdout) = child.stdout.take() {
-            let record = record.clone();
-            threads.push(std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    record.watched(&line);
-                }
-                record.watching.store(false, Ordering::SeqCst);
-            }));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            let record = record.clone();
-            threads.push(std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    record.watch_error(format!("stderr: {line}"));
-                }
-            }));
-        }
-        let watch = Watch {
-            child,
-            stdin,
-            threads,
-        };
-        if wait_for(Duration::from_secs(10), || {
-            record.watching.load(Ordering::SeqCst)
-        })
-        .is_none()
-        {
-            panic!(
-                "{VIP_WATCH} did not get ready within 10 s: {:?}",
-                record
-                    .watch_errors
-                    .lock()
-                    .map(|e| e.clone())
-                    .unwrap_or_default()
-            );
-        }
-        watch
-    }
-
-    /// Closes its stdin (it prints its summary and exits), bounded; then kills it.
-    fn stop(&mut self) {
-        drop(self.stdin.take());
-        let stopped = wait_for(Duration::from_secs(5), || {
-            self.child.try_wait().is_ok_and(|s| s.is_some())
-        });
-        if stopped.is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
 // ---- Analysis -------------------------------------------------------------------------------
-
-/// The longest gap between consecutive answers in (from, to], counting from the last answer
-/// before `from`, minus the probe interval. `to` is the moment the run was settled.
-fn outage(answers: &[(Instant, usize)], from: Instant, to: Instant) -> Duration {
-    let mut previous = answers
-        .iter()
-        .rev()
-        .find(|a| a.0 <= from)
-        .map_or(from, |a| a.0);
-    let mut longest = Duration::ZERO;
-    for (when, _) in answers.iter().filter(|a| a.0 > from && a.0 <= to) {
-        longest = longest.max(*when - previous);
-        previous = *when;
-    }
-    longest = longest.max(to.saturating_duration_since(previous));
-    longest.saturating_sub(PROBE_EVERY)
-}
 
 /// Polls `check` every 5 ms for at most `limit`; returns when it first held.
 fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Instant> {
@@ -661,132 +460,114 @@ impl Sample {
     }
 }
 
-fn sample(
-    record: &Record,
-    row: &'static str,
-    from: Instant,
-    to: Instant,
-    failed: Option<String>,
-) -> Sample {
-    Sample {
-        row,
-        outage: Some(outage(&record.answers(), from, to)),
-        failed,
-        two_holders: record.two_holders(from, to),
-        figures: Vec::new(),
-    }
-}
-
 // ---- The HA daemons -------------------------------------------------------------------------
 
-/// The daemons of one implementation in one lab.
+/// The daemons of one implementation on the lab: havip's are the lab's (`lab.sh
+/// start-havip`, PID files in the lab's directories); keepalived, which the lab does not
+/// run, is started here, in the gateways' namespaces, with its files beside them.
 struct Cluster {
     kind: Kind,
-    dir: tempfile::TempDir,
-    key: PathBuf,
-    hosts: Vec<Host>,
-    /// gw-a, gw-b, and the witness (havip only).
-    daemons: Vec<Option<Proc>>,
+    /// keepalived on gw-a and gw-b.
+    keepalived: Vec<Option<Child>>,
 }
 
 impl Cluster {
-    fn new(kind: Kind, hosts: Vec<Host>) -> Cluster {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot make a temp dir: {e}"));
-        let key = dir.path().join("cluster.key");
-        if matches!(kind, Kind::Havip { .. }) {
-            sh(&[havip(), "keygen", "--out", &key.to_string_lossy()]);
-        }
+    fn new(kind: Kind) -> Cluster {
         Cluster {
             kind,
-            dir,
-            key,
-            daemons: (0..hosts.len()).map(|_| None).collect(),
-            hosts,
+            keepalived: (0..GW_NAMES.len()).map(|_| None).collect(),
         }
     }
 
-    fn node_dir(&self, node: usize) -> PathBuf {
-        let dir = self.dir.path().join(self.name(node));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir:?}: {e}"));
-        dir
-    }
-
-    fn name(&self, node: usize) -> &'static str {
-        NODE_NAMES[node]
-    }
-
-    fn nodes(&self) -> usize {
+    /// The nodes that run a daemon: gw-a, gw-b and (havip) the witness.
+    fn names(&self) -> Vec<String> {
         match self.kind {
-            Kind::Havip { .. } => 3,
-            Kind::Keepalived { .. } => 2,
+            Kind::Havip { .. } => lab::havip_nodes(),
+            Kind::Keepalived { .. } => GW_NAMES.iter().map(|n| n.to_string()).collect(),
         }
     }
 
-    fn start_all(&mut self, lab: &mut Lab) {
-        for node in 0..self.nodes() {
-            self.start(lab, node);
+    fn start_all(&mut self) {
+        match self.kind {
+            Kind::Havip { .. } => {
+                lab_sh(&["start-havip"]);
+            }
+            Kind::Keepalived { .. } => {
+                for node in 0..GW_NAMES.len() {
+                    self.start(node);
+                }
+            }
         }
     }
 
-    fn start(&mut self, lab: &mut Lab, node: usize) {
-        let proc = match self.kind.clone() {
-            Kind::Havip { timers } => {
-                let config = self.havip_config(node, timers.as_ref());
-                lab.spawn(
-                    &self.hosts[node],
-                    havip(),
-                    &["run", "--config", &config.to_string_lossy()],
-                )
+    fn start(&mut self, node: usize) {
+        let name = GW_NAMES[node];
+        match self.kind.clone() {
+            Kind::Havip { .. } => {
+                lab_sh(&["start-havip", name]);
             }
             Kind::Keepalived { advert_int } => {
-                let dir = self.node_dir(node);
+                let dir = lab::dir(name);
                 let config = self.keepalived_config(node, advert_int);
-                let (pid, vrrp_pid) = (dir.join("keepalived.pid"), dir.join("vrrp.pid"));
+                let (pid, vrrp_pid) = (format!("{dir}/keepalived.pid"), format!("{dir}/vrrp.pid"));
                 // A SIGKILLed instance leaves its pid files behind.
                 let _ = std::fs::remove_file(&pid);
                 let _ = std::fs::remove_file(&vrrp_pid);
-                lab.spawn(
-                    &self.hosts[node],
-                    "keepalived",
-                    &[
+                let log = File::create(format!("{dir}/keepalived.log"))
+                    .unwrap_or_else(|e| panic!("{dir}/keepalived.log: {e}"));
+                let child = Command::new("ip")
+                    .args(["netns", "exec", &lab::netns(name), "keepalived"])
+                    .args([
                         "--dont-fork",
                         "--log-console",
                         "--vrrp",
                         "--use-file",
-                        &config.to_string_lossy(),
-                        "--pid",
-                        &pid.to_string_lossy(),
-                        "--vrrp_pid",
-                        &vrrp_pid.to_string_lossy(),
-                    ],
-                )
+                        &config,
+                    ])
+                    .args(["--pid", &pid, "--vrrp_pid", &vrrp_pid])
+                    .stdin(Stdio::null())
+                    .stdout(
+                        log.try_clone()
+                            .unwrap_or_else(|e| panic!("keepalived log: {e}")),
+                    )
+                    .stderr(log)
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot start keepalived in {name}: {e}"));
+                self.keepalived[node] = Some(child);
             }
-        };
-        self.daemons[node] = Some(proc);
+        }
     }
 
-    /// Every PID of `node`'s daemon: keepalived runs its VRRP work in a child process.
+    /// Every PID of `node`'s daemon (keepalived runs its VRRP work in a child process),
+    /// from the PID files, only those still alive in the node's namespace: a file left by
+    /// a killed daemon never makes the bench signal a stranger.
     fn pids(&self, node: usize) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.daemons[node].iter().map(|p| p.pid).collect();
-        if matches!(self.kind, Kind::Keepalived { .. }) {
-            let file = self.dir.path().join(self.name(node)).join("vrrp.pid");
-            if let Some(pid) = std::fs::read_to_string(file)
+        let name = GW_NAMES[node];
+        let read = |file: &str| {
+            std::fs::read_to_string(format!("{}/{file}", lab::dir(name)))
                 .ok()
                 .and_then(|t| t.trim().parse().ok())
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        };
+        let pids: Vec<u32> = match self.kind {
+            Kind::Havip { .. } => read("havip.pid").into_iter().collect(),
+            Kind::Keepalived { .. } => self.keepalived[node]
+                .iter()
+                .map(|c| c.id())
+                .chain(read("vrrp.pid"))
+                .collect(),
+        };
+        pids.into_iter()
+            .filter(|pid| in_netns(*pid, &lab::netns(name)))
+            .collect()
     }
 
-    /// SIGKILL of every process of `node`'s daemon at once, as a crash would.
-    fn sigkill(&mut self, lab: &mut Lab, node: usize) {
-        for pid in self.pids(node).into_iter().skip(1) {
-            signal(pid, libc::SIGKILL);
-        }
-        if let Some(proc) = self.daemons[node].take() {
-            lab.kill(&proc);
+    /// SIGKILL of every process of `node`'s daemon at once, as a crash would. The lab's
+    /// supervisor then runs `havip release` (systemd's `ExecStopPost=`); keepalived has no
+    /// such step.
+    fn sigkill(&mut self, node: usize) {
+        self.signal_all(node, libc::SIGKILL);
+        if let Some(mut child) = self.keepalived[node].take() {
+            let _ = child.wait();
         }
     }
 
@@ -797,67 +578,53 @@ impl Cluster {
         }
     }
 
-    /// What systemd's `ExecStopPost=havip release` (conf/havip.service) does once a havip
-    /// daemon has died: removes the VIPs it could not. keepalived has no such step.
-    fn after_death(&mut self, lab: &mut Lab, node: usize) {
-        if let Kind::Havip { .. } = self.kind {
-            let config = self.node_dir(node).join("havip.toml");
-            let proc = lab.spawn(
-                &self.hosts[node],
-                havip(),
-                &["release", "--config", &config.to_string_lossy()],
-            );
-            if lab.wait(&proc, Duration::from_secs(5)) != Some(0) {
-                eprintln!(
-                    "havip release on {} failed: {}",
-                    self.name(node),
-                    proc.stderr()
-                );
-            }
-        }
-    }
-
     /// SIGTERM, then waits (bounded) for the daemon to exit.
-    fn sigterm(&mut self, lab: &mut Lab, node: usize) {
-        if let Some(proc) = self.daemons[node].take() {
-            signal(proc.pid, libc::SIGTERM);
-            if lab.wait(&proc, Duration::from_secs(10)).is_none() {
-                eprintln!(
-                    "  {} did not exit within 10 s of SIGTERM; killing it",
-                    self.name(node)
-                );
-                lab.kill(&proc);
+    fn sigterm(&mut self, node: usize) {
+        let name = GW_NAMES[node];
+        match self.kind {
+            // The lab's stop: waits for the daemon and for its supervisor's release.
+            Kind::Havip { .. } => {
+                lab_sh(&["stop-havip", name, "TERM"]);
+            }
+            Kind::Keepalived { .. } => {
+                if let Some(mut child) = self.keepalived[node].take() {
+                    signal(child.id(), libc::SIGTERM);
+                    let exited = wait_for(Duration::from_secs(10), || {
+                        child.try_wait().is_ok_and(|s| s.is_some())
+                    });
+                    if exited.is_none() {
+                        eprintln!("  {name} did not exit within 10 s of SIGTERM; killing it");
+                        let _ = child.kill();
+                    }
+                    let _ = child.wait();
+                }
             }
         }
     }
 
-    fn havip_config(&self, node: usize, timers: Option<&Timers>) -> PathBuf {
-        let dir = self.node_dir(node);
-        let text = havip_config_text(node, timers, &dir, &self.key);
-        write(&dir.join("havip.toml"), &text)
-    }
-
-    fn socket(&self, node: usize) -> PathBuf {
-        self.dir.path().join(self.name(node)).join("havip.sock")
-    }
-
-    fn keepalived_config(&self, node: usize, advert_int: &str) -> PathBuf {
+    /// keepalived's configuration for gateway `node`: one VRRP instance for `crm`, its
+    /// addresses from the lab, its priority the one havip's configuration gives the node.
+    fn keepalived_config(&self, node: usize, advert_int: &str) -> String {
+        let name = GW_NAMES[node];
+        let priority = effective_config(name)
+            .group(GROUP)
+            .map_or(100, |g| g.priority);
         let text = format!(
-            "global_defs {{\n  router_id {name}\n  vrrp_version 3\n}}\n\nvrrp_instance crm {{\n  state BACKUP\n  interface {LAN}\n  virtual_router_id 50\n  priority {priority}\n  advert_int {advert_int}\n  unicast_src_ip 198.18.0.{me}\n  unicast_peer {{\n    198.18.0.{peer}\n  }}\n  virtual_ipaddress {{\n    {VIP_CIDR} dev {LAN}\n  }}\n}}\n",
-            name = self.name(node),
-            priority = [150, 100][node],
-            me = 11 + node,
-            peer = 12 - node,
+            "global_defs {{\n  router_id {name}\n  vrrp_version 3\n}}\n\nvrrp_instance {GROUP} {{\n  state BACKUP\n  interface {LAN}\n  virtual_router_id 50\n  priority {priority}\n  advert_int {advert_int}\n  unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n  virtual_ipaddress {{\n    {vip}/24 dev {LAN}\n  }}\n}}\n",
+            me = lab::address_of(name),
+            peer = lab::address_of(GW_NAMES[1 - node]),
+            vip = lab::address_of(GROUP),
         );
-        write(&self.node_dir(node).join("keepalived.conf"), &text)
+        let path = format!("{}/keepalived.conf", lab::dir(name));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+        path
     }
 
     /// `havip failover ARGS --group crm` through gw-a's control socket.
     fn failover(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new(havip())
-            .args(["failover", "--socket"])
-            .arg(self.socket(A))
-            .args(["--group", "crm"])
+            .args(["failover", "--config", &lab::config(GW_NAMES[A])])
+            .args(["--group", GROUP])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -873,27 +640,38 @@ impl Cluster {
         }
     }
 
-    fn logs(&self) -> String {
-        self.daemons
-            .iter()
-            .flatten()
-            .map(|d| d.stderr())
-            .collect::<Vec<_>>()
-            .join("\n")
+    /// The last `lines` lines of every daemon's log.
+    fn logs(&self, lines: usize) -> String {
+        match self.kind {
+            Kind::Havip { .. } => lab::logs(lines),
+            Kind::Keepalived { .. } => self
+                .names()
+                .iter()
+                .map(|n| {
+                    let log = std::fs::read_to_string(format!("{}/keepalived.log", lab::dir(n)))
+                        .unwrap_or_default();
+                    format!("--- {n}\n{}", tail(&log, lines))
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
     }
+}
+
+/// Whether process `pid` lives in network namespace `netns` (the same nsfs inode).
+fn in_netns(pid: u32, netns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |path: String| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let theirs = id(format!("/proc/{pid}/ns/net"));
+    theirs.is_some() && theirs == id(format!("/run/netns/{netns}"))
 }
 
 fn havip() -> &'static str {
     env!("CARGO_BIN_EXE_havip")
 }
 
-fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {path:?}: {e}"));
-    path.to_path_buf()
-}
-
 fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a PID of a process this bench started.
+    // SAFETY: kill(2) on a PID of a process this bench or the lab started.
     unsafe {
         libc::kill(pid as i32, signal);
     }
@@ -903,66 +681,140 @@ fn signal(pid: u32, signal: i32) {
 
 /// One lab with one implementation's daemons and the measuring threads.
 struct Bench {
-    lab: Lab,
+    /// The implementation's label in the table.
+    label: String,
     cluster: Cluster,
     record: Arc<Record>,
     threads: Vec<JoinHandle<()>>,
     watch: Watch,
-    bridge_netns: String,
-    ports: [String; 2],
     /// The kernel lifetime of havip's VIP (the effective `address_lifetime`).
     address_lifetime: Option<Duration>,
 }
 
 impl Bench {
+    /// A fresh lab (`lab.sh up`) for `kind`, its watcher and measuring threads; the
+    /// daemons are not started yet.
     fn new(kind: Kind) -> Bench {
-        let mut lab = Lab::new();
-        let a = lab.host("gwa", 11);
-        let b = lab.host("gwb", 12);
-        let witness = lab.host("wit", 13);
-        let client = lab.host("cl", 100);
-        // Lab::new names the bridge namespace after the hosts' common prefix.
-        let bridge_netns = format!("{}br", a.netns.trim_end_matches("gwa"));
-        let record = Arc::new(Record::new());
-        let watch = Watch::start(&bridge_netns, [&a, &b], record.clone());
-        let threads = vec![
-            responder(&a, A, record.clone()),
-            responder(&b, B, record.clone()),
-            probe(&client, record.clone()),
-        ];
-        let ports = [a.port.clone(), b.port.clone()];
-        let address_lifetime = match &kind {
-            Kind::Havip { timers } => effective_config(timers.as_ref())
-                .group("crm")
-                .map(|g| g.address_lifetime),
-            Kind::Keepalived { .. } => None,
+        lab_sh(&["up"]);
+        let (label, address_lifetime) = match &kind {
+            Kind::Havip { name, timers } => {
+                // The same [timers] on every node, as the config requires.
+                for node in lab::havip_nodes() {
+                    let path = lab::config(&node);
+                    let text =
+                        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    std::fs::write(&path, set_timers(&text, timers.as_ref()))
+                        .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+                }
+                let config = effective_config(GW_NAMES[A]);
+                (
+                    havip_label(name, timers.is_none(), &config),
+                    config.group(GROUP).map(|g| g.address_lifetime),
+                )
+            }
+            Kind::Keepalived { advert_int } => {
+                (format!("keepalived (advert_int {advert_int})"), None)
+            }
         };
-        let cluster = Cluster::new(kind, vec![a, b, witness]);
+        let vip: Ipv4Addr = lab::address_of(GROUP)
+            .parse()
+            .unwrap_or_else(|e| panic!("the VIP of {GROUP} in vagrant/nodes.conf: {e}"));
+        let record = Arc::new(Record::new());
+        // Ends with the bench (its stdin), never on its own clock.
+        let watch = lab::watch(604_800);
+        {
+            let w = watch.lock();
+            assert!(
+                w.ready,
+                "the watcher did not get ready within 10 s: {:?} {:?}",
+                w.errors, w.stderr
+            );
+        }
+        let threads = vec![
+            responder(lab::netns(GW_NAMES[A]), vip, A, record.clone()),
+            responder(lab::netns(GW_NAMES[B]), vip, B, record.clone()),
+            probe(lab::netns("client"), vip, record.clone()),
+        ];
         Bench {
-            lab,
-            cluster,
+            label,
+            cluster: Cluster::new(kind),
             record,
             threads,
             watch,
-            bridge_netns,
-            ports,
             address_lifetime,
         }
     }
 
+    /// Whether gw-a and gw-b hold the VIP now, per the watcher.
+    fn holders_now(&self) -> [bool; 2] {
+        let holders = self.watch.lock().holders(GROUP);
+        GW_NAMES.map(|n| holders.iter().any(|h| h == n))
+    }
+
+    /// When `gw` first did not hold the VIP after `after`, per the watcher.
+    fn released(&self, gw: usize, after: Instant) -> Option<Instant> {
+        let after_ms = self.record.unix_ms(after);
+        self.watch
+            .lock()
+            .released(GW_NAMES[gw], GROUP, after_ms)
+            .map(|ms| self.record.instant(ms))
+    }
+
+    /// The watcher's overlaps (any group) that began in [from, to), each with its whole
+    /// duration: an overlap belongs to the phase of a run in which it began (a killed
+    /// keepalived's VIP beside gw-b's to the SIGKILL row, although it lasts past the
+    /// restart), and none is counted in two rows. One still open counts up to now.
+    fn two_holders(&self, from: Instant, to: Instant) -> TwoHolders {
+        let (from_ms, to_ms) = (self.record.unix_ms(from), self.record.unix_ms(to));
+        let now_ms = self.record.unix_ms(Instant::now());
+        let mut two = TwoHolders::default();
+        for o in self
+            .watch
+            .lock()
+            .overlaps
+            .iter()
+            .filter(|o| o.from_ms >= from_ms && o.from_ms < to_ms)
+        {
+            two.overlaps += 1;
+            two.total += Duration::from_millis(o.ms(now_ms));
+        }
+        two
+    }
+
+    /// `gw` alone held the VIP and alone answered since `window`, answers flow, and the
+    /// watcher watches.
+    fn steady_on(&self, gw: usize, window: Instant) -> bool {
+        let now = Instant::now();
+        let answers = self.record.answers();
+        let recent: Vec<_> = answers.iter().filter(|a| a.0 >= window).collect();
+        let flowing = answers
+            .last()
+            .is_some_and(|a| a.1 == gw && now - a.0 < Duration::from_millis(100));
+        let window_ms = self.record.unix_ms(window);
+        let (watching, alone) = {
+            let w = self.watch.lock();
+            (
+                w.ready && !w.ended,
+                w.holders(GROUP) == [GW_NAMES[gw]]
+                    && w.last_change(GROUP).is_some_and(|at| at <= window_ms),
+            )
+        };
+        watching && flowing && alone && recent.len() > 10 && recent.iter().all(|a| a.1 == gw)
+    }
+
     /// Waits until `gw` has held the VIP alone and alone answered for STEADY.
     fn settle(&self, gw: usize, limit: Duration) -> Result<Instant, String> {
-        wait_for(limit, || self.record.steady_on(gw, Instant::now() - STEADY)).ok_or_else(|| {
-            let watching = if self.record.watching.load(Ordering::SeqCst) {
-                ""
-            } else {
+        wait_for(limit, || self.steady_on(gw, Instant::now() - STEADY)).ok_or_else(|| {
+            let watching = if self.watch.lock().ended {
                 "; the watcher has stopped"
+            } else {
+                ""
             };
             format!(
                 "{} did not hold the VIP alone and answer within {limit:?} (holders now {:?}{watching})\n{}",
                 GW_NAMES[gw],
-                self.record.latest_holders(),
-                tail(&self.cluster.logs(), 30)
+                self.holders_now(),
+                self.cluster.logs(30)
             )
         })
     }
@@ -979,17 +831,23 @@ impl Bench {
         to: Instant,
         failed: Option<String>,
     ) -> Sample {
-        sample(&self.record, row, from, to, failed)
+        Sample {
+            row,
+            outage: Some(self.record.outage(from, to)),
+            failed,
+            two_holders: self.two_holders(from, to),
+            figures: Vec::new(),
+        }
     }
 
     fn hard_failure(&mut self) -> Vec<Sample> {
-        let host = self.cluster.hosts[A].clone();
+        let netns = lab::netns(GW_NAMES[A]);
         let cut = Instant::now();
-        host.ip(&["link", "set", LAN, "down"]);
+        lab::ip(&["-n", &netns, "link", "set", LAN, "down"]);
         let taken = self.answered(B, cut, TAKEOVER);
         std::thread::sleep(Duration::from_millis(500));
         let restored = Instant::now();
-        host.ip(&["link", "set", LAN, "up"]);
+        lab::ip(&["-n", &netns, "link", "set", LAN, "up"]);
         let back = self.settle(A, Duration::from_secs(30));
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
         vec![
@@ -1005,20 +863,17 @@ impl Bench {
 
     fn daemon_kill(&mut self) -> Vec<Sample> {
         let killed = Instant::now();
-        self.cluster.sigkill(&mut self.lab, A);
-        self.cluster.after_death(&mut self.lab, A);
+        self.cluster.sigkill(A);
         let taken = self.answered(B, killed, TAKEOVER);
         let stale_gone = match self.cluster.kind {
-            // `havip release` (ExecStopPost) removed it; else the kernel would, when its
-            // lifetime runs out. When it went is the watcher's release event.
-            Kind::Havip { .. } => {
-                wait_for(Duration::from_secs(10), || !self.record.latest_holders()[A])
-                    .and_then(|_| self.record.released(A, killed))
-            }
+            // The lab's supervisor ran `havip release` (ExecStopPost); else the kernel
+            // would, when its lifetime runs out. When it went is the watcher's release.
+            Kind::Havip { .. } => wait_for(Duration::from_secs(10), || !self.holders_now()[A])
+                .and_then(|_| self.released(A, killed)),
             // keepalived never removes it: look again 2 s after gw-b took over, then restart.
             Kind::Keepalived { .. } => {
                 std::thread::sleep(Duration::from_secs(2));
-                self.record.released(A, killed)
+                self.released(A, killed)
             }
         };
         let (restarted, failback) = self.restart_with_failback();
@@ -1049,8 +904,8 @@ impl Bench {
         let gone = match self.address_lifetime {
             Some(lifetime) => {
                 let limit = lifetime + Duration::from_secs(5);
-                let gone = wait_for(limit, || !self.record.latest_holders()[A])
-                    .and_then(|_| self.record.released(A, stopped));
+                let gone = wait_for(limit, || !self.holders_now()[A])
+                    .and_then(|_| self.released(A, stopped));
                 if gone.is_none() && failed.is_none() {
                     // The kernel lifetime is the only bound on a frozen master's address.
                     failed = Some(format!(
@@ -1061,7 +916,7 @@ impl Bench {
             }
             None => {
                 std::thread::sleep(Duration::from_secs(2));
-                self.record.released(A, stopped)
+                self.released(A, stopped)
             }
         };
         let continued = Instant::now();
@@ -1083,7 +938,7 @@ impl Bench {
     /// when it was started, and the failback's sample.
     fn restart_with_failback(&mut self) -> (Instant, Sample) {
         let restarted = Instant::now();
-        self.cluster.start(&mut self.lab, A);
+        self.cluster.start(A);
         let back = self.settle(A, Duration::from_secs(30));
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
         let failback = self.sample("failback (daemon restarted)", restarted, end, back.err());
@@ -1092,7 +947,7 @@ impl Bench {
 
     fn graceful_stop(&mut self) -> Vec<Sample> {
         let stopped = Instant::now();
-        self.cluster.sigterm(&mut self.lab, A);
+        self.cluster.sigterm(A);
         let taken = self.answered(B, stopped, TAKEOVER);
         std::thread::sleep(Duration::from_millis(500));
         let (restarted, failback) = self.restart_with_failback();
@@ -1110,27 +965,18 @@ impl Bench {
     fn partition(&mut self) -> Vec<Sample> {
         let rules = format!(
             "table bridge partition {{\n  chain cut {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{a}\" oifname \"{b}\" drop\n    iifname \"{b}\" oifname \"{a}\" drop\n  }}\n}}\n",
-            a = self.ports[A],
-            b = self.ports[B]
+            a = lab::port(GW_NAMES[A]),
+            b = lab::port(GW_NAMES[B])
         );
-        let file = write(&self.cluster.dir.path().join("partition.nft"), &rules);
         let started = Instant::now();
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.bridge_netns,
-            "nft",
-            "-f",
-            &file.to_string_lossy(),
-        ]);
+        lab::nft(lab::BRIDGE, &rules);
         std::thread::sleep(PARTITION);
         let healed = Instant::now();
         sh(&[
             "ip",
             "netns",
             "exec",
-            &self.bridge_netns,
+            lab::BRIDGE,
             "nft",
             "delete",
             "table",
@@ -1141,7 +987,7 @@ impl Bench {
         let back = self.settle(A, Duration::from_secs(90));
         let end = back.as_ref().map_or(Instant::now(), |t| *t);
         let mut whole = self.sample(Fault::Partition.row(), started, end, back.err());
-        let after = outage(&self.record.answers(), healed, end);
+        let after = self.record.outage(healed, end);
         whole.figures = vec![("outage after healing", Some(after))];
         vec![whole]
     }
@@ -1150,7 +996,7 @@ impl Bench {
         let started = Instant::now();
         let moved = self
             .cluster
-            .failover(&["--to", "gw-b"])
+            .failover(&["--to", GW_NAMES[B]])
             .and_then(|()| self.settle(B, Duration::from_secs(15)));
         let cleared = Instant::now();
         let back = self
@@ -1179,6 +1025,16 @@ impl Bench {
         }
     }
 
+    /// The watcher's errors (events may be lost) and anything it wrote to stderr.
+    fn watch_errors(&self) -> Vec<String> {
+        let w = self.watch.lock();
+        w.errors
+            .iter()
+            .cloned()
+            .chain(w.stderr.iter().map(|l| format!("stderr: {l}")))
+            .collect()
+    }
+
     /// CPU (% of one core) and RSS of gw-a's daemon, all its processes, over `span`.
     fn idle_usage(&self, span: Duration) -> Option<(f64, f64)> {
         let pids = self.cluster.pids(A);
@@ -1197,20 +1053,23 @@ impl Bench {
 
 impl Drop for Bench {
     fn drop(&mut self) {
-        // Stop the threads and the watcher before Lab's Drop removes their namespaces.
+        // Stop the threads and the watcher before the lab's namespaces go.
         self.record.stop.store(true, Ordering::Relaxed);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        // A frozen daemon (a run that panicked mid-SIGSTOP) dies of SIGKILL all the same.
-        // keepalived's VRRP child is not Lab's child: kill it by its PID.
-        for node in 0..self.cluster.nodes() {
-            self.cluster.sigkill(&mut self.lab, node);
+        // keepalived is ours to end; a frozen one dies of SIGKILL all the same.
+        for node in 0..GW_NAMES.len() {
+            if matches!(self.cluster.kind, Kind::Keepalived { .. }) {
+                self.cluster.sigkill(node);
+            }
         }
         self.watch.stop();
-        if let Ok(Some(summary)) = self.record.watch_summary.lock().map(|s| s.clone()) {
+        if let Some(summary) = self.watch.lock().summary.clone() {
             eprintln!("  watcher, whole lab: {summary}");
         }
+        // Everything the lab runs (havip, its supervisors, the services), by PID.
+        lab::down_quietly("hv-");
     }
 }
 
@@ -1394,27 +1253,23 @@ fn main() {
             .filter(|f| implementation.faults.contains(f) && wanted(&settings.faults, f.key()))
             .collect();
         let mut bench = Bench::new(implementation.kind.clone());
+        let label = bench.label.clone();
         match bench.address_lifetime {
             Some(lifetime) => eprintln!(
-                "== {} (address_lifetime {})",
-                implementation.label,
+                "== {label} (address_lifetime {})",
                 format_duration(lifetime)
             ),
-            None => eprintln!("== {}", implementation.label),
+            None => eprintln!("== {label}"),
         }
-        bench.cluster.start_all(&mut bench.lab);
+        bench.cluster.start_all();
         if let Err(e) = bench.settle(A, Duration::from_secs(60)) {
             eprintln!("  never settled: {e}");
-            failures.push(format!(
-                "{}: never settled: {}",
-                implementation.label,
-                first_line(&e)
-            ));
+            failures.push(format!("{}: never settled: {}", label, first_line(&e)));
             // Every run it would have made is counted, as not run.
             for fault in &faults {
                 for _ in 0..settings.runs {
                     let s = Sample::not_run(fault.row(), format!("never settled: {e}"));
-                    add(&mut rows, &implementation.label, s);
+                    add(&mut rows, &label, s);
                 }
             }
             continue;
@@ -1424,9 +1279,9 @@ fn main() {
             match bench.idle_usage(settings.idle) {
                 Some((cpu, rss)) => eprintln!(
                     "IDLE {}: master {cpu:.3} % of one core, RSS {rss:.1} MiB over {:?}",
-                    implementation.label, settings.idle
+                    label, settings.idle
                 ),
-                None => eprintln!("IDLE {}: could not read /proc", implementation.label),
+                None => eprintln!("IDLE {}: could not read /proc", label),
             }
         }
         for fault in faults {
@@ -1451,26 +1306,21 @@ fn main() {
                     if let Some(why) = &s.failed {
                         failures.push(format!(
                             "{} {} run {run}: {}: {}",
-                            implementation.label,
+                            label,
                             fault.key(),
                             s.row,
                             first_line(why)
                         ));
                     }
-                    add(&mut rows, &implementation.label, s);
+                    add(&mut rows, &label, s);
                 }
             }
         }
-        let errors = bench
-            .record
-            .watch_errors
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default();
+        let errors = bench.watch_errors();
         if !errors.is_empty() {
             failures.push(format!(
                 "{}: the watcher reported {} error(s), first: {}",
-                implementation.label,
+                label,
                 errors.len(),
                 errors[0]
             ));

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Failover benchmark, havip against keepalived, in network namespaces (benches/failover_lab.rs).
+# Failover benchmark, havip against keepalived, on the lab of scripts/lab.sh (the e2e
+# suite's: vagrant/nodes.conf, conf/*.toml as provisioned) by benches/failover_lab.rs.
 # As root. Installs Debian's keepalived if missing but never enables or starts its service:
 # the bench runs its own instances by hand inside the lab's namespaces.
 #
 # Env: RUNS (default 10), IMPLS (havip,havip-tuned,havip-fast,ka-1,ka-0.1), FAULTS
 # (hard,kill,sigstop,stop,partition,manual), IDLE_SECS (default 30, 0 to skip). The table
 # goes to stdout, progress to stderr; the results belong in docs/failover-bench.md. Who
-# holds the VIP comes from scripts/vip-watch.py (python3), run in the lab's bridge namespace.
+# holds the VIP comes from scripts/vip-watch.py (python3), the lab's watcher. The lab's
+# names are fixed (hv-*): not beside the e2e suite, the demo or another lab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,28 +34,22 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then P
 command -v cargo >/dev/null || { echo "bench-failover.sh: cargo not found (install Rust, or run with sudo -E / as root with cargo in PATH)" >&2; exit 1; }
 cargo build --release --bench failover_lab --bin havip
 
-# Cleanup on any exit: the bench cleans up in Drop, but a signal skips Drop. Its lab
-# namespaces are named hv<bench pid>x<n>...; kill the processes left in them (ours: only
-# the bench starts processes there, the watcher's `ip monitor` included) by PID, then
-# delete the namespaces. The watcher itself (vip-watch.py, in this namespace) ends when the
-# bench's end closes its stdin.
+# Cleanup on any exit: the bench takes the lab down in Drop, but a signal skips Drop. Then
+# the bench is ended by its PID and `scripts/lab.sh down` ends whatever runs in the lab's
+# namespaces (the daemons, keepalived, the watcher's `ip monitor`) and deletes them. The
+# watcher itself (vip-watch.py, in this namespace) ends when the bench's end closes its stdin.
 bench_pid=""
 # shellcheck disable=SC2317  # called from the trap below, which shellcheck cannot follow
 cleanup() {
     [ -n "$bench_pid" ] || return 0
     kill "$bench_pid" 2>/dev/null || true
     wait "$bench_pid" 2>/dev/null || true
-    for ns in $(ip netns list | awk '{print $1}' | grep "^hv${bench_pid}x" || true); do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do
-            kill -9 "$pid" 2>/dev/null || true
-        done
-        ip netns del "$ns" 2>/dev/null || true
-    done
+    scripts/lab.sh down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Run the built binary directly so that $! is the bench itself (its PID names the lab).
+# Run the built binary directly so that $! is the bench itself.
 bench=$(find target/release/deps -maxdepth 1 -type f -executable -name 'failover_lab-*' \
     -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
 [ -n "$bench" ] || { echo "failover_lab bench binary not found" >&2; exit 1; }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The network-namespace twin of the lab (DESIGN.md "The lab"): one namespace per host of
-# vagrant/nodes.conf (hv-gw-a, hv-gw-b, hv-witness, hv-crm-1, hv-crm-2, hv-client), each
-# with one interface lan0 on 198.18.0.0/24 (and 2001:db8::/64), cabled to a bridge that
-# lives in its own namespace (hv-br). The veth pairs are created inside the namespaces,
-# so no interface ever appears on the host, and a host blackhole route for 198.18.0.0/24
-# keeps lab traffic from ever leaving the machine. Hosts are provisioned with the same
-# scripts as the Vagrant rig (vagrant/provision/*.sh) into /run/havip-lab/<node>/.
+# The network-namespace twin of the lab (DESIGN.md "The lab"), the one lab of the e2e
+# suite, the failover benchmark and the demo: one namespace per host of vagrant/nodes.conf
+# (hv-gw-a, hv-gw-b, hv-witness, hv-crm-1, hv-crm-2, hv-client), each with one interface
+# lan0 on 198.18.0.0/24 (and 2001:db8::/64), cabled to a bridge that lives in its own
+# namespace (hv-br, ports p-NODE). The veth pairs are created inside the namespaces, so no
+# interface ever appears on the host, and a host blackhole route for 198.18.0.0/24 keeps
+# lab traffic from ever leaving the machine. Hosts are provisioned with the same scripts
+# as the Vagrant rig (vagrant/provision/*.sh) into /run/havip-lab/<node>/. Who holds a VIP
+# is always scripts/vip-watch.py's answer (`watch`, `holders`).
 #
 # Usage (as root):
 #   scripts/lab.sh up                  clean what a crashed run left, build the topology,
@@ -14,29 +16,43 @@
 #   scripts/lab.sh start-havip [NODE]  start havip (the real data plane) in gw-a, gw-b,
 #                                      witness (or only NODE); PID in <dir>/havip.pid
 #   scripts/lab.sh stop-havip NODE [SIGNAL]  signal NODE's havip (default TERM) and wait
-#   scripts/lab.sh holders             "GROUP NODE" per VIP, NODE "none" or several
+#   scripts/lab.sh watch [ARGS]        run scripts/vip-watch.py on every havip node and every
+#                                      address of every VIP group (ARGS: e.g. --seconds N)
+#   scripts/lab.sh holders             "GROUP NODE" per VIP group, NODE "none" or several
 #   scripts/lab.sh status              namespaces, VIP holders, `havip status` per node
+#   scripts/lab.sh net [NODE...]       only the bridge and NODE's namespace and cable, with
+#                                      its addresses (no provisioning): a data-plane fixture
 #   scripts/lab.sh down                stop everything started (by PID), delete the
-#                                      namespaces and /run/havip-lab
-# Environment: HAVIP_BIN (default target/release/havip).
+#                                      namespaces and the lab's directory
+# Environment: HAVIP_BIN (default target/release/havip); HAVIP_LAB_PREFIX (default hv-):
+# the prefix of every namespace name, for a second lab beside the default one (the
+# data-plane tests make one per test, in parallel); its files go to
+# /run/havip-lab.PREFIX, so its `down` never touches the default lab's.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 nodes_conf=$repo/vagrant/nodes.conf
-run=/run/havip-lab
-bridge=hv-br
 bin=${HAVIP_BIN:-$repo/target/release/havip}
 
 die() { echo "lab: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces); run it with sudo"
 
+prefix=${HAVIP_LAB_PREFIX:-hv-}
+case $prefix in
+  hv-) run=/run/havip-lab ;;
+  *[!a-z0-9-]* | "") die "HAVIP_LAB_PREFIX '$prefix': only a-z, 0-9 and '-'" ;;
+  *) run=/run/havip-lab.${prefix%-} ;;
+esac
+bridge=${prefix}br
+
 # hosts [ROLE]: "name role address" lines of the node list (VIP lines excluded).
 hosts() {
   awk -v r="${1:-}" '$1 !~ /^#/ && NF == 3 && $2 != "vip" && (r == "" || $2 == r)' "$nodes_conf"
 }
-vips() { awk '$1 !~ /^#/ && NF == 3 && $2 == "vip" { print $1, $3 }' "$nodes_conf"; }
 havip_nodes() { hosts | awk '$2 == "gateway" || $2 == "witness" { print $1 }'; }
-ns() { echo "hv-$1"; }
+ns() { echo "$prefix$1"; }
+# has_netns NAME: the namespace exists (awk reads all of the list: no SIGPIPE under pipefail).
+has_netns() { ip netns list | awk -v n="$1" '$1 == n { found = 1 } END { exit !found }'; }
 
 # kill_pidfile FILE NETNS: signals the process of FILE only if it still lives in NETNS
 # (a stale PID file can never make us kill a stranger); TERM, then KILL after 3 s.
@@ -52,18 +68,24 @@ kill_pidfile() {
 }
 in_netns() { [ -n "$1" ] && ip netns identify "$1" 2>/dev/null | grep -qx "$2"; }
 
+# del_netns NAME: kills what still runs in the namespace (started by the lab, or a test
+# or benchmark on it) and deletes it.
+del_netns() {
+  local pid
+  has_netns "$1" || return 0
+  for pid in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  ip netns del "$1"
+}
+
 down() {
-  local name netns pid
+  local name netns
   for name in $(hosts | awk '{ print $1 }'); do
     netns=$(ns "$name")
     for f in "$run/$name"/*.pid; do [ -e "$f" ] && kill_pidfile "$f" "$netns"; done
-    if ip netns list | awk '{ print $1 }' | grep -qx "$netns"; then
-      # Whatever else still runs in a lab namespace was started by the lab.
-      for pid in $(ip netns pids "$netns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-      ip netns del "$netns"
-    fi
+    del_netns "$netns"
   done
-  if ip netns list | awk '{ print $1 }' | grep -qx "$bridge"; then ip netns del "$bridge"; fi
+  # The bridge's: the watcher's `ip monitor` runs there.
+  del_netns "$bridge"
   rm -rf "$run"
   # The blackhole route stays: it only ever keeps 198.18.0.0/24 off the host's network.
 }
@@ -74,28 +96,38 @@ add_netns() {
   ip netns exec "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
 }
 
-up() {
-  local name role address netns last
-  [ -x "$bin" ] || die "no havip binary at $bin (cargo build --release, or set HAVIP_BIN)"
-  down
+# The bridge's namespace and the host route that keeps the prefix on this machine.
+bridge_up() {
   # At a high metric, so that a host interface on the prefix (the Vagrant rig's bridge)
   # still wins while it exists; the blackhole only catches what nothing else routes.
   ip route replace blackhole 198.18.0.0/24 metric 4242
-  mkdir -p "$run"
+  has_netns "$bridge" && return 0
   add_netns "$bridge"
   ip -n "$bridge" link add br0 type bridge
   ip -n "$bridge" link set br0 up
-  while read -r name role address; do
-    netns=$(ns "$name")
-    add_netns "$netns"
-    # Both ends are born inside namespaces: the port in hv-br, lan0 in the host's.
-    ip -n "$bridge" link add "p-$name" type veth peer name lan0 netns "$netns"
-    ip -n "$bridge" link set "p-$name" master br0 up
-    last=${address##*.}
-    ip -n "$netns" addr add "$address/24" dev lan0
-    ip -n "$netns" addr add "2001:db8::$(printf '%x' "$last")/64" dev lan0 nodad
-    ip -n "$netns" link set lan0 up
-  done < <(hosts)
+}
+
+# cable NAME ADDRESS: NAME's namespace, cabled to the bridge, with its addresses.
+cable() {
+  local name=$1 address=$2 netns last
+  netns=$(ns "$name")
+  add_netns "$netns"
+  # Both ends are born inside namespaces: the port in the bridge's, lan0 in the host's.
+  ip -n "$bridge" link add "p-$name" type veth peer name lan0 netns "$netns"
+  ip -n "$bridge" link set "p-$name" master br0 up
+  last=${address##*.}
+  ip -n "$netns" addr add "$address/24" dev lan0
+  ip -n "$netns" addr add "2001:db8::$(printf '%x' "$last")/64" dev lan0 nodad
+  ip -n "$netns" link set lan0 up
+}
+
+up() {
+  local name role address
+  [ -x "$bin" ] || die "no havip binary at $bin (cargo build --release, or set HAVIP_BIN)"
+  down
+  bridge_up
+  mkdir -p "$run"
+  while read -r name role address; do cable "$name" "$address"; done < <(hosts)
   "$bin" keygen --out "$run/cluster.key" >/dev/null
   while read -r name role address; do
     [ "$role" = client ] && continue
@@ -104,7 +136,17 @@ up() {
       HAVIP_CLUSTER_KEY="$run/cluster.key" sh "$repo/vagrant/provision/$role.sh" "$name" "$address"
   done < <(hosts)
   "$bin" check-config "$run"/*/havip.toml >/dev/null
-  echo "lab up: $(hosts | wc -l) hosts on 198.18.0.0/24 in namespaces hv-*, files in $run"
+  echo "lab up: $(hosts | wc -l) hosts on 198.18.0.0/24 in namespaces $prefix*, files in $run"
+}
+
+net() {
+  local name address
+  bridge_up
+  for name in "$@"; do
+    address=$(hosts | awk -v n="$name" '$1 == n { print $3 }')
+    [ -n "$address" ] || die "$name is not a host of $nodes_conf"
+    cable "$name" "$address"
+  done
 }
 
 start_havip() {
@@ -147,19 +189,38 @@ stop_havip() {
   fi
 }
 
-holders() {
-  local group vip who name
-  while read -r group vip; do
-    who=$(for name in $(hosts gateway | awk '{ print $1 }'); do
-      ip -n "$(ns "$name")" -o -4 addr show dev lan0 2>/dev/null | grep -q " $vip/" && echo "$name"
-    done | paste -sd, -) || true
-    echo "$group ${who:-none}"
-  done < <(vips)
+# vip_addresses: "GROUP ADDRESS" for every address of every VIP group, IPv6 included, as
+# the gateways' havip.toml (conf/NODE.toml as the provisioning wrote it) configure them.
+vip_addresses() {
+  local name file
+  for name in $(hosts gateway | awk '{ print $1 }'); do
+    file=$run/$name/havip.toml
+    [ -f "$file" ] || die "no $file (is the lab up?)"
+    awk '
+      /^\[/ { group = ""; in_group = ($0 ~ /^\[\[vip_group\]\]/) }
+      in_group && /^name = "/ { group = $3; gsub(/"/, "", group) }
+      in_group && group != "" && /^addresses = \[/ {
+        list = $0; sub(/^[^[]*\[/, "", list); sub(/\].*$/, "", list)
+        n = split(list, parts, ",")
+        for (i = 1; i <= n; i++) {
+          address = parts[i]; gsub(/[" ]/, "", address); sub(/\/.*/, "", address)
+          if (address != "") print group, address
+        }
+      }' "$file"
+  done | sort -u
+}
+
+# vip_watch ARGS: scripts/vip-watch.py with every havip node and every VIP address.
+vip_watch() {
+  local watched=() name group address
+  for name in $(havip_nodes); do watched+=(--node "$name=$(ns "$name")"); done
+  while read -r group address; do watched+=(--vip "$group=$address"); done < <(vip_addresses)
+  exec python3 "$repo/scripts/vip-watch.py" "${watched[@]}" "$@"
 }
 
 status() {
-  echo "== namespaces"; ip netns list | awk '$1 ~ /^hv-/ { print "  " $1 }'
-  echo "== VIP holders (ip -n hv-GW addr)"; holders | sed 's/^/  /'
+  echo "== namespaces"; ip netns list | awk -v p="$prefix" 'index($1, p) == 1 { print "  " $1 }'
+  echo "== VIP holders (scripts/vip-watch.py --holders)"; ("$0" holders || true) | sed 's/^/  /'
   local name
   for name in $(havip_nodes); do
     echo "== havip status on $name"
@@ -172,7 +233,9 @@ case ${1:-} in
   down) down; echo "lab down" ;;
   start-havip) shift; start_havip "$@" ;;
   stop-havip) shift; [ $# -ge 1 ] || die "usage: lab.sh stop-havip NODE [SIGNAL]"; stop_havip "$@" ;;
-  holders) holders ;;
+  watch) shift; vip_watch --netns "$bridge" "$@" ;;
+  holders) vip_watch --holders ;;
   status) status ;;
+  net) shift; net "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

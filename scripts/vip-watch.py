@@ -4,6 +4,7 @@ the lab e2e suite, the failover benchmark and the Vagrant rig (one algorithm, on
 
 Usage (as root):
   vip-watch.py --netns WATCH --node NAME=NETNS... --vip GROUP=ADDR... [--seconds N]
+  vip-watch.py --holders --node NAME=NETNS... --vip GROUP=ADDR...
   vip-watch.py --self-test
 
 WATCH is a network namespace that sees every NETNS (the lab's bridge namespace hv-br;
@@ -20,16 +21,22 @@ address lifetime is a delete event like any other). Output, one line per event, 
   ready UNIX_MS                     subscribed and seeded from a dump; events follow
   hold UNIX_MS GROUP NODE           NODE got GROUP
   release UNIX_MS GROUP NODE        NODE lost GROUP
+  overlap-begin GROUP FROM_MS NODE,NODE...  two or more hold GROUP from now on
   overlap GROUP FROM_MS TO_MS NODE,NODE...   two or more held GROUP (printed when it
-                                    ends, or at exit if it has not ended: TO_MS = exit)
+                                    ends, or at exit if it has not ended: TO_MS = exit);
+                                    FROM_MS is its overlap-begin's, NODEs all that held
+  synced UNIX_MS                    every event before the last "sync" line read on
+                                    stdin has been printed
   error TEXT                        events may have been lost: the run proves nothing
   summary events=N overlaps=N overlap_ms=N
 Times are the kernel events' read times (`ip -ts`), so an overlap's duration is as exact
 as the reader was quick; its existence and count do not depend on timing at all.
 
-It only reads (plus a /32 on the watch namespace's loopback, added and removed once to
-know the subscription is live), assigns namespace ids inside WATCH, and stops after
---seconds, on SIGTERM or when its stdin, if a pipe, closes.
+It only reads (plus a /32 on the watch namespace's loopback, added and removed to know
+the subscription is live, and again for every "sync" line on stdin), assigns namespace
+ids inside WATCH, and stops after --seconds, on SIGTERM or when its stdin, if a pipe,
+closes. `--holders` prints "GROUP NODE,NODE" (or "GROUP none") per group from one dump
+of every node's addresses, the same rule applied to a snapshot, and exits.
 """
 import argparse
 import datetime
@@ -48,6 +55,8 @@ EVENT = re.compile(
     r"\d+:\s+\S+\s+inet6?\s+(?P<addr>[0-9a-fA-F.:]+)/\d+")
 # Added to the watch namespace's own loopback once: its event proves the subscription.
 MARKER = "127.255.77.77"
+# Added and removed again for every "sync" request: its event follows every earlier one.
+SYNC_MARKER = "127.255.77.78"
 
 
 def ts_ms(text):
@@ -91,6 +100,7 @@ class Timeline:
         holders = self.holders(group)
         if len(holders) > 1 and group not in self.open:
             self.open[group] = (at_ms, holders)
+            self.out("overlap-begin %s %d %s" % (group, at_ms, ",".join(holders)))
         elif group in self.open:
             start, who = self.open[group]
             who = sorted(set(who) | set(holders))
@@ -183,18 +193,34 @@ def run(args):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                bufsize=1)
     stop = threading.Event()
+    ready = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def marker(address):
+        ip(args.netns, "addr", "add", address + "/32", "dev", "lo")
+        ip(args.netns, "addr", "del", address + "/32", "dev", "lo")
+
+    def commands():
+        # Our parent holds the pipe: a "sync" line asks for a `synced` once every event
+        # before it is out (the marker's own event comes after them: one queue); at EOF,
+        # our parent is done or dead, and we stop.
+        for line in sys.stdin:
+            if line.strip() == "sync" and ready.is_set():
+                marker(SYNC_MARKER)
+        stop.set()
     if stat.S_ISFIFO(os.fstat(0).st_mode):
-        # Our parent holds the pipe: when it dies, we stop.
-        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        threading.Thread(target=commands, daemon=True).start()
     threading.Thread(target=lambda: (time.sleep(args.seconds), stop.set()), daemon=True).start()
 
     def stderr_reader():
         for line in monitor.stderr:
+            # `ip` looks up the name of every namespace in /run/netns for an nsid; one that
+            # someone else adds or deletes at that moment answers this. It concerns that
+            # lookup, not the event stream (the data-plane tests make labs in parallel).
+            if "Peer netns reference is invalid" in line:
+                continue
             out("error ip monitor: %s" % line.strip())
     threading.Thread(target=stderr_reader, daemon=True).start()
-
-    ready = threading.Event()
 
     def reader():
         for line in monitor.stdout:
@@ -207,6 +233,8 @@ def run(args):
                     seed(timeline, nodes, at_ms)
                     out("ready %d" % at_ms)
                     ready.set()
+                elif addr == SYNC_MARKER and present and ready.is_set():
+                    out("synced %d" % at_ms)
                 continue
             if ready.is_set():
                 timeline.apply(at_ms, node, addr, present)
@@ -218,8 +246,7 @@ def run(args):
 
     # Subscribed once our own marker's event comes back (bounded: 50 tries, 5 s).
     for _ in range(50):
-        ip(args.netns, "addr", "add", MARKER + "/32", "dev", "lo")
-        ip(args.netns, "addr", "del", MARKER + "/32", "dev", "lo")
+        marker(MARKER)
         if ready.wait(0.1):
             break
     if not ready.is_set():
@@ -233,6 +260,16 @@ def run(args):
         monitor.kill()
     reading.join(2)
     timeline.finish(int(time.time() * 1000))
+
+
+def snapshot(args):
+    """`--holders`: who holds each group now, from one dump of every node's addresses."""
+    nodes = [tuple(n.split("=", 1)) for n in args.node]
+    vips = [tuple(v.split("=", 1)) for v in args.vip]
+    timeline = Timeline(vips, lambda _: None)
+    seed(timeline, nodes, int(time.time() * 1000))
+    for group in timeline.groups:
+        print("%s %s" % (group, ",".join(timeline.holders(group)) or "none"))
 
 
 def self_test():
@@ -252,6 +289,8 @@ def self_test():
     t.apply(10, "gw-a", "198.18.0.50", True)          # add before the other's delete
     t.apply(10, "gw-b", "198.18.0.50", False)         # same ms: still an overlap
     assert t.overlaps == 1 and t.overlap_ms == 0, lines
+    assert lines[-4:] == ["hold 10 crm gw-a", "overlap-begin crm 10 gw-a,gw-b",
+                          "release 10 crm gw-b", "overlap crm 10 10 gw-a,gw-b"], lines
     t.apply(20, "gw-b", "198.18.0.51", True)
     t.apply(30, "gw-a", "198.18.0.51", True)          # crm2 overlap opens ...
     t.apply(31, "witness", "198.18.0.51", True)       # ... a third joins
@@ -264,6 +303,13 @@ def self_test():
     t.finish(100)
     assert t.overlaps == 3 and t.overlap_ms == 65, lines
     assert lines[-1] == "summary events=11 overlaps=3 overlap_ms=65", lines[-1]
+    assert lines.count("overlap-begin crm2 60 gw-a,gw-b") == 1, lines
+    # A holder from the dump at the start (seed) overlaps the first one to add after it.
+    seeded = []
+    s = Timeline([("crm", "198.18.0.50")], seeded.append)
+    s.apply(0, "gw-b", "198.18.0.50", True)
+    s.apply(5, "gw-a", "198.18.0.50", True)
+    assert seeded == ["hold 0 crm gw-b", "hold 5 crm gw-a", "overlap-begin crm 5 gw-a,gw-b"], seeded
     node_of = {1: "gw-a"}
     ev = parse("[2026-12-02T17:41:44.826913] [nsid 1]Deleted 3: if3    inet 198.18.0.50/24 "
                "scope global dynamic d0\\       valid_lft 5sec preferred_lft 5sec", node_of)
@@ -284,6 +330,7 @@ def main():
     p.add_argument("--node", action="append", default=[])
     p.add_argument("--vip", action="append", default=[])
     p.add_argument("--seconds", type=float, default=600.0)
+    p.add_argument("--holders", action="store_true")
     p.add_argument("--self-test", action="store_true")
     args = p.parse_args()
     if args.self_test:
@@ -291,6 +338,9 @@ def main():
         return
     if not args.node or not args.vip:
         p.error("--node and --vip are required")
+    if args.holders:
+        snapshot(args)
+        return
     run(args)
 
 

@@ -1,15 +1,16 @@
-//! The failover e2e suite on the lab (DESIGN.md "The lab"): the topology of
-//! `vagrant/nodes.conf`, built and provisioned by `scripts/lab.sh` with the Vagrant rig's
-//! provisioning scripts, three real `havip run` daemons (real data plane, as root) in their
-//! namespaces, and for every fault:
-//! - a **watcher**, `scripts/vip-watch.py`: the kernel's address events of every node,
-//!   in the kernel's order (one `ip monitor all-nsid` in the bridge namespace), so every
-//!   instant with two holders is recorded, however short, and a hand-over never looks
-//!   like one;
+//! The failover e2e suite on the lab (DESIGN.md "The lab", `tests/support/lab.rs`): the
+//! topology of `vagrant/nodes.conf`, built and provisioned by `scripts/lab.sh` with the
+//! Vagrant rig's provisioning scripts, three real `havip run` daemons (real data plane, as
+//! root) in their namespaces, and for every fault:
+//! - a **watcher**, `scripts/vip-watch.py` (`lab.sh watch`): the kernel's address events
+//!   of every node, in the kernel's order (one `ip monitor all-nsid` in the bridge
+//!   namespace), so every instant with two holders is recorded, however short, and a
+//!   hand-over never looks like one;
 //! - a **client probe** (`scripts/lab-probe.py` in the client's namespace) sending a TCP
 //!   connect + HTTP GET to the VIP every 10 ms; each gateway runs a responder on port 80
 //!   answering with its name, so the probe records WHO answered, and an outage is the
-//!   longest gap between two answers around the fault.
+//!   longest gap between two answers around the fault (`support/outage.rs`, the
+//!   benchmark's computation too).
 //!
 //! Asserted for every fault: never two holders (a SIGSTOPped daemon's address may outlive
 //! its hold up to the kernel lifetime while it is frozen, and is then counted apart, but
@@ -21,19 +22,20 @@
 //! creates every interface inside the lab's namespaces.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[path = "support/figures.rs"]
 mod figures;
-#[path = "support/host.rs"]
-mod host;
+#[path = "support/lab.rs"]
+mod lab;
+#[path = "support/outage.rs"]
+mod outage;
 use figures::figure;
-use host::{require_root, sh};
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+use lab::host::{self, require_root, sh};
+use lab::watch::{Overlap, Watch};
+use lab::{REPO, address_of, ip, lab_sh, names_of, nft};
 
 /// How long the VIP may go unanswered, per kind of fault. These are test budgets with
 /// room for a shared, loaded VM, an order of magnitude tighter than a single budget for
@@ -84,136 +86,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `scripts/lab.sh ARGS` with this build's havip.
-fn lab_sh(args: &[&str]) -> Output {
-    let mut command = Command::new(format!("{REPO}/scripts/lab.sh"));
-    command
-        .args(args)
-        .env("HAVIP_BIN", env!("CARGO_BIN_EXE_havip"));
-    host::run(command, &format!("scripts/lab.sh {args:?}"))
-}
-
-/// The node list: (name, role, address) per line of vagrant/nodes.conf.
-fn node_list() -> Vec<(String, String, String)> {
-    let text =
-        std::fs::read_to_string(format!("{REPO}/vagrant/nodes.conf")).expect("vagrant/nodes.conf");
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
-        })
-        .collect()
-}
-
-fn names_of(role: &str) -> Vec<String> {
-    node_list()
-        .into_iter()
-        .filter(|(_, r, _)| r == role)
-        .map(|(n, _, _)| n)
-        .collect()
-}
-
-fn address_of(name: &str) -> String {
-    node_list()
-        .into_iter()
-        .find(|(n, _, _)| n == name)
-        .map(|(_, _, a)| a)
-        .unwrap_or_else(|| panic!("{name} is not in vagrant/nodes.conf"))
-}
-
-/// One change seen by the watcher: `node` got (`held`) or lost `group` at `at_ms`.
-#[derive(Clone, Debug)]
-struct Change {
-    at_ms: u64,
-    group: String,
-    node: String,
-    held: bool,
-}
-
-/// An interval in which two or more nodes held `group` (from the kernel's event order).
-#[derive(Clone, Debug)]
-struct Overlap {
-    group: String,
-    from_ms: u64,
-    to_ms: u64,
-    nodes: Vec<String>,
-}
-
-impl std::fmt::Display for Overlap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} held by {} from {} to {} ({} ms)",
-            self.group,
-            self.nodes.join(" and "),
-            self.from_ms,
-            self.to_ms,
-            self.to_ms - self.from_ms
-        )
-    }
-}
-
-/// What the watcher reported so far.
-#[derive(Default)]
-struct Watched {
-    ready: bool,
-    changes: Vec<Change>,
-    overlaps: Vec<Overlap>,
-    /// `error` lines: events may have been lost, and the run proves nothing.
-    errors: Vec<String>,
-}
-
-impl Watched {
-    /// Feeds one line of vip-watch.py.
-    fn line(&mut self, line: &str) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f[..] {
-            ["ready", _] => self.ready = true,
-            [kind @ ("hold" | "release"), at, group, node] => {
-                if let Ok(at_ms) = at.parse() {
-                    self.changes.push(Change {
-                        at_ms,
-                        group: group.to_string(),
-                        node: node.to_string(),
-                        held: kind == "hold",
-                    });
-                }
-            }
-            ["overlap", group, from, to, nodes] => {
-                if let (Ok(from_ms), Ok(to_ms)) = (from.parse(), to.parse()) {
-                    self.overlaps.push(Overlap {
-                        group: group.to_string(),
-                        from_ms,
-                        to_ms,
-                        nodes: nodes.split(',').map(str::to_string).collect(),
-                    });
-                }
-            }
-            ["error", ..] => self.errors.push(line.to_string()),
-            _ => {}
-        }
-    }
-
-    /// The nodes holding `group` after the changes up to `at_ms`.
-    fn holders_at(&self, group: &str, at_ms: u64) -> Vec<String> {
-        let mut holders: Vec<String> = Vec::new();
-        for c in self
-            .changes
-            .iter()
-            .filter(|c| c.group == group && c.at_ms <= at_ms)
-        {
-            holders.retain(|n| *n != c.node);
-            if c.held {
-                holders.push(c.node.clone());
-            }
-        }
-        holders.sort();
-        holders
-    }
-}
-
-/// One probe answer: when it was sent and answered, and who answered ("-": nobody).
+/// One probe answer: when it was answered, and who answered ("-": nobody).
 #[derive(Clone, Debug)]
 struct Answer {
     answered_ms: u64,
@@ -221,11 +94,10 @@ struct Answer {
 }
 
 struct Lab {
-    vips: Vec<(String, String)>,
-    watched: Arc<Mutex<Watched>>,
+    /// The VIP groups of vagrant/nodes.conf.
+    groups: Vec<String>,
+    watch: Option<Watch>,
     answers: Arc<Mutex<Vec<Answer>>>,
-    watcher: Option<Child>,
-    watcher_reader: Option<JoinHandle<()>>,
     probe: Option<Child>,
     down: bool,
 }
@@ -237,15 +109,9 @@ impl Lab {
         require_root("the lab e2e suite");
         lab_sh(&["up"]);
         let mut lab = Lab {
-            vips: node_list()
-                .into_iter()
-                .filter(|(_, r, _)| r == "vip")
-                .map(|(n, _, a)| (n, a))
-                .collect(),
-            watched: Arc::new(Mutex::new(Watched::default())),
+            groups: names_of("vip"),
+            watch: None,
             answers: Arc::new(Mutex::new(Vec::new())),
-            watcher: None,
-            watcher_reader: None,
             probe: None,
             down: false,
         };
@@ -273,67 +139,32 @@ impl Lab {
         lab
     }
 
-    /// `scripts/vip-watch.py` in the bridge namespace, for every gateway and the witness
-    /// and every address of every VIP group; returns once it is subscribed.
+    /// The lab's watcher (`lab.sh watch`: every gateway and the witness, every address
+    /// of every VIP group); returns once it is subscribed.
     fn start_watcher(&mut self) {
-        let mut command = Command::new("python3");
-        command.arg(format!("{REPO}/scripts/vip-watch.py")).args([
-            "--netns",
-            "hv-br",
-            "--seconds",
-            "600",
-        ]);
-        for node in names_of("gateway").iter().chain(&names_of("witness")) {
-            command.args(["--node", &format!("{node}=hv-{node}")]);
-        }
-        for (group, address) in vip_addresses() {
-            command.args(["--vip", &format!("{group}={address}")]);
-        }
-        // stdin stays a pipe: when this process dies, the watcher sees EOF and stops.
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start scripts/vip-watch.py");
-        let stdout = child.stdout.take().expect("watcher stdout");
-        let watched = self.watched.clone();
-        self.watcher_reader = Some(std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(mut w) = watched.lock() {
-                    w.line(&line);
-                }
-            }
-        }));
-        self.watcher = Some(child);
-        let ready = self.wait(Duration::from_secs(10), |lab| {
-            lab.watched
-                .lock()
-                .is_ok_and(|w| w.ready || !w.errors.is_empty())
-        });
-        let errors = self.watcher_errors();
+        let watch = lab::watch(600);
+        let (ready, errors) = {
+            let w = watch.lock();
+            (w.ready, w.errors.clone())
+        };
+        self.watch = Some(watch);
         assert!(
-            ready.is_some() && errors.is_empty(),
+            ready && errors.is_empty(),
             "the watcher did not start: {errors:?}"
         );
     }
 
     fn watcher_errors(&self) -> Vec<String> {
-        self.watched
-            .lock()
-            .map(|w| w.errors.clone())
+        self.watch
+            .as_ref()
+            .map(|w| w.lock().errors.clone())
             .unwrap_or_default()
     }
 
     fn start_probe(&mut self) {
-        let vip = self
-            .vips
-            .iter()
-            .find(|(g, _)| g == "crm")
-            .map(|(_, a)| a.clone())
-            .expect("group crm in vagrant/nodes.conf");
+        let vip = address_of("crm");
         let mut child = Command::new("ip")
-            .args(["netns", "exec", "hv-client", "python3"])
+            .args(["netns", "exec", &lab::netns("client"), "python3"])
             .arg(format!("{REPO}/scripts/lab-probe.py"))
             .args([&vip, "80", "10", "600"])
             .stdin(Stdio::null())
@@ -361,9 +192,9 @@ impl Lab {
 
     /// The nodes holding `group` now, as far as the watcher has reported.
     fn holders(&self, group: &str) -> Vec<String> {
-        self.watched
-            .lock()
-            .map(|w| w.holders_at(group, u64::MAX))
+        self.watch
+            .as_ref()
+            .map(|w| w.lock().holders(group))
             .unwrap_or_default()
     }
 
@@ -388,70 +219,58 @@ impl Lab {
     }
 
     /// The longest time without an answer in [from_ms, to_ms], counted from the last
-    /// answer before `from_ms`; and who answered last before and first after that gap.
+    /// answer before `from_ms` (`outage`, the benchmark's too); and who answered last
+    /// before and first after that gap ("-" nobody before, "nobody yet" nobody after).
     fn outage(&self, from_ms: u64, to_ms: u64) -> (u64, String, String) {
-        let answers = self.answers.lock().map(|a| a.clone()).unwrap_or_default();
-        let mut times: Vec<(u64, String)> = answers
+        let answers: Vec<(Duration, String)> = self
+            .answers
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
             .into_iter()
-            .filter(|a| a.who != "-" && a.answered_ms <= to_ms)
-            .map(|a| (a.answered_ms, a.who))
+            .filter(|a| a.who != "-")
+            .map(|a| (Duration::from_millis(a.answered_ms), a.who))
             .collect();
-        times.sort();
-        let first = times.iter().rposition(|(t, _)| *t < from_ms).unwrap_or(0);
-        let mut worst = (0, String::from("-"), String::from("-"));
-        for pair in times[first..].windows(2) {
-            let gap = pair[1].0 - pair[0].0;
-            if gap > worst.0 {
-                worst = (gap, pair[0].1.clone(), pair[1].1.clone());
-            }
-        }
-        if let Some((last, who)) = times.last() {
-            let tail = to_ms.saturating_sub(*last);
-            if tail > worst.0 {
-                worst = (tail, who.clone(), String::from("nobody yet"));
-            }
-        }
-        worst
+        let gap = outage::longest_gap(
+            &answers,
+            Duration::from_millis(from_ms),
+            Duration::from_millis(to_ms),
+        );
+        (
+            gap.length.as_millis() as u64,
+            gap.before.unwrap_or_else(|| "-".into()),
+            gap.after.unwrap_or_else(|| "nobody yet".into()),
+        )
     }
 
     /// The overlaps (two holders) the watcher saw, except those of a frozen daemon
     /// (`frozen`: node, SIGSTOP, SIGCONT) that lie wholly inside its freeze: its address
     /// may outlive its hold up to the kernel lifetime while it cannot act, but a thawed
-    /// daemon must not hold beside another. Returns (counted, excused) overlaps.
+    /// daemon must not hold beside another. Returns (counted, excused) overlaps; one the
+    /// watcher never saw end counts, and is never excused.
     fn split_brain(&self, frozen: Option<(&str, u64, u64)>) -> (Vec<Overlap>, Vec<Overlap>) {
         let overlaps = self
-            .watched
-            .lock()
-            .map(|w| w.overlaps.clone())
+            .watch
+            .as_ref()
+            .map(|w| w.lock().overlaps.clone())
             .unwrap_or_default();
         overlaps.into_iter().partition(|o| {
             !frozen.is_some_and(|(node, stopped, continued)| {
-                o.nodes.iter().any(|n| n == node) && o.from_ms >= stopped && o.to_ms <= continued
+                o.nodes.iter().any(|n| n == node)
+                    && o.from_ms >= stopped
+                    && o.to_ms.is_some_and(|to| to <= continued)
             })
         })
     }
 
     fn logs(&self) -> String {
-        ["gw-a", "gw-b", "witness"]
-            .iter()
-            .map(|n| {
-                let log = std::fs::read_to_string(format!("/run/havip-lab/{n}/havip.log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("--- {n}\n{}", tail.join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        lab::logs(25)
     }
 
     fn stop_observing(&mut self) {
-        if let Some(mut w) = self.watcher.take() {
+        if let Some(w) = self.watch.as_mut() {
             // On SIGTERM it prints its open overlaps and its summary, then exits.
-            host::terminate(&mut w, Duration::from_secs(5));
-        }
-        if let Some(reader) = self.watcher_reader.take() {
-            let _ = reader.join();
+            w.stop();
         }
         if let Some(mut p) = self.probe.take() {
             let _ = p.kill();
@@ -467,18 +286,19 @@ impl Lab {
         lab_sh(&["down"]);
         self.down = true;
         let netns = String::from_utf8_lossy(&sh(&["ip", "netns", "list"]).stdout).into_owned();
-        let mine: Vec<String> = node_list()
-            .into_iter()
-            .map(|(n, _, _)| format!("hv-{n}"))
-            .chain(["hv-br".to_string()])
+        let mine: Vec<String> = lab::hosts()
+            .iter()
+            .map(|n| lab::netns(n))
+            .chain([lab::BRIDGE.to_string()])
             .collect();
         for line in netns.lines() {
             let name = line.split_whitespace().next().unwrap_or("");
             assert!(!mine.iter().any(|m| m == name), "{name} left after down");
         }
         assert!(
-            !std::path::Path::new("/run/havip-lab").exists(),
-            "/run/havip-lab left after down"
+            !std::path::Path::new(lab::RUN).exists(),
+            "{} left after down",
+            lab::RUN
         );
         for pid in pids {
             assert!(
@@ -494,11 +314,7 @@ impl Lab {
 /// The PIDs in the lab's PID files.
 fn glob_pids() -> Vec<u32> {
     let mut pids = Vec::new();
-    for dir in std::fs::read_dir("/run/havip-lab")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for dir in std::fs::read_dir(lab::RUN).into_iter().flatten().flatten() {
         for file in std::fs::read_dir(dir.path())
             .into_iter()
             .flatten()
@@ -520,11 +336,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_observing();
         if !self.down {
-            let _ = Command::new(format!("{REPO}/scripts/lab.sh"))
-                .arg("down")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            lab::down_quietly("hv-");
         }
     }
 }
@@ -603,7 +415,8 @@ fn run_fault(fault: Fault) {
     let frozen = fault.freezes.then_some(("gw-a", t0, t_healed));
     let late = lab.late_releases(frozen);
     let (split, excused) = lab.split_brain(frozen);
-    let total = |o: &[Overlap]| o.iter().map(|o| o.to_ms - o.from_ms).sum::<u64>();
+    let end = now_ms();
+    let total = |o: &[Overlap]| o.iter().map(|o| o.ms(end)).sum::<u64>();
     figure(&format!(
         "lab e2e: {:<24} outage {outage:>5} ms ({before} -> {after}); back to gw-a after {:?}, \
          outage {failback} ms ({fb_before} -> {fb_after}); two holders: {} ({} ms){}; \
@@ -684,24 +497,18 @@ fn run_fault(fault: Fault) {
 impl Lab {
     /// How many times the holders of `group` changed in [from_ms, to_ms].
     fn moves(&self, group: &str, from_ms: u64, to_ms: u64) -> usize {
-        self.watched
-            .lock()
-            .map(|w| {
-                w.changes
-                    .iter()
-                    .filter(|c| c.group == group && c.at_ms >= from_ms && c.at_ms <= to_ms)
-                    .count()
-            })
-            .unwrap_or(0)
+        self.watch
+            .as_ref()
+            .map_or(0, |w| w.lock().changes_of(group, from_ms, to_ms))
     }
 
     /// The last instant before `before_ms` at which `node` held any VIP.
     fn last_seen_holding_before(&self, node: &str, before_ms: u64) -> Option<u64> {
-        let w = self.watched.lock().ok()?;
+        let w = self.watch.as_ref()?.lock();
         let holds_at = |at: u64| {
-            self.vips
+            self.groups
                 .iter()
-                .any(|(g, _)| w.holders_at(g, at).iter().any(|n| n == node))
+                .any(|g| w.holders_at(g, at).iter().any(|n| n == node))
         };
         if holds_at(before_ms) {
             return Some(before_ms);
@@ -722,9 +529,9 @@ impl Lab {
             .collect();
         let dir = format!("{}/lab-e2e/{dir}", env!("CARGO_TARGET_TMPDIR"));
         let _ = std::fs::create_dir_all(&dir);
-        for n in ["gw-a", "gw-b", "witness"] {
+        for n in lab::havip_nodes() {
             let _ = std::fs::copy(
-                format!("/run/havip-lab/{n}/havip.log"),
+                format!("{}/havip.log", lab::dir(&n)),
                 format!("{dir}/{n}.log"),
             );
         }
@@ -734,10 +541,10 @@ impl Lab {
     /// except the frozen daemon's (`frozen`: node, SIGSTOP, SIGCONT) whose lease ended
     /// while it was frozen: it could not act, and says so once thawed.
     fn late_releases(&self, frozen: Option<(&str, u64, u64)>) -> Vec<String> {
-        ["gw-a", "gw-b", "witness"]
+        lab::havip_nodes()
             .iter()
             .flat_map(|n| {
-                std::fs::read_to_string(format!("/run/havip-lab/{n}/havip.log"))
+                std::fs::read_to_string(format!("{}/havip.log", lab::dir(n)))
                     .unwrap_or_default()
                     .lines()
                     .filter(|l| l.contains("late release"))
@@ -755,59 +562,6 @@ impl Lab {
             })
             .collect()
     }
-}
-
-/// Every address of every VIP group, as the lab's gateways are configured with them
-/// (gw-a's generated havip.toml: the IPv6 ones are not in vagrant/nodes.conf).
-fn vip_addresses() -> Vec<(String, String)> {
-    let path = "/run/havip-lab/gw-a/havip.toml";
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let config: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut out = Vec::new();
-    for group in config
-        .get("vip_group")
-        .and_then(|g| g.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let name = group.get("name").and_then(|n| n.as_str()).unwrap_or("");
-        for address in group
-            .get("addresses")
-            .and_then(|a| a.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str())
-        {
-            let bare = address.split('/').next().unwrap_or(address);
-            out.push((name.to_string(), bare.to_string()));
-        }
-    }
-    assert!(!out.is_empty(), "{path}: no vip_group addresses");
-    out
-}
-
-/// `nft -f -` inside `netns` (a newline closes the table: nft's one-line form wants it).
-fn nft(netns: &str, rules: &str) {
-    let rules = rules.replace("; } }", "; }\n}\n");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("nft");
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        stdin.write_all(rules.as_bytes()).expect("nft rules");
-    }
-    assert!(
-        child.wait().is_ok_and(|s| s.success()),
-        "nft -f in {netns}: {rules}"
-    );
-}
-
-fn ip(args: &[&str]) {
-    let mut full = vec!["ip"];
-    full.extend_from_slice(args);
-    sh(&full);
 }
 
 #[test]
@@ -983,8 +737,8 @@ fn flapping_health_of_the_master_does_not_move_the_vip() {
 }
 
 fn havip_at(node: &str, args: &[&str]) {
-    let netns = format!("hv-{node}");
-    let config = format!("/run/havip-lab/{node}/havip.toml");
+    let netns = lab::netns(node);
+    let config = lab::config(node);
     let mut full = vec!["ip", "netns", "exec", &netns, env!("CARGO_BIN_EXE_havip")];
     full.extend_from_slice(args);
     full.extend_from_slice(&["--config", &config]);
@@ -1020,12 +774,8 @@ const DELAY_MS: u64 = 20;
 /// sockets), pass undelayed: NFQUEUE sees only what goes through the ip/ip6 hooks.
 #[test]
 fn loss_and_delay_then_sigkill() {
-    let nodes: Vec<String> = node_list()
-        .into_iter()
-        .filter(|(_, r, _)| r != "vip")
-        .map(|(n, _, _)| n)
-        .collect();
-    let ports: Vec<String> = nodes.iter().map(|n| format!("p-{n}")).collect();
+    let nodes: Vec<String> = lab::hosts();
+    let ports: Vec<String> = nodes.iter().map(|n| lab::port(n)).collect();
     // Dropped on any exit, a panic included, so no delay line outlives the test.
     let delay_lines: Mutex<Vec<DelayLine>> = Mutex::new(Vec::new());
     run_fault(Fault {
@@ -1051,7 +801,7 @@ fn loss_and_delay_then_sigkill() {
                 if has_nfqueue_rules() {
                     let mut lines = delay_lines.lock().unwrap_or_else(|e| e.into_inner());
                     for node in &nodes {
-                        lines.push(DelayLine::start(&format!("hv-{node}"), DELAY_MS));
+                        lines.push(DelayLine::start(&lab::netns(node), DELAY_MS));
                     }
                     eprintln!(
                         "lab e2e: no sch_netem in this kernel: 5 % loss by nftables on the \

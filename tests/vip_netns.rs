@@ -12,11 +12,10 @@ mod figures;
 #[path = "support/netns.rs"]
 mod netns;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use figures::figure;
-use netns::{AddressEvent, AddressWatch, Host, LAN, Lab, Proc, require_root, unix_ns, vip_tool};
+use netns::{AddressWatch, Host, LAN, Lab, Proc, address_of, require_root, unix_ns, vip_tool};
 use serde_json::Value;
 
 const VIP4: &str = "198.18.0.50";
@@ -60,15 +59,18 @@ fn assert_one_holder_at_a_time(watch: &mut AddressWatch, what: &str, first: &str
     let mut wrong = Vec::new();
     for vip in [VIP4, VIP6] {
         let history = watch.history(vip);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         figure(&format!(
-            "{what}: {vip}: {} address events, two holders: {} ms",
-            history.events,
-            history.overlap_us() / 1000
+            "{what}: {vip}: {} holder changes, two holders: {} ms",
+            history.changes,
+            history.overlap_ms(now_ms)
         ));
         if !history.overlaps.is_empty() {
             wrong.push(format!(
-                "{vip} on two hosts at once, {} us by the monitor's clock: {:#?}",
-                history.overlap_us(),
+                "{vip} on two hosts at once, {} ms by the watcher's clock: {:#?}",
+                history.overlap_ms(now_ms),
                 history.overlaps
             ));
         }
@@ -95,98 +97,12 @@ fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> 
     None
 }
 
-/// The address watch's parts: `ip -ts monitor all-nsid` lines, and the overlap found from
-/// events in order (the kernel's), whatever the monitor's time stamps.
-#[test]
-fn the_address_watch_reads_monitor_lines_and_finds_every_overlap() {
-    let names = BTreeMap::from([
-        ("1".to_string(), "gw-a".to_string()),
-        ("2".to_string(), "gw-b".to_string()),
-    ]);
-    let added = AddressEvent::parse(
-        "[2026-12-02T17:44:09.188420] [nsid 1]3: if3    inet 198.18.0.50/24 scope global dynamic d0",
-        &names,
-    )
-    .expect("added");
-    assert_eq!(
-        (added.host.as_str(), added.address.as_str(), added.present),
-        ("gw-a", VIP4, true)
-    );
-    let deleted = AddressEvent::parse(
-        "[2026-12-02T17:44:10.188421] [nsid 2]Deleted 3: if3    inet6 2001:db8::50/64 scope global nodad dynamic ",
-        &names,
-    )
-    .expect("deleted");
-    assert_eq!(
-        (
-            deleted.host.as_str(),
-            deleted.address.as_str(),
-            deleted.present
-        ),
-        ("gw-b", VIP6, false)
-    );
-    assert_eq!(deleted.at_us - added.at_us, 1_000_001);
-    assert_eq!(
-        netns::local_time_us("1970-01-02T00:00:00.000000"),
-        Some(86_400_000_000)
-    );
-    // Lifetime lines, the watch's own namespace and unknown nsids are no host's events.
-    assert!(AddressEvent::parse("       valid_lft 3sec preferred_lft 3sec", &names).is_none());
-    assert!(
-        AddressEvent::parse(
-            "[2026-12-02T17:44:09.1] [nsid 9]3: if3    inet 198.18.0.50/24",
-            &names
-        )
-        .is_none()
-    );
-
-    let event = |at_us: i64, host: &str, address: &str, present: bool| AddressEvent {
-        at_us,
-        host: host.to_string(),
-        address: address.to_string(),
-        present,
-        line: format!("{at_us} {host} {address} {present}"),
-    };
-    // A clean hand-over of both addresses, then gw-a re-adds the IPv6 one before gw-b
-    // lets it go (and a refresh in between changes nothing), and one left overlapping.
-    let events = [
-        event(0, "gw-a", VIP4, true),
-        event(0, "gw-a", VIP6, true),
-        event(10, "gw-a", VIP4, false),
-        event(10, "gw-a", VIP6, false),
-        event(20, "gw-b", VIP4, true),
-        event(20, "gw-b", VIP6, true),
-        event(30, "gw-a", VIP6, true),
-        event(35, "gw-b", VIP6, true),
-        event(45, "gw-b", VIP6, false),
-        event(50, "gw-a", VIP4, true),
-    ];
-    let v6 = netns::address_history(BTreeSet::new(), &events, VIP6);
-    assert_eq!(v6.events, 6);
-    assert_eq!(v6.overlaps.len(), 1, "{v6:?}");
-    assert_eq!(
-        (v6.overlaps[0].from_us, v6.overlaps[0].until_us),
-        (30, Some(45))
-    );
-    assert_eq!(v6.overlap_us(), 15);
-    let v4 = netns::address_history(BTreeSet::new(), &events, VIP4);
-    assert_eq!(v4.overlaps.len(), 1, "{v4:?}");
-    assert_eq!(
-        v4.overlaps[0].until_us, None,
-        "still overlapping at the end"
-    );
-    // A holder from before the watch started counts from the start.
-    let v4 = netns::address_history(BTreeSet::from(["gw-b".to_string()]), &events[..1], VIP4);
-    assert_eq!(v4.overlaps.len(), 1, "{v4:?}");
-    assert_eq!(v4.holders_seen.len(), 2);
-}
-
 #[test]
 fn holding_installs_the_vips_with_a_lifetime_and_announces_them() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
-    let gw = lab.host("gwa", 11);
-    let client = lab.host("cl", 100);
+    let gw = lab.host("gw-a");
+    let client = lab.host("client");
     client.ip(&["neigh", "flush", "dev", LAN]);
     netns::sh(&[
         "ip",
@@ -287,8 +203,8 @@ fn holding_installs_the_vips_with_a_lifetime_and_announces_them() {
 fn no_announcement_goes_out_after_the_hold_lease_ran_out() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
-    let gw = lab.host("gwa", 11);
-    let client = lab.host("cl", 100);
+    let gw = lab.host("gw-a");
+    let client = lab.host("client");
     let mut cap = capture(&mut lab, &client, 3000);
     let mut holder = hold(&mut lab, &gw, &["--lease-ms", "500"]);
     holder.expect("holding", Duration::from_secs(10));
@@ -324,10 +240,10 @@ fn no_announcement_goes_out_after_the_hold_lease_ran_out() {
 fn after_a_hand_over_the_client_points_at_the_new_holder_within_the_burst() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
-    let a = lab.host("gwa", 11);
-    let b = lab.host("gwb", 12);
-    let client = lab.host("cl", 100);
-    let mut watch = lab.watch_addresses(&[("gw-a", &a), ("gw-b", &b)]);
+    let a = lab.host("gw-a");
+    let b = lab.host("gw-b");
+    let client = lab.host("client");
+    let mut watch = lab.watch_addresses(&[&a, &b], &[VIP4, VIP6]);
     let mut holder = hold(&mut lab, &a, &[]);
     holder.expect("holding", Duration::from_secs(10));
     // A client that talked to the VIP through gw-a (an existing entry, as in real life).
@@ -364,7 +280,7 @@ fn after_a_hand_over_the_client_points_at_the_new_holder_within_the_burst() {
 fn the_kernel_removes_a_sigkilled_holders_vips_within_the_lifetime() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
-    let gw = lab.host("gwa", 11);
+    let gw = lab.host("gw-a");
     let lifetime = Duration::from_secs(2);
     let mut holder = hold(&mut lab, &gw, &["--lifetime-s", "2"]);
     holder.expect("holding", Duration::from_secs(10));
@@ -402,7 +318,7 @@ fn the_kernel_removes_a_sigkilled_holders_vips_within_the_lifetime() {
 fn a_static_address_equal_to_a_vip_is_refused_and_our_leftovers_are_removed() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
-    let gw = lab.host("gwa", 11);
+    let gw = lab.host("gw-a");
     let tool = vip_tool();
     let reconcile = [
         "reconcile",
@@ -483,7 +399,7 @@ fn a_static_address_equal_to_a_vip_is_refused_and_our_leftovers_are_removed() {
 fn the_link_watch_reports_a_link_going_down_and_coming_back() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
-    let gw = lab.host("gwa", 11);
+    let gw = lab.host("gw-a");
     let tool = vip_tool();
     let mut links = lab.spawn(
         &gw,
@@ -537,19 +453,24 @@ fn the_link_watch_reports_a_link_going_down_and_coming_back() {
 /// peers' network (lan0) up and only the link watch can notice.
 const VIP_IF: &str = "vip0";
 
+/// Node `name`'s config for the daemon tests: the lab's names and addresses
+/// (vagrant/nodes.conf), but its own VIP interface (`VIP_IF`), timers and failback delay,
+/// and no health checks (the fixture has no CRM servers).
 fn write_config(dir: &std::path::Path, name: &str, key: &std::path::Path) -> std::path::PathBuf {
-    let nodes = [("gw-a", 11, 150), ("gw-b", 12, 100), ("witness", 13, 0)];
+    let nodes = [("gw-a", 150), ("gw-b", 100), ("witness", 0)];
     let peers: String = nodes
         .iter()
-        .map(|(n, i, _)| {
-            format!("[[cluster.peers]]\nname = \"{n}\"\naddress = \"198.18.0.{i}:7400\"\n")
+        .map(|(n, _)| {
+            format!(
+                "[[cluster.peers]]\nname = \"{n}\"\naddress = \"{}:7400\"\n",
+                address_of(n)
+            )
         })
         .collect();
-    let (_, index, priority) = nodes
+    let priority = nodes
         .iter()
-        .find(|(n, _, _)| *n == name)
-        .copied()
-        .unwrap_or(("", 0, 0));
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, p)| *p);
     let group = if name == "witness" {
         "[[vip_group]]\nname = \"crm\"\n".to_string()
     } else {
@@ -560,13 +481,14 @@ fn write_config(dir: &std::path::Path, name: &str, key: &std::path::Path) -> std
     let node_dir = dir.join(name);
     std::fs::create_dir_all(&node_dir).expect("node dir");
     let text = format!(
-        "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"198.18.0.{index}:7400\"\nkey_file = \"{key}\"\n{peers}\n[timers]\nheartbeat = \"50ms\"\nelection_timeout = \"150ms..300ms\"\n\n[control]\nsocket = \"{sock}\"\n\n{group}",
+        "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"{listen}:7400\"\nkey_file = \"{key}\"\n{peers}\n[timers]\nheartbeat = \"50ms\"\nelection_timeout = \"150ms..300ms\"\n\n[control]\nsocket = \"{sock}\"\n\n{group}",
         role = if name == "witness" {
             "witness"
         } else {
             "gateway"
         },
         data = node_dir.join("data").display(),
+        listen = address_of(name),
         key = key.display(),
         sock = node_dir.join("havip.sock").display(),
     );
@@ -605,7 +527,7 @@ fn has_any(host: &Host) -> bool {
 fn the_daemon_refuses_to_start_over_a_static_vip_or_without_capabilities() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
-    let gw = lab.host("gwa", 11);
+    let gw = lab.host("gw-a");
     lab.cable(&gw, VIP_IF);
     let dir = tempfile::tempdir().expect("tempdir");
     let key = keygen(dir.path());
@@ -664,18 +586,14 @@ fn the_daemon_refuses_to_start_over_a_static_vip_or_without_capabilities() {
 fn the_daemon_hands_the_vip_over_on_link_down_and_a_killed_holders_vip_expires_or_is_released() {
     require_root("the data-plane namespace tests");
     let mut lab = Lab::new();
-    let hosts = [
-        lab.host("gwa", 11),
-        lab.host("gwb", 12),
-        lab.host("wit", 13),
-    ];
+    let hosts = [lab.host("gw-a"), lab.host("gw-b"), lab.host("witness")];
     let ports: Vec<String> = hosts[..2].iter().map(|h| lab.cable(h, VIP_IF)).collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let key = keygen(dir.path());
     let havip = env!("CARGO_BIN_EXE_havip");
     // Every address change of both gateways, from before the first daemon starts to the
     // end: each VIP address on one gateway at a time, whatever happens in between.
-    let mut watch = lab.watch_addresses(&[("gw-a", &hosts[0]), ("gw-b", &hosts[1])]);
+    let mut watch = lab.watch_addresses(&[&hosts[0], &hosts[1]], &[VIP4, VIP6]);
     let mut daemons = Vec::new();
     for (host, name) in hosts.iter().zip(["gw-a", "gw-b", "witness"]) {
         let config = write_config(dir.path(), name, &key)
@@ -784,8 +702,8 @@ fn summary(name: &str, mut samples: Vec<Duration>) {
 fn bench_dataplane() {
     require_root("the data-plane benchmark");
     let mut lab = Lab::new();
-    let gw = lab.host("gwa", 11);
-    let client = lab.host("cl", 100);
+    let gw = lab.host("gw-a");
+    let client = lab.host("client");
     let mut to_wire = Vec::new();
     for _ in 0..10 {
         let mut cap = capture(&mut lab, &client, 700);

@@ -1,6 +1,6 @@
 //! The test suites' few host helpers (root check, a command that must succeed), shared by
-//! the loopback cluster harness (`mod.rs`), the namespace lab (`netns.rs`) and the lab e2e
-//! suite, which include this file by path.
+//! the loopback cluster harness (`mod.rs`) and the lab (`lab.rs`, which the e2e suite, the
+//! failover benchmark and the data-plane fixture `netns.rs` include), by path.
 #![allow(dead_code)]
 
 use std::process::{Command, Output, Stdio};

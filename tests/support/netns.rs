@@ -1,37 +1,47 @@
-//! The network-namespace lab for data-plane tests: a bridge in its own namespace and one
-//! namespace per host, each joined to the bridge by a veth pair created *inside* the
-//! namespaces (so no interface ever appears on the host), on 198.18.0.0/24 and
-//! 2001:db8::/64. A host-side blackhole route for 198.18.0.0/24 keeps lab traffic from
-//! ever being routed out of the machine. `Lab::watch_addresses` follows the hosts'
-//! address changes in the kernel's order (one `ip monitor all-nsid`), so a test can prove
-//! that no address was ever on two hosts at once. Every namespace and every process
-//! started through `Lab` is removed in Drop, also when a test fails. It must never touch a
-//! host interface.
+//! The data-plane fixture of `tests/vip_netns.rs`: a small lab per test with only the
+//! hosts it names, made by `scripts/lab.sh net` (the lab's own builder) under a namespace
+//! prefix of its own: the hosts of `vagrant/nodes.conf` with their names and addresses
+//! (gw-a .11, gw-b .12, witness .13, client .100 on 198.18.0.0/24 and 2001:db8::/64),
+//! cabled to a bridge in its own namespace, veths made inside namespaces only, the host's
+//! blackhole route for 198.18.0.0/24. `Lab::watch_addresses` is the lab's one watcher,
+//! `scripts/vip-watch.py`, on the fixture's hosts. Every namespace and every process
+//! started through `Lab` is removed in Drop (`lab.sh down`), also when a test fails. It
+//! must never touch a host interface.
+//!
+//! Why not the lab itself (`lab.rs`, `lab.sh up`): the data-plane tests run in parallel in
+//! one binary, each on a fresh network of one to three hosts, some with a second cable,
+//! and with no provisioning and no daemon but the ones the test starts. The lab's names
+//! are fixed (one lab at a time) and its `up` provisions six hosts and starts their
+//! services, seconds per test. So the fixture is the same topology, built by the same
+//! script, a few hosts at a time under unique names.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "host.rs"]
-mod host;
-pub use host::{require_root, sh};
-
-pub const LAB_PREFIX_V4: &str = "198.18.0.0/24";
+#[path = "lab.rs"]
+mod lab;
 /// The host's interface in every host namespace.
-pub const LAN: &str = "lan0";
+pub use lab::LAN;
+pub use lab::address_of;
+pub use lab::host::{require_root, sh};
+pub use lab::watch::Overlap;
+use lab::watch::Watch;
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
 /// One host of the lab.
 #[derive(Debug, Clone)]
 pub struct Host {
+    /// Its name in vagrant/nodes.conf.
+    pub name: String,
     pub netns: String,
     pub mac: String,
     pub ipv4: String,
@@ -94,146 +104,81 @@ impl Host {
 }
 
 pub struct Lab {
+    /// The prefix of its namespaces' names (HAVIP_LAB_PREFIX of lab.sh).
     prefix: String,
-    bridge: String,
-    namespaces: Vec<String>,
     children: Vec<Child>,
-    hosts: u32,
 }
 
 impl Lab {
     /// A new lab with an empty bridge. Names are unique per process and per lab.
     pub fn new() -> Lab {
         let prefix = format!(
-            "hv{}x{}",
+            "hv{}x{}-",
             std::process::id(),
             NEXT_LAB.fetch_add(1, Ordering::SeqCst)
         );
-        let bridge = format!("{prefix}br");
-        // Never routed out of the machine, whatever a test gets wrong. At the metric
-        // scripts/lab.sh uses, so a host bridge on the prefix (the Vagrant rig's) keeps
-        // its connected route and a test never replaces it.
-        sh(&[
-            "ip",
-            "route",
-            "replace",
-            "blackhole",
-            LAB_PREFIX_V4,
-            "metric",
-            "4242",
-        ]);
-        let mut lab = Lab {
+        let lab = Lab {
             prefix,
-            bridge: bridge.clone(),
-            namespaces: Vec::new(),
             children: Vec::new(),
-            hosts: 0,
         };
-        lab.add_netns(&bridge);
-        sh(&["ip", "-n", &bridge, "link", "add", "br0", "type", "bridge"]);
-        sh(&["ip", "-n", &bridge, "link", "set", "br0", "up"]);
+        lab.lab_sh(&["net"]);
         lab
     }
 
-    fn add_netns(&mut self, name: &str) {
-        sh(&["ip", "netns", "add", name]);
-        self.namespaces.push(name.to_string());
-        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-        // Lab addresses are usable at once (no duplicate address detection delay).
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            name,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.accept_dad=0",
-            "net.ipv6.conf.default.accept_dad=0",
-        ]);
+    fn lab_sh(&self, args: &[&str]) {
+        lab::host::run(
+            lab::lab_command(&self.prefix, args),
+            &format!("HAVIP_LAB_PREFIX={} scripts/lab.sh {args:?}", self.prefix),
+        );
     }
 
-    /// Adds a host `role` with .N / ::N on the lab prefix.
-    pub fn host(&mut self, role: &str, n: u8) -> Host {
-        self.hosts += 1;
-        let netns = format!("{}{role}", self.prefix);
-        self.add_netns(&netns);
-        let port = format!("p{}", self.hosts);
-        sh(&[
-            "ip",
-            "-n",
-            &self.bridge,
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            LAN,
-            "netns",
-            &netns,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &self.bridge,
-            "link",
-            "set",
-            &port,
-            "master",
-            "br0",
-            "up",
-        ]);
-        let ipv4 = format!("198.18.0.{n}");
-        let ipv6 = format!("2001:db8::{n:x}");
-        sh(&[
-            "ip",
-            "-n",
-            &netns,
-            "addr",
-            "add",
-            &format!("{ipv4}/24"),
-            "dev",
-            LAN,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &netns,
-            "addr",
-            "add",
-            &format!("{ipv6}/64"),
-            "dev",
-            LAN,
-            "nodad",
-        ]);
-        sh(&["ip", "-n", &netns, "link", "set", LAN, "up"]);
-        let out = sh(&["ip", "-n", &netns, "-j", "link", "show", LAN]);
+    fn bridge(&self) -> String {
+        format!("{}br", self.prefix)
+    }
+
+    /// Adds host `name` of vagrant/nodes.conf, with its addresses there.
+    pub fn host(&mut self, name: &str) -> Host {
+        self.lab_sh(&["net", name]);
+        let netns = format!("{}{name}", self.prefix);
+        let out = sh(&["ip", "-n", &netns, "-j", "addr", "show", "dev", LAN]);
         let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let mac = parsed
-            .get(0)
-            .and_then(|l| l.get("address"))
+        let link = parsed.get(0).cloned().unwrap_or(Value::Null);
+        let mac = link
+            .get("address")
             .and_then(|m| m.as_str())
             .unwrap_or_else(|| panic!("no MAC for {LAN} in {netns}"))
             .to_string();
+        let ipv6 = link
+            .get("addr_info")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+            .find(|a| {
+                a.get("family").and_then(|f| f.as_str()) == Some("inet6")
+                    && a.get("scope").and_then(|s| s.as_str()) == Some("global")
+            })
+            .and_then(|a| a.get("local").and_then(|l| l.as_str()))
+            .unwrap_or_else(|| panic!("no IPv6 address on {LAN} in {netns}"))
+            .to_string();
         Host {
+            name: name.to_string(),
             netns,
             mac,
-            ipv4,
+            ipv4: lab::address_of(name),
             ipv6,
-            port,
+            port: lab::port(name),
         }
     }
 
     /// Gives `host` a second cable to the bridge, `name` inside the host (no address), and
     /// returns the bridge port's name: a VIP interface apart from the peers' network.
     pub fn cable(&mut self, host: &Host, name: &str) -> String {
-        self.hosts += 1;
-        let port = format!("p{}", self.hosts);
+        let port = format!("{}-{name}", host.port);
+        let bridge = self.bridge();
         sh(&[
             "ip",
             "-n",
-            &self.bridge,
+            &bridge,
             "link",
             "add",
             &port,
@@ -246,15 +191,7 @@ impl Lab {
             &host.netns,
         ]);
         sh(&[
-            "ip",
-            "-n",
-            &self.bridge,
-            "link",
-            "set",
-            &port,
-            "master",
-            "br0",
-            "up",
+            "ip", "-n", &bridge, "link", "set", &port, "master", "br0", "up",
         ]);
         sh(&["ip", "-n", &host.netns, "link", "set", name, "up"]);
         port
@@ -262,7 +199,8 @@ impl Lab {
 
     /// Runs `ip ARGS...` in the bridge namespace (to cut a host's cable).
     pub fn bridge_ip(&self, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "-n", &self.bridge];
+        let bridge = self.bridge();
+        let mut full = vec!["ip", "-n", &bridge];
         full.extend_from_slice(args);
         sh(&full)
     }
@@ -292,73 +230,35 @@ impl Lab {
         }
     }
 
-    /// Starts following every address change of `hosts` (name, host): one `ip -ts monitor
-    /// all-nsid address` in a namespace of its own that has an nsid for each host. One
-    /// netlink socket receives them all, so the events arrive in the order the kernel made
-    /// the changes (every address change holds the RTNL lock), across namespaces; a
-    /// hand-over between two reads cannot look like an overlap and an overlap between two
-    /// reads cannot be missed. Returns once the subscription is live, with the addresses
-    /// the hosts already had as the starting state. The monitor is killed in Drop.
-    pub fn watch_addresses(&mut self, hosts: &[(&str, &Host)]) -> AddressWatch {
-        let netns = format!("{}watch", self.prefix);
-        self.add_netns(&netns);
-        let mut names = BTreeMap::from([("current".to_string(), WATCH_SELF.to_string())]);
-        for (index, (name, host)) in hosts.iter().enumerate() {
-            let nsid = (index + 1).to_string();
-            sh(&["ip", "-n", &netns, "netns", "set", &host.netns, &nsid]);
-            names.insert(nsid, name.to_string());
+    /// Starts the lab's watcher (`scripts/vip-watch.py`, in the bridge's namespace) on
+    /// `hosts` and each of `addresses` apart: every change of who has an address, in the
+    /// order the kernel made them, across namespaces, so a hand-over between two reads
+    /// cannot look like an overlap and an overlap between two reads cannot be missed.
+    /// Returns once it is subscribed, seeded with the addresses the hosts already had.
+    /// It stops in Drop at the latest.
+    pub fn watch_addresses(&mut self, hosts: &[&Host], addresses: &[&str]) -> AddressWatch {
+        let mut command = Command::new("python3");
+        command
+            .arg(lab::watch::VIP_WATCH)
+            .args(["--netns", &self.bridge(), "--seconds", "600"]);
+        for host in hosts {
+            command.args(["--node", &format!("{}={}", host.name, host.netns)]);
         }
-        let mut child = Command::new("ip")
-            .args(["-ts", "-n", &netns, "monitor", "all-nsid", "address"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start ip monitor in {netns}: {e}"));
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let unparsed = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stdout) = child.stdout.take() {
-            let (events, unparsed) = (events.clone(), unparsed.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    // Continuation lines (lifetimes) start with blanks.
-                    if !line.starts_with('[') {
-                        continue;
-                    }
-                    match AddressEvent::parse(&line, &names) {
-                        Some(event) => lock(&events).push(event),
-                        None => lock(&unparsed).push(line),
-                    }
-                }
-            });
+        // Each address is a group of its own: its holders are the hosts that have it.
+        for address in addresses {
+            command.args(["--vip", &format!("{address}={address}")]);
         }
-        let errors = read_lines(child.stderr.take());
-        self.children.push(child);
-        let mut watch = AddressWatch {
-            netns,
-            events,
-            unparsed,
-            errors,
-            initial: BTreeSet::new(),
-            sentinel_on: false,
-        };
-        watch.sync();
-        // Read after the subscription is live: a change racing this read is also an event.
-        let mut initial = BTreeSet::new();
-        for (name, host) in hosts {
-            let out = host.ip(&["-j", "addr", "show"]);
-            let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            for link in parsed.as_array().into_iter().flatten() {
-                let infos = link.get("addr_info").and_then(|a| a.as_array());
-                for info in infos.into_iter().flatten() {
-                    if let Some(local) = info.get("local").and_then(|l| l.as_str()) {
-                        initial.insert((name.to_string(), local.to_string()));
-                    }
-                }
-            }
+        let watch = Watch::start(command, "scripts/vip-watch.py");
+        {
+            let w = watch.lock();
+            assert!(
+                w.ready && w.errors.is_empty(),
+                "the watcher did not start: {:?} {:?}",
+                w.errors,
+                w.stderr
+            );
         }
-        watch.initial = initial;
-        watch
+        AddressWatch { watch }
     }
 
     /// Waits for (reaps) the process `proc` and returns its exit code.
@@ -394,13 +294,8 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Deleting a namespace deletes the veth ends and the bridge inside it.
-        for netns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", netns])
-                .stderr(Stdio::null())
-                .status();
-        }
+        // Kills what still runs in its namespaces and deletes them (the veths with them).
+        lab::down_quietly(&self.prefix);
     }
 }
 
@@ -503,222 +398,57 @@ pub fn unix_ns(value: &Value) -> u128 {
 /// The path of the `vip_tool` example, built on demand (`cargo test --test X` does not
 /// build examples).
 pub fn vip_tool() -> String {
-    host::example("vip_tool")
+    lab::host::example("vip_tool")
 }
 
-/// What the address watch calls its own namespace's events (its sentinel).
-const WATCH_SELF: &str = "(watch)";
-/// The watch namespace's own address, toggled to prove that every earlier event was read.
-const SENTINEL: &str = "198.18.1.1";
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One address added (or refreshed) or deleted on a host, as `ip -ts monitor` printed it.
-#[derive(Debug, Clone)]
-pub struct AddressEvent {
-    /// When `ip` read the event (local wall clock, microseconds): the order of the events
-    /// is the kernel's, their times are only as exact as the monitor's scheduling.
-    pub at_us: i64,
-    pub host: String,
-    /// Without the prefix length.
-    pub address: String,
-    pub present: bool,
-    pub line: String,
-}
-
-impl AddressEvent {
-    /// `[2026-12-02T17:44:09.188420] [nsid 1]Deleted 3: if3    inet 198.18.0.50/24 ...`
-    /// (a device of another namespace prints as ifN, so only the address is matched).
-    pub fn parse(line: &str, names: &BTreeMap<String, String>) -> Option<AddressEvent> {
-        let (stamp, rest) = line.strip_prefix('[')?.split_once("] [nsid ")?;
-        let (nsid, rest) = rest.split_once(']')?;
-        let rest = rest.trim_start();
-        let present = !rest.starts_with("Deleted");
-        let mut words = rest.split_whitespace();
-        words.find(|w| *w == "inet" || *w == "inet6")?;
-        let address = words.next()?.split('/').next()?.to_string();
-        Some(AddressEvent {
-            at_us: local_time_us(stamp)?,
-            host: names.get(nsid)?.clone(),
-            address,
-            present,
-            line: line.to_string(),
-        })
-    }
-}
-
-/// `2026-12-02T17:44:09.188420` as microseconds since 1970 (local time taken as UTC: only
-/// differences are used).
-pub fn local_time_us(stamp: &str) -> Option<i64> {
-    let (date, time) = stamp.split_once('T')?;
-    let mut ymd = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
-    let (hms, micros) = time.split_once('.')?;
-    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (parts.next()??, parts.next()??, parts.next()??);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + micros.parse::<i64>().ok()?)
-}
-
-/// The address changes of some hosts, in the kernel's order (`Lab::watch_addresses`).
+/// The lab's watcher on some hosts and addresses (`Lab::watch_addresses`).
 pub struct AddressWatch {
-    netns: String,
-    events: Arc<Mutex<Vec<AddressEvent>>>,
-    /// Event lines the parser did not understand: a watch that cannot read its input
-    /// must fail, not report "no overlap".
-    unparsed: Arc<Mutex<Vec<String>>>,
-    errors: mpsc::Receiver<String>,
-    /// (host, address) present when the watch started.
-    initial: BTreeSet<(String, String)>,
-    sentinel_on: bool,
+    watch: Watch,
 }
 
-/// A time during which two or more hosts had one address.
-#[derive(Debug, Clone)]
-pub struct Overlap {
-    pub holders: BTreeSet<String>,
-    pub from_us: i64,
-    /// None: still overlapping at the last event.
-    pub until_us: Option<i64>,
-    /// The event lines from the one that began it to the one that ended it.
-    pub lines: Vec<String>,
-}
-
-/// One address's history in a watch.
+/// One address's history in a watch, as the watcher reported it.
 #[derive(Debug, Clone, Default)]
 pub struct AddressHistory {
     /// Every host that had the address at some point.
     pub holders_seen: BTreeSet<String>,
-    /// Events about the address (adds, refreshes, deletions).
-    pub events: usize,
+    /// How often a host got or lost it (a lifetime refresh is no change).
+    pub changes: usize,
+    /// Every time two or more hosts had it at once.
     pub overlaps: Vec<Overlap>,
 }
 
 impl AddressHistory {
-    /// The time with two or more holders, by the monitor's clock (an overlap still open at
-    /// the end counts to the last event).
-    pub fn overlap_us(&self) -> i64 {
-        self.overlaps
-            .iter()
-            .map(|o| o.until_us.unwrap_or(o.from_us) - o.from_us)
-            .sum()
+    /// The time with two or more holders, by the watcher's clock (ms; one still open
+    /// counts up to `now_ms`).
+    pub fn overlap_ms(&self, now_ms: u64) -> u64 {
+        self.overlaps.iter().map(|o| o.ms(now_ms)).sum()
     }
 }
 
 impl AddressWatch {
-    /// Toggles the sentinel address in the watch's own namespace and waits for its event:
-    /// every change made before this call has then been read. Toggled again every 100 ms
-    /// while none arrives: a monitor that has just started may not have subscribed yet.
-    pub fn sync(&mut self) {
-        let seen_before = self.sentinel_events();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.sentinel_events() == seen_before {
-            assert!(
-                Instant::now() < deadline,
-                "ip monitor in {} did not report its own address change within 5 s: {}",
-                self.netns,
-                self.errors.try_iter().collect::<Vec<_>>().join("\n")
-            );
-            let verb = if self.sentinel_on { "del" } else { "add" };
-            sh(&[
-                "ip",
-                "-n",
-                &self.netns,
-                "addr",
-                verb,
-                &format!("{SENTINEL}/32"),
-                "dev",
-                "lo",
-            ]);
-            self.sentinel_on = !self.sentinel_on;
-            let toggled = Instant::now();
-            while self.sentinel_events() == seen_before
-                && toggled.elapsed() < Duration::from_millis(100)
-            {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    }
-
-    fn sentinel_events(&self) -> usize {
-        lock(&self.events)
-            .iter()
-            .filter(|e| e.host == WATCH_SELF && e.address == SENTINEL)
-            .count()
-    }
-
     /// The history of `address` up to now: who had it and every moment with two holders.
-    /// Panics if the monitor reported an error or printed an event it could not parse.
+    /// Panics if the watcher reported an error (events may be lost) or did not catch up.
     pub fn history(&mut self, address: &str) -> AddressHistory {
-        self.sync();
-        // `ip monitor` looks up an nsid for every name in /var/run/netns; a namespace that
-        // another test is adding or deleting at that moment answers "Peer netns reference
-        // is invalid", which concerns that lookup, not the event stream. Anything else
-        // (a lost event: "No buffer space available") fails the watch.
-        let errors: Vec<String> = self
-            .errors
-            .try_iter()
-            .filter(|e| !e.contains("Peer netns reference is invalid"))
-            .collect();
-        assert!(errors.is_empty(), "ip monitor failed: {errors:?}");
-        let unparsed = lock(&self.unparsed).clone();
-        assert!(unparsed.is_empty(), "unparsed monitor lines: {unparsed:#?}");
-        let initial: BTreeSet<String> = self
-            .initial
-            .iter()
-            .filter(|(_, a)| a == address)
-            .map(|(h, _)| h.clone())
-            .collect();
-        address_history(initial, &lock(&self.events), address)
-    }
-}
-
-/// The history of `address` from the hosts that had it at the start (`initial`) and the
-/// events in the kernel's order: an add makes a host a holder (a refresh changes nothing),
-/// a deletion ends it; any moment with two or more holders is an overlap.
-pub fn address_history(
-    initial: BTreeSet<String>,
-    events: &[AddressEvent],
-    address: &str,
-) -> AddressHistory {
-    let mut holders = initial;
-    let mut history = AddressHistory {
-        holders_seen: holders.clone(),
-        ..AddressHistory::default()
-    };
-    let mut open: Option<Overlap> = None;
-    for event in events.iter().filter(|e| e.address == address) {
-        history.events += 1;
-        if event.present {
-            holders.insert(event.host.clone());
-            history.holders_seen.insert(event.host.clone());
-        } else {
-            holders.remove(&event.host);
-        }
-        if let Some(overlap) = &mut open {
-            overlap.lines.push(event.line.clone());
-            overlap.holders.extend(holders.iter().cloned());
-            if holders.len() < 2 {
-                overlap.until_us = Some(event.at_us);
-                history.overlaps.extend(open.take());
-            }
-        } else if holders.len() >= 2 {
-            open = Some(Overlap {
-                holders: holders.clone(),
-                from_us: event.at_us,
-                until_us: None,
-                lines: vec![event.line.clone()],
-            });
+        assert!(
+            self.watch.sync(Duration::from_secs(5)),
+            "the watcher did not catch up with the kernel's events within 5 s"
+        );
+        let w = self.watch.lock();
+        assert!(
+            w.errors.is_empty() && w.stderr.is_empty(),
+            "the watcher failed: {:?} {:?}",
+            w.errors,
+            w.stderr
+        );
+        AddressHistory {
+            holders_seen: w.holders_seen(address),
+            changes: w.changes.iter().filter(|c| c.group == address).count(),
+            overlaps: w
+                .overlaps
+                .iter()
+                .filter(|o| o.group == address)
+                .cloned()
+                .collect(),
         }
     }
-    history.overlaps.extend(open);
-    history
 }

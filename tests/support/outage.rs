@@ -1,0 +1,119 @@
+//! The outage of a fault, from a client probe's answers: the one computation of the lab
+//! e2e suite (`tests/lab_e2e.rs`) and the failover benchmark (`benches/failover_lab.rs`),
+//! whatever their probe. Pure: answers in, the longest gap out; it never reads a clock.
+//!
+//! The e2e suite's budgets are on the gap itself; the benchmark prints it less one probe
+//! interval (`Gap::less`), so that 0 means no probe was lost.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// The longest time without an answer around a fault, and who answered at its two ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap<W> {
+    pub length: Duration,
+    /// Who answered last before the gap; None if nothing answered before the window.
+    pub before: Option<W>,
+    /// Who answered first after it; None if nothing has answered since ("nobody yet").
+    pub after: Option<W>,
+}
+
+impl<W> Gap<W> {
+    /// The gap less one probe interval: the time lost beyond the probes' own spacing.
+    pub fn less(&self, interval: Duration) -> Duration {
+        self.length.saturating_sub(interval)
+    }
+}
+
+/// The longest gap between answers over the window [from, to], counted from the last
+/// answer strictly before `from` (or from `from` itself when there is none), up to `to`
+/// if nothing answered after the last answer. `answers` are (when, who) on one clock, as
+/// an offset from any origin; answers after `to` are ignored, their order is not assumed.
+pub fn longest_gap<W: Clone>(answers: &[(Duration, W)], from: Duration, to: Duration) -> Gap<W> {
+    let mut sorted: Vec<&(Duration, W)> = answers.iter().filter(|a| a.0 <= to).collect();
+    sorted.sort_by_key(|a| a.0);
+    let (mut previous, mut who) = sorted
+        .iter()
+        .rev()
+        .find(|a| a.0 < from)
+        .map_or((from, None), |a| (a.0, Some(a.1.clone())));
+    let mut gap = Gap {
+        length: Duration::ZERO,
+        before: who.clone(),
+        after: None,
+    };
+    for (when, next) in sorted.into_iter().filter(|a| a.0 >= from) {
+        if *when - previous > gap.length {
+            gap = Gap {
+                length: *when - previous,
+                before: who.clone(),
+                after: Some(next.clone()),
+            };
+        }
+        (previous, who) = (*when, Some(next.clone()));
+    }
+    let tail = to.saturating_sub(previous);
+    if tail > gap.length {
+        gap = Gap {
+            length: tail,
+            before: who,
+            after: None,
+        };
+    }
+    gap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn answers(list: &[(u64, &'static str)]) -> Vec<(Duration, &'static str)> {
+        list.iter().map(|(t, w)| (ms(*t), *w)).collect()
+    }
+
+    #[test]
+    fn the_gap_around_a_fault_counts_from_the_last_answer_before_it() {
+        let a = answers(&[(0, "a"), (10, "a"), (20, "a"), (450, "b"), (460, "b")]);
+        let gap = longest_gap(&a, ms(25), ms(500));
+        assert_eq!(gap.length, ms(430));
+        assert_eq!((gap.before, gap.after), (Some("a"), Some("b")));
+        assert_eq!(gap.less(ms(10)), ms(420));
+    }
+
+    #[test]
+    fn an_answer_at_the_start_of_the_window_is_inside_it() {
+        // The fault's own millisecond: the gap still counts from the answer before.
+        let a = answers(&[(0, "a"), (10, "a"), (300, "b")]);
+        assert_eq!(longest_gap(&a, ms(10), ms(300)).length, ms(290));
+        assert_eq!(longest_gap(&a, ms(11), ms(300)).length, ms(290));
+    }
+
+    #[test]
+    fn silence_up_to_the_end_of_the_window_is_a_gap_with_nobody_after() {
+        let a = answers(&[(0, "a"), (10, "a"), (20, "b")]);
+        let gap = longest_gap(&a, ms(5), ms(900));
+        assert_eq!(gap.length, ms(880));
+        assert_eq!((gap.before, gap.after), (Some("b"), None));
+    }
+
+    #[test]
+    fn with_no_answer_before_the_window_the_gap_counts_from_its_start() {
+        let a = answers(&[(300, "b"), (310, "b")]);
+        let gap = longest_gap(&a, ms(100), ms(310));
+        assert_eq!(gap.length, ms(200));
+        assert_eq!((gap.before, gap.after), (None, Some("b")));
+        assert_eq!(longest_gap::<&str>(&[], ms(100), ms(150)).length, ms(50));
+    }
+
+    #[test]
+    fn answers_after_the_window_and_out_of_order_change_nothing() {
+        let a = answers(&[(20, "a"), (0, "a"), (10, "a"), (2000, "b")]);
+        let gap = longest_gap(&a, ms(15), ms(100));
+        assert_eq!(gap.length, ms(80));
+        assert_eq!((gap.before, gap.after), (Some("a"), None));
+    }
+}
