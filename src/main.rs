@@ -78,7 +78,7 @@ enum CliCommand {
     },
     /// Show each group's master, term, nodes and who holds the VIPs.
     #[command(
-        after_help = "Example:\n  havip status\n  havip status --json | jq '.groups[] | {name, leader}'"
+        after_help = "Examples:\n  havip status\n  havip status --json | jq '.groups[] | {name, leader}'\n  havip status --watch            # redraw every second, like crm_mon; Ctrl-C ends it\n  havip status --watch --json     # one JSON line per poll, for a log or a pipe\n\nWith --watch, a daemon that does not answer is shown as such and asked again: the\nscreen keeps running through a restart of the daemon."
     )]
     Status {
         #[command(flatten)]
@@ -86,6 +86,12 @@ enum CliCommand {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Ask again and redraw every --interval until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch asks (a duration: "500ms", "2s").
+        #[arg(long, default_value = "1s", requires = "watch", value_parser = parse_interval)]
+        interval: Duration,
     },
     /// Move a group's VIPs to a gateway and pin them there, or clear the pin.
     #[command(
@@ -188,7 +194,18 @@ fn main() -> ExitCode {
             .map_err(|e| Failure::Usage(e.to_string())),
         CliCommand::Completions { shell } => completions(shell),
         CliCommand::Manpages { out } => manpages(&out),
-        CliCommand::Status { daemon, json } => status(&daemon, json),
+        CliCommand::Status {
+            daemon,
+            json,
+            watch: false,
+            ..
+        } => status(&daemon, json),
+        CliCommand::Status {
+            daemon,
+            json,
+            interval,
+            ..
+        } => watch_status(&daemon, json, interval),
         CliCommand::Failover {
             daemon,
             to,
@@ -496,6 +513,74 @@ fn status(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
         print!("{}{}", render_status(&report), render_checks(&report));
     }
     Ok(())
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = havip::config::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!("{text} is too often; use 100ms or more"));
+    }
+    Ok(interval)
+}
+
+/// `status --watch`: the report redrawn every `interval` (on a terminal the screen is
+/// cleared first, as `watch` and crm_mon do); with --json one line per poll. Runs until
+/// interrupted; a daemon that does not answer is reported and asked again.
+fn watch_status(daemon: &DaemonSocket, json: bool, interval: Duration) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let now = wall_clock_utc();
+        let text = match request(daemon, Request::Status) {
+            Ok(Response::Status(report)) if json => {
+                format!("{}\n", serde_json::to_string(&report).unwrap_or_default())
+            }
+            Ok(Response::Status(report)) => format!(
+                "Every {}: havip status    {now}\n\n{}{}",
+                config::format_duration(interval),
+                render_status(&report),
+                render_checks(&report)
+            ),
+            Ok(_) => "the daemon answered status with something else\n".into(),
+            Err(Failure::Request(why) | Failure::Usage(why)) if json => {
+                format!("{}\n", serde_json::json!({ "error": why, "at": now }))
+            }
+            Err(Failure::Request(why) | Failure::Usage(why)) => {
+                format!(
+                    "havip status    {now}\n\nno answer: {why}\n(asking again every {})\n",
+                    config::format_duration(interval)
+                )
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let clear = if terminal && !json {
+            "\x1b[H\x1b[2J"
+        } else {
+            ""
+        };
+        if write!(out, "{clear}{text}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            // The reader went away (`| head`, a closed terminal): nothing left to do.
+            return Ok(());
+        }
+        drop(out);
+        std::thread::sleep(interval);
+    }
+}
+
+/// The wall clock as `HH:MM:SS` UTC, for the watch header (no date crate for one line).
+fn wall_clock_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn yes_no(value: Option<bool>, yes: &'static str, no: &'static str) -> &'static str {

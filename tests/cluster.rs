@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use figures::figure;
-use support::{Cluster, Options, SERIAL};
+use support::{Cluster, Options, SERIAL, scrape};
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
@@ -52,8 +52,50 @@ fn preferred_gateway_becomes_master_and_the_witness_never_holds() {
     let (code, text) = cluster.cli("gw-b", &["status", "--json"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("\"leader\": \"gw-a\""), "{text}");
+    status_watch_prints_a_line_per_poll(&cluster);
     std::thread::sleep(Duration::from_millis(500));
     cluster.assert_never_two_holders();
+}
+
+/// `havip status --watch --json`: one JSON report per poll, until its reader goes away.
+fn status_watch_prints_a_line_per_poll(cluster: &Cluster) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(support::bin())
+        .args([
+            "status",
+            "--watch",
+            "--json",
+            "--interval",
+            "200ms",
+            "--socket",
+        ])
+        .arg(&cluster.nodes["gw-b"].socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("havip status --watch");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let lines: Vec<String> = std::io::BufReader::new(stdout)
+        .lines()
+        .take(3)
+        .map(|line| line.expect("a line"))
+        .collect();
+    for line in &lines {
+        let report: serde_json::Value = serde_json::from_str(line).expect("one JSON report a line");
+        assert_eq!(report["groups"][0]["leader"], "gw-a", "{line}");
+    }
+    // Its stdout is closed now: the next write fails and it exits 0 by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("havip status --watch did not exit after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -421,20 +463,6 @@ fn a_drained_master_cut_off_from_the_other_gateway_relays_through_the_witness() 
         "relay through the witness: gw-b holds after {took:?}"
     ));
     cluster.assert_never_two_holders();
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics port open");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
 }
 
 fn wait_file_contains(path: &std::path::Path, needle: &str) -> String {

@@ -8,7 +8,6 @@ mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use support::{Cluster, CrmServer, Options, crm_addr};
 
@@ -55,16 +54,7 @@ fn the_alert_rules_pass_their_unit_tests() {
 
 /// The daemon's /metrics body (the HTTP response without its head).
 fn scrape(addr: &str) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics port open");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
+    let text = support::scrape(addr);
     match text.split_once("\r\n\r\n") {
         Some((_, body)) => body.to_string(),
         None => panic!("no HTTP response from {addr}: {text:?}"),

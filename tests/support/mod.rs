@@ -895,6 +895,21 @@ impl Watcher {
     }
 }
 
+/// The whole HTTP response of a daemon's /metrics (head and body).
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics port open");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
 #[cfg(test)]
 mod watcher_tests {
     use super::*;
