@@ -65,6 +65,9 @@ pub struct RunOptions {
     pub observe_only: bool,
 }
 
+/// How long the control socket keeps answering after the groups have released.
+const CONTROL_LINGER: Duration = Duration::from_millis(200);
+
 /// Graceful shutdown must be done within this, whatever the peers do.
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1900);
 
@@ -276,6 +279,11 @@ impl Node {
                 let _ = group.raft.shutdown().await;
             }
             self.store.drain().await;
+            // The VIPs are gone by now; whoever watches this node (`status --watch`, a
+            // test's watcher asking `Request::Held` every 10 ms) gets to see that before
+            // the socket closes, instead of finding it silent and having to assume it
+            // still holds until its last lease ends.
+            tokio::time::sleep(CONTROL_LINGER).await;
             serving.stop().await;
             self.mesh_shutdown.cancel();
             self.mesh.stopped().await;
