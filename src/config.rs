@@ -11,6 +11,7 @@
 //! (to refuse a missing or group-readable key before the daemon starts).
 //! The file format is documented key by key in docs/config-reference.md.
 
+mod change;
 mod check;
 mod cross;
 mod duration;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use change::{ReloadPlan, cluster_fingerprint, config_fingerprint, plan_reload};
 pub use check::{
     CheckKind, HealthCheck, HealthSection, HttpMethod, Require, StatusError, StatusSet,
 };

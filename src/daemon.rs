@@ -187,7 +187,7 @@ impl Node {
     }
 
     /// Joins the cluster: every group's Raft, loop and ticks, the control context over
-    /// them, the re-announcements, and bootstrap (on a pristine store).
+    /// them, the re-announcements, and bootstrap (for the groups without a membership).
     async fn join(&self, shutdown: &watch::Receiver<bool>) -> Result<Joined, StartError> {
         let config = &self.config;
         let service = &self.peer_handler.raft;
@@ -216,16 +216,15 @@ impl Node {
         let _ = self.peer_handler.control.set(control.clone());
         let reannouncer = Reannouncer::of(&groups, self.data_plane.clone());
         reannouncer.spawn(self.links.as_ref(), self.mesh.connected(), shutdown);
-        if self.pristine {
-            let bootstrap = Bootstrap {
-                self_name: config.node.name.clone(),
-                members: bootstrap::voters(config),
-                rafts: by_name,
-                proposer,
-                connected: self.mesh.connected(),
-            };
-            tokio::spawn(bootstrap.run(shutdown.clone()));
-        }
+        let bootstrap = Bootstrap {
+            self_name: config.node.name.clone(),
+            members: bootstrap::voters(config),
+            rafts: by_name,
+            proposer,
+            connected: self.mesh.connected(),
+            pristine_cluster: self.pristine,
+        };
+        tokio::spawn(bootstrap.run(shutdown.clone()));
         let loops = groups.into_iter().map(|g| g.task).collect();
         Ok(Joined {
             control,

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::context::Control;
 use super::protocol::{CONTROL_CHANNEL, PeerReply, PeerRequest};
-use crate::consensus::bootstrap::is_pristine;
+use crate::consensus::bootstrap::{is_pristine, presence};
 use crate::consensus::network::RaftService;
 use crate::consensus::rpc::RAFT_CHANNEL;
 use crate::peer::RequestHandler;
@@ -70,6 +70,9 @@ impl RequestHandler for PeerHandler {
 async fn answer(control: &Control, request: PeerRequest) -> PeerReply {
     match request {
         PeerRequest::Pristine => PeerReply::Pristine(false),
+        PeerRequest::GroupPresence { group } => {
+            PeerReply::GroupPresence(presence(control.groups.get(&group).map(|g| &g.raft)))
+        }
         PeerRequest::Holdings => PeerReply::Holdings(control.groups.holdings()),
         PeerRequest::Checks => PeerReply::Checks(control.local_checks()),
         PeerRequest::Write { group, command } => {

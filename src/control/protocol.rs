@@ -139,10 +139,26 @@ pub enum PeerRequest {
     Write { group: String, command: Command },
     /// Has this node's store never been bootstrapped? (All must be, to bootstrap.)
     Pristine,
+    /// Does this node list `group` in its config, and has it a membership for it? (A
+    /// group added to a running cluster is formed once every voter lists it and none has
+    /// a membership: `consensus::bootstrap`.)
+    GroupPresence { group: String },
     /// Which groups this node holds now.
     Holdings,
     /// This node's health checks with their last results.
     Checks,
+}
+
+/// What a node has of one VIP group (`PeerRequest::GroupPresence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupPresence {
+    /// Its config has no such group.
+    Unlisted,
+    /// Configured, but its Raft has no membership yet: it never took part in the group.
+    NoMembership,
+    /// It is (or was) a member: the group exists in the cluster.
+    Member,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +169,7 @@ pub enum PeerReply {
         leader: Option<String>,
     },
     Pristine(bool),
+    GroupPresence(GroupPresence),
     Holdings(Vec<String>),
     Checks(Vec<CheckReport>),
     Failed(String),

@@ -1,0 +1,397 @@
+//! What a reload may change on a running node, decided from the running config and the
+//! newly read one: which groups are added, removed or changed, whether the health checks
+//! or the notify hook changed, and what only a restart may change (refused, with the key
+//! and why). Also the fingerprints `havip status` compares across nodes. Pure: the
+//! daemon applies the plan (`daemon::reload`); nothing here touches the host.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use super::{Config, ConfigError, VipGroup, format_duration};
+
+/// What a reload changes, in the order the daemon applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReloadPlan {
+    /// Groups in the new file only: started, then formed by the cluster.
+    pub added: Vec<VipGroup>,
+    /// Groups in the running config only: released, then their Raft state dropped.
+    pub removed: Vec<String>,
+    /// Groups in both whose settings differ (the new settings), applied without
+    /// releasing a held VIP.
+    pub changed: Vec<VipGroup>,
+    pub health: bool,
+    pub notify: bool,
+    /// One line per change, in the operator's words.
+    pub summary: Vec<String>,
+}
+
+impl ReloadPlan {
+    pub fn is_empty(&self) -> bool {
+        self.summary.is_empty()
+    }
+}
+
+/// Compares `running` with `new` (both validated). Refuses, naming every key, a file that
+/// changes what only a restart may change: the node's identity and store, the peer list
+/// and timers (every node must agree on them at once; `havip` does not yet change them
+/// live), the key, the listen address and the sockets.
+pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<ConfigError>> {
+    let refusals = restart_only_changes(running, new);
+    if !refusals.is_empty() {
+        let errors = refusals
+            .into_iter()
+            .map(|(key, what)| ConfigError {
+                file: new.source.clone(),
+                position: None,
+                key: key.to_string(),
+                message: format!(
+                    "{what}; a reload cannot change it: restart the node to apply it (nothing was changed)"
+                ),
+            })
+            .collect();
+        return Err(errors);
+    }
+    let mut plan = ReloadPlan::default();
+    for group in &new.vip_groups {
+        match running.group(&group.name) {
+            None => {
+                plan.summary.push(format!("group {} added", group.name));
+                plan.added.push(group.clone());
+            }
+            Some(old) if old != group => {
+                plan.summary.push(format!(
+                    "group {}: {}",
+                    group.name,
+                    group_changes(old, group).join(", ")
+                ));
+                plan.changed.push(group.clone());
+            }
+            Some(_) => {}
+        }
+    }
+    for group in &running.vip_groups {
+        if new.group(&group.name).is_none() {
+            plan.summary.push(format!("group {} removed", group.name));
+            plan.removed.push(group.name.clone());
+        }
+    }
+    if running.health != new.health {
+        plan.health = true;
+        plan.summary.push(format!(
+            "health checks: {} -> {}",
+            running.health.checks.len(),
+            new.health.checks.len()
+        ));
+    }
+    if running.notify != new.notify {
+        plan.notify = true;
+        plan.summary.push("notify hook changed".to_string());
+    }
+    Ok(plan)
+}
+
+/// The keys whose change needs a restart, each with what changed.
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut differs = |key: &'static str, changed: bool, what: String| {
+        if changed {
+            out.push((key, what));
+        }
+    };
+    let (a, b) = (running, new);
+    differs(
+        "node.name",
+        a.node.name != b.node.name,
+        format!("changed from {:?} to {:?}", a.node.name, b.node.name),
+    );
+    differs(
+        "node.role",
+        a.node.role != b.node.role,
+        format!("changed from {} to {}", a.node.role, b.node.role),
+    );
+    differs(
+        "node.data_dir",
+        a.node.data_dir != b.node.data_dir,
+        format!(
+            "changed from {} to {}",
+            a.node.data_dir.display(),
+            b.node.data_dir.display()
+        ),
+    );
+    differs(
+        "cluster.listen",
+        a.cluster.listen != b.cluster.listen,
+        format!("changed from {} to {}", a.cluster.listen, b.cluster.listen),
+    );
+    differs(
+        "cluster.key_file",
+        a.cluster.key_file != b.cluster.key_file,
+        format!(
+            "changed from {} to {}",
+            a.cluster.key_file.display(),
+            b.cluster.key_file.display()
+        ),
+    );
+    differs(
+        "cluster.peers",
+        a.cluster.peers != b.cluster.peers,
+        format!(
+            "changed from [{}] to [{}] (adding, removing or replacing a node is a Raft membership change)",
+            peers_text(a),
+            peers_text(b)
+        ),
+    );
+    differs(
+        "cluster.allow_even_voters",
+        a.cluster.allow_even_voters != b.cluster.allow_even_voters,
+        "changed".to_string(),
+    );
+    differs(
+        "timers",
+        a.timers != b.timers,
+        format!(
+            "changed from {} to {} (every node must use the same timers at once)",
+            timers_text(a),
+            timers_text(b)
+        ),
+    );
+    differs(
+        "control.socket",
+        a.control.socket != b.control.socket,
+        format!(
+            "changed from {} to {}",
+            a.control.socket.display(),
+            b.control.socket.display()
+        ),
+    );
+    differs(
+        "control.metrics",
+        a.control.metrics != b.control.metrics,
+        format!(
+            "changed from {} to {}",
+            show_opt(a.control.metrics),
+            show_opt(b.control.metrics)
+        ),
+    );
+    out
+}
+
+fn show_opt(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_string(), |a| a.to_string())
+}
+
+fn peers_text(c: &Config) -> String {
+    (c.cluster.peers.iter())
+        .map(|p| format!("{} {}", p.name, p.address))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn timers_text(c: &Config) -> String {
+    format!(
+        "heartbeat {}, election_timeout {}..{}",
+        format_duration(c.timers.heartbeat),
+        format_duration(c.timers.election_timeout_min),
+        format_duration(c.timers.election_timeout_max)
+    )
+}
+
+/// "priority 150 -> 120, addresses +198.18.0.51/24" for the summary.
+fn group_changes(old: &VipGroup, new: &VipGroup) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.interface != new.interface {
+        out.push(format!("interface {} -> {}", old.interface, new.interface));
+    }
+    let (a, b): (BTreeSet<_>, BTreeSet<_>) = (
+        old.addresses.iter().collect(),
+        new.addresses.iter().collect(),
+    );
+    for added in b.difference(&a) {
+        out.push(format!("+{added}"));
+    }
+    for removed in a.difference(&b) {
+        out.push(format!("-{removed}"));
+    }
+    if old.priority != new.priority {
+        out.push(format!("priority {} -> {}", old.priority, new.priority));
+    }
+    if old.failback != new.failback || old.failback_delay != new.failback_delay {
+        out.push(format!(
+            "failback {} after {} -> {} after {}",
+            old.failback,
+            format_duration(old.failback_delay),
+            new.failback,
+            format_duration(new.failback_delay)
+        ));
+    }
+    if old.on_all_unhealthy != new.on_all_unhealthy {
+        out.push("on_all_unhealthy".to_string());
+    }
+    if old.address_lifetime != new.address_lifetime {
+        out.push("address_lifetime".to_string());
+    }
+    if old.announce != new.announce {
+        out.push("announce".to_string());
+    }
+    out
+}
+
+/// A short hex fingerprint of what every node of a cluster must agree on: the peer list,
+/// the timers, the set of group names. `havip status` compares it across nodes (the drift
+/// `check-config` finds offline, seen live).
+pub fn cluster_fingerprint(config: &Config) -> String {
+    let mut text = String::new();
+    let mut peers: Vec<_> = config.cluster.peers.iter().collect();
+    peers.sort();
+    for p in peers {
+        let _ = writeln!(text, "peer {} {}", p.name, p.address);
+    }
+    let _ = writeln!(text, "even {}", config.cluster.allow_even_voters);
+    let t = &config.timers;
+    let _ = writeln!(
+        text,
+        "timers {} {} {}",
+        t.heartbeat.as_micros(),
+        t.election_timeout_min.as_micros(),
+        t.election_timeout_max.as_micros()
+    );
+    let groups: BTreeSet<&str> = config.vip_groups.iter().map(|g| g.name.as_str()).collect();
+    for g in groups {
+        let _ = writeln!(text, "group {g}");
+    }
+    short_hash(&text)
+}
+
+/// A short hex fingerprint of the node's whole effective config: it changes when a reload
+/// took effect. Comparable only between nodes running the same havip version.
+pub fn config_fingerprint(config: &Config) -> String {
+    short_hash(&format!("{config:?}"))
+}
+
+fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..6].iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = r#"
+[node]
+name = "gw-a"
+role = "gateway"
+data_dir = "/var/lib/havip"
+[cluster]
+listen = "198.18.0.11:7400"
+key_file = "/etc/havip/cluster.key"
+[[cluster.peers]]
+name = "gw-a"
+address = "198.18.0.11:7400"
+[[cluster.peers]]
+name = "gw-b"
+address = "198.18.0.12:7400"
+[[cluster.peers]]
+name = "witness"
+address = "198.18.0.13:7400"
+[[vip_group]]
+name = "crm"
+interface = "eth1"
+addresses = ["198.18.1.50/24"]
+priority = 150
+"#;
+
+    fn config(text: &str) -> Config {
+        match Config::from_str(Path::new("/etc/havip/havip.toml"), text) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_file_plans_nothing() {
+        let plan = plan_reload(&config(BASE), &config(BASE)).expect("plan");
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn groups_added_removed_and_changed_are_planned_with_a_summary() {
+        let running = config(&format!(
+            "{BASE}[[vip_group]]\nname = \"old\"\ninterface = \"eth1\"\naddresses = [\"198.18.2.50/24\"]\npriority = 150\n"
+        ));
+        let new = config(
+            &(BASE.replace("priority = 150", "priority = 120").replace(
+                "addresses = [\"198.18.1.50/24\"]",
+                "addresses = [\"198.18.1.50/24\", \"198.18.1.51/24\"]",
+            ) + "[[vip_group]]\nname = \"g2\"\ninterface = \"eth1\"\naddresses = [\"198.18.3.50/24\"]\npriority = 150\n"),
+        );
+        let plan = plan_reload(&running, &new).expect("plan");
+        assert_eq!(
+            plan.added.iter().map(|g| &g.name).collect::<Vec<_>>(),
+            ["g2"]
+        );
+        assert_eq!(plan.removed, ["old"]);
+        assert_eq!(
+            plan.changed.iter().map(|g| &g.name).collect::<Vec<_>>(),
+            ["crm"]
+        );
+        assert_eq!(
+            plan.summary,
+            [
+                "group crm: +198.18.1.51/24, priority 150 -> 120",
+                "group g2 added",
+                "group old removed"
+            ]
+        );
+        assert!(!plan.health && !plan.notify);
+    }
+
+    #[test]
+    fn what_only_a_restart_may_change_is_refused_naming_every_key() {
+        let new = config(
+            &BASE
+                .replace("198.18.0.13:7400", "198.18.0.14:7400")
+                .replace(
+                    "[[vip_group]]",
+                    "[timers]\nheartbeat = \"100ms\"\n[[vip_group]]",
+                ),
+        );
+        let errors = plan_reload(&config(BASE), &new).expect_err("refused");
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["cluster.peers", "timers"]);
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with("/etc/havip/havip.toml: cluster.peers: changed from"),
+            "{text}"
+        );
+        assert!(text.contains("restart the node"), "{text}");
+    }
+
+    #[test]
+    fn the_cluster_fingerprint_ignores_what_may_differ_between_nodes() {
+        let a = config(BASE);
+        let b = config(
+            &BASE
+                .replace("name = \"gw-a\"\nrole", "name = \"gw-b\"\nrole")
+                .replace(
+                    "listen = \"198.18.0.11:7400\"",
+                    "listen = \"198.18.0.12:7400\"",
+                )
+                .replace("priority = 150", "priority = 100"),
+        );
+        assert_eq!(cluster_fingerprint(&a), cluster_fingerprint(&b));
+        assert_ne!(config_fingerprint(&a), config_fingerprint(&b));
+        let c = config(&format!(
+            "{BASE}[[vip_group]]\nname = \"g2\"\ninterface = \"eth1\"\naddresses = [\"198.18.3.50/24\"]\npriority = 150\n"
+        ));
+        assert_ne!(cluster_fingerprint(&a), cluster_fingerprint(&c));
+        assert_eq!(cluster_fingerprint(&a).len(), 12);
+    }
+}
