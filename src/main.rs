@@ -33,6 +33,7 @@ Examples:
   havip failover --to gw-b --group crm          # move the VIP by hand (pinned until --clear)
   havip failover --clear --group crm            # let priorities and failback decide again
   havip maintenance on gw-a                     # drain gw-a: it hands over and never holds
+  havip reload                                  # apply an edited config without a restart
   havip history --json | jq .                   # master changes and operator commands
 
 Commands other than run/check-config/keygen talk to the local daemon over its Unix
@@ -117,6 +118,16 @@ enum CliCommand {
         daemon: DaemonSocket,
         mode: OnOff,
         node: String,
+    },
+    /// Re-read the node's config file and apply what changed, without a restart (= SIGHUP).
+    #[command(
+        after_help = "Examples:\n  havip reload\n  havip reload --json\n  systemctl reload havip        # the unit's ExecReload runs this\n\nApplied live: VIP groups added (formed once every node lists them) and removed (released\nfirst, then their Raft state dropped), and the notify hook. A file with any error, or a\nchange that needs a restart (node name, role, data_dir, listen, key_file, peers, timers,\nsockets), is refused whole with every reason, and the running node is unchanged.\nRoll a change through the cluster one node at a time; `havip status` shows each node's\nconfig fingerprint and warns while the cluster-wide settings differ.\nExit codes: 0 applied (or nothing changed), 1 the daemon did not answer, 2 refused."
+    )]
+    Reload {
+        #[command(flatten)]
+        daemon: DaemonSocket,
+        #[arg(long)]
+        json: bool,
     },
     /// Master changes, health changes and operator commands, oldest first.
     History {
@@ -225,6 +236,7 @@ fn main() -> ExitCode {
             json,
             group,
         } => history(&daemon, json, group),
+        CliCommand::Reload { daemon, json } => reload(&daemon, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -491,6 +503,43 @@ fn request(daemon: &DaemonSocket, request: Request) -> Result<Response, Failure>
     }
 }
 
+/// A refused reload is a configuration error (exit 2), a daemon that does not answer a
+/// failed request (exit 1).
+fn reload(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
+    let response = match request(daemon, Request::Reload) {
+        Err(Failure::Request(message)) if message.contains("reload refused") => {
+            return Err(Failure::Usage(message));
+        }
+        other => other?,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&response).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    if let Response::Reloaded {
+        node,
+        changes,
+        fingerprints,
+    } = response
+    {
+        if changes.is_empty() {
+            println!(
+                "{node}: reloaded, nothing changed (config {})",
+                fingerprints.config
+            );
+        } else {
+            println!("{node}: reloaded (config {}):", fingerprints.config);
+            for change in changes {
+                println!("  {change}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn print_done(response: Response) -> Result<(), Failure> {
     if let Response::Done { message } = response {
         println!("{message}");
@@ -510,7 +559,12 @@ fn status(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print!("{}{}", render_status(&report), render_checks(&report));
+        print!(
+            "{}{}{}",
+            render_status(&report),
+            render_configs(&report),
+            render_checks(&report)
+        );
     }
     Ok(())
 }
@@ -536,9 +590,10 @@ fn watch_status(daemon: &DaemonSocket, json: bool, interval: Duration) -> Result
                 format!("{}\n", serde_json::to_string(&report).unwrap_or_default())
             }
             Ok(Response::Status(report)) => format!(
-                "Every {}: havip status    {now}\n\n{}{}",
+                "Every {}: havip status    {now}\n\n{}{}{}",
                 config::format_duration(interval),
                 render_status(&report),
+                render_configs(&report),
                 render_checks(&report)
             ),
             Ok(_) => "the daemon answered status with something else\n".into(),
@@ -638,6 +693,45 @@ fn render_status(report: &StatusReport) -> String {
                 },
             );
         }
+    }
+    out
+}
+
+/// Each node's config fingerprint, and which nodes disagree on what must be the same
+/// everywhere (peers, timers, groups): a reload rolled out to some nodes only.
+fn render_configs(report: &StatusReport) -> String {
+    if report.configs.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = (report.configs.iter())
+        .map(|c| match &c.fingerprints {
+            Some(f) => format!("{} {}", c.node, f.config),
+            None => format!("{} ?", c.node),
+        })
+        .collect();
+    let mut out = format!(
+        "
+config: {}
+",
+        shown.join(", ")
+    );
+    let mine = (report.configs.iter())
+        .find(|c| c.node == report.node)
+        .and_then(|c| c.fingerprints.as_ref())
+        .map(|f| f.cluster.clone());
+    let differ: Vec<&str> = (report.configs.iter())
+        .filter(|c| match (&c.fingerprints, &mine) {
+            (Some(f), Some(m)) => f.cluster != *m,
+            _ => false,
+        })
+        .map(|c| c.node.as_str())
+        .collect();
+    if !differ.is_empty() {
+        out += &format!(
+            "  DRIFT: {} disagree(s) with {} on peers, timers or groups; finish rolling the change out (havip check-config on all files shows where)\n",
+            differ.join(", "),
+            report.node
+        );
     }
     out
 }

@@ -279,7 +279,9 @@ impl Bootstrap {
             GroupVerdict::Exists { peer } => {
                 format!("{peer} is a member; waiting for the group's leader to bring this node in")
             }
-            GroupVerdict::Wait { reason } => format!("not formed yet: {reason}"),
+            GroupVerdict::Wait { reason } => {
+                format!("it is formed once every voter lists it, and {reason}")
+            }
         };
         if waiting_for.get(group) != Some(&reason) {
             tracing::info!(group = %group, "group has no master yet: {reason}");

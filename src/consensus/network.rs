@@ -183,6 +183,16 @@ impl RaftService {
         }
     }
 
+    /// A group a reload removed: its Raft traffic is refused from now on.
+    pub fn deregister(&self, group: &str) {
+        if let Ok(mut groups) = self.groups.write() {
+            groups.remove(group);
+        }
+        if let Ok(mut last) = self.last_append.write() {
+            last.remove(group);
+        }
+    }
+
     pub fn last_append(&self, group: &str) -> Option<tokio::time::Instant> {
         self.last_append
             .read()

@@ -6,7 +6,7 @@
 //! report a command done before it is committed.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver as _;
@@ -82,7 +82,8 @@ pub struct Proposer {
     /// Every configured node's name by Raft id, to reach the leader by name.
     names: BTreeMap<NodeId, String>,
     mesh: Arc<Mesh>,
-    rafts: BTreeMap<String, Raft>,
+    /// Changed by a reload that adds or removes a group.
+    rafts: RwLock<BTreeMap<String, Raft>>,
 }
 
 impl Proposer {
@@ -97,11 +98,28 @@ impl Proposer {
             self_id: node_id(self_name),
             names: members.iter().map(|n| (node_id(n), n.clone())).collect(),
             mesh,
-            rafts,
+            rafts: RwLock::new(rafts),
         }
     }
 
     /// A configured node's name from its Raft id.
+    fn raft(&self, group: &str) -> Option<Raft> {
+        let rafts = self.rafts.read().unwrap_or_else(|p| p.into_inner());
+        rafts.get(group).cloned()
+    }
+
+    /// A group a reload started: its writes are committed from now on.
+    pub fn add_group(&self, group: &str, raft: Raft) {
+        let mut rafts = self.rafts.write().unwrap_or_else(|p| p.into_inner());
+        rafts.insert(group.to_string(), raft);
+    }
+
+    /// A group a reload removed.
+    pub fn remove_group(&self, group: &str) {
+        let mut rafts = self.rafts.write().unwrap_or_else(|p| p.into_inner());
+        rafts.remove(group);
+    }
+
     pub fn name_of(&self, id: Option<NodeId>) -> Option<String> {
         id.and_then(|id| self.names.get(&id).cloned())
     }
@@ -122,7 +140,7 @@ impl Proposer {
     /// Commits `command` in `group`: locally when this node leads, else through the
     /// leader. Returns once committed, or an error after a bounded number of attempts.
     pub async fn propose(&self, group: &str, command: Command) -> Result<(), ProposeError> {
-        let raft = self.rafts.get(group).ok_or_else(|| ProposeError::NoGroup {
+        let raft = self.raft(group).ok_or_else(|| ProposeError::NoGroup {
             group: group.to_string(),
         })?;
         let mut last = AttemptError::NoLeader;
@@ -179,7 +197,7 @@ impl Proposer {
     /// The leader's side of a forwarded write (`PeerRequest::Write`): commits it if this
     /// node leads `group`, within `WRITE_TIMEOUT`, else says who leads.
     pub async fn write_as_leader(&self, group: &str, command: Command) -> PeerReply {
-        let Some(raft) = self.rafts.get(group) else {
+        let Some(raft) = self.raft(group) else {
             return PeerReply::Failed(format!("no group named {group:?} here"));
         };
         let leader = raft.metrics().borrow_watched().current_leader;

@@ -283,6 +283,29 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes group `name`'s vote, log and state from the store, in one durable
+    /// transaction: a crash leaves the group either whole or gone. Refused while the group
+    /// is open (its Raft must have been shut down and dropped first). After this the group
+    /// is pristine here: added again, it is formed or caught up like a new one.
+    pub async fn drop_group(&self, name: &str) -> Result<(), StoreError> {
+        validate_group_name(name)?;
+        let lease = GroupLease::take(self, name)?;
+        // Every write queued for the group before it was closed lands first, so none can
+        // recreate a table after the delete.
+        self.drain().await;
+        let tables = GroupTables::new(self, name, lease);
+        let txn = tables.begin_write()?;
+        txn.delete_table(tables.log_def())
+            .map_err(tables.db_err(&tables.log, "deleting the table"))?;
+        txn.delete_table(tables.kv_def(&tables.meta))
+            .map_err(tables.db_err(&tables.meta, "deleting the table"))?;
+        txn.delete_table(tables.kv_def(&tables.sm))
+            .map_err(tables.db_err(&tables.sm, "deleting the table"))?;
+        tables.commit(txn, &tables.meta)
+    }
+}
+
 fn validate_group_name(name: &str) -> Result<(), StoreError> {
     let reason = if name.is_empty() {
         "it is empty"

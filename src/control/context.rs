@@ -4,9 +4,11 @@
 //! command takes the parts it needs. Nothing here decides or changes anything itself.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::protocol::{Fingerprints, Response};
 
 use crate::config::Config;
 use crate::consensus::Raft;
@@ -23,7 +25,8 @@ use crate::vip::DataPlane;
 /// Everything the commands of the control socket and of the peers may touch.
 pub struct Control {
     pub members: Members,
-    pub groups: Groups,
+    /// Replaced whole when a reload adds or removes a group (`Control::groups`).
+    pub groups: RwLock<Arc<Groups>>,
     pub proposer: Arc<Proposer>,
     /// This node's health report (gateways with checks).
     pub health: Option<watch::Receiver<HealthReport>>,
@@ -32,9 +35,33 @@ pub struct Control {
     pub mesh: Arc<Mesh>,
     /// For its disk statistics (metrics).
     pub store: Store,
+    /// Of the config in effect; a reload changes them.
+    pub fingerprints: RwLock<Fingerprints>,
+    /// Where `havip reload` is handed to the daemon, which alone can apply it.
+    pub reloads: mpsc::Sender<oneshot::Sender<Response>>,
 }
 
 impl Control {
+    /// This node's groups now; a command keeps the ones it started with even if a reload
+    /// adds or removes one meanwhile.
+    pub fn groups(&self) -> Arc<Groups> {
+        self.groups
+            .read()
+            .map_or_else(|poisoned| poisoned.into_inner().clone(), |g| g.clone())
+    }
+
+    /// Changes the set of groups (a reload); commands started before keep the old one.
+    pub fn update_groups(&self, change: impl FnOnce(&mut BTreeMap<String, GroupHandle>)) {
+        let mut guard = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        let mut groups = guard.0.clone();
+        change(&mut groups);
+        *guard = Arc::new(Groups(groups));
+    }
+
+    pub fn fingerprints(&self) -> Fingerprints {
+        (self.fingerprints.read()).map_or_else(|p| p.into_inner().clone(), |f| f.clone())
+    }
+
     /// This node's checks with their last results; empty without checks.
     pub fn local_checks(&self) -> Vec<CheckReport> {
         self.health
@@ -83,6 +110,7 @@ impl Members {
 }
 
 /// One group as the commands see it.
+#[derive(Clone)]
 pub struct GroupHandle {
     pub raft: Raft,
     /// The replicated state (nodes' facts, pin, history).
@@ -114,6 +142,7 @@ pub struct UnknownGroup {
 }
 
 /// This node's groups, by name.
+#[derive(Default)]
 pub struct Groups(pub BTreeMap<String, GroupHandle>);
 
 impl Groups {

@@ -21,11 +21,9 @@ use super::status::status;
 /// The response to `request`.
 pub async fn handle_request(control: &Control, request: Request) -> Response {
     let Control {
-        groups,
-        members,
-        proposer,
-        ..
+        members, proposer, ..
     } = control;
+    let groups = &*control.groups();
     match request {
         Request::Status => Response::Status(status(control).await),
         Request::Holdings => Response::Holdings {
@@ -35,7 +33,20 @@ pub async fn handle_request(control: &Control, request: Request) -> Response {
         Request::History { group } => history(groups, group),
         Request::Failover { group, to } => failover(groups, members, proposer, group, to).await,
         Request::Maintenance { node, on } => maintenance(groups, members, proposer, node, on).await,
+        Request::Reload => reload(control).await,
     }
+}
+
+/// Hands the reload to the daemon and waits for its answer.
+async fn reload(control: &Control) -> Response {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let stopping = || Response::Error {
+        message: "the daemon is shutting down; nothing was reloaded".into(),
+    };
+    if control.reloads.send(reply).await.is_err() {
+        return stopping();
+    }
+    answer.await.unwrap_or_else(|_| stopping())
 }
 
 /// The control socket's server, answering until `stop`.

@@ -44,7 +44,7 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
 fn group_metrics(control: &Control) -> Vec<GroupMetrics> {
     let self_id = node_id(&control.members.me);
     control
-        .groups
+        .groups()
         .iter()
         .map(|(name, handle)| {
             let view = handle.view.borrow().clone();

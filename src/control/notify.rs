@@ -6,12 +6,13 @@
 
 use std::fmt;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::Command;
 
 use crate::process_group::ProcessGroup;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// A group's state as a notify hook sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,32 +45,53 @@ pub struct StateChange {
     pub reason: String,
 }
 
-/// Queues state changes for the hook. Cheap to clone; `notify` never blocks.
+/// Queues state changes for the hook. Cheap to clone; `notify` never blocks. The hook
+/// itself can be changed by a reload (`Notifier::set`): changes queued before it run
+/// with the hook of when they run.
 #[derive(Clone)]
 pub struct Notifier {
-    queue: Option<mpsc::UnboundedSender<StateChange>>,
+    queue: mpsc::UnboundedSender<StateChange>,
+    hook: Arc<watch::Sender<Hook>>,
 }
+
+/// The argv to run and its time limit; `None`: changes are dropped.
+type Hook = Option<(Vec<String>, Duration)>;
 
 impl Notifier {
     /// A notifier that runs `command` (argv) for each change; `None`: changes are dropped.
     pub fn start(command: Option<Vec<String>>, timeout: Duration) -> Notifier {
-        let Some(argv) = command.filter(|a| !a.is_empty()) else {
-            return Notifier { queue: None };
-        };
         let (tx, mut rx) = mpsc::unbounded_channel::<StateChange>();
+        let (hook, current) = watch::channel(hook_of(command, timeout));
         tokio::spawn(async move {
             while let Some(change) = rx.recv().await {
-                run_hook(&argv, &change, timeout).await;
+                let hook = current.borrow().clone();
+                if let Some((argv, timeout)) = hook {
+                    run_hook(&argv, &change, timeout).await;
+                }
             }
         });
-        Notifier { queue: Some(tx) }
+        Notifier {
+            queue: tx,
+            hook: Arc::new(hook),
+        }
+    }
+
+    /// Replaces the hook (a reload).
+    pub fn set(&self, command: Option<Vec<String>>, timeout: Duration) {
+        self.hook.send_replace(hook_of(command, timeout));
     }
 
     pub fn notify(&self, change: StateChange) {
-        if let Some(queue) = &self.queue {
-            let _ = queue.send(change);
+        if self.hook.borrow().is_some() {
+            let _ = self.queue.send(change);
         }
     }
+}
+
+fn hook_of(command: Option<Vec<String>>, timeout: Duration) -> Hook {
+    command
+        .filter(|a| !a.is_empty())
+        .map(|argv| (argv, timeout))
 }
 
 async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {

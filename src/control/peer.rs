@@ -48,7 +48,7 @@ impl RequestHandler for PeerHandler {
             CONTROL_CHANNEL => {
                 let control = self.control.get().cloned();
                 let pristine = control.as_ref().map_or(self.pristine_at_start, |c| {
-                    is_pristine(c.groups.iter().map(|(_, h)| &h.raft))
+                    is_pristine(c.groups().iter().map(|(_, h)| &h.raft))
                 });
                 Box::pin(async move {
                     let request: PeerRequest = serde_json::from_slice(&payload)
@@ -71,9 +71,10 @@ async fn answer(control: &Control, request: PeerRequest) -> PeerReply {
     match request {
         PeerRequest::Pristine => PeerReply::Pristine(false),
         PeerRequest::GroupPresence { group } => {
-            PeerReply::GroupPresence(presence(control.groups.get(&group).map(|g| &g.raft)))
+            PeerReply::GroupPresence(presence(control.groups().get(&group).map(|g| &g.raft)))
         }
-        PeerRequest::Holdings => PeerReply::Holdings(control.groups.holdings()),
+        PeerRequest::Holdings => PeerReply::Holdings(control.groups().holdings()),
+        PeerRequest::Fingerprints => PeerReply::Fingerprints(control.fingerprints()),
         PeerRequest::Checks => PeerReply::Checks(control.local_checks()),
         PeerRequest::Write { group, command } => {
             control.proposer.write_as_leader(&group, command).await

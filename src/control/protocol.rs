@@ -33,17 +33,35 @@ pub enum Request {
         node: String,
         on: bool,
     },
+    /// Re-read the node's config file and apply what changed (as SIGHUP does).
+    Reload,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(StatusReport),
-    Holdings { groups: Vec<String> },
-    Held { groups: Vec<HeldGroup> },
-    History { groups: Vec<GroupHistory> },
-    Done { message: String },
-    Error { message: String },
+    Holdings {
+        groups: Vec<String>,
+    },
+    Held {
+        groups: Vec<HeldGroup>,
+    },
+    History {
+        groups: Vec<GroupHistory>,
+    },
+    Done {
+        message: String,
+    },
+    /// A reload took effect: what changed (empty: nothing did), and the new fingerprints.
+    Reloaded {
+        node: String,
+        changes: Vec<String>,
+        fingerprints: Fingerprints,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// One group the data plane has on the host (`Request::Held`).
@@ -79,6 +97,31 @@ impl Response {
     }
 }
 
+/// Fingerprints of a node's config (`config::config_fingerprint`,
+/// `config::cluster_fingerprint`): the first changes when a reload took effect, the second
+/// must be the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprints {
+    pub config: String,
+    pub cluster: String,
+}
+
+impl Fingerprints {
+    pub fn of(config: &crate::config::Config) -> Self {
+        Fingerprints {
+            config: crate::config::config_fingerprint(config),
+            cluster: crate::config::cluster_fingerprint(config),
+        }
+    }
+}
+
+/// One node's config fingerprints as `havip status` shows them; `None`: it did not answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub node: String,
+    pub fingerprints: Option<Fingerprints>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub node: String,
@@ -88,6 +131,9 @@ pub struct StatusReport {
     /// Every node's health checks (asked over the mesh); `checks` is None for a node that
     /// did not answer in time, empty for one without checks.
     pub health: Vec<NodeChecks>,
+    /// Every node's config fingerprints (asked over the mesh).
+    #[serde(default)]
+    pub configs: Vec<NodeConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,6 +191,8 @@ pub enum PeerRequest {
     GroupPresence { group: String },
     /// Which groups this node holds now.
     Holdings,
+    /// This node's config fingerprints.
+    Fingerprints,
     /// This node's health checks with their last results.
     Checks,
 }
@@ -171,6 +219,7 @@ pub enum PeerReply {
     Pristine(bool),
     GroupPresence(GroupPresence),
     Holdings(Vec<String>),
+    Fingerprints(Fingerprints),
     Checks(Vec<CheckReport>),
     Failed(String),
 }

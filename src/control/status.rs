@@ -9,16 +9,18 @@ use futures_util::future::join_all;
 use openraft::async_runtime::WatchReceiver as _;
 
 use super::context::{Control, GroupHandle};
-use super::protocol::{GroupStatus, NodeChecks, NodeStatus, PeerReply, PeerRequest, StatusReport};
+use super::protocol::{
+    GroupStatus, NodeChecks, NodeConfig, NodeStatus, PeerReply, PeerRequest, StatusReport,
+};
 
 /// Node name → the groups it says it holds (None: it did not answer).
 type Holdings = BTreeMap<String, Option<Vec<String>>>;
 
 /// The status report of this node and what its peers answered.
 pub async fn status(control: &Control) -> StatusReport {
-    let (holdings, health) = ask_peers(control).await;
+    let ((holdings, health), configs) = tokio::join!(ask_peers(control), ask_configs(control));
     let groups = control
-        .groups
+        .groups()
         .iter()
         .map(|(name, handle)| group_status(control, name, handle, &holdings))
         .collect();
@@ -28,7 +30,28 @@ pub async fn status(control: &Control) -> StatusReport {
         data_plane: control.data_plane.kind().to_string(),
         groups,
         health,
+        configs,
     }
+}
+
+/// Every node's config fingerprints, this node's included, in the config's order.
+async fn ask_configs(control: &Control) -> Vec<NodeConfig> {
+    let proposer = &control.proposer;
+    join_all(control.members.all.iter().map(|node| async move {
+        let fingerprints = if *node == control.members.me {
+            Some(control.fingerprints())
+        } else {
+            match proposer.ask(node, &PeerRequest::Fingerprints).await {
+                Ok(PeerReply::Fingerprints(f)) => Some(f),
+                _ => None,
+            }
+        };
+        NodeConfig {
+            node: node.clone(),
+            fingerprints,
+        }
+    }))
+    .await
 }
 
 /// Every node's holdings and health checks, this node's included.
@@ -66,7 +89,10 @@ async fn ask_peers(control: &Control) -> (Holdings, Vec<NodeChecks>) {
             (p, held)
         })
         .collect();
-    holdings.insert(control.members.me.clone(), Some(control.groups.holdings()));
+    holdings.insert(
+        control.members.me.clone(),
+        Some(control.groups().holdings()),
+    );
     (holdings, health)
 }
 

@@ -89,3 +89,27 @@ pub fn spawn(
         task,
     }
 }
+
+/// One group's loop, and the switch that stops it alone (a reload removing the group) or
+/// with the daemon.
+pub struct GroupTasks {
+    pub stop: watch::Sender<bool>,
+    pub task: JoinHandle<()>,
+}
+
+impl GroupTasks {
+    /// The group's own stop signal, turned on by the daemon's `shutdown` too.
+    pub fn stop_signal(
+        shutdown: &watch::Receiver<bool>,
+    ) -> (watch::Sender<bool>, watch::Receiver<bool>) {
+        let (stop, stopped) = watch::channel(*shutdown.borrow());
+        let (mut daemon, forward) = (shutdown.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = daemon.wait_for(|down| *down) => { let _ = forward.send(true); }
+                _ = forward.closed() => {}
+            }
+        });
+        (stop, stopped)
+    }
+}

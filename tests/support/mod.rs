@@ -75,6 +75,8 @@ pub struct Cluster {
     pub net: u8,
     pub nodes: BTreeMap<&'static str, Node>,
     watcher: Option<Watcher>,
+    /// Watchers of groups other than `GROUP` (`watch_group`).
+    group_watchers: Vec<(&'static str, Watcher)>,
     nft_table: Option<String>,
 }
 
@@ -258,6 +260,7 @@ impl Cluster {
             net,
             nodes,
             watcher: None,
+            group_watchers: Vec::new(),
             nft_table: None,
         };
         for name in running {
@@ -268,7 +271,7 @@ impl Cluster {
             .values()
             .map(|n| (n.name, n.socket.clone()))
             .collect();
-        cluster.watcher = Some(Watcher::start(sockets));
+        cluster.watcher = Some(Watcher::start(sockets, GROUP));
         cluster
     }
 
@@ -547,35 +550,65 @@ impl Cluster {
     /// intervals, so an overlap between two polls counts), or if the witness ever held.
     pub fn assert_never_two_holders(&self) {
         if let Some(w) = &self.watcher {
-            let holds: Vec<(&'static str, Vec<Hold>)> = NODES
-                .iter()
-                .map(|n| (*n, hold_intervals(&w.seen(n))))
-                .collect();
-            let overlaps: Vec<String> = overlaps(&holds)
-                .iter()
-                .map(|o| {
-                    format!(
-                        "{} and {} both held for {:?} from {}",
-                        o.nodes.0,
-                        o.nodes.1,
-                        o.to - o.from,
-                        w.when(o.from)
-                    )
-                })
-                .collect();
-            assert!(
-                overlaps.is_empty(),
-                "split brain observed: {overlaps:?}\n{}",
-                self.logs()
-            );
-            assert!(
-                !w.seen("witness")
-                    .iter()
-                    .any(|s| matches!(s, Seen::Held { .. })),
-                "the witness held the VIP\n{}",
-                self.logs()
-            );
+            self.assert_never_two_holders_seen_by(GROUP, w);
         }
+        for (group, w) in &self.group_watchers {
+            self.assert_never_two_holders_seen_by(group, w);
+        }
+    }
+
+    fn assert_never_two_holders_seen_by(&self, group: &str, w: &Watcher) {
+        let holds: Vec<(&'static str, Vec<Hold>)> = NODES
+            .iter()
+            .map(|n| (*n, hold_intervals(&w.seen(n))))
+            .collect();
+        let overlaps: Vec<String> = overlaps(&holds)
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} and {} both held {group} for {:?} from {}",
+                    o.nodes.0,
+                    o.nodes.1,
+                    o.to - o.from,
+                    w.when(o.from)
+                )
+            })
+            .collect();
+        assert!(
+            overlaps.is_empty(),
+            "split brain observed: {overlaps:?}\n{}",
+            self.logs()
+        );
+        assert!(
+            !w.seen("witness")
+                .iter()
+                .any(|s| matches!(s, Seen::Held { .. })),
+            "the witness held {group}\n{}",
+            self.logs()
+        );
+    }
+
+    /// Watches `group` too (every 10 ms, as `GROUP`): `holders_of` and
+    /// `assert_never_two_holders` include it from now on.
+    pub fn watch_group(&mut self, group: &'static str) {
+        let sockets = self
+            .nodes
+            .values()
+            .map(|n| (n.name, n.socket.clone()))
+            .collect();
+        self.group_watchers
+            .push((group, Watcher::start(sockets, group)));
+    }
+
+    /// The nodes holding `group` now (`GROUP`, or one given to `watch_group`).
+    pub fn holders_of(&self, group: &str) -> Vec<&'static str> {
+        if group == GROUP {
+            return self.holders();
+        }
+        (self.group_watchers.iter())
+            .find(|(g, _)| *g == group)
+            .map(|(_, w)| w.current(Instant::now()))
+            .unwrap_or_default()
     }
 
     pub fn logs(&self) -> String {
@@ -635,6 +668,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.heal();
         if let Some(w) = self.watcher.take() {
+            w.stop();
+        }
+        for (_, w) in self.group_watchers.drain(..) {
             w.stop();
         }
         let names: Vec<&'static str> = self.nodes.keys().copied().collect();
@@ -778,7 +814,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(sockets: Vec<(&'static str, PathBuf)>) -> Watcher {
+    fn start(sockets: Vec<(&'static str, PathBuf)>, group: &'static str) -> Watcher {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
@@ -809,7 +845,7 @@ impl Watcher {
                             let now = Instant::now();
                             let seen = match answer {
                                 Ok(Response::Held { groups }) => {
-                                    match groups.iter().find(|g| g.group == GROUP) {
+                                    match groups.iter().find(|g| g.group == group) {
                                         Some(g) => Seen::Held {
                                             at: now,
                                             until: now + Duration::from_millis(g.remaining_ms),

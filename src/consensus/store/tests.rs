@@ -256,6 +256,32 @@ async fn pristine_until_a_vote_or_log_is_written() {
     assert!(!store.is_pristine("web").expect("has a log"));
 }
 
+#[tokio::test]
+async fn a_dropped_group_is_pristine_and_the_others_are_untouched() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (mut crm, crm_sm) = store.group("crm").expect("crm");
+    append(&mut crm, sample_entries()).await;
+    let (mut web, web_sm) = store.group("web").expect("web");
+    append(&mut web, vec![Entry::new_blank(log_id(1, 1))]).await;
+    let refused = store.drop_group("web").await;
+    assert!(
+        matches!(refused, Err(StoreError::GroupInUse { .. })),
+        "an open group must not be dropped: {refused:?}"
+    );
+    drop((web, web_sm));
+    store.drop_group("web").await.expect("drop web");
+    assert!(store.is_pristine("web").expect("web"));
+    assert!(!store.is_pristine("crm").expect("crm"));
+    drop((crm, crm_sm));
+    drop(store);
+    // Reopened from disk: the drop was durable, the other group intact.
+    let store = Store::open(dir.path()).expect("reopen");
+    assert!(store.is_pristine("web").expect("web after reopen"));
+    assert!(!store.is_pristine("crm").expect("crm after reopen"));
+    let (_web, _web_sm) = store.group("web").expect("web opens again");
+}
+
 #[test]
 fn a_group_is_open_once_and_reopens_after_drop() {
     let dir = TempDir::new().expect("tempdir");

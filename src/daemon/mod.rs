@@ -1,64 +1,46 @@
 //! `havip run`: wires the store, the peer mesh, one Raft and one control loop per VIP
 //! group, the fact feeds, and the control socket, then waits for SIGTERM/SIGINT and shuts
 //! down in the order that keeps the VIP safe: release the VIPs, hand leadership over,
-//! flush the store, exit. It decides nothing and answers no request itself (the group
-//! loops decide, `control/` answers); it must never hold a VIP it has not been told to by
-//! the hold rule.
+//! flush the store, exit. SIGHUP and `havip reload` re-read the config (`reload`). It
+//! decides nothing and answers no request itself (the group loops decide, `control/`
+//! answers); it must never hold a VIP it has not been told to by the hold rule.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, VipGroup};
 use crate::consensus::Raft;
 use crate::consensus::bootstrap::{self, Bootstrap};
-use crate::consensus::group_raft::{self, GroupRaft, GroupRaftError};
+use crate::consensus::group_raft::{self, GroupRaft};
 use crate::consensus::proposer::Proposer;
-use crate::consensus::store::{Store, StoreError};
+use crate::consensus::store::Store;
 use crate::control::dispatch::{self, Serving};
-use crate::control::metrics::{self as prometheus, MetricsError};
+use crate::control::metrics as prometheus;
 use crate::control::notify::Notifier;
 use crate::control::peer::PeerHandler;
-use crate::control::{Control, GroupHandle, Groups, Members, socket};
+use crate::control::protocol::{Fingerprints, Response};
+use crate::control::{Control, GroupHandle, Members, socket};
 use crate::group::GroupStopped;
 use crate::group::reannounce::Reannouncer;
-use crate::group::tasks::{self, NodeParts, RunningGroup};
-use crate::health::{self, HealthMonitor, HealthReport};
+use crate::group::tasks::{self, GroupTasks, NodeParts, RunningGroup};
+use crate::health::{self, HealthFacts, HealthMonitor, HealthReport};
 use crate::key::ClusterKey;
-use crate::peer::{Mesh, MeshConfig, MeshError};
+use crate::peer::{Mesh, MeshConfig};
 use crate::policy::Role;
 use crate::vip::link::LinkWatch;
-use crate::vip::open::OpenError;
 use crate::vip::{self, DataPlane, VipSet};
 
-/// Errors that stop the daemon before it runs; each says what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Key(#[from] crate::key::KeyError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Missing privileges, a netlink failure, the link watch.
-    #[error(transparent)]
-    DataPlane(#[from] OpenError),
-    #[error(transparent)]
-    Mesh(#[from] MeshError),
-    #[error(transparent)]
-    Socket(#[from] socket::SocketError),
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    /// A group's Raft (its timers, its store, openraft itself); names the file or group.
-    #[error(transparent)]
-    Raft(#[from] GroupRaftError),
-    /// Not a start error: the daemon ran and a group's Raft stopped under it.
-    #[error(transparent)]
-    Fatal(#[from] GroupStopped),
-}
+mod error;
+mod reload;
+mod signals;
+
+pub use error::StartError;
+use signals::{hangups, recv_hangup, wait_for_signal};
 
 pub struct RunOptions {
     pub config: Config,
@@ -80,13 +62,24 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     tokio::time::sleep(node.config.timers.leader_lease()).await;
     let mut joined = node.join(&shutdown).await?;
     let control = joined.control.clone();
-    let serving = dispatch::serve(control, sockets.control, sockets.metrics, shutdown);
+    let serving = dispatch::serve(control, sockets.control, sockets.metrics, shutdown.clone());
     let config = &node.config;
     tracing::info!(node = %config.node.name, role = ?config.node.role, groups = config.vip_groups.len(),
         data_plane = node.data_plane.kind(), "havip running");
-    let fatal = tokio::select! {
-        _ = wait_for_signal() => None,
-        Some(error) = joined.fatal.recv() => Some(error),
+    let mut node = node;
+    let mut hangups = hangups();
+    let fatal = loop {
+        tokio::select! {
+            _ = wait_for_signal() => break None,
+            Some(error) = joined.fatal.recv() => break Some(error),
+            Some(()) = recv_hangup(&mut hangups) => {
+                reload::reload(&mut node, &mut joined, &shutdown).await;
+            }
+            Some(reply) = joined.reloads.recv() => {
+                let response = reload::reload(&mut node, &mut joined, &shutdown).await;
+                let _ = reply.send(response);
+            }
+        }
     };
     match &fatal {
         Some(error) => tracing::error!("stopping: {error}"),
@@ -106,7 +99,6 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
 struct Node {
     config: Config,
     store: Store,
-    vip_sets: Vec<VipSet>,
     data_plane: Arc<dyn DataPlane>,
     links: Option<LinkWatch>,
     /// No group had any state in the store at start.
@@ -124,12 +116,19 @@ struct Sockets {
     metrics: Option<TcpListener>,
 }
 
-/// The running groups.
+/// The running groups, and what a reload needs to start or stop one.
 struct Joined {
     control: Arc<Control>,
-    loops: Vec<JoinHandle<()>>,
+    loops: BTreeMap<String, GroupTasks>,
     /// A group loop that stopped on its own.
     fatal: mpsc::UnboundedReceiver<GroupStopped>,
+    fatal_tx: mpsc::UnboundedSender<GroupStopped>,
+    /// `havip reload` on the control socket, answered by the main loop.
+    reloads: mpsc::Receiver<oneshot::Sender<Response>>,
+    proposer: Arc<Proposer>,
+    notifier: Notifier,
+    /// The node's health feed (gateways with checks), shared by every group's loop.
+    health: Option<watch::Receiver<HealthFacts>>,
 }
 
 impl Node {
@@ -174,7 +173,6 @@ impl Node {
         let node = Node {
             config,
             store,
-            vip_sets,
             data_plane,
             links,
             pristine,
@@ -203,65 +201,91 @@ impl Node {
             by_name.clone(),
         );
         let proposer = Arc::new(proposer);
-        let (groups, fatal) = self.spawn_groups(rafts, &proposer, shutdown);
-        let control = Arc::new(Control {
-            members,
-            groups: Groups(groups.iter().map(GroupHandle::of).collect()),
-            proposer: proposer.clone(),
-            health: self.health.as_ref().map(|(_, reports)| reports.clone()),
-            data_plane: self.data_plane.clone(),
-            mesh: self.mesh.clone(),
-            store: self.store.clone(),
-        });
-        let _ = self.peer_handler.control.set(control.clone());
-        let reannouncer = Reannouncer::of(&groups, self.data_plane.clone());
-        reannouncer.spawn(self.links.as_ref(), self.mesh.connected(), shutdown);
-        let bootstrap = Bootstrap {
-            self_name: config.node.name.clone(),
-            members: bootstrap::voters(config),
-            rafts: by_name,
-            proposer,
-            connected: self.mesh.connected(),
-            pristine_cluster: self.pristine,
-        };
-        tokio::spawn(bootstrap.run(shutdown.clone()));
-        let loops = groups.into_iter().map(|g| g.task).collect();
-        Ok(Joined {
-            control,
-            loops,
-            fatal,
-        })
-    }
-
-    /// Spawns each group's loop and ticks (`group::tasks`) and the node's health feed.
-    fn spawn_groups(
-        &self,
-        rafts: Vec<GroupRaft>,
-        proposer: &Arc<Proposer>,
-        shutdown: &watch::Receiver<bool>,
-    ) -> (Vec<RunningGroup>, mpsc::UnboundedReceiver<GroupStopped>) {
-        let config = &self.config;
         let health = self.health.as_ref().map(|(_, reports)| {
             let checks = config.health.checks.clone();
             health::facts_feed(reports.clone(), checks, shutdown.clone())
         });
-        let node = NodeParts {
-            config,
-            data_plane: self.data_plane.clone(),
-            proposer: proposer.clone(),
-            links: self.links.as_ref(),
-            health,
-            raft_service: self.peer_handler.raft.clone(),
-            notifier: Notifier::start(config.notify.command.clone(), config.notify.timeout),
-        };
+        let notifier = Notifier::start(config.notify.command.clone(), config.notify.timeout);
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
-        let groups = config.vip_groups.iter().zip(&self.vip_sets).zip(rafts);
-        let running = groups
-            .map(|((group, vips), raft)| {
-                tasks::spawn(&node, group, vips, raft, shutdown, &fatal_tx)
-            })
-            .collect();
-        (running, fatal)
+        let (reload_tx, reloads) = mpsc::channel(4);
+        let mut joined = Joined {
+            control: Arc::new(Control {
+                members,
+                groups: RwLock::default(),
+                proposer: proposer.clone(),
+                health: self.health.as_ref().map(|(_, reports)| reports.clone()),
+                data_plane: self.data_plane.clone(),
+                mesh: self.mesh.clone(),
+                store: self.store.clone(),
+                fingerprints: RwLock::new(Fingerprints::of(config)),
+                reloads: reload_tx,
+            }),
+            loops: BTreeMap::new(),
+            fatal,
+            fatal_tx,
+            reloads,
+            proposer,
+            notifier,
+            health,
+        };
+        let mut running = Vec::new();
+        for (group, raft) in config.vip_groups.iter().zip(rafts) {
+            running.push(self.spawn_group(&mut joined, group, raft, shutdown));
+        }
+        let _ = self.peer_handler.control.set(joined.control.clone());
+        let reannouncer = Reannouncer::of(&running, self.data_plane.clone());
+        reannouncer.spawn(self.links.as_ref(), self.mesh.connected(), shutdown);
+        self.bootstrap(&joined, by_name, self.pristine, shutdown);
+        Ok(joined)
+    }
+
+    /// Forms `rafts`' groups if they have no membership yet (`consensus::bootstrap`).
+    fn bootstrap(
+        &self,
+        joined: &Joined,
+        rafts: BTreeMap<String, Raft>,
+        pristine_cluster: bool,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let bootstrap = Bootstrap {
+            self_name: self.config.node.name.clone(),
+            members: bootstrap::voters(&self.config),
+            rafts,
+            proposer: joined.proposer.clone(),
+            connected: self.mesh.connected(),
+            pristine_cluster,
+        };
+        tokio::spawn(bootstrap.run(shutdown.clone()));
+    }
+
+    /// Spawns `group`'s loop and ticks (`group::tasks`) with its own stop signal, and
+    /// shows it to the operator's commands.
+    fn spawn_group(
+        &self,
+        joined: &mut Joined,
+        group: &VipGroup,
+        raft: GroupRaft,
+        shutdown: &watch::Receiver<bool>,
+    ) -> RunningGroup {
+        let parts = NodeParts {
+            config: &self.config,
+            data_plane: self.data_plane.clone(),
+            proposer: joined.proposer.clone(),
+            links: self.links.as_ref(),
+            health: joined.health.clone(),
+            raft_service: self.peer_handler.raft.clone(),
+            notifier: joined.notifier.clone(),
+        };
+        let (stop, stopped) = GroupTasks::stop_signal(shutdown);
+        let vips = VipSet::of(group);
+        let mut running = tasks::spawn(&parts, group, &vips, raft, &stopped, &joined.fatal_tx);
+        let (name, handle) = GroupHandle::of(&running);
+        joined.control.update_groups(|groups| {
+            groups.insert(name.clone(), handle);
+        });
+        let task = std::mem::replace(&mut running.task, tokio::spawn(async {}));
+        joined.loops.insert(name, GroupTasks { stop, task });
+        running
     }
 
     /// Releases, hands over, flushes and closes, within `SHUTDOWN_LIMIT`.
@@ -271,10 +295,10 @@ impl Node {
         // elections are off (`group_raft::raft_config`).
         let _ = shutdown.send(true);
         let rest = async {
-            for task in joined.loops {
-                let _ = task.await;
+            for (_, group) in joined.loops {
+                let _ = group.task.await;
             }
-            for (_, group) in joined.control.groups.iter() {
+            for (_, group) in joined.control.groups().iter() {
                 let _ = group.raft.shutdown().await;
             }
             self.store.drain().await;
@@ -294,23 +318,5 @@ impl Node {
             tracing::warn!("shutdown did not finish within {SHUTDOWN_LIMIT:?}; exiting anyway");
         }
         let _ = std::fs::remove_file(&self.config.control.socket);
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

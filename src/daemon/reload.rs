@@ -1,0 +1,203 @@
+//! Applies a reload (SIGHUP, `havip reload`) to the running node: re-reads and validates
+//! the whole file, asks `config::plan_reload` what changed, refuses what it cannot apply
+//! live, then removes groups (each released and handed over first, then its Raft stopped
+//! and its state dropped), starts the added ones (formed by the cluster once every voter
+//! lists them), and swaps the notify hook. A file with any error, or a change that needs
+//! a restart, is refused whole and the running node is left exactly as it was. It must
+//! never remove a group's VIPs other than through that group's own loop.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Joined, Node};
+use crate::config::{Config, ConfigError, ReloadPlan, plan_reload};
+use crate::consensus::group_raft;
+use crate::consensus::store::StoreError;
+use crate::consensus::types::node_id;
+use crate::control::protocol::{Fingerprints, Response};
+
+/// How long a removed group's store may stay open after its Raft shut down (a snapshot
+/// builder or log reader still finishing) before its state is dropped anyway later.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Re-reads the config and applies it; the answer for `havip reload`. Logs the outcome.
+pub async fn reload(
+    node: &mut Node,
+    joined: &mut Joined,
+    shutdown: &watch::Receiver<bool>,
+) -> Response {
+    let source = node.config.source.clone();
+    tracing::info!(file = %source.display(), "reloading the config");
+    match load_and_plan(node) {
+        Err(errors) => {
+            let message = refused(&errors);
+            tracing::error!("reload refused, nothing changed:\n{message}");
+            Response::Error { message }
+        }
+        Ok((new, plan)) => {
+            let changes = plan.summary.clone();
+            apply(node, joined, new, plan, shutdown).await;
+            let fingerprints = Fingerprints::of(&node.config);
+            if changes.is_empty() {
+                tracing::info!("reloaded: nothing changed");
+            } else {
+                tracing::info!(config = %fingerprints.config, "reloaded: {}", changes.join("; "));
+            }
+            Response::Reloaded {
+                node: node.config.node.name.clone(),
+                changes,
+                fingerprints,
+            }
+        }
+    }
+}
+
+/// The refusal as `check-config` reports it: one error a line, then what was kept.
+fn refused(errors: &[ConfigError]) -> String {
+    let mut lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.push(format!(
+        "reload refused: {} error(s); the running config is unchanged",
+        errors.len()
+    ));
+    lines.join("\n")
+}
+
+/// The new config and what applying it changes, or every reason it cannot be applied.
+fn load_and_plan(node: &Node) -> Result<(Config, ReloadPlan), Vec<ConfigError>> {
+    let new = Config::load(&node.config.source).map_err(|e| e.0)?;
+    let plan = plan_reload(&node.config, &new)?;
+    let mut errors = Vec::new();
+    if let Some(links) = &node.links {
+        for group in &plan.added {
+            if !group.interface.is_empty() && links.link_up(&group.interface).is_none() {
+                errors.push(live_limit(
+                    &new,
+                    &group.name,
+                    format!(
+                        "interface {} is not one the running daemon watches; a group on a new interface needs a restart",
+                        group.interface
+                    ),
+                ));
+            }
+        }
+    }
+    for group in &plan.changed {
+        errors.push(live_limit(
+            &new,
+            &group.name,
+            "changing a running group's settings live is not supported yet; restart the node, or remove the group and add it under a new name".into(),
+        ));
+    }
+    if plan.health {
+        errors.push(ConfigError {
+            file: new.source.clone(),
+            position: None,
+            key: "health".into(),
+            message: "changing the health checks live is not supported yet; restart the node to apply them".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok((new, plan))
+    } else {
+        Err(errors)
+    }
+}
+
+fn live_limit(config: &Config, group: &str, message: String) -> ConfigError {
+    let index = config.vip_groups.iter().position(|g| g.name == group);
+    ConfigError {
+        file: config.source.clone(),
+        position: None,
+        key: index.map_or_else(|| "vip_group".into(), |i| format!("vip_group[{i}]")),
+        message: format!("group {group:?}: {message}"),
+    }
+}
+
+/// Removes, then adds, then swaps the hook; the config in effect becomes `new`.
+async fn apply(
+    node: &mut Node,
+    joined: &mut Joined,
+    new: Config,
+    plan: ReloadPlan,
+    shutdown: &watch::Receiver<bool>,
+) {
+    for group in &plan.removed {
+        remove_group(node, joined, group).await;
+    }
+    node.config = new;
+    let mut added = std::collections::BTreeMap::new();
+    for group in &plan.added {
+        let self_id = node_id(&node.config.node.name);
+        let started = group_raft::start(
+            &node.config,
+            &group.name,
+            self_id,
+            &node.store,
+            node.mesh.clone(),
+        )
+        .await;
+        let raft = match started {
+            Ok(raft) => raft,
+            Err(e) => {
+                tracing::error!(group = %group.name, "cannot start the added group: {e}");
+                continue;
+            }
+        };
+        node.peer_handler
+            .raft
+            .register(&group.name, raft.raft.clone());
+        joined.proposer.add_group(&group.name, raft.raft.clone());
+        added.insert(group.name.clone(), raft.raft.clone());
+        node.spawn_group(joined, group, raft, shutdown);
+        tracing::info!(group = %group.name, "group added: it gets a master once every voter lists it");
+    }
+    if !added.is_empty() {
+        node.bootstrap(joined, added, false, shutdown);
+    }
+    if plan.notify {
+        let notify = &node.config.notify;
+        joined.notifier.set(notify.command.clone(), notify.timeout);
+    }
+    let fingerprints = Fingerprints::of(&node.config);
+    if let Ok(mut current) = joined.control.fingerprints.write() {
+        *current = fingerprints;
+    }
+}
+
+/// Stops `group`'s loop (which releases its VIPs and hands leadership over, as at
+/// shutdown), stops its Raft, then drops its state from the store.
+async fn remove_group(node: &Node, joined: &mut Joined, group: &str) {
+    let Some(tasks) = joined.loops.remove(group) else {
+        return;
+    };
+    let _ = tasks.stop.send(true);
+    let _ = tasks.task.await;
+    let raft = joined.control.groups().get(group).map(|h| h.raft.clone());
+    joined.control.update_groups(|groups| {
+        groups.remove(group);
+    });
+    joined.proposer.remove_group(group);
+    node.peer_handler.raft.deregister(group);
+    if let Some(raft) = raft
+        && let Err(e) = raft.shutdown().await
+    {
+        tracing::warn!(group = %group, "stopping the removed group's Raft: {e}");
+    }
+    let started = tokio::time::Instant::now();
+    loop {
+        match node.store.drop_group(group).await {
+            Ok(()) => {
+                tracing::info!(group = %group, "group removed: released, its Raft state dropped");
+                return;
+            }
+            Err(StoreError::GroupInUse { .. }) if started.elapsed() < CLOSE_WAIT => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                tracing::warn!(group = %group, "group removed and released, but its Raft state stays in the store: {e}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Day-2 changes on a running three-node cluster (real daemons, real Raft over loopback
+//! TCP, observe-only data plane), watched every 10 ms for two holders: a VIP group added
+//! and removed with `havip reload` one node at a time, a group added to every file and
+//! the nodes restarted in turn, and reloads that must change nothing (a broken file, a
+//! change that needs a restart, SIGHUP with a broken file).
+
+#[path = "support/figures.rs"]
+mod figures;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Cluster, NODES, Options};
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    support::SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The `[[vip_group]]` "g2" as `node`'s file lists it.
+fn g2(node: &str) -> String {
+    match node {
+        "witness" => "\n[[vip_group]]\nname = \"g2\"\n".to_string(),
+        gw => format!(
+            "\n[[vip_group]]\nname = \"g2\"\ninterface = \"eth1\"\naddresses = [\"198.18.0.60/24\"]\npriority = {}\nfailback_delay = \"500ms\"\n",
+            if gw == "gw-a" { 150 } else { 100 }
+        ),
+    }
+}
+
+fn edit(cluster: &Cluster, node: &str, change: impl FnOnce(String) -> String) {
+    let path = &cluster.nodes[node].config;
+    let text = std::fs::read_to_string(path).expect("read config");
+    std::fs::write(path, change(text)).expect("write config");
+}
+
+fn reload(cluster: &Cluster, node: &str) -> (i32, String) {
+    cluster.cli(node, &["reload"])
+}
+
+fn groups_on(cluster: &Cluster, node: &str) -> Vec<String> {
+    let status = cluster.status(node).expect("status");
+    status.groups.into_iter().map(|g| g.name).collect()
+}
+
+fn wait_holders_of(cluster: &Cluster, group: &str, want: &[&str], limit: Duration) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if cluster.holders_of(group) == want {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "{group}: holders {:?}, wanted {want:?} within {limit:?}\n{}",
+        cluster.holders_of(group),
+        cluster.logs()
+    );
+}
+
+/// `node` answers and has every node's facts in group crm (the others may have none yet).
+fn wait_crm_reported(cluster: &Cluster, node: &str) {
+    for _ in 0..500 {
+        if let Some(status) = cluster.status(node)
+            && (status.groups.iter())
+                .any(|g| g.name == "crm" && g.nodes.iter().all(|n| n.priority.is_some()))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{node} never saw every node's facts in crm\n{}",
+        cluster.logs()
+    );
+}
+
+#[test]
+fn a_group_added_and_removed_by_reload_one_node_at_a_time_never_disturbs_the_other() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(30, Options::default());
+    cluster.wait_formed("gw-a");
+    cluster.watch_group("g2");
+    let steady = Instant::now();
+
+    let (code, out) = reload(&cluster, "gw-a");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing changed"), "{out}");
+
+    let mut reload_took = Vec::new();
+    for node in NODES {
+        edit(&cluster, node, |text| text + &g2(node));
+        let asked = Instant::now();
+        let (code, out) = reload(&cluster, node);
+        reload_took.push(asked.elapsed());
+        assert_eq!(code, 0, "{node}: {out}");
+        assert!(out.contains("group g2 added"), "{node}: {out}");
+        assert!(groups_on(&cluster, node).contains(&"g2".to_string()));
+        if node == "gw-a" {
+            // Only gw-a lists g2 so far: no master, and status says the cluster differs.
+            let (_, status) = cluster.cli("gw-a", &["status"]);
+            assert!(status.contains("DRIFT"), "{status}");
+            assert!(cluster.holders_of("g2").is_empty());
+        }
+    }
+    let formed = wait_holders_of(&cluster, "g2", &["gw-a"], Duration::from_secs(15));
+    let (_, status) = cluster.cli("gw-a", &["status"]);
+    assert!(!status.contains("DRIFT"), "{status}");
+    figures::figure(&format!(
+        "reload: g2 added; reload answered in {:?}; held by gw-a {formed:?} after the last reload",
+        reload_took
+    ));
+
+    for node in NODES {
+        edit(&cluster, node, |text| text.replace(&g2(node), ""));
+        let (code, out) = reload(&cluster, node);
+        assert_eq!(code, 0, "{node}: {out}");
+        assert!(out.contains("group g2 removed"), "{node}: {out}");
+        assert!(!groups_on(&cluster, node).contains(&"g2".to_string()));
+    }
+    wait_holders_of(&cluster, "g2", &[], Duration::from_secs(10));
+    // The group that was not touched kept its master, with no gap, all along.
+    cluster.assert_sole_holder_since("gw-a", steady);
+    cluster.assert_never_two_holders();
+    // Added again, it is formed afresh: the removal dropped its Raft state everywhere.
+    for node in NODES {
+        edit(&cluster, node, |text| text + &g2(node));
+        let (code, out) = reload(&cluster, node);
+        assert_eq!(code, 0, "{node}: {out}");
+    }
+    wait_holders_of(&cluster, "g2", &["gw-a"], Duration::from_secs(15));
+    cluster.assert_sole_holder_since("gw-a", steady);
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn a_group_added_to_every_file_gets_a_master_after_rolling_restarts() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(31, Options::default());
+    cluster.wait_formed("gw-a");
+    cluster.watch_group("g2");
+    for node in ["witness", "gw-b", "gw-a"] {
+        edit(&cluster, node, |text| text + &g2(node));
+        let status = cluster.stop(node, Duration::from_secs(5));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{node} did not stop cleanly"
+        );
+        cluster.spawn(node);
+        wait_crm_reported(&cluster, node);
+    }
+    wait_holders_of(&cluster, "g2", &["gw-a"], Duration::from_secs(20));
+    wait_holders_of(&cluster, "crm", &["gw-a"], Duration::from_secs(20));
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn a_reload_that_is_broken_or_needs_a_restart_changes_nothing() {
+    let _serial = lock();
+    let cluster = Cluster::start(32, Options::default());
+    cluster.wait_formed("gw-a");
+    let steady = Instant::now();
+    let before = cluster.status("gw-a").expect("status").configs;
+    let original = std::fs::read_to_string(&cluster.nodes["gw-a"].config).expect("read");
+
+    // A broken file: every error named, exit 2, nothing changed.
+    edit(&cluster, "gw-a", |text| {
+        text.replace("priority = 150", "priority = 999") + &g2("gw-a")
+    });
+    let (code, out) = reload(&cluster, "gw-a");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("havip.toml"), "names the file: {out}");
+    assert!(out.contains("priority"), "names the key: {out}");
+    assert!(out.contains("the running config is unchanged"), "{out}");
+    assert!(!groups_on(&cluster, "gw-a").contains(&"g2".to_string()));
+
+    // A change only a restart may make: refused whole, the group beside it not added.
+    std::fs::write(
+        &cluster.nodes["gw-a"].config,
+        original.replace("[control]", "[timers]\nheartbeat = \"100ms\"\n\n[control]") + &g2("gw-a"),
+    )
+    .expect("write");
+    let (code, out) = reload(&cluster, "gw-a");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("timers: changed from"), "{out}");
+    assert!(out.contains("restart the node"), "{out}");
+    assert!(!groups_on(&cluster, "gw-a").contains(&"g2".to_string()));
+
+    // SIGHUP with a broken file: logged, the daemon keeps running unchanged.
+    edit(&cluster, "gw-a", |text| text.replace("[node]", "[node\n"));
+    cluster.signal("gw-a", "HUP");
+    let started = Instant::now();
+    while !cluster.logs().contains("reload refused") && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        cluster.logs().contains("reload refused"),
+        "{}",
+        cluster.logs()
+    );
+    let after = cluster.status("gw-a").expect("still answering").configs;
+    assert_eq!(
+        format!("{before:?}"),
+        format!("{after:?}"),
+        "the fingerprints must not change"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.assert_sole_holder_since("gw-a", steady);
+    cluster.assert_never_two_holders();
+}
