@@ -209,3 +209,54 @@ fn a_reload_that_is_broken_or_needs_a_restart_changes_nothing() {
     cluster.assert_sole_holder_since("gw-a", steady);
     cluster.assert_never_two_holders();
 }
+
+#[test]
+fn health_checks_replaced_by_reload_keep_the_vip_until_the_new_checks_say_otherwise() {
+    let _serial = lock();
+    let net = 33;
+    let _crm_a = support::CrmServer::start(&support::crm_addr(net, "gw-a"));
+    let _crm_b = support::CrmServer::start(&support::crm_addr(net, "gw-b"));
+    let cluster = Cluster::start(
+        net,
+        Options {
+            health_checks: true,
+            ..Options::default()
+        },
+    );
+    cluster.wait_formed("gw-a");
+    let steady = Instant::now();
+
+    // Another interval and timeout for the same server: no gap, no move.
+    edit(&cluster, "gw-a", |text| {
+        text.replace("interval = \"200ms\"", "interval = \"300ms\"")
+    });
+    let (code, out) = reload(&cluster, "gw-a");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("health checks"), "{out}");
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.assert_sole_holder_since("gw-a", steady);
+
+    // A check of a server that does not answer: the new checks are in effect, gw-a is
+    // unhealthy, and the VIP moves to gw-b.
+    let dead = format!("127.0.{net}.29:8080");
+    let live = support::crm_addr(net, "gw-a");
+    edit(&cluster, "gw-a", |text| text.replace(&live, &dead));
+    let (code, out) = reload(&cluster, "gw-a");
+    assert_eq!(code, 0, "{out}");
+    cluster.wait_holder("gw-b", Duration::from_secs(10));
+    // And back: gw-a is healthy again and takes the VIP back after failback_delay.
+    edit(&cluster, "gw-a", |text| text.replace(&dead, &live));
+    let (code, out) = reload(&cluster, "gw-a");
+    assert_eq!(code, 0, "{out}");
+    cluster.wait_holder("gw-a", Duration::from_secs(10));
+    cluster.assert_never_two_holders();
+
+    // Removing every check is a restart: refused.
+    let text = std::fs::read_to_string(&cluster.nodes["gw-a"].config).expect("read");
+    // The [health] section and its checks are the end of the file (no notify hook here).
+    let cut = text.find("\n[health]").expect("a [health] section");
+    std::fs::write(&cluster.nodes["gw-a"].config, &text[..cut]).expect("write");
+    let (code, out) = reload(&cluster, "gw-a");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("health"), "{out}");
+}

@@ -28,7 +28,7 @@ use crate::control::{Control, GroupHandle, Members, socket};
 use crate::group::GroupStopped;
 use crate::group::reannounce::Reannouncer;
 use crate::group::tasks::{self, GroupTasks, NodeParts, RunningGroup};
-use crate::health::{self, HealthFacts, HealthMonitor, HealthReport};
+use crate::health::{HealthFacts, HealthReport, LiveHealth};
 use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig};
 use crate::policy::Role;
@@ -104,7 +104,13 @@ struct Node {
     /// No group had any state in the store at start.
     pristine: bool,
     peer_handler: Arc<PeerHandler>,
-    health: Option<(HealthMonitor, watch::Receiver<HealthReport>)>,
+    /// The health checks (gateways with checks): replaceable by a reload, with the
+    /// report (status) and facts (group loops) feeds that outlive each monitor.
+    health: Option<(
+        LiveHealth,
+        watch::Receiver<HealthReport>,
+        watch::Receiver<HealthFacts>,
+    )>,
     mesh: Arc<Mesh>,
     mesh_shutdown: CancellationToken,
 }
@@ -151,7 +157,7 @@ impl Node {
         let peer_handler = Arc::new(PeerHandler::new(pristine));
         // Health checks start before Raft, so their first results are in when it runs.
         let has_checks = config.node.role == Role::Gateway && !config.health.checks.is_empty();
-        let health = has_checks.then(|| HealthMonitor::start(&config.health, shutdown.clone()));
+        let health = has_checks.then(|| LiveHealth::start(&config.health, shutdown.clone()));
         // The mesh outlives the group loops: they still need it to hand leadership over.
         let mesh_shutdown = CancellationToken::new();
         let peers = config.cluster.peers.iter();
@@ -201,10 +207,7 @@ impl Node {
             by_name.clone(),
         );
         let proposer = Arc::new(proposer);
-        let health = self.health.as_ref().map(|(_, reports)| {
-            let checks = config.health.checks.clone();
-            health::facts_feed(reports.clone(), checks, shutdown.clone())
-        });
+        let health = self.health.as_ref().map(|(_, _, facts)| facts.clone());
         let notifier = Notifier::start(config.notify.command.clone(), config.notify.timeout);
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let (reload_tx, reloads) = mpsc::channel(4);
@@ -213,7 +216,7 @@ impl Node {
                 members,
                 groups: RwLock::default(),
                 proposer: proposer.clone(),
-                health: self.health.as_ref().map(|(_, reports)| reports.clone()),
+                health: self.health.as_ref().map(|(_, reports, _)| reports.clone()),
                 data_plane: self.data_plane.clone(),
                 mesh: self.mesh.clone(),
                 store: self.store.clone(),
@@ -310,8 +313,8 @@ impl Node {
             serving.stop().await;
             self.mesh_shutdown.cancel();
             self.mesh.stopped().await;
-            if let Some((monitor, _)) = self.health {
-                monitor.stopped().await;
+            if let Some((live, _, _)) = self.health {
+                live.stopped().await;
             }
         };
         if tokio::time::timeout(SHUTDOWN_LIMIT, rest).await.is_err() {

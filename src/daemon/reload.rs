@@ -2,7 +2,8 @@
 //! the whole file, asks `config::plan_reload` what changed, refuses what it cannot apply
 //! live, then removes groups (each released and handed over first, then its Raft stopped
 //! and its state dropped), starts the added ones (formed by the cluster once every voter
-//! lists them), and swaps the notify hook. A file with any error, or a change that needs
+//! lists them), replaces the health checks (switching once the new ones have results) and
+//! swaps the notify hook. A file with any error, or a change that needs
 //! a restart, is refused whole and the running node is left exactly as it was. It must
 //! never remove a group's VIPs other than through that group's own loop.
 
@@ -16,6 +17,7 @@ use crate::consensus::group_raft;
 use crate::consensus::store::StoreError;
 use crate::consensus::types::node_id;
 use crate::control::protocol::{Fingerprints, Response};
+use crate::policy::Role;
 
 /// How long a removed group's store may stay open after its Raft shut down (a snapshot
 /// builder or log reader still finishing) before its state is dropped anyway later.
@@ -89,12 +91,20 @@ fn load_and_plan(node: &Node) -> Result<(Config, ReloadPlan), Vec<ConfigError>> 
             "changing a running group's settings live is not supported yet; restart the node, or remove the group and add it under a new name".into(),
         ));
     }
-    if plan.health {
+    let gateway = new.node.role == Role::Gateway;
+    let (had, has) = (
+        !node.config.health.checks.is_empty(),
+        !new.health.checks.is_empty(),
+    );
+    if plan.health && gateway && had != has {
         errors.push(ConfigError {
             file: new.source.clone(),
             position: None,
             key: "health".into(),
-            message: "changing the health checks live is not supported yet; restart the node to apply them".into(),
+            message: format!(
+                "a reload replaces health checks but does not {} them all; restart the node to apply it",
+                if has { "add the first of" } else { "remove" }
+            ),
         });
     }
     if errors.is_empty() {
@@ -154,6 +164,16 @@ async fn apply(
     }
     if !added.is_empty() {
         node.bootstrap(joined, added, false, shutdown);
+    }
+    if plan.health
+        && let Some((live, _, _)) = &mut node.health
+    {
+        let waited = live.replace(&node.config.health).await;
+        tracing::info!(
+            checks = node.config.health.checks.len(),
+            "health checks replaced after {} ms (their first results)",
+            waited.as_millis()
+        );
     }
     if plan.notify {
         let notify = &node.config.notify;

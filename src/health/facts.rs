@@ -1,9 +1,7 @@
 //! The node's health as the group loops need it (`HealthFacts`), kept current on a watch
-//! channel from the monitor's reports. Only what changes on a transition is copied (the
+//! channel from the monitor's reports (`live`). Only what changes on a transition is copied (the
 //! node's state, the weights, which checks are down), so a flapping probe produces no
 //! change, and so no Raft traffic, until rise/fall settle it. It never decides anything.
-
-use tokio::sync::watch;
 
 use super::node_health::{CheckInput, NodeStatus, priority_delta};
 use super::report::HealthReport;
@@ -54,31 +52,6 @@ impl HealthFacts {
             },
         }
     }
-}
-
-/// The facts of the monitor's `reports`, current from the start and changed only when
-/// they change; the feed ends on `shutdown` or when the monitor stops.
-pub fn facts_feed(
-    mut reports: watch::Receiver<HealthReport>,
-    checks: Vec<HealthCheck>,
-    mut shutdown: watch::Receiver<bool>,
-) -> watch::Receiver<HealthFacts> {
-    let (tx, rx) = watch::channel(HealthFacts::of(&reports.borrow_and_update(), &checks));
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                changed = reports.changed() => if changed.is_err() { return },
-            }
-            let next = HealthFacts::of(&reports.borrow_and_update(), &checks);
-            tx.send_if_modified(|facts| {
-                let changed = *facts != next;
-                *facts = next;
-                changed
-            });
-        }
-    });
-    rx
 }
 
 #[cfg(test)]

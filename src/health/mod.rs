@@ -4,13 +4,14 @@
 //! a `HealthMonitor` task drives it all and publishes a `HealthReport`.
 //!
 //! This module never proposes anything to Raft or touches a VIP: it only reports. The
-//! group loops read its facts feed (`facts_feed`); the control commands show the report.
+//! group loops read its facts feed (`LiveHealth`); the control commands show the report.
 
 mod checker;
 mod error;
 mod exec;
 mod facts;
 mod http;
+mod live;
 mod node_health;
 mod report;
 mod rise_fall;
@@ -20,8 +21,9 @@ mod tcp;
 pub use checker::Checker;
 pub use error::HealthError;
 pub use exec::ExecChecker;
-pub use facts::{HealthFacts, facts_feed};
+pub use facts::HealthFacts;
 pub use http::HttpChecker;
+pub use live::LiveHealth;
 pub use node_health::{CheckInput, NodeHealth, NodeStatus, evaluate, priority_delta};
 pub use report::{CheckReport, HealthReport};
 pub use rise_fall::{CheckState, RiseFall, Transition};
