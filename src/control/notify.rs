@@ -218,4 +218,38 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(3));
     }
+
+    #[tokio::test]
+    async fn a_hook_set_by_a_reload_runs_for_the_changes_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let script = format!("echo \"$HAVIP_NEW_STATE\" >> {}", out.display());
+        let notifier = Notifier::start(None, Duration::from_secs(5));
+        let change = |new| StateChange {
+            node: "gw-a".into(),
+            group: "crm".into(),
+            old: HookState::Backup,
+            new,
+            term: 1,
+            reason: "test".into(),
+        };
+        notifier.notify(change(HookState::Fault));
+        notifier.set(
+            Some(vec!["/bin/sh".into(), "-c".into(), script]),
+            Duration::from_secs(5),
+        );
+        notifier.notify(change(HookState::Master));
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = std::fs::read_to_string(&out).unwrap_or_default();
+            if !text.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            text, "MASTER\n",
+            "only the change after the hook was set runs it"
+        );
+    }
 }
