@@ -43,6 +43,51 @@ pub enum MalformedKey {
     WrongLength(usize),
 }
 
+/// The keys a node accepts on its peer links: the current one, with which it dials, and
+/// during a key rollover the previous one, still accepted (and dialed with when a peer
+/// refuses the current one), until every node has the new key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterKeys {
+    pub current: ClusterKey,
+    pub previous: Option<ClusterKey>,
+}
+
+impl ClusterKeys {
+    /// One key, no rollover.
+    pub fn single(key: ClusterKey) -> Self {
+        ClusterKeys {
+            current: key,
+            previous: None,
+        }
+    }
+
+    /// Reads `key_file` and, during a rollover, `previous_key_file`.
+    pub fn load(key_file: &Path, previous_key_file: Option<&Path>) -> Result<Self, KeyError> {
+        Ok(ClusterKeys {
+            current: ClusterKey::load(key_file)?,
+            previous: previous_key_file.map(ClusterKey::load).transpose()?,
+        })
+    }
+
+    /// The keys in the order a link tries them: the current one first.
+    pub fn in_order(&self) -> impl Iterator<Item = &ClusterKey> {
+        std::iter::once(&self.current).chain(self.previous.as_ref())
+    }
+
+    /// Whether a link authenticated with the key of id `id` is still allowed.
+    pub fn accepts(&self, id: &str) -> bool {
+        self.in_order().any(|k| k.id() == id)
+    }
+
+    /// "k:3f9a21c4" or "k:3f9a21c4 (previous k:77b0e912 still accepted)".
+    pub fn describe(&self) -> String {
+        match &self.previous {
+            None => self.current.id(),
+            Some(p) => format!("{} (previous {} still accepted)", self.current.id(), p.id()),
+        }
+    }
+}
+
 /// The cluster's shared secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey([u8; 32]);
@@ -62,6 +107,21 @@ impl ClusterKey {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// A short public name for the key ("k:3f9a21c4"), for status and logs: which key a
+    /// node or a link uses, without the key. A hash under its own label, so it is no
+    /// hash anyone else computes of the key.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(b"havip cluster key id\0")
+            .chain_update(self.0)
+            .finalize();
+        digest[..4].iter().fold(String::from("k:"), |mut s, b| {
+            s.push_str(&format!("{b:02x}"));
+            s
+        })
     }
 
     /// Parses the file's text (base64 of 32 bytes, surrounding whitespace ignored).

@@ -23,7 +23,7 @@ use snow::StatelessTransportState;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::frame::{self, Frame, FrameError};
-use crate::key::ClusterKey;
+use crate::key::{ClusterKey, ClusterKeys};
 
 /// The Noise protocol name; both ends must use the same one.
 pub const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
@@ -75,8 +75,8 @@ pub enum NoiseError {
 /// The keys both halves of one connection share.
 pub type Session = Arc<StatelessTransportState>;
 
-/// Runs the handshake on `stream` and returns the session keys. The whole exchange is
-/// bounded by `timeout`.
+/// Runs the handshake on `stream` with one key and returns the session keys. The whole
+/// exchange is bounded by `timeout`.
 pub async fn handshake<S>(
     stream: &mut S,
     key: &ClusterKey,
@@ -86,34 +86,71 @@ pub async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(timeout, handshake_inner(stream, key, side)).await {
+    let keys = ClusterKeys::single(key.clone());
+    handshake_with(stream, &keys, side, timeout)
+        .await
+        .map(|(session, _)| session)
+}
+
+/// Runs the handshake on `stream`: an initiator with `keys.current`, a responder with
+/// whichever of `keys` the initiator used (each is tried on its first message). Returns
+/// the session and the key it was made with.
+pub async fn handshake_with<S>(
+    stream: &mut S,
+    keys: &ClusterKeys,
+    side: HandshakeSide,
+    timeout: Duration,
+) -> Result<(Session, ClusterKey), NoiseError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, handshake_inner(stream, keys, side)).await {
         Ok(result) => result,
         Err(_) => Err(NoiseError::Timeout(timeout)),
     }
 }
 
-async fn handshake_inner<S>(
-    stream: &mut S,
-    key: &ClusterKey,
-    side: HandshakeSide,
-) -> Result<Session, NoiseError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+fn state_for(key: &ClusterKey, side: HandshakeSide) -> Result<snow::HandshakeState, NoiseError> {
     // The pattern is a constant that parses; a failure here is a build bug, reported as a
     // handshake failure rather than a panic.
     let params = PATTERN.parse().map_err(|_| NoiseError::Handshake)?;
     let builder = snow::Builder::new(params)
         .psk(0, key.as_bytes())
         .prologue(PROLOGUE);
-    let mut state = match side {
+    match side {
         HandshakeSide::Initiator => builder.build_initiator(),
         HandshakeSide::Responder => builder.build_responder(),
     }
-    .map_err(|_| NoiseError::Handshake)?;
+    .map_err(|_| NoiseError::Handshake)
+}
 
+async fn handshake_inner<S>(
+    stream: &mut S,
+    keys: &ClusterKeys,
+    side: HandshakeSide,
+) -> Result<(Session, ClusterKey), NoiseError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut scratch = vec![0u8; MAX_MESSAGE];
+    let (mut state, key) = match side {
+        HandshakeSide::Initiator => (state_for(&keys.current, side)?, keys.current.clone()),
+        // The first message is sealed under the initiator's key: the key that opens it is
+        // the one the link uses.
+        HandshakeSide::Responder => {
+            let n = read_handshake_message(stream, &mut buf).await?;
+            let mut opened = None;
+            for key in keys.in_order() {
+                let mut state = state_for(key, side)?;
+                if state.read_message(&buf[..n], &mut scratch).is_ok() {
+                    opened = Some((state, key.clone()));
+                    break;
+                }
+            }
+            opened.ok_or(NoiseError::Handshake)?
+        }
+    };
     while !state.is_handshake_finished() {
         if state.is_my_turn() {
             let n = state
@@ -122,14 +159,7 @@ where
             write_message(stream, &buf[..n]).await?;
             stream.flush().await?;
         } else {
-            let n = match read_message(stream, &mut buf).await {
-                Ok(Some(n)) => n,
-                Ok(None) => return Err(NoiseError::ClosedInHandshake),
-                Err(NoiseError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(NoiseError::ClosedInHandshake);
-                }
-                Err(e) => return Err(e),
-            };
+            let n = read_handshake_message(stream, &mut buf).await?;
             state
                 .read_message(&buf[..n], &mut scratch)
                 .map_err(|_| NoiseError::Handshake)?;
@@ -138,7 +168,22 @@ where
     let session = state
         .into_stateless_transport_mode()
         .map_err(|_| NoiseError::Handshake)?;
-    Ok(Arc::new(session))
+    Ok((Arc::new(session), key))
+}
+
+/// One handshake message; a peer that closes instead is `ClosedInHandshake`.
+async fn read_handshake_message<S>(stream: &mut S, buf: &mut [u8]) -> Result<usize, NoiseError>
+where
+    S: AsyncRead + Unpin,
+{
+    match read_message(stream, buf).await {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Err(NoiseError::ClosedInHandshake),
+        Err(NoiseError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(NoiseError::ClosedInHandshake)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes one `[u16 length][message]` record.
