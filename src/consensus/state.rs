@@ -193,6 +193,83 @@ mod tests {
         }
     }
 
+    /// The encoded form of what the Raft log and snapshots hold (serde_json, in the store
+    /// and on the wire to peers). A node must read a store written by the previous
+    /// version and talk to it: renaming Rust types is free, changing these bytes is not.
+    #[test]
+    fn the_encoding_of_commands_and_state_is_pinned() {
+        let report = Command::ReportFacts {
+            node: "gw-a".into(),
+            facts: NodeFacts {
+                detail: "checks down: web".into(),
+                ..facts(true)
+            },
+            at_unix_ms: 1,
+        };
+        let commands = [
+            (
+                report.clone(),
+                r#"{"ReportFacts":{"node":"gw-a","facts":{"role":"gateway","priority":150,"healthy":true,"link_up":true,"detail":"checks down: web"},"at_unix_ms":1}}"#,
+            ),
+            (
+                Command::SetMaintenance {
+                    node: "gw-b".into(),
+                    on: true,
+                    at_unix_ms: 2,
+                },
+                r#"{"SetMaintenance":{"node":"gw-b","on":true,"at_unix_ms":2}}"#,
+            ),
+            (
+                Command::Pin {
+                    node: Some("gw-b".into()),
+                    at_unix_ms: 3,
+                },
+                r#"{"Pin":{"node":"gw-b","at_unix_ms":3}}"#,
+            ),
+            (
+                Command::Pin {
+                    node: None,
+                    at_unix_ms: 4,
+                },
+                r#"{"Pin":{"node":null,"at_unix_ms":4}}"#,
+            ),
+            (
+                Command::MasterChanged {
+                    node: "gw-a".into(),
+                    term: 7,
+                    at_unix_ms: 5,
+                },
+                r#"{"MasterChanged":{"node":"gw-a","term":7,"at_unix_ms":5}}"#,
+            ),
+        ];
+        for (command, text) in commands {
+            assert_eq!(serde_json::to_string(&command).ok().as_deref(), Some(text));
+            assert_eq!(serde_json::from_str::<Command>(text).ok(), Some(command));
+        }
+        let mut state = GroupState::default();
+        state.apply(&report);
+        state.apply(&Command::SetMaintenance {
+            node: "gw-b".into(),
+            on: true,
+            at_unix_ms: 2,
+        });
+        state.apply(&Command::MasterChanged {
+            node: "gw-a".into(),
+            term: 7,
+            at_unix_ms: 5,
+        });
+        let text = concat!(
+            r#"{"nodes":{"gw-a":{"facts":{"role":"gateway","priority":150,"healthy":true,"#,
+            r#""link_up":true,"detail":"checks down: web"},"maintenance":false,"since_unix_ms":1},"#,
+            r#""gw-b":{"facts":null,"maintenance":true,"since_unix_ms":2}},"pin":null,"#,
+            r#""master":["gw-a",7],"history":[{"at_unix_ms":1,"event":"facts gw-a: healthy=true "#,
+            r#"link_up=true priority=150 (checks down: web)"},{"at_unix_ms":2,"#,
+            r#""event":"maintenance gw-b on"},{"at_unix_ms":5,"event":"master gw-a (term 7)"}]}"#
+        );
+        assert_eq!(serde_json::to_string(&state).ok().as_deref(), Some(text));
+        assert_eq!(serde_json::from_str::<GroupState>(text).ok(), Some(state));
+    }
+
     #[test]
     fn restating_facts_changes_nothing_and_adds_no_history() {
         let mut state = GroupState::default();

@@ -163,6 +163,69 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// What peers send each other and what `havip status --json` prints: a node of this
+    /// version talks to one of the previous, and scripts read the status line, so renaming
+    /// Rust types is free but these bytes are not.
+    #[test]
+    fn the_encoding_of_peer_messages_and_the_status_line_is_pinned() {
+        let write = PeerRequest::Write {
+            group: "crm".into(),
+            command: Command::Pin {
+                node: Some("gw-b".into()),
+                at_unix_ms: 3,
+            },
+        };
+        let text = serde_json::to_string(&write).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"{"Write":{"group":"crm","command":{"Pin":{"node":"gw-b","at_unix_ms":3}}}}"#
+        );
+        let replies = serde_json::to_string(&[
+            PeerReply::Written,
+            PeerReply::NotLeader {
+                leader: Some("gw-b".into()),
+            },
+            PeerReply::Pristine(true),
+            PeerReply::Holdings(vec!["crm".into()]),
+        ])
+        .unwrap_or_default();
+        assert_eq!(
+            replies,
+            r#"["Written",{"NotLeader":{"leader":"gw-b"}},{"Pristine":true},{"Holdings":["crm"]}]"#
+        );
+        let lines = [
+            NodeStatus {
+                name: "gw-a".into(),
+                role: Some("gateway".into()),
+                priority: Some(150),
+                healthy: Some(false),
+                link_up: Some(true),
+                maintenance: false,
+                detail: "checks down: web".into(),
+                holds: Some(true),
+            },
+            NodeStatus {
+                name: "gw-b".into(),
+                role: None,
+                priority: None,
+                healthy: None,
+                link_up: None,
+                maintenance: true,
+                detail: String::new(),
+                holds: None,
+            },
+        ];
+        assert_eq!(
+            serde_json::to_string(&lines).unwrap_or_default(),
+            concat!(
+                r#"[{"name":"gw-a","role":"gateway","priority":150,"healthy":false,"link_up":true,"#,
+                r#""maintenance":false,"detail":"checks down: web","holds":true},"#,
+                r#"{"name":"gw-b","role":null,"priority":null,"healthy":null,"link_up":null,"#,
+                r#""maintenance":true,"detail":"","holds":null}]"#
+            )
+        );
+    }
+
     #[test]
     fn held_rounds_the_time_left_up_and_says_when_it_is_not_kept() {
         let held = Response::held(
