@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::config::Role;
 use crate::consensus::Raft;
 use crate::consensus::bootstrap::{self, Bootstrap};
 use crate::consensus::group_raft::{self, GroupRaft, GroupRaftError};
@@ -31,7 +32,6 @@ use crate::group::tasks::{self, NodeParts, RunningGroup};
 use crate::health::{self, HealthMonitor, HealthReport};
 use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig, MeshError};
-use crate::policy::Role;
 use crate::vip::link::LinkWatch;
 use crate::vip::open::OpenError;
 use crate::vip::{self, DataPlane, VipSet};

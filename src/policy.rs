@@ -15,19 +15,21 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::time::Duration;
 
-// The roles and the all-unhealthy rule are the config's own types: one definition each.
-pub use crate::config::{OnAllUnhealthy, Role};
+// The roles and the all-unhealthy rule are the config's own types, a node's facts the
+// replicated state's: one definition each.
+use crate::config::{OnAllUnhealthy, Role};
+use crate::consensus::state::NodeFacts;
 
-/// One node of the group as the current leader sees it.
+/// One node of the group as the current leader sees it: the node's facts (the one type
+/// from the wire to status), the operator's maintenance flag, and what only the leader
+/// observes. Built by [`NodeView::of`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
     pub name: String,
-    pub role: Role,
-    /// Effective priority for this group, health weights already applied. Higher wins.
-    /// Ignored for a witness.
-    pub priority: u8,
-    pub healthy: bool,
-    pub link_up: bool,
+    /// As the node reported them (the leader's own: as it would report them now). The
+    /// priority is effective for this group, health weights applied; higher wins; a
+    /// witness's is ignored.
+    pub facts: NodeFacts,
     pub maintenance: bool,
     /// The leader has heard from this node within the election timeout. Handing
     /// leadership to a node that is not reachable would stall the group for an election
@@ -42,18 +44,43 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// `name` as the leader sees it, not yet stable (the caller tracks `stable_for`). A
+    /// node that never reported (`facts` none) counts as a witness of priority 0,
+    /// unhealthy and link down: never eligible, never a target.
+    pub fn of(name: &str, facts: Option<NodeFacts>, maintenance: bool, reachable: bool) -> Self {
+        NodeView {
+            name: name.to_string(),
+            facts: facts.unwrap_or(NodeFacts {
+                role: Role::Witness,
+                priority: 0,
+                healthy: false,
+                link_up: false,
+                detail: String::new(),
+            }),
+            maintenance,
+            reachable,
+            stable_for: None,
+        }
+    }
+
+    /// Reachable and eligible on its own merits now: what `stable_for` counts the
+    /// duration of.
+    pub fn stable_now(&self) -> bool {
+        self.reachable && self.fit()
+    }
+
     fn is_gateway(&self) -> bool {
-        self.role == Role::Gateway
+        self.facts.role == Role::Gateway
     }
 
     /// A gateway that could hold the VIP if only its health allowed it.
     fn could_hold(&self) -> bool {
-        self.is_gateway() && !self.maintenance && self.link_up
+        self.is_gateway() && !self.maintenance && self.facts.link_up
     }
 
     /// Eligible on its own merits, without the all-unhealthy exception.
     fn fit(&self) -> bool {
-        self.could_hold() && self.healthy
+        self.could_hold() && self.facts.healthy
     }
 
     /// Why this node may not hold, most operator-relevant first: maintenance is a
@@ -61,7 +88,7 @@ impl NodeView {
     fn ineligibility(&self) -> Ineligibility {
         if self.maintenance {
             Ineligibility::Maintenance
-        } else if !self.link_up {
+        } else if !self.facts.link_up {
             Ineligibility::LinkDown
         } else {
             Ineligibility::Unhealthy
@@ -197,7 +224,7 @@ pub fn decide(situation: &Situation) -> Verdict {
         && nodes
             .iter()
             .filter(|n| n.could_hold() && reachable(n))
-            .all(|n| !n.healthy);
+            .all(|n| !n.facts.healthy);
     let eligible = |n: &NodeView| n.fit() || (keep_unhealthy && n.could_hold());
     // A node the leader may hand leadership to.
     let candidate = |n: &NodeView| n.name != leader && eligible(n) && reachable(n);
@@ -287,8 +314,8 @@ pub fn decide(situation: &Situation) -> Verdict {
     // Failback only to a healthy gateway (a `Keep` fallback is no reason to move) that
     // strictly outranks the leader: an equal-priority leader is never displaced, or two
     // equal gateways would ping-pong on the name tie-break.
-    let preferred =
-        best(nodes.iter().filter(|n| candidate(n) && n.fit())).filter(|n| n.priority > me.priority);
+    let preferred = best(nodes.iter().filter(|n| candidate(n) && n.fit()))
+        .filter(|n| n.facts.priority > me.facts.priority);
     match preferred.map(|n| (n, n.stable_for)) {
         Some((n, Some(stable))) if stable >= rules.failback_delay => hand_to(n, Reason::Failback),
         Some((_, Some(stable))) => stay(Some(rules.failback_delay.saturating_sub(stable))),
@@ -305,8 +332,9 @@ fn best<'n>(nodes: impl Iterator<Item = &'n NodeView>) -> Option<&'n NodeView> {
 }
 
 fn rank(a: &NodeView, b: &NodeView) -> Ordering {
-    b.priority
-        .cmp(&a.priority)
+    b.facts
+        .priority
+        .cmp(&a.facts.priority)
         .then_with(|| a.name.cmp(&b.name))
 }
 
@@ -318,23 +346,31 @@ mod tests {
     /// Long enough that failback is never waiting in rows that are not about it.
     const LONG: Duration = Duration::from_secs(3600);
 
+    fn facts(role: Role, priority: u8, healthy: bool, link_up: bool) -> NodeFacts {
+        NodeFacts {
+            role,
+            priority,
+            healthy,
+            link_up,
+            detail: String::new(),
+        }
+    }
+
     fn gw(name: &str, priority: u8) -> NodeView {
         NodeView {
-            name: name.to_string(),
-            role: Role::Gateway,
-            priority,
-            healthy: true,
-            link_up: true,
-            maintenance: false,
-            reachable: true,
             stable_for: Some(LONG),
+            ..NodeView::of(
+                name,
+                Some(facts(Role::Gateway, priority, true, true)),
+                false,
+                true,
+            )
         }
     }
 
     fn witness(name: &str) -> NodeView {
         NodeView {
-            role: Role::Witness,
-            priority: 0,
+            facts: facts(Role::Witness, 0, true, true),
             ..gw(name, 0)
         }
     }
@@ -344,7 +380,10 @@ mod tests {
     impl NodeView {
         fn unhealthy(self) -> Self {
             Self {
-                healthy: false,
+                facts: NodeFacts {
+                    healthy: false,
+                    ..self.facts
+                },
                 stable_for: None,
                 ..self
             }
@@ -358,7 +397,10 @@ mod tests {
         }
         fn link_down(self) -> Self {
             Self {
-                link_up: false,
+                facts: NodeFacts {
+                    link_up: false,
+                    ..self.facts
+                },
                 stable_for: None,
                 ..self
             }
@@ -1150,14 +1192,8 @@ mod tests {
         }
         let make =
             |name: &str, role, priority, s: (bool, bool, bool, bool, Option<Duration>)| NodeView {
-                name: name.to_string(),
-                role,
-                priority,
-                healthy: s.0,
-                link_up: s.1,
-                maintenance: s.2,
-                reachable: s.3,
                 stable_for: s.4,
+                ..NodeView::of(name, Some(facts(role, priority, s.0, s.1)), s.2, s.3)
             };
         let all_rules: Vec<GroupRules> = [true, false]
             .into_iter()
@@ -1215,7 +1251,7 @@ mod tests {
                 "holder must be a gateway, link up, not in maintenance: {}",
                 ctx()
             );
-            if !me.healthy {
+            if !me.facts.healthy {
                 assert_eq!(s.rules.on_all_unhealthy, OnAllUnhealthy::Keep, "{}", ctx());
                 let healthy_other = s
                     .nodes
@@ -1302,7 +1338,7 @@ mod tests {
                 ctx()
             );
         }
-        if me.role == Role::Witness {
+        if me.facts.role == Role::Witness {
             assert!(!v.leader_may_hold, "a witness held: {}", ctx());
         }
     }

@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use havip::consensus::state::{NodeFacts, NodeState};
+use havip::config::{OnAllUnhealthy, Role};
+use havip::consensus::state::{NodeFacts, NodeRecord};
 use havip::group::machine::{
-    Action, Event, GroupConfig, GroupMachine, LocalFacts, Observation, PeerSeen, Snapshot,
+    Action, Event, GroupConfig, GroupMachine, LocalInputs, Observation, PeerSeen, Snapshot,
 };
 use havip::hold::{RELEASE_AHEAD, release_at};
-use havip::policy::{GroupRules, OnAllUnhealthy, Role};
+use havip::policy::GroupRules;
 use havip::timer_grid::Grid;
 use havip::vip::DataPlaneError;
 use tokio::time::Instant;
@@ -161,9 +162,9 @@ impl World {
             };
         }
         if rng.chance(5) {
-            s.facts.healthy = rng.chance(75);
-            s.facts.link_up = rng.chance(90);
-            s.facts.pending = rng.chance(5);
+            s.local.health.healthy = rng.chance(75);
+            s.local.link_up = rng.chance(90);
+            s.local.health.pending = rng.chance(5);
         }
         if rng.chance(3) {
             let me = s.nodes.entry(self_name.to_string()).or_default();
@@ -173,7 +174,7 @@ impl World {
 }
 
 fn start() -> World {
-    let facts = |role, priority| NodeState {
+    let facts = |role, priority| NodeRecord {
         facts: Some(NodeFacts {
             role,
             priority,
@@ -184,7 +185,7 @@ fn start() -> World {
         maintenance: false,
         since_unix_ms: 0,
     };
-    let nodes: BTreeMap<String, NodeState> = [
+    let nodes: BTreeMap<String, NodeRecord> = [
         ("gw-a".to_string(), facts(Role::Gateway, 150)),
         ("gw-b".to_string(), facts(Role::Gateway, 100)),
         ("witness".to_string(), facts(Role::Witness, 0)),
@@ -201,7 +202,7 @@ fn start() -> World {
             last_log_index: Some(1),
             nodes,
             pin: None,
-            facts: LocalFacts::initial(false),
+            local: LocalInputs::without_feeds(),
             wall_unix_ms: 0,
         },
     }

@@ -10,11 +10,11 @@ use openraft::async_runtime::WatchReceiver as _;
 
 use super::context::{Groups, Members, UnknownGroup};
 use super::protocol::Response;
+use crate::config::Role;
 use crate::consensus::proposer::{ProposeError, Proposer};
 use crate::consensus::state::Command;
 use crate::consensus::types::node_id;
 use crate::group::unix_ms;
-use crate::policy::Role;
 
 /// How long the answer waits for the pinned node to become master.
 const MOVE_WAIT: Duration = Duration::from_secs(3);

@@ -9,9 +9,9 @@ use openraft::async_runtime::WatchReceiver as _;
 
 use super::context::Control;
 use super::metrics::{CheckMetrics, GroupMetrics, MetricsSnapshot};
+use crate::config::Role;
 use crate::consensus::types::node_id;
 use crate::health::CheckState;
-use crate::policy::Role;
 
 /// The snapshot of this node, now.
 pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {

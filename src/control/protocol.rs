@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::state::{Command, HistoryEntry};
+use crate::consensus::state::{Command, HistoryEntry, NodeRecord};
 use crate::health::CheckReport;
 
 /// Mesh channel for daemon-to-daemon control traffic.
@@ -112,6 +112,10 @@ pub struct GroupStatus {
     pub nodes: Vec<NodeStatus>,
 }
 
+/// One node's line in `havip status`: its replicated [`NodeRecord`] as the operator reads
+/// it (built by [`NodeStatus::of`]), plus what it says it holds. A line of the control
+/// protocol's JSON, which scripts read: a shape of its own, kept as it is (every fact is
+/// `null` for a node that never reported).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub name: String,
@@ -124,6 +128,24 @@ pub struct NodeStatus {
     /// Whether that node says it holds the VIPs (asked over the mesh); None if it did not
     /// answer in time.
     pub holds: Option<bool>,
+}
+
+impl NodeStatus {
+    /// The line of node `name`, from what the group's state records of it (none: it never
+    /// reported and is not in maintenance) and whether it says it holds the group.
+    pub fn of(name: &str, record: Option<&NodeRecord>, holds: Option<bool>) -> Self {
+        let facts = record.and_then(|n| n.facts.as_ref());
+        NodeStatus {
+            name: name.to_string(),
+            role: facts.map(|f| f.role.as_str().to_string()),
+            priority: facts.map(|f| f.priority),
+            healthy: facts.map(|f| f.healthy),
+            link_up: facts.map(|f| f.link_up),
+            maintenance: record.is_some_and(|n| n.maintenance),
+            detail: facts.map(|f| f.detail.clone()).unwrap_or_default(),
+            holds,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

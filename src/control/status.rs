@@ -84,24 +84,12 @@ fn group_status(
         .all
         .iter()
         .map(|node| {
-            let replicated = state.nodes.get(node);
-            let facts = replicated.and_then(|n| n.facts.clone());
-            NodeStatus {
-                name: node.clone(),
-                role: facts
-                    .as_ref()
-                    .map(|f| format!("{:?}", f.role).to_lowercase()),
-                priority: facts.as_ref().map(|f| f.priority),
-                healthy: facts.as_ref().map(|f| f.healthy),
-                link_up: facts.as_ref().map(|f| f.link_up),
-                maintenance: replicated.is_some_and(|n| n.maintenance),
-                detail: facts.map(|f| f.detail).unwrap_or_default(),
-                holds: holdings
-                    .get(node)
-                    .cloned()
-                    .flatten()
-                    .map(|h| h.iter().any(|g| g == name)),
-            }
+            let holds = holdings
+                .get(node)
+                .cloned()
+                .flatten()
+                .map(|h| h.iter().any(|g| g == name));
+            NodeStatus::of(node, state.nodes.get(node), holds)
         })
         .collect();
     GroupStatus {

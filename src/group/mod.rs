@@ -24,6 +24,7 @@ use openraft::async_runtime::WatchReceiver as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::config::Role;
 use crate::config::{Config, VipGroup};
 use crate::consensus::Raft;
 use crate::consensus::proposer::GroupProposer;
@@ -32,10 +33,10 @@ use crate::consensus::types::{NodeId, RaftMetrics, Vote, node_id};
 use crate::control::notify::Notifier;
 use crate::hold::{self, TICK, hold_lease};
 use crate::lateness::Lateness;
-use crate::policy::{GroupRules, Role};
+use crate::policy::GroupRules;
 use crate::vip::{DataPlane, VipSet};
 pub use feeds::FactFeeds;
-pub use machine::LocalFacts;
+pub use machine::LocalInputs;
 use machine::{
     Action, GroupConfig, GroupMachine, IDLE_WAKE, Observation, PeerSeen, Snapshot, TransferReason,
 };
@@ -410,7 +411,7 @@ impl GroupLoop {
             last_log_index: m.last_log_index,
             nodes: state.nodes.clone(),
             pin: state.pin.clone(),
-            facts: self.facts.latest(),
+            local: self.facts.latest(),
             wall_unix_ms: unix_ms(),
         }
     }
@@ -542,8 +543,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use super::*;
-    use crate::consensus::state::{NodeFacts, NodeState};
-    use crate::policy::OnAllUnhealthy;
+    use crate::config::OnAllUnhealthy;
+    use crate::consensus::state::{NodeFacts, NodeRecord};
     use crate::timer_grid::Grid;
     use crate::vip::{DataPlaneError, DataPlaneResult};
 
@@ -631,8 +632,8 @@ mod tests {
         }
     }
 
-    fn gateway(priority: u8) -> NodeState {
-        NodeState {
+    fn gateway(priority: u8) -> NodeRecord {
+        NodeRecord {
             facts: Some(NodeFacts {
                 role: Role::Gateway,
                 priority,
@@ -668,7 +669,7 @@ mod tests {
             ]
             .into(),
             pin: None,
-            facts: LocalFacts::initial(false),
+            local: LocalInputs::without_feeds(),
             wall_unix_ms: 0,
         }
     }
