@@ -80,7 +80,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     tokio::time::sleep(node.config.timers.leader_lease()).await;
     let mut joined = node.join(&shutdown).await?;
     let control = joined.control.clone();
-    let serving = dispatch::serve(control, sockets.control, sockets.metrics, shutdown);
+    let serving = dispatch::serve(control, sockets.control, sockets.prometheus, shutdown);
     let config = &node.config;
     tracing::info!(node = %config.node.name, role = ?config.node.role, groups = config.vip_groups.len(),
         data_plane = node.data_plane.kind(), "havip running");
@@ -117,11 +117,11 @@ struct Node {
     mesh_shutdown: CancellationToken,
 }
 
-/// The control socket and the metrics listener, bound at start, served once the groups
+/// The control socket and the Prometheus listener, bound at start, served once the groups
 /// run.
 struct Sockets {
     control: UnixListener,
-    metrics: Option<TcpListener>,
+    prometheus: Option<TcpListener>,
 }
 
 /// The running groups.
@@ -165,7 +165,7 @@ impl Node {
         let mesh = Mesh::start(mesh_config, peer_handler.clone(), mesh_shutdown.clone()).await?;
         let sockets = Sockets {
             control: socket::bind(&config.control.socket)?,
-            metrics: match config.control.metrics {
+            prometheus: match config.control.metrics {
                 Some(addr) => Some(prometheus::bind(addr).await?),
                 None => None,
             },

@@ -130,9 +130,9 @@ async fn became_master(groups: &Groups, selected: &[String], node: &str) -> bool
             let Some(handle) = groups.get(g) else {
                 continue;
             };
-            let mut metrics = handle.raft.metrics();
-            while metrics.borrow_watched().current_leader != Some(target) {
-                if metrics.changed().await.is_err() {
+            let mut raft_metrics = handle.raft.metrics();
+            while raft_metrics.borrow_watched().current_leader != Some(target) {
+                if raft_metrics.changed().await.is_err() {
                     return;
                 }
             }

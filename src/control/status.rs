@@ -76,7 +76,7 @@ fn group_status(
     handle: &GroupHandle,
     holdings: &Holdings,
 ) -> GroupStatus {
-    let metrics = handle.raft.metrics().borrow_watched().clone();
+    let raft_metrics = handle.raft.metrics().borrow_watched().clone();
     let view = handle.view.borrow().clone();
     let state = handle.state.borrow().clone();
     let nodes = control
@@ -95,8 +95,8 @@ fn group_status(
     GroupStatus {
         name: name.to_string(),
         addresses: handle.addresses.clone(),
-        leader: control.proposer.name_of(metrics.current_leader),
-        term: metrics.current_term,
+        leader: control.proposer.name_of(raft_metrics.current_leader),
+        term: raft_metrics.current_term,
         holding: view.holds_now(),
         hold_reason: view.hold_reason,
         quorum_ack_age_ms: view.quorum_ack_age.map(|d| d.as_millis() as u64),

@@ -1,9 +1,9 @@
 //! One VIP group's loop on this node: the executor of the group's decisions. On every
-//! Raft metrics change, every replicated-state change, every change of this node's facts
+//! Raft metrics change, every replicated-state change, every change of this node's inputs
 //! and every timed wake-up it takes a snapshot of what it reads, gives it to the pure
 //! [`machine::GroupMachine`], and does what that says, in order: the data plane's hold
 //! and release, leadership transfers, proposals, notify hooks, log lines, the next
-//! wake-up. It decides nothing itself (beyond skipping steps for metrics changes the
+//! wake-up. It decides nothing itself (beyond skipping steps for Raft metrics changes the
 //! machine would not act on). It must never run an action before the data plane has
 //! answered the one before it: removing the VIPs always comes first, and a removal that
 //! failed must be seen by the machine before any hand-over.
@@ -46,7 +46,7 @@ use machine::{
 /// lease and which peers count as reachable. Their running out is timed by `next_wake`
 /// (lease end, `IDLE_WAKE`); their coming back changes this key and wakes a step at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct MetricsKey {
+struct RaftMetricsKey {
     state: ServerState,
     term: u64,
     leader: Option<NodeId>,
@@ -59,7 +59,7 @@ struct MetricsKey {
     quorum_ack_fresh: bool,
 }
 
-impl MetricsKey {
+impl RaftMetricsKey {
     fn of(m: &RaftMetrics, setup: &GroupSetup) -> Self {
         let matched = m
             .replication
@@ -88,7 +88,7 @@ impl MetricsKey {
             .last_quorum_acked
             .as_ref()
             .is_some_and(|acked| acked.elapsed() < hold::release_at(setup.hold_lease));
-        MetricsKey {
+        RaftMetricsKey {
             state: m.state,
             term: m.current_term,
             leader: m.current_leader,
@@ -103,7 +103,7 @@ impl MetricsKey {
     }
 }
 
-/// The loop's view for status, metrics and re-announcements: published on a watch
+/// The loop's view for status and Prometheus: published on a watch
 /// channel after every step (`GroupLoop::view`).
 #[derive(Debug, Clone, Default)]
 pub struct LocalView {
@@ -112,9 +112,9 @@ pub struct LocalView {
     pub quorum_ack_age: Option<Duration>,
     /// When the hold lease of the last quorum acknowledgement runs out.
     pub lease_until: Option<Instant>,
-    /// How often this node started or stopped holding (for metrics).
+    /// How often this node started or stopped holding (for Prometheus).
     pub hold_transitions: u64,
-    /// How late the loop released and woke against its deadlines (for metrics).
+    /// How late the loop released and woke against its deadlines (for Prometheus).
     pub lateness: Lateness,
 }
 
@@ -184,8 +184,8 @@ pub struct GroupLoop {
     state: watch::Receiver<GroupState>,
     facts: FactFeeds,
     view: watch::Sender<LocalView>,
-    /// What the last step saw of the Raft metrics (see `MetricsKey`).
-    seen: Option<MetricsKey>,
+    /// What the last step saw of the Raft metrics (see `RaftMetricsKey`).
+    seen: Option<RaftMetricsKey>,
 }
 
 /// The loop's hands: everything an action touches.
@@ -280,12 +280,12 @@ impl GroupLoop {
     /// error (after releasing) if the group's Raft stopped on its own: a fatal storage or
     /// protocol error, after which the daemon must exit so that its supervisor restarts it.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), GroupStopped> {
-        let mut metrics = self.io.raft.metrics();
+        let mut raft_metrics = self.io.raft.metrics();
         let mut state = self.state.clone();
         let mut facts = self.facts.clone();
         let mut fatal = None;
         loop {
-            let mut metrics_only = false;
+            let mut raft_metrics_only = false;
             let due = self.io.next_wake;
             tokio::select! {
                 _ = shutdown.changed() => {}
@@ -293,8 +293,8 @@ impl GroupLoop {
                     let woke = Observation::Woke { due };
                     execute(&mut self.machine, &mut self.io, woke, Instant::now()).await;
                 }
-                changed = metrics.changed() => match changed {
-                    Ok(()) => metrics_only = true,
+                changed = raft_metrics.changed() => match changed {
+                    Ok(()) => raft_metrics_only = true,
                     Err(_) => fatal = Some("its Raft stopped"),
                 },
                 changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
@@ -309,7 +309,7 @@ impl GroupLoop {
             if fatal.is_some() {
                 break;
             }
-            if metrics_only && self.nothing_to_act_on() {
+            if raft_metrics_only && self.nothing_to_act_on() {
                 continue;
             }
             self.step().await;
@@ -325,14 +325,14 @@ impl GroupLoop {
                 what,
             });
         }
-        let metrics = self.io.raft.metrics().borrow_watched().clone();
+        let raft_metrics = self.io.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
-        let exiting = Observation::Exiting(Box::new(self.snapshot(&metrics, now)));
+        let exiting = Observation::Exiting(Box::new(self.snapshot(&raft_metrics, now)));
         execute(&mut self.machine, &mut self.io, exiting, now).await;
         Ok(())
     }
 
-    /// Every acknowledgement changes the metrics (dozens a second on a leader); a step
+    /// Every acknowledgement changes the Raft metrics (dozens a second on a leader); a step
     /// for one that changes nothing the machine acts on is wasted, unless the holder's
     /// lease is close to its end: a step moves it on for the data plane and the
     /// announcer, which would otherwise see it lapse between the lease end and the step
@@ -344,21 +344,21 @@ impl GroupLoop {
                 .machine
                 .lease_until()
                 .is_some_and(|until| until.saturating_duration_since(now) < IDLE_WAKE);
-        now < self.io.next_wake && !lease_ending && self.seen == Some(self.metrics_key())
+        now < self.io.next_wake && !lease_ending && self.seen == Some(self.raft_metrics_key())
     }
 
-    /// What the loop acts on in the metrics, as of now.
-    fn metrics_key(&self) -> MetricsKey {
-        let metrics = self.io.raft.metrics();
-        let m = metrics.borrow_watched();
-        MetricsKey::of(&m, &self.io.setup)
+    /// What the loop acts on in the Raft metrics, as of now.
+    fn raft_metrics_key(&self) -> RaftMetricsKey {
+        let raft_metrics = self.io.raft.metrics();
+        let m = raft_metrics.borrow_watched();
+        RaftMetricsKey::of(&m, &self.io.setup)
     }
 
     async fn step(&mut self) {
-        let metrics = self.io.raft.metrics().borrow_watched().clone();
+        let raft_metrics = self.io.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
-        self.seen = Some(MetricsKey::of(&metrics, &self.io.setup));
-        let snapshot = self.snapshot(&metrics, now);
+        self.seen = Some(RaftMetricsKey::of(&raft_metrics, &self.io.setup));
+        let snapshot = self.snapshot(&raft_metrics, now);
         execute(
             &mut self.machine,
             &mut self.io,
@@ -416,7 +416,7 @@ impl GroupLoop {
         }
     }
 
-    /// The machine's view for status and metrics.
+    /// The machine's view for status and Prometheus.
     fn publish(&self) {
         self.view.send_replace(LocalView {
             holding: self.machine.holding(),
