@@ -27,7 +27,6 @@ use crate::control::notify::Notifier;
 use crate::control::peer::PeerHandler;
 use crate::control::{Control, GroupHandle, Groups, Members, socket};
 use crate::group::GroupStopped;
-use crate::group::reannounce::Reannouncer;
 use crate::group::tasks::{self, NodeParts, RunningGroup};
 use crate::health::{self, HealthMonitor, HealthReport};
 use crate::key::ClusterKey;
@@ -187,7 +186,7 @@ impl Node {
     }
 
     /// Joins the cluster: every group's Raft, loop and ticks, the control context over
-    /// them, the re-announcements, and bootstrap (on a pristine store).
+    /// them, and bootstrap (on a pristine store).
     async fn join(&self, shutdown: &watch::Receiver<bool>) -> Result<Joined, StartError> {
         let config = &self.config;
         let service = &self.peer_handler.raft;
@@ -214,8 +213,6 @@ impl Node {
             store: self.store.clone(),
         });
         let _ = self.peer_handler.control.set(control.clone());
-        let reannouncer = Reannouncer::of(&groups, self.data_plane.clone());
-        reannouncer.spawn(self.links.as_ref(), self.mesh.connected(), shutdown);
         if self.pristine {
             let bootstrap = Bootstrap {
                 self_name: config.node.name.clone(),
@@ -252,6 +249,7 @@ impl Node {
             proposer: proposer.clone(),
             links: self.links.as_ref(),
             health,
+            connected: self.mesh.connected(),
             raft_service: self.peer_handler.raft.clone(),
             notifier: Notifier::start(config.notify.command.clone(), config.notify.timeout),
         };

@@ -65,7 +65,9 @@ fn random_walks_keep_the_hold_rule_and_release_before_transfer() {
             && seen.failed_releases > 50
             && seen.transfers > 1_000
             && seen.blocked_transfers > 10
-            && seen.commits > 100,
+            && seen.commits > 100
+            && seen.announces > 500
+            && seen.not_announced > 500,
         "{seen:?}"
     );
 }
@@ -80,6 +82,10 @@ struct Seen {
     /// Steps that wanted to hand over but kept the VIPs because the removal failed.
     blocked_transfers: u64,
     commits: u64,
+    /// A link or a peer came back while holding under a running lease: announced.
+    announces: u64,
+    /// ... while not (not holding, or the lease ran out): nothing.
+    not_announced: u64,
 }
 
 fn config(role: Role) -> GroupConfig {
@@ -286,6 +292,9 @@ fn walk(seed: u64, role: Role, seen: &mut Seen) -> Result<(), String> {
                         seen.blocked_transfers += 1;
                         None
                     }
+                    Action::Announce => {
+                        return Err(format!("step {step}: announced on a snapshot"));
+                    }
                     Action::Propose(_) | Action::Notify(_) | Action::Log(_) => None,
                 };
                 if let Some(answer) = answer {
@@ -315,6 +324,39 @@ fn walk(seed: u64, role: Role, seen: &mut Seen) -> Result<(), String> {
                     "step {step}: holding, but no wake-up before the lease ends"
                 ));
             }
+        }
+        if rng.chance(30) {
+            announce_again(&mut rng, &mut world, &mut machine, on_host, seen)
+                .map_err(|e| format!("step {step}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A link or a peer comes back a little later: the machine announces exactly when the
+/// VIPs are on the host under a lease that still runs, and does nothing else.
+fn announce_again(
+    rng: &mut Rng,
+    world: &mut World,
+    machine: &mut GroupMachine,
+    on_host: bool,
+    seen: &mut Seen,
+) -> Result<(), String> {
+    world.now += Duration::from_millis(rng.below(400));
+    let edge = if rng.chance(50) {
+        Observation::LinkCameBack
+    } else {
+        Observation::PeerReconnected
+    };
+    let lease_runs = machine.lease_until().is_some_and(|until| world.now < until);
+    let actions = machine.step(edge, world.now);
+    match (on_host && lease_runs, actions.as_slice()) {
+        (true, [Action::Announce]) => seen.announces += 1,
+        (false, []) => seen.not_announced += 1,
+        (should, got) => {
+            return Err(format!(
+                "announce expected {should} (on host {on_host}), got {got:?}"
+            ));
         }
     }
     Ok(())

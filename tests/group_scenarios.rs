@@ -15,8 +15,8 @@
 //!   pending=yes|no delta=N detail="..."`.
 //! - `@T OBSERVATION` gives one observation at T: `snapshot`, `woke due=T`, `held ok`,
 //!   `held fail "netlink: why"`, `released ok started=T`, `released fail "netlink: why"`,
-//!   `committed`, `stop`, `stop fatal`, `exiting` (a failure is written as the netlink
-//!   data plane's error reads).
+//!   `committed`, `stop`, `stop fatal`, `exiting`, `link-came-back`, `peer-reconnected`
+//!   (a failure is written as the netlink data plane's error reads).
 //! - `> ACTION` lines after it: every action it produced, in order (as `render` writes
 //!   them). An observation with no `>` lines must produce nothing.
 //! - `? holding=yes|no transitions=N reason="..."`: the machine's published view.
@@ -252,6 +252,8 @@ impl Scenario {
                 result: Err(failure()?),
             },
             ("committed", _) => Observation::FactsCommitted,
+            ("link-came-back", _) => Observation::LinkCameBack,
+            ("peer-reconnected", _) => Observation::PeerReconnected,
             ("stop", fatal) => Observation::Stop {
                 fatal: fatal == "fatal",
             },
@@ -397,6 +399,7 @@ fn render(action: &Action, t0: Instant) -> String {
     match action {
         Action::Hold { until } => format!("hold until={}", t(until)),
         Action::Release { reason } => format!("release {reason:?}"),
+        Action::Announce => "announce".into(),
         Action::CommitFacts(command) => format!("commit-facts {}", command_line(command)),
         Action::Transfer { to, reason } => match reason {
             TransferReason::Policy(r) => format!("transfer {to} {:?}", r.to_string()),

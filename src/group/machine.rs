@@ -1,7 +1,8 @@
 //! The decisions of one VIP group's loop on this node, as a pure state machine: what the
 //! loop observed goes in ([`Observation`]: Raft's view, the replicated state, this node's
-//! facts, a timer, the data plane's answers), what it must do comes out ([`Action`]: hold
-//! or release the VIPs, hand leadership over, propose, notify, log, when to wake).
+//! inputs, a timer, the data plane's answers, a link or a peer coming back), what it must
+//! do comes out ([`Action`]: hold, release or announce the VIPs, hand leadership over,
+//! propose, notify, log, when to wake).
 //!
 //! This is where "may the leader hold?" is decided, once ([`GroupMachine::decision`]),
 //! from `policy::decide` and `hold::may_hold`. It must never do I/O or read a clock: time
@@ -146,6 +147,12 @@ pub enum Observation {
     Stop { fatal: bool },
     /// After `Stop`: a graceful exit hands leadership over if this node leads.
     Exiting(Box<Snapshot>),
+    /// The group's interface link came back up: the switch may have flushed its tables
+    /// while it was down.
+    LinkCameBack,
+    /// A peer (re)connected: it may have held the VIPs for some clients meanwhile, so
+    /// their caches must point here again.
+    PeerReconnected,
 }
 
 /// Why leadership is handed over.
@@ -169,6 +176,9 @@ pub enum Action {
     Release {
         reason: String,
     },
+    /// Send a fresh burst of announcements (gratuitous ARP, unsolicited NA) for the held
+    /// VIPs; the data plane's announcer still speaks only while the hold lease runs.
+    Announce,
     /// Commit this before the hand-over that follows (bounded wait), so the new leader
     /// knows why this one left and does not fail back to it.
     CommitFacts(Command),
@@ -333,8 +343,19 @@ impl GroupMachine {
                 self.release(reason, None, now, &mut out);
             }
             Observation::Exiting(snapshot) => self.exiting(&snapshot, now, &mut out),
+            Observation::LinkCameBack | Observation::PeerReconnected => {
+                out.extend(self.announce_again(now));
+            }
         }
         out
+    }
+
+    /// A held group is announced again when its link or a peer comes back; nothing is
+    /// announced unless this node holds under a lease that still runs at `now`, and
+    /// nothing while an action's answer is awaited.
+    fn announce_again(&self, now: Instant) -> Option<Action> {
+        let holds = holds_under_lease(self.holding, self.lease_until, now);
+        (holds && self.waiting.is_none()).then_some(Action::Announce)
     }
 
     /// Whether the VIPs are on the host as far as the loop knows.
@@ -822,6 +843,13 @@ impl GroupMachine {
     fn wall_unix_ms(&self) -> u64 {
         self.last.as_ref().map_or(0, |s| s.wall_unix_ms)
     }
+}
+
+/// Whether VIPs held (as far as the loop knows) are held under a lease that still runs at
+/// `now`: a process thawed from SIGSTOP must not act on (or claim) a hold its rule no
+/// longer allows before its loop has run again.
+pub fn holds_under_lease(holding: bool, lease_until: Option<Instant>, now: Instant) -> bool {
+    holding && lease_until.is_some_and(|until| now < until)
 }
 
 /// This node's facts as it reports them, made from its local inputs: effective priority

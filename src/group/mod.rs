@@ -40,6 +40,7 @@ pub use machine::LocalInputs;
 use machine::{
     Action, GroupConfig, GroupMachine, IDLE_WAKE, Observation, PeerSeen, Snapshot, TransferReason,
 };
+pub use reannounce::ReannounceFeeds;
 
 /// The part of the Raft metrics a step depends on, with the acknowledgement times reduced
 /// to what they decide: whether the leader's quorum acknowledgement is within the hold
@@ -123,7 +124,7 @@ impl LocalView {
     /// may answer a status request before its loop has run again; the lease check here
     /// keeps it from claiming a hold that the rule no longer allows.
     pub fn holds_now(&self) -> bool {
-        self.holding && self.lease_until.is_some_and(|until| Instant::now() < until)
+        machine::holds_under_lease(self.holding, self.lease_until, Instant::now())
     }
 }
 
@@ -183,6 +184,8 @@ pub struct GroupLoop {
     io: LoopIo,
     state: watch::Receiver<GroupState>,
     facts: FactFeeds,
+    /// When a held group may need announcing again (a link or a peer came back).
+    reannounce: ReannounceFeeds,
     view: watch::Sender<LocalView>,
     /// What the last step saw of the Raft metrics (see `RaftMetricsKey`).
     seen: Option<RaftMetricsKey>,
@@ -227,6 +230,7 @@ impl GroupLoop {
         raft: Raft,
         state: watch::Receiver<GroupState>,
         facts: FactFeeds,
+        reannounce: ReannounceFeeds,
         data_plane: Arc<dyn DataPlane>,
         propose: GroupProposer,
     ) -> Self {
@@ -253,6 +257,7 @@ impl GroupLoop {
             },
             state,
             facts,
+            reannounce,
             view: watch::Sender::new(LocalView::default()),
             seen: None,
         }
@@ -283,9 +288,11 @@ impl GroupLoop {
         let mut raft_metrics = self.io.raft.metrics();
         let mut state = self.state.clone();
         let mut facts = self.facts.clone();
+        let mut reannounce = std::mem::take(&mut self.reannounce);
         let mut fatal = None;
         loop {
             let mut raft_metrics_only = false;
+            let mut announce_only = false;
             let due = self.io.next_wake;
             tokio::select! {
                 _ = shutdown.changed() => {}
@@ -299,6 +306,12 @@ impl GroupLoop {
                 },
                 changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
                 changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
+                edge = reannounce.next() => {
+                    // Only the machine's answer to it: no step, as when announcing was
+                    // done beside the loop.
+                    announce_only = true;
+                    execute(&mut self.machine, &mut self.io, edge, Instant::now()).await;
+                }
             }
             if *shutdown.borrow() {
                 // On the way out the facts feeds stop too, and select! may see that
@@ -308,6 +321,9 @@ impl GroupLoop {
             }
             if fatal.is_some() {
                 break;
+            }
+            if announce_only {
+                continue;
             }
             if raft_metrics_only && self.nothing_to_act_on() {
                 continue;
@@ -436,6 +452,12 @@ impl Effects for LoopIo {
             Action::Hold { until } => {
                 let result = self.data_plane.hold(vips, until).await;
                 Some(Observation::Held(result))
+            }
+            Action::Announce => {
+                if let Err(e) = self.data_plane.announce(vips).await {
+                    tracing::warn!(group = %vips.group, "cannot announce the VIPs: {e}");
+                }
+                None
             }
             Action::Release { .. } => {
                 let started = Instant::now();
