@@ -205,61 +205,98 @@ impl fmt::Display for Ineligibility {
 }
 
 /// Decide, for one group, what its current leader should do. See the module comment.
+/// A leader that is not an eligible gateway must leave ([`GroupView::must_leave`]); an
+/// eligible one follows a pin ([`GroupView::follow_pin`]) or else a failback
+/// ([`GroupView::failback`]).
 pub fn decide(situation: &Situation) -> Verdict {
-    let Situation {
-        leader,
-        nodes,
-        pin,
-        rules,
-    } = *situation;
-    let find = |name: &str| nodes.iter().find(|n| n.name == name);
-    // The leader is always reachable from itself, whatever its own flag says.
-    let reachable = |n: &NodeView| n.reachable || n.name == leader;
-
-    // The all-unhealthy exception: when every gateway that could hold (and that the
-    // leader can hear) is unhealthy, `Keep` lets those unhealthy gateways count as
-    // eligible. Unreachable gateways are left out because the leader cannot hand to
-    // them; a healthy one it cannot hear must not force everybody to drop the VIP.
-    let keep_unhealthy = rules.on_all_unhealthy == OnAllUnhealthy::Keep
-        && nodes
-            .iter()
-            .filter(|n| n.could_hold() && reachable(n))
-            .all(|n| !n.facts.healthy);
-    let eligible = |n: &NodeView| n.fit() || (keep_unhealthy && n.could_hold());
-    // A node the leader may hand leadership to.
-    let candidate = |n: &NodeView| n.name != leader && eligible(n) && reachable(n);
-
-    // A pin counts only while its node could take the group; otherwise the normal rules
-    // apply and the pin, still committed, takes effect again when the node is back.
-    let pinned = pin.and_then(find).filter(|n| eligible(n) && reachable(n));
-    // Where leadership goes when the leader must leave: the pinned node, else the best.
-    let target = || {
-        pinned
-            .filter(|n| n.name != leader)
-            .or_else(|| best(nodes.iter().filter(|n| candidate(n))))
+    let group = GroupView::of(situation);
+    let Some(me) = group.find(situation.leader) else {
+        return group.must_leave(Reason::LeaderNotInGroup, true);
     };
+    if !me.is_gateway() {
+        // A witness hands over to any eligible gateway, including unhealthy ones under
+        // `Keep`: they may hold and the witness never may, so staying would leave the
+        // VIP down for no gain. Only with no eligible reachable gateway does it stay.
+        return group.must_leave(Reason::WitnessIsLeader, false);
+    }
+    if !group.eligible(me) {
+        return group.must_leave(Reason::LeaderIneligible(me.ineligibility()), true);
+    }
+    // From here the leader is an eligible gateway.
+    match group.pinned {
+        Some(pinned) => group.follow_pin(pinned),
+        None => group.failback(me),
+    }
+}
 
-    // A gateway leader that must leave and has no gateway to hand to hands to a
-    // reachable witness instead: in an asymmetric partition the witness may hear a
-    // healthy gateway this leader cannot, and while this leader stays, its heartbeats
-    // keep the witness's lease fresh so that gateway can never be elected. A witness
-    // leader with nobody eligible simply stays (no ping-pong back).
-    let relay = || {
-        nodes
-            .iter()
-            .filter(|n| n.name != leader && !n.is_gateway() && reachable(n))
-            .min_by(|a, b| a.name.cmp(&b.name))
-    };
-    let must_leave = |reason: Reason, may_relay: bool| {
-        let hand_over = match target() {
-            Some(n) => Some(HandOver {
-                to: n.name.clone(),
-                reason,
-            }),
-            None if may_relay => relay().map(|n| HandOver {
-                to: n.name.clone(),
-                reason,
-            }),
+/// One group as its leader judges it: who is eligible, reachable, pinned.
+struct GroupView<'a> {
+    leader: &'a str,
+    nodes: &'a [NodeView],
+    rules: &'a GroupRules,
+    /// The all-unhealthy exception is in force (see [`GroupView::of`]).
+    keep_unhealthy: bool,
+    /// The pinned node, while it could take the group.
+    pinned: Option<&'a NodeView>,
+}
+
+impl<'a> GroupView<'a> {
+    fn of(situation: &Situation<'a>) -> Self {
+        let mut group = GroupView {
+            leader: situation.leader,
+            nodes: situation.nodes,
+            rules: situation.rules,
+            keep_unhealthy: false,
+            pinned: None,
+        };
+        // The all-unhealthy exception: when every gateway that could hold (and that the
+        // leader can hear) is unhealthy, `Keep` lets those unhealthy gateways count as
+        // eligible. Unreachable gateways are left out because the leader cannot hand to
+        // them; a healthy one it cannot hear must not force everybody to drop the VIP.
+        group.keep_unhealthy = group.rules.on_all_unhealthy == OnAllUnhealthy::Keep
+            && group
+                .nodes
+                .iter()
+                .filter(|n| n.could_hold() && group.reachable(n))
+                .all(|n| !n.facts.healthy);
+        // A pin counts only while its node could take the group; otherwise the normal
+        // rules apply and the pin, still committed, takes effect again when the node is
+        // back.
+        group.pinned = situation
+            .pin
+            .and_then(|name| group.find(name))
+            .filter(|n| group.eligible(n) && group.reachable(n));
+        group
+    }
+
+    fn find(&self, name: &str) -> Option<&'a NodeView> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The leader is always reachable from itself, whatever its own flag says.
+    fn reachable(&self, n: &NodeView) -> bool {
+        n.reachable || n.name == self.leader
+    }
+
+    fn eligible(&self, n: &NodeView) -> bool {
+        n.fit() || (self.keep_unhealthy && n.could_hold())
+    }
+
+    /// A node the leader may hand leadership to.
+    fn candidate(&self, n: &NodeView) -> bool {
+        n.name != self.leader && self.eligible(n) && self.reachable(n)
+    }
+
+    /// The leader may not hold: it hands over to the pinned node, else the best
+    /// candidate, else (`may_relay`) a reachable witness, else nobody.
+    fn must_leave(&self, reason: Reason, may_relay: bool) -> Verdict {
+        let target = self
+            .pinned
+            .filter(|n| n.name != self.leader)
+            .or_else(|| best(self.nodes.iter().filter(|n| self.candidate(n))));
+        let to = match target {
+            Some(n) => Some(n),
+            None if may_relay => self.relay(),
             // Nobody to hand to: stay leader (keeps the group available for commands and
             // health reports) but do not hold. With `Release` and every gateway
             // unhealthy this is the intended "nobody holds".
@@ -267,61 +304,77 @@ pub fn decide(situation: &Situation) -> Verdict {
         };
         Verdict {
             leader_may_hold: false,
-            hand_over,
+            hand_over: to.map(|n| HandOver {
+                to: n.name.clone(),
+                reason,
+            }),
             recheck_in: None,
         }
-    };
-
-    let Some(me) = find(leader) else {
-        return must_leave(Reason::LeaderNotInGroup, true);
-    };
-    if !me.is_gateway() {
-        // A witness hands over to any eligible gateway, including unhealthy ones under
-        // `Keep`: they may hold and the witness never may, so staying would leave the
-        // VIP down for no gain. Only with no eligible reachable gateway does it stay.
-        return must_leave(Reason::WitnessIsLeader, false);
-    }
-    if !eligible(me) {
-        return must_leave(Reason::LeaderIneligible(me.ineligibility()), true);
     }
 
-    // From here the leader is an eligible gateway.
-    let stay = |recheck_in: Option<Duration>| Verdict {
+    /// A gateway leader that must leave and has no gateway to hand to hands to a
+    /// reachable witness instead: in an asymmetric partition the witness may hear a
+    /// healthy gateway this leader cannot, and while this leader stays, its heartbeats
+    /// keep the witness's lease fresh so that gateway can never be elected. A witness
+    /// leader with nobody eligible simply stays (no ping-pong back).
+    fn relay(&self) -> Option<&'a NodeView> {
+        self.nodes
+            .iter()
+            .filter(|n| n.name != self.leader && !n.is_gateway() && self.reachable(n))
+            .min_by(|a, b| a.name.cmp(&b.name))
+    }
+
+    /// An eligible leader and a pin that counts: the pin overrides priority and failback,
+    /// in both directions.
+    fn follow_pin(&self, pinned: &NodeView) -> Verdict {
+        if pinned.name == self.leader {
+            stay(None)
+        } else {
+            hand_to(pinned, Reason::Pinned)
+        }
+    }
+
+    /// An eligible leader and no pin: it stays, unless failback is on and a preferred
+    /// gateway has been stable for `failback_delay` (then it hands over), or is waiting
+    /// for it (then it looks again when the delay is up).
+    fn failback(&self, me: &NodeView) -> Verdict {
+        if !self.rules.failback {
+            return stay(None);
+        }
+        // Failback only to a healthy gateway (a `Keep` fallback is no reason to move)
+        // that strictly outranks the leader: an equal-priority leader is never displaced,
+        // or two equal gateways would ping-pong on the name tie-break.
+        let preferred = best(self.nodes.iter().filter(|n| self.candidate(n) && n.fit()))
+            .filter(|n| n.facts.priority > me.facts.priority);
+        let delay = self.rules.failback_delay;
+        match preferred.map(|n| (n, n.stable_for)) {
+            Some((n, Some(stable))) if stable >= delay => hand_to(n, Reason::Failback),
+            Some((_, Some(stable))) => stay(Some(delay.saturating_sub(stable))),
+            // Not stable (by the caller's account) or nobody better: nothing to wait for;
+            // the caller calls again when the preferred gateway's state changes.
+            _ => stay(None),
+        }
+    }
+}
+
+/// An eligible leader keeps the VIP; `recheck_in` when a failback is waiting.
+fn stay(recheck_in: Option<Duration>) -> Verdict {
+    Verdict {
         leader_may_hold: true,
         hand_over: None,
         recheck_in,
-    };
-    let hand_to = |to: &NodeView, reason: Reason| Verdict {
+    }
+}
+
+/// An eligible leader hands over (releasing first: it may not hold).
+fn hand_to(to: &NodeView, reason: Reason) -> Verdict {
+    Verdict {
         leader_may_hold: false,
         hand_over: Some(HandOver {
             to: to.name.clone(),
             reason,
         }),
         recheck_in: None,
-    };
-
-    if let Some(p) = pinned {
-        // A pin overrides priority and failback, in both directions.
-        return if p.name == leader {
-            stay(None)
-        } else {
-            hand_to(p, Reason::Pinned)
-        };
-    }
-    if !rules.failback {
-        return stay(None);
-    }
-    // Failback only to a healthy gateway (a `Keep` fallback is no reason to move) that
-    // strictly outranks the leader: an equal-priority leader is never displaced, or two
-    // equal gateways would ping-pong on the name tie-break.
-    let preferred = best(nodes.iter().filter(|n| candidate(n) && n.fit()))
-        .filter(|n| n.facts.priority > me.facts.priority);
-    match preferred.map(|n| (n, n.stable_for)) {
-        Some((n, Some(stable))) if stable >= rules.failback_delay => hand_to(n, Reason::Failback),
-        Some((_, Some(stable))) => stay(Some(rules.failback_delay.saturating_sub(stable))),
-        // Not stable (by the caller's account) or nobody better: nothing to wait for;
-        // the caller calls again when the preferred gateway's state changes.
-        _ => stay(None),
     }
 }
 
