@@ -22,11 +22,13 @@ use serde_json::json;
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: ToolCommand,
 }
 
+/// The tool's subcommands. (Not `consensus::state::Command`, what a group's Raft log
+/// records.)
 #[derive(Subcommand)]
-enum Command {
+enum ToolCommand {
     /// Holds the VIPs (hold() every 10 ms) until stdin closes or SIGTERM, then releases.
     Hold {
         #[arg(long)]
@@ -120,9 +122,9 @@ fn vip_set(
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
+async fn run(command: ToolCommand) -> Result<(), String> {
     match command {
-        Command::Hold {
+        ToolCommand::Hold {
             interface,
             addresses,
             lifetime_s,
@@ -174,7 +176,7 @@ async fn run(command: Command) -> Result<(), String> {
             emit(json!({"event": "released"}));
             Ok(())
         }
-        Command::Reconcile {
+        ToolCommand::Reconcile {
             interface,
             addresses,
         } => {
@@ -184,13 +186,13 @@ async fn run(command: Command) -> Result<(), String> {
             emit(json!({"event": "reconciled"}));
             Ok(())
         }
-        Command::Capture { interface, for_ms } => {
+        ToolCommand::Capture { interface, for_ms } => {
             let ifindex = ifindex(&interface)?;
             tokio::task::spawn_blocking(move || capture(ifindex, Duration::from_millis(for_ms)))
                 .await
                 .map_err(|e| e.to_string())?
         }
-        Command::Links { interface, for_ms } => {
+        ToolCommand::Links { interface, for_ms } => {
             let watch = LinkWatch::start(vec![interface.clone()])
                 .await
                 .map_err(|e| e.to_string())?;

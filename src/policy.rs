@@ -15,19 +15,21 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::time::Duration;
 
-// The roles and the all-unhealthy rule are the config's own types: one definition each.
-pub use crate::config::{OnAllUnhealthy, Role};
+// The roles and the all-unhealthy rule are the config's own types, a node's facts the
+// replicated state's: one definition each.
+use crate::config::{OnAllUnhealthy, Role};
+use crate::consensus::state::NodeFacts;
 
-/// One node of the group as the current leader sees it.
+/// One node of the group as the current leader sees it: the node's facts (the one type
+/// from the wire to status), the operator's maintenance flag, and what only the leader
+/// observes. Built by [`NodeView::of`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
     pub name: String,
-    pub role: Role,
-    /// Effective priority for this group, health weights already applied. Higher wins.
-    /// Ignored for a witness.
-    pub priority: u8,
-    pub healthy: bool,
-    pub link_up: bool,
+    /// As the node reported them (the leader's own: as it would report them now). The
+    /// priority is effective for this group, health weights applied; higher wins; a
+    /// witness's is ignored.
+    pub facts: NodeFacts,
     pub maintenance: bool,
     /// The leader has heard from this node within the election timeout. Handing
     /// leadership to a node that is not reachable would stall the group for an election
@@ -42,18 +44,43 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// `name` as the leader sees it, not yet stable (the caller tracks `stable_for`). A
+    /// node that never reported (`facts` none) counts as a witness of priority 0,
+    /// unhealthy and link down: never eligible, never a target.
+    pub fn of(name: &str, facts: Option<NodeFacts>, maintenance: bool, reachable: bool) -> Self {
+        NodeView {
+            name: name.to_string(),
+            facts: facts.unwrap_or(NodeFacts {
+                role: Role::Witness,
+                priority: 0,
+                healthy: false,
+                link_up: false,
+                detail: String::new(),
+            }),
+            maintenance,
+            reachable,
+            stable_for: None,
+        }
+    }
+
+    /// Reachable and eligible on its own merits now: what `stable_for` counts the
+    /// duration of.
+    pub fn stable_now(&self) -> bool {
+        self.reachable && self.fit()
+    }
+
     fn is_gateway(&self) -> bool {
-        self.role == Role::Gateway
+        self.facts.role == Role::Gateway
     }
 
     /// A gateway that could hold the VIP if only its health allowed it.
     fn could_hold(&self) -> bool {
-        self.is_gateway() && !self.maintenance && self.link_up
+        self.is_gateway() && !self.maintenance && self.facts.link_up
     }
 
     /// Eligible on its own merits, without the all-unhealthy exception.
     fn fit(&self) -> bool {
-        self.could_hold() && self.healthy
+        self.could_hold() && self.facts.healthy
     }
 
     /// Why this node may not hold, most operator-relevant first: maintenance is a
@@ -61,7 +88,7 @@ impl NodeView {
     fn ineligibility(&self) -> Ineligibility {
         if self.maintenance {
             Ineligibility::Maintenance
-        } else if !self.link_up {
+        } else if !self.facts.link_up {
             Ineligibility::LinkDown
         } else {
             Ineligibility::Unhealthy
@@ -178,61 +205,98 @@ impl fmt::Display for Ineligibility {
 }
 
 /// Decide, for one group, what its current leader should do. See the module comment.
+/// A leader that is not an eligible gateway must leave ([`GroupView::must_leave`]); an
+/// eligible one follows a pin ([`GroupView::follow_pin`]) or else a failback
+/// ([`GroupView::failback`]).
 pub fn decide(situation: &Situation) -> Verdict {
-    let Situation {
-        leader,
-        nodes,
-        pin,
-        rules,
-    } = *situation;
-    let find = |name: &str| nodes.iter().find(|n| n.name == name);
-    // The leader is always reachable from itself, whatever its own flag says.
-    let reachable = |n: &NodeView| n.reachable || n.name == leader;
-
-    // The all-unhealthy exception: when every gateway that could hold (and that the
-    // leader can hear) is unhealthy, `Keep` lets those unhealthy gateways count as
-    // eligible. Unreachable gateways are left out because the leader cannot hand to
-    // them; a healthy one it cannot hear must not force everybody to drop the VIP.
-    let keep_unhealthy = rules.on_all_unhealthy == OnAllUnhealthy::Keep
-        && nodes
-            .iter()
-            .filter(|n| n.could_hold() && reachable(n))
-            .all(|n| !n.healthy);
-    let eligible = |n: &NodeView| n.fit() || (keep_unhealthy && n.could_hold());
-    // A node the leader may hand leadership to.
-    let candidate = |n: &NodeView| n.name != leader && eligible(n) && reachable(n);
-
-    // A pin counts only while its node could take the group; otherwise the normal rules
-    // apply and the pin, still committed, takes effect again when the node is back.
-    let pinned = pin.and_then(find).filter(|n| eligible(n) && reachable(n));
-    // Where leadership goes when the leader must leave: the pinned node, else the best.
-    let target = || {
-        pinned
-            .filter(|n| n.name != leader)
-            .or_else(|| best(nodes.iter().filter(|n| candidate(n))))
+    let group = GroupView::of(situation);
+    let Some(me) = group.find(situation.leader) else {
+        return group.must_leave(Reason::LeaderNotInGroup, true);
     };
+    if !me.is_gateway() {
+        // A witness hands over to any eligible gateway, including unhealthy ones under
+        // `Keep`: they may hold and the witness never may, so staying would leave the
+        // VIP down for no gain. Only with no eligible reachable gateway does it stay.
+        return group.must_leave(Reason::WitnessIsLeader, false);
+    }
+    if !group.eligible(me) {
+        return group.must_leave(Reason::LeaderIneligible(me.ineligibility()), true);
+    }
+    // From here the leader is an eligible gateway.
+    match group.pinned {
+        Some(pinned) => group.follow_pin(pinned),
+        None => group.failback(me),
+    }
+}
 
-    // A gateway leader that must leave and has no gateway to hand to hands to a
-    // reachable witness instead: in an asymmetric partition the witness may hear a
-    // healthy gateway this leader cannot, and while this leader stays, its heartbeats
-    // keep the witness's lease fresh so that gateway can never be elected. A witness
-    // leader with nobody eligible simply stays (no ping-pong back).
-    let relay = || {
-        nodes
-            .iter()
-            .filter(|n| n.name != leader && !n.is_gateway() && reachable(n))
-            .min_by(|a, b| a.name.cmp(&b.name))
-    };
-    let must_leave = |reason: Reason, may_relay: bool| {
-        let hand_over = match target() {
-            Some(n) => Some(HandOver {
-                to: n.name.clone(),
-                reason,
-            }),
-            None if may_relay => relay().map(|n| HandOver {
-                to: n.name.clone(),
-                reason,
-            }),
+/// One group as its leader judges it: who is eligible, reachable, pinned.
+struct GroupView<'a> {
+    leader: &'a str,
+    nodes: &'a [NodeView],
+    rules: &'a GroupRules,
+    /// The all-unhealthy exception is in force (see [`GroupView::of`]).
+    keep_unhealthy: bool,
+    /// The pinned node, while it could take the group.
+    pinned: Option<&'a NodeView>,
+}
+
+impl<'a> GroupView<'a> {
+    fn of(situation: &Situation<'a>) -> Self {
+        let mut group = GroupView {
+            leader: situation.leader,
+            nodes: situation.nodes,
+            rules: situation.rules,
+            keep_unhealthy: false,
+            pinned: None,
+        };
+        // The all-unhealthy exception: when every gateway that could hold (and that the
+        // leader can hear) is unhealthy, `Keep` lets those unhealthy gateways count as
+        // eligible. Unreachable gateways are left out because the leader cannot hand to
+        // them; a healthy one it cannot hear must not force everybody to drop the VIP.
+        group.keep_unhealthy = group.rules.on_all_unhealthy == OnAllUnhealthy::Keep
+            && group
+                .nodes
+                .iter()
+                .filter(|n| n.could_hold() && group.reachable(n))
+                .all(|n| !n.facts.healthy);
+        // A pin counts only while its node could take the group; otherwise the normal
+        // rules apply and the pin, still committed, takes effect again when the node is
+        // back.
+        group.pinned = situation
+            .pin
+            .and_then(|name| group.find(name))
+            .filter(|n| group.eligible(n) && group.reachable(n));
+        group
+    }
+
+    fn find(&self, name: &str) -> Option<&'a NodeView> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The leader is always reachable from itself, whatever its own flag says.
+    fn reachable(&self, n: &NodeView) -> bool {
+        n.reachable || n.name == self.leader
+    }
+
+    fn eligible(&self, n: &NodeView) -> bool {
+        n.fit() || (self.keep_unhealthy && n.could_hold())
+    }
+
+    /// A node the leader may hand leadership to.
+    fn candidate(&self, n: &NodeView) -> bool {
+        n.name != self.leader && self.eligible(n) && self.reachable(n)
+    }
+
+    /// The leader may not hold: it hands over to the pinned node, else the best
+    /// candidate, else (`may_relay`) a reachable witness, else nobody.
+    fn must_leave(&self, reason: Reason, may_relay: bool) -> Verdict {
+        let target = self
+            .pinned
+            .filter(|n| n.name != self.leader)
+            .or_else(|| best(self.nodes.iter().filter(|n| self.candidate(n))));
+        let to = match target {
+            Some(n) => Some(n),
+            None if may_relay => self.relay(),
             // Nobody to hand to: stay leader (keeps the group available for commands and
             // health reports) but do not hold. With `Release` and every gateway
             // unhealthy this is the intended "nobody holds".
@@ -240,61 +304,77 @@ pub fn decide(situation: &Situation) -> Verdict {
         };
         Verdict {
             leader_may_hold: false,
-            hand_over,
+            hand_over: to.map(|n| HandOver {
+                to: n.name.clone(),
+                reason,
+            }),
             recheck_in: None,
         }
-    };
-
-    let Some(me) = find(leader) else {
-        return must_leave(Reason::LeaderNotInGroup, true);
-    };
-    if !me.is_gateway() {
-        // A witness hands over to any eligible gateway, including unhealthy ones under
-        // `Keep`: they may hold and the witness never may, so staying would leave the
-        // VIP down for no gain. Only with no eligible reachable gateway does it stay.
-        return must_leave(Reason::WitnessIsLeader, false);
-    }
-    if !eligible(me) {
-        return must_leave(Reason::LeaderIneligible(me.ineligibility()), true);
     }
 
-    // From here the leader is an eligible gateway.
-    let stay = |recheck_in: Option<Duration>| Verdict {
+    /// A gateway leader that must leave and has no gateway to hand to hands to a
+    /// reachable witness instead: in an asymmetric partition the witness may hear a
+    /// healthy gateway this leader cannot, and while this leader stays, its heartbeats
+    /// keep the witness's lease fresh so that gateway can never be elected. A witness
+    /// leader with nobody eligible simply stays (no ping-pong back).
+    fn relay(&self) -> Option<&'a NodeView> {
+        self.nodes
+            .iter()
+            .filter(|n| n.name != self.leader && !n.is_gateway() && self.reachable(n))
+            .min_by(|a, b| a.name.cmp(&b.name))
+    }
+
+    /// An eligible leader and a pin that counts: the pin overrides priority and failback,
+    /// in both directions.
+    fn follow_pin(&self, pinned: &NodeView) -> Verdict {
+        if pinned.name == self.leader {
+            stay(None)
+        } else {
+            hand_to(pinned, Reason::Pinned)
+        }
+    }
+
+    /// An eligible leader and no pin: it stays, unless failback is on and a preferred
+    /// gateway has been stable for `failback_delay` (then it hands over), or is waiting
+    /// for it (then it looks again when the delay is up).
+    fn failback(&self, me: &NodeView) -> Verdict {
+        if !self.rules.failback {
+            return stay(None);
+        }
+        // Failback only to a healthy gateway (a `Keep` fallback is no reason to move)
+        // that strictly outranks the leader: an equal-priority leader is never displaced,
+        // or two equal gateways would ping-pong on the name tie-break.
+        let preferred = best(self.nodes.iter().filter(|n| self.candidate(n) && n.fit()))
+            .filter(|n| n.facts.priority > me.facts.priority);
+        let delay = self.rules.failback_delay;
+        match preferred.map(|n| (n, n.stable_for)) {
+            Some((n, Some(stable))) if stable >= delay => hand_to(n, Reason::Failback),
+            Some((_, Some(stable))) => stay(Some(delay.saturating_sub(stable))),
+            // Not stable (by the caller's account) or nobody better: nothing to wait for;
+            // the caller calls again when the preferred gateway's state changes.
+            _ => stay(None),
+        }
+    }
+}
+
+/// An eligible leader keeps the VIP; `recheck_in` when a failback is waiting.
+fn stay(recheck_in: Option<Duration>) -> Verdict {
+    Verdict {
         leader_may_hold: true,
         hand_over: None,
         recheck_in,
-    };
-    let hand_to = |to: &NodeView, reason: Reason| Verdict {
+    }
+}
+
+/// An eligible leader hands over (releasing first: it may not hold).
+fn hand_to(to: &NodeView, reason: Reason) -> Verdict {
+    Verdict {
         leader_may_hold: false,
         hand_over: Some(HandOver {
             to: to.name.clone(),
             reason,
         }),
         recheck_in: None,
-    };
-
-    if let Some(p) = pinned {
-        // A pin overrides priority and failback, in both directions.
-        return if p.name == leader {
-            stay(None)
-        } else {
-            hand_to(p, Reason::Pinned)
-        };
-    }
-    if !rules.failback {
-        return stay(None);
-    }
-    // Failback only to a healthy gateway (a `Keep` fallback is no reason to move) that
-    // strictly outranks the leader: an equal-priority leader is never displaced, or two
-    // equal gateways would ping-pong on the name tie-break.
-    let preferred =
-        best(nodes.iter().filter(|n| candidate(n) && n.fit())).filter(|n| n.priority > me.priority);
-    match preferred.map(|n| (n, n.stable_for)) {
-        Some((n, Some(stable))) if stable >= rules.failback_delay => hand_to(n, Reason::Failback),
-        Some((_, Some(stable))) => stay(Some(rules.failback_delay.saturating_sub(stable))),
-        // Not stable (by the caller's account) or nobody better: nothing to wait for;
-        // the caller calls again when the preferred gateway's state changes.
-        _ => stay(None),
     }
 }
 
@@ -305,8 +385,9 @@ fn best<'n>(nodes: impl Iterator<Item = &'n NodeView>) -> Option<&'n NodeView> {
 }
 
 fn rank(a: &NodeView, b: &NodeView) -> Ordering {
-    b.priority
-        .cmp(&a.priority)
+    b.facts
+        .priority
+        .cmp(&a.facts.priority)
         .then_with(|| a.name.cmp(&b.name))
 }
 
@@ -318,23 +399,31 @@ mod tests {
     /// Long enough that failback is never waiting in rows that are not about it.
     const LONG: Duration = Duration::from_secs(3600);
 
+    fn facts(role: Role, priority: u8, healthy: bool, link_up: bool) -> NodeFacts {
+        NodeFacts {
+            role,
+            priority,
+            healthy,
+            link_up,
+            detail: String::new(),
+        }
+    }
+
     fn gw(name: &str, priority: u8) -> NodeView {
         NodeView {
-            name: name.to_string(),
-            role: Role::Gateway,
-            priority,
-            healthy: true,
-            link_up: true,
-            maintenance: false,
-            reachable: true,
             stable_for: Some(LONG),
+            ..NodeView::of(
+                name,
+                Some(facts(Role::Gateway, priority, true, true)),
+                false,
+                true,
+            )
         }
     }
 
     fn witness(name: &str) -> NodeView {
         NodeView {
-            role: Role::Witness,
-            priority: 0,
+            facts: facts(Role::Witness, 0, true, true),
             ..gw(name, 0)
         }
     }
@@ -344,7 +433,10 @@ mod tests {
     impl NodeView {
         fn unhealthy(self) -> Self {
             Self {
-                healthy: false,
+                facts: NodeFacts {
+                    healthy: false,
+                    ..self.facts
+                },
                 stable_for: None,
                 ..self
             }
@@ -358,7 +450,10 @@ mod tests {
         }
         fn link_down(self) -> Self {
             Self {
-                link_up: false,
+                facts: NodeFacts {
+                    link_up: false,
+                    ..self.facts
+                },
                 stable_for: None,
                 ..self
             }
@@ -1150,14 +1245,8 @@ mod tests {
         }
         let make =
             |name: &str, role, priority, s: (bool, bool, bool, bool, Option<Duration>)| NodeView {
-                name: name.to_string(),
-                role,
-                priority,
-                healthy: s.0,
-                link_up: s.1,
-                maintenance: s.2,
-                reachable: s.3,
                 stable_for: s.4,
+                ..NodeView::of(name, Some(facts(role, priority, s.0, s.1)), s.2, s.3)
             };
         let all_rules: Vec<GroupRules> = [true, false]
             .into_iter()
@@ -1215,7 +1304,7 @@ mod tests {
                 "holder must be a gateway, link up, not in maintenance: {}",
                 ctx()
             );
-            if !me.healthy {
+            if !me.facts.healthy {
                 assert_eq!(s.rules.on_all_unhealthy, OnAllUnhealthy::Keep, "{}", ctx());
                 let healthy_other = s
                     .nodes
@@ -1302,7 +1391,7 @@ mod tests {
                 ctx()
             );
         }
-        if me.role == Role::Witness {
+        if me.facts.role == Role::Witness {
             assert!(!v.leader_may_hold, "a witness held: {}", ctx());
         }
     }

@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use havip::consensus::state::{NodeFacts, NodeState};
+use havip::config::{OnAllUnhealthy, Role};
+use havip::consensus::state::{NodeFacts, NodeRecord};
 use havip::group::machine::{
-    Action, Event, GroupConfig, GroupMachine, LocalFacts, Observation, PeerSeen, Snapshot,
+    Action, Event, GroupConfig, GroupMachine, LocalInputs, Observation, PeerSeen, Snapshot,
 };
 use havip::hold::{RELEASE_AHEAD, release_at};
-use havip::policy::{GroupRules, OnAllUnhealthy, Role};
+use havip::policy::GroupRules;
 use havip::timer_grid::Grid;
 use havip::vip::DataPlaneError;
 use tokio::time::Instant;
@@ -64,7 +65,9 @@ fn random_walks_keep_the_hold_rule_and_release_before_transfer() {
             && seen.failed_releases > 50
             && seen.transfers > 1_000
             && seen.blocked_transfers > 10
-            && seen.commits > 100,
+            && seen.commits > 100
+            && seen.announces > 500
+            && seen.not_announced > 500,
         "{seen:?}"
     );
 }
@@ -79,6 +82,10 @@ struct Seen {
     /// Steps that wanted to hand over but kept the VIPs because the removal failed.
     blocked_transfers: u64,
     commits: u64,
+    /// A link or a peer came back while holding under a running lease: announced.
+    announces: u64,
+    /// ... while not (not holding, or the lease ran out): nothing.
+    not_announced: u64,
 }
 
 fn config(role: Role) -> GroupConfig {
@@ -161,9 +168,9 @@ impl World {
             };
         }
         if rng.chance(5) {
-            s.facts.healthy = rng.chance(75);
-            s.facts.link_up = rng.chance(90);
-            s.facts.pending = rng.chance(5);
+            s.local.health.healthy = rng.chance(75);
+            s.local.link_up = rng.chance(90);
+            s.local.health.pending = rng.chance(5);
         }
         if rng.chance(3) {
             let me = s.nodes.entry(self_name.to_string()).or_default();
@@ -173,7 +180,7 @@ impl World {
 }
 
 fn start() -> World {
-    let facts = |role, priority| NodeState {
+    let facts = |role, priority| NodeRecord {
         facts: Some(NodeFacts {
             role,
             priority,
@@ -184,7 +191,7 @@ fn start() -> World {
         maintenance: false,
         since_unix_ms: 0,
     };
-    let nodes: BTreeMap<String, NodeState> = [
+    let nodes: BTreeMap<String, NodeRecord> = [
         ("gw-a".to_string(), facts(Role::Gateway, 150)),
         ("gw-b".to_string(), facts(Role::Gateway, 100)),
         ("witness".to_string(), facts(Role::Witness, 0)),
@@ -201,7 +208,7 @@ fn start() -> World {
             last_log_index: Some(1),
             nodes,
             pin: None,
-            facts: LocalFacts::initial(false),
+            local: LocalInputs::without_feeds(),
             wall_unix_ms: 0,
         },
     }
@@ -285,6 +292,9 @@ fn walk(seed: u64, role: Role, seen: &mut Seen) -> Result<(), String> {
                         seen.blocked_transfers += 1;
                         None
                     }
+                    Action::Announce => {
+                        return Err(format!("step {step}: announced on a snapshot"));
+                    }
                     Action::Propose(_) | Action::Notify(_) | Action::Log(_) => None,
                 };
                 if let Some(answer) = answer {
@@ -314,6 +324,39 @@ fn walk(seed: u64, role: Role, seen: &mut Seen) -> Result<(), String> {
                     "step {step}: holding, but no wake-up before the lease ends"
                 ));
             }
+        }
+        if rng.chance(30) {
+            announce_again(&mut rng, &mut world, &mut machine, on_host, seen)
+                .map_err(|e| format!("step {step}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A link or a peer comes back a little later: the machine announces exactly when the
+/// VIPs are on the host under a lease that still runs, and does nothing else.
+fn announce_again(
+    rng: &mut Rng,
+    world: &mut World,
+    machine: &mut GroupMachine,
+    on_host: bool,
+    seen: &mut Seen,
+) -> Result<(), String> {
+    world.now += Duration::from_millis(rng.below(400));
+    let edge = if rng.chance(50) {
+        Observation::LinkCameBack
+    } else {
+        Observation::PeerReconnected
+    };
+    let lease_runs = machine.lease_until().is_some_and(|until| world.now < until);
+    let actions = machine.step(edge, world.now);
+    match (on_host && lease_runs, actions.as_slice()) {
+        (true, [Action::Announce]) => seen.announces += 1,
+        (false, []) => seen.not_announced += 1,
+        (should, got) => {
+            return Err(format!(
+                "announce expected {should} (on host {on_host}), got {got:?}"
+            ));
         }
     }
     Ok(())

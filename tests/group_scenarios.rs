@@ -15,8 +15,8 @@
 //!   pending=yes|no delta=N detail="..."`.
 //! - `@T OBSERVATION` gives one observation at T: `snapshot`, `woke due=T`, `held ok`,
 //!   `held fail "netlink: why"`, `released ok started=T`, `released fail "netlink: why"`,
-//!   `committed`, `stop`, `stop fatal`, `exiting` (a failure is written as the netlink
-//!   data plane's error reads).
+//!   `committed`, `stop`, `stop fatal`, `exiting`, `link-came-back`, `peer-reconnected`
+//!   (a failure is written as the netlink data plane's error reads).
 //! - `> ACTION` lines after it: every action it produced, in order (as `render` writes
 //!   them). An observation with no `>` lines must produce nothing.
 //! - `? holding=yes|no transitions=N reason="..."`: the machine's published view.
@@ -25,11 +25,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use havip::config::{OnAllUnhealthy, Role};
 use havip::consensus::state::{Command, NodeFacts};
 use havip::group::machine::{
-    Action, Event, GroupConfig, GroupMachine, LocalFacts, Observation, Snapshot, TransferReason,
+    Action, Event, GroupConfig, GroupMachine, LocalInputs, Observation, Snapshot, TransferReason,
 };
-use havip::policy::{GroupRules, OnAllUnhealthy, Role};
+use havip::policy::GroupRules;
 use havip::timer_grid::Grid;
 use havip::vip::DataPlaneError;
 use tokio::time::Instant;
@@ -124,7 +125,7 @@ impl Scenario {
                 last_log_index: None,
                 nodes: BTreeMap::new(),
                 pin: None,
-                facts: LocalFacts::initial(false),
+                local: LocalInputs::without_feeds(),
                 wall_unix_ms: 0,
             },
             pending: Vec::new(),
@@ -251,6 +252,8 @@ impl Scenario {
                 result: Err(failure()?),
             },
             ("committed", _) => Observation::FactsCommitted,
+            ("link-came-back", _) => Observation::LinkCameBack,
+            ("peer-reconnected", _) => Observation::PeerReconnected,
             ("stop", fatal) => Observation::Stop {
                 fatal: fatal == "fatal",
             },
@@ -336,15 +339,15 @@ impl Scenario {
     }
 
     fn local(&mut self, args: &[String]) -> Result<(), String> {
-        let f = &mut self.snapshot.facts;
+        let local = &mut self.snapshot.local;
         for arg in args {
             let (k, v) = arg.split_once('=').ok_or("key=value")?;
             match k {
-                "healthy" => f.healthy = v == "yes",
-                "link" => f.link_up = v == "up",
-                "pending" => f.pending = v == "yes",
-                "delta" => f.priority_delta = v.parse().map_err(|_| "delta")?,
-                "detail" => f.health_detail = v.into(),
+                "healthy" => local.health.healthy = v == "yes",
+                "link" => local.link_up = v == "up",
+                "pending" => local.health.pending = v == "yes",
+                "delta" => local.health.priority_delta = v.parse().map_err(|_| "delta")?,
+                "detail" => local.health.detail = v.into(),
                 _ => return Err(format!("unknown local key {k}")),
             }
         }
@@ -396,6 +399,7 @@ fn render(action: &Action, t0: Instant) -> String {
     match action {
         Action::Hold { until } => format!("hold until={}", t(until)),
         Action::Release { reason } => format!("release {reason:?}"),
+        Action::Announce => "announce".into(),
         Action::CommitFacts(command) => format!("commit-facts {}", command_line(command)),
         Action::Transfer { to, reason } => match reason {
             TransferReason::Policy(r) => format!("transfer {to} {:?}", r.to_string()),

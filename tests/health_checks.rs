@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use havip::config::{CheckKind, HealthCheck, HealthSection, HttpMethod, Require, StatusSet};
 use havip::health::{
-    CheckState, Checker, HealthMonitor, HealthReport, MonitorOptions, NodeStatus, ProbeResult,
+    CheckState, Checker, HealthMonitor, HealthReport, HealthStatus, MonitorOptions, ProbeResult,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -679,7 +679,7 @@ async fn rise_and_fall_over_real_probes() {
         !r.pending && r.checks[0].state == CheckState::Up
     })
     .await;
-    assert_eq!(up.node.status, NodeStatus::Healthy);
+    assert_eq!(up.node.status, HealthStatus::Healthy);
 
     server.set(|a| a.status = 503);
     let flipped_at = rx.borrow().checks[0].probes;
@@ -694,7 +694,7 @@ async fn rise_and_fall_over_real_probes() {
         (3..=5).contains(&failures),
         "Down after {failures} probes, fall = 3"
     );
-    assert_eq!(down.node.status, NodeStatus::Unhealthy);
+    assert_eq!(down.node.status, HealthStatus::Unhealthy);
     assert_eq!(down.node.reason, "0 of 1 check up, need all");
     assert_eq!(
         down.checks[0].last_failure.as_deref(),
@@ -706,7 +706,7 @@ async fn rise_and_fall_over_real_probes() {
         r.checks[0].state == CheckState::Up
     })
     .await;
-    assert_eq!(back.node.status, NodeStatus::Healthy);
+    assert_eq!(back.node.status, HealthStatus::Healthy);
     // The last failure stays visible after recovery, for status.
     assert!(back.checks[0].last_failure.is_some());
 

@@ -1,20 +1,36 @@
 //! The replicated state of one VIP group, and the commands that change it. Pure: no I/O,
 //! no clock (timestamps come inside the commands, stamped by the proposer, for display
 //! only; no decision reads them).
+//!
+//! A node's facts have one type, [`NodeFacts`], from the wire to `havip status`: a node
+//! makes them from its local inputs (`group::machine::LocalInputs`: its link and health
+//! feeds, not yet reported) with `group::machine::reported_facts`, proposes them in
+//! [`Command::ReportFacts`], every replica keeps them in the group's [`NodeRecord`] beside
+//! the operator's maintenance flag, the leader's policy reads them through
+//! `policy::NodeView::of` (adding only what the leader observes: reachable, stable for),
+//! and the status line is `control::protocol::NodeStatus::of` a record. The local inputs
+//! stay a type of their own because they are not facts yet: they hold what the facts are
+//! made from (a priority *change*, whether checks are still pending) and are never sent.
+//!
+//! What is here is persisted (the Raft log and snapshots) and sent to peers as
+//! `serde_json`: renaming a type is free, renaming a field or variant is a wire change
+//! (`tests::the_encoding_of_commands_and_state_is_pinned`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Role;
+use crate::config::Role;
 
 /// How many history entries a group keeps; older ones are dropped so the state machine
 /// (and its snapshot) stays small however long the cluster runs.
 pub const HISTORY_LIMIT: usize = 500;
 
-/// What a node reports about itself in a group. Only transitions are proposed. Role and
-/// priority travel here because each node's own file is their only source.
+/// What a node reports about itself in a group: the one shape of a node's facts, from the
+/// proposal to the policy and the status line (see the module comment). Only transitions
+/// are proposed. Role and priority travel here because each node's own file is their only
+/// source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFacts {
     pub role: Role,
@@ -85,9 +101,10 @@ pub struct CommandResult {
     pub changed: bool,
 }
 
-/// Per-node replicated facts.
+/// What the group's replicated state records of one node: its last reported facts and
+/// the operator's maintenance flag.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeState {
+pub struct NodeRecord {
     /// None until the node has reported: a node nobody has heard from is never eligible.
     pub facts: Option<NodeFacts>,
     pub maintenance: bool,
@@ -105,7 +122,7 @@ pub struct HistoryEntry {
 /// The replicated state of one VIP group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupState {
-    pub nodes: BTreeMap<String, NodeState>,
+    pub nodes: BTreeMap<String, NodeRecord>,
     pub pin: Option<String>,
     /// The last recorded master and its term: a re-sent record (a forwarded write that
     /// timed out but was committed) is not history twice.
@@ -191,6 +208,83 @@ mod tests {
             link_up: true,
             detail: String::new(),
         }
+    }
+
+    /// The encoded form of what the Raft log and snapshots hold (serde_json, in the store
+    /// and on the wire to peers). A node must read a store written by the previous
+    /// version and talk to it: renaming Rust types is free, changing these bytes is not.
+    #[test]
+    fn the_encoding_of_commands_and_state_is_pinned() {
+        let report = Command::ReportFacts {
+            node: "gw-a".into(),
+            facts: NodeFacts {
+                detail: "checks down: web".into(),
+                ..facts(true)
+            },
+            at_unix_ms: 1,
+        };
+        let commands = [
+            (
+                report.clone(),
+                r#"{"ReportFacts":{"node":"gw-a","facts":{"role":"gateway","priority":150,"healthy":true,"link_up":true,"detail":"checks down: web"},"at_unix_ms":1}}"#,
+            ),
+            (
+                Command::SetMaintenance {
+                    node: "gw-b".into(),
+                    on: true,
+                    at_unix_ms: 2,
+                },
+                r#"{"SetMaintenance":{"node":"gw-b","on":true,"at_unix_ms":2}}"#,
+            ),
+            (
+                Command::Pin {
+                    node: Some("gw-b".into()),
+                    at_unix_ms: 3,
+                },
+                r#"{"Pin":{"node":"gw-b","at_unix_ms":3}}"#,
+            ),
+            (
+                Command::Pin {
+                    node: None,
+                    at_unix_ms: 4,
+                },
+                r#"{"Pin":{"node":null,"at_unix_ms":4}}"#,
+            ),
+            (
+                Command::MasterChanged {
+                    node: "gw-a".into(),
+                    term: 7,
+                    at_unix_ms: 5,
+                },
+                r#"{"MasterChanged":{"node":"gw-a","term":7,"at_unix_ms":5}}"#,
+            ),
+        ];
+        for (command, text) in commands {
+            assert_eq!(serde_json::to_string(&command).ok().as_deref(), Some(text));
+            assert_eq!(serde_json::from_str::<Command>(text).ok(), Some(command));
+        }
+        let mut state = GroupState::default();
+        state.apply(&report);
+        state.apply(&Command::SetMaintenance {
+            node: "gw-b".into(),
+            on: true,
+            at_unix_ms: 2,
+        });
+        state.apply(&Command::MasterChanged {
+            node: "gw-a".into(),
+            term: 7,
+            at_unix_ms: 5,
+        });
+        let text = concat!(
+            r#"{"nodes":{"gw-a":{"facts":{"role":"gateway","priority":150,"healthy":true,"#,
+            r#""link_up":true,"detail":"checks down: web"},"maintenance":false,"since_unix_ms":1},"#,
+            r#""gw-b":{"facts":null,"maintenance":true,"since_unix_ms":2}},"pin":null,"#,
+            r#""master":["gw-a",7],"history":[{"at_unix_ms":1,"event":"facts gw-a: healthy=true "#,
+            r#"link_up=true priority=150 (checks down: web)"},{"at_unix_ms":2,"#,
+            r#""event":"maintenance gw-b on"},{"at_unix_ms":5,"event":"master gw-a (term 7)"}]}"#
+        );
+        assert_eq!(serde_json::to_string(&state).ok().as_deref(), Some(text));
+        assert_eq!(serde_json::from_str::<GroupState>(text).ok(), Some(state));
     }
 
     #[test]

@@ -41,7 +41,7 @@ use super::Raft;
 use super::network::RaftService;
 use super::types::NodeId;
 use crate::config::Config;
-use crate::policy::Role;
+use crate::config::Role;
 use crate::timer_grid::{BLOCK, Grid};
 
 /// What to do now and when to look again.

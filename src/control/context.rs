@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::protocol::{Fingerprints, Response};
 
 use crate::config::Config;
+use crate::config::Role;
 use crate::consensus::Raft;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::state::GroupState;
@@ -19,7 +20,6 @@ use crate::group::LocalView;
 use crate::group::tasks::RunningGroup;
 use crate::health::{CheckReport, HealthReport};
 use crate::peer::Mesh;
-use crate::policy::Role;
 use crate::vip::DataPlane;
 
 /// Everything the commands of the control socket and of the peers may touch.

@@ -63,20 +63,20 @@ impl Serving {
     }
 }
 
-/// Answers the control socket on `listener` until stopped, and metrics scrapes on
-/// `metrics` until `shutdown`. The control socket answers until the groups have released
+/// Answers the control socket on `listener` until stopped, and Prometheus scrapes on
+/// `prometheus_listener` until `shutdown`. The control socket answers until the groups have released
 /// and handed over, so that a watcher asking what the data plane holds (`Request::Held`)
 /// sees the release.
 pub fn serve(
     control: Arc<Control>,
     listener: UnixListener,
-    metrics: Option<TcpListener>,
+    prometheus_listener: Option<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Serving {
     let (stop, stopped) = watch::channel(false);
     let handler = socket_handler(control.clone());
     let task = tokio::spawn(socket::serve(listener, handler, stopped));
-    if let Some(listener) = metrics {
+    if let Some(listener) = prometheus_listener {
         let source = snapshot_source(control);
         tokio::spawn(prometheus::serve(listener, source, shutdown));
     }

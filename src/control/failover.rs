@@ -10,11 +10,11 @@ use openraft::async_runtime::WatchReceiver as _;
 
 use super::context::{Groups, Members, UnknownGroup};
 use super::protocol::Response;
+use crate::config::Role;
 use crate::consensus::proposer::{ProposeError, Proposer};
 use crate::consensus::state::Command;
 use crate::consensus::types::node_id;
 use crate::group::unix_ms;
-use crate::policy::Role;
 
 /// How long the answer waits for the pinned node to become master.
 const MOVE_WAIT: Duration = Duration::from_secs(3);
@@ -130,9 +130,9 @@ async fn became_master(groups: &Groups, selected: &[String], node: &str) -> bool
             let Some(handle) = groups.get(g) else {
                 continue;
             };
-            let mut metrics = handle.raft.metrics();
-            while metrics.borrow_watched().current_leader != Some(target) {
-                if metrics.changed().await.is_err() {
+            let mut raft_metrics = handle.raft.metrics();
+            while raft_metrics.borrow_watched().current_leader != Some(target) {
+                if raft_metrics.changed().await.is_err() {
                     return;
                 }
             }

@@ -9,9 +9,9 @@ use openraft::async_runtime::WatchReceiver as _;
 
 use super::context::Control;
 use super::metrics::{CheckMetrics, GroupMetrics, MetricsSnapshot};
+use crate::config::Role;
 use crate::consensus::types::node_id;
 use crate::health::CheckState;
-use crate::policy::Role;
 
 /// The snapshot of this node, now.
 pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
@@ -48,13 +48,13 @@ fn group_metrics(control: &Control) -> Vec<GroupMetrics> {
         .iter()
         .map(|(name, handle)| {
             let view = handle.view.borrow().clone();
-            let metrics = handle.raft.metrics().borrow_watched().clone();
+            let raft_metrics = handle.raft.metrics().borrow_watched().clone();
             GroupMetrics {
                 name: name.clone(),
-                is_leader: metrics.current_leader == Some(self_id)
-                    && metrics.state == ServerState::Leader,
+                is_leader: raft_metrics.current_leader == Some(self_id)
+                    && raft_metrics.state == ServerState::Leader,
                 holding: view.holds_now(),
-                term: metrics.current_term,
+                term: raft_metrics.current_term,
                 quorum_ack_age: view.quorum_ack_age,
                 hold_transitions: view.hold_transitions,
                 lateness: view.lateness,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::state::{Command, HistoryEntry};
+use crate::consensus::state::{Command, HistoryEntry, NodeRecord};
 use crate::health::CheckReport;
 
 /// Mesh channel for daemon-to-daemon control traffic.
@@ -158,6 +158,10 @@ pub struct GroupStatus {
     pub nodes: Vec<NodeStatus>,
 }
 
+/// One node's line in `havip status`: its replicated [`NodeRecord`] as the operator reads
+/// it (built by [`NodeStatus::of`]), plus what it says it holds. A line of the control
+/// protocol's JSON, which scripts read: a shape of its own, kept as it is (every fact is
+/// `null` for a node that never reported).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub name: String,
@@ -170,6 +174,24 @@ pub struct NodeStatus {
     /// Whether that node says it holds the VIPs (asked over the mesh); None if it did not
     /// answer in time.
     pub holds: Option<bool>,
+}
+
+impl NodeStatus {
+    /// The line of node `name`, from what the group's state records of it (none: it never
+    /// reported and is not in maintenance) and whether it says it holds the group.
+    pub fn of(name: &str, record: Option<&NodeRecord>, holds: Option<bool>) -> Self {
+        let facts = record.and_then(|n| n.facts.as_ref());
+        NodeStatus {
+            name: name.to_string(),
+            role: facts.map(|f| f.role.as_str().to_string()),
+            priority: facts.map(|f| f.priority),
+            healthy: facts.map(|f| f.healthy),
+            link_up: facts.map(|f| f.link_up),
+            maintenance: record.is_some_and(|n| n.maintenance),
+            detail: facts.map(|f| f.detail.clone()).unwrap_or_default(),
+            holds,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -228,6 +250,69 @@ pub enum PeerReply {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// What peers send each other and what `havip status --json` prints: a node of this
+    /// version talks to one of the previous, and scripts read the status line, so renaming
+    /// Rust types is free but these bytes are not.
+    #[test]
+    fn the_encoding_of_peer_messages_and_the_status_line_is_pinned() {
+        let write = PeerRequest::Write {
+            group: "crm".into(),
+            command: Command::Pin {
+                node: Some("gw-b".into()),
+                at_unix_ms: 3,
+            },
+        };
+        let text = serde_json::to_string(&write).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"{"Write":{"group":"crm","command":{"Pin":{"node":"gw-b","at_unix_ms":3}}}}"#
+        );
+        let replies = serde_json::to_string(&[
+            PeerReply::Written,
+            PeerReply::NotLeader {
+                leader: Some("gw-b".into()),
+            },
+            PeerReply::Pristine(true),
+            PeerReply::Holdings(vec!["crm".into()]),
+        ])
+        .unwrap_or_default();
+        assert_eq!(
+            replies,
+            r#"["Written",{"NotLeader":{"leader":"gw-b"}},{"Pristine":true},{"Holdings":["crm"]}]"#
+        );
+        let lines = [
+            NodeStatus {
+                name: "gw-a".into(),
+                role: Some("gateway".into()),
+                priority: Some(150),
+                healthy: Some(false),
+                link_up: Some(true),
+                maintenance: false,
+                detail: "checks down: web".into(),
+                holds: Some(true),
+            },
+            NodeStatus {
+                name: "gw-b".into(),
+                role: None,
+                priority: None,
+                healthy: None,
+                link_up: None,
+                maintenance: true,
+                detail: String::new(),
+                holds: None,
+            },
+        ];
+        assert_eq!(
+            serde_json::to_string(&lines).unwrap_or_default(),
+            concat!(
+                r#"[{"name":"gw-a","role":"gateway","priority":150,"healthy":false,"link_up":true,"#,
+                r#""maintenance":false,"detail":"checks down: web","holds":true},"#,
+                r#"{"name":"gw-b","role":null,"priority":null,"healthy":null,"link_up":null,"#,
+                r#""maintenance":true,"detail":"","holds":null}]"#
+            )
+        );
+    }
 
     #[test]
     fn held_rounds_the_time_left_up_and_says_when_it_is_not_kept() {

@@ -102,7 +102,7 @@ fn group_status(
     handle: &GroupHandle,
     holdings: &Holdings,
 ) -> GroupStatus {
-    let metrics = handle.raft.metrics().borrow_watched().clone();
+    let raft_metrics = handle.raft.metrics().borrow_watched().clone();
     let view = handle.view.borrow().clone();
     let state = handle.state.borrow().clone();
     let nodes = control
@@ -110,31 +110,19 @@ fn group_status(
         .all
         .iter()
         .map(|node| {
-            let replicated = state.nodes.get(node);
-            let facts = replicated.and_then(|n| n.facts.clone());
-            NodeStatus {
-                name: node.clone(),
-                role: facts
-                    .as_ref()
-                    .map(|f| format!("{:?}", f.role).to_lowercase()),
-                priority: facts.as_ref().map(|f| f.priority),
-                healthy: facts.as_ref().map(|f| f.healthy),
-                link_up: facts.as_ref().map(|f| f.link_up),
-                maintenance: replicated.is_some_and(|n| n.maintenance),
-                detail: facts.map(|f| f.detail).unwrap_or_default(),
-                holds: holdings
-                    .get(node)
-                    .cloned()
-                    .flatten()
-                    .map(|h| h.iter().any(|g| g == name)),
-            }
+            let holds = holdings
+                .get(node)
+                .cloned()
+                .flatten()
+                .map(|h| h.iter().any(|g| g == name));
+            NodeStatus::of(node, state.nodes.get(node), holds)
         })
         .collect();
     GroupStatus {
         name: name.to_string(),
         addresses: handle.addresses.clone(),
-        leader: control.proposer.name_of(metrics.current_leader),
-        term: metrics.current_term,
+        leader: control.proposer.name_of(raft_metrics.current_leader),
+        term: raft_metrics.current_term,
         holding: view.holds_now(),
         hold_reason: view.hold_reason,
         quorum_ack_age_ms: view.quorum_ack_age.map(|d| d.as_millis() as u64),

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, VipGroup};
+use crate::config::{Config, Role, VipGroup};
 use crate::consensus::Raft;
 use crate::consensus::bootstrap::{self, Bootstrap};
 use crate::consensus::group_raft::{self, GroupRaft};
@@ -26,12 +26,10 @@ use crate::control::peer::PeerHandler;
 use crate::control::protocol::{Fingerprints, Response};
 use crate::control::{Control, GroupHandle, Members, socket};
 use crate::group::GroupStopped;
-use crate::group::reannounce::Reannouncer;
 use crate::group::tasks::{self, GroupTasks, NodeParts, RunningGroup};
 use crate::health::{HealthFacts, HealthReport, LiveHealth};
 use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig};
-use crate::policy::Role;
 use crate::vip::link::LinkWatch;
 use crate::vip::{self, DataPlane, VipSet};
 
@@ -62,7 +60,12 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     tokio::time::sleep(node.config.timers.leader_lease()).await;
     let mut joined = node.join(&shutdown).await?;
     let control = joined.control.clone();
-    let serving = dispatch::serve(control, sockets.control, sockets.metrics, shutdown.clone());
+    let serving = dispatch::serve(
+        control,
+        sockets.control,
+        sockets.prometheus,
+        shutdown.clone(),
+    );
     let config = &node.config;
     tracing::info!(node = %config.node.name, role = ?config.node.role, groups = config.vip_groups.len(),
         data_plane = node.data_plane.kind(), "havip running");
@@ -115,11 +118,11 @@ struct Node {
     mesh_shutdown: CancellationToken,
 }
 
-/// The control socket and the metrics listener, bound at start, served once the groups
+/// The control socket and the Prometheus listener, bound at start, served once the groups
 /// run.
 struct Sockets {
     control: UnixListener,
-    metrics: Option<TcpListener>,
+    prometheus: Option<TcpListener>,
 }
 
 /// The running groups, and what a reload needs to start or stop one.
@@ -170,7 +173,7 @@ impl Node {
         let mesh = Mesh::start(mesh_config, peer_handler.clone(), mesh_shutdown.clone()).await?;
         let sockets = Sockets {
             control: socket::bind(&config.control.socket)?,
-            metrics: match config.control.metrics {
+            prometheus: match config.control.metrics {
                 Some(addr) => Some(prometheus::bind(addr).await?),
                 None => None,
             },
@@ -191,7 +194,7 @@ impl Node {
     }
 
     /// Joins the cluster: every group's Raft, loop and ticks, the control context over
-    /// them, the re-announcements, and bootstrap (for the groups without a membership).
+    /// them, and bootstrap (for the groups without a membership).
     async fn join(&self, shutdown: &watch::Receiver<bool>) -> Result<Joined, StartError> {
         let config = &self.config;
         let service = &self.peer_handler.raft;
@@ -236,8 +239,6 @@ impl Node {
             running.push(self.spawn_group(&mut joined, group, raft, shutdown));
         }
         let _ = self.peer_handler.control.set(joined.control.clone());
-        let reannouncer = Reannouncer::of(&running, self.data_plane.clone());
-        reannouncer.spawn(self.links.as_ref(), self.mesh.connected(), shutdown);
         self.bootstrap(&joined, by_name, self.pristine, shutdown);
         Ok(joined)
     }
@@ -276,6 +277,7 @@ impl Node {
             proposer: joined.proposer.clone(),
             links: self.links.as_ref(),
             health: joined.health.clone(),
+            connected: self.mesh.connected(),
             raft_service: self.peer_handler.raft.clone(),
             notifier: joined.notifier.clone(),
         };

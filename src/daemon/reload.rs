@@ -12,12 +12,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Joined, Node};
+use crate::config::Role;
 use crate::config::{Config, ConfigError, ReloadPlan, plan_reload};
 use crate::consensus::group_raft;
 use crate::consensus::store::StoreError;
 use crate::consensus::types::node_id;
 use crate::control::protocol::{Fingerprints, Response};
-use crate::policy::Role;
 
 /// How long a removed group's store may stay open after its Raft shut down (a snapshot
 /// builder or log reader still finishing) before its state is dropped anyway later.

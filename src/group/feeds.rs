@@ -1,14 +1,14 @@
-//! Where a group loop's `LocalFacts` come from: one watch channel per producer, each kept
+//! Where a group loop's `LocalInputs` come from: one watch channel per producer, each kept
 //! current by the module that knows the fact (`vip::link` for the interface's link,
 //! `health::facts_feed` for the node's health). The loop wakes on a change of any of
 //! them and reads the latest of each when it steps. It must never change a fact itself.
 
 use tokio::sync::watch;
 
-use super::machine::LocalFacts;
+use super::machine::LocalInputs;
 use crate::health::HealthFacts;
 
-/// The feeds of one group's local facts.
+/// The feeds of one group's local inputs.
 #[derive(Debug, Clone, Default)]
 pub struct FactFeeds {
     /// Whether the group's interface is up; none: not watched (observe-only, or no
@@ -19,20 +19,16 @@ pub struct FactFeeds {
 }
 
 impl FactFeeds {
-    /// The latest facts of every feed.
-    pub fn latest(&self) -> LocalFacts {
-        let mut facts = LocalFacts::initial(false);
+    /// The latest inputs of every feed.
+    pub fn latest(&self) -> LocalInputs {
+        let mut inputs = LocalInputs::without_feeds();
         if let Some(link_up) = &self.link_up {
-            facts.link_up = *link_up.borrow();
+            inputs.link_up = *link_up.borrow();
         }
         if let Some(health) = &self.health {
-            let health = health.borrow();
-            facts.healthy = health.healthy;
-            facts.pending = health.pending;
-            facts.priority_delta = health.priority_delta;
-            facts.health_detail = health.detail.clone();
+            inputs.health = health.borrow().clone();
         }
-        facts
+        inputs
     }
 
     /// Resolves when a feed changed since this clone last saw it; an error when a feed
@@ -69,7 +65,7 @@ mod tests {
 
     #[test]
     fn no_feeds_read_as_up_and_healthy() {
-        assert_eq!(FactFeeds::default().latest(), LocalFacts::initial(false));
+        assert_eq!(FactFeeds::default().latest(), LocalInputs::without_feeds());
     }
 
     #[tokio::test]
@@ -86,15 +82,7 @@ mod tests {
         assert!(!feeds.latest().link_up);
         health_tx.send_replace(health_facts(false));
         waker.changed().await.unwrap();
-        let facts = feeds.latest();
-        assert_eq!(
-            (
-                facts.healthy,
-                facts.priority_delta,
-                facts.health_detail.as_str()
-            ),
-            (false, -10, "checks down: web")
-        );
+        assert_eq!(feeds.latest().health, health_facts(false));
         drop(link_tx);
         assert!(waker.changed().await.is_err(), "a stopped feed is seen");
     }

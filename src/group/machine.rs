@@ -1,7 +1,8 @@
 //! The decisions of one VIP group's loop on this node, as a pure state machine: what the
 //! loop observed goes in ([`Observation`]: Raft's view, the replicated state, this node's
-//! facts, a timer, the data plane's answers), what it must do comes out ([`Action`]: hold
-//! or release the VIPs, hand leadership over, propose, notify, log, when to wake).
+//! inputs, a timer, the data plane's answers, a link or a peer coming back), what it must
+//! do comes out ([`Action`]: hold, release or announce the VIPs, hand leadership over,
+//! propose, notify, log, when to wake).
 //!
 //! This is where "may the leader hold?" is decided, once ([`GroupMachine::decision`]),
 //! from `policy::decide` and `hold::may_hold`. It must never do I/O or read a clock: time
@@ -16,11 +17,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::consensus::state::{Command, NodeFacts, NodeState};
+use crate::config::Role;
+use crate::consensus::state::{Command, NodeFacts, NodeRecord};
 use crate::control::notify::{HookState, StateChange};
+use crate::health::HealthFacts;
 use crate::hold::{self, HoldInputs, NotHolding};
 use crate::lateness::Lateness;
-use crate::policy::{self, GroupRules, HandOver, NodeView, Reason, Role, Situation};
+use crate::policy::{self, GroupRules, HandOver, NodeView, Reason, Situation};
 use crate::timer_grid::{self, Grid};
 use crate::vip::DataPlaneError;
 
@@ -63,32 +66,28 @@ pub struct GroupConfig {
     pub grid: Grid,
 }
 
-/// What this node alone knows about itself in a group: fed by the link watch (link_up)
-/// and the health monitor (the rest).
+/// This node's own inputs in a group, not yet reported: its interface's link (the link
+/// watch) and its health (the health feed). Not a node's facts: [`reported_facts`] makes
+/// those from it (with the configured role and priority), and only they are replicated.
+/// It holds what the facts are made from (a priority change, checks still pending), so it
+/// is a type of its own; it is never sent or stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalFacts {
-    pub healthy: bool,
+pub struct LocalInputs {
     pub link_up: bool,
-    /// Priority change from weighted checks (keepalived's track_script weights).
-    pub priority_delta: i32,
-    /// Not every health check has a first result yet: nothing is proposed meanwhile and
-    /// the node counts as unhealthy, so a freshly started gateway never takes the VIP on
-    /// the strength of checks it has not run.
-    pub pending: bool,
-    /// Which checks are down, by name (changes only on transitions, so each change is
-    /// one Raft entry and one history line).
-    pub health_detail: String,
+    /// The health checks' verdict; while some check has no first result yet
+    /// (`health.pending`) nothing is proposed and the node counts as unhealthy, so a
+    /// freshly started gateway never takes the VIP on the strength of checks it has not
+    /// run. Its detail (which checks are down) changes only on transitions, so each change
+    /// is one Raft entry and one history line.
+    pub health: HealthFacts,
 }
 
-impl LocalFacts {
-    /// A node with no health checks is healthy from the start.
-    pub fn initial(has_checks: bool) -> Self {
+impl LocalInputs {
+    /// A node with no link watch and no health checks: link up and healthy from the start.
+    pub fn without_feeds() -> Self {
         Self {
-            healthy: !has_checks,
             link_up: true,
-            priority_delta: 0,
-            pending: has_checks,
-            health_detail: String::new(),
+            health: HealthFacts::no_checks(),
         }
     }
 }
@@ -116,9 +115,10 @@ pub struct Snapshot {
     /// Per member, what the leader's replication knows (leader only).
     pub peers: BTreeMap<String, PeerSeen>,
     pub last_log_index: Option<u64>,
-    pub nodes: BTreeMap<String, NodeState>,
+    pub nodes: BTreeMap<String, NodeRecord>,
     pub pin: Option<String>,
-    pub facts: LocalFacts,
+    /// This node's inputs, as its feeds say now.
+    pub local: LocalInputs,
     /// Wall-clock time for the history entries this step proposes; no decision reads it.
     pub wall_unix_ms: u64,
 }
@@ -147,6 +147,12 @@ pub enum Observation {
     Stop { fatal: bool },
     /// After `Stop`: a graceful exit hands leadership over if this node leads.
     Exiting(Box<Snapshot>),
+    /// The group's interface link came back up: the switch may have flushed its tables
+    /// while it was down.
+    LinkCameBack,
+    /// A peer (re)connected: it may have held the VIPs for some clients meanwhile, so
+    /// their caches must point here again.
+    PeerReconnected,
 }
 
 /// Why leadership is handed over.
@@ -170,6 +176,9 @@ pub enum Action {
     Release {
         reason: String,
     },
+    /// Send a fresh burst of announcements (gratuitous ARP, unsolicited NA) for the held
+    /// VIPs; the data plane's announcer still speaks only while the hold lease runs.
+    Announce,
     /// Commit this before the hand-over that follows (bounded wait), so the new leader
     /// knows why this one left and does not fail back to it.
     CommitFacts(Command),
@@ -334,8 +343,19 @@ impl GroupMachine {
                 self.release(reason, None, now, &mut out);
             }
             Observation::Exiting(snapshot) => self.exiting(&snapshot, now, &mut out),
+            Observation::LinkCameBack | Observation::PeerReconnected => {
+                out.extend(self.announce_again(now));
+            }
         }
         out
+    }
+
+    /// A held group is announced again when its link or a peer comes back; nothing is
+    /// announced unless this node holds under a lease that still runs at `now`, and
+    /// nothing while an action's answer is awaited.
+    fn announce_again(&self, now: Instant) -> Option<Action> {
+        let holds = holds_under_lease(self.holding, self.lease_until, now);
+        (holds && self.waiting.is_none()).then_some(Action::Announce)
     }
 
     /// Whether the VIPs are on the host as far as the loop knows.
@@ -492,8 +512,7 @@ impl GroupMachine {
         let mut views = Vec::with_capacity(self.config.members.len());
         for name in &self.config.members {
             let is_self = *name == self.config.self_name;
-            let replicated = s.nodes.get(name);
-            let maintenance = replicated.is_some_and(|n| n.maintenance);
+            let record = s.nodes.get(name);
             let reachable = is_self
                 || s.peers
                     .get(name)
@@ -501,35 +520,21 @@ impl GroupMachine {
                     .is_some_and(|acked| {
                         now.saturating_duration_since(acked) < self.config.leader_lease
                     });
-            // A node that never reported is a witness of priority 0 as far as the policy
-            // knows.
             let facts = if is_self {
-                Some(own_facts(&self.config, &s.facts))
+                Some(reported_facts(&self.config, &s.local))
             } else {
-                replicated.and_then(|n| n.facts.clone())
+                record.and_then(|n| n.facts.clone())
             };
-            let (role, priority, healthy, link_up) = match &facts {
-                Some(f) => (f.role, f.priority, f.healthy, f.link_up),
-                None => (Role::Witness, 0, false, false),
-            };
-            let stable = reachable && healthy && link_up && !maintenance && role == Role::Gateway;
-            let stable_for = if stable {
+            let maintenance = record.is_some_and(|n| n.maintenance);
+            let mut view = NodeView::of(name, facts, maintenance, reachable);
+            view.stable_for = if view.stable_now() {
                 let since = *self.stable_since.entry(name.clone()).or_insert(now);
                 Some(now.saturating_duration_since(since))
             } else {
                 self.stable_since.remove(name);
                 None
             };
-            views.push(NodeView {
-                name: name.clone(),
-                role,
-                priority,
-                healthy,
-                link_up,
-                maintenance,
-                reachable,
-                stable_for,
-            });
+            views.push(view);
         }
         views
     }
@@ -675,12 +680,12 @@ impl GroupMachine {
     /// new leader may still see it as healthy and preferred, and fail back to it.
     fn facts_to_commit(&self) -> Option<Command> {
         let last = self.last.as_ref()?;
-        let facts = own_facts(&self.config, &last.facts);
+        let facts = reported_facts(&self.config, &last.local);
         let replicated = last
             .nodes
             .get(&self.config.self_name)
             .and_then(|n| n.facts.as_ref());
-        if last.facts.pending || replicated == Some(&facts) {
+        if last.local.health.pending || replicated == Some(&facts) {
             return None;
         }
         Some(Command::ReportFacts {
@@ -736,10 +741,10 @@ impl GroupMachine {
     /// `FACTS_EVERY`, and only while a leader is known to take them.
     fn report_facts(&mut self, now: Instant) -> Option<Action> {
         let last = self.last.as_ref()?;
-        if last.facts.pending {
+        if last.local.health.pending {
             return None;
         }
-        let facts = own_facts(&self.config, &last.facts);
+        let facts = reported_facts(&self.config, &last.local);
         let replicated = last
             .nodes
             .get(&self.config.self_name)
@@ -806,12 +811,12 @@ impl GroupMachine {
         let Some(last) = &self.last else {
             return HookState::Backup;
         };
-        let local = &last.facts;
+        let local = &last.local;
         let maintenance = last
             .nodes
             .get(&self.config.self_name)
             .is_some_and(|n| n.maintenance);
-        if !local.healthy || local.pending || !local.link_up || maintenance {
+        if !local.health.healthy || local.health.pending || !local.link_up || maintenance {
             HookState::Fault
         } else {
             HookState::Backup
@@ -840,19 +845,27 @@ impl GroupMachine {
     }
 }
 
-/// This node's facts as it would report them: effective priority (weights applied,
-/// kept within 1..=254 for a gateway), health, link, and why.
-pub fn own_facts(config: &GroupConfig, local: &LocalFacts) -> NodeFacts {
+/// Whether VIPs held (as far as the loop knows) are held under a lease that still runs at
+/// `now`: a process thawed from SIGSTOP must not act on (or claim) a hold its rule no
+/// longer allows before its loop has run again.
+pub fn holds_under_lease(holding: bool, lease_until: Option<Instant>, now: Instant) -> bool {
+    holding && lease_until.is_some_and(|until| now < until)
+}
+
+/// This node's facts as it reports them, made from its local inputs: effective priority
+/// (weights applied, kept within 1..=254 for a gateway), health, link, and why.
+pub fn reported_facts(config: &GroupConfig, local: &LocalInputs) -> NodeFacts {
+    let health = &local.health;
     let priority = match config.role {
         Role::Witness => 0,
-        Role::Gateway => (i32::from(config.priority) + local.priority_delta).clamp(1, 254) as u8,
+        Role::Gateway => (i32::from(config.priority) + health.priority_delta).clamp(1, 254) as u8,
     };
     let mut detail = Vec::new();
-    if local.pending {
+    if health.pending {
         detail.push("health checks pending".to_string());
     }
-    if !local.health_detail.is_empty() {
-        detail.push(local.health_detail.clone());
+    if !health.detail.is_empty() {
+        detail.push(health.detail.clone());
     }
     if !local.link_up {
         detail.push(format!("link {} down", config.interface));
@@ -860,7 +873,7 @@ pub fn own_facts(config: &GroupConfig, local: &LocalFacts) -> NodeFacts {
     NodeFacts {
         role: config.role,
         priority,
-        healthy: local.healthy && !local.pending,
+        healthy: health.healthy && !health.pending,
         link_up: local.link_up,
         detail: detail.join("; "),
     }

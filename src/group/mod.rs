@@ -1,9 +1,9 @@
 //! One VIP group's loop on this node: the executor of the group's decisions. On every
-//! Raft metrics change, every replicated-state change, every change of this node's facts
+//! Raft metrics change, every replicated-state change, every change of this node's inputs
 //! and every timed wake-up it takes a snapshot of what it reads, gives it to the pure
 //! [`machine::GroupMachine`], and does what that says, in order: the data plane's hold
 //! and release, leadership transfers, proposals, notify hooks, log lines, the next
-//! wake-up. It decides nothing itself (beyond skipping steps for metrics changes the
+//! wake-up. It decides nothing itself (beyond skipping steps for Raft metrics changes the
 //! machine would not act on). It must never run an action before the data plane has
 //! answered the one before it: removing the VIPs always comes first, and a removal that
 //! failed must be seen by the machine before any hand-over.
@@ -24,6 +24,7 @@ use openraft::async_runtime::WatchReceiver as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::config::Role;
 use crate::config::{Config, VipGroup};
 use crate::consensus::Raft;
 use crate::consensus::proposer::GroupProposer;
@@ -32,20 +33,21 @@ use crate::consensus::types::{NodeId, RaftMetrics, Vote, node_id};
 use crate::control::notify::Notifier;
 use crate::hold::{self, TICK, hold_lease};
 use crate::lateness::Lateness;
-use crate::policy::{GroupRules, Role};
+use crate::policy::GroupRules;
 use crate::vip::{DataPlane, VipSet};
 pub use feeds::FactFeeds;
-pub use machine::LocalFacts;
+pub use machine::LocalInputs;
 use machine::{
     Action, GroupConfig, GroupMachine, IDLE_WAKE, Observation, PeerSeen, Snapshot, TransferReason,
 };
+pub use reannounce::ReannounceFeeds;
 
 /// The part of the Raft metrics a step depends on, with the acknowledgement times reduced
 /// to what they decide: whether the leader's quorum acknowledgement is within the hold
 /// lease and which peers count as reachable. Their running out is timed by `next_wake`
 /// (lease end, `IDLE_WAKE`); their coming back changes this key and wakes a step at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct MetricsKey {
+struct RaftMetricsKey {
     state: ServerState,
     term: u64,
     leader: Option<NodeId>,
@@ -58,7 +60,7 @@ struct MetricsKey {
     quorum_ack_fresh: bool,
 }
 
-impl MetricsKey {
+impl RaftMetricsKey {
     fn of(m: &RaftMetrics, setup: &GroupSetup) -> Self {
         let matched = m
             .replication
@@ -87,7 +89,7 @@ impl MetricsKey {
             .last_quorum_acked
             .as_ref()
             .is_some_and(|acked| acked.elapsed() < hold::release_at(setup.hold_lease));
-        MetricsKey {
+        RaftMetricsKey {
             state: m.state,
             term: m.current_term,
             leader: m.current_leader,
@@ -102,7 +104,7 @@ impl MetricsKey {
     }
 }
 
-/// The loop's view for status, metrics and re-announcements: published on a watch
+/// The loop's view for status and Prometheus: published on a watch
 /// channel after every step (`GroupLoop::view`).
 #[derive(Debug, Clone, Default)]
 pub struct LocalView {
@@ -111,9 +113,9 @@ pub struct LocalView {
     pub quorum_ack_age: Option<Duration>,
     /// When the hold lease of the last quorum acknowledgement runs out.
     pub lease_until: Option<Instant>,
-    /// How often this node started or stopped holding (for metrics).
+    /// How often this node started or stopped holding (for Prometheus).
     pub hold_transitions: u64,
-    /// How late the loop released and woke against its deadlines (for metrics).
+    /// How late the loop released and woke against its deadlines (for Prometheus).
     pub lateness: Lateness,
 }
 
@@ -122,7 +124,7 @@ impl LocalView {
     /// may answer a status request before its loop has run again; the lease check here
     /// keeps it from claiming a hold that the rule no longer allows.
     pub fn holds_now(&self) -> bool {
-        self.holding && self.lease_until.is_some_and(|until| Instant::now() < until)
+        machine::holds_under_lease(self.holding, self.lease_until, Instant::now())
     }
 }
 
@@ -182,9 +184,11 @@ pub struct GroupLoop {
     io: LoopIo,
     state: watch::Receiver<GroupState>,
     facts: FactFeeds,
+    /// When a held group may need announcing again (a link or a peer came back).
+    reannounce: ReannounceFeeds,
     view: watch::Sender<LocalView>,
-    /// What the last step saw of the Raft metrics (see `MetricsKey`).
-    seen: Option<MetricsKey>,
+    /// What the last step saw of the Raft metrics (see `RaftMetricsKey`).
+    seen: Option<RaftMetricsKey>,
 }
 
 /// The loop's hands: everything an action touches.
@@ -226,6 +230,7 @@ impl GroupLoop {
         raft: Raft,
         state: watch::Receiver<GroupState>,
         facts: FactFeeds,
+        reannounce: ReannounceFeeds,
         data_plane: Arc<dyn DataPlane>,
         propose: GroupProposer,
     ) -> Self {
@@ -252,6 +257,7 @@ impl GroupLoop {
             },
             state,
             facts,
+            reannounce,
             view: watch::Sender::new(LocalView::default()),
             seen: None,
         }
@@ -279,12 +285,14 @@ impl GroupLoop {
     /// error (after releasing) if the group's Raft stopped on its own: a fatal storage or
     /// protocol error, after which the daemon must exit so that its supervisor restarts it.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), GroupStopped> {
-        let mut metrics = self.io.raft.metrics();
+        let mut raft_metrics = self.io.raft.metrics();
         let mut state = self.state.clone();
         let mut facts = self.facts.clone();
+        let mut reannounce = std::mem::take(&mut self.reannounce);
         let mut fatal = None;
         loop {
-            let mut metrics_only = false;
+            let mut raft_metrics_only = false;
+            let mut announce_only = false;
             let due = self.io.next_wake;
             tokio::select! {
                 _ = shutdown.changed() => {}
@@ -292,12 +300,18 @@ impl GroupLoop {
                     let woke = Observation::Woke { due };
                     execute(&mut self.machine, &mut self.io, woke, Instant::now()).await;
                 }
-                changed = metrics.changed() => match changed {
-                    Ok(()) => metrics_only = true,
+                changed = raft_metrics.changed() => match changed {
+                    Ok(()) => raft_metrics_only = true,
                     Err(_) => fatal = Some("its Raft stopped"),
                 },
                 changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
                 changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
+                edge = reannounce.next() => {
+                    // Only the machine's answer to it: no step, as when announcing was
+                    // done beside the loop.
+                    announce_only = true;
+                    execute(&mut self.machine, &mut self.io, edge, Instant::now()).await;
+                }
             }
             if *shutdown.borrow() {
                 // On the way out the facts feeds stop too, and select! may see that
@@ -308,7 +322,10 @@ impl GroupLoop {
             if fatal.is_some() {
                 break;
             }
-            if metrics_only && self.nothing_to_act_on() {
+            if announce_only {
+                continue;
+            }
+            if raft_metrics_only && self.nothing_to_act_on() {
                 continue;
             }
             self.step().await;
@@ -324,14 +341,14 @@ impl GroupLoop {
                 what,
             });
         }
-        let metrics = self.io.raft.metrics().borrow_watched().clone();
+        let raft_metrics = self.io.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
-        let exiting = Observation::Exiting(Box::new(self.snapshot(&metrics, now)));
+        let exiting = Observation::Exiting(Box::new(self.snapshot(&raft_metrics, now)));
         execute(&mut self.machine, &mut self.io, exiting, now).await;
         Ok(())
     }
 
-    /// Every acknowledgement changes the metrics (dozens a second on a leader); a step
+    /// Every acknowledgement changes the Raft metrics (dozens a second on a leader); a step
     /// for one that changes nothing the machine acts on is wasted, unless the holder's
     /// lease is close to its end: a step moves it on for the data plane and the
     /// announcer, which would otherwise see it lapse between the lease end and the step
@@ -343,21 +360,21 @@ impl GroupLoop {
                 .machine
                 .lease_until()
                 .is_some_and(|until| until.saturating_duration_since(now) < IDLE_WAKE);
-        now < self.io.next_wake && !lease_ending && self.seen == Some(self.metrics_key())
+        now < self.io.next_wake && !lease_ending && self.seen == Some(self.raft_metrics_key())
     }
 
-    /// What the loop acts on in the metrics, as of now.
-    fn metrics_key(&self) -> MetricsKey {
-        let metrics = self.io.raft.metrics();
-        let m = metrics.borrow_watched();
-        MetricsKey::of(&m, &self.io.setup)
+    /// What the loop acts on in the Raft metrics, as of now.
+    fn raft_metrics_key(&self) -> RaftMetricsKey {
+        let raft_metrics = self.io.raft.metrics();
+        let m = raft_metrics.borrow_watched();
+        RaftMetricsKey::of(&m, &self.io.setup)
     }
 
     async fn step(&mut self) {
-        let metrics = self.io.raft.metrics().borrow_watched().clone();
+        let raft_metrics = self.io.raft.metrics().borrow_watched().clone();
         let now = Instant::now();
-        self.seen = Some(MetricsKey::of(&metrics, &self.io.setup));
-        let snapshot = self.snapshot(&metrics, now);
+        self.seen = Some(RaftMetricsKey::of(&raft_metrics, &self.io.setup));
+        let snapshot = self.snapshot(&raft_metrics, now);
         execute(
             &mut self.machine,
             &mut self.io,
@@ -410,12 +427,12 @@ impl GroupLoop {
             last_log_index: m.last_log_index,
             nodes: state.nodes.clone(),
             pin: state.pin.clone(),
-            facts: self.facts.latest(),
+            local: self.facts.latest(),
             wall_unix_ms: unix_ms(),
         }
     }
 
-    /// The machine's view for status and metrics.
+    /// The machine's view for status and Prometheus.
     fn publish(&self) {
         self.view.send_replace(LocalView {
             holding: self.machine.holding(),
@@ -435,6 +452,12 @@ impl Effects for LoopIo {
             Action::Hold { until } => {
                 let result = self.data_plane.hold(vips, until).await;
                 Some(Observation::Held(result))
+            }
+            Action::Announce => {
+                if let Err(e) = self.data_plane.announce(vips).await {
+                    tracing::warn!(group = %vips.group, "cannot announce the VIPs: {e}");
+                }
+                None
             }
             Action::Release { .. } => {
                 let started = Instant::now();
@@ -542,8 +565,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use super::*;
-    use crate::consensus::state::{NodeFacts, NodeState};
-    use crate::policy::OnAllUnhealthy;
+    use crate::config::OnAllUnhealthy;
+    use crate::consensus::state::{NodeFacts, NodeRecord};
     use crate::timer_grid::Grid;
     use crate::vip::{DataPlaneError, DataPlaneResult};
 
@@ -631,8 +654,8 @@ mod tests {
         }
     }
 
-    fn gateway(priority: u8) -> NodeState {
-        NodeState {
+    fn gateway(priority: u8) -> NodeRecord {
+        NodeRecord {
             facts: Some(NodeFacts {
                 role: Role::Gateway,
                 priority,
@@ -668,7 +691,7 @@ mod tests {
             ]
             .into(),
             pin: None,
-            facts: LocalFacts::initial(false),
+            local: LocalInputs::without_feeds(),
             wall_unix_ms: 0,
         }
     }

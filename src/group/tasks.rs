@@ -1,14 +1,15 @@
 //! Starts one VIP group's long-running tasks on this node, as holo's `tasks.rs` does: the
-//! group's loop (reading its link's and the node's health feeds, committing through the
-//! proposer) and its ticks (heartbeats, elections). It only assembles and spawns; it must
+//! group's loop (reading its link's and the node's health feeds and the mesh's connected
+//! peers, committing through the proposer) and its ticks (heartbeats, elections). It only assembles and spawns; it must
 //! never decide anything.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{FactFeeds, GroupLoop, GroupSetup, GroupStopped, LocalView};
+use super::{FactFeeds, GroupLoop, GroupSetup, GroupStopped, LocalView, ReannounceFeeds};
 use crate::config::{Config, VipGroup};
 use crate::consensus::Raft;
 use crate::consensus::group_raft::GroupRaft;
@@ -31,6 +32,9 @@ pub struct NodeParts<'a> {
     pub links: Option<&'a LinkWatch>,
     /// The node's health feed (none without health checks).
     pub health: Option<watch::Receiver<HealthFacts>>,
+    /// The peers the mesh is connected to (a held group is announced again when one
+    /// reconnects).
+    pub connected: watch::Receiver<BTreeSet<String>>,
     /// Where the mesh delivers the groups' Raft traffic (the ticks watch it).
     pub raft_service: RaftService,
     pub notifier: Notifier,
@@ -59,8 +63,10 @@ pub fn spawn(
 ) -> RunningGroup {
     let config = node.config;
     let GroupRaft { raft, state } = raft;
+    let link_up = node.links.and_then(|l| l.link_up(&vips.interface));
+    let reannounce = ReannounceFeeds::new(link_up.clone(), Some(node.connected.clone()));
     let feeds = FactFeeds {
-        link_up: node.links.and_then(|l| l.link_up(&vips.interface)),
+        link_up,
         health: node.health.clone(),
     };
     let group_loop = GroupLoop::new(
@@ -68,6 +74,7 @@ pub fn spawn(
         raft.clone(),
         state.clone(),
         feeds,
+        reannounce,
         node.data_plane.clone(),
         node.proposer.for_group(&group.name),
     );

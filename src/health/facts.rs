@@ -3,7 +3,7 @@
 //! node's state, the weights, which checks are down), so a flapping probe produces no
 //! change, and so no Raft traffic, until rise/fall settle it. It never decides anything.
 
-use super::node_health::{CheckInput, NodeStatus, priority_delta};
+use super::node_health::{CheckInput, HealthStatus, priority_delta};
 use super::report::HealthReport;
 use super::rise_fall::CheckState;
 use crate::config::HealthCheck;
@@ -21,6 +21,16 @@ pub struct HealthFacts {
 }
 
 impl HealthFacts {
+    /// A node without health checks: healthy from the start.
+    pub fn no_checks() -> Self {
+        HealthFacts {
+            healthy: true,
+            pending: false,
+            priority_delta: 0,
+            detail: String::new(),
+        }
+    }
+
     /// The facts in `report`, with the weights of the configured `checks`.
     pub fn of(report: &HealthReport, checks: &[HealthCheck]) -> Self {
         let inputs: Vec<CheckInput> = checks
@@ -42,7 +52,7 @@ impl HealthFacts {
             .map(|c| c.name.as_str())
             .collect();
         HealthFacts {
-            healthy: report.node.status != NodeStatus::Unhealthy,
+            healthy: report.node.status != HealthStatus::Unhealthy,
             pending: report.pending,
             priority_delta: priority_delta(&inputs),
             detail: if down.is_empty() {
@@ -91,7 +101,7 @@ mod tests {
         }
     }
 
-    fn report(status: NodeStatus, checks: Vec<CheckReport>) -> HealthReport {
+    fn report(status: HealthStatus, checks: Vec<CheckReport>) -> HealthReport {
         HealthReport {
             node: NodeHealth {
                 status,
@@ -105,7 +115,7 @@ mod tests {
     #[test]
     fn weights_count_only_probed_checks_and_down_checks_are_named() {
         let checks = [check("web", 0), check("db", -20), check("cache", 5)];
-        let degraded = NodeStatus::Degraded {
+        let degraded = HealthStatus::Degraded {
             priority_delta: -20,
         };
         let facts = HealthFacts::of(
@@ -129,7 +139,7 @@ mod tests {
             }
         );
         let unhealthy = report(
-            NodeStatus::Unhealthy,
+            HealthStatus::Unhealthy,
             vec![result("web", CheckState::Down, 3)],
         );
         let facts = HealthFacts::of(&unhealthy, &checks);

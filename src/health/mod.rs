@@ -24,7 +24,7 @@ pub use exec::ExecChecker;
 pub use facts::HealthFacts;
 pub use http::HttpChecker;
 pub use live::LiveHealth;
-pub use node_health::{CheckInput, NodeHealth, NodeStatus, evaluate, priority_delta};
+pub use node_health::{CheckInput, HealthStatus, NodeHealth, evaluate, priority_delta};
 pub use report::{CheckReport, HealthReport};
 pub use rise_fall::{CheckState, RiseFall, Transition};
 pub use scheduler::{DEFAULT_MAX_CONCURRENT_PROBES, HealthMonitor, MonitorOptions};

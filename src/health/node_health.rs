@@ -20,13 +20,16 @@ use crate::config::Require;
 /// What the election needs to know about this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeHealth {
-    pub status: NodeStatus,
+    pub status: HealthStatus,
     /// One line for logs and status: "0 of 2 checks up, need any".
     pub reason: String,
 }
 
+/// The health checks' verdict on this node. Only an input of the node's facts
+/// (`health::HealthFacts` copies what the election needs), never a status line of a node:
+/// that is `control::protocol::NodeStatus`, made from the replicated facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum NodeStatus {
+pub enum HealthStatus {
     /// Enough vetoing checks are up and every weighted check is up.
     Healthy,
     /// Enough vetoing checks are up, some weighted check is down.
@@ -35,13 +38,13 @@ pub enum NodeStatus {
     Unhealthy,
 }
 
-impl NodeStatus {
+impl HealthStatus {
     /// How the status reads in log lines: "HEALTHY", "DEGRADED", "UNHEALTHY".
     pub fn as_str(self) -> &'static str {
         match self {
-            NodeStatus::Healthy => "HEALTHY",
-            NodeStatus::Degraded { .. } => "DEGRADED",
-            NodeStatus::Unhealthy => "UNHEALTHY",
+            HealthStatus::Healthy => "HEALTHY",
+            HealthStatus::Degraded { .. } => "DEGRADED",
+            HealthStatus::Unhealthy => "UNHEALTHY",
         }
     }
 }
@@ -62,7 +65,7 @@ impl CheckInput<'_> {
 }
 
 /// keepalived's priority adjustment whatever the status: Healthy with positive weights
-/// has a bonus too, which `NodeStatus::Healthy` does not carry.
+/// has a bonus too, which `HealthStatus::Healthy` does not carry.
 pub fn priority_delta(checks: &[CheckInput<'_>]) -> i32 {
     checks
         .iter()
@@ -92,7 +95,7 @@ pub fn evaluate(require: Require, checks: &[CheckInput<'_>]) -> NodeHealth {
     };
     if up < needed {
         return NodeHealth {
-            status: NodeStatus::Unhealthy,
+            status: HealthStatus::Unhealthy,
             reason,
         };
     }
@@ -100,7 +103,7 @@ pub fn evaluate(require: Require, checks: &[CheckInput<'_>]) -> NodeHealth {
         checks.iter().filter(|c| c.weight != 0 && !c.up()).collect();
     if down_weighted.is_empty() {
         return NodeHealth {
-            status: NodeStatus::Healthy,
+            status: HealthStatus::Healthy,
             reason,
         };
     }
@@ -112,7 +115,7 @@ pub fn evaluate(require: Require, checks: &[CheckInput<'_>]) -> NodeHealth {
     }
     reason.push(')');
     NodeHealth {
-        status: NodeStatus::Degraded {
+        status: HealthStatus::Degraded {
             priority_delta: delta,
         },
         reason,
@@ -134,10 +137,10 @@ mod tests {
 
     #[test]
     fn scenarios() {
-        let unhealthy = NodeStatus::Unhealthy;
-        let healthy = NodeStatus::Healthy;
-        let degraded = |d| NodeStatus::Degraded { priority_delta: d };
-        let table: Vec<(&str, Require, Vec<CheckInput<'static>>, NodeStatus, &str)> = vec![
+        let unhealthy = HealthStatus::Unhealthy;
+        let healthy = HealthStatus::Healthy;
+        let degraded = |d| HealthStatus::Degraded { priority_delta: d };
+        let table: Vec<(&str, Require, Vec<CheckInput<'static>>, HealthStatus, &str)> = vec![
             (
                 "no checks",
                 Require::All,
@@ -253,7 +256,7 @@ mod tests {
     fn priority_delta_counts_bonuses_while_healthy() {
         let checks = [c("fast", 10, Some(Up)), c("db", -20, Some(Up))];
         let health = evaluate(Require::All, &checks);
-        assert_eq!(health.status, NodeStatus::Healthy);
+        assert_eq!(health.status, HealthStatus::Healthy);
         assert_eq!(priority_delta(&checks), 10);
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::node_health::{NodeHealth, NodeStatus};
+use super::node_health::{HealthStatus, NodeHealth};
 use super::rise_fall::{CheckState, Transition};
 
 /// The node's health and each check's latest state and result.
@@ -61,8 +61,8 @@ pub(super) fn is_bad(state: CheckState) -> bool {
     state == CheckState::Down
 }
 
-pub(super) fn node_is_bad(status: NodeStatus) -> bool {
-    status != NodeStatus::Healthy
+pub(super) fn node_is_bad(status: HealthStatus) -> bool {
+    status != HealthStatus::Healthy
 }
 
 #[cfg(test)]
@@ -90,7 +90,7 @@ mod tests {
             "health: check crm-1-http UP (HTTP 200, first probe)"
         );
         let node = NodeHealth {
-            status: NodeStatus::Unhealthy,
+            status: HealthStatus::Unhealthy,
             reason: "0 of 2 checks up, need any".into(),
         };
         assert_eq!(
