@@ -14,10 +14,13 @@ pub mod hold;
 pub mod journal;
 pub mod key;
 pub mod lateness;
-mod lock;
 pub mod peer;
+pub mod platform;
 pub mod policy;
-pub mod process_group;
 pub mod release;
-pub mod timer_grid;
 pub mod vip;
+
+// The path `timer_grid` had before it moved into `platform`, kept only because src/group/
+// and tests/group_*.rs are being reshaped on another branch: whoever merges that switches
+// their imports to `platform::timer_grid` and drops this line.
+pub use platform::timer_grid;

@@ -383,7 +383,7 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 /// 2.0 % -> 1.5 % of a core (scripts/bench-idle.sh). Disk writes and blocking lookups
 /// still go to tokio's blocking pool, so they never stall a heartbeat.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    havip::timer_grid::mark_runtime_start();
+    havip::platform::timer_grid::mark_runtime_start();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,7 +5,7 @@
 //! twice the time that safety needs. Per group, this task:
 //! - on the leader, sends a heartbeat every `heartbeat` (`trigger().heartbeat()`, the same
 //!   broadcast openraft's tick would send), on tokio's timer grid where the heartbeat is a
-//!   whole number of grid blocks (`crate::timer_grid`);
+//!   whole number of grid blocks (`crate::platform::timer_grid`);
 //! - on a gateway that is not the leader, stands for election (`trigger().elect(true)`: a
 //!   Pre-Vote first, so a node cut off alone cannot disrupt a healthy leader) after a random
 //!   silence in `election_timeout` (min..max), counted from the last AppendEntries it
@@ -41,8 +41,8 @@ use super::Raft;
 use super::network::RaftService;
 use super::types::NodeId;
 use crate::config::Config;
+use crate::platform::timer_grid::{BLOCK, Grid};
 use crate::policy::Role;
-use crate::timer_grid::{BLOCK, Grid};
 
 /// What to do now and when to look again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,8 @@ pub struct Pace {
     /// The silence after which the witness stands; `None` on a gateway.
     pub witness_silence: Option<Duration>,
     /// Where the leader's beats and the election deadlines go, so that each beat costs one
-    /// wake-up and a heartbeat moving a follower's deadline on costs none (`crate::timer_grid`).
+    /// wake-up and a heartbeat moving a follower's deadline on costs none
+    /// (`crate::platform::timer_grid`).
     pub grid: Grid,
 }
 
@@ -82,7 +83,7 @@ impl Pace {
             // first; otherwise the witness must never slow a gateway's election.
             witness_silence: (config.node.role == Role::Witness)
                 .then_some(timers.leader_lease() * 4),
-            grid: crate::timer_grid::current(),
+            grid: crate::platform::timer_grid::current(),
         }
     }
 
