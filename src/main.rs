@@ -2,6 +2,8 @@
 //! its Unix socket, and the offline tools (`check-config`, `keygen`). Exit codes: 0 ok,
 //! 1 the request failed (the message says why), 2 usage or configuration error.
 #![forbid(unsafe_code)]
+// No `unwrap`/`expect` outside tests, as in the library (src/lib.rs says why).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
