@@ -1230,109 +1230,140 @@ fn main() {
     }
     require_root("the failover lab benchmark");
     let settings = settings();
-    let wanted = |list: &Option<Vec<String>>, key: &str| {
-        list.as_ref().is_none_or(|l| l.iter().any(|k| k == key))
-    };
-    let mut rows: BTreeMap<(usize, &'static str, String), Row> = BTreeMap::new();
-    let mut failures = Vec::new();
-    let mut order = BTreeMap::new();
-    let mut add = |rows: &mut BTreeMap<_, Row>, label: &str, s: Sample| {
-        let next = order.len();
-        let index = *order.entry(s.row).or_insert(next);
-        rows.entry((index, s.row, label.to_string()))
-            .or_default()
-            .samples
-            .push(s);
-    };
+    let mut results = Results::default();
     for implementation in implementations()
         .into_iter()
         .filter(|i| wanted(&settings.impls, i.key))
     {
-        let faults: Vec<Fault> = Fault::ALL
-            .into_iter()
-            .filter(|f| implementation.faults.contains(f) && wanted(&settings.faults, f.key()))
-            .collect();
-        let mut bench = Bench::new(implementation.kind.clone());
-        let label = bench.label.clone();
-        match bench.address_lifetime {
-            Some(lifetime) => eprintln!(
-                "== {label} (address_lifetime {})",
-                format_duration(lifetime)
-            ),
-            None => eprintln!("== {label}"),
-        }
-        bench.cluster.start_all();
-        if let Err(e) = bench.settle(A, Duration::from_secs(60)) {
-            eprintln!("  never settled: {e}");
-            failures.push(format!("{}: never settled: {}", label, first_line(&e)));
-            // Every run it would have made is counted, as not run.
-            for fault in &faults {
-                for _ in 0..settings.runs {
-                    let s = Sample::not_run(fault.row(), format!("never settled: {e}"));
-                    add(&mut rows, &label, s);
-                }
-            }
-            continue;
-        }
-        // Idle use is measured with the default timers only (and keepalived's).
-        if !settings.idle.is_zero() && !implementation.key.starts_with("havip-") {
-            match bench.idle_usage(settings.idle) {
-                Some((cpu, rss)) => eprintln!(
-                    "IDLE {}: master {cpu:.3} % of one core, RSS {rss:.1} MiB over {:?}",
-                    label, settings.idle
-                ),
-                None => eprintln!("IDLE {}: could not read /proc", label),
-            }
-        }
-        for fault in faults {
-            for run in 1..=settings.runs {
-                for s in bench.run(fault) {
-                    eprintln!(
-                        "  {} run {run}: {}: outage {}, {} overlap(s), two holders {} ms {:?}{}",
-                        fault.key(),
-                        s.row,
-                        s.outage.map_or("-".into(), |o| format!(
-                            "{}{} ms",
-                            if s.failed.is_some() { ">= " } else { "" },
-                            ms(o)
-                        )),
-                        s.two_holders.overlaps,
-                        ms(s.two_holders.total),
-                        s.figures,
-                        s.failed
-                            .as_ref()
-                            .map_or(String::new(), |f| format!("\n  FAILED: {f}")),
-                    );
-                    if let Some(why) = &s.failed {
-                        failures.push(format!(
-                            "{} {} run {run}: {}: {}",
-                            label,
-                            fault.key(),
-                            s.row,
-                            first_line(why)
-                        ));
-                    }
-                    add(&mut rows, &label, s);
-                }
-            }
-        }
-        let errors = bench.watch_errors();
-        if !errors.is_empty() {
-            failures.push(format!(
-                "{}: the watcher reported {} error(s), first: {}",
-                label,
-                errors.len(),
-                errors[0]
-            ));
-        }
+        bench_implementation(&settings, &implementation, &mut results);
     }
-    print_table(&rows);
-    if !failures.is_empty() {
+    print_table(&results.rows);
+    if !results.failures.is_empty() {
         println!("\nRuns that failed (counted in the table, outage as a lower bound):");
-        for failure in failures {
+        for failure in results.failures {
             println!("- {failure}");
         }
     }
+}
+
+/// Whether `key` is in the list the environment asked for (no list: every key).
+fn wanted(list: &Option<Vec<String>>, key: &str) -> bool {
+    list.as_ref().is_none_or(|l| l.iter().any(|k| k == key))
+}
+
+/// Every sample of the whole benchmark, by row (in the order rows first appeared) and
+/// implementation, and the failures listed under the table.
+#[derive(Default)]
+struct Results {
+    rows: BTreeMap<(usize, &'static str, String), Row>,
+    failures: Vec<String>,
+    order: BTreeMap<&'static str, usize>,
+}
+
+impl Results {
+    fn add(&mut self, label: &str, s: Sample) {
+        let next = self.order.len();
+        let index = *self.order.entry(s.row).or_insert(next);
+        self.rows
+            .entry((index, s.row, label.to_string()))
+            .or_default()
+            .samples
+            .push(s);
+    }
+}
+
+/// One implementation on the lab: its cluster started and settled, its idle use (with the
+/// default timers), then every run of every fault it is benchmarked for.
+fn bench_implementation(
+    settings: &Settings,
+    implementation: &Implementation,
+    results: &mut Results,
+) {
+    let faults: Vec<Fault> = Fault::ALL
+        .into_iter()
+        .filter(|f| implementation.faults.contains(f) && wanted(&settings.faults, f.key()))
+        .collect();
+    let mut bench = Bench::new(implementation.kind.clone());
+    let label = bench.label.clone();
+    match bench.address_lifetime {
+        Some(lifetime) => eprintln!(
+            "== {label} (address_lifetime {})",
+            format_duration(lifetime)
+        ),
+        None => eprintln!("== {label}"),
+    }
+    bench.cluster.start_all();
+    if let Err(e) = bench.settle(A, Duration::from_secs(60)) {
+        eprintln!("  never settled: {e}");
+        results
+            .failures
+            .push(format!("{}: never settled: {}", label, first_line(&e)));
+        // Every run it would have made is counted, as not run.
+        for fault in &faults {
+            for _ in 0..settings.runs {
+                let s = Sample::not_run(fault.row(), format!("never settled: {e}"));
+                results.add(&label, s);
+            }
+        }
+        return;
+    }
+    // Idle use is measured with the default timers only (and keepalived's).
+    if !settings.idle.is_zero() && !implementation.key.starts_with("havip-") {
+        match bench.idle_usage(settings.idle) {
+            Some((cpu, rss)) => eprintln!(
+                "IDLE {}: master {cpu:.3} % of one core, RSS {rss:.1} MiB over {:?}",
+                label, settings.idle
+            ),
+            None => eprintln!("IDLE {}: could not read /proc", label),
+        }
+    }
+    for fault in faults {
+        for run in 1..=settings.runs {
+            for s in bench.run(fault) {
+                record_run(results, &label, fault, run, s);
+            }
+        }
+    }
+    let errors = bench.watch_errors();
+    if !errors.is_empty() {
+        results.failures.push(format!(
+            "{}: the watcher reported {} error(s), first: {}",
+            label,
+            errors.len(),
+            errors[0]
+        ));
+    }
+}
+
+/// One sample of a run: its line on stderr, its failure if it failed, its place in the
+/// table.
+fn record_run(results: &mut Results, label: &str, fault: Fault, run: usize, s: Sample) {
+    eprintln!(
+        "  {} run {run}: {}: outage {}, {} overlap(s), two holders {} ms {:?}{}",
+        fault.key(),
+        s.row,
+        s.outage.map_or("-".into(), |o| format!(
+            "{}{} ms",
+            if s.failed.is_some() { ">= " } else { "" },
+            ms(o)
+        )),
+        s.two_holders.overlaps,
+        ms(s.two_holders.total),
+        s.figures,
+        s.failed
+            .as_ref()
+            .map_or(String::new(), |f| format!("\n  FAILED: {f}")),
+    );
+    if let Some(why) = &s.failed {
+        results.failures.push(format!(
+            "{} {} run {run}: {}: {}",
+            label,
+            fault.key(),
+            s.row,
+            first_line(why)
+        ));
+    }
+    results.add(label, s);
 }
 
 fn first_line(text: &str) -> &str {

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use havip::config::{CheckKind, HealthCheck, HealthSection, HttpMethod, Require, StatusSet};
-use havip::health::HealthMonitor;
+use havip::health::{HealthMonitor, HealthReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -147,16 +147,9 @@ fn monitor() {
     runtime.expect("runtime").block_on(run_monitor());
 }
 
-async fn run_monitor() {
-    let checks = env_number("CHECKS", 1000) as usize;
-    let seconds = env_number("BENCH_SECONDS", 60);
-    let ports: Vec<u16> = std::env::var(PORTS)
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    assert!(!ports.is_empty(), "no server ports given");
-    let section = HealthSection {
+/// `checks` http checks at 1 s, spread over the listeners on `ports`.
+fn http_checks(checks: usize, ports: &[u16]) -> HealthSection {
+    HealthSection {
         require: Require::Any,
         checks: (0..checks)
             .map(|i| HealthCheck {
@@ -178,38 +171,84 @@ async fn run_monitor() {
                 weight: 0,
             })
             .collect(),
-    };
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let start_cpu = cpu_seconds();
-    let start = Instant::now();
-    let (monitor, mut rx) = HealthMonitor::start(&section, shutdown);
+    }
+}
 
-    let mut seen = vec![0u64; checks];
-    let mut latencies = Vec::new();
-    let mut failures = 0u64;
-    let mut window: Option<(Instant, f64)> = None;
-    let end = start + WARMUP + Duration::from_secs(seconds);
+/// What the monitor's reports showed until `end`.
+struct Sampled {
+    /// Probes per check, over the whole run.
+    seen: Vec<u64>,
+    /// Latencies and failures of the probes after the warm-up.
+    latencies: Vec<f64>,
+    failures: u64,
+    /// When the measured window began, and the CPU time then.
+    window: Option<(Instant, f64)>,
+}
+
+/// Follows the monitor's reports until `end`, counting every new probe result; those
+/// after the warm-up are sampled.
+async fn sample(
+    rx: &mut tokio::sync::watch::Receiver<HealthReport>,
+    checks: usize,
+    start: Instant,
+    end: Instant,
+) -> Sampled {
+    let mut sampled = Sampled {
+        seen: vec![0u64; checks],
+        latencies: Vec::new(),
+        failures: 0,
+        window: None,
+    };
     while Instant::now() < end {
         let left = end.saturating_duration_since(Instant::now());
         if tokio::time::timeout(left, rx.changed()).await.is_err() {
             break;
         }
         let report = rx.borrow_and_update().clone();
-        if window.is_none() && start.elapsed() >= WARMUP {
-            window = Some((Instant::now(), cpu_seconds()));
+        if sampled.window.is_none() && start.elapsed() >= WARMUP {
+            sampled.window = Some((Instant::now(), cpu_seconds()));
         }
         for (i, check) in report.checks.iter().enumerate() {
-            if check.probes > seen[i] {
-                seen[i] = check.probes;
-                if window.is_some() {
-                    latencies.push(check.last_latency_ms);
+            if check.probes > sampled.seen[i] {
+                sampled.seen[i] = check.probes;
+                if sampled.window.is_some() {
+                    sampled.latencies.push(check.last_latency_ms);
                     if !check.last_ok {
-                        failures += 1;
+                        sampled.failures += 1;
                     }
                 }
             }
         }
     }
+    sampled
+}
+
+async fn run_monitor() {
+    let checks = env_number("CHECKS", 1000) as usize;
+    let seconds = env_number("BENCH_SECONDS", 60);
+    let ports: Vec<u16> = std::env::var(PORTS)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert!(!ports.is_empty(), "no server ports given");
+    let section = http_checks(checks, &ports);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let start_cpu = cpu_seconds();
+    let start = Instant::now();
+    let (monitor, mut rx) = HealthMonitor::start(&section, shutdown);
+    let Sampled {
+        seen,
+        mut latencies,
+        failures,
+        window,
+    } = sample(
+        &mut rx,
+        checks,
+        start,
+        start + WARMUP + Duration::from_secs(seconds),
+    )
+    .await;
     let end_cpu = cpu_seconds();
     let elapsed = start.elapsed().as_secs_f64();
     let (window_start, window_cpu) = window.unwrap_or((start, start_cpu));

@@ -141,40 +141,8 @@ async fn run(command: ToolCommand) -> Result<(), String> {
                 refresh: None,
             };
             let vips = vip_set(interface, addresses, lifetime_s, announce);
-            let plane = NetlinkDataPlane::new().map_err(|e| e.to_string())?;
-            // stdin closing is the test's "release now".
-            let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                while std::io::stdin()
-                    .lock()
-                    .read_line(&mut line)
-                    .is_ok_and(|n| n > 0)
-                {
-                    line.clear();
-                }
-                let _ = closed_tx.send(());
-            });
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .map_err(|e| e.to_string())?;
-            emit(json!({"event": "hold"}));
             let lease = lease_ms.map(Duration::from_millis);
-            let until = lease.map_or_else(far_future, |l| tokio::time::Instant::now() + l);
-            plane.hold(&vips, until).await.map_err(|e| e.to_string())?;
-            emit(json!({"event": "holding"}));
-            let deadline = Instant::now() + Duration::from_secs(max_s);
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            while Instant::now() < deadline {
-                tokio::select! {
-                    _ = &mut closed => break,
-                    _ = term.recv() => break,
-                    _ = tick.tick(), if lease.is_none() => plane.hold(&vips, far_future()).await.map_err(|e| e.to_string())?,
-                }
-            }
-            plane.release(&vips).await.map_err(|e| e.to_string())?;
-            emit(json!({"event": "released"}));
-            Ok(())
+            hold(&vips, lease, Duration::from_secs(max_s)).await
         }
         ToolCommand::Reconcile {
             interface,
@@ -193,21 +161,64 @@ async fn run(command: ToolCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
         }
         ToolCommand::Links { interface, for_ms } => {
-            let watch = LinkWatch::start(vec![interface.clone()])
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut link = watch
-                .link_up(&interface)
-                .ok_or_else(|| format!("{interface} is not watched"))?;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(for_ms);
-            loop {
-                let up = *link.borrow_and_update();
-                emit(json!({"event": "link", "interface": interface, "up": up}));
-                tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => return Ok(()),
-                    changed = link.changed() => if changed.is_err() { return Ok(()) },
-                }
-            }
+            links(interface, Duration::from_millis(for_ms)).await
+        }
+    }
+}
+
+/// `hold`: holds the VIPs (under a hold lease of `lease`, or renewed every 10 ms without
+/// one) until stdin closes, SIGTERM or `max`, then releases them.
+async fn hold(vips: &VipSet, lease: Option<Duration>, max: Duration) -> Result<(), String> {
+    let plane = NetlinkDataPlane::new().map_err(|e| e.to_string())?;
+    // stdin closing is the test's "release now".
+    let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .is_ok_and(|n| n > 0)
+        {
+            line.clear();
+        }
+        let _ = closed_tx.send(());
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    emit(json!({"event": "hold"}));
+    let until = lease.map_or_else(far_future, |l| tokio::time::Instant::now() + l);
+    plane.hold(vips, until).await.map_err(|e| e.to_string())?;
+    emit(json!({"event": "holding"}));
+    let deadline = Instant::now() + max;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while Instant::now() < deadline {
+        tokio::select! {
+            _ = &mut closed => break,
+            _ = term.recv() => break,
+            _ = tick.tick(), if lease.is_none() => plane.hold(vips, far_future()).await.map_err(|e| e.to_string())?,
+        }
+    }
+    plane.release(vips).await.map_err(|e| e.to_string())?;
+    emit(json!({"event": "released"}));
+    Ok(())
+}
+
+/// `links`: the interface's link state, one line at the start and one per change, for
+/// `watch_for`.
+async fn links(interface: String, watch_for: Duration) -> Result<(), String> {
+    let watch = LinkWatch::start(vec![interface.clone()])
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut link = watch
+        .link_up(&interface)
+        .ok_or_else(|| format!("{interface} is not watched"))?;
+    let deadline = tokio::time::Instant::now() + watch_for;
+    loop {
+        let up = *link.borrow_and_update();
+        emit(json!({"event": "link", "interface": interface, "up": up}));
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return Ok(()),
+            changed = link.changed() => if changed.is_err() { return Ok(()) },
         }
     }
 }

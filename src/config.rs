@@ -131,7 +131,7 @@ impl Default for Timers {
             // 128 ms with a 400 ms lease: the master keeps the VIPs through one lost
             // heartbeat with up to 64 ms of round trip left (2 x 128 + 64 = 320, the hold
             // lease). Two of tokio's 64 ms timer blocks, so each beat costs one wake-up
-            // (`crate::timer_grid`): idle master 0.29-0.31 % of a core (64 ms: 0.58 %,
+            // (`crate::platform::timer_grid`): idle master 0.29-0.31 % of a core (64 ms: 0.58 %,
             // 96 ms: 0.46 %; scripts/bench-idle.sh).
             heartbeat: Duration::from_millis(128),
             election_timeout_min: Duration::from_millis(400),

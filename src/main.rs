@@ -2,6 +2,8 @@
 //! its Unix socket, and the offline tools (`check-config`, `keygen`). Exit codes: 0 ok,
 //! 1 the request failed (the message says why), 2 usage or configuration error.
 #![forbid(unsafe_code)]
+// No `unwrap`/`expect` outside tests, as in the library (src/lib.rs says why).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -395,7 +397,7 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 /// 2.0 % -> 1.5 % of a core (scripts/bench-idle.sh). Disk writes and blocking lookups
 /// still go to tokio's blocking pool, so they never stall a heartbeat.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    havip::timer_grid::mark_runtime_start();
+    havip::platform::timer_grid::mark_runtime_start();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

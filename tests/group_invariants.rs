@@ -14,8 +14,8 @@ use havip::group::machine::{
     Action, Event, GroupConfig, GroupMachine, LocalInputs, Observation, PeerSeen, Snapshot,
 };
 use havip::hold::{RELEASE_AHEAD, release_at};
+use havip::platform::timer_grid::Grid;
 use havip::policy::GroupRules;
-use havip::timer_grid::Grid;
 use havip::vip::DataPlaneError;
 use tokio::time::Instant;
 

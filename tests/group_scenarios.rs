@@ -30,8 +30,8 @@ use havip::consensus::state::{Command, NodeFacts};
 use havip::group::machine::{
     Action, Event, GroupConfig, GroupMachine, LocalInputs, Observation, Snapshot, TransferReason,
 };
+use havip::platform::timer_grid::Grid;
 use havip::policy::GroupRules;
-use havip::timer_grid::Grid;
 use havip::vip::DataPlaneError;
 use tokio::time::Instant;
 

@@ -40,6 +40,7 @@ die() { echo "e2e: FAIL: $*" >&2; exit 1; }
 log() { printf 'e2e: %s\n' "$*"; }
 now_ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:13}"; }
 [ "$(id -u)" = 0 ] || die "needs root (lxc, ip netns); run it with sudo"
+python3 "$rig/e2e-figures.py" --self-test >/dev/null || die "vagrant/e2e-figures.py --self-test failed"
 
 if [ -z "${HAVIP_BIN:-}" ]; then
   HAVIP_BIN=target/release/havip
@@ -237,30 +238,13 @@ wait_for() {
   return 1
 }
 # outage FROM TO: the longest time without an answer in [FROM, TO], counted from the last
-# answer before FROM, as "MS BEFORE AFTER" (who answered around the gap).
-outage() {
-  awk -v from="$1" -v to="$2" '$3 != "-" && $2 <= to { print $2, $3 }' "$tmp/probe" | sort -n |
-    awk -v from="$1" -v to="$2" '
-      $1 < from { last = $1; lw = $2; next }
-      { if (last != "" && $1 - last > worst) { worst = $1 - last; b = lw; a = $2 }
-        last = $1; lw = $2 }
-      END { if (last != "" && to - last > worst) { worst = to - last; b = lw; a = "nobody" }
-            print worst + 0, (b == "" ? "-" : b), (a == "" ? "-" : a) }'
-}
-# two_holders FROM TO: the watcher's overlaps (two gateways holding crm or crm2) that touch
-# [FROM, TO], as "COUNT MS", MS clipped to the window; one still open counts up to TO. An
-# overlap of 0 ms is still one.
-two_holders() {
-  awk -v from="$1" -v to="$2" '
-    function clip(s, e) {
-      if (s > to || e < from) return
-      count++; ms += (e < to ? e : to) - (s > from ? s : from)
-    }
-    $1 == "hold" { if (++n[$3] == 2) open[$3] = $2 }
-    $1 == "release" { if (n[$3]-- == 2) delete open[$3] }
-    $1 == "overlap" { clip($3, $4); delete open[$2] }   # also one closed when the watcher ended
-    END { for (g in open) clip(open[g], to); print count + 0, ms + 0 }' "$tmp/watch"
-}
+# answer before FROM, as "MS BEFORE AFTER" (who answered around the gap); two_holders FROM
+# TO: the watcher's overlaps (two gateways holding crm or crm2) that touch [FROM, TO], as
+# "COUNT MS", MS clipped to the window. Both in vagrant/e2e-figures.py: the lab's outage
+# rule (tests/support/outage.rs, copied there: its docstring says why) and the watcher's
+# own overlaps, never a count of the rig's own.
+outage() { python3 "$rig/e2e-figures.py" outage "$1" "$2" <"$tmp/probe"; }
+two_holders() { python3 "$rig/e2e-figures.py" two-holders "$1" "$2" <"$tmp/watch"; }
 # handover FROM TO OLD NEW: in [FROM, TO], ms from OLD's release of crm to the event after
 # which NEW alone held it (the watcher's view of the takeover), "-" if it did not happen.
 handover() {

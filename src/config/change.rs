@@ -93,108 +93,85 @@ pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<Con
 }
 
 /// The keys whose change needs a restart, each with what changed.
-fn restart_only_changes(running: &Config, new: &Config) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let mut differs = |key: &'static str, changed: bool, what: String| {
-        if changed {
-            out.push((key, what));
-        }
-    };
-    let (a, b) = (running, new);
-    differs(
-        "node.name",
-        a.node.name != b.node.name,
-        format!("changed from {:?} to {:?}", a.node.name, b.node.name),
-    );
-    differs(
-        "node.role",
-        a.node.role != b.node.role,
-        format!("changed from {} to {}", a.node.role, b.node.role),
-    );
-    differs(
-        "node.data_dir",
-        a.node.data_dir != b.node.data_dir,
-        format!(
-            "changed from {} to {}",
-            a.node.data_dir.display(),
-            b.node.data_dir.display()
-        ),
-    );
-    differs(
-        "cluster.listen",
-        a.cluster.listen != b.cluster.listen,
-        format!("changed from {} to {}", a.cluster.listen, b.cluster.listen),
-    );
-    differs(
-        "cluster.key_file",
-        a.cluster.key_file != b.cluster.key_file,
-        format!(
-            "changed from {} to {}",
-            a.cluster.key_file.display(),
-            b.cluster.key_file.display()
-        ),
-    );
-    differs(
-        "cluster.peers",
-        a.cluster.peers != b.cluster.peers,
-        format!(
-            "changed from [{}] to [{}] (adding, removing or replacing a node is a Raft membership change)",
-            peers_text(a),
-            peers_text(b)
-        ),
-    );
-    differs(
+fn restart_only_changes(a: &Config, b: &Config) -> Vec<(&'static str, String)> {
+    let path = |p: &std::path::PathBuf| p.display().to_string();
+    let mut c = Changes::default();
+    c.check("node.name", &a.node.name, &b.node.name, |n| {
+        format!("{n:?}")
+    });
+    c.check("node.role", &a.node.role, &b.node.role, ToString::to_string);
+    c.check("node.data_dir", &a.node.data_dir, &b.node.data_dir, path);
+    let (x, y) = (&a.cluster, &b.cluster);
+    c.check("cluster.listen", &x.listen, &y.listen, ToString::to_string);
+    c.check("cluster.key_file", &x.key_file, &y.key_file, path);
+    c.check("cluster.peers", &x.peers, &y.peers, |p| peers_text(p));
+    c.note("adding, removing or replacing a node is a Raft membership change");
+    let even = (&x.allow_even_voters, &y.allow_even_voters);
+    c.check(
         "cluster.allow_even_voters",
-        a.cluster.allow_even_voters != b.cluster.allow_even_voters,
-        "changed".to_string(),
+        even.0,
+        even.1,
+        ToString::to_string,
     );
-    differs(
-        "timers",
-        a.timers != b.timers,
-        format!(
-            "changed from {} to {} (every node must use the same timers at once)",
-            timers_text(a),
-            timers_text(b)
-        ),
-    );
-    differs(
-        "control.socket",
-        a.control.socket != b.control.socket,
-        format!(
-            "changed from {} to {}",
-            a.control.socket.display(),
-            b.control.socket.display()
-        ),
-    );
-    differs(
-        "control.metrics",
-        a.control.metrics != b.control.metrics,
-        format!(
-            "changed from {} to {}",
-            show_opt(a.control.metrics),
-            show_opt(b.control.metrics)
-        ),
-    );
-    out
+    c.check("timers", &a.timers, &b.timers, timers_text);
+    c.note("every node must use the same timers at once");
+    let (x, y) = (&a.control, &b.control);
+    c.check("control.socket", &x.socket, &y.socket, path);
+    c.check("control.metrics", &x.metrics, &y.metrics, |m| show_opt(*m));
+    c.found
+}
+
+/// The restart-only keys that changed, each with "changed from A to B".
+#[derive(Default)]
+struct Changes {
+    found: Vec<(&'static str, String)>,
+    /// The last `check` found a change.
+    last_changed: bool,
+}
+
+impl Changes {
+    fn check<T: PartialEq>(
+        &mut self,
+        key: &'static str,
+        a: &T,
+        b: &T,
+        show: impl Fn(&T) -> String,
+    ) {
+        self.last_changed = a != b;
+        if self.last_changed {
+            let what = format!("changed from {} to {}", show(a), show(b));
+            self.found.push((key, what));
+        }
+    }
+
+    /// Adds why to the key just checked, if it changed.
+    fn note(&mut self, why: &str) {
+        if self.last_changed
+            && let Some((_, what)) = self.found.last_mut()
+        {
+            what.push_str(&format!(" ({why})"));
+        }
+    }
 }
 
 fn show_opt(addr: Option<std::net::SocketAddr>) -> String {
     addr.map_or_else(|| "off".to_string(), |a| a.to_string())
 }
 
-fn peers_text(c: &Config) -> String {
-    (c.cluster.peers.iter())
+fn peers_text(peers: &[super::Peer]) -> String {
+    let text = (peers.iter())
         .map(|p| format!("{} {}", p.name, p.address))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    format!("[{text}]")
 }
 
-fn timers_text(c: &Config) -> String {
+fn timers_text(t: &super::Timers) -> String {
     format!(
         "heartbeat {}, election_timeout {}..{}",
-        format_duration(c.timers.heartbeat),
-        format_duration(c.timers.election_timeout_min),
-        format_duration(c.timers.election_timeout_max)
+        format_duration(t.heartbeat),
+        format_duration(t.election_timeout_min),
+        format_duration(t.election_timeout_max)
     )
 }
 

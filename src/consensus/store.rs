@@ -42,7 +42,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::consensus::types::{Entry, LogId, Vote};
-use crate::lock::lock;
+use crate::platform::lock::lock;
 
 pub use self::log::LogStore;
 pub use self::state_machine::{SnapshotBuilder, StateMachineStore};

@@ -5,7 +5,7 @@
 //! twice the time that safety needs. Per group, this task:
 //! - on the leader, sends a heartbeat every `heartbeat` (`trigger().heartbeat()`, the same
 //!   broadcast openraft's tick would send), on tokio's timer grid where the heartbeat is a
-//!   whole number of grid blocks (`crate::timer_grid`);
+//!   whole number of grid blocks (`crate::platform::timer_grid`);
 //! - on a gateway that is not the leader, stands for election (`trigger().elect(true)`: a
 //!   Pre-Vote first, so a node cut off alone cannot disrupt a healthy leader) after a random
 //!   silence in `election_timeout` (min..max), counted from the last AppendEntries it
@@ -33,16 +33,17 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver as _;
+use openraft::metrics::RaftServerMetrics;
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Raft;
 use super::network::RaftService;
-use super::types::NodeId;
+use super::types::{NodeId, TypeConfig};
 use crate::config::Config;
 use crate::config::Role;
-use crate::timer_grid::{BLOCK, Grid};
+use crate::platform::timer_grid::{BLOCK, Grid};
 
 /// What to do now and when to look again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +67,8 @@ pub struct Pace {
     /// The silence after which the witness stands; `None` on a gateway.
     pub witness_silence: Option<Duration>,
     /// Where the leader's beats and the election deadlines go, so that each beat costs one
-    /// wake-up and a heartbeat moving a follower's deadline on costs none (`crate::timer_grid`).
+    /// wake-up and a heartbeat moving a follower's deadline on costs none
+    /// (`crate::platform::timer_grid`).
     pub grid: Grid,
 }
 
@@ -82,7 +84,7 @@ impl Pace {
             // first; otherwise the witness must never slow a gateway's election.
             witness_silence: (config.node.role == Role::Witness)
                 .then_some(timers.leader_lease() * 4),
-            grid: crate::timer_grid::current(),
+            grid: crate::platform::timer_grid::current(),
         }
     }
 
@@ -190,6 +192,97 @@ pub fn quick_retry(
     (refused && attempts <= QUICK_RETRIES).then(|| attempt + pace.heartbeat)
 }
 
+/// What one pass of the loop reads from the server metrics.
+struct Seen {
+    /// This node leads (openraft says so and names it).
+    is_leader: bool,
+    term: u64,
+    state: ServerState,
+    /// openraft drops an election attempt by a node that is not a voter.
+    is_voter: bool,
+}
+
+impl Seen {
+    fn of(m: &RaftServerMetrics<TypeConfig>, self_id: NodeId) -> Self {
+        Seen {
+            is_leader: m.state == ServerState::Leader && m.current_leader == Some(self_id),
+            term: m.vote.leader_id().term,
+            state: m.state,
+            is_voter: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == self_id),
+        }
+    }
+}
+
+/// The silence a node that does not lead is counting towards standing for election.
+struct Silence {
+    /// Quiet since: start-up, this node's last election attempt, or the end of its own
+    /// leadership. A heard leader's AppendEntries count too (`stand_at`).
+    since: Instant,
+    /// The silence the random draw was made for, and the draw.
+    draw_for: Option<Instant>,
+    draw: f64,
+    /// Attempts since a leader was last heard: the first one of a silence is logged at info.
+    attempts: u32,
+    /// The last attempt (time, term) while quick retries are left (`quick_retry`).
+    last_attempt: Option<(Instant, u64)>,
+}
+
+impl Silence {
+    fn new(now: Instant) -> Self {
+        Silence {
+            since: now,
+            draw_for: None,
+            draw: 0.0,
+            attempts: 0,
+            last_attempt: None,
+        }
+    }
+
+    /// When the silence started, counting the last AppendEntries `heard`, and when to stand
+    /// for election: a fresh random point in the election timeout for each new silence,
+    /// or sooner when a refused Pre-Vote is worth trying again.
+    fn stand_at(&mut self, heard: Option<Instant>, pace: &Pace, seen: &Seen) -> (Instant, Instant) {
+        let quiet_since = heard.map_or(self.since, |heard| heard.max(self.since));
+        if self.draw_for != Some(quiet_since) {
+            if quiet_since != self.since {
+                // A leader was heard: a new silence starts.
+                self.attempts = 0;
+                self.last_attempt = None;
+            }
+            self.draw_for = Some(quiet_since);
+            self.draw = rand::thread_rng().r#gen::<f64>();
+        }
+        let mut stand_at = pace.stand_at(quiet_since, self.draw);
+        if let Some(sooner) = self.last_attempt.and_then(|(at, term_then)| {
+            quick_retry(pace, self.attempts, at, term_then, seen.state, seen.term)
+        }) {
+            stand_at = stand_at.min(sooner);
+        }
+        (quiet_since, stand_at)
+    }
+
+    /// This node leads: when it stops, its silence starts then, with no attempts made.
+    fn leading(&mut self, now: Instant) {
+        self.since = now;
+        self.attempts = 0;
+        self.last_attempt = None;
+    }
+
+    /// An election attempt is made now in `term`; returns how many came before it in this
+    /// silence.
+    fn attempt(&mut self, now: Instant, term: u64) -> u32 {
+        let before = self.attempts;
+        self.attempts = self.attempts.saturating_add(1);
+        self.since = now;
+        self.last_attempt = Some((now, term));
+        before
+    }
+}
+
 /// Runs `plan` for one group until `shutdown`.
 pub async fn run(
     group: String,
@@ -208,80 +301,39 @@ pub async fn run(
     let mut server = raft.server_metrics();
     let mut metrics = raft.metrics();
     let mut next_heartbeat = Instant::now();
-    // Quiet since: start-up, this node's last election attempt, or the end of its own
-    // leadership. A heard leader's AppendEntries count too (`last_append`).
-    let mut since = Instant::now();
-    let mut draw_for: Option<Instant> = None;
-    let mut draw = 0.0;
-    // Attempts since a leader was last heard: the first one of a silence is logged at info.
-    let mut attempts = 0u32;
-    // The last attempt (time, term) while quick retries are left (`quick_retry`).
-    let mut last_attempt: Option<(Instant, u64)> = None;
+    let mut silence = Silence::new(Instant::now());
     loop {
-        let (is_leader, term, state, is_voter) = {
-            let m = server.borrow_watched();
-            (
-                m.state == ServerState::Leader && m.current_leader == Some(self_id),
-                m.vote.leader_id().term,
-                m.state,
-                m.membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|id| id == self_id),
-            )
-        };
+        let seen = Seen::of(&server.borrow_watched(), self_id);
         let now = Instant::now();
-        let quiet_since = service
-            .last_append(&group)
-            .map_or(since, |heard| heard.max(since));
-        if draw_for != Some(quiet_since) {
-            if quiet_since != since {
-                // A leader was heard: a new silence starts.
-                attempts = 0;
-                last_attempt = None;
-            }
-            draw_for = Some(quiet_since);
-            draw = rand::thread_rng().r#gen::<f64>();
-        }
-        let mut stand_at = pace.stand_at(quiet_since, draw);
-        if let Some(sooner) = last_attempt
-            .and_then(|(at, term_then)| quick_retry(&pace, attempts, at, term_then, state, term))
-        {
-            stand_at = stand_at.min(sooner);
-        }
-        let step = plan(now, is_leader, next_heartbeat, stand_at, &pace);
-        if is_leader {
-            since = now;
-            attempts = 0;
-            last_attempt = None;
+        let (quiet_since, stand_at) = silence.stand_at(service.last_append(&group), &pace, &seen);
+        let step = plan(now, seen.is_leader, next_heartbeat, stand_at, &pace);
+        if seen.is_leader {
+            silence.leading(now);
         }
         if step.heartbeat {
             next_heartbeat = step.wake_at;
             if let Err(e) = raft.trigger().heartbeat().await {
                 tracing::warn!(group = %group, "cannot send a heartbeat: {e}");
             }
-        } else if !is_leader {
+        } else if !seen.is_leader {
             // A new leadership starts with its first heartbeat due at once.
             next_heartbeat = now;
         }
-        if step.elect && !is_voter {
-            // Not a voter (yet): openraft would drop the attempt. Look again after a
-            // timeout, or when the membership changes.
-            since = now;
-            continue;
-        }
         if step.elect {
-            let silence = now.saturating_duration_since(quiet_since);
-            if attempts == 0 {
-                tracing::info!(group = %group, term, "no leader heard for {} ms: standing for election", silence.as_millis());
+            if seen.is_voter {
+                let silent_for = now.saturating_duration_since(quiet_since);
+                stand(
+                    &group,
+                    &raft,
+                    silence.attempt(now, seen.term),
+                    seen.term,
+                    silent_for,
+                )
+                .await;
             } else {
-                tracing::debug!(group = %group, term, attempts, "no leader yet: standing for election again");
-            }
-            attempts = attempts.saturating_add(1);
-            since = now;
-            last_attempt = Some((now, term));
-            if let Err(e) = raft.trigger().elect(true).await {
-                tracing::warn!(group = %group, "cannot stand for election: {e}");
+                // Not a voter (yet): openraft would drop the attempt. Look again after a
+                // timeout, or when the membership changes.
+                silence.since = now;
             }
             continue;
         }
@@ -289,7 +341,7 @@ pub async fn run(
             _ = shutdown.changed() => break,
             _ = tokio::time::sleep_until(step.wake_at) => {}
             changed = server.changed() => if changed.is_err() { break },
-            changed = metrics.changed(), if !is_leader => if changed.is_err() { break },
+            changed = metrics.changed(), if !seen.is_leader => if changed.is_err() { break },
         }
         if *shutdown.borrow() {
             break;
@@ -299,6 +351,19 @@ pub async fn run(
     // openraft's own tick keeps the heartbeats going meanwhile (every openraft heartbeat
     // interval, inside the lease), so no follower stands for election before the transfer.
     raft.runtime_config().tick(true);
+}
+
+/// Stands for election (a Pre-Vote first), after `attempts` earlier attempts in a silence
+/// of `silent_for`: the first of a silence is logged at info, the retries at debug.
+async fn stand(group: &str, raft: &Raft, attempts: u32, term: u64, silent_for: Duration) {
+    if attempts == 0 {
+        tracing::info!(group = %group, term, "no leader heard for {} ms: standing for election", silent_for.as_millis());
+    } else {
+        tracing::debug!(group = %group, term, attempts, "no leader yet: standing for election again");
+    }
+    if let Err(e) = raft.trigger().elect(true).await {
+        tracing::warn!(group = %group, "cannot stand for election: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::process_group::ProcessGroup;
+use crate::platform::process_group::ProcessGroup;
 use tokio::sync::{mpsc, watch};
 
 /// A group's state as a notify hook sees it.

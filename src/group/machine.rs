@@ -23,8 +23,8 @@ use crate::control::notify::{HookState, StateChange};
 use crate::health::HealthFacts;
 use crate::hold::{self, HoldInputs, NotHolding};
 use crate::lateness::Lateness;
+use crate::platform::timer_grid::{self, Grid};
 use crate::policy::{self, GroupRules, HandOver, NodeView, Reason, Situation};
-use crate::timer_grid::{self, Grid};
 use crate::vip::DataPlaneError;
 
 /// How often the loop runs when nothing wakes it and nothing is due: it catches what has
@@ -62,7 +62,7 @@ pub struct GroupConfig {
     pub members: Vec<String>,
     pub leader_lease: Duration,
     pub hold_lease: Duration,
-    /// Where the idle wake-up goes (`crate::timer_grid`); no grid in tests.
+    /// Where the idle wake-up goes (`crate::platform::timer_grid`); no grid in tests.
     pub grid: Grid,
 }
 
@@ -717,7 +717,7 @@ impl GroupMachine {
     fn finish(&mut self, rest: Rest, out: &mut Vec<Action>) {
         out.extend(self.report_state());
         // Any time in the block after IDLE_WAKE will do: on the grid, a step that moves it
-        // on first costs no wake-up (`crate::timer_grid`).
+        // on first costs no wake-up (`crate::platform::timer_grid`).
         let idle = rest.now + IDLE_WAKE;
         let mut wake = self
             .config

@@ -244,7 +244,7 @@ impl GroupLoop {
             members: setup.members.clone(),
             leader_lease: setup.leader_lease,
             hold_lease: setup.hold_lease,
-            grid: crate::timer_grid::current(),
+            grid: crate::platform::timer_grid::current(),
         });
         Self {
             machine,
@@ -567,7 +567,7 @@ mod tests {
     use super::*;
     use crate::config::OnAllUnhealthy;
     use crate::consensus::state::{NodeFacts, NodeRecord};
-    use crate::timer_grid::Grid;
+    use crate::platform::timer_grid::Grid;
     use crate::vip::{DataPlaneError, DataPlaneResult};
 
     const MS: Duration = Duration::from_millis(1);

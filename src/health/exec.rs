@@ -3,7 +3,7 @@
 //! group is killed: a check script's own children (`curl`, `sleep`) must not pile up on
 //! the gateway. Never kills anything but the group it started.
 
-use crate::process_group::ProcessGroup;
+use crate::platform::process_group::ProcessGroup;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};

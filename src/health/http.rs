@@ -4,6 +4,7 @@
 //! would cost the gateway CPU for nothing). Never follows redirects: a 302 to a login
 //! page is not a healthy CRM node unless the operator said 302 is expected.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HOST, HeaderValue};
@@ -59,58 +60,13 @@ impl HttpChecker {
                 host: h.clone(),
             })?),
         };
-
-        let mut builder = Client::builder()
-            .redirect(redirect::Policy::none())
-            // A proxy from the environment would check the proxy, not the CRM node.
-            .no_proxy()
-            // No client-wide `.timeout()`: `probe` bounds the whole request with one
-            // tokio timer already, and a second timer per request costs CPU at 1,000 checks.
-            .connect_timeout(check.timeout)
-            // One connection per check is all a probe every interval needs.
-            .pool_max_idle_per_host(1)
-            .user_agent(concat!("havip-health/", env!("CARGO_PKG_VERSION")))
-            // Loading the system roots costs a few milliseconds per client: only https
-            // checks without their own CA need them.
-            .tls_built_in_root_certs(*https && ca_file.is_none());
-        if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|source| HealthError::CaFileUnreadable {
-                check: name.clone(),
-                path: path.clone(),
-                source,
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                HealthError::CaFileInvalid {
-                    check: name.clone(),
-                    path: path.clone(),
-                    reason: root_cause(&e),
-                }
-            })?;
-            if certs.is_empty() {
-                return Err(HealthError::CaFileInvalid {
-                    check: name.clone(),
-                    path: path.clone(),
-                    reason: "no certificate in it".into(),
-                });
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if *insecure_skip_verify {
-            tracing::warn!(
-                "health: check {name} does NOT verify the TLS certificate of {url} \
-                 (insecure_skip_verify = true): anyone on the path can answer for the CRM node; \
-                 set ca_file instead"
-            );
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let client = builder.build().map_err(|e| HealthError::Client {
-            check: name.clone(),
-            reason: root_cause(&e),
-        })?;
+        let tls = Tls {
+            https: *https,
+            ca_file: ca_file.as_deref(),
+            insecure_skip_verify: *insecure_skip_verify,
+        };
         Ok(HttpChecker {
-            client,
+            client: client(check, url, &tls)?,
             url: parsed,
             method: *method,
             host,
@@ -195,6 +151,73 @@ impl HttpChecker {
             })
         }
     }
+}
+
+/// How a check's client verifies the server it probes.
+struct Tls<'a> {
+    https: bool,
+    ca_file: Option<&'a Path>,
+    insecure_skip_verify: bool,
+}
+
+/// The check's own client: no redirects, no proxy, one kept-alive connection, the check's
+/// connect timeout and its TLS trust (`ca_file` read now). Warns once when verification
+/// is off.
+fn client(check: &HealthCheck, url: &str, tls: &Tls<'_>) -> Result<Client, HealthError> {
+    let name = &check.name;
+    let mut builder = Client::builder()
+        .redirect(redirect::Policy::none())
+        // A proxy from the environment would check the proxy, not the CRM node.
+        .no_proxy()
+        // No client-wide `.timeout()`: `probe` bounds the whole request with one
+        // tokio timer already, and a second timer per request costs CPU at 1,000 checks.
+        .connect_timeout(check.timeout)
+        // One connection per check is all a probe every interval needs.
+        .pool_max_idle_per_host(1)
+        .user_agent(concat!("havip-health/", env!("CARGO_PKG_VERSION")))
+        // Loading the system roots costs a few milliseconds per client: only https
+        // checks without their own CA need them.
+        .tls_built_in_root_certs(tls.https && tls.ca_file.is_none());
+    if let Some(path) = tls.ca_file {
+        for cert in ca_certificates(name, path)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if tls.insecure_skip_verify {
+        tracing::warn!(
+            "health: check {name} does NOT verify the TLS certificate of {url} \
+             (insecure_skip_verify = true): anyone on the path can answer for the CRM node; \
+             set ca_file instead"
+        );
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| HealthError::Client {
+        check: name.clone(),
+        reason: root_cause(&e),
+    })
+}
+
+/// The certificates of a check's `ca_file`: at least one, or an error naming the file.
+fn ca_certificates(check: &str, path: &Path) -> Result<Vec<reqwest::Certificate>, HealthError> {
+    let pem = std::fs::read(path).map_err(|source| HealthError::CaFileUnreadable {
+        check: check.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HealthError::CaFileInvalid {
+            check: check.to_string(),
+            path: path.to_path_buf(),
+            reason: root_cause(&e),
+        })?;
+    if certs.is_empty() {
+        return Err(HealthError::CaFileInvalid {
+            check: check.to_string(),
+            path: path.to_path_buf(),
+            reason: "no certificate in it".into(),
+        });
+    }
+    Ok(certs)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

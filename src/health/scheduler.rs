@@ -158,27 +158,11 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
         options: MonitorOptions,
     ) {
-        let permits = Arc::new(Semaphore::new(options.max_concurrent_probes.max(1)));
-        let mut probes: JoinSet<(usize, ProbeResult)> = JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
-
-        // Jittered first start, spread over one interval, so 1,000 checks configured
-        // together do not all fire in the same millisecond.
-        let start = Instant::now();
-        let mut due: BinaryHeap<Reverse<(Instant, usize)>> = {
-            let mut rng = rand::thread_rng();
-            self.slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let steps = (s.check.interval.as_millis() / START_GRID.as_millis()).max(1);
-                    let step = u32::try_from(rng.gen_range(0..steps)).unwrap_or(0);
-                    Reverse((start + START_GRID * step, i))
-                })
-                .collect()
-        };
+        let mut probes = Probes::new(options.max_concurrent_probes);
+        let mut due = self.first_starts(Instant::now());
         let mut refresh = tokio::time::interval(options.refresh);
         refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Results recorded that changed no state and are not published yet.
         let mut dirty = false;
 
         loop {
@@ -192,19 +176,8 @@ impl Driver {
                         break;
                     }
                 }
-                Some(joined) = probes.join_next_with_id() => {
-                    let (index, result) = match joined {
-                        Ok((id, done)) => {
-                            running.remove(&id);
-                            done
-                        }
-                        Err(e) => {
-                            // A panicking probe is a bug; count it as a failure of its
-                            // check rather than lose track of the check.
-                            let Some(index) = running.remove(&e.id()) else { continue };
-                            (index, ProbeResult::fail(Duration::ZERO, format!("probe crashed: {e}")))
-                        }
-                    };
+                Some(joined) = probes.set.join_next_with_id() => {
+                    let Some((index, result)) = probes.finished(joined) else { continue };
                     if self.record(index, result) {
                         tx.send_replace(self.report());
                         dirty = false;
@@ -212,30 +185,7 @@ impl Driver {
                         dirty = true;
                     }
                 }
-                () = sleep_until(next) => {
-                    let now = Instant::now();
-                    while let Some(Reverse((at, index))) = due.peek().copied() {
-                        if at > now + LAUNCH_SLACK {
-                            break;
-                        }
-                        due.pop();
-                        let slot = &mut self.slots[index];
-                        // Never two probes of one check at once: a probe still waiting
-                        // for a permit skips this turn.
-                        if !slot.in_flight {
-                            slot.in_flight = true;
-                            let id = spawn_probe(&mut probes, &permits, index, slot);
-                            running.insert(id, index);
-                        }
-                        // Keep the phase, but never schedule in the past (after a stall,
-                        // do not fire a burst to catch up).
-                        let mut next = at + slot.check.interval;
-                        if next <= now {
-                            next = now + slot.check.interval;
-                        }
-                        due.push(Reverse((next, index)));
-                    }
-                }
+                () = sleep_until(next) => self.launch_due(&mut due, &mut probes, Instant::now()),
                 _ = refresh.tick() => {
                     if dirty {
                         tx.send_replace(self.report());
@@ -244,9 +194,47 @@ impl Driver {
                 }
             }
         }
-        // Dropping a probe kills what it started (an exec check's process group).
-        probes.abort_all();
-        while probes.join_next().await.is_some() {}
+        probes.stop().await;
+    }
+
+    /// Jittered first start of every check, spread over one interval, so 1,000 checks
+    /// configured together do not all fire in the same millisecond.
+    fn first_starts(&self, start: Instant) -> Due {
+        let mut rng = rand::thread_rng();
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let steps = (s.check.interval.as_millis() / START_GRID.as_millis()).max(1);
+                let step = u32::try_from(rng.gen_range(0..steps)).unwrap_or(0);
+                Reverse((start + START_GRID * step, i))
+            })
+            .collect()
+    }
+
+    /// Launches every probe due by `now` (within `LAUNCH_SLACK`) and schedules each
+    /// check's next turn.
+    fn launch_due(&mut self, due: &mut Due, probes: &mut Probes, now: Instant) {
+        while let Some(Reverse((at, index))) = due.peek().copied() {
+            if at > now + LAUNCH_SLACK {
+                break;
+            }
+            due.pop();
+            let slot = &mut self.slots[index];
+            // Never two probes of one check at once: a probe still waiting for a permit
+            // skips this turn.
+            if !slot.in_flight {
+                slot.in_flight = true;
+                probes.launch(index, slot);
+            }
+            // Keep the phase, but never schedule in the past (after a stall, do not fire
+            // a burst to catch up).
+            let mut next = at + slot.check.interval;
+            if next <= now {
+                next = now + slot.check.interval;
+            }
+            due.push(Reverse((next, index)));
+        }
     }
 
     /// Records one result; true when a check or the node changed state.
@@ -300,6 +288,59 @@ impl Driver {
         } else {
             tracing::info!("{line}");
         }
+    }
+}
+
+/// When each check is due next (earliest first), with the check's index.
+type Due = BinaryHeap<Reverse<(Instant, usize)>>;
+
+/// The probes in flight: each its own task, run under the semaphore that caps how many
+/// run at once, known by its task id so that a crashed one is still put to its check.
+struct Probes {
+    set: JoinSet<(usize, ProbeResult)>,
+    running: HashMap<tokio::task::Id, usize>,
+    permits: Arc<Semaphore>,
+}
+
+impl Probes {
+    fn new(max_concurrent: usize) -> Self {
+        Probes {
+            set: JoinSet::new(),
+            running: HashMap::new(),
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        }
+    }
+
+    fn launch(&mut self, index: usize, slot: &Slot) {
+        let id = spawn_probe(&mut self.set, &self.permits, index, slot);
+        self.running.insert(id, index);
+    }
+
+    /// The check and result of a probe that ended; None for a task it does not know.
+    fn finished(
+        &mut self,
+        joined: Result<(tokio::task::Id, (usize, ProbeResult)), tokio::task::JoinError>,
+    ) -> Option<(usize, ProbeResult)> {
+        match joined {
+            Ok((id, done)) => {
+                self.running.remove(&id);
+                Some(done)
+            }
+            Err(e) => {
+                // A panicking probe is a bug; count it as a failure of its check rather
+                // than lose track of the check.
+                let index = self.running.remove(&e.id())?;
+                let crashed = ProbeResult::fail(Duration::ZERO, format!("probe crashed: {e}"));
+                Some((index, crashed))
+            }
+        }
+    }
+
+    /// Ends every probe and waits for them: dropping a probe kills what it started (an
+    /// exec check's process group).
+    async fn stop(mut self) {
+        self.set.abort_all();
+        while self.set.join_next().await.is_some() {}
     }
 }
 

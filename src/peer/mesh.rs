@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use super::frame::{Frame, FrameError, Kind};
 use super::noise::{self, HandshakeSide, NoiseError, NoiseReader, NoiseWriter};
 use crate::key::ClusterKey;
-use crate::lock::lock;
+use crate::platform::lock::lock;
 
 /// First pause before redialing; doubled after each failure up to `BACKOFF_MAX`.
 const BACKOFF_START: Duration = Duration::from_millis(20);

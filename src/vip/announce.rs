@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::packet;
 use super::raw::{ETH_P_ARP, Icmpv6Socket, PacketSocket};
 use crate::config::Announce;
+use crate::platform::lock::lock;
 
 /// Where and what to announce.
 #[derive(Debug, Clone)]
@@ -41,7 +42,7 @@ struct Lease(Arc<Mutex<Instant>>);
 
 impl Lease {
     fn valid(&self) -> bool {
-        Instant::now() <= *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        Instant::now() <= *lock(&self.0)
     }
 }
 
@@ -68,7 +69,7 @@ impl Announcer {
 
     /// The hold was renewed: announcements may go out until `until`.
     pub fn extend(&self, until: Instant) {
-        *self.lease.0.lock().unwrap_or_else(|e| e.into_inner()) = until;
+        *lock(&self.lease.0) = until;
     }
 
     /// Asks for a fresh burst (coalesced with one already asked for).

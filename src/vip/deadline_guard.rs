@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::lock::lock;
+use crate::platform::lock::lock;
 
 /// How long before the lease's end the guard takes the VIPs down: the removal is two
 /// system calls (`remove.rs`, measured 0.4 ms on a loaded lab).

@@ -26,7 +26,7 @@ use super::announce::{Announcer, Target};
 use super::deadline_guard::DeadlineGuard;
 use super::remove::Remover;
 use super::{DataPlane, DataPlaneError, DataPlaneResult, VipSet};
-use crate::lock::lock;
+use crate::platform::lock::lock;
 
 /// Errno values the kernel answers for "already there" / "not there".
 const EEXIST: i32 = libc::EEXIST;

@@ -19,7 +19,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use rtnetlink::AddressMessageBuilder;
 
-use crate::lock::lock;
+use crate::platform::lock::lock;
 
 /// The longest `remove` waits for the kernel's acknowledgements: far beyond an RTNL
 /// lock held by another process, far below a hold lease.

@@ -4,6 +4,9 @@
 //!
 //! The e2e suite's budgets are on the gap itself; the benchmark prints it less one probe
 //! interval (`Gap::less`), so that 0 means no probe was lost.
+//!
+//! The Vagrant rig, which runs without cargo, has the one copy of this rule in
+//! `vagrant/e2e-figures.py`, with these tests' cases in its self-test: change both.
 #![allow(dead_code)]
 
 use std::time::Duration;
