@@ -94,6 +94,9 @@ pub struct NodeSection {
 pub struct ClusterSection {
     pub listen: SocketAddr,
     pub key_file: PathBuf,
+    /// During a key rollover: the old key, still accepted and dialed with when a peer
+    /// refuses the current one (`key::ClusterKeys`).
+    pub previous_key_file: Option<PathBuf>,
     /// Every node of the cluster, this one included; all are Raft voters.
     pub peers: Vec<Peer>,
     /// The operator accepts an even number of voters (see `Config::voters`).
@@ -249,14 +252,19 @@ impl Config {
             }])
         })?;
         let mut read = parse::read(path, &text);
-        if let Some(key_file) = &read.key_file
-            && let Err(e) = crate::key::ClusterKey::load(&key_file.value)
-        {
-            let message = key_error_message(&key_file.value, &e);
-            let mut r = Reader::new(path, &text);
-            r.error(&key_file.span, "cluster.key_file", message);
-            read.errors.extend(r.errors);
+        let key_files = [
+            ("cluster.key_file", &read.key_file),
+            ("cluster.previous_key_file", &read.previous_key_file),
+        ];
+        let mut r = Reader::new(path, &text);
+        for (key, file) in key_files {
+            if let Some(file) = file
+                && let Err(e) = crate::key::ClusterKey::load(&file.value)
+            {
+                r.error(&file.span, key, key_error_message(&file.value, &e));
+            }
         }
+        read.errors.extend(r.errors);
         parse::finish(read)
     }
 
@@ -277,6 +285,14 @@ impl Config {
 
     pub fn group(&self, name: &str) -> Option<&VipGroup> {
         self.vip_groups.iter().find(|g| g.name == name)
+    }
+
+    /// The key files' keys (`key::ClusterKeys`).
+    pub fn load_keys(&self) -> Result<crate::key::ClusterKeys, crate::key::KeyError> {
+        crate::key::ClusterKeys::load(
+            &self.cluster.key_file,
+            self.cluster.previous_key_file.as_deref(),
+        )
     }
 
     pub fn is_witness(&self) -> bool {

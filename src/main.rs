@@ -123,7 +123,7 @@ enum CliCommand {
     },
     /// Re-read the node's config file and apply what changed, without a restart (= SIGHUP).
     #[command(
-        after_help = "Examples:\n  havip reload\n  havip reload --json\n  systemctl reload havip        # the unit's ExecReload runs this\n\nApplied live: VIP groups added (formed once every node lists them) and removed (released\nfirst, then their Raft state dropped), and the notify hook. A file with any error, or a\nchange that needs a restart (node name, role, data_dir, listen, key_file, peers, timers,\nsockets), is refused whole with every reason, and the running node is unchanged.\nRoll a change through the cluster one node at a time; `havip status` shows each node's\nconfig fingerprint and warns while the cluster-wide settings differ.\nExit codes: 0 applied (or nothing changed), 1 the daemon did not answer, 2 refused."
+        after_help = "Examples:\n  havip reload\n  havip reload --json\n  systemctl reload havip        # the unit's ExecReload runs this\n\nApplied live: VIP groups added (formed once every node lists them) and removed (released\nfirst, then their Raft state dropped), the health checks (switched once the new ones have\nresults), key_file / previous_key_file (a key rollover), and the notify hook. A file with\nany error, or a change that needs a restart (node name, role, data_dir, listen, peers,\ntimers, sockets, a running group's settings), is refused whole with every reason, and the\nrunning node is unchanged. Roll a change through the cluster one node at a time;\n`havip status` shows each node's config fingerprint and keys, and warns while the\ncluster-wide settings differ.\nExit codes: 0 applied (or nothing changed), 1 the daemon did not answer, 2 refused."
     )]
     Reload {
         #[command(flatten)]
@@ -699,24 +699,30 @@ fn render_status(report: &StatusReport) -> String {
     out
 }
 
-/// Each node's config fingerprint, and which nodes disagree on what must be the same
-/// everywhere (peers, timers, groups): a reload rolled out to some nodes only.
+/// Each node's config fingerprint and cluster keys, the key this node's link to it uses,
+/// and which nodes disagree on what must be the same everywhere (peers, timers, groups):
+/// a reload or a key rollover rolled out to some nodes only.
 fn render_configs(report: &StatusReport) -> String {
     if report.configs.is_empty() {
         return String::new();
     }
-    let shown: Vec<String> = (report.configs.iter())
-        .map(|c| match &c.fingerprints {
-            Some(f) => format!("{} {}", c.node, f.config),
-            None => format!("{} ?", c.node),
-        })
-        .collect();
     let mut out = format!(
-        "
-config: {}
-",
-        shown.join(", ")
+        "\nconfig\n  {:<12} {:<13} {:<12} {}\n",
+        "NODE", "CONFIG", "LINK KEY", "KEYS"
     );
+    for c in &report.configs {
+        let (config, keys) = match &c.fingerprints {
+            Some(f) => (f.config.as_str(), f.keys.as_str()),
+            None => ("?", "no answer"),
+        };
+        out += &format!(
+            "  {:<12} {:<13} {:<12} {}\n",
+            c.node,
+            config,
+            c.link_key.as_deref().unwrap_or("-"),
+            keys
+        );
+    }
     let mine = (report.configs.iter())
         .find(|c| c.node == report.node)
         .and_then(|c| c.fingerprints.as_ref())

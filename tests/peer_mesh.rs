@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use havip::key::ClusterKey;
+use havip::key::{ClusterKey, ClusterKeys};
 use havip::peer::frame::{Frame, Kind};
 use havip::peer::noise::{self, HandshakeSide, NoiseReader, NoiseWriter};
 use havip::peer::{Mesh, MeshConfig, MeshError, RequestHandler};
@@ -85,6 +85,15 @@ async fn start(
     key: &ClusterKey,
     slow: Option<Duration>,
 ) -> Node {
+    start_with_keys(name, cluster, ClusterKeys::single(key.clone()), slow).await
+}
+
+async fn start_with_keys(
+    name: &str,
+    cluster: &[(String, SocketAddr)],
+    keys: ClusterKeys,
+    slow: Option<Duration>,
+) -> Node {
     let listen = cluster
         .iter()
         .find(|(n, _)| n == name)
@@ -95,7 +104,7 @@ async fn start(
         self_name: name.into(),
         listen,
         peers: cluster.to_vec(),
-        key: key.clone(),
+        keys,
     };
     let handler = Arc::new(Echo {
         me: name.into(),
@@ -222,6 +231,51 @@ async fn three_nodes_round_trip_every_pair_channel_and_size() {
             .await
             .expect("tasks end on shutdown");
     }
+}
+
+/// A key rolled through two nodes one at a time: the node with the new key dials with it,
+/// falls back to the old one the other still has, accepts both, and once both have only
+/// the new key the link made with the old one is closed and comes back with the new.
+#[tokio::test]
+async fn a_key_rollover_keeps_the_link_up_at_every_step() {
+    init_logs();
+    let (old, new) = (ClusterKey::generate(), ClusterKey::generate());
+    let rollover = || ClusterKeys {
+        current: new.clone(),
+        previous: Some(old.clone()),
+    };
+    let c = cluster(&["a", "b"]);
+    // "a" dials "b" (the lower name dials): "a" has rolled over, "b" has not.
+    let a = start_with_keys("a", &c, rollover(), None).await;
+    let b = start("b", &c, &old, None).await;
+    wait_connected(&a, &["b"], WAIT).await;
+    assert_eq!(a.mesh.link_keys().get("b"), Some(&old.id()));
+    assert_eq!(b.mesh.link_keys().get("a"), Some(&old.id()));
+    let answer = b.mesh.request("a", 1, vec![7], RPC).await.expect("b -> a");
+    assert!(answer.ends_with(&[7]), "{answer:?}");
+
+    // "b" rolls over too: the old link is still accepted, nothing drops.
+    b.mesh.set_keys(rollover());
+    assert_eq!(b.mesh.link_keys().get("a"), Some(&old.id()));
+    // The old key is dropped everywhere: the link made with it closes and comes back
+    // with the new key.
+    b.mesh.set_keys(ClusterKeys::single(new.clone()));
+    a.mesh.set_keys(ClusterKeys::single(new.clone()));
+    wait_for("a link made with the new key", WAIT, || {
+        a.mesh.link_keys().get("b") == Some(&new.id())
+    })
+    .await;
+    wait_connected(&b, &["a"], WAIT).await;
+    let answer = a.mesh.request("b", 1, vec![8], RPC).await.expect("a -> b");
+    assert!(answer.ends_with(&[8]), "{answer:?}");
+    // A node left on the old key alone is refused from now on ("0" dials "a").
+    let c2 = vec![c[0].clone(), (String::from("0"), free_addr())];
+    let stale = start("0", &c2, &old, None).await;
+    wait_for("a to refuse the old key", WAIT, || {
+        a.mesh.counters().rejected_handshakes >= 1
+    })
+    .await;
+    assert!(stale.mesh.connected().borrow().is_empty());
 }
 
 #[tokio::test]
@@ -497,7 +551,7 @@ async fn listening_on_a_taken_address_names_it() {
         self_name: "a".into(),
         listen: addr,
         peers: vec![],
-        key: ClusterKey::generate(),
+        keys: ClusterKeys::single(ClusterKey::generate()),
     };
     let handler = Arc::new(Echo {
         me: "a".into(),

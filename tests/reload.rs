@@ -260,3 +260,64 @@ fn health_checks_replaced_by_reload_keep_the_vip_until_the_new_checks_say_otherw
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("health"), "{out}");
 }
+
+#[test]
+fn a_key_rolled_through_the_cluster_one_reload_at_a_time_never_drops_the_vip() {
+    let _serial = lock();
+    let cluster = Cluster::start(34, Options::default());
+    cluster.wait_formed("gw-a");
+    let steady = Instant::now();
+    let old = cluster.dir.path().join("cluster.key");
+    let new = cluster.dir.path().join("cluster-2.key");
+    support::keygen(&new);
+    let key_line = |path: &std::path::Path| format!("key_file = \"{}\"", path.display());
+
+    // Step 1, one node at a time: the new key is current, the old one still accepted.
+    for node in NODES {
+        edit(&cluster, node, |text| {
+            text.replace(
+                &key_line(&old),
+                &format!("{}\nprevious_{}", key_line(&new), key_line(&old)),
+            )
+        });
+        let (code, out) = reload(&cluster, node);
+        assert_eq!(code, 0, "{node}: {out}");
+        assert!(out.contains("cluster key files"), "{node}: {out}");
+    }
+    let (_, status) = cluster.cli("gw-a", &["status"]);
+    assert!(status.contains("still accepted"), "{status}");
+    // Step 2: the old key is dropped everywhere; links made with it come back with the new.
+    for node in NODES {
+        edit(&cluster, node, |text| {
+            text.replace(&format!("\nprevious_{}", key_line(&old)), "")
+        });
+        let (code, out) = reload(&cluster, node);
+        assert_eq!(code, 0, "{node}: {out}");
+    }
+    let started = Instant::now();
+    let new_id = loop {
+        let report = cluster.status("gw-a").expect("status");
+        let mine = (report.configs.iter())
+            .find(|c| c.node == "gw-a")
+            .and_then(|c| c.fingerprints.clone())
+            .expect("own fingerprints")
+            .keys;
+        let links: Vec<Option<String>> = (report.configs.iter())
+            .filter(|c| c.node != "gw-a")
+            .map(|c| c.link_key.clone())
+            .collect();
+        if links.iter().all(|k| k.as_deref() == Some(mine.as_str())) {
+            break mine;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "links still on the old key: {links:?} (current {mine})\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!new_id.contains("previous"), "{new_id}");
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.assert_sole_holder_since("gw-a", steady);
+    cluster.assert_never_two_holders();
+}

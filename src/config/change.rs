@@ -23,6 +23,8 @@ pub struct ReloadPlan {
     pub changed: Vec<VipGroup>,
     pub health: bool,
     pub notify: bool,
+    /// `cluster.key_file` or `previous_key_file` changed (a key rollover).
+    pub keys: bool,
     /// One line per change, in the operator's words.
     pub summary: Vec<String>,
 }
@@ -36,7 +38,7 @@ impl ReloadPlan {
 /// Compares `running` with `new` (both validated). Refuses, naming every key, a file that
 /// changes what only a restart may change: the node's identity and store, the peer list
 /// and timers (every node must agree on them at once; `havip` does not yet change them
-/// live), the key, the listen address and the sockets.
+/// live), the listen address and the sockets.
 pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<ConfigError>> {
     let refusals = restart_only_changes(running, new);
     if !refusals.is_empty() {
@@ -85,6 +87,15 @@ pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<Con
             new.health.checks.len()
         ));
     }
+    let (a, b) = (&running.cluster, &new.cluster);
+    if (&a.key_file, &a.previous_key_file) != (&b.key_file, &b.previous_key_file) {
+        plan.keys = true;
+        plan.summary.push(format!(
+            "cluster key files: {} -> {}",
+            key_files_text(a),
+            key_files_text(b)
+        ));
+    }
     if running.notify != new.notify {
         plan.notify = true;
         plan.summary.push("notify hook changed".to_string());
@@ -103,7 +114,6 @@ fn restart_only_changes(a: &Config, b: &Config) -> Vec<(&'static str, String)> {
     c.check("node.data_dir", &a.node.data_dir, &b.node.data_dir, path);
     let (x, y) = (&a.cluster, &b.cluster);
     c.check("cluster.listen", &x.listen, &y.listen, ToString::to_string);
-    c.check("cluster.key_file", &x.key_file, &y.key_file, path);
     c.check("cluster.peers", &x.peers, &y.peers, |p| peers_text(p));
     c.note("adding, removing or replacing a node is a Raft membership change");
     let even = (&x.allow_even_voters, &y.allow_even_voters);
@@ -151,6 +161,13 @@ impl Changes {
         {
             what.push_str(&format!(" ({why})"));
         }
+    }
+}
+
+fn key_files_text(c: &super::ClusterSection) -> String {
+    match &c.previous_key_file {
+        None => c.key_file.display().to_string(),
+        Some(p) => format!("{} (previous {})", c.key_file.display(), p.display()),
     }
 }
 

@@ -29,6 +29,8 @@ pub(super) struct Read {
     pub config: Option<Config>,
     pub errors: Vec<ConfigError>,
     pub key_file: Option<At<PathBuf>>,
+    /// During a key rollover, the key still accepted (`cluster.previous_key_file`).
+    pub previous_key_file: Option<At<PathBuf>>,
 }
 
 /// The config if the file was right, else every error in file order.
@@ -68,6 +70,7 @@ pub(super) fn read(source: &Path, text: &str) -> Read {
                 config: None,
                 errors: r.errors,
                 key_file: None,
+                previous_key_file: None,
             };
         }
     };
@@ -80,7 +83,7 @@ pub(super) fn read(source: &Path, text: &str) -> Read {
     r.unknown_keys(&root, ROOT_KEYS);
 
     let node = read_node(&mut r, &root);
-    let (cluster, key_file) = read_cluster(&mut r, &root, node.as_ref());
+    let (cluster, key_file, previous_key_file) = read_cluster(&mut r, &root, node.as_ref());
     let timers = read_timers(&mut r, &root);
     let control = read_control(&mut r, &root);
     let role = node.as_ref().map_or(Role::Gateway, |n| n.value.role);
@@ -105,6 +108,7 @@ pub(super) fn read(source: &Path, text: &str) -> Read {
         config,
         errors: r.errors,
         key_file,
+        previous_key_file,
     }
 }
 
@@ -202,18 +206,31 @@ fn read_cluster(
     r: &mut Reader<'_>,
     root: &Tab<'_>,
     node: Option<&At<NodeSection>>,
-) -> (Option<ClusterSection>, Option<At<PathBuf>>) {
+) -> (
+    Option<ClusterSection>,
+    Option<At<PathBuf>>,
+    Option<At<PathBuf>>,
+) {
     if !r.require_with(
         root,
         "cluster",
         "missing; add a [cluster] section with `listen` and a [[cluster.peers]] entry for every node",
     ) {
-        return (None, None);
+        return (None, None, None);
     }
     let Some(t) = r.table(root, "cluster") else {
-        return (None, None);
+        return (None, None, None);
     };
-    r.unknown_keys(&t, &["listen", "key_file", "allow_even_voters", "peers"]);
+    r.unknown_keys(
+        &t,
+        &[
+            "listen",
+            "key_file",
+            "previous_key_file",
+            "allow_even_voters",
+            "peers",
+        ],
+    );
     let listen = if r.require(&t, "listen", "\"198.18.0.11:7400\"") {
         r.socket_addr(&t, "listen")
     } else {
@@ -227,6 +244,11 @@ fn read_cluster(
             span: None,
         })
     };
+    let previous_key_file = if t.has("previous_key_file") {
+        r.path(&t, "previous_key_file")
+    } else {
+        None
+    };
     let allow_even_voters = r.boolean(&t, "allow_even_voters").unwrap_or(false);
     let peers = read_peers(r, &t);
     if let Some(peers) = &peers {
@@ -237,12 +259,13 @@ fn read_cluster(
         (Some(listen), Some(peers), Some(key_file)) => Some(ClusterSection {
             listen: listen.value,
             key_file: key_file.value.clone(),
+            previous_key_file: previous_key_file.as_ref().map(|p| p.value.clone()),
             peers,
             allow_even_voters,
         }),
         _ => None,
     };
-    (cluster, key_file)
+    (cluster, key_file, previous_key_file)
 }
 
 /// Reads `[[cluster.peers]]`: `None` when it is missing or empty or any entry has an

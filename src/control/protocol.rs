@@ -104,13 +104,18 @@ impl Response {
 pub struct Fingerprints {
     pub config: String,
     pub cluster: String,
+    /// The node's cluster keys by id (`ClusterKeys::describe`): which nodes have rolled
+    /// to a new key.
+    #[serde(default)]
+    pub keys: String,
 }
 
 impl Fingerprints {
-    pub fn of(config: &crate::config::Config) -> Self {
+    pub fn of(config: &crate::config::Config, keys: &crate::key::ClusterKeys) -> Self {
         Fingerprints {
             config: crate::config::config_fingerprint(config),
             cluster: crate::config::cluster_fingerprint(config),
+            keys: keys.describe(),
         }
     }
 }
@@ -120,6 +125,10 @@ impl Fingerprints {
 pub struct NodeConfig {
     pub node: String,
     pub fingerprints: Option<Fingerprints>,
+    /// The id of the key this node's link to that one was made with; None for this node
+    /// itself and for a node not connected.
+    #[serde(default)]
+    pub link_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

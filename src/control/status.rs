@@ -37,6 +37,7 @@ pub async fn status(control: &Control) -> StatusReport {
 /// Every node's config fingerprints, this node's included, in the config's order.
 async fn ask_configs(control: &Control) -> Vec<NodeConfig> {
     let proposer = &control.proposer;
+    let link_keys = &control.mesh.link_keys();
     join_all(control.members.all.iter().map(|node| async move {
         let fingerprints = if *node == control.members.me {
             Some(control.fingerprints())
@@ -49,6 +50,7 @@ async fn ask_configs(control: &Control) -> Vec<NodeConfig> {
         NodeConfig {
             node: node.clone(),
             fingerprints,
+            link_key: link_keys.get(node).cloned(),
         }
     }))
     .await

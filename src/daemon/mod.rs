@@ -28,7 +28,6 @@ use crate::control::{Control, GroupHandle, Members, socket};
 use crate::group::GroupStopped;
 use crate::group::tasks::{self, GroupTasks, NodeParts, RunningGroup};
 use crate::health::{HealthFacts, HealthReport, LiveHealth};
-use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig};
 use crate::vip::link::LinkWatch;
 use crate::vip::{self, DataPlane, VipSet};
@@ -147,7 +146,7 @@ impl Node {
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(Node, Sockets), StartError> {
         let config = options.config;
-        let key = ClusterKey::load(&config.cluster.key_file)?;
+        let keys = config.load_keys()?;
         // The store's lock also proves no other havip runs here, so reconciling below
         // cannot remove a live daemon's VIPs.
         let store = Store::open(&config.node.data_dir)?;
@@ -168,7 +167,7 @@ impl Node {
             self_name: config.node.name.clone(),
             listen: config.cluster.listen,
             peers: peers.map(|p| (p.name.clone(), p.address)).collect(),
-            key,
+            keys,
         };
         let mesh = Mesh::start(mesh_config, peer_handler.clone(), mesh_shutdown.clone()).await?;
         let sockets = Sockets {
@@ -223,7 +222,7 @@ impl Node {
                 data_plane: self.data_plane.clone(),
                 mesh: self.mesh.clone(),
                 store: self.store.clone(),
-                fingerprints: RwLock::new(Fingerprints::of(config)),
+                fingerprints: RwLock::new(Fingerprints::of(config, &self.mesh.keys())),
                 reloads: reload_tx,
             }),
             loops: BTreeMap::new(),

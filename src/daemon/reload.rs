@@ -2,8 +2,8 @@
 //! the whole file, asks `config::plan_reload` what changed, refuses what it cannot apply
 //! live, then removes groups (each released and handed over first, then its Raft stopped
 //! and its state dropped), starts the added ones (formed by the cluster once every voter
-//! lists them), replaces the health checks (switching once the new ones have results) and
-//! swaps the notify hook. A file with any error, or a change that needs
+//! lists them), replaces the health checks (switching once the new ones have results),
+//! the cluster keys of a key rollover, and the notify hook. A file with any error, or a change that needs
 //! a restart, is refused whole and the running node is left exactly as it was. It must
 //! never remove a group's VIPs other than through that group's own loop.
 
@@ -40,7 +40,7 @@ pub async fn reload(
         Ok((new, plan)) => {
             let changes = plan.summary.clone();
             apply(node, joined, new, plan, shutdown).await;
-            let fingerprints = Fingerprints::of(&node.config);
+            let fingerprints = joined.control.fingerprints();
             if changes.is_empty() {
                 tracing::info!("reloaded: nothing changed");
             } else {
@@ -175,11 +175,24 @@ async fn apply(
             waited.as_millis()
         );
     }
+    if plan.keys {
+        match node.config.load_keys() {
+            Ok(keys) => {
+                tracing::info!(keys = %keys.describe(), "peer links use the new cluster keys");
+                node.mesh.set_keys(keys);
+            }
+            // Config::load read both files a moment ago; one that went away since keeps
+            // the links on the keys they have.
+            Err(e) => {
+                tracing::error!("cannot read the new cluster keys, links keep the old ones: {e}")
+            }
+        }
+    }
     if plan.notify {
         let notify = &node.config.notify;
         joined.notifier.set(notify.command.clone(), notify.timeout);
     }
-    let fingerprints = Fingerprints::of(&node.config);
+    let fingerprints = Fingerprints::of(&node.config, &node.mesh.keys());
     if let Ok(mut current) = joined.control.fingerprints.write() {
         *current = fingerprints;
     }

@@ -39,7 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use super::frame::{Frame, FrameError, Kind};
 use super::noise::{self, HandshakeSide, NoiseError, NoiseReader, NoiseWriter};
-use crate::key::ClusterKey;
+use crate::key::{ClusterKey, ClusterKeys};
 use crate::platform::lock::lock;
 
 /// First pause before redialing; doubled after each failure up to `BACKOFF_MAX`.
@@ -69,7 +69,7 @@ pub struct MeshConfig {
     pub listen: SocketAddr,
     /// Every node of the cluster, this one included (it is skipped).
     pub peers: Vec<(String, SocketAddr)>,
-    pub key: ClusterKey,
+    pub keys: ClusterKeys,
 }
 
 /// Answers requests that peers send. Called concurrently, once per request, each in its
@@ -170,7 +170,7 @@ impl Mesh {
         let shared = Arc::new(Shared {
             self_name: config.self_name,
             local_addr,
-            key: config.key,
+            keys: std::sync::RwLock::new(config.keys),
             peers,
             handler,
             links: Mutex::new(HashMap::new()),
@@ -269,6 +269,40 @@ impl Mesh {
         self.shared.connected.subscribe()
     }
 
+    /// The keys links are made with now.
+    pub fn keys(&self) -> ClusterKeys {
+        self.shared.keys()
+    }
+
+    /// The id of the key each connected peer's link was made with (`ClusterKey::id`).
+    pub fn link_keys(&self) -> BTreeMap<String, String> {
+        let links = lock(&self.shared.links);
+        (links.iter())
+            .map(|(peer, conn)| (peer.clone(), conn.key_id.clone()))
+            .collect()
+    }
+
+    /// The keys links are made with from now on (a reload during a key rollover). A link
+    /// made with a key that is no longer accepted is closed; it comes back with a current
+    /// one.
+    pub fn set_keys(&self, keys: ClusterKeys) {
+        let stale: Vec<Arc<Connection>> = {
+            let links = lock(&self.shared.links);
+            (links.values())
+                .filter(|c| !keys.accepts(&c.key_id))
+                .cloned()
+                .collect()
+        };
+        *self
+            .shared
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        for conn in stale {
+            self.shared.close(&conn, "its key is no longer accepted");
+        }
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> MeshCounters {
         self.shared.counters.snapshot()
@@ -284,7 +318,8 @@ impl Mesh {
 struct Shared {
     self_name: String,
     local_addr: SocketAddr,
-    key: ClusterKey,
+    /// The keys links are made with; a reload may change them (`Mesh::set_keys`).
+    keys: std::sync::RwLock<ClusterKeys>,
     /// Every other node, by name.
     peers: BTreeMap<String, SocketAddr>,
     handler: Arc<dyn RequestHandler>,
@@ -339,6 +374,8 @@ struct Connection {
     /// Cancelled when the connection is closed (or the mesh shuts down); its tasks and
     /// waiters watch it.
     closed: CancellationToken,
+    /// Which key the link was made with (`ClusterKey::id`).
+    key_id: String,
     /// Set by the first `close`, so the clean-up runs once. Not `closed` itself: that is
     /// also cancelled by shutdown, and the clean-up must still run then.
     torn_down: AtomicBool,
@@ -364,6 +401,12 @@ impl Shared {
     }
 
     /// Makes `conn` the peer's connection, closing any older one.
+    fn keys(&self) -> ClusterKeys {
+        (self.keys.read())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn register(&self, conn: &Arc<Connection>) {
         let old = {
             let mut links = lock(&self.links);
@@ -545,9 +588,10 @@ async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr
         if let Err(e) = tune(&stream) {
             tracing::debug!(%addr, "cannot set socket options: {e}");
         }
-        let session = match noise::handshake(
+        let keys = shared.keys();
+        let (session, key) = match noise::handshake_with(
             &mut stream,
-            &shared.key,
+            &keys,
             HandshakeSide::Responder,
             noise::HANDSHAKE_TIMEOUT,
         )
@@ -606,14 +650,14 @@ async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr
             tracing::debug!(peer = %name, %addr, "cannot answer Hello: {e}");
             return None;
         }
-        Some((name, reader, writer))
+        Some((name, reader, writer, key.id()))
     };
     let established = tokio::select! {
         () = shutdown.cancelled() => None,
         established = setup => established,
     };
-    if let Some((name, reader, writer)) = established {
-        run_connection(shared, name, addr, reader, writer).await;
+    if let Some((name, reader, writer, key_id)) = established {
+        run_connection(shared, name, addr, (reader, writer), key_id).await;
     }
 }
 
@@ -623,12 +667,12 @@ async fn dial_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr) {
     loop {
         let dialed = tokio::select! {
             () = shared.shutdown.cancelled() => return,
-            dialed = dial(&shared, &peer, addr) => dialed,
+            dialed = dial_with_keys(&shared, &peer, addr) => dialed,
         };
         match dialed {
-            Ok((reader, writer)) => {
+            Ok((halves, key_id)) => {
                 backoff = BACKOFF_START;
-                run_connection(shared.clone(), peer.clone(), addr, reader, writer).await;
+                run_connection(shared.clone(), peer.clone(), addr, halves, key_id).await;
             }
             Err(DialError::Handshake(e)) => shared.reject_handshake(addr, &e),
             Err(DialError::Hello(e)) => shared.reject_input(Some(&peer), addr, &e),
@@ -659,7 +703,34 @@ enum DialError {
 
 type Halves = (NoiseReader<OwnedReadHalf>, NoiseWriter<OwnedWriteHalf>);
 
-async fn dial(shared: &Shared, peer: &str, addr: SocketAddr) -> Result<Halves, DialError> {
+/// Dials with the current key and, during a key rollover, once more with the previous key
+/// if the peer refused the current one (it has not got the new key yet). Returns the link
+/// and the id of the key it was made with.
+async fn dial_with_keys(
+    shared: &Shared,
+    peer: &str,
+    addr: SocketAddr,
+) -> Result<(Halves, String), DialError> {
+    let keys = shared.keys();
+    match dial(shared, peer, addr, &keys.current).await {
+        Err(DialError::Handshake(refused)) => match &keys.previous {
+            Some(previous) => {
+                let halves = dial(shared, peer, addr, previous).await?;
+                tracing::debug!(peer = %peer, "{peer} refused the current key ({refused}); linked with the previous one");
+                Ok((halves, previous.id()))
+            }
+            None => Err(DialError::Handshake(refused)),
+        },
+        dialed => dialed.map(|halves| (halves, keys.current.id())),
+    }
+}
+
+async fn dial(
+    shared: &Shared,
+    peer: &str,
+    addr: SocketAddr,
+    key: &ClusterKey,
+) -> Result<Halves, DialError> {
     let other = |e: io::Error| DialError::Other(e.to_string());
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
@@ -686,7 +757,7 @@ async fn dial(shared: &Shared, peer: &str, addr: SocketAddr) -> Result<Halves, D
     }
     let session = noise::handshake(
         &mut stream,
-        &shared.key,
+        key,
         HandshakeSide::Initiator,
         noise::HANDSHAKE_TIMEOUT,
     )
@@ -731,8 +802,8 @@ async fn run_connection(
     shared: Arc<Shared>,
     peer: String,
     remote: SocketAddr,
-    mut reader: NoiseReader<OwnedReadHalf>,
-    writer: NoiseWriter<OwnedWriteHalf>,
+    (mut reader, writer): Halves,
+    key_id: String,
 ) {
     let (outbox, inbox) = mpsc::channel(OUTBOX_DEPTH);
     let conn = Arc::new(Connection {
@@ -743,6 +814,7 @@ async fn run_connection(
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         closed: shared.shutdown.child_token(),
+        key_id,
         torn_down: AtomicBool::new(false),
     });
     shared.register(&conn);
