@@ -32,6 +32,7 @@ use crate::health::{self, HealthMonitor, HealthReport};
 use crate::key::ClusterKey;
 use crate::peer::{Mesh, MeshConfig, MeshError};
 use crate::policy::Role;
+use crate::systemd::{GroupLoopFeed, Systemd};
 use crate::vip::link::LinkWatch;
 use crate::vip::open::OpenError;
 use crate::vip::{self, DataPlane, VipSet};
@@ -74,11 +75,15 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1900);
 /// Runs the daemon until SIGTERM/SIGINT. Returns after a graceful shutdown.
 pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let systemd = Systemd::from_env();
     let (node, sockets) = Node::open(options, &shutdown).await?;
     // A node that restarts has forgotten the leader leases it granted before it died;
     // sitting out one lease before joining makes sure none of them is still running.
     tokio::time::sleep(node.config.timers.leader_lease()).await;
     let mut joined = node.join(&shutdown).await?;
+    // Ready once every group's Raft and loop runs (`Type=notify`); the status lines and
+    // the watchdog come from the group loops.
+    systemd.joined(std::mem::take(&mut joined.systemd), &shutdown);
     let control = joined.control.clone();
     let serving = dispatch::serve(control, sockets.control, sockets.metrics, shutdown);
     let config = &node.config;
@@ -92,6 +97,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         Some(error) => tracing::error!("stopping: {error}"),
         None => tracing::info!("shutting down: releasing VIPs, handing leadership over"),
     }
+    systemd.stopping();
     node.stop(joined, serving, shutdown_tx).await;
     match fatal {
         Some(error) => Err(error.into()),
@@ -130,6 +136,8 @@ struct Joined {
     loops: Vec<JoinHandle<()>>,
     /// A group loop that stopped on its own.
     fatal: mpsc::UnboundedReceiver<GroupStopped>,
+    /// What systemd is told about each loop (taken once the node is ready).
+    systemd: Vec<GroupLoopFeed>,
 }
 
 impl Node {
@@ -226,11 +234,20 @@ impl Node {
             };
             tokio::spawn(bootstrap.run(shutdown.clone()));
         }
+        let systemd = groups
+            .iter()
+            .map(|g| GroupLoopFeed {
+                group: g.vips.group.clone(),
+                beat: g.beat.clone(),
+                state: g.reported.clone(),
+            })
+            .collect();
         let loops = groups.into_iter().map(|g| g.task).collect();
         Ok(Joined {
             control,
             loops,
             fatal,
+            systemd,
         })
     }
 

@@ -19,5 +19,6 @@ pub mod peer;
 pub mod policy;
 pub mod process_group;
 pub mod release;
+pub mod systemd;
 pub mod timer_grid;
 pub mod vip;
