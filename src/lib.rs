@@ -22,4 +22,5 @@ pub mod peer;
 pub mod platform;
 pub mod policy;
 pub mod release;
+pub mod systemd;
 pub mod vip;

@@ -108,7 +108,8 @@ fn live_metrics_pass_promtool_and_serve_every_metric_the_monitoring_uses() {
     }
     let used = metric_names_used();
     assert!(used.len() > 10, "found only {used:?}");
-    // A summary's series are NAME_sum and NAME_count, which the rules name in full.
+    // A histogram's series are NAME_bucket, NAME_sum and NAME_count, which the rules
+    // name in full.
     let missing: Vec<_> = used
         .iter()
         .filter(|name| {

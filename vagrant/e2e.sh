@@ -312,6 +312,14 @@ case $took in
   *"-> MASTER"*) log "journalctl -u havip GROUP=crm NEW_STATE=MASTER on gw-a: $took" ;;
   *) die "gw-a's journal has no line with GROUP=crm NEW_STATE=MASTER (got: '$took')" ;;
 esac
+# Type=notify (src/systemd.rs): systemd shows each group's state as gw-a reported it, and
+# waits for the watchdog pings of its group loops.
+said=$(on gw-a systemctl show -p StatusText --value havip | tr -d '\r')
+watchdog=$(on gw-a systemctl show -p WatchdogUSec --value havip | tr -d '\r')
+if [ "$said" != "crm: MASTER, crm2: BACKUP" ] || [ "$watchdog" != 5s ]; then
+  die "systemctl show havip on gw-a: StatusText '$said', WatchdogUSec '$watchdog'; want 'crm: MASTER, crm2: BACKUP', 5s"
+fi
+log "systemd's status of havip on gw-a: '$said', watchdog $watchdog"
 
 failures=0
 # fault NAME DURING INJECT HEAL: inject (a command for `on`), expect DURING to hold and

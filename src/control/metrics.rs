@@ -1,19 +1,27 @@
 //! Prometheus metrics over HTTP (`GET /metrics`, text exposition format 0.0.4). The
-//! renderer is pure (a snapshot in, text out); the server is a few lines of tokio that
+//! renderer is pure (a snapshot in, text out): the snapshot is a prometheus-client
+//! `Collector`, encoded by the library, so names, escaping and types follow the format
+//! without a hand-written encoder. The server is a few lines of tokio that
 //! answer every request with the current snapshot. It only reads: it must never let a
 //! scrape change state or block the hold loop (snapshots are taken from shared views).
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text::{CONTENT_TYPE, encode};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::consensus::store::DiskStatsSnapshot;
-use tokio::net::TcpListener;
 
 /// Everything a scrape reports, gathered by `metrics_snapshot`.
 #[derive(Debug, Clone, Default)]
@@ -47,185 +55,318 @@ pub struct CheckMetrics {
     pub last_latency: Duration,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Label values are operator names ([a-z0-9-] in practice); escape anyway.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-pub fn render(s: &MetricsSnapshot) -> String {
+/// The text a scrape gets: the snapshot encoded by prometheus-client in the Prometheus
+/// text format 0.0.4 (what `promtool check metrics` and every scraper read; no `# EOF`).
+/// A fresh registry per scrape holds only this snapshot, so nothing is kept between them.
+pub fn render(snapshot: MetricsSnapshot) -> String {
+    let mut registry = Registry::with_prefix("havip");
+    registry.register_collector(Box::new(snapshot));
     let mut out = String::new();
-    let node = label(&s.node);
-    family(
-        &mut out,
-        "havip_node_info",
-        "gauge",
-        "This node; role is gateway or witness.",
-    );
-    let role = if s.is_witness { "witness" } else { "gateway" };
-    let _ = writeln!(out, "havip_node_info{{node=\"{node}\",role=\"{role}\"}} 1");
-
-    family(
-        &mut out,
-        "havip_group_leader",
-        "gauge",
-        "1 if this node is the group's Raft leader.",
-    );
-    for g in &s.groups {
-        let _ = writeln!(
-            out,
-            "havip_group_leader{{group=\"{}\"}} {}",
-            label(&g.name),
-            u8::from(g.is_leader)
-        );
-    }
-    family(
-        &mut out,
-        "havip_group_vip_held",
-        "gauge",
-        "1 if this node holds the group's VIPs.",
-    );
-    for g in &s.groups {
-        let _ = writeln!(
-            out,
-            "havip_group_vip_held{{group=\"{}\"}} {}",
-            label(&g.name),
-            u8::from(g.holding)
-        );
-    }
-    family(
-        &mut out,
-        "havip_group_term",
-        "gauge",
-        "The group's current Raft term.",
-    );
-    for g in &s.groups {
-        let _ = writeln!(
-            out,
-            "havip_group_term{{group=\"{}\"}} {}",
-            label(&g.name),
-            g.term
-        );
-    }
-    family(
-        &mut out,
-        "havip_group_quorum_ack_age_seconds",
-        "gauge",
-        "On the leader: time since a quorum last acknowledged it.",
-    );
-    for g in &s.groups {
-        if let Some(age) = g.quorum_ack_age {
-            let _ = writeln!(
-                out,
-                "havip_group_quorum_ack_age_seconds{{group=\"{}\"}} {:.3}",
-                label(&g.name),
-                age.as_secs_f64()
-            );
-        }
-    }
-    family(
-        &mut out,
-        "havip_group_hold_transitions_total",
-        "counter",
-        "Times this node started or stopped holding the group's VIPs.",
-    );
-    for g in &s.groups {
-        let _ = writeln!(
-            out,
-            "havip_group_hold_transitions_total{{group=\"{}\"}} {}",
-            label(&g.name),
-            g.hold_transitions
-        );
-    }
-    render_lateness(&mut out, s);
-    if !s.checks.is_empty() {
-        family(
-            &mut out,
-            "havip_health_check_up",
-            "gauge",
-            "1 if the health check is up (after rise/fall).",
-        );
-        for c in &s.checks {
-            let _ = writeln!(
-                out,
-                "havip_health_check_up{{check=\"{}\"}} {}",
-                label(&c.name),
-                u8::from(c.up)
-            );
-        }
-        family(
-            &mut out,
-            "havip_health_check_latency_seconds",
-            "gauge",
-            "Latency of the check's last probe.",
-        );
-        for c in &s.checks {
-            let _ = writeln!(
-                out,
-                "havip_health_check_latency_seconds{{check=\"{}\"}} {:.6}",
-                label(&c.name),
-                c.last_latency.as_secs_f64()
-            );
-        }
-    }
-    family(
-        &mut out,
-        "havip_peers_connected",
-        "gauge",
-        "Peers with an authenticated connection.",
-    );
-    let _ = writeln!(out, "havip_peers_connected {}", s.peers_connected);
-    family(
-        &mut out,
-        "havip_peers_configured",
-        "gauge",
-        "Peers in the configuration, this node excluded.",
-    );
-    let _ = writeln!(out, "havip_peers_configured {}", s.peers_configured);
-    family(
-        &mut out,
-        "havip_peer_rejected_total",
-        "counter",
-        "Peer input dropped, by reason.",
-    );
-    for (reason, count) in &s.rejected {
-        let _ = writeln!(
-            out,
-            "havip_peer_rejected_total{{reason=\"{reason}\"}} {count}"
-        );
-    }
-    family(
-        &mut out,
-        "havip_store_commits_total",
-        "counter",
-        "Durable commits of the Raft store (each one an fsync).",
-    );
-    let _ = writeln!(out, "havip_store_commits_total {}", s.disk.commits);
-    family(
-        &mut out,
-        "havip_store_slow_commits_total",
-        "counter",
-        "Durable commits that took longer than 100 ms: a node answers no heartbeat until its log is on disk.",
-    );
-    let _ = writeln!(out, "havip_store_slow_commits_total {}", s.disk.slow);
-    family(
-        &mut out,
-        "havip_store_commit_max_seconds",
-        "gauge",
-        "The longest durable commit since the daemon started.",
-    );
-    let _ = writeln!(
-        out,
-        "havip_store_commit_max_seconds {:.6}",
-        s.disk.max.as_secs_f64()
-    );
+    // Writing to a String cannot fail, and the collector only fails on a failed write.
+    let _ = encode(&mut out, &registry);
     out
+}
+
+/// The value of one sample, typed as Prometheus types it.
+enum Sample {
+    /// A gauge that counts or flags: written as an integer.
+    Gauge(u64),
+    /// A gauge in seconds.
+    Seconds(f64),
+    Counter(u64),
+}
+
+impl Sample {
+    fn seconds(value: Duration) -> Self {
+        Sample::Seconds(value.as_secs_f64())
+    }
+    fn flag(value: bool) -> Self {
+        Sample::Gauge(u64::from(value))
+    }
+    fn metric_type(&self) -> MetricType {
+        match self {
+            Sample::Gauge(_) | Sample::Seconds(_) => MetricType::Gauge,
+            Sample::Counter(_) => MetricType::Counter,
+        }
+    }
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match *self {
+            Sample::Gauge(v) => ConstGauge::new(v).encode(encoder),
+            Sample::Seconds(v) => ConstGauge::new(v).encode(encoder),
+            Sample::Counter(v) => ConstCounter::new(v).encode(encoder),
+        }
+    }
+}
+
+/// One family's name as prometheus-client builds it: `havip_` + `name` + `_unit` (+
+/// `_total` for a counter). The full names are the contract with `conf/monitoring/`.
+struct Family {
+    name: &'static str,
+    unit: Option<Unit>,
+    help: &'static str,
+}
+
+const fn family(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        unit: None,
+        help,
+    }
+}
+
+const fn in_seconds(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        unit: Some(Unit::Seconds),
+        help,
+    }
+}
+
+/// Writes `family` with one sample per (label value, sample); the family is written
+/// (HELP and TYPE) even without samples, as a scrape before the first sample shows it.
+fn labelled(
+    encoder: &mut DescriptorEncoder,
+    family: &Family,
+    (key, metric_type): (&str, MetricType),
+    samples: impl IntoIterator<Item = (String, Sample)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(family.name, family.help, family.unit.as_ref(), metric_type)?;
+    for (value, sample) in samples {
+        debug_assert_eq!(sample.metric_type(), metric_type);
+        sample.encode(metric.encode_family(&[(key, value.as_str())])?)?;
+    }
+    Ok(())
+}
+
+fn single(
+    encoder: &mut DescriptorEncoder,
+    family: &Family,
+    sample: Sample,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(
+        family.name,
+        family.help,
+        family.unit.as_ref(),
+        sample.metric_type(),
+    )?;
+    sample.encode(metric)
+}
+
+/// The snapshot is its own collector: each scrape encodes the snapshot it gathered.
+impl Collector for MetricsSnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
+        let role = if self.is_witness {
+            "witness"
+        } else {
+            "gateway"
+        };
+        encoder_info(e, &self.node, role)?;
+        let per_group = |f: &dyn Fn(&GroupMetrics) -> Sample| {
+            self.groups
+                .iter()
+                .map(|g| (g.name.clone(), f(g)))
+                .collect::<Vec<_>>()
+        };
+        const GAUGE: MetricType = MetricType::Gauge;
+        const COUNTER: MetricType = MetricType::Counter;
+        labelled(
+            e,
+            &family("group_leader", "1 if this node is the group's Raft leader."),
+            ("group", GAUGE),
+            per_group(&|g| Sample::flag(g.is_leader)),
+        )?;
+        labelled(
+            e,
+            &family("group_vip_held", "1 if this node holds the group's VIPs."),
+            ("group", GAUGE),
+            per_group(&|g| Sample::flag(g.holding)),
+        )?;
+        labelled(
+            e,
+            &family("group_term", "The group's current Raft term."),
+            ("group", GAUGE),
+            per_group(&|g| Sample::Gauge(g.term)),
+        )?;
+        labelled(
+            e,
+            &in_seconds(
+                "group_quorum_ack_age",
+                "On the leader: time since a quorum last acknowledged it.",
+            ),
+            ("group", GAUGE),
+            self.groups
+                .iter()
+                .filter_map(|g| Some((g.name.clone(), Sample::seconds(g.quorum_ack_age?)))),
+        )?;
+        labelled(
+            e,
+            &family(
+                "group_hold_transitions",
+                "Times this node started or stopped holding the group's VIPs.",
+            ),
+            ("group", COUNTER),
+            per_group(&|g| Sample::Counter(g.hold_transitions)),
+        )?;
+        self.encode_lateness(e)?;
+        if !self.checks.is_empty() {
+            let per_check = |f: &dyn Fn(&CheckMetrics) -> Sample| {
+                self.checks
+                    .iter()
+                    .map(|c| (c.name.clone(), f(c)))
+                    .collect::<Vec<_>>()
+            };
+            labelled(
+                e,
+                &family(
+                    "health_check_up",
+                    "1 if the health check is up (after rise/fall).",
+                ),
+                ("check", GAUGE),
+                per_check(&|c| Sample::flag(c.up)),
+            )?;
+            labelled(
+                e,
+                &in_seconds("health_check_latency", "Latency of the check's last probe."),
+                ("check", GAUGE),
+                per_check(&|c| Sample::seconds(c.last_latency)),
+            )?;
+        }
+        single(
+            e,
+            &family("peers_connected", "Peers with an authenticated connection."),
+            Sample::Gauge(self.peers_connected as u64),
+        )?;
+        single(
+            e,
+            &family(
+                "peers_configured",
+                "Peers in the configuration, this node excluded.",
+            ),
+            Sample::Gauge(self.peers_configured as u64),
+        )?;
+        labelled(
+            e,
+            &family("peer_rejected", "Peer input dropped, by reason."),
+            ("reason", COUNTER),
+            self.rejected
+                .iter()
+                .map(|(reason, count)| (reason.to_string(), Sample::Counter(*count))),
+        )?;
+        single(
+            e,
+            &family(
+                "store_commits",
+                "Durable commits of the Raft store (each one an fsync).",
+            ),
+            Sample::Counter(self.disk.commits),
+        )?;
+        single(
+            e,
+            &family(
+                "store_slow_commits",
+                "Durable commits that took longer than 100 ms: a node answers no heartbeat until its log is on disk.",
+            ),
+            Sample::Counter(self.disk.slow),
+        )?;
+        single(
+            e,
+            &in_seconds(
+                "store_commit_max",
+                "The longest durable commit since the daemon started.",
+            ),
+            Sample::seconds(self.disk.max),
+        )
+    }
+}
+
+/// `havip_node_info{node,role} 1`: an info metric, which the text format 0.0.4 types as
+/// a gauge.
+fn encoder_info(
+    encoder: &mut DescriptorEncoder,
+    node: &str,
+    role: &str,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "node",
+        "This node; role is gateway or witness.",
+        None,
+        MetricType::Info,
+    )?;
+    metric.encode_info(&[("node", node), ("role", role)])
+}
+
+impl MetricsSnapshot {
+    /// The hold loop's lateness against its deadlines (`crate::lateness`): a late release
+    /// is a safety event, so its count is what an alert watches.
+    fn encode_lateness(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let per_group = |f: &dyn Fn(&crate::lateness::Lateness) -> Sample| {
+            self.groups
+                .iter()
+                .map(|g| (g.name.clone(), f(&g.lateness)))
+                .collect::<Vec<_>>()
+        };
+        labelled(
+            e,
+            &family(
+                "hold_releases",
+                "Removals of the group's VIPs (any reason).",
+            ),
+            ("group", MetricType::Counter),
+            per_group(&|l| Sample::Counter(l.releases)),
+        )?;
+        // Was a summary without quantiles; prometheus-client has no summary, so it is a
+        // histogram with only the +Inf bucket: `_sum` and `_count` keep their names (the
+        // rules and the dashboard use `_count`), `_bucket{le="+Inf"}` equals `_count`.
+        let late = in_seconds(
+            "hold_release_late",
+            "Removals of the VIPs that completed after their hold lease ended (count), and by how much (sum): never expected; another node may hold by then.",
+        );
+        let mut metric = e.encode_descriptor(
+            late.name,
+            late.help,
+            late.unit.as_ref(),
+            MetricType::Histogram,
+        )?;
+        for g in &self.groups {
+            metric
+                .encode_family(&[("group", g.name.as_str())])?
+                .encode_histogram::<NoLabelSet>(
+                    g.lateness.late_sum.as_secs_f64(),
+                    g.lateness.late_releases,
+                    &[],
+                    None,
+                )?;
+        }
+        labelled(
+            e,
+            &in_seconds(
+                "hold_release_late_max",
+                "The latest completion of a removal after its hold lease ended, since the daemon started (0: none late).",
+            ),
+            ("group", MetricType::Gauge),
+            per_group(&|l| Sample::seconds(l.late_max)),
+        )?;
+        labelled(
+            e,
+            &family(
+                "hold_wakeups_late",
+                "Timed wake-ups of the group's hold loop more than 10 ms after they were due.",
+            ),
+            ("group", MetricType::Counter),
+            per_group(&|l| Sample::Counter(l.late_wakeups)),
+        )?;
+        labelled(
+            e,
+            &in_seconds(
+                "hold_wake_late_max",
+                "The latest timed wake-up of the group's hold loop, since the daemon started.",
+            ),
+            ("group", MetricType::Gauge),
+            per_group(&|l| Sample::seconds(l.wake_late_max)),
+        )
+    }
 }
 
 pub type SnapshotSource =
@@ -236,81 +377,6 @@ pub type SnapshotSource =
 pub struct MetricsError {
     addr: SocketAddr,
     source: std::io::Error,
-}
-
-/// One family with one sample per group, `value` rendering the group's number.
-fn per_group(
-    out: &mut String,
-    s: &MetricsSnapshot,
-    (name, kind, help): (&str, &str, &str),
-    value: impl Fn(&GroupMetrics) -> String,
-) {
-    family(out, name, kind, help);
-    for g in &s.groups {
-        let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", label(&g.name), value(g));
-    }
-}
-
-/// The hold loop's lateness against its deadlines (`crate::lateness`): a late release is
-/// a safety event, so its count is what an alert watches.
-fn render_lateness(out: &mut String, s: &MetricsSnapshot) {
-    let secs = |d: Duration| format!("{:.6}", d.as_secs_f64());
-    per_group(
-        out,
-        s,
-        (
-            "havip_hold_releases_total",
-            "counter",
-            "Removals of the group's VIPs (any reason).",
-        ),
-        |g| g.lateness.releases.to_string(),
-    );
-    // A summary without quantiles: its two series share one HELP/TYPE.
-    family(
-        out,
-        "havip_hold_release_late_seconds",
-        "summary",
-        "Removals of the VIPs that completed after their hold lease ended (count), and by how much (sum): never expected; another node may hold by then.",
-    );
-    for g in &s.groups {
-        let name = label(&g.name);
-        let _ = writeln!(
-            out,
-            "havip_hold_release_late_seconds_sum{{group=\"{name}\"}} {}\nhavip_hold_release_late_seconds_count{{group=\"{name}\"}} {}",
-            secs(g.lateness.late_sum),
-            g.lateness.late_releases
-        );
-    }
-    per_group(
-        out,
-        s,
-        (
-            "havip_hold_release_late_max_seconds",
-            "gauge",
-            "The latest completion of a removal after its hold lease ended, since the daemon started (0: none late).",
-        ),
-        |g| secs(g.lateness.late_max),
-    );
-    per_group(
-        out,
-        s,
-        (
-            "havip_hold_wakeups_late_total",
-            "counter",
-            "Timed wake-ups of the group's hold loop more than 10 ms after they were due.",
-        ),
-        |g| g.lateness.late_wakeups.to_string(),
-    );
-    per_group(
-        out,
-        s,
-        (
-            "havip_hold_wake_late_max_seconds",
-            "gauge",
-            "The latest timed wake-up of the group's hold loop, since the daemon started.",
-        ),
-        |g| secs(g.lateness.wake_late_max),
-    );
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
@@ -336,9 +402,9 @@ pub async fn serve(
                     // path gets the metrics, which is what scrapers and curl expect.
                     let mut buf = [0u8; 2048];
                     let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
-                    let body = render(&source().await);
+                    let body = render(source().await);
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = stream.write_all(head.as_bytes()).await;
@@ -393,7 +459,7 @@ mod tests {
 
     #[test]
     fn renders_every_family_with_help_and_type() {
-        let text = render(&snapshot());
+        let text = render(snapshot());
         for line in [
             "havip_node_info{node=\"gw-a\",role=\"gateway\"} 1",
             "havip_group_vip_held{group=\"crm\"} 1",
@@ -401,26 +467,45 @@ mod tests {
             "havip_group_quorum_ack_age_seconds{group=\"crm\"} 0.042",
             "havip_group_hold_transitions_total{group=\"crm\"} 3",
             "havip_hold_releases_total{group=\"crm\"} 2",
-            "havip_hold_release_late_seconds_sum{group=\"crm\"} 0.007000",
+            "havip_hold_release_late_seconds_bucket{group=\"crm\",le=\"+Inf\"} 1",
+            "havip_hold_release_late_seconds_sum{group=\"crm\"} 0.007",
             "havip_hold_release_late_seconds_count{group=\"crm\"} 1",
-            "havip_hold_release_late_max_seconds{group=\"crm\"} 0.007000",
+            "havip_hold_release_late_max_seconds{group=\"crm\"} 0.007",
             "havip_hold_wakeups_late_total{group=\"crm\"} 3",
-            "havip_hold_wake_late_max_seconds{group=\"crm\"} 0.025000",
+            "havip_hold_wake_late_max_seconds{group=\"crm\"} 0.025",
             "havip_health_check_up{check=\"crm-1-http\"} 0",
             "havip_peer_rejected_total{reason=\"handshake\"} 4",
             "havip_store_commits_total 12",
             "havip_store_slow_commits_total 1",
-            "havip_store_commit_max_seconds 0.594000",
+            "havip_store_commit_max_seconds 0.594",
+            "# TYPE havip_node_info gauge",
+            "# TYPE havip_group_hold_transitions_total counter",
+            "# TYPE havip_hold_release_late_seconds histogram",
+            "# TYPE havip_peer_rejected_total counter",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
+        // The Prometheus text format, not OpenMetrics: no `# EOF` (promtool and every
+        // scraper read 0.0.4; the Content-Type says so).
+        assert!(!text.contains("# EOF"), "{text}");
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!(
             families,
             text.lines().filter(|l| l.starts_with("# HELP")).count()
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = snapshot();
+        s.groups[0].name = "a\"b\\c\nd".into();
+        let text = render(s);
+        assert!(
+            text.contains("havip_group_term{group=\"a\\\"b\\\\c\\nd\"} 7"),
+            "{text}"
         );
     }
 
@@ -444,6 +529,10 @@ mod tests {
             .expect("answered in time")
             .expect("read");
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(
+            response.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{response}"
+        );
         assert!(
             response.contains("havip_group_leader{group=\"crm\"} 1"),
             "{response}"

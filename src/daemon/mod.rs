@@ -29,6 +29,7 @@ use crate::group::GroupStopped;
 use crate::group::tasks::{self, GroupTasks, NodeParts, RunningGroup};
 use crate::health::{HealthFacts, HealthReport, LiveHealth};
 use crate::peer::{Mesh, MeshConfig};
+use crate::systemd::{GroupLoopFeed, Systemd};
 use crate::vip::link::LinkWatch;
 use crate::vip::{self, DataPlane, VipSet};
 
@@ -53,11 +54,15 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1900);
 /// Runs the daemon until SIGTERM/SIGINT. Returns after a graceful shutdown.
 pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let systemd = Systemd::from_env();
     let (node, sockets) = Node::open(options, &shutdown).await?;
     // A node that restarts has forgotten the leader leases it granted before it died;
     // sitting out one lease before joining makes sure none of them is still running.
     tokio::time::sleep(node.config.timers.leader_lease()).await;
     let mut joined = node.join(&shutdown).await?;
+    // Ready once every group's Raft and loop runs (`Type=notify`); the status lines and
+    // the watchdog come from the group loops.
+    systemd.joined(joined.systemd.subscribe(), &shutdown);
     let control = joined.control.clone();
     let serving = dispatch::serve(
         control,
@@ -87,6 +92,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         Some(error) => tracing::error!("stopping: {error}"),
         None => tracing::info!("shutting down: releasing VIPs, handing leadership over"),
     }
+    systemd.stopping();
     node.stop(joined, serving, shutdown_tx).await;
     match fatal {
         Some(error) => Err(error.into()),
@@ -137,6 +143,8 @@ struct Joined {
     notifier: Notifier,
     /// The node's health feed (gateways with checks), shared by every group's loop.
     health: Option<watch::Receiver<HealthFacts>>,
+    /// What systemd is told about each running loop (its status and watchdog).
+    systemd: watch::Sender<Vec<GroupLoopFeed>>,
 }
 
 impl Node {
@@ -232,6 +240,7 @@ impl Node {
             proposer,
             notifier,
             health,
+            systemd: watch::Sender::new(Vec::new()),
         };
         let mut running = Vec::new();
         for (group, raft) in config.vip_groups.iter().zip(rafts) {
@@ -287,6 +296,12 @@ impl Node {
         joined.control.update_groups(|groups| {
             groups.insert(name.clone(), handle);
         });
+        let feed = GroupLoopFeed {
+            group: name.clone(),
+            beat: running.beat.clone(),
+            state: running.reported.clone(),
+        };
+        joined.systemd.send_modify(|loops| loops.push(feed));
         let task = std::mem::replace(&mut running.task, tokio::spawn(async {}));
         joined.loops.insert(name, GroupTasks { stop, task });
         running

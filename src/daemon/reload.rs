@@ -204,6 +204,10 @@ async fn remove_group(node: &Node, joined: &mut Joined, group: &str) {
     let Some(tasks) = joined.loops.remove(group) else {
         return;
     };
+    // The loop stops stamping its watchdog beat as it ends: it leaves systemd's list first.
+    joined
+        .systemd
+        .send_modify(|loops| loops.retain(|l| l.group != group));
     let _ = tasks.stop.send(true);
     let _ = tasks.task.await;
     let raft = joined.control.groups().get(group).map(|h| h.raft.clone());

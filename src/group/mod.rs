@@ -30,10 +30,11 @@ use crate::consensus::Raft;
 use crate::consensus::proposer::GroupProposer;
 use crate::consensus::state::{Command, GroupState};
 use crate::consensus::types::{NodeId, RaftMetrics, Vote, node_id};
-use crate::control::notify::Notifier;
+use crate::control::notify::{HookState, Notifier};
 use crate::hold::{self, TICK, hold_lease};
 use crate::lateness::Lateness;
 use crate::policy::GroupRules;
+use crate::systemd::LoopBeat;
 use crate::vip::{DataPlane, VipSet};
 pub use feeds::FactFeeds;
 pub use machine::LocalInputs;
@@ -189,6 +190,9 @@ pub struct GroupLoop {
     view: watch::Sender<LocalView>,
     /// What the last step saw of the Raft metrics (see `RaftMetricsKey`).
     seen: Option<RaftMetricsKey>,
+    /// Stamped every time the loop goes round: systemd's watchdog is pinged only while
+    /// every group's loop does (`crate::systemd`).
+    beat: LoopBeat,
 }
 
 /// The loop's hands: everything an action touches.
@@ -199,6 +203,8 @@ struct LoopIo {
     propose: GroupProposer,
     /// When the loop must run again even if nothing happens (the machine's `WakeAt`).
     next_wake: Instant,
+    /// The state the last notify hook was given (MASTER/BACKUP/FAULT), for systemd.
+    reported: watch::Sender<HookState>,
 }
 
 /// What doing an action means: the loop's I/O, or a test's stand-in.
@@ -254,13 +260,25 @@ impl GroupLoop {
                 data_plane,
                 propose,
                 next_wake: Instant::now(),
+                reported: watch::Sender::new(HookState::Backup),
             },
             state,
             facts,
             reannounce,
             view: watch::Sender::new(LocalView::default()),
             seen: None,
+            beat: LoopBeat::default(),
         }
+    }
+
+    /// When the loop last went round (for the watchdog).
+    pub fn beat(&self) -> LoopBeat {
+        self.beat.clone()
+    }
+
+    /// The group's state as the notify hooks see it; changes only when it changes.
+    pub fn reported(&self) -> watch::Receiver<HookState> {
+        self.io.reported.subscribe()
     }
 
     /// The loop's view (holding, why, quorum age, counters), current after every step.
@@ -291,6 +309,9 @@ impl GroupLoop {
         let mut reannounce = std::mem::take(&mut self.reannounce);
         let mut fatal = None;
         loop {
+            // Going round at least every idle wake-up (`IDLE_WAKE`); a loop stuck in an
+            // action below stops stamping, and the watchdog pings stop with it.
+            self.beat.beat();
             let mut raft_metrics_only = false;
             let mut announce_only = false;
             let due = self.io.next_wake;
@@ -490,6 +511,11 @@ impl Effects for LoopIo {
             }
             Action::Notify(change) => {
                 log::state_change(&change, &vips.addresses);
+                self.reported.send_if_modified(|state| {
+                    let changed = *state != change.new;
+                    *state = change.new;
+                    changed
+                });
                 self.setup.notifier.notify(change);
                 None
             }

@@ -18,8 +18,9 @@ use crate::consensus::proposer::Proposer;
 use crate::consensus::state::GroupState;
 use crate::consensus::ticks::{self, Pace};
 use crate::consensus::types::node_id;
-use crate::control::notify::Notifier;
+use crate::control::notify::{HookState, Notifier};
 use crate::health::HealthFacts;
+use crate::systemd::LoopBeat;
 use crate::vip::link::LinkWatch;
 use crate::vip::{DataPlane, VipSet};
 
@@ -47,6 +48,10 @@ pub struct RunningGroup {
     pub state: watch::Receiver<GroupState>,
     /// The loop's view, current after every step.
     pub view: watch::Receiver<LocalView>,
+    /// When the loop last went round (systemd's watchdog).
+    pub beat: LoopBeat,
+    /// The group's state as the notify hooks see it (systemd's status).
+    pub reported: watch::Receiver<HookState>,
     /// Ends once the loop has released and handed over (after `shutdown`), or stopped on
     /// its own (then it said so on `fatal`).
     pub task: JoinHandle<()>,
@@ -79,6 +84,8 @@ pub fn spawn(
         node.proposer.for_group(&group.name),
     );
     let view = group_loop.view();
+    let beat = group_loop.beat();
+    let reported = group_loop.reported();
     let task = group_loop.spawn(shutdown.clone(), fatal.clone());
     tokio::spawn(ticks::run(
         group.name.clone(),
@@ -93,6 +100,8 @@ pub fn spawn(
         raft,
         state,
         view,
+        beat,
+        reported,
         task,
     }
 }

@@ -276,6 +276,11 @@ impl Cluster {
     }
 
     pub fn spawn(&mut self, name: &str) {
+        self.spawn_with_env(name, &[]);
+    }
+
+    /// `spawn` with extra environment (e.g. systemd's `NOTIFY_SOCKET`).
+    pub fn spawn_with_env(&mut self, name: &str, env: &[(&str, &str)]) {
         let node = self.nodes.get_mut(name).expect("known node");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -290,6 +295,7 @@ impl Cluster {
                 "HAVIP_LOG",
                 std::env::var("HAVIP_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
