@@ -163,14 +163,26 @@ impl Collector for MetricsSnapshot {
             "gateway"
         };
         encoder_info(e, &self.node, role)?;
+        self.encode_groups(e)?;
+        self.encode_lateness(e)?;
+        self.encode_checks(e)?;
+        self.encode_peers(e)?;
+        self.encode_store(e)
+    }
+}
+
+const GAUGE: MetricType = MetricType::Gauge;
+const COUNTER: MetricType = MetricType::Counter;
+
+impl MetricsSnapshot {
+    /// Per group: leader, VIP held, term, quorum-ack age, hold transitions.
+    fn encode_groups(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let per_group = |f: &dyn Fn(&GroupMetrics) -> Sample| {
             self.groups
                 .iter()
                 .map(|g| (g.name.clone(), f(g)))
                 .collect::<Vec<_>>()
         };
-        const GAUGE: MetricType = MetricType::Gauge;
-        const COUNTER: MetricType = MetricType::Counter;
         labelled(
             e,
             &family("group_leader", "1 if this node is the group's Raft leader."),
@@ -209,7 +221,11 @@ impl Collector for MetricsSnapshot {
             ("group", COUNTER),
             per_group(&|g| Sample::Counter(g.hold_transitions)),
         )?;
-        self.encode_lateness(e)?;
+        Ok(())
+    }
+
+    /// Per health check: up, last probe's latency (gateways with checks).
+    fn encode_checks(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         if !self.checks.is_empty() {
             let per_check = |f: &dyn Fn(&CheckMetrics) -> Sample| {
                 self.checks
@@ -233,6 +249,11 @@ impl Collector for MetricsSnapshot {
                 per_check(&|c| Sample::seconds(c.last_latency)),
             )?;
         }
+        Ok(())
+    }
+
+    /// Peer links: connected, configured, input rejected by reason.
+    fn encode_peers(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         single(
             e,
             &family("peers_connected", "Peers with an authenticated connection."),
@@ -254,6 +275,11 @@ impl Collector for MetricsSnapshot {
                 .iter()
                 .map(|(reason, count)| (reason.to_string(), Sample::Counter(*count))),
         )?;
+        Ok(())
+    }
+
+    /// The Raft store's durable commits.
+    fn encode_store(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         single(
             e,
             &family(
