@@ -254,6 +254,11 @@ impl Scenario {
             ("committed", _) => Observation::FactsCommitted,
             ("link-came-back", _) => Observation::LinkCameBack,
             ("peer-reconnected", _) => Observation::PeerReconnected,
+            // `reconfigured priority=N`: a reload changed the priority (rules kept).
+            ("reconfigured", p) => Observation::Reconfigured {
+                priority: kv(p, "priority")?.parse().map_err(|_| "priority")?,
+                rules: self.config.rules.clone(),
+            },
             ("stop", fatal) => Observation::Stop {
                 fatal: fatal == "fatal",
             },

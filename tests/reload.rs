@@ -321,3 +321,86 @@ fn a_key_rolled_through_the_cluster_one_reload_at_a_time_never_drops_the_vip() {
     cluster.assert_sole_holder_since("gw-a", steady);
     cluster.assert_never_two_holders();
 }
+
+#[test]
+fn a_group_s_addresses_and_priority_change_live_without_releasing_it() {
+    let _serial = lock();
+    let cluster = Cluster::start(35, Options::default());
+    cluster.wait_formed("gw-a");
+    let steady = Instant::now();
+    let (first, second) = ("\"198.18.0.50/24\"", "\"198.18.0.51/24\"");
+
+    // An address added to the held group: only it is added, the other stays.
+    for node in ["gw-b", "gw-a"] {
+        edit(&cluster, node, |text| {
+            text.replace(
+                &format!("addresses = [{first}]"),
+                &format!("addresses = [{first}, {second}]"),
+            )
+        });
+        let (code, out) = reload(&cluster, node);
+        assert_eq!(code, 0, "{node}: {out}");
+        assert!(out.contains("group crm: +198.18.0.51/24"), "{node}: {out}");
+    }
+    let addresses = |node| {
+        let status = cluster.status(node).expect("status");
+        status
+            .groups
+            .into_iter()
+            .find(|g| g.name == "crm")
+            .expect("crm")
+            .addresses
+    };
+    assert_eq!(addresses("gw-a"), ["198.18.0.50/24", "198.18.0.51/24"]);
+    wait_log(&cluster, "gw-a", "added=[198.18.0.51/24] removed=[]");
+    // The first address removed: only it goes.
+    for node in ["gw-b", "gw-a"] {
+        edit(&cluster, node, |text| {
+            text.replace(&format!("[{first}, {second}]"), &format!("[{second}]"))
+        });
+        let (code, out) = reload(&cluster, node);
+        assert_eq!(code, 0, "{node}: {out}");
+    }
+    assert_eq!(addresses("gw-a"), ["198.18.0.51/24"]);
+    wait_log(&cluster, "gw-a", "added=[] removed=[198.18.0.50/24]");
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.assert_sole_holder_since("gw-a", steady);
+
+    // gw-b made the preferred gateway: a planned move after failback_delay (1 s).
+    edit(&cluster, "gw-b", |text| {
+        text.replace("priority = 100", "priority = 200")
+    });
+    let asked = Instant::now();
+    let (code, out) = reload(&cluster, "gw-b");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("priority 100 -> 200"), "{out}");
+    cluster.wait_holder("gw-b", Duration::from_secs(10));
+    let released = cluster
+        .holds("gw-a")
+        .last()
+        .map(|h| h.to)
+        .expect("gw-a held");
+    let taken = cluster
+        .holds("gw-b")
+        .first()
+        .map(|h| h.from)
+        .expect("gw-b holds");
+    figures::figure(&format!(
+        "reload: priority change moved crm {:?} after the reload; gap between holders {:?}",
+        taken - asked,
+        taken.saturating_duration_since(released)
+    ));
+    cluster.assert_never_two_holders();
+}
+
+fn wait_log(cluster: &Cluster, node: &str, needle: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let log = std::fs::read_to_string(&cluster.nodes[node].log).unwrap_or_default();
+        if log.contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{node}'s log never said {needle:?}\n{}", cluster.logs());
+}

@@ -39,9 +39,10 @@ const BOOTSTRAP_WAIT_FOR_ALL: Duration = Duration::from_secs(5);
 /// How often the connected peers are looked at again, besides on every change.
 const RECHECK: Duration = Duration::from_millis(200);
 
-/// How often the peers are asked again about a group added to a running cluster: an
-/// operator rolls a reload through the nodes in seconds, not milliseconds.
-const GROUP_RECHECK: Duration = Duration::from_secs(1);
+/// How often the peers are asked again about a group added to a running cluster (one small
+/// request per peer, only while the group has no membership): the group gets its master
+/// within this of the last node listing it.
+const GROUP_RECHECK: Duration = Duration::from_millis(250);
 
 /// No group has a membership yet: this node has never been part of a cluster.
 pub fn is_pristine<'a>(rafts: impl IntoIterator<Item = &'a Raft>) -> bool {

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::protocol::{Fingerprints, Response};
 
-use crate::config::Config;
 use crate::config::Role;
+use crate::config::{Config, VipGroup};
 use crate::consensus::Raft;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::state::GroupState;
@@ -117,7 +117,17 @@ pub struct GroupHandle {
     pub state: watch::Receiver<GroupState>,
     /// What this node's loop last published (holding, why).
     pub view: watch::Receiver<LocalView>,
-    pub addresses: Vec<String>,
+    /// The group's settings now (a reload may change its addresses).
+    pub settings: watch::Receiver<VipGroup>,
+}
+
+impl GroupHandle {
+    /// The group's addresses now.
+    pub fn addresses(&self) -> Vec<String> {
+        (self.settings.borrow().addresses.iter())
+            .map(ToString::to_string)
+            .collect()
+    }
 }
 
 impl GroupHandle {
@@ -127,7 +137,7 @@ impl GroupHandle {
             raft: group.raft.clone(),
             state: group.state.clone(),
             view: group.view.clone(),
-            addresses: group.vips.addresses.iter().map(|a| a.to_string()).collect(),
+            settings: group.settings.subscribe(),
         };
         (group.vips.group.clone(), handle)
     }

@@ -122,7 +122,7 @@ fn group_status(
         .collect();
     GroupStatus {
         name: name.to_string(),
-        addresses: handle.addresses.clone(),
+        addresses: handle.addresses(),
         leader: control.proposer.name_of(raft_metrics.current_leader),
         term: raft_metrics.current_term,
         holding: view.holds_now(),

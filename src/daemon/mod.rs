@@ -303,7 +303,15 @@ impl Node {
         };
         joined.systemd.send_modify(|loops| loops.push(feed));
         let task = std::mem::replace(&mut running.task, tokio::spawn(async {}));
-        joined.loops.insert(name, GroupTasks { stop, task });
+        let settings = running.settings.clone();
+        joined.loops.insert(
+            name,
+            GroupTasks {
+                stop,
+                settings,
+                task,
+            },
+        );
         running
     }
 

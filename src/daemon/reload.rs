@@ -2,7 +2,8 @@
 //! the whole file, asks `config::plan_reload` what changed, refuses what it cannot apply
 //! live, then removes groups (each released and handed over first, then its Raft stopped
 //! and its state dropped), starts the added ones (formed by the cluster once every voter
-//! lists them), replaces the health checks (switching once the new ones have results),
+//! lists them), hands a changed group its new settings (addresses, priority, failback,
+//! announce: applied by its loop without releasing a held VIP), replaces the health checks (switching once the new ones have results),
 //! the cluster keys of a key rollover, and the notify hook. A file with any error, or a change that needs
 //! a restart, is refused whole and the running node is left exactly as it was. It must
 //! never remove a group's VIPs other than through that group's own loop.
@@ -85,11 +86,14 @@ fn load_and_plan(node: &Node) -> Result<(Config, ReloadPlan), Vec<ConfigError>> 
         }
     }
     for group in &plan.changed {
-        errors.push(live_limit(
-            &new,
-            &group.name,
-            "changing a running group's settings live is not supported yet; restart the node, or remove the group and add it under a new name".into(),
-        ));
+        let running = node.config.group(&group.name);
+        if running.is_some_and(|g| g.interface != group.interface) {
+            errors.push(live_limit(
+                &new,
+                &group.name,
+                "its interface changes only by a restart (or remove the group and add it under a new name)".into(),
+            ));
+        }
     }
     let gateway = new.node.role == Role::Gateway;
     let (had, has) = (
@@ -164,6 +168,11 @@ async fn apply(
     }
     if !added.is_empty() {
         node.bootstrap(joined, added, false, shutdown);
+    }
+    for group in &plan.changed {
+        if let Some(tasks) = joined.loops.get(&group.name) {
+            tasks.settings.send_replace(group.clone());
+        }
     }
     if plan.health
         && let Some((live, _, _)) = &mut node.health

@@ -41,7 +41,7 @@ impl FactFeeds {
     }
 }
 
-async fn changed_or_never<T>(
+pub(super) async fn changed_or_never<T>(
     feed: &mut Option<watch::Receiver<T>>,
 ) -> Result<(), watch::error::RecvError> {
     match feed {

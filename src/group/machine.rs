@@ -153,6 +153,9 @@ pub enum Observation {
     /// A peer (re)connected: it may have held the VIPs for some clients meanwhile, so
     /// their caches must point here again.
     PeerReconnected,
+    /// A reload changed the group's priority or rules; the next snapshot decides with
+    /// them (a priority is reported as a fact, so it may move the VIP, planned).
+    Reconfigured { priority: u8, rules: GroupRules },
 }
 
 /// Why leadership is handed over.
@@ -345,6 +348,10 @@ impl GroupMachine {
             Observation::Exiting(snapshot) => self.exiting(&snapshot, now, &mut out),
             Observation::LinkCameBack | Observation::PeerReconnected => {
                 out.extend(self.announce_again(now));
+            }
+            Observation::Reconfigured { priority, rules } => {
+                self.config.priority = priority;
+                self.config.rules = rules;
             }
         }
         out

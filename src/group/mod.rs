@@ -37,6 +37,7 @@ use crate::policy::GroupRules;
 use crate::systemd::LoopBeat;
 use crate::vip::{DataPlane, VipSet};
 pub use feeds::FactFeeds;
+use feeds::changed_or_never;
 pub use machine::LocalInputs;
 use machine::{
     Action, GroupConfig, GroupMachine, IDLE_WAKE, Observation, PeerSeen, Snapshot, TransferReason,
@@ -193,6 +194,8 @@ pub struct GroupLoop {
     /// Stamped every time the loop goes round: systemd's watchdog is pinged only while
     /// every group's loop does (`crate::systemd`).
     beat: LoopBeat,
+    /// The group's settings as a reload changes them (`with_settings`).
+    settings: Option<watch::Receiver<VipGroup>>,
 }
 
 /// The loop's hands: everything an action touches.
@@ -268,7 +271,15 @@ impl GroupLoop {
             view: watch::Sender::new(LocalView::default()),
             seen: None,
             beat: LoopBeat::default(),
+            settings: None,
         }
+    }
+
+    /// Follows `settings`: each change (a reload) is applied without releasing a held
+    /// VIP (`reconfigure`).
+    pub fn with_settings(mut self, settings: watch::Receiver<VipGroup>) -> Self {
+        self.settings = Some(settings);
+        self
     }
 
     /// When the loop last went round (for the watchdog).
@@ -307,6 +318,7 @@ impl GroupLoop {
         let mut state = self.state.clone();
         let mut facts = self.facts.clone();
         let mut reannounce = std::mem::take(&mut self.reannounce);
+        let mut settings = self.settings.take();
         let mut fatal = None;
         loop {
             // Going round at least every idle wake-up (`IDLE_WAKE`); a loop stuck in an
@@ -327,6 +339,17 @@ impl GroupLoop {
                 },
                 changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
                 changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
+                changed = changed_or_never(&mut settings) => match changed {
+                    Ok(()) => {
+                        let group = settings.as_mut().map(|s| s.borrow_and_update().clone());
+                        if let Some(group) = group {
+                            self.reconfigure(group).await;
+                        }
+                    }
+                    // The daemon let go of the group (it is being removed): its stop
+                    // signal follows.
+                    Err(_) => settings = None,
+                },
                 edge = reannounce.next() => {
                     // Only the machine's answer to it: no step, as when announcing was
                     // done beside the loop.
@@ -367,6 +390,33 @@ impl GroupLoop {
         let exiting = Observation::Exiting(Box::new(self.snapshot(&raft_metrics, now)));
         execute(&mut self.machine, &mut self.io, exiting, now).await;
         Ok(())
+    }
+
+    /// New settings from a reload: the machine takes the priority and rules, the executor
+    /// the VIP set (the step that follows holds the new set if this node holds, which adds
+    /// and removes only the difference). Nothing is released for it.
+    async fn reconfigure(&mut self, group: VipGroup) {
+        let setup = &mut self.io.setup;
+        setup.priority = group.priority;
+        setup.rules = GroupRules {
+            failback: group.failback,
+            failback_delay: group.failback_delay,
+            on_all_unhealthy: group.on_all_unhealthy,
+        };
+        setup.vips = VipSet::of(&group);
+        tracing::info!(group = %group.name, priority = group.priority, addresses = ?group.addresses,
+            "settings changed by a reload");
+        let reconfigured = Observation::Reconfigured {
+            priority: setup.priority,
+            rules: setup.rules.clone(),
+        };
+        execute(
+            &mut self.machine,
+            &mut self.io,
+            reconfigured,
+            Instant::now(),
+        )
+        .await;
     }
 
     /// Every acknowledgement changes the Raft metrics (dozens a second on a leader); a step

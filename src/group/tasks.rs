@@ -44,6 +44,9 @@ pub struct NodeParts<'a> {
 /// One group's running tasks, and what the rest of the daemon reads of them.
 pub struct RunningGroup {
     pub vips: VipSet,
+    /// The group's settings: a reload sends new ones, which the loop applies without
+    /// releasing a held VIP.
+    pub settings: watch::Sender<VipGroup>,
     pub raft: Raft,
     pub state: watch::Receiver<GroupState>,
     /// The loop's view, current after every step.
@@ -83,6 +86,8 @@ pub fn spawn(
         node.data_plane.clone(),
         node.proposer.for_group(&group.name),
     );
+    let (settings, settings_rx) = watch::channel(group.clone());
+    let group_loop = group_loop.with_settings(settings_rx);
     let view = group_loop.view();
     let beat = group_loop.beat();
     let reported = group_loop.reported();
@@ -97,6 +102,7 @@ pub fn spawn(
     ));
     RunningGroup {
         vips: vips.clone(),
+        settings,
         raft,
         state,
         view,
@@ -110,6 +116,7 @@ pub fn spawn(
 /// with the daemon.
 pub struct GroupTasks {
     pub stop: watch::Sender<bool>,
+    pub settings: watch::Sender<VipGroup>,
     pub task: JoinHandle<()>,
 }
 

@@ -38,6 +38,9 @@ struct Held {
     ifindex: u32,
     refreshed: Instant,
     announcer: Announcer,
+    /// What is on the interface: a hold with another set (a reload changed the group's
+    /// addresses) adds and removes the difference, leaving the others in place.
+    addresses: Vec<IpNet>,
 }
 
 pub struct NetlinkDataPlane {
@@ -258,6 +261,12 @@ impl NetlinkDataPlane {
 
     async fn hold_vips(&self, vips: &VipSet, until: Instant) -> Result<(), DataPlaneError> {
         let now = Instant::now();
+        let reshaped = (lock(&self.held).get(&vips.group))
+            .filter(|h| h.addresses != vips.addresses)
+            .map(|h| (h.ifindex, h.addresses.clone()));
+        if let Some((ifindex, old)) = reshaped {
+            return self.reshape(vips, ifindex, &old, until).await;
+        }
         let due = refresh_interval(vips.address_lifetime);
         let refresh = lock(&self.held).get_mut(&vips.group).map(|h| {
             h.announcer.extend(until);
@@ -309,8 +318,65 @@ impl NetlinkDataPlane {
                 ifindex,
                 refreshed: now,
                 announcer,
+                addresses: vips.addresses.clone(),
             },
         );
+        Ok(())
+    }
+
+    /// A held group whose addresses changed (a reload): the ones no longer listed are
+    /// removed (always safe), the new set installed under the lease, and announced; the
+    /// addresses in both never leave the interface.
+    async fn reshape(
+        &self,
+        vips: &VipSet,
+        ifindex: u32,
+        old: &[IpNet],
+        until: Instant,
+    ) -> Result<(), DataPlaneError> {
+        let dropped: Vec<IpNet> = (old.iter())
+            .filter(|a| !vips.addresses.contains(a))
+            .copied()
+            .collect();
+        if !dropped.is_empty() {
+            let gone = VipSet {
+                addresses: dropped,
+                ..vips.clone()
+            };
+            self.remove_all(&gone, ifindex)?;
+        }
+        self.install_by(vips, ifindex, until).await?;
+        let expired = || DataPlaneError::LeaseExpired {
+            group: vips.group.clone(),
+        };
+        let (_, mac) = tokio::time::timeout_at(until, self.interface(vips))
+            .await
+            .map_err(|_| expired())??;
+        let target = Target {
+            group: vips.group.clone(),
+            interface: vips.interface.clone(),
+            ifindex,
+            mac,
+            addresses: vips.addresses.iter().map(|a| a.addr()).collect(),
+        };
+        let announcer = Announcer::start(target, vips.announce, until);
+        self.guard.arm(
+            &vips.group,
+            (ifindex, vips.addresses.clone()),
+            until.into_std(),
+        );
+        let old = lock(&self.held).insert(
+            vips.group.clone(),
+            Held {
+                ifindex,
+                refreshed: Instant::now(),
+                announcer,
+                addresses: vips.addresses.clone(),
+            },
+        );
+        if let Some(old) = old {
+            old.announcer.stop();
+        }
         Ok(())
     }
 

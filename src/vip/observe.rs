@@ -11,27 +11,44 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use tokio::time::Instant;
 
 use super::{DataPlane, DataPlaneResult, VipSet};
 
 #[derive(Default)]
 pub struct ObserveOnly {
-    /// Held groups and the `until` of the last `hold` call for each.
-    held: Mutex<BTreeMap<String, Instant>>,
+    /// Held groups: the `until` of the last `hold` call for each, and its addresses.
+    held: Mutex<BTreeMap<String, (Instant, Vec<IpNet>)>>,
+}
+
+/// What a `hold` changed, for the log.
+enum Change {
+    Added,
+    Reshaped { old: Vec<IpNet> },
+    Refreshed,
 }
 
 impl ObserveOnly {
-    /// Records `group` as held until `until` (or forgets it); true if it was not held
-    /// before (resp. was), so that only changes are logged.
-    fn set(&self, group: &str, until: Option<Instant>) -> bool {
-        match self.held.lock() {
-            Ok(mut held) => match until {
-                Some(until) => held.insert(group.to_string(), until).is_none(),
-                None => held.remove(group).is_some(),
-            },
-            Err(_) => false,
+    /// Records `vips` as held until `until`; says what changed, so that only changes are
+    /// logged.
+    fn hold_until(&self, vips: &VipSet, until: Instant) -> Change {
+        let Ok(mut held) = self.held.lock() else {
+            return Change::Refreshed;
+        };
+        let entry = (until, vips.addresses.clone());
+        match held.insert(vips.group.clone(), entry) {
+            None => Change::Added,
+            Some((_, old)) if old != vips.addresses => Change::Reshaped { old },
+            Some(_) => Change::Refreshed,
         }
+    }
+
+    /// Forgets `group`; true if it was held.
+    fn forget(&self, group: &str) -> bool {
+        self.held
+            .lock()
+            .is_ok_and(|mut held| held.remove(group).is_some())
     }
 }
 
@@ -42,9 +59,22 @@ impl DataPlane for ObserveOnly {
 
     fn hold<'a>(&'a self, vips: &'a VipSet, until: Instant) -> DataPlaneResult<'a> {
         Box::pin(async move {
-            if self.set(&vips.group, Some(until)) {
-                tracing::info!(group = %vips.group, interface = %vips.interface, addresses = ?vips.addresses,
-                    "observe-only: would add the VIPs and announce them");
+            match self.hold_until(vips, until) {
+                Change::Added => {
+                    tracing::info!(group = %vips.group, interface = %vips.interface, addresses = ?vips.addresses,
+                        "observe-only: would add the VIPs and announce them")
+                }
+                Change::Reshaped { old } => {
+                    let added: Vec<_> = (vips.addresses.iter())
+                        .filter(|a| !old.contains(a))
+                        .collect();
+                    let removed: Vec<_> = (old.iter())
+                        .filter(|a| !vips.addresses.contains(a))
+                        .collect();
+                    tracing::info!(group = %vips.group, interface = %vips.interface, ?added, ?removed,
+                        "observe-only: would add and remove only these VIPs, the others staying")
+                }
+                Change::Refreshed => {}
             }
             Ok(())
         })
@@ -52,7 +82,7 @@ impl DataPlane for ObserveOnly {
 
     fn release<'a>(&'a self, vips: &'a VipSet) -> DataPlaneResult<'a> {
         Box::pin(async move {
-            if self.set(&vips.group, None) {
+            if self.forget(&vips.group) {
                 tracing::info!(group = %vips.group, interface = %vips.interface, "observe-only: would remove the VIPs");
             }
             Ok(())
@@ -72,7 +102,7 @@ impl DataPlane for ObserveOnly {
         let held = self.held.lock().ok()?;
         Some(
             held.iter()
-                .map(|(group, until)| (group.clone(), until.saturating_duration_since(now)))
+                .map(|(group, (until, _))| (group.clone(), until.saturating_duration_since(now)))
                 .collect(),
         )
     }
