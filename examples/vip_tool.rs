@@ -50,6 +50,12 @@ enum ToolCommand {
         /// Hold once with a hold lease this long and never renew it: a frozen master.
         #[arg(long)]
         lease_ms: Option<u64>,
+        /// After --reshape-after-ms, hold this set instead (a reload changed the group's
+        /// addresses): only the difference may change on the interface.
+        #[arg(long = "reshape-to")]
+        reshape_to: Vec<IpNet>,
+        #[arg(long, default_value = "500")]
+        reshape_after_ms: u64,
     },
     /// Runs the startup check; exit 2 with the error on stderr when it refuses.
     Reconcile {
@@ -133,6 +139,8 @@ async fn run(command: ToolCommand) -> Result<(), String> {
             repeat_after_ms,
             max_s,
             lease_ms,
+            reshape_to,
+            reshape_after_ms,
         } => {
             let announce = Announce {
                 burst_count,
@@ -140,9 +148,13 @@ async fn run(command: ToolCommand) -> Result<(), String> {
                 repeat_after: (repeat_after_ms > 0).then(|| Duration::from_millis(repeat_after_ms)),
                 refresh: None,
             };
+            let reshape = (!reshape_to.is_empty()).then(|| {
+                let set = vip_set(interface.clone(), reshape_to, lifetime_s, announce);
+                (set, Duration::from_millis(reshape_after_ms))
+            });
             let vips = vip_set(interface, addresses, lifetime_s, announce);
             let lease = lease_ms.map(Duration::from_millis);
-            hold(&vips, lease, Duration::from_secs(max_s)).await
+            hold(&vips, lease, Duration::from_secs(max_s), reshape).await
         }
         ToolCommand::Reconcile {
             interface,
@@ -167,8 +179,15 @@ async fn run(command: ToolCommand) -> Result<(), String> {
 }
 
 /// `hold`: holds the VIPs (under a hold lease of `lease`, or renewed every 10 ms without
-/// one) until stdin closes, SIGTERM or `max`, then releases them.
-async fn hold(vips: &VipSet, lease: Option<Duration>, max: Duration) -> Result<(), String> {
+/// one) until stdin closes, SIGTERM or `max`, then releases them; with `reshape`, holds
+/// that other set from its delay on.
+async fn hold(
+    vips: &VipSet,
+    lease: Option<Duration>,
+    max: Duration,
+    mut reshape: Option<(VipSet, Duration)>,
+) -> Result<(), String> {
+    let mut vips = vips.clone();
     let plane = NetlinkDataPlane::new().map_err(|e| e.to_string())?;
     // stdin closing is the test's "release now".
     let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
@@ -187,18 +206,28 @@ async fn hold(vips: &VipSet, lease: Option<Duration>, max: Duration) -> Result<(
         .map_err(|e| e.to_string())?;
     emit(json!({"event": "hold"}));
     let until = lease.map_or_else(far_future, |l| tokio::time::Instant::now() + l);
-    plane.hold(vips, until).await.map_err(|e| e.to_string())?;
+    plane.hold(&vips, until).await.map_err(|e| e.to_string())?;
     emit(json!({"event": "holding"}));
-    let deadline = Instant::now() + max;
+    let started = Instant::now();
+    let deadline = started + max;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     while Instant::now() < deadline {
+        let due = |(_, after): &(VipSet, Duration)| started.elapsed() >= *after;
+        if let Some((set, _)) = reshape.take_if(|r| due(r)) {
+            vips = set;
+            plane
+                .hold(&vips, far_future())
+                .await
+                .map_err(|e| e.to_string())?;
+            emit(json!({"event": "reshaped"}));
+        }
         tokio::select! {
             _ = &mut closed => break,
             _ = term.recv() => break,
-            _ = tick.tick(), if lease.is_none() => plane.hold(vips, far_future()).await.map_err(|e| e.to_string())?,
+            _ = tick.tick(), if lease.is_none() => plane.hold(&vips, far_future()).await.map_err(|e| e.to_string())?,
         }
     }
-    plane.release(vips).await.map_err(|e| e.to_string())?;
+    plane.release(&vips).await.map_err(|e| e.to_string())?;
     emit(json!({"event": "released"}));
     Ok(())
 }

@@ -196,6 +196,60 @@ fn holding_installs_the_vips_with_a_lifetime_and_announces_them() {
     );
 }
 
+/// A reload changed a held group's addresses: the hold with the new set adds the new
+/// address and announces it, removes the dropped one, and the address in both never
+/// leaves the interface (issue 13: "only those addresses change").
+#[test]
+fn a_held_group_whose_addresses_change_keeps_the_ones_in_both() {
+    require_root("the data-plane namespace tests");
+    let mut lab = Lab::new();
+    let gw = lab.host("gw-a");
+    let client = lab.host("client");
+    const VIP4_NEW: &str = "198.18.0.51";
+    let mut watch = lab.watch_addresses(&[&gw], &[VIP4, VIP6, VIP4_NEW]);
+    let mut cap = capture(&mut lab, &client, 3000);
+    let mut holder = hold(
+        &mut lab,
+        &gw,
+        &[
+            "--reshape-to",
+            "198.18.0.50/24",
+            "--reshape-to",
+            "198.18.0.51/24",
+            "--reshape-after-ms",
+            "500",
+        ],
+    );
+    holder.expect("holding", Duration::from_secs(10));
+    let reshaped = holder.expect("reshaped", Duration::from_secs(5));
+    assert!(gw.address(VIP4).is_some(), "{:?}", gw.addresses());
+    assert!(gw.address(VIP4_NEW).is_some(), "{:?}", gw.addresses());
+    assert!(gw.address(VIP6).is_none(), "{:?}", gw.addresses());
+    let frames = cap.collect(Duration::from_secs(5));
+    let announced_new = frames
+        .iter()
+        .filter(|f| field(f, "event") == "arp" && field(f, "sender_ip") == VIP4_NEW)
+        .map(unix_ns)
+        .min()
+        .expect("the new address is announced");
+    figure(&format!(
+        "reshape: hold() with the new set to the new address's first GARP: {:.2} ms",
+        announced_new.saturating_sub(unix_ns(&reshaped)) as f64 / 1e6
+    ));
+    holder.close_stdin();
+    holder.expect("released", Duration::from_secs(5));
+    // The address in both sets was added once and removed once (at the release); the
+    // dropped one added and removed; the new one added and removed.
+    for (vip, changes) in [(VIP4, 2), (VIP6, 2), (VIP4_NEW, 2)] {
+        let history = watch.history(vip);
+        assert_eq!(history.changes, changes, "{vip}: {history:?}");
+    }
+    assert!(gw.addresses().iter().all(|a| {
+        let text = a.to_string();
+        !text.contains(VIP4) && !text.contains(VIP4_NEW)
+    }));
+}
+
 /// A holder whose hold lease ran out (a frozen master, thawed later) must not announce
 /// again: its overdue repeat burst would point the clients back at a host that is about
 /// to drop the VIP.
