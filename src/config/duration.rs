@@ -89,7 +89,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             continue;
         }
         scale /= 10;
-        nanos += digit * scale;
+        nanos = nanos.checked_add(digit * scale).ok_or_else(too_long)?;
     }
     let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| too_long())?;
     // The remainder is below 1e9, so it always fits in u32.

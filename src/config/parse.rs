@@ -379,6 +379,16 @@ fn check_peer_list(
             }
         }
     }
+    let names = peers.iter().map(|p| p.name.as_str());
+    for (a, b, id) in same_ids(names, crate::consensus::types::node_id) {
+        r.error(
+            &peers_span,
+            t.key("peers"),
+            format!(
+                "nodes {a:?} and {b:?} have the same node id {id:#x} (a hash of the name); rename one of them"
+            ),
+        );
+    }
     if peers.len().is_multiple_of(2) && !allow_even_voters {
         r.error(
             &peers_span,
@@ -389,6 +399,23 @@ fn check_peer_list(
             ),
         );
     }
+}
+
+/// Raft knows a node by a hash of its name (`node_id`): two names with one hash would be
+/// one voter. Every pair of names whose `id`s are equal, with that id.
+pub(super) fn same_ids<'a>(
+    names: impl Iterator<Item = &'a str>,
+    id: impl Fn(&str) -> u64,
+) -> Vec<(&'a str, &'a str, u64)> {
+    let mut seen = std::collections::BTreeMap::new();
+    let mut same = Vec::new();
+    for name in names {
+        let hash = id(name);
+        if let Some(other) = seen.insert(hash, name) {
+            same.push((other, name, hash));
+        }
+    }
+    same
 }
 
 /// The other nodes dial this node's peer address, so `listen` must be reachable there:

@@ -62,6 +62,11 @@ impl<'d> Tab<'d> {
     }
 }
 
+/// The longest duration any key takes: a day. Every timer, interval, delay and lifetime
+/// havip has is seconds to minutes; a bound keeps `heartbeat * 3` or `now + interval` from
+/// overflowing on a typo like "10000000000000000000s".
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Collects errors for one file while its tree is walked.
 pub(super) struct Reader<'a> {
     file: &'a Path,
@@ -253,6 +258,8 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A duration no longer than `MAX_DURATION`, so that no arithmetic on it (a timer
+    /// times three, an instant plus an interval) can overflow.
     pub fn duration(&mut self, tab: &Tab<'_>, key: &str) -> Option<At<Duration>> {
         let want = "a duration in quotes, like \"2s\" or \"50ms\"";
         let v = self.value(tab, key, want)?;
@@ -269,6 +276,17 @@ impl<'a> Reader<'a> {
             return None;
         };
         match parse_duration(text) {
+            Ok(d) if d > MAX_DURATION => {
+                self.error(
+                    &v.span(),
+                    tab.key(key),
+                    format!(
+                        "{text:?} is longer than {}, the longest duration havip takes anywhere; write a shorter one",
+                        super::format_duration(MAX_DURATION)
+                    ),
+                );
+                None
+            }
             Ok(d) => Some(At {
                 value: d,
                 span: v.span(),

@@ -991,3 +991,45 @@ fn load_checks_the_key_file() {
         "{absent}"
     );
 }
+
+/// Issue 14 item 7: a duration too long for any arithmetic on it is an error naming the
+/// key, not a panic (`heartbeat * 3` overflowed on "10000000000000000000s").
+#[test]
+fn huge_durations_are_errors_with_the_key_not_panics() {
+    for (from, to, key) in [
+        (
+            "[health]",
+            "[timers]\nheartbeat = \"10000000000000000000s\"\n\n[health]",
+            "timers.heartbeat",
+        ),
+        (
+            "priority = 150",
+            "priority = 150\nfailback_delay = \"25h\"",
+            "vip_group[0].failback_delay",
+        ),
+    ] {
+        let text = with(GATEWAY, from, to);
+        assert_ne!(text, GATEWAY, "{from} is in the base config");
+        let found = errors(&text);
+        assert!(
+            found
+                .iter()
+                .any(|e| e.key == key && e.message.contains("longer than 24h")),
+            "{key}: {found:?}"
+        );
+    }
+    // A decimal whose digits overflow the arithmetic is refused too.
+    assert!(
+        super::parse_duration("340282366920938463463374607431.99999999999h").is_err(),
+        "an overflowing decimal"
+    );
+}
+
+#[test]
+fn two_node_names_with_one_node_id_are_found() {
+    let names = ["gw-a", "gw-b", "witness"];
+    assert!(super::parse::same_ids(names.into_iter(), crate::consensus::types::node_id).is_empty());
+    // With a hash that collides, the pair is named.
+    let same = super::parse::same_ids(names.into_iter(), |n| n.len() as u64);
+    assert_eq!(same, [("gw-a", "gw-b", 4)]);
+}
