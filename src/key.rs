@@ -1,15 +1,17 @@
 //! The cluster key: 32 random bytes, base64 in a file that only its owner may read.
 //! It is the pre-shared key of the Noise handshake between peers (like corosync's
-//! authkey). This module must never log or display the key's bytes.
+//! authkey). This module must never log or display the key's bytes, never follow a
+//! symbolic link to a key, and leaves no copy of them in memory when a key is dropped.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Errors reading or writing a key file; each names the file and says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,16 @@ pub enum KeyError {
         "key file {path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`"
     )]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error(
+        "key file {path} is a symbolic link; havip reads a key only from the file itself: point key_file at it"
+    )]
+    Symlink { path: PathBuf },
+    #[error("key file {path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error(
+        "key file {path} is owned by uid {owner}, neither root nor the user havip runs as (uid {me}, or the havip user when run as root); run `chown {me} {path}`"
+    )]
+    Owner { path: PathBuf, owner: u32, me: u32 },
     #[error(
         "key file {path} does not hold a havip key ({why}); make one with `havip keygen --out {path}`"
     )]
@@ -98,6 +110,27 @@ impl std::fmt::Debug for ClusterKey {
     }
 }
 
+/// Whether a key owned by `owner` may be used by a process running as `me`: root's and
+/// the process's own keys, and for root also the `havip` user's (the package's daemon
+/// user, whose key an operator checks with `havip check-config` as root). Any other owner
+/// could replace the key under the daemon.
+fn may_own_key(owner: u32, me: u32) -> bool {
+    let havip = || {
+        nix::unistd::User::from_name("havip")
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.uid.as_raw() == owner)
+    };
+    owner == 0 || owner == me || (me == 0 && havip())
+}
+
+/// The key's bytes do not outlive it in memory (a core dump, a swapped page).
+impl Drop for ClusterKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl ClusterKey {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
@@ -126,25 +159,43 @@ impl ClusterKey {
 
     /// Parses the file's text (base64 of 32 bytes, surrounding whitespace ignored).
     pub fn from_text(text: &str) -> Result<Self, MalformedKey> {
-        let bytes = STANDARD
-            .decode(text.trim())
-            .map_err(MalformedKey::NotBase64)?;
-        let bytes: [u8; 32] = bytes
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(text.trim())
+                .map_err(MalformedKey::NotBase64)?,
+        );
+        let key: [u8; 32] = bytes
+            .as_slice()
             .try_into()
-            .map_err(|b: Vec<u8>| MalformedKey::WrongLength(b.len()))?;
-        Ok(Self(bytes))
+            .map_err(|_| MalformedKey::WrongLength(bytes.len()))?;
+        Ok(Self(key))
     }
 
-    pub fn to_text(&self) -> String {
-        format!("{}\n", STANDARD.encode(self.0))
+    pub fn to_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("{}\n", STANDARD.encode(self.0)))
     }
 
-    /// Reads a key file, refusing one that group or others can read.
+    /// Reads a key file: opened once, never through a symbolic link, and refused unless
+    /// the open file is a regular file owned by root or by the user havip runs as, and
+    /// readable by its owner only (all checked on the open descriptor, so the file cannot
+    /// be swapped between the check and the read). The text read is wiped afterwards.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let meta = fs::metadata(path).map_err(|source| KeyError::Read {
+        let read_error = |source| KeyError::Read {
             path: path.into(),
             source,
-        })?;
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => KeyError::Symlink { path: path.into() },
+                _ => read_error(e),
+            })?;
+        let meta = file.metadata().map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(KeyError::NotAFile { path: path.into() });
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::TooOpen {
@@ -152,10 +203,16 @@ impl ClusterKey {
                 mode,
             });
         }
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let me = nix::unistd::geteuid().as_raw();
+        if !may_own_key(meta.uid(), me) {
+            return Err(KeyError::Owner {
+                path: path.into(),
+                owner: meta.uid(),
+                me,
+            });
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.read_to_string(&mut text).map_err(read_error)?;
         Self::from_text(&text).map_err(|why| KeyError::Malformed {
             path: path.into(),
             why,
@@ -196,9 +253,38 @@ mod tests {
         assert_eq!(ClusterKey::load(&path).expect("load"), key);
         assert!(key.write_new(&path).is_err(), "never overwrites");
 
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         let err = ClusterKey::load(&path).expect_err("group-readable key is refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    /// Issue 14 item 6: a symbolic link at the key path is refused (a planted link could
+    /// make havip read another file as its key), as is a key owned by another user.
+    #[test]
+    fn a_symlink_or_a_foreign_owner_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real.key");
+        ClusterKey::generate().write_new(&real).expect("write");
+        let link = dir.path().join("cluster.key");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let err = ClusterKey::load(&link).expect_err("a symlink is refused");
+        assert!(matches!(err, KeyError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // Owned by another user (only root can chown; CI runs as root).
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&real, Some(4242), None).expect("chown");
+            let err = ClusterKey::load(&real).expect_err("a foreign owner is refused");
+            assert!(matches!(err, KeyError::Owner { owner: 4242, .. }), "{err}");
+            assert!(err.to_string().contains("chown 0"), "{err}");
+        }
+        let dir_as_key = ClusterKey::load(dir.path()).expect_err("a directory is refused");
+        assert!(
+            matches!(
+                dir_as_key,
+                KeyError::NotAFile { .. } | KeyError::TooOpen { .. }
+            ),
+            "{dir_as_key}"
+        );
     }
 
     #[test]
