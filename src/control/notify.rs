@@ -1,18 +1,20 @@
 //! Notify hooks: the operator's executable, run on every state change of a group with
 //! the group, old and new state in its environment (keepalived's notify_master /
 //! notify_backup / notify_fault, in one script). Hooks run one at a time, in the order
-//! the changes happened, each bounded by the configured timeout; a slow or failing hook
-//! is logged and never delays the hold loop, which only queues the event.
+//! the changes happened, each bounded by the configured timeout and its output bounded
+//! (`platform::child`); a slow or failing hook is logged and never delays the hold loop,
+//! which only queues the event. The queue is bounded: a hook stuck behind more than
+//! `QUEUE_DEPTH` changes makes new ones dropped, counted and logged.
 
 use std::fmt;
-use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::process::Command;
-
-use crate::platform::process_group::ProcessGroup;
 use tokio::sync::{mpsc, watch};
+
+use crate::platform::child::run_bounded;
 
 /// A group's state as a notify hook sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +52,16 @@ pub struct StateChange {
 /// with the hook of when they run.
 #[derive(Clone)]
 pub struct Notifier {
-    queue: mpsc::UnboundedSender<StateChange>,
+    queue: mpsc::Sender<StateChange>,
     hook: Arc<watch::Sender<Hook>>,
+    /// Changes dropped because the queue was full (a hook much slower than the changes).
+    dropped: Arc<AtomicU64>,
 }
+
+/// Changes waiting for the hook at most; beyond, new ones are dropped and counted. A hook
+/// runs at most its timeout, so a full queue means a hook that is stuck or far too slow,
+/// and the log says so rather than havip's memory growing behind it.
+pub const QUEUE_DEPTH: usize = 64;
 
 /// The argv to run and its time limit; `None`: changes are dropped.
 type Hook = Option<(Vec<String>, Duration)>;
@@ -60,7 +69,7 @@ type Hook = Option<(Vec<String>, Duration)>;
 impl Notifier {
     /// A notifier that runs `command` (argv) for each change; `None`: changes are dropped.
     pub fn start(command: Option<Vec<String>>, timeout: Duration) -> Notifier {
-        let (tx, mut rx) = mpsc::unbounded_channel::<StateChange>();
+        let (tx, mut rx) = mpsc::channel::<StateChange>(QUEUE_DEPTH);
         let (hook, current) = watch::channel(hook_of(command, timeout));
         tokio::spawn(async move {
             while let Some(change) = rx.recv().await {
@@ -73,6 +82,7 @@ impl Notifier {
         Notifier {
             queue: tx,
             hook: Arc::new(hook),
+            dropped: Arc::default(),
         }
     }
 
@@ -82,9 +92,23 @@ impl Notifier {
     }
 
     pub fn notify(&self, change: StateChange) {
-        if self.hook.borrow().is_some() {
-            let _ = self.queue.send(change);
+        if self.hook.borrow().is_none() {
+            return;
         }
+        if let Err(mpsc::error::TrySendError::Full(change)) = self.queue.try_send(change) {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // The first, then every 100th: a stuck hook must not flood the log either.
+            if dropped == 1 || dropped.is_multiple_of(100) {
+                tracing::warn!(group = %change.group, dropped,
+                    "notify hook queue full ({QUEUE_DEPTH} waiting): dropped the change {} -> {}; is the hook stuck?",
+                    change.old, change.new);
+            }
+        }
+    }
+
+    /// Changes dropped so far because the hook's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -98,50 +122,40 @@ async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {
     let Some((program, args)) = argv.split_first() else {
         return;
     };
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env("HAVIP_NODE", &change.node)
         .env("HAVIP_GROUP", &change.group)
         .env("HAVIP_OLD_STATE", change.old.to_string())
         .env("HAVIP_NEW_STATE", change.new.to_string())
         .env("HAVIP_TERM", change.term.to_string())
-        .env("HAVIP_REASON", &change.reason)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0)
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
+        .env("HAVIP_REASON", &change.reason);
+    // Bounded in time and output, its process group killed at the timeout, and a
+    // background child it leaves holding the pipes does not hold the queue (`child`).
+    let run = match run_bounded(command, timeout).await {
+        Ok(run) => run,
         Err(e) => {
             tracing::warn!(group = %change.group, "notify hook {program} could not start: {e}");
             return;
         }
     };
-    // Dropped at the timeout: kills the hook and anything it started.
-    let mut group = ProcessGroup::new(child.id());
-    let outcome = tokio::time::timeout(timeout, child.wait_with_output()).await;
-    if outcome.is_ok() {
-        group.disarm();
-    }
-    match outcome {
-        Ok(Ok(out)) if out.status.success() => {
+    match run.status {
+        Some(Ok(status)) if status.success() => {
             tracing::debug!(group = %change.group, "notify hook {program} {} -> {}: ok", change.old, change.new);
         }
-        Ok(Ok(out)) => {
-            let text = String::from_utf8_lossy(if out.stderr.is_empty() {
-                &out.stdout
+        Some(Ok(status)) => {
+            let text = String::from_utf8_lossy(if run.stderr.is_empty() {
+                &run.stdout
             } else {
-                &out.stderr
+                &run.stderr
             });
             let text: String = text.chars().take(300).collect();
             tracing::warn!(group = %change.group, "notify hook {program} {} -> {} failed ({}): {}",
-                change.old, change.new, out.status, text.trim());
+                change.old, change.new, status, text.trim());
         }
-        Ok(Err(e)) => tracing::warn!(group = %change.group, "notify hook {program}: {e}"),
-        // Dropping the future kills the child (kill_on_drop).
-        Err(_) => {
+        Some(Err(e)) => tracing::warn!(group = %change.group, "notify hook {program}: {e}"),
+        None => {
             tracing::warn!(group = %change.group, "notify hook {program} killed after {timeout:?}")
         }
     }
@@ -251,5 +265,27 @@ mod tests {
             text, "MASTER\n",
             "only the change after the hook was set runs it"
         );
+    }
+
+    /// Issue 14 item 4: a hook that hangs does not make the queue grow without bound.
+    #[tokio::test]
+    async fn a_stuck_hook_makes_new_changes_dropped_and_counted() {
+        let notifier = Notifier::start(
+            Some(vec!["/bin/sleep".into(), "30".into()]),
+            Duration::from_secs(30),
+        );
+        for term in 0..(QUEUE_DEPTH as u64 + 20) {
+            notifier.notify(StateChange {
+                node: "gw-a".into(),
+                group: "crm".into(),
+                old: HookState::Backup,
+                new: HookState::Master,
+                term,
+                reason: "test".into(),
+            });
+        }
+        // One runs, QUEUE_DEPTH wait; the rest were dropped at once, not queued.
+        let dropped = notifier.dropped();
+        assert!((19..=20).contains(&dropped), "dropped {dropped}");
     }
 }

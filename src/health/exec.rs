@@ -1,27 +1,21 @@
-//! The exec checker: runs a program (argv, no shell) and passes on exit 0. The child runs
-//! in its own process group, so at the timeout (or when the probe is dropped) the whole
-//! group is killed: a check script's own children (`curl`, `sleep`) must not pile up on
-//! the gateway. Never kills anything but the group it started.
+//! The exec checker: runs a program (argv, no shell) and passes on exit 0. It runs as
+//! every child of havip does (`platform::child`): in its own process group, killed whole
+//! at the timeout, so a check script's own children (`curl`, `sleep`) never pile up on the
+//! gateway, with its output bounded.
 
-use crate::platform::process_group::ProcessGroup;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+
+use crate::platform::child::run_bounded;
 
 use super::{HealthError, ProbeResult, cut, plain, timeout_detail};
 use crate::config::{CheckKind, HealthCheck};
 
-/// Output kept per stream; the rest is read and dropped so the child never blocks on a
-/// full pipe.
-const OUTPUT_LIMIT: usize = 1024;
 /// Output shown in a detail line (and so in logs and status).
 const DETAIL_LIMIT: usize = 200;
-/// After the program exits, how long to wait for its pipes to close. A background
-/// process it left behind may hold them open for ever.
-const PIPE_GRACE: Duration = Duration::from_millis(200);
 
 pub struct ExecChecker {
     argv: Vec<String>,
@@ -49,72 +43,25 @@ impl ExecChecker {
     }
 
     pub async fn probe(&self) -> ProbeResult {
-        let start = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut command = Command::new(&self.argv[0]);
-        command
-            .args(&self.argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // A new group whose id is the child's pid: killpg reaches its children too.
-            .process_group(0)
-            // If the probe is dropped, tokio kills and reaps the child; `ProcessGroup`
-            // kills the rest of the group.
-            .kill_on_drop(true);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        command.args(&self.argv[1..]);
+        let run = match run_bounded(command, self.timeout).await {
+            Ok(run) => run,
             Err(e) => {
                 return ProbeResult::fail(
-                    start.elapsed(),
+                    Duration::ZERO,
                     format!("spawn {}: {}", self.argv[0], plain(&e.to_string())),
                 );
             }
         };
-        let mut group = ProcessGroup::new(child.id());
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-
-        let outcome = {
-            let reading =
-                async { tokio::join!(drain(&mut stdout, &mut out), drain(&mut stderr, &mut err)) };
-            tokio::pin!(reading);
-            tokio::time::timeout_at(deadline, async {
-                let (status, pipes_closed) = tokio::select! {
-                    status = child.wait() => (status, false),
-                    _ = &mut reading => (child.wait().await, true),
-                };
-                let pipes_closed =
-                    pipes_closed || tokio::time::timeout(PIPE_GRACE, &mut reading).await.is_ok();
-                (status, pipes_closed)
-            })
-            .await
-        };
-        let latency = start.elapsed();
-        let output = show_output(&out, &err);
-        match outcome {
-            Err(_) => {
-                group.kill();
-                // Reap it (SIGKILL was sent, so this is quick); bounded all the same.
-                let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
-                ProbeResult::fail(latency, with_output(timeout_detail(self.timeout), &output))
-            }
-            Ok((status, pipes_closed)) => {
-                if pipes_closed {
-                    group.disarm();
-                } else {
-                    // Something the program started still holds its output open.
-                    group.kill();
-                }
-                match status {
-                    Ok(status) => verdict(status, latency, &output),
-                    Err(e) => ProbeResult::fail(
-                        latency,
-                        format!("wait for {}: {}", self.argv[0], plain(&e.to_string())),
-                    ),
-                }
-            }
+        let output = show_output(&run.stdout, &run.stderr);
+        match run.status {
+            None => ProbeResult::fail(run.took, with_output(timeout_detail(self.timeout), &output)),
+            Some(Ok(status)) => verdict(status, run.took, &output),
+            Some(Err(e)) => ProbeResult::fail(
+                run.took,
+                format!("wait for {}: {}", self.argv[0], plain(&e.to_string())),
+            ),
         }
     }
 }
@@ -148,19 +95,4 @@ fn show_output(out: &[u8], err: &[u8]) -> String {
     );
     let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
     cut(&folded, DETAIL_LIMIT)
-}
-
-/// Reads a pipe to its end, keeping the first `OUTPUT_LIMIT` bytes.
-async fn drain<R: AsyncRead + Unpin>(pipe: &mut Option<R>, kept: &mut Vec<u8>) {
-    let Some(pipe) = pipe else { return };
-    let mut chunk = [0u8; 4096];
-    loop {
-        match pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-    }
 }

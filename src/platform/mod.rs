@@ -1,6 +1,8 @@
 //! How havip uses what it runs on: one small policy per thing underneath it, each in its
 //! own file, none knowing about VIPs, groups, peers or Raft.
 //!
+//! - `child`: child programs (exec checks, notify hooks): own process group, bounded
+//!   output, bounded time.
 //! - `lock`: std's mutexes, taken shrugging off poisoning (why: its doc).
 //! - `process_group`: the kernel's process groups, so a child a probe or hook started dies
 //!   with it.
@@ -13,6 +15,7 @@
 //! root: it is the hold loop's counters, a pure part of the domain. `vip::raw`, the one
 //! `unsafe` module, stays with the data plane whose sockets it opens.)
 
+pub mod child;
 pub(crate) mod lock;
 pub mod process_group;
 pub mod timer_grid;
