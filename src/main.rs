@@ -188,6 +188,11 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread exists (capabilities are per thread): the children havip
+    // starts (exec checks, notify hooks) must not inherit its CAP_NET_ADMIN/CAP_NET_RAW.
+    if let Err(e) = havip::platform::child::drop_inherited_capabilities() {
+        eprintln!("havip: warning: cannot clear the inheritable capabilities: {e}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         CliCommand::Run {

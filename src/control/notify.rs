@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
-use crate::platform::child::run_bounded;
+use crate::platform::child::{ChildSpec, run_bounded};
 
 /// A group's state as a notify hook sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,18 +121,21 @@ async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {
     let Some((program, args)) = argv.split_first() else {
         return;
     };
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env("HAVIP_NODE", &change.node)
-        .env("HAVIP_GROUP", &change.group)
-        .env("HAVIP_OLD_STATE", change.old.to_string())
-        .env("HAVIP_NEW_STATE", change.new.to_string())
-        .env("HAVIP_TERM", change.term.to_string())
-        .env("HAVIP_REASON", &change.reason);
+    let spec = ChildSpec {
+        program,
+        args,
+        env: vec![
+            ("HAVIP_NODE", change.node.clone()),
+            ("HAVIP_GROUP", change.group.clone()),
+            ("HAVIP_OLD_STATE", change.old.to_string()),
+            ("HAVIP_NEW_STATE", change.new.to_string()),
+            ("HAVIP_TERM", change.term.to_string()),
+            ("HAVIP_REASON", change.reason.clone()),
+        ],
+    };
     // Bounded in time and output, its process group killed at the timeout, and a
     // background child it leaves holding the pipes does not hold the queue (`child`).
-    let run = match run_bounded(command, timeout).await {
+    let run = match run_bounded(spec, timeout).await {
         Ok(run) => run,
         Err(e) => {
             tracing::warn!(group = %change.group, "notify hook {program} could not start: {e}");

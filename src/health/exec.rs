@@ -7,9 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::process::Command;
-
-use crate::platform::child::run_bounded;
+use crate::platform::child::{ChildSpec, run_bounded};
 
 use super::{HealthError, ProbeResult, cut, plain, timeout_detail};
 use crate::config::{CheckKind, HealthCheck};
@@ -43,9 +41,12 @@ impl ExecChecker {
     }
 
     pub async fn probe(&self) -> ProbeResult {
-        let mut command = Command::new(&self.argv[0]);
-        command.args(&self.argv[1..]);
-        let run = match run_bounded(command, self.timeout).await {
+        let spec = ChildSpec {
+            program: &self.argv[0],
+            args: &self.argv[1..],
+            env: Vec::new(),
+        };
+        let run = match run_bounded(spec, self.timeout).await {
             Ok(run) => run,
             Err(e) => {
                 return ProbeResult::fail(

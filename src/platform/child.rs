@@ -1,5 +1,8 @@
 //! Runs a child program the way havip runs every one of them (exec health checks, notify
-//! hooks): in a process group of its own, stdin closed, at most `OUTPUT_LIMIT` bytes of
+//! hooks): with a minimal environment (`PATH`, `LANG` and what the caller passes; nothing
+//! of the daemon's, such as `NOTIFY_SOCKET` or `JOURNAL_STREAM`), without the daemon's
+//! capabilities (`drop_inherited_capabilities`, at start), in a process group of its own,
+//! stdin closed, at most `OUTPUT_LIMIT` bytes of
 //! each output stream kept (the rest read and dropped, so the child never blocks on a
 //! full pipe), and bounded in time. At the time limit, or when a background process it
 //! left behind keeps its pipes open after it exited, the whole group is killed: nothing
@@ -34,12 +37,28 @@ pub struct Finished {
     pub took: Duration,
 }
 
-/// Starts `command` (stdin, stdout, stderr and the process group are set here) and waits
-/// for it, for at most `limit`. `Err`: it could not be started.
-pub async fn run_bounded(mut command: Command, limit: Duration) -> io::Result<Finished> {
+/// The `PATH` a child gets: the system's directories, as systemd gives services.
+pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to run: a program (no shell), its arguments, and the variables it gets besides
+/// `PATH` and `LANG`.
+pub struct ChildSpec<'a> {
+    pub program: &'a str,
+    pub args: &'a [String],
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// Starts `spec` and waits for it, for at most `limit`. `Err`: it could not be started.
+pub async fn run_bounded(spec: ChildSpec<'_>, limit: Duration) -> io::Result<Finished> {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + limit;
+    let mut command = Command::new(spec.program);
     command
+        .args(spec.args)
+        .env_clear()
+        .env("PATH", CHILD_PATH)
+        .env("LANG", "C.UTF-8")
+        .envs(spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -94,6 +113,17 @@ pub async fn run_bounded(mut command: Command, limit: Duration) -> io::Result<Fi
     })
 }
 
+/// Clears this thread's ambient and inheritable capabilities, which a child would
+/// otherwise get at `execve` (systemd's `AmbientCapabilities=` puts CAP_NET_ADMIN and
+/// CAP_NET_RAW there for the daemon): an exec check or a notify hook must not be able to
+/// move addresses or send raw frames. The daemon keeps its own (permitted, effective).
+/// Capabilities are per thread, so this runs first in `main`, before any other thread
+/// exists; every thread started after inherits the cleared sets.
+pub fn drop_inherited_capabilities() -> Result<(), caps::errors::CapsError> {
+    caps::clear(None, caps::CapSet::Ambient)?;
+    caps::clear(None, caps::CapSet::Inheritable)
+}
+
 /// Reads a pipe to its end, keeping the first `OUTPUT_LIMIT` bytes.
 async fn drain<R: AsyncRead + Unpin>(pipe: &mut Option<R>, kept: &mut Vec<u8>) {
     let Some(pipe) = pipe else { return };
@@ -113,10 +143,60 @@ async fn drain<R: AsyncRead + Unpin>(pipe: &mut Option<R>, kept: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn sh(script: &str) -> Command {
-        let mut command = Command::new("/bin/sh");
-        command.args(["-c", script]);
-        command
+    fn sh(script: &str) -> ChildSpec<'static> {
+        let args = Box::leak(Box::new(vec!["-c".to_string(), script.to_string()]));
+        ChildSpec {
+            program: "/bin/sh",
+            args,
+            env: vec![("HAVIP_TEST", "yes".into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_gets_a_minimal_environment() {
+        let run = run_bounded(sh("env | sort"), Duration::from_secs(5))
+            .await
+            .expect("spawn");
+        let env = String::from_utf8_lossy(&run.stdout).into_owned();
+        let mut names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+        names.retain(|n| !["PWD", "SHLVL", "_"].contains(n)); // the shell's own
+        assert_eq!(names, ["HAVIP_TEST", "LANG", "PATH"], "{env}");
+    }
+
+    /// Issue 14 item 3: a child started after `drop_inherited_capabilities` has no ambient
+    /// capabilities, though the thread that starts it had some. Runs in a thread of its
+    /// own (capabilities are per thread) and needs root to raise one first.
+    #[test]
+    fn children_do_not_inherit_the_daemons_capabilities() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to raise an ambient capability");
+            return;
+        }
+        let amb = std::thread::spawn(|| {
+            let raise = |set| caps::raise(None, set, caps::Capability::CAP_NET_RAW);
+            raise(caps::CapSet::Inheritable).expect("inheritable");
+            raise(caps::CapSet::Ambient).expect("ambient");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let cap_amb = |runtime: &tokio::runtime::Runtime| {
+                let run = runtime
+                    .block_on(run_bounded(
+                        sh("grep CapAmb /proc/self/status"),
+                        Duration::from_secs(5),
+                    ))
+                    .expect("spawn");
+                String::from_utf8_lossy(&run.stdout).trim().to_string()
+            };
+            let before = cap_amb(&runtime);
+            drop_inherited_capabilities().expect("drop");
+            (before, cap_amb(&runtime))
+        })
+        .join()
+        .expect("thread");
+        assert_ne!(amb.0, "CapAmb:\t0000000000000000", "the control: raised");
+        assert_eq!(amb.1, "CapAmb:\t0000000000000000");
     }
 
     #[tokio::test]
