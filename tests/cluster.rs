@@ -662,3 +662,57 @@ fn with_release_nobody_holds_when_every_gateway_is_unhealthy() {
     cluster.wait_holder("gw-b", Duration::from_secs(5));
     cluster.assert_never_two_holders();
 }
+
+/// Issue 14 item 5: the kernel's credentials of the caller decide who may change the
+/// cluster. A socket an operator widened to 0666 (for a monitoring user's `status`) still
+/// answers `failover` and `reload` only to root, the daemon's user or the socket's group.
+#[test]
+fn only_privileged_callers_may_change_the_cluster_through_the_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = lock();
+    let cluster = Cluster::start(36, Options::default());
+    cluster.wait_formed("gw-a");
+    let socket = &cluster.nodes["gw-a"].socket;
+    for dir in [cluster.dir.path(), socket.parent().expect("node dir")] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(support::bin())
+            .args(args)
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .expect("setpriv");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, text) = as_nobody(&["status"]);
+    assert_eq!(code, 0, "status is read-only: {text}");
+    for args in [
+        &["failover", "--to", "gw-b"][..],
+        &["maintenance", "on", "gw-a"][..],
+        &["reload"][..],
+    ] {
+        let (code, text) = as_nobody(args);
+        assert_ne!(code, 0, "{args:?}: {text}");
+        assert!(text.contains("permission denied"), "{args:?}: {text}");
+        assert!(text.contains("uid 65534"), "{args:?}: {text}");
+    }
+    // Root still may; nothing moved meanwhile.
+    let since = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.assert_sole_holder_since("gw-a", since);
+    let (code, text) = cluster.cli("gw-a", &["reload"]);
+    assert_eq!(code, 0, "{text}");
+}

@@ -83,11 +83,24 @@ pub fn serve(
     Serving { stop, task }
 }
 
-/// The control socket's handler over `control`.
+/// The control socket's handler over `control`: requests that change the cluster only
+/// from a caller allowed to (`socket::may_change`), the others from anyone who can reach
+/// the socket.
 fn socket_handler(control: Arc<Control>) -> socket::Handler {
-    Arc::new(move |request| {
+    Arc::new(move |request, caller| {
         let control = control.clone();
-        Box::pin(async move { handle_request(&control, request).await })
+        Box::pin(async move {
+            if request.changes_the_cluster() && !caller.may_change {
+                return Response::Error {
+                    message: format!(
+                        "permission denied: {} changes the cluster; run it as root or as a member of the control socket's group (uid {} is neither)",
+                        request.command_name(),
+                        caller.uid
+                    ),
+                };
+            }
+            handle_request(&control, request).await
+        })
     })
 }
 

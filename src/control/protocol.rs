@@ -37,6 +37,28 @@ pub enum Request {
     Reload,
 }
 
+impl Request {
+    /// Whether answering it changes the cluster (only callers allowed to may send it).
+    pub fn changes_the_cluster(&self) -> bool {
+        matches!(
+            self,
+            Request::Failover { .. } | Request::Maintenance { .. } | Request::Reload
+        )
+    }
+
+    /// The CLI command that sends it, for messages.
+    pub fn command_name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Holdings | Request::Held => "a watcher's poll",
+            Request::History { .. } => "history",
+            Request::Failover { .. } => "failover",
+            Request::Maintenance { .. } => "maintenance",
+            Request::Reload => "reload",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
