@@ -278,6 +278,51 @@ async fn a_key_rollover_keeps_the_link_up_at_every_step() {
     assert!(stale.mesh.connected().borrow().is_empty());
 }
 
+/// Issue 14 item 1: a connection from an address no peer has is closed before anything is
+/// read or allocated, and a flood of silent connections from a peer's address holds at
+/// most a bounded number of handshakes while the established link keeps answering.
+#[tokio::test]
+async fn strangers_are_closed_unread_and_a_flood_is_capped() {
+    init_logs();
+    let key = ClusterKey::generate();
+    let c = cluster_on_own_ips(&["a", "b"]);
+    let a = start("a", &c, &key, None).await;
+    let b = start("b", &c, &key, None).await;
+    wait_connected(&a, &["b"], WAIT).await;
+    let b_addr = c[1].1;
+    let from = |ip: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(ip.parse().expect("ip"), 0))
+            .expect("bind source");
+        socket
+    };
+    // A stranger (127.0.0.99 is no peer's address).
+    let stranger = from("127.0.0.99").connect(b_addr).await.expect("connect");
+    wait_for("b to close the stranger", WAIT, || {
+        b.mesh.counters().unknown_source >= 1
+    })
+    .await;
+    drop(stranger);
+    // 100 silent connections from a's address (the peer that dials b).
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        if let Ok(s) = from("127.0.0.11").connect(b_addr).await {
+            flood.push(s);
+        }
+    }
+    wait_for("b to refuse the flood beyond its cap", WAIT, || {
+        b.mesh.counters().handshakes_full >= 50
+    })
+    .await;
+    // The established link still answers both ways.
+    let answer = a.mesh.request("b", 1, vec![5], RPC).await.expect("a -> b");
+    assert!(answer.ends_with(&[5]), "{answer:?}");
+    let answer = b.mesh.request("a", 1, vec![6], RPC).await.expect("b -> a");
+    assert!(answer.ends_with(&[6]), "{answer:?}");
+    drop(flood);
+}
+
 #[tokio::test]
 async fn wrong_key_is_rejected_and_the_good_pair_keeps_working() {
     init_logs();

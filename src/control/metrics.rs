@@ -412,18 +412,36 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 }
 
 /// Answers every HTTP request on `listener` with the current metrics until `shutdown`.
+/// Scrapes served at once; more connections are closed at once.
+const MAX_SCRAPES: usize = 16;
+
+/// After a failed accept (out of descriptors), how long the listener waits.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 pub async fn serve(
     listener: TcpListener,
     source: SnapshotSource,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => {
-                let Ok((mut stream, _)) = accepted else { continue };
+                let mut stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Usually EMFILE: pause instead of spinning on the daemon's thread.
+                        tracing::debug!("metrics listener: accept failed: {e}");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                // More scrapes at once than any Prometheus makes: close the rest.
+                let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
                 let source = source.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     // Read (bounded, with a deadline) whatever request line came; every
                     // path gets the metrics, which is what scrapers and curl expect.
                     let mut buf = [0u8; 2048];

@@ -32,6 +32,8 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
         peers_connected: control.mesh.connected().borrow().len(),
         peers_configured: control.members.all.len().saturating_sub(1),
         rejected: vec![
+            ("unknown_source", counters.unknown_source),
+            ("handshakes_full", counters.handshakes_full),
             ("handshake", counters.rejected_handshakes),
             ("malformed_frame", counters.malformed_frames),
             ("unknown_version", counters.unknown_version),

@@ -313,7 +313,10 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let refused = call(&path, &Request::Status, Duration::from_secs(2)).await;
-        assert!(refused.is_err(), "the 65th connection must be closed: {refused:?}");
+        assert!(
+            refused.is_err(),
+            "the 65th connection must be closed: {refused:?}"
+        );
         drop(silent);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let served = call(&path, &Request::Status, Duration::from_secs(2)).await;

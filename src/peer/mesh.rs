@@ -88,6 +88,12 @@ pub trait RequestHandler: Send + Sync + 'static {
 /// A snapshot of the ways peer input was bad, and of how often links came back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MeshCounters {
+    /// Connections from an address that is no configured peer's: closed before anything
+    /// is read or allocated for them.
+    pub unknown_source: u64,
+    /// Connections closed unread because `MAX_PENDING` handshakes (or
+    /// `MAX_PENDING_PER_SOURCE` from that address) were under way.
+    pub handshakes_full: u64,
     /// Noise handshakes that failed: wrong key, garbage, silence, a peer closing early.
     pub rejected_handshakes: u64,
     /// Frames that failed to decrypt or decode after the handshake, or broke the protocol.
@@ -166,11 +172,22 @@ impl Mesh {
             source,
         })?;
 
+        let own = config
+            .peers
+            .iter()
+            .find(|(name, _)| *name == config.self_name);
+        let source_ip = match (local_addr.ip().is_unspecified(), own) {
+            (true, Some((_, addr))) => addr.ip(),
+            _ => local_addr.ip(),
+        };
         let stop = shutdown.child_token();
         let shared = Arc::new(Shared {
             self_name: config.self_name,
             local_addr,
             keys: std::sync::RwLock::new(config.keys),
+            peer_ips: peers.values().map(SocketAddr::ip).collect(),
+            source_ip,
+            pending: Mutex::new(HashMap::new()),
             peers,
             handler,
             links: Mutex::new(HashMap::new()),
@@ -322,6 +339,14 @@ struct Shared {
     keys: std::sync::RwLock<ClusterKeys>,
     /// Every other node, by name.
     peers: BTreeMap<String, SocketAddr>,
+    /// The address this node dials from: its listen address, or its configured peer
+    /// address when it listens on every address (0.0.0.0 or ::).
+    source_ip: std::net::IpAddr,
+    /// The addresses peers connect from (they dial from their configured address): a
+    /// connection from any other is closed unread.
+    peer_ips: HashSet<std::net::IpAddr>,
+    /// Handshakes under way, in all and per source address.
+    pending: Mutex<HashMap<std::net::IpAddr, usize>>,
     handler: Arc<dyn RequestHandler>,
     /// The live connection to each peer, at most one.
     links: Mutex<HashMap<String, Arc<Connection>>>,
@@ -336,6 +361,10 @@ struct Shared {
 
 #[derive(Default)]
 struct Counters {
+    /// Connections from an address that is no configured peer's, closed unread.
+    unknown_source: AtomicU64,
+    /// Connections closed unread because too many handshakes were pending.
+    handshakes_full: AtomicU64,
     rejected_handshakes: AtomicU64,
     malformed_frames: AtomicU64,
     unknown_version: AtomicU64,
@@ -349,6 +378,8 @@ struct Counters {
 impl Counters {
     fn snapshot(&self) -> MeshCounters {
         MeshCounters {
+            unknown_source: self.unknown_source.load(Ordering::Relaxed),
+            handshakes_full: self.handshakes_full.load(Ordering::Relaxed),
             rejected_handshakes: self.rejected_handshakes.load(Ordering::Relaxed),
             malformed_frames: self.malformed_frames.load(Ordering::Relaxed),
             unknown_version: self.unknown_version.load(Ordering::Relaxed),
@@ -401,6 +432,29 @@ impl Shared {
     }
 
     /// Makes `conn` the peer's connection, closing any older one.
+    /// Whether a node that says it is `name` (after the handshake) may dial this one: a
+    /// configured peer that sorts lower. Counted and logged when not.
+    fn admits(&self, name: &str, addr: SocketAddr) -> bool {
+        if self.peers.contains_key(name) && *name < *self.self_name {
+            return true;
+        }
+        bump(&self.counters.unknown_peer);
+        let why = if self.peers.contains_key(name) {
+            format!(
+                "node {name} sorts higher than {}, so this node dials it, not the other way round",
+                self.self_name
+            )
+        } else {
+            format!("node {name:?} is not in this node's peer list; add it to every node's config")
+        };
+        self.warn_limited(
+            &addr.ip().to_string(),
+            "unknown-peer",
+            format_args!("rejected {addr}: {why}"),
+        );
+        false
+    }
+
     fn keys(&self) -> ClusterKeys {
         (self.keys.read())
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -562,7 +616,29 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, addr)) => {
-                shared.tasks.spawn(accept_one(shared.clone(), stream, addr));
+                if !shared.peer_ips.contains(&addr.ip()) {
+                    bump(&shared.counters.unknown_source);
+                    shared.warn_limited(
+                        &addr.ip().to_string(),
+                        "unknown-source",
+                        format_args!(
+                            "closed a connection from {addr}: no configured peer has that address"
+                        ),
+                    );
+                    continue;
+                }
+                let Some(pending) = Pending::take(&shared, addr) else {
+                    bump(&shared.counters.handshakes_full);
+                    shared.warn_limited(
+                        &addr.ip().to_string(),
+                        "handshakes-full",
+                        format_args!("closed a connection from {addr}: too many handshakes under way ({MAX_PENDING} in all, {MAX_PENDING_PER_SOURCE} per address)"),
+                    );
+                    continue;
+                };
+                shared
+                    .tasks
+                    .spawn(accept_one(shared.clone(), stream, addr, pending));
             }
             Err(e) => {
                 // Usually EMFILE: pause rather than spin.
@@ -581,8 +657,54 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     tracing::debug!(listen = %shared.local_addr, "peer listener closed");
 }
 
+/// Handshakes under way at most, in all: a flood of silent connections from a peer's
+/// address holds at most this many tasks and buffers, each for at most the handshake
+/// timeout, and the daemon's own descriptors (checks, announcements) stay free.
+const MAX_PENDING: usize = 64;
+/// ... and from one address (a peer reconnecting needs one).
+const MAX_PENDING_PER_SOURCE: usize = 8;
+
+/// One handshake under way, counted until dropped.
+struct Pending {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl Pending {
+    fn take(shared: &Arc<Shared>, addr: SocketAddr) -> Option<Pending> {
+        let mut pending = lock(&shared.pending);
+        let total: usize = pending.values().sum();
+        let here = pending.entry(addr.ip()).or_insert(0);
+        if total >= MAX_PENDING || *here >= MAX_PENDING_PER_SOURCE {
+            return None;
+        }
+        *here += 1;
+        Some(Pending {
+            shared: shared.clone(),
+            ip: addr.ip(),
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.shared.pending);
+        if let Some(n) = pending.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                pending.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Handshake, Hello check and then the connection's life, for one accepted socket.
-async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+async fn accept_one(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    pending: Pending,
+) {
     let shutdown = shared.shutdown.clone();
     let setup = async {
         if let Err(e) = tune(&stream) {
@@ -626,23 +748,7 @@ async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr
                 return None;
             }
         };
-        if !(shared.peers.contains_key(&name) && name < shared.self_name) {
-            bump(&shared.counters.unknown_peer);
-            let why = if shared.peers.contains_key(&name) {
-                format!(
-                    "node {name} sorts higher than {}, so this node dials it, not the other way round",
-                    shared.self_name
-                )
-            } else {
-                format!(
-                    "node {name:?} is not in this node's peer list; add it to every node's config"
-                )
-            };
-            shared.warn_limited(
-                &addr.ip().to_string(),
-                "unknown-peer",
-                format_args!("rejected {addr}: {why}"),
-            );
+        if !shared.admits(&name, addr) {
             return None;
         }
         let me = Frame::new(Kind::Hello, 0, 0, shared.self_name.clone().into_bytes());
@@ -656,6 +762,7 @@ async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr
         () = shutdown.cancelled() => None,
         established = setup => established,
     };
+    drop(pending);
     if let Some((name, reader, writer, key_id)) = established {
         run_connection(shared, name, addr, (reader, writer), key_id).await;
     }
@@ -738,8 +845,9 @@ async fn dial(
         TcpSocket::new_v6()
     }
     .map_err(other)?;
-    // From our own listen IP, so per-node firewall rules see the node's address.
-    let source = SocketAddr::new(shared.local_addr.ip(), 0);
+    // From our own address, so per-node firewall rules, and the peer's check that a
+    // connection comes from a configured peer's address, see the node's address.
+    let source = SocketAddr::new(shared.source_ip, 0);
     socket
         .bind(source)
         .map_err(|e| DialError::Other(format!("cannot bind source address {source}: {e}")))?;
