@@ -29,6 +29,7 @@ use crate::group::GroupStopped;
 use crate::group::tasks::{self, GroupTasks, NodeParts, RunningGroup};
 use crate::health::{HealthFacts, HealthReport, LiveHealth};
 use crate::peer::{Mesh, MeshConfig};
+use crate::platform::watches::child_signal;
 use crate::systemd::{GroupLoopFeed, Systemd};
 use crate::vip::link::LinkWatch;
 use crate::vip::{self, DataPlane, VipSet};
@@ -289,7 +290,7 @@ impl Node {
             raft_service: self.peer_handler.raft.clone(),
             notifier: joined.notifier.clone(),
         };
-        let (stop, stopped) = GroupTasks::stop_signal(shutdown);
+        let (stop, stopped) = child_signal(shutdown);
         let vips = VipSet::of(group);
         let mut running = tasks::spawn(&parts, group, &vips, raft, &stopped, &joined.fatal_tx);
         let (name, handle) = GroupHandle::of(&running);

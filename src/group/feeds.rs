@@ -5,6 +5,8 @@
 
 use tokio::sync::watch;
 
+use crate::platform::watches::changed_or_never;
+
 use super::machine::LocalInputs;
 use crate::health::HealthFacts;
 
@@ -38,15 +40,6 @@ impl FactFeeds {
             changed = changed_or_never(&mut self.link_up) => changed,
             changed = changed_or_never(&mut self.health) => changed,
         }
-    }
-}
-
-pub(super) async fn changed_or_never<T>(
-    feed: &mut Option<watch::Receiver<T>>,
-) -> Result<(), watch::error::RecvError> {
-    match feed {
-        Some(feed) => feed.changed().await,
-        None => std::future::pending().await,
     }
 }
 

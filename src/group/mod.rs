@@ -33,11 +33,11 @@ use crate::consensus::types::{NodeId, RaftMetrics, Vote, node_id};
 use crate::control::notify::{HookState, Notifier};
 use crate::hold::{self, TICK, hold_lease};
 use crate::lateness::Lateness;
+use crate::platform::watches::changed_or_never;
 use crate::policy::GroupRules;
 use crate::systemd::LoopBeat;
 use crate::vip::{DataPlane, VipSet};
 pub use feeds::FactFeeds;
-use feeds::changed_or_never;
 pub use machine::LocalInputs;
 use machine::{
     Action, GroupConfig, GroupMachine, IDLE_WAKE, Observation, PeerSeen, Snapshot, TransferReason,

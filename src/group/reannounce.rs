@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 
 use tokio::sync::watch;
 
+use crate::platform::watches::changed_or_never;
+
 use super::machine::Observation;
 
 /// The edges one group's loop announces on.
@@ -84,15 +86,6 @@ impl ReannounceFeeds {
         let new_peer = now.difference(&self.before).next().is_some();
         self.before = now;
         new_peer
-    }
-}
-
-async fn changed_or_never<T>(
-    feed: &mut Option<watch::Receiver<T>>,
-) -> Result<(), watch::error::RecvError> {
-    match feed {
-        Some(feed) => feed.changed().await,
-        None => std::future::pending().await,
     }
 }
 

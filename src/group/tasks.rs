@@ -119,20 +119,3 @@ pub struct GroupTasks {
     pub settings: watch::Sender<VipGroup>,
     pub task: JoinHandle<()>,
 }
-
-impl GroupTasks {
-    /// The group's own stop signal, turned on by the daemon's `shutdown` too.
-    pub fn stop_signal(
-        shutdown: &watch::Receiver<bool>,
-    ) -> (watch::Sender<bool>, watch::Receiver<bool>) {
-        let (stop, stopped) = watch::channel(*shutdown.borrow());
-        let (mut daemon, forward) = (shutdown.clone(), stop.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = daemon.wait_for(|down| *down) => { let _ = forward.send(true); }
-                _ = forward.closed() => {}
-            }
-        });
-        (stop, stopped)
-    }
-}

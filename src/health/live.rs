@@ -13,6 +13,7 @@ use super::facts::HealthFacts;
 use super::report::HealthReport;
 use super::scheduler::HealthMonitor;
 use crate::config::{HealthCheck, HealthSection};
+use crate::platform::watches::child_signal;
 
 /// How long a reload waits at most for the new checks' first results, beyond their
 /// longest interval and timeout; then it switches anyway (the feed says "pending" and no
@@ -92,19 +93,6 @@ impl LiveHealth {
     pub async fn stopped(self) {
         self.running.monitor.stopped().await;
     }
-}
-
-/// A stop switch of its own, turned on by `shutdown` too.
-fn child_signal(shutdown: &watch::Receiver<bool>) -> (watch::Sender<bool>, watch::Receiver<bool>) {
-    let (stop, stopped) = watch::channel(*shutdown.borrow());
-    let (mut parent, forward) = (shutdown.clone(), stop.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = parent.wait_for(|down| *down) => { let _ = forward.send(true); }
-            _ = forward.closed() => {}
-        }
-    });
-    (stop, stopped)
 }
 
 /// Copies `from`'s reports into `to` until `stop`.

@@ -6,6 +6,7 @@
 //! - `lock`: std's mutexes, taken shrugging off poisoning (why: its doc).
 //! - `process_group`: the kernel's process groups, so a child a probe or hook started dies
 //!   with it.
+//! - `watches`: tokio's watch channels: an optional feed, a child stop switch.
 //! - `timer_grid`: tokio's timer wheel, so a timer that is moved on before it runs out
 //!   costs no wake-up.
 //!
@@ -19,3 +20,4 @@ pub mod child;
 pub(crate) mod lock;
 pub mod process_group;
 pub mod timer_grid;
+pub mod watches;

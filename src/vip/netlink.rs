@@ -299,6 +299,13 @@ impl NetlinkDataPlane {
             }
             return Err(e);
         }
+        self.now_held(vips, ifindex, mac, now, until);
+        Ok(())
+    }
+
+    /// `vips` are on the interface: announce them, arm the deadline guard with them, and
+    /// record them as held (a previous record's announcer stops).
+    fn now_held(&self, vips: &VipSet, ifindex: u32, mac: [u8; 6], now: Instant, until: Instant) {
         let target = Target {
             group: vips.group.clone(),
             interface: vips.interface.clone(),
@@ -312,16 +319,15 @@ impl NetlinkDataPlane {
             (ifindex, vips.addresses.clone()),
             until.into_std(),
         );
-        lock(&self.held).insert(
-            vips.group.clone(),
-            Held {
-                ifindex,
-                refreshed: now,
-                announcer,
-                addresses: vips.addresses.clone(),
-            },
-        );
-        Ok(())
+        let held = Held {
+            ifindex,
+            refreshed: now,
+            announcer,
+            addresses: vips.addresses.clone(),
+        };
+        if let Some(old) = lock(&self.held).insert(vips.group.clone(), held) {
+            old.announcer.stop();
+        }
     }
 
     /// A held group whose addresses changed (a reload): the ones no longer listed are
@@ -352,31 +358,7 @@ impl NetlinkDataPlane {
         let (_, mac) = tokio::time::timeout_at(until, self.interface(vips))
             .await
             .map_err(|_| expired())??;
-        let target = Target {
-            group: vips.group.clone(),
-            interface: vips.interface.clone(),
-            ifindex,
-            mac,
-            addresses: vips.addresses.iter().map(|a| a.addr()).collect(),
-        };
-        let announcer = Announcer::start(target, vips.announce, until);
-        self.guard.arm(
-            &vips.group,
-            (ifindex, vips.addresses.clone()),
-            until.into_std(),
-        );
-        let old = lock(&self.held).insert(
-            vips.group.clone(),
-            Held {
-                ifindex,
-                refreshed: Instant::now(),
-                announcer,
-                addresses: vips.addresses.clone(),
-            },
-        );
-        if let Some(old) = old {
-            old.announcer.stop();
-        }
+        self.now_held(vips, ifindex, mac, Instant::now(), until);
         Ok(())
     }
 
