@@ -3,7 +3,8 @@
 //! cluster tests' 10 ms watcher. A majority is three, so the VIP survives the loss of any
 //! two nodes that leave a gateway: the master and a witness (the VIP moves within the
 //! hard-failure budget), two witnesses or the backup and a witness (it does not move at
-//! all), and a graceful stop of two. Never two holders, never a witness. The example files
+//! all), and a graceful stop of two; with three gone there is no majority and the master
+//! lets go within its lease. Never two holders, never a witness. The example files
 //! of the deployment (`conf/five-voters/`) pass `havip check-config` together.
 
 #[path = "support/figures.rs"]
@@ -165,5 +166,29 @@ fn a_graceful_stop_of_the_master_and_a_witness_hands_over() {
     let since = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     cluster.assert_sole_holder_since("gw-b", since);
+    cluster.assert_never_two_holders();
+}
+
+#[test]
+fn three_nodes_lost_leave_no_majority_and_the_master_lets_go_within_its_lease() {
+    let _serial = lock();
+    let mut cluster = five(54);
+    for node in ["gw-b", "witness-crm-1", "witness-crm-2"] {
+        cluster.kill(node);
+    }
+    // gw-a and one witness are two of five: no quorum acknowledges gw-a any more, so it
+    // lets go at the end of the hold lease (320 ms by default) of its last acknowledged
+    // heartbeat, sent before the kill; 100 ms more for the watcher's polls and a loaded VM.
+    let took = cluster.wait_no_holder_among(&["gw-a"], Duration::from_secs(2));
+    figure(&format!(
+        "five voters, three killed: gw-a let the VIP go {took:?} after the kill"
+    ));
+    assert!(
+        took <= Duration::from_millis(420),
+        "gw-a held {took:?} without a majority\n{}",
+        cluster.logs()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cluster.holders(), Vec::<&str>::new(), "{}", cluster.logs());
     cluster.assert_never_two_holders();
 }
