@@ -2,9 +2,8 @@
 //! --observe-only` processes (gw-a, gw-b, witness), each on its own loopback address
 //! 127.0.N.11-13 so that nftables can cut pairs apart (or another shape of nodes,
 //! `Cluster::start_shape`, e.g. the five voters of `FIVE_VOTERS` on .11-.15), a
-//! split-brain watcher that asks
-//! every node's data plane what it holds every 10 ms (`Watcher`), and helpers to kill,
-//! freeze, restart and partition nodes. Everything is torn down in Drop, also when a test
+//! split-brain watcher that asks every node's data plane what it holds every 10 ms
+//! (`Watcher`), and helpers to kill, freeze, restart and partition nodes. Everything is torn down in Drop, also when a test
 //! fails.
 #![allow(dead_code)]
 
