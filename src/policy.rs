@@ -1224,11 +1224,9 @@ mod tests {
         );
     }
 
-    /// Every combination of a small group's node states, leaders, pins and rules, checked
-    /// against the invariants the rest of havip relies on.
-    #[test]
-    fn invariants_hold_for_every_small_group() {
-        // Per-node states, consistent with the caller's contract for `stable_for`.
+    /// Every state of one node, consistent with the caller's contract for `stable_for`:
+    /// (healthy, link up, maintenance, reachable, stable for).
+    fn node_states() -> Vec<(bool, bool, bool, bool, Option<Duration>)> {
         let mut states = Vec::new();
         for bits in 0u8..16 {
             let (healthy, link_up, maintenance, reachable) =
@@ -1243,12 +1241,24 @@ mod tests {
                 states.push((healthy, link_up, maintenance, reachable, stable_for));
             }
         }
-        let make =
-            |name: &str, role, priority, s: (bool, bool, bool, bool, Option<Duration>)| NodeView {
-                stable_for: s.4,
-                ..NodeView::of(name, Some(facts(role, priority, s.0, s.1)), s.2, s.3)
-            };
-        let all_rules: Vec<GroupRules> = [true, false]
+        states
+    }
+
+    fn make(
+        name: &str,
+        role: Role,
+        priority: u8,
+        s: (bool, bool, bool, bool, Option<Duration>),
+    ) -> NodeView {
+        NodeView {
+            stable_for: s.4,
+            ..NodeView::of(name, Some(facts(role, priority, s.0, s.1)), s.2, s.3)
+        }
+    }
+
+    /// Failback on and off, times keep and release.
+    fn all_rules() -> Vec<GroupRules> {
+        [true, false]
             .into_iter()
             .flat_map(|failback| {
                 [OnAllUnhealthy::Keep, OnAllUnhealthy::Release]
@@ -1259,7 +1269,15 @@ mod tests {
                         on_all_unhealthy,
                     })
             })
-            .collect();
+            .collect()
+    }
+
+    /// Every combination of a small group's node states, leaders, pins and rules, checked
+    /// against the invariants the rest of havip relies on.
+    #[test]
+    fn invariants_hold_for_every_small_group() {
+        let states = node_states();
+        let all_rules = all_rules();
         let pins = [None, Some("gw-a"), Some("gw-b"), Some("gw-c"), Some("wit")];
 
         let mut checked = 0u64;
@@ -1291,6 +1309,77 @@ mod tests {
             }
         }
         assert!(checked > 100_000, "the enumeration shrank: {checked}");
+    }
+
+    /// Five voters (two gateways, three witnesses), every gateway state, every witness
+    /// reachable or not, every leader: the invariants above, and a witness never hands
+    /// leadership to another witness (three witnesses must not pass it round while no
+    /// gateway can take it), and a relay goes to one witness, the same on every leader.
+    #[test]
+    fn invariants_hold_with_three_witnesses() {
+        let states = node_states();
+        let all_rules = all_rules();
+        let pins = [None, Some("gw-a"), Some("gw-b"), Some("wit-1")];
+        let leaders = ["gw-a", "gw-b", "wit-1", "wit-2", "wit-3"];
+        let mut checked = 0u64;
+        for &sa in &states {
+            for &sb in &states {
+                for reach in 0u8..8 {
+                    let mut nodes = vec![
+                        make("gw-a", Role::Gateway, 150, sa),
+                        make("gw-b", Role::Gateway, 100, sb),
+                    ];
+                    for (i, name) in ["wit-1", "wit-2", "wit-3"].into_iter().enumerate() {
+                        let w = witness(name);
+                        nodes.push(if reach & (1 << i) != 0 {
+                            w
+                        } else {
+                            w.unreachable()
+                        });
+                    }
+                    for rules in &all_rules {
+                        for pin in pins {
+                            for leader in leaders {
+                                let s = Situation {
+                                    leader,
+                                    nodes: &nodes,
+                                    pin,
+                                    rules,
+                                };
+                                let v = decide(&s);
+                                check_invariants(&s, &v);
+                                check_witness_hand_overs(&s, &v);
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "the enumeration shrank: {checked}");
+    }
+
+    fn check_witness_hand_overs(s: &Situation, v: &Verdict) {
+        let Some(h) = &v.hand_over else { return };
+        let role = |name: &str| {
+            s.nodes
+                .iter()
+                .find(|n| n.name == name)
+                .map(|n| n.facts.role)
+        };
+        if role(&h.to) != Some(Role::Witness) {
+            return;
+        }
+        assert_eq!(
+            role(s.leader),
+            Some(Role::Gateway),
+            "a witness handed to a witness: {s:?}\n=> {v:?}"
+        );
+        let first_reachable = (s.nodes.iter())
+            .filter(|n| n.facts.role == Role::Witness && n.reachable)
+            .map(|n| n.name.as_str())
+            .min();
+        assert_eq!(Some(h.to.as_str()), first_reachable, "{s:?}\n=> {v:?}");
     }
 
     fn check_invariants(s: &Situation, v: &Verdict) {

@@ -393,10 +393,7 @@ fn check_peer_list(
         r.error(
             &peers_span,
             t.key("peers"),
-            format!(
-                "{} voters: with an even number of voters, losing half of them (one of two gateways) leaves no majority, so no VIP can move; add a witness node as a peer (role = \"witness\" in its own file), or set `allow_even_voters = true` if you accept that",
-                peers.len()
-            ),
+            even_voters_message(peers.len()),
         );
     }
 }
@@ -416,6 +413,23 @@ pub(super) fn same_ids<'a>(
         }
     }
     same
+}
+
+/// Why an even number of voters is refused, in numbers: a majority of `n` is `n / 2 + 1`,
+/// so `n` voters survive the loss of `n / 2 - 1` nodes, no more than `n - 1` would, and
+/// losing half of them leaves no majority.
+fn even_voters_message(n: usize) -> String {
+    let survives = match (n / 2).saturating_sub(1) {
+        0 => "no node".to_string(),
+        1 => "one node".to_string(),
+        k => format!("{k} nodes"),
+    };
+    format!(
+        "{n} voters: a majority is {}, so they survive the loss of {survives}, no more than {} voters would, and losing half of them leaves no majority, so no VIP can move; add a witness node as a peer (role = \"witness\" in its own file) to make {}, or set `allow_even_voters = true` if you accept that",
+        n / 2 + 1,
+        n - 1,
+        n + 1
+    )
 }
 
 /// The other nodes dial this node's peer address, so `listen` must be reachable there:

@@ -56,6 +56,12 @@ address = "198.18.0.13:7400"
 name = "crm"
 "#;
 
+/// The witness's entry in `GATEWAY`'s peer list, and another witness to add beside it.
+const WITNESS_PEER: &str =
+    "[[cluster.peers]]\nname = \"witness\"\naddress = \"198.18.0.13:7400\"\n";
+const SECOND_WITNESS_PEER: &str =
+    "[[cluster.peers]]\nname = \"witness-2\"\naddress = \"198.18.0.14:7400\"\n";
+
 /// `base` with `from` replaced by `to`; panics if `from` is not there, so a row of the
 /// table cannot silently test the unchanged file.
 fn with(base: &str, from: &str, to: &str) -> String {
@@ -280,7 +286,16 @@ fn every_rule_has_an_error_with_key_and_fix() {
                 "",
             ),
             "cluster.peers",
-            "add a witness",
+            "2 voters: a majority is 2, so they survive the loss of no node",
+        ),
+        (
+            with(
+                GATEWAY,
+                WITNESS_PEER,
+                &format!("{WITNESS_PEER}{SECOND_WITNESS_PEER}"),
+            ),
+            "cluster.peers",
+            "4 voters: a majority is 3, so they survive the loss of one node, no more than 3 voters would",
         ),
         (
             with(
@@ -645,6 +660,14 @@ fn allowed_variants_are_accepted() {
             "\"198.18.0.50/24\"",
             "\"198.18.0.50/32\", \"2001:db8::50/64\"",
         ),
+        // Five voters: two gateways, three witnesses.
+        with(
+            GATEWAY,
+            WITNESS_PEER,
+            &format!(
+                "{WITNESS_PEER}{SECOND_WITNESS_PEER}[[cluster.peers]]\nname = \"witness-3\"\naddress = \"198.18.0.15:7400\"\n"
+            ),
+        ),
         format!("{GATEWAY}expect_status = [200, \"300-302\"]\nmethod = \"head\"\n"),
         format!(
             "{GATEWAY}[[health.check]]\nname = \"veto-free\"\nkind = \"exec\"\ncommand = [\"/bin/true\"]\nweight = -20\n"
@@ -867,6 +890,48 @@ fn example_files_are_valid_and_agree() {
         ["crm", "crm2"]
     );
     assert_eq!(w.voters(), 3);
+}
+
+/// The five-voter deployment (README, "Five voters"): two gateways, three witnesses, one
+/// peer list; the gateways' groups are those of the three-node examples.
+#[test]
+fn five_voter_example_files_are_valid_and_agree() {
+    let configs = vec![
+        example(
+            "gw-a.toml",
+            include_str!("../../conf/five-voters/gw-a.toml"),
+        ),
+        example(
+            "gw-b.toml",
+            include_str!("../../conf/five-voters/gw-b.toml"),
+        ),
+        example(
+            "witness.toml",
+            include_str!("../../conf/five-voters/witness.toml"),
+        ),
+        example(
+            "witness-crm-1.toml",
+            include_str!("../../conf/five-voters/witness-crm-1.toml"),
+        ),
+        example(
+            "witness-crm-2.toml",
+            include_str!("../../conf/five-voters/witness-crm-2.toml"),
+        ),
+    ];
+    assert_eq!(cross_check(&configs), Vec::<String>::new());
+    for c in &configs {
+        assert_eq!(c.voters(), 5, "{}", c.source.display());
+        assert!(!c.cluster.allow_even_voters);
+    }
+    let witnesses: Vec<&str> = (configs.iter())
+        .filter(|c| c.is_witness())
+        .map(|c| c.node.name.as_str())
+        .collect();
+    assert_eq!(witnesses, ["witness", "witness-crm-1", "witness-crm-2"]);
+    let three = examples();
+    for (five, three) in configs.iter().zip(&three).take(2) {
+        assert_eq!(five.vip_groups, three.vip_groups, "{}", five.node.name);
+    }
 }
 
 #[test]

@@ -85,6 +85,15 @@ pub fn voters(config: &Config) -> BTreeMap<NodeId, PeerNode> {
         .collect()
 }
 
+/// Whether a pristine cluster of `voters` may be formed with the `connected` other voters
+/// this node has after `waited`: all of them at once, or a majority of every voter (this
+/// node included) once `BOOTSTRAP_WAIT_FOR_ALL` has passed. Three voters form with two,
+/// five with three. Pure, so the rule is tested for every cluster size.
+pub fn enough_to_form(voters: usize, connected: usize, waited: Duration) -> bool {
+    let majority = voters / 2 + 1;
+    connected + 1 >= voters || (connected + 1 >= majority && waited >= BOOTSTRAP_WAIT_FOR_ALL)
+}
+
 /// What the peers' answers about a group added to a running cluster allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupVerdict {
@@ -148,7 +157,6 @@ impl Bootstrap {
             .map(|n| n.name.clone())
             .filter(|n| *n != me)
             .collect();
-        let majority = self.members.len() / 2 + 1;
         let started = tokio::time::Instant::now();
         let mut waiting_for: BTreeMap<String, String> = BTreeMap::new();
         let mut next_group_check = tokio::time::Instant::now();
@@ -166,10 +174,7 @@ impl Bootstrap {
                 .collect();
             let first = reachable.iter().all(|p| *p > me);
             if self.pristine_cluster {
-                let all = reachable.len() == peers.len();
-                let enough = all
-                    || (reachable.len() + 1 >= majority
-                        && started.elapsed() >= BOOTSTRAP_WAIT_FOR_ALL);
+                let enough = enough_to_form(self.members.len(), reachable.len(), started.elapsed());
                 if enough && first {
                     self.form_cluster(&reachable).await;
                 } else if !enough {
@@ -331,6 +336,34 @@ mod tests {
             answer("witness", Some(Ok(NoMembership))),
         ];
         assert!(matches!(group_verdict(&silent), GroupVerdict::Wait { .. }));
+    }
+
+    #[test]
+    fn a_pristine_cluster_forms_with_everyone_at_once_or_a_majority_after_the_wait() {
+        let (soon, later) = (Duration::ZERO, BOOTSTRAP_WAIT_FOR_ALL);
+        // (voters, other voters connected, formed at once, formed after the wait)
+        let rows = [
+            (3, 2, true, true),
+            (3, 1, false, true),
+            (3, 0, false, false),
+            (5, 4, true, true),
+            (5, 3, false, true),
+            (5, 2, false, true),
+            (5, 1, false, false),
+            (5, 0, false, false),
+        ];
+        for (voters, connected, at_once, after_wait) in rows {
+            assert_eq!(
+                enough_to_form(voters, connected, soon),
+                at_once,
+                "{voters} voters, {connected} connected, at once"
+            );
+            assert_eq!(
+                enough_to_form(voters, connected, later),
+                after_wait,
+                "{voters} voters, {connected} connected, after the wait"
+            );
+        }
     }
 
     #[test]

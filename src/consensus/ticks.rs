@@ -10,9 +10,10 @@
 //!   Pre-Vote first, so a node cut off alone cannot disrupt a healthy leader) after a random
 //!   silence in `election_timeout` (min..max), counted from the last AppendEntries it
 //!   accepted, its own last attempt or the end of its own leadership, whichever is latest;
-//! - on the witness, stands only after `witness_silence` (several leases): the only
-//!   gateway left may have a shorter log and need the witness to lead first, but the
-//!   witness must never slow a gateway's election.
+//! - on a witness, stands only after `witness_silence` (several leases) and a random point
+//!   in the election timeout's spread: the only gateway left may have a shorter log and
+//!   need a witness to lead first, but a witness must never slow a gateway's election, and
+//!   with three witnesses (five voters) they must not all stand in one instant.
 //!
 //! Safety does not rest on these timers: openraft's followers refuse to vote for another
 //! candidate for their leader lease (`election_timeout_max` of openraft's config, set to the
@@ -64,7 +65,8 @@ pub struct Pace {
     /// (the configured `election_timeout`; `stand_min` is also the leader lease).
     pub stand_min: Duration,
     pub stand_max: Duration,
-    /// The silence after which the witness stands; `None` on a gateway.
+    /// The silence after which a witness stands (plus its random point in
+    /// `stand_min..=stand_max`'s spread); `None` on a gateway.
     pub witness_silence: Option<Duration>,
     /// Where the leader's beats and the election deadlines go, so that each beat costs one
     /// wake-up and a heartbeat moving a follower's deadline on costs none
@@ -110,12 +112,14 @@ impl Pace {
     /// before that point, but never before `stand_min`: a deadline that each heartbeat moves
     /// on then wakes nobody, and the randomness that keeps two candidates apart survives at
     /// the grid's 64 ms (two processes' grids have unrelated phases anyway).
+    ///
+    /// A witness first sits out its long silence, then draws its point in the same spread
+    /// as a gateway. Several witnesses (five voters: two gateways, three witnesses) hear
+    /// the same last heartbeat; standing at one fixed point after it, they would stand
+    /// together, each vote for itself and leave no candidate a majority, and do it again
+    /// after every failed round, for as long as no gateway can win.
     pub fn stand_at(&self, since: Instant, draw: f64) -> Instant {
-        if let Some(silence) = self.witness_silence {
-            let at = since + silence;
-            return self.grid.first_boundary_in(at, at + BLOCK).unwrap_or(at);
-        }
-        let earliest = since + self.stand_min;
+        let earliest = since + self.witness_silence.unwrap_or(self.stand_min);
         let spread = self.stand_max.saturating_sub(self.stand_min);
         let at = earliest + spread.mul_f64(draw.clamp(0.0, 1.0));
         self.grid
@@ -491,8 +495,44 @@ mod tests {
             witness_silence: Some(1200 * MS),
             ..pace(Grid::with_origin(o))
         };
-        assert_eq!(witness.stand_at(o + 10 * MS, 0.0), o + 1216 * MS);
-        assert_eq!(witness.stand_at(o + 10 * MS, 1.0), o + 1216 * MS);
+        for since_ms in 0..130 {
+            let since = o + since_ms * MS;
+            for draw in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
+                let at = witness.stand_at(since, draw);
+                assert!(
+                    at >= since + 1200 * MS,
+                    "since {since_ms} draw {draw}: too early"
+                );
+                assert!(
+                    at <= since + 1300 * MS,
+                    "since {since_ms} draw {draw}: too late"
+                );
+            }
+        }
+    }
+
+    /// Three witnesses that heard the same last heartbeat must not stand in one instant:
+    /// each would vote for itself and no candidate would get a majority, round after round.
+    #[test]
+    fn witnesses_that_heard_the_same_heartbeat_stand_apart() {
+        let o = Instant::now();
+        let exact = Pace {
+            witness_silence: Some(1200 * MS),
+            ..pace(Grid::default())
+        };
+        assert_eq!(exact.stand_at(o, 0.0), o + 1200 * MS);
+        assert_eq!(exact.stand_at(o, 0.5), o + 1250 * MS);
+        assert_eq!(exact.stand_at(o, 1.0), o + 1300 * MS);
+        let gridded = Pace {
+            witness_silence: Some(1200 * MS),
+            ..pace(Grid::with_origin(o))
+        };
+        let (low, high) = (
+            gridded.stand_at(o + 10 * MS, 0.0),
+            gridded.stand_at(o + 10 * MS, 1.0),
+        );
+        assert_eq!(low, o + 1210 * MS, "no boundary in reach");
+        assert_eq!(high, o + 1280 * MS);
     }
 
     #[test]

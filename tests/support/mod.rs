@@ -1,8 +1,9 @@
 //! A real three-node havip cluster on loopback for integration tests: three `havip run
 //! --observe-only` processes (gw-a, gw-b, witness), each on its own loopback address
-//! 127.0.N.11-13 so that nftables can cut pairs apart, a split-brain watcher that asks
-//! every node's data plane what it holds every 10 ms (`Watcher`), and helpers to kill,
-//! freeze, restart and partition nodes. Everything is torn down in Drop, also when a test
+//! 127.0.N.11-13 so that nftables can cut pairs apart (or another shape of nodes,
+//! `Cluster::start_shape`, e.g. the five voters of `FIVE_VOTERS` on .11-.15), a
+//! split-brain watcher that asks every node's data plane what it holds every 10 ms
+//! (`Watcher`), and helpers to kill, freeze, restart and partition nodes. Everything is torn down in Drop, also when a test
 //! fails.
 #![allow(dead_code)]
 
@@ -26,6 +27,9 @@ pub use host::require_root;
 pub use slow_disk::SlowDisk;
 
 pub const NODES: [&str; 3] = ["gw-a", "gw-b", "witness"];
+/// Two gateways and three witnesses (README, "Five voters"): the third host's witness and
+/// one on each CRM server, named as in `conf/five-voters/`.
+pub const FIVE_VOTERS: [&str; 5] = ["gw-a", "gw-b", "witness", "witness-crm-1", "witness-crm-2"];
 pub const GROUP: &str = "crm";
 
 /// Serializes the cluster tests of one binary: each runs three daemons with 64 ms
@@ -73,6 +77,8 @@ pub struct Node {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub net: u8,
+    /// Every node of the cluster, running or not (`NODES` unless `start_shape` said).
+    pub shape: &'static [&'static str],
     pub nodes: BTreeMap<&'static str, Node>,
     watcher: Option<Watcher>,
     /// Watchers of groups other than `GROUP` (`watch_group`).
@@ -80,14 +86,31 @@ pub struct Cluster {
     nft_table: Option<String>,
 }
 
-pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Options) -> PathBuf {
-    let addr = |n: &str| {
-        format!(
-            "127.0.{net}.{}",
-            11 + NODES.iter().position(|x| *x == n).unwrap_or(0)
-        )
-    };
-    let peers: String = NODES
+/// A node of a test cluster is a witness when its name says so (`witness`, `witness-crm-1`);
+/// the others are gateways.
+pub fn is_witness(name: &str) -> bool {
+    name.starts_with("witness")
+}
+
+/// A node's loopback address: 127.0.`net`.11 for the first of `shape`, .12 for the next...
+pub fn node_addr(net: u8, shape: &[&str], name: &str) -> String {
+    format!(
+        "127.0.{net}.{}",
+        11 + shape.iter().position(|x| *x == name).unwrap_or(0)
+    )
+}
+
+/// Writes `name`'s config for a cluster of the nodes of `shape` (each node lists them all).
+pub fn write_config(
+    dir: &Path,
+    net: u8,
+    shape: &[&str],
+    name: &str,
+    key: &Path,
+    options: &Options,
+) -> PathBuf {
+    let addr = |n: &str| node_addr(net, shape, n);
+    let peers: String = shape
         .iter()
         .map(|n| {
             format!(
@@ -97,7 +120,7 @@ pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Optio
         })
         .collect();
     let groups = match name {
-        "witness" => "[[vip_group]]\nname = \"crm\"\n".to_string(),
+        w if is_witness(w) => "[[vip_group]]\nname = \"crm\"\n".to_string(),
         gw => {
             let priority = if gw == "gw-a" { 150 } else { 100 };
             format!(
@@ -116,7 +139,7 @@ pub fn write_config(dir: &Path, net: u8, name: &str, key: &Path, options: &Optio
             )
         }
     };
-    let role = if name == "witness" {
+    let role = if is_witness(name) {
         "witness"
     } else {
         "gateway"
@@ -236,18 +259,31 @@ impl Cluster {
 
     /// Writes all three configs but starts only `running` (the others can be `spawn`ed later).
     pub fn start_only(net: u8, options: Options, running: &[&str]) -> Cluster {
+        Self::start_shape_only(net, options, &NODES, running)
+    }
+
+    /// Starts a cluster of the nodes of `shape` (witnesses by name, `is_witness`; gw-a is
+    /// preferred for `GROUP`), each on 127.0.`net`.11 onwards.
+    pub fn start_shape(net: u8, options: Options, shape: &'static [&'static str]) -> Cluster {
+        Self::start_shape_only(net, options, shape, shape)
+    }
+
+    /// Writes the configs of every node of `shape` but starts only `running`.
+    pub fn start_shape_only(
+        net: u8,
+        options: Options,
+        shape: &'static [&'static str],
+        running: &[&str],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("cluster.key");
         keygen(&key);
         let mut nodes = BTreeMap::new();
-        for name in NODES {
-            let config = write_config(dir.path(), net, name, &key, &options);
+        for &name in shape {
+            let config = write_config(dir.path(), net, shape, name, &key, &options);
             let node = Node {
                 name,
-                addr: format!(
-                    "127.0.{net}.{}",
-                    11 + NODES.iter().position(|x| *x == name).unwrap_or(0)
-                ),
+                addr: node_addr(net, shape, name),
                 socket: dir.path().join(name).join("havip.sock"),
                 log: dir.path().join(name).join("havip.log"),
                 config,
@@ -258,6 +294,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir,
             net,
+            shape,
             nodes,
             watcher: None,
             group_watchers: Vec::new(),
@@ -385,12 +422,23 @@ impl Cluster {
         panic!("{on} never saw every node's facts\n{}", self.logs());
     }
 
-    /// Waits until `leader` alone holds and the witness has applied every node's facts: only
-    /// then do all three nodes run Raft. A fault injected earlier can find the witness still
+    /// Waits until `leader` alone holds and every witness has applied every node's facts:
+    /// only then do all the nodes run Raft. A fault injected earlier can find a witness still
     /// sitting out its start-up lease, and a leader left with no quorum rightly releases.
+    /// Returns the status of the first witness.
     pub fn wait_formed(&self, leader: &str) -> StatusReport {
         self.wait_holder(leader, Duration::from_secs(15));
-        self.wait_reported("witness")
+        let witnesses: Vec<&str> = self
+            .shape
+            .iter()
+            .copied()
+            .filter(|n| is_witness(n))
+            .collect();
+        let (first, rest) = witnesses.split_first().expect("a witness in the cluster");
+        for witness in rest {
+            self.wait_reported(witness);
+        }
+        self.wait_reported(first)
     }
 
     /// Runs the CLI against `name`'s daemon; returns (exit code, stdout+stderr).
@@ -503,7 +551,7 @@ impl Cluster {
             );
         }
         let now = Instant::now();
-        for other in NODES.iter().filter(|n| **n != name) {
+        for other in self.shape.iter().filter(|n| **n != name) {
             for hold in hold_intervals(&watcher.seen(other)) {
                 assert!(
                     hold.to <= since || hold.from >= now,
@@ -564,8 +612,7 @@ impl Cluster {
     }
 
     fn assert_never_two_holders_seen_by(&self, group: &str, w: &Watcher) {
-        let holds: Vec<(&'static str, Vec<Hold>)> = NODES
-            .iter()
+        let holds: Vec<(&'static str, Vec<Hold>)> = (self.shape.iter())
             .map(|n| (*n, hold_intervals(&w.seen(n))))
             .collect();
         let overlaps: Vec<String> = overlaps(&holds)
@@ -585,13 +632,15 @@ impl Cluster {
             "split brain observed: {overlaps:?}\n{}",
             self.logs()
         );
-        assert!(
-            !w.seen("witness")
-                .iter()
-                .any(|s| matches!(s, Seen::Held { .. })),
-            "the witness held {group}\n{}",
-            self.logs()
-        );
+        for witness in self.shape.iter().filter(|n| is_witness(n)) {
+            assert!(
+                !w.seen(witness)
+                    .iter()
+                    .any(|s| matches!(s, Seen::Held { .. })),
+                "{witness} held {group}\n{}",
+                self.logs()
+            );
+        }
     }
 
     /// Watches `group` too (every 10 ms, as `GROUP`): `holders_of` and
