@@ -550,7 +550,14 @@ impl Shared {
     /// Counts and reports bad input on an authenticated connection (or its Hello).
     /// `name` is the peer's name once its Hello was accepted.
     fn reject_input(&self, name: Option<&str>, addr: SocketAddr, err: &NoiseError) {
-        let who = match name {
+        // Before its Hello a connection is known by its address only: the peer configured
+        // there is named (peers dial from their configured address).
+        let configured = || {
+            (self.peers.iter())
+                .find(|(_, a)| a.ip() == addr.ip())
+                .map(|(n, _)| n.as_str())
+        };
+        let who = match name.or_else(configured) {
             Some(name) => format!("{name} ({addr})"),
             None => addr.to_string(),
         };
