@@ -131,6 +131,14 @@ enum CliCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The Raft membership of each group, beside this node's configured peers.
+    #[command(
+        after_help = "Examples:\n  havip member list\n  havip member list --json | jq '.groups[] | select(.matches_config | not)'\n\nEach group's voters and learners as this node's replica has them, and whether they\nare the peers this node's config lists (and whether a change is half done, in joint\nconsensus). Adding, removing and replacing a node through Raft is the next step of\nissue 13; until then the membership is the peer list of the cluster's first start."
+    )]
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+    },
     /// Master changes, health changes and operator commands, oldest first.
     History {
         #[command(flatten)]
@@ -172,6 +180,17 @@ enum CliCommand {
     Manpages {
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberAction {
+    /// Each group's voters and learners beside the configured peers.
+    List {
+        #[command(flatten)]
+        daemon: DaemonSocket,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -244,6 +263,9 @@ fn main() -> ExitCode {
             group,
         } => history(&daemon, json, group),
         CliCommand::Reload { daemon, json } => reload(&daemon, json),
+        CliCommand::Member {
+            action: MemberAction::List { daemon, json },
+        } => member_list(&daemon, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -542,6 +564,44 @@ fn reload(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
             for change in changes {
                 println!("  {change}");
             }
+        }
+    }
+    Ok(())
+}
+
+fn member_list(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
+    let response = request(daemon, Request::Members)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&response).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let Response::Members { groups } = response else {
+        return Err(Failure::Request(
+            "the daemon answered member list with something else".into(),
+        ));
+    };
+    for g in groups {
+        let list = |names: &[String]| {
+            if names.is_empty() {
+                "-".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        println!("group {}", g.group);
+        println!("  voters:   {}", list(&g.voters));
+        println!("  learners: {}", list(&g.learners));
+        if g.joint {
+            println!("  a membership change is half done (joint consensus)");
+        }
+        if !g.matches_config {
+            println!(
+                "  DIFFERS from this node's peers: {} (see havip member --help)",
+                list(&g.configured)
+            );
         }
     }
     Ok(())

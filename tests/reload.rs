@@ -105,6 +105,15 @@ fn a_group_added_and_removed_by_reload_one_node_at_a_time_never_disturbs_the_oth
         }
     }
     let formed = wait_holders_of(&cluster, "g2", &["gw-a"], Duration::from_secs(15));
+    // The new group's Raft has every configured node as a voter.
+    let (code, members) = cluster.cli("witness", &["member", "list"]);
+    assert_eq!(code, 0, "{members}");
+    let g2_block = members.split("group g2").nth(1).expect("g2 listed");
+    assert!(
+        g2_block.contains("voters:   gw-a, gw-b, witness"),
+        "{members}"
+    );
+    assert!(!members.contains("DIFFERS"), "{members}");
     let (_, status) = cluster.cli("gw-a", &["status"]);
     assert!(!status.contains("DRIFT"), "{status}");
     figures::figure(&format!(

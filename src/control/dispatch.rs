@@ -12,6 +12,7 @@ use super::context::Control;
 use super::failover::failover;
 use super::history::history;
 use super::maintenance::maintenance;
+use super::members::member_list;
 use super::metrics::{self as prometheus, SnapshotSource};
 use super::metrics_snapshot::metrics_snapshot;
 use super::protocol::{Request, Response};
@@ -34,6 +35,7 @@ pub async fn handle_request(control: &Control, request: Request) -> Response {
         Request::Failover { group, to } => failover(groups, members, proposer, group, to).await,
         Request::Maintenance { node, on } => maintenance(groups, members, proposer, node, on).await,
         Request::Reload => reload(control).await,
+        Request::Members => member_list(groups, members),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod failover;
 pub mod history;
 pub mod maintenance;
+pub mod members;
 pub mod metrics;
 pub mod metrics_snapshot;
 pub mod notify;

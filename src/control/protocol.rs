@@ -35,6 +35,8 @@ pub enum Request {
     },
     /// Re-read the node's config file and apply what changed (as SIGHUP does).
     Reload,
+    /// Each group's Raft membership beside the configured peers.
+    Members,
 }
 
 impl Request {
@@ -55,6 +57,7 @@ impl Request {
             Request::Failover { .. } => "failover",
             Request::Maintenance { .. } => "maintenance",
             Request::Reload => "reload",
+            Request::Members => "member list",
         }
     }
 }
@@ -74,6 +77,9 @@ pub enum Response {
     },
     Done {
         message: String,
+    },
+    Members {
+        groups: Vec<GroupMembership>,
     },
     /// A reload took effect: what changed (empty: nothing did), and the new fingerprints.
     Reloaded {
@@ -140,6 +146,20 @@ impl Fingerprints {
             keys: keys.describe(),
         }
     }
+}
+
+/// One group's Raft membership (`havip member list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembership {
+    pub group: String,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    /// A membership change is half done (joint consensus).
+    pub joint: bool,
+    /// This node's configured peers.
+    pub configured: Vec<String>,
+    /// The voters are the configured peers (or the group is not formed yet).
+    pub matches_config: bool,
 }
 
 /// One node's config fingerprints as `havip status` shows them; `None`: it did not answer.
