@@ -386,11 +386,16 @@ fn manpages(out: &Path) -> Result<(), Failure> {
 /// whose log file sat on a disk under writeback lost its quorum acknowledgement while
 /// writing warnings. If the queue ever fills, lines are dropped rather than waited for.
 /// Keep the guard until exit: dropping it flushes what is queued.
+/// The log filter without `HAVIP_LOG`. openraft's heartbeat worker warns on every beat to
+/// an unreachable peer (every 128 ms, per peer, per group: a dead witness filled the log);
+/// the mesh already says once, rate-limited, that the peer is unreachable and why.
+const DEFAULT_LOG: &str = "info,openraft=warn,openraft::core::heartbeat=error";
+
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAVIP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     // 1024 queued lines is plenty for a daemon that logs state changes; the default
     // (128 000) costs 3 MiB of resident memory per process.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()

@@ -330,7 +330,9 @@ impl Cluster {
             // HAVIP_TEST_LOG raises the daemons' log level when chasing a flaky test.
             .env(
                 "HAVIP_LOG",
-                std::env::var("HAVIP_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+                std::env::var("HAVIP_TEST_LOG").unwrap_or_else(|_| {
+                    "info,openraft=warn,openraft::core::heartbeat=error".into()
+                }),
             )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
