@@ -13,10 +13,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Role, VipGroup};
+use crate::config::{Config, Role};
 use crate::consensus::Raft;
-use crate::consensus::bootstrap::{self, Bootstrap};
-use crate::consensus::group_raft::{self, GroupRaft};
+use crate::consensus::group_raft;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::store::Store;
 use crate::control::dispatch::{self, Serving};
@@ -24,17 +23,17 @@ use crate::control::metrics as prometheus;
 use crate::control::notify::Notifier;
 use crate::control::peer::PeerHandler;
 use crate::control::protocol::{Fingerprints, Response};
-use crate::control::{Control, GroupHandle, Members, socket};
+use crate::control::{Control, Members, socket};
 use crate::group::GroupStopped;
-use crate::group::tasks::{self, GroupTasks, NodeParts, RunningGroup};
+use crate::group::tasks::GroupTasks;
 use crate::health::{HealthFacts, HealthReport, LiveHealth};
 use crate::peer::{Mesh, MeshConfig};
-use crate::platform::watches::child_signal;
 use crate::systemd::{GroupLoopFeed, Systemd};
 use crate::vip::link::LinkWatch;
 use crate::vip::{self, DataPlane, VipSet};
 
 mod error;
+mod groups;
 mod reload;
 mod signals;
 
@@ -250,70 +249,6 @@ impl Node {
         let _ = self.peer_handler.control.set(joined.control.clone());
         self.bootstrap(&joined, by_name, self.pristine, shutdown);
         Ok(joined)
-    }
-
-    /// Forms `rafts`' groups if they have no membership yet (`consensus::bootstrap`).
-    fn bootstrap(
-        &self,
-        joined: &Joined,
-        rafts: BTreeMap<String, Raft>,
-        pristine_cluster: bool,
-        shutdown: &watch::Receiver<bool>,
-    ) {
-        let bootstrap = Bootstrap {
-            self_name: self.config.node.name.clone(),
-            members: bootstrap::voters(&self.config),
-            rafts,
-            proposer: joined.proposer.clone(),
-            connected: self.mesh.connected(),
-            pristine_cluster,
-        };
-        tokio::spawn(bootstrap.run(shutdown.clone()));
-    }
-
-    /// Spawns `group`'s loop and ticks (`group::tasks`) with its own stop signal, and
-    /// shows it to the operator's commands.
-    fn spawn_group(
-        &self,
-        joined: &mut Joined,
-        group: &VipGroup,
-        raft: GroupRaft,
-        shutdown: &watch::Receiver<bool>,
-    ) -> RunningGroup {
-        let parts = NodeParts {
-            config: &self.config,
-            data_plane: self.data_plane.clone(),
-            proposer: joined.proposer.clone(),
-            links: self.links.as_ref(),
-            health: joined.health.clone(),
-            connected: self.mesh.connected(),
-            raft_service: self.peer_handler.raft.clone(),
-            notifier: joined.notifier.clone(),
-        };
-        let (stop, stopped) = child_signal(shutdown);
-        let vips = VipSet::of(group);
-        let mut running = tasks::spawn(&parts, group, &vips, raft, &stopped, &joined.fatal_tx);
-        let (name, handle) = GroupHandle::of(&running);
-        joined.control.update_groups(|groups| {
-            groups.insert(name.clone(), handle);
-        });
-        let feed = GroupLoopFeed {
-            group: name.clone(),
-            beat: running.beat.clone(),
-            state: running.reported.clone(),
-        };
-        joined.systemd.send_modify(|loops| loops.push(feed));
-        let task = std::mem::replace(&mut running.task, tokio::spawn(async {}));
-        let settings = running.settings.clone();
-        joined.loops.insert(
-            name,
-            GroupTasks {
-                stop,
-                settings,
-                task,
-            },
-        );
-        running
     }
 
     /// Releases, hands over, flushes and closes, within `SHUTDOWN_LIMIT`.
