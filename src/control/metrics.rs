@@ -35,6 +35,13 @@ pub struct MetricsSnapshot {
     /// (reason, count) of rejected peer input.
     pub rejected: Vec<(&'static str, u64)>,
     pub disk: DiskStatsSnapshot,
+    /// The config in effect (`config::config_fingerprint`), what every node must agree
+    /// on (`config::cluster_fingerprint`) and the current cluster key's id.
+    pub config: String,
+    pub cluster: String,
+    pub key: String,
+    /// An operator put this node in maintenance (`havip maintenance on`).
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -163,6 +170,7 @@ impl Collector for MetricsSnapshot {
             "gateway"
         };
         encoder_info(e, &self.node, role)?;
+        self.encode_config(e)?;
         self.encode_groups(e)?;
         self.encode_lateness(e)?;
         self.encode_checks(e)?;
@@ -324,6 +332,30 @@ fn encoder_info(
 }
 
 impl MetricsSnapshot {
+    /// `havip_config_info{config,cluster,key} 1` (drift between nodes: the alert counts the
+    /// distinct `cluster` and `key` values) and `havip_node_maintenance`.
+    fn encode_config(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut metric = e.encode_descriptor(
+            "config",
+            "The config in effect on this node: its fingerprint, the fingerprint of what every node must agree on (peers, timers, groups), and the current cluster key's id.",
+            None,
+            MetricType::Info,
+        )?;
+        metric.encode_info(&[
+            ("config", self.config.as_str()),
+            ("cluster", self.cluster.as_str()),
+            ("key", self.key.as_str()),
+        ])?;
+        single(
+            e,
+            &family(
+                "node_maintenance",
+                "1 if an operator put this node in maintenance (it never holds a VIP).",
+            ),
+            Sample::flag(self.maintenance),
+        )
+    }
+
     /// The hold loop's lateness against its deadlines (`crate::lateness`): a late release
     /// is a safety event, so its count is what an alert watches.
     fn encode_lateness(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -498,6 +530,10 @@ mod tests {
                 slow: 1,
                 max: Duration::from_millis(594),
             },
+            config: "2ef08aab2680".into(),
+            cluster: "9a1b2c3d4e5f".into(),
+            key: "k:3f9a21c4".into(),
+            maintenance: false,
         }
     }
 
@@ -506,6 +542,8 @@ mod tests {
         let text = render(snapshot());
         for line in [
             "havip_node_info{node=\"gw-a\",role=\"gateway\"} 1",
+            "havip_config_info{config=\"2ef08aab2680\",cluster=\"9a1b2c3d4e5f\",key=\"k:3f9a21c4\"} 1",
+            "havip_node_maintenance 0",
             "havip_group_vip_held{group=\"crm\"} 1",
             "havip_group_term{group=\"crm\"} 7",
             "havip_group_quorum_ack_age_seconds{group=\"crm\"} 0.042",

@@ -16,6 +16,7 @@ use crate::health::CheckState;
 /// The snapshot of this node, now.
 pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
     let counters = control.mesh.counters();
+    let fingerprints = control.fingerprints();
     MetricsSnapshot {
         node: control.members.me.clone(),
         is_witness: control.members.role == Role::Witness,
@@ -40,6 +41,12 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
             ("unknown_peer", counters.unknown_peer),
         ],
         disk: control.store.disk_stats(),
+        config: fingerprints.config,
+        cluster: fingerprints.cluster,
+        key: control.mesh.keys().current.id(),
+        maintenance: (control.groups().iter()).any(|(_, g)| {
+            (g.state.borrow().nodes.get(&control.members.me)).is_some_and(|n| n.maintenance)
+        }),
     }
 }
 
