@@ -832,6 +832,15 @@ fn day_2_changes_one_node_at_a_time_on_the_lab() {
     for vip in [address_of("crm2").as_str(), CRM3_VIP, EXTRA] {
         lab.start_probe(vip);
     }
+    // The new probe's first answers (a Python start): a gap before them is no outage.
+    let crm2 = address_of("crm2");
+    let probing = lab.wait(Duration::from_secs(10), |lab| {
+        lab.answered_on(&crm2, "gw-b", now_ms().saturating_sub(100))
+    });
+    assert!(
+        probing.is_some(),
+        "the probe of crm2 got no answer from gw-b"
+    );
     let mut steps = Vec::new();
     for run in 0..runs() {
         let mut pass = Pass {
