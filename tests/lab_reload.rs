@@ -21,9 +21,9 @@
 //! concurrent release build 2 of ~70 timed out at 500 ms with the holder unchanged and
 //! answers 59 ms apart, a probe artefact, not an outage),
 //! the planned-move budget of the e2e suite (`Budget::Planned`, 150 ms) for the priority
-//! move (issue 13's goal, 20 ms, is printed beside it: not met yet, see
-//! `PLANNED_MOVE_GOAL_MS`), and the graceful-stop fault's budget for a gateway's restart (`Budget::Planned`
-//! for the hand-over and for the failback); the change visible in `havip status` on every
+//! move (issue 13's goal, 20 ms, is printed beside it: met in release, not in debug, see
+//! `PLANNED_MOVE_GOAL_MS`), and the graceful-stop fault's budget for a gateway's restart
+//! (`Budget::Planned` for the hand-over and for the failback); the change visible in `havip status` on every
 //! node (each node's config fingerprints as the reload returned them, plus what changed:
 //! the group and its master, the leader, the checks, the keys each link was made with);
 //! `havip history` on every node records a master change where the VIP moved and none
@@ -62,10 +62,12 @@ const TCP_CHECK: &str = "crm-1-tcp";
 /// The probes' spacing.
 const PROBE: Duration = Duration::from_millis(10);
 /// Issue 13's goal for a planned move (gap less one probe): printed beside each move,
-/// not asserted. Measured on the lab (2 shared cores, 2026-12-03): 25-75 ms, most of it
-/// the target's election (a vote and a blank entry, each fsynced, one round trip each)
-/// before its first quorum acknowledgement lets it hold, the same path as every failback
-/// and `failover --to`; the test asserts their budget, `Budget::Planned`.
+/// not asserted. Measured on the lab (2 shared cores, 2026-12-03): the release build
+/// meets it (bench-reload.sh: 10 ms median, 20 ms max), this debug build under other
+/// builds does not (29-146 ms, most of it the target's election: a vote and a blank
+/// entry, each fsynced, one round trip each, before its first quorum acknowledgement lets
+/// it hold, the same path as every failback and `failover --to`); the test asserts their
+/// budget, `Budget::Planned`.
 const PLANNED_MOVE_GOAL_MS: u64 = 20;
 /// How long a change may take to be in effect on every node.
 const IN_EFFECT_LIMIT: Duration = Duration::from_secs(30);
@@ -297,6 +299,13 @@ struct Step {
     in_effect: Duration,
 }
 
+/// When a change is in effect: what the watcher and the probes see, and what every node's
+/// status shows (`Pass::rolling`).
+type InEffect<'a> = (
+    &'a dyn Fn(&Lab) -> bool,
+    &'a dyn Fn(&[StatusReport]) -> bool,
+);
+
 struct Pass<'a> {
     lab: &'a Lab,
     steps: Vec<Step>,
@@ -315,7 +324,7 @@ impl Pass<'_> {
         (kind, expect, group): (&'static str, Expect, &'static str),
         nodes: &[&str],
         change: &dyn Fn(&str, String) -> String,
-        (seen, shown): (&dyn Fn(&Lab) -> bool, &dyn Fn(&[StatusReport]) -> bool),
+        (seen, shown): InEffect,
     ) {
         let from_ms = now_ms();
         let mut expected = BTreeMap::new();
@@ -594,14 +603,21 @@ fn assert_no_master_change(kind: &str, since_ms: u64) {
 }
 
 /// Every node's `havip history` of `group` records `who` as its latest master since
-/// `since_ms`.
+/// `since_ms`, within a few seconds: the new master proposes the record once it holds,
+/// so the watcher can see the VIP before every node has applied it.
 fn assert_master_recorded(group: &str, who: &str, since_ms: u64) {
     for node in lab::havip_nodes() {
-        let masters = masters_since(&node, group, since_ms);
+        let wanted = format!("master {who} ");
+        let started = Instant::now();
+        let mut masters = masters_since(&node, group, since_ms);
+        while !masters.last().is_some_and(|m| m.starts_with(&wanted))
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            masters = masters_since(&node, group, since_ms);
+        }
         assert!(
-            masters
-                .last()
-                .is_some_and(|m| m.starts_with(&format!("master {who} "))),
+            masters.last().is_some_and(|m| m.starts_with(&wanted)),
             "{node}: history of {group} since the change: {masters:?}, wanted master {who} last"
         );
     }
@@ -782,6 +798,8 @@ fn print_table(verdicts: &[Verdict]) {
             kinds.push(v.step.kind);
         }
     }
+    // On a line of its own: libtest's "test NAME ..." is still open on stdout.
+    println!();
     println!(
         "| change | VIP | runs | outage median / max (ms) | probes lost | reload answered max (ms) | in effect median / max (ms) |"
     );
