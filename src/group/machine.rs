@@ -481,16 +481,20 @@ impl GroupMachine {
         // A planned hand-over (pin, failback) from an eligible leader keeps the VIPs until
         // the target has the whole log: openraft's target ignores a transfer while its log
         // is behind, and the old leader stops heartbeating anyway, which would leave the
-        // VIP down for an election timeout plus an election. Capped, so a target that
-        // never catches up cannot block the move. While it waits, the leader holds as if
-        // no hand-over were due (the policy said it may not, because of the hand-over).
+        // VIP down for an election timeout plus an election. Likewise until this node's
+        // own changed facts are committed (a reload lowered its priority; `finish`
+        // proposes them): the hand-over commits them first, and with the VIPs already
+        // down that commit was part of the clients' gap. Capped, so a target that never
+        // catches up, or a commit that never comes, cannot block the move. While it waits,
+        // the leader holds as if no hand-over were due (the policy said it may not,
+        // because of the hand-over).
         let mut deferred = false;
         if let Some(h) = &hand_over
             && matches!(h.reason, Reason::Pinned | Reason::Failback)
             && self.handing_over.is_none()
         {
             let matched = s.peers.get(&h.to).and_then(|p| p.matched);
-            let caught_up = matched >= s.last_log_index;
+            let caught_up = matched >= s.last_log_index && self.unreplicated_facts(s).is_none();
             let since = *self.catch_up_since.get_or_insert(now);
             if !caught_up && now.saturating_duration_since(since) < CATCH_UP_LIMIT {
                 deferred = true;
@@ -686,7 +690,12 @@ impl GroupMachine {
     /// Before handing over, the leader commits why (its changed facts): otherwise the
     /// new leader may still see it as healthy and preferred, and fail back to it.
     fn facts_to_commit(&self) -> Option<Command> {
-        let last = self.last.as_ref()?;
+        self.unreplicated_facts(self.last.as_ref()?)
+    }
+
+    /// This node's facts as `last` shows them, if the replicated ones differ (and its
+    /// checks have all run): what a hand-over must commit first.
+    fn unreplicated_facts(&self, last: &Snapshot) -> Option<Command> {
         let facts = reported_facts(&self.config, &last.local);
         let replicated = last
             .nodes

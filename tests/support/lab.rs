@@ -138,10 +138,18 @@ pub fn down_quietly(prefix: &str) {
 /// reported an error (`Watched::ready`, `Watched::errors`). It stops after `seconds`,
 /// on `Watch::stop`, or when this process dies.
 pub fn watch(seconds: u64) -> watch::Watch {
-    watch::Watch::start(
-        lab_command("hv-", &["watch", "--seconds", &seconds.to_string()]),
-        "scripts/lab.sh watch",
-    )
+    watch_also(seconds, &[])
+}
+
+/// `watch`, also watching `extra` ("GROUP=ADDRESS" each: a group or an address that a
+/// test adds to the gateways' files later, which `lab.sh watch` cannot know of yet).
+pub fn watch_also(seconds: u64, extra: &[String]) -> watch::Watch {
+    let seconds = seconds.to_string();
+    let mut args = vec!["watch", "--seconds", &seconds];
+    for vip in extra {
+        args.extend(["--vip", vip]);
+    }
+    watch::Watch::start(lab_command("hv-", &args), "scripts/lab.sh watch")
 }
 
 /// The last `lines` lines of every havip node's log.

@@ -1,0 +1,913 @@
+//! Day-2 changes on the running lab (issue 13, "How it is proven", for what `havip
+//! reload` applies today), with the e2e suite's harness (`support/lab_run.rs`: the lab of
+//! `scripts/lab.sh`, the real data plane, the kernel-event watcher, client probes every
+//! 10 ms). Each change is made one node at a time, by editing the node's file in the lab's
+//! state dir (`/run/havip-lab/NODE/havip.toml`) and running `havip reload --config FILE`
+//! in the node's namespace, as an operator would:
+//! - a VIP group added (`crm3`, 198.18.0.52: its VIP must start answering, from gw-a),
+//!   then removed;
+//! - an address added to the held group `crm` (198.18.0.53: it answers; the old one never
+//!   stops), then removed;
+//! - gw-b's priority for `crm` raised above gw-a's (a planned move), then put back;
+//! - a health check added to both gateways, then removed;
+//! - the cluster key rolled through `previous_key_file`, then the old key dropped;
+//! - every node restarted in turn with the same binary (the upgrade procedure: a gateway's
+//!   graceful stop hands its group over, and it takes it back by failback).
+//!
+//! Asserted for each: never two holders (the watcher, which also watches the addresses
+//! the test adds); the client's outage where the VIP does not move: no holder change and
+//! no gap over the e2e suite's `Budget::Stays` (100 ms: the probes' own spacing and a
+//! loaded VM's jitter; the probes lost are printed and are 0 on a quiet machine; under a
+//! concurrent release build 2 of ~70 timed out at 500 ms with the holder unchanged and
+//! answers 59 ms apart, a probe artefact, not an outage),
+//! the planned-move budget of the e2e suite (`Budget::Planned`, 150 ms) for the priority
+//! move (issue 13's goal, 20 ms, is printed beside it: met in release, not in debug, see
+//! `PLANNED_MOVE_GOAL_MS`), and the graceful-stop fault's budget for a gateway's restart
+//! (`Budget::Planned` for the hand-over and for the failback); the change visible in `havip status` on every
+//! node (each node's config fingerprints as the reload returned them, plus what changed:
+//! the group and its master, the leader, the checks, the keys each link was made with);
+//! `havip history` on every node records a master change where the VIP moved and none
+//! where it did not; no late release; nothing left after `lab.sh down`.
+//!
+//! One pass takes about 1 minute (and the lab's start). `HAVIP_RELOAD_RUNS=N` makes N passes on one lab and
+//! prints a table (outage per change kind, time from the last reload to the change in
+//! effect on every node): `scripts/bench-reload.sh`. Needs root and the lab lock:
+//! `flock /tmp/havip-lab.lock cargo test --test lab_reload`.
+
+#[path = "support/figures.rs"]
+mod figures;
+#[path = "support/lab.rs"]
+mod lab;
+#[path = "support/lab_run.rs"]
+mod lab_run;
+#[path = "support/outage.rs"]
+mod outage;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use havip::control::protocol::{Fingerprints, GroupHistory, Response, StatusReport};
+use lab::{address_of, lab_sh};
+use lab_run::{Budget, Lab, SERIAL, now_ms};
+
+/// The group the test adds, and its VIP (not in vagrant/nodes.conf: the lab never has it
+/// unless a test adds it).
+const CRM3: &str = "crm3";
+const CRM3_VIP: &str = "198.18.0.52";
+/// The address added to the held group `crm`.
+const EXTRA: &str = "198.18.0.53";
+/// The check added to both gateways.
+const TCP_CHECK: &str = "crm-1-tcp";
+/// The probes' spacing.
+const PROBE: Duration = Duration::from_millis(10);
+/// Issue 13's goal for a planned move (gap less one probe): printed beside each move,
+/// not asserted. Measured on the lab (2 shared cores, 2026-12-03): the release build
+/// meets it (bench-reload.sh: 10 ms median, 20 ms max), this debug build under other
+/// builds does not (29-146 ms, most of it the target's election: a vote and a blank
+/// entry, each fsynced, one round trip each, before its first quorum acknowledgement lets
+/// it hold, the same path as every failback and `failover --to`); the test asserts their
+/// budget, `Budget::Planned`.
+const PLANNED_MOVE_GOAL_MS: u64 = 20;
+/// How long a change may take to be in effect on every node.
+const IN_EFFECT_LIMIT: Duration = Duration::from_secs(30);
+/// How often the test asks every node's status while it waits for a change.
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+const RUNS_ENV: &str = "HAVIP_RELOAD_RUNS";
+
+// ---- The CLI and the files, as an operator uses them ---------------------------------------
+
+/// `havip ARGS --config FILE` in `node`'s namespace.
+fn havip(node: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab::netns(node),
+            env!("CARGO_BIN_EXE_havip"),
+        ])
+        .args(args)
+        .args(["--config", &lab::config(node)])
+        .output()
+        .expect("run havip")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `havip status --json` on `node`; None if it did not answer.
+fn status(node: &str) -> Option<StatusReport> {
+    let out = havip(node, &["status", "--json"]);
+    out.status.success().then_some(())?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The master changes of `group` in `node`'s `havip history` since `since_ms`, in order.
+fn masters_since(node: &str, group: &str, since_ms: u64) -> Vec<String> {
+    let out = havip(node, &["history", "--json", "--group", group]);
+    assert!(out.status.success(), "history on {node}: {}", text(&out));
+    let groups: Vec<GroupHistory> = serde_json::from_slice(&out.stdout).expect("history json");
+    groups
+        .into_iter()
+        .flat_map(|g| g.entries)
+        .filter(|e| e.at_unix_ms >= since_ms && e.event.starts_with("master "))
+        .map(|e| e.event)
+        .collect()
+}
+
+/// `havip reload` on `node`: what it changed and its new fingerprints; panics unless it
+/// was applied and changed something.
+fn reload(node: &str) -> Fingerprints {
+    let out = havip(node, &["reload", "--json"]);
+    let response: Option<Response> = serde_json::from_slice(&out.stdout).ok();
+    match response {
+        Some(Response::Reloaded {
+            changes,
+            fingerprints,
+            ..
+        }) if out.status.success() && !changes.is_empty() => fingerprints,
+        _ => panic!("reload on {node} was not applied: {}", text(&out)),
+    }
+}
+
+fn edit(node: &str, change: impl FnOnce(String) -> String) {
+    let path = lab::config(node);
+    let before = std::fs::read_to_string(&path).expect("read config");
+    let after = change(before.clone());
+    assert_ne!(before, after, "{node}: the edit changed nothing in {path}");
+    std::fs::write(&path, after).expect("write config");
+}
+
+/// `text` with `key = VALUE` set in the `[[vip_group]]` named `group` (a line of it that
+/// starts with `key = ` is replaced).
+fn set_in_group(text: &str, group: &str, key: &str, value: &str) -> String {
+    let mut in_group = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_group = false;
+        } else if line.starts_with("name = ") {
+            in_group = line.split('"').nth(1) == Some(group) || in_group;
+        }
+        lines.push(if in_group && line.starts_with(&format!("{key} = ")) {
+            format!("{key} = {value}")
+        } else {
+            line.to_string()
+        });
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The `[[vip_group]]` crm3 as `node`'s file lists it (gw-a preferred).
+fn crm3(node: &str) -> String {
+    match node {
+        "witness" => format!("\n[[vip_group]]\nname = \"{CRM3}\"\n"),
+        gw => format!(
+            "\n[[vip_group]]\nname = \"{CRM3}\"\ninterface = \"{}\"\naddresses = [\"{CRM3_VIP}/24\"]\n\
+             priority = {}\nfailback_delay = \"1s\"\n",
+            lab::LAN,
+            if gw == "gw-a" { 150 } else { 100 }
+        ),
+    }
+}
+
+fn tcp_check() -> String {
+    format!(
+        "\n[[health.check]]\nname = \"{TCP_CHECK}\"\nkind = \"tcp\"\naddress = \"{}:8080\"\n\
+         interval = \"1s\"\ntimeout = \"500ms\"\n",
+        address_of("crm-1")
+    )
+}
+
+const CRM_ADDRESSES: &str = "\"2001:db8::50/64\"]";
+
+fn crm_addresses_with_extra() -> String {
+    format!("\"2001:db8::50/64\", \"{EXTRA}/24\"]")
+}
+
+// ---- What every node's status says -------------------------------------------------------
+
+/// Every node's status, or None while one does not answer.
+fn statuses() -> Option<Vec<StatusReport>> {
+    lab::havip_nodes().iter().map(|n| status(n)).collect()
+}
+
+/// Every node's status shows every group with a master, and every node of `expected`
+/// with these fingerprints.
+fn fingerprints_everywhere(
+    statuses: &[StatusReport],
+    expected: &BTreeMap<String, Fingerprints>,
+) -> bool {
+    statuses.iter().all(|s| {
+        s.groups.iter().all(|g| g.leader.is_some())
+            && expected.iter().all(|(node, fp)| {
+                s.configs
+                    .iter()
+                    .any(|c| &c.node == node && c.fingerprints.as_ref() == Some(fp))
+            })
+    })
+}
+
+fn leader_everywhere(statuses: &[StatusReport], group: &str, leader: &str) -> bool {
+    statuses.iter().all(|s| {
+        s.groups
+            .iter()
+            .any(|g| g.name == group && g.leader.as_deref() == Some(leader))
+    })
+}
+
+fn listed_anywhere(statuses: &[StatusReport], group: &str) -> bool {
+    statuses
+        .iter()
+        .any(|s| s.groups.iter().any(|g| g.name == group))
+}
+
+/// Every node sees `check` on both gateways (with a first result), or on neither.
+fn check_everywhere(statuses: &[StatusReport], check: &str, present: bool) -> bool {
+    statuses.iter().all(|s| {
+        lab::names_of("gateway").iter().all(|gw| {
+            s.health.iter().any(|h| {
+                &h.node == gw
+                    && h.checks.as_ref().is_some_and(|checks| {
+                        checks.iter().any(|c| c.name == check && c.probes > 0) == present
+                    })
+            })
+        })
+    })
+}
+
+/// Every link of every node was made with `key` (an id, `k:...`).
+fn links_made_with(statuses: &[StatusReport], key: &str) -> bool {
+    statuses.iter().all(|s| {
+        s.configs
+            .iter()
+            .filter(|c| c.node != s.node)
+            .all(|c| c.link_key.as_deref() == Some(key))
+    })
+}
+
+/// The addresses `node` has on its lab interface.
+fn addresses_on(node: &str) -> String {
+    let out = lab::host::sh(&[
+        "ip",
+        "-n",
+        &lab::netns(node),
+        "-br",
+        "addr",
+        "show",
+        lab::LAN,
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ---- The changes ---------------------------------------------------------------------------
+
+/// What the client may lose in a change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    /// The VIP does not move: no probe may be lost.
+    NoOutage,
+    /// A planned move by a priority change: the e2e suite's planned-move budget
+    /// (`Budget::Planned`; the goal `PLANNED_MOVE_GOAL_MS` is printed).
+    PlannedMove,
+    /// A gateway's graceful stop and failback: the e2e suite's graceful-stop budget.
+    GracefulStop,
+}
+
+/// One change made and how it went: its window, which group's VIP it is about, and the
+/// times it took.
+#[derive(Clone, Debug)]
+struct Step {
+    kind: &'static str,
+    expect: Expect,
+    /// The group whose VIP the outage is measured on (the other probed groups must lose
+    /// nothing unless they are the one a restart moves).
+    group: &'static str,
+    /// When it began, when its hand-over was done (a restart: the other gateway answers;
+    /// else the same as `from_ms`), and when it was in effect and settled.
+    from_ms: u64,
+    middle_ms: u64,
+    to_ms: u64,
+    /// The slowest `havip reload` answer (a restart: the stop and the start).
+    reload: Duration,
+    /// From the last reload (a restart: the start) to in effect on every node.
+    in_effect: Duration,
+}
+
+/// When a change is in effect: what the watcher and the probes see, and what every node's
+/// status shows (`Pass::rolling`).
+type InEffect<'a> = (
+    &'a dyn Fn(&Lab) -> bool,
+    &'a dyn Fn(&[StatusReport]) -> bool,
+);
+
+struct Pass<'a> {
+    lab: &'a Lab,
+    steps: Vec<Step>,
+    /// The key files made so far (each rollover makes one).
+    keys_made: usize,
+}
+
+impl Pass<'_> {
+    /// Edits and reloads `nodes` in turn, then waits until the change is in effect: `seen`
+    /// by the watcher and the probes (polled every 10 ms: they cost the daemons nothing),
+    /// then `shown` by every node's status with every reloaded node's fingerprints (asked
+    /// every STATUS_EVERY: each status asks every peer, and asking all the time would
+    /// load the very daemons whose hand-over is measured).
+    fn rolling(
+        &mut self,
+        (kind, expect, group): (&'static str, Expect, &'static str),
+        nodes: &[&str],
+        change: &dyn Fn(&str, String) -> String,
+        (seen, shown): InEffect,
+    ) {
+        let from_ms = now_ms();
+        let mut expected = BTreeMap::new();
+        let mut slowest = Duration::ZERO;
+        for node in nodes {
+            edit(node, |text| change(node, text));
+            let asked = Instant::now();
+            expected.insert(node.to_string(), reload(node));
+            slowest = slowest.max(asked.elapsed());
+        }
+        let last = Instant::now();
+        let mut next_status = Instant::now();
+        let done = self.lab.wait(IN_EFFECT_LIMIT, |lab| {
+            if !seen(lab) || Instant::now() < next_status {
+                return false;
+            }
+            next_status = Instant::now() + STATUS_EVERY;
+            statuses().is_some_and(|s| fingerprints_everywhere(&s, &expected) && shown(&s))
+        });
+        assert!(
+            done.is_some(),
+            "{kind}: not in effect on every node within {IN_EFFECT_LIMIT:?}\n{}\n{}",
+            status_text(),
+            self.lab.logs()
+        );
+        if expect == Expect::NoOutage {
+            assert_no_master_change(kind, from_ms);
+        }
+        self.steps.push(Step {
+            kind,
+            expect,
+            group,
+            from_ms,
+            middle_ms: from_ms,
+            to_ms: now_ms(),
+            reload: slowest,
+            in_effect: last.elapsed(),
+        });
+    }
+
+    /// Adds crm3 on every node (gw-a, gw-b, the witness): formed once the last lists it,
+    /// held by gw-a, its VIP answers; then removes it from every node the same way.
+    fn group_added_then_removed(&mut self) {
+        let all = lab::havip_nodes();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let from_ms = now_ms();
+        self.rolling(
+            ("group added", Expect::NoOutage, "crm"),
+            &all,
+            &|node, text| text + &crm3(node),
+            (
+                &|lab| {
+                    lab.holders(CRM3) == ["gw-a"]
+                        && lab.answered_on(CRM3_VIP, "gw-a", now_ms().saturating_sub(100))
+                },
+                &|s| leader_everywhere(s, CRM3, "gw-a"),
+            ),
+        );
+        assert_master_recorded(CRM3, "gw-a", from_ms);
+        self.rolling(
+            ("group removed", Expect::NoOutage, "crm"),
+            &all,
+            &|node, text| text.replace(&crm3(node), ""),
+            (&|lab| lab.holders(CRM3).is_empty(), &|s| {
+                !listed_anywhere(s, CRM3)
+            }),
+        );
+    }
+
+    /// Adds EXTRA to crm on both gateways (gw-a, which holds it, first): it answers from
+    /// gw-a; then removes it: gone from gw-a's interface.
+    fn address_added_then_removed(&mut self) {
+        let gateways = ["gw-a", "gw-b"];
+        self.rolling(
+            ("address added", Expect::NoOutage, "crm"),
+            &gateways,
+            &|_, text| text.replace(CRM_ADDRESSES, &crm_addresses_with_extra()),
+            (
+                &|lab| lab.answered_on(EXTRA, "gw-a", now_ms().saturating_sub(100)),
+                &|s| has_address(s, "crm", EXTRA, true),
+            ),
+        );
+        self.rolling(
+            ("address removed", Expect::NoOutage, "crm"),
+            &gateways,
+            &|_, text| text.replace(&crm_addresses_with_extra(), CRM_ADDRESSES),
+            (&|_| !addresses_on("gw-a").contains(EXTRA), &|s| {
+                has_address(s, "crm", EXTRA, false)
+            }),
+        );
+    }
+
+    /// gw-b's priority for crm above gw-a's: crm moves to gw-b (a planned move); then
+    /// back to 100: gw-a takes it back.
+    fn priority_moves_and_back(&mut self) {
+        for (kind, priority, to) in [
+            ("priority: planned move", 200, "gw-b"),
+            ("priority back", 100, "gw-a"),
+        ] {
+            let from_ms = now_ms();
+            self.rolling(
+                (kind, Expect::PlannedMove, "crm"),
+                &["gw-b"],
+                &|_, text| set_in_group(&text, "crm", "priority", &priority.to_string()),
+                (
+                    &|lab| {
+                        lab.holders("crm") == [to]
+                            && lab.last_answer_by(to, now_ms().saturating_sub(100))
+                    },
+                    &|s| {
+                        leader_everywhere(s, "crm", to)
+                            && priority_everywhere(s, "crm", "gw-b", priority)
+                    },
+                ),
+            );
+            assert_master_recorded("crm", to, from_ms);
+        }
+    }
+
+    /// A TCP check added to both gateways (it runs beside the others, then counts), then
+    /// removed.
+    fn checks_added_then_removed(&mut self) {
+        let gateways = ["gw-a", "gw-b"];
+        self.rolling(
+            ("health check added", Expect::NoOutage, "crm"),
+            &gateways,
+            &|_, text| text + &tcp_check(),
+            (&|_| true, &|s| check_everywhere(s, TCP_CHECK, true)),
+        );
+        self.rolling(
+            ("health check removed", Expect::NoOutage, "crm"),
+            &gateways,
+            &|_, text| text.replace(&tcp_check(), ""),
+            (&|_| true, &|s| check_everywhere(s, TCP_CHECK, false)),
+        );
+    }
+
+    /// A new key rolled through every node (`key_file` the new one, `previous_key_file`
+    /// the old), then the old one dropped on every node: every link is then made with the
+    /// new key.
+    fn key_rolled(&mut self) {
+        self.keys_made += 1;
+        let made = format!("{}/cluster-roll-{}.key", lab::RUN, self.keys_made);
+        let _ = std::fs::remove_file(&made);
+        let out = Command::new(env!("CARGO_BIN_EXE_havip"))
+            .args(["keygen", "--out", &made])
+            .output()
+            .expect("keygen");
+        assert!(out.status.success(), "keygen: {}", text(&out));
+        let all = lab::havip_nodes();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let made_n = self.keys_made;
+        let new_key = move |node: &str| format!("{}/cluster-roll-{made_n}.key", lab::dir(node));
+        for node in &all {
+            lab::host::sh(&["install", "-m", "0600", &made, &new_key(node)]);
+        }
+        self.rolling(
+            ("key rolled (both accepted)", Expect::NoOutage, "crm"),
+            &all,
+            &|node, text| roll_key(&text, &new_key(node)),
+            (&|_| true, &|_| true),
+        );
+        self.rolling(
+            ("old key dropped", Expect::NoOutage, "crm"),
+            &all,
+            &|_, text| drop_previous_key(&text),
+            (&|_| true, &|s| {
+                s.first()
+                    .and_then(own_key)
+                    .is_some_and(|k| links_made_with(s, &k))
+            }),
+        );
+        let _ = std::fs::remove_file(&made);
+    }
+
+    /// Restarts every node in turn (TERM, then start, the same binary): a gateway hands
+    /// the group it holds over and takes it back by failback; the witness moves nothing.
+    fn restart_every_node(&mut self) {
+        for node in lab::havip_nodes() {
+            let held = ["crm", "crm2"]
+                .into_iter()
+                .find(|g| self.lab.holders(g) == [node.as_str()]);
+            self.restart(&node, held);
+        }
+    }
+
+    fn restart(&mut self, node: &str, held: Option<&'static str>) {
+        let kind: &'static str = match node {
+            "gw-a" => "restart gw-a",
+            "gw-b" => "restart gw-b",
+            _ => "restart witness",
+        };
+        let other = lab::names_of("gateway").into_iter().find(|g| g != node);
+        let from_ms = now_ms();
+        let asked = Instant::now();
+        lab_sh(&["stop-havip", node, "TERM"]);
+        let stopped = asked.elapsed();
+        if let (Some(group), Some(other)) = (held, &other) {
+            let taken = self.lab.wait(Duration::from_secs(10), |lab| {
+                lab.holders(group) == [other.as_str()]
+                    && lab.answered_on(&address_of(group), other, from_ms)
+            });
+            assert!(
+                taken.is_some(),
+                "{kind}: {other} did not take {group} over\n{}",
+                self.lab.logs()
+            );
+        }
+        let middle_ms = now_ms();
+        let started = Instant::now();
+        lab_sh(&["start-havip", node]);
+        let start_took = started.elapsed();
+        let mut next_status = Instant::now();
+        let back = self.lab.wait(Duration::from_secs(40), |lab| {
+            let seen = held.is_none_or(|g| {
+                lab.holders(g) == [node]
+                    && lab.answered_on(&address_of(g), node, now_ms().saturating_sub(100))
+            });
+            if !seen || Instant::now() < next_status {
+                return false;
+            }
+            next_status = Instant::now() + STATUS_EVERY;
+            statuses().is_some_and(|s| {
+                s.iter().all(|s| {
+                    s.groups
+                        .iter()
+                        .all(|g| g.leader.is_some() && g.nodes.iter().all(|n| n.priority.is_some()))
+                })
+            })
+        });
+        assert!(
+            back.is_some(),
+            "{kind}: not back within 40 s\n{}\n{}",
+            status_text(),
+            self.lab.logs()
+        );
+        if let (Some(group), Some(other)) = (held, &other) {
+            let masters = masters_since("witness", group, from_ms);
+            assert!(
+                masters
+                    .iter()
+                    .any(|m| m.starts_with(&format!("master {other} "))),
+                "{kind}: history of {group} records no hand-over to {other}: {masters:?}"
+            );
+            assert_master_recorded(group, node, from_ms);
+        }
+        self.steps.push(Step {
+            kind,
+            expect: if held.is_some() {
+                Expect::GracefulStop
+            } else {
+                Expect::NoOutage
+            },
+            group: held.unwrap_or("crm"),
+            from_ms,
+            middle_ms,
+            to_ms: now_ms(),
+            reload: stopped.max(start_took),
+            in_effect: started.elapsed(),
+        });
+    }
+}
+
+/// No node's `havip history` of the lab's groups records a master change since
+/// `since_ms`: the change moved no VIP.
+fn assert_no_master_change(kind: &str, since_ms: u64) {
+    for node in lab::havip_nodes() {
+        for group in ["crm", "crm2"] {
+            let masters = masters_since(&node, group, since_ms);
+            assert!(
+                masters.is_empty(),
+                "{kind}: {node}'s history of {group}: {masters:?}"
+            );
+        }
+    }
+}
+
+/// Every node's `havip history` of `group` records `who` as its latest master since
+/// `since_ms`, within a few seconds: the new master proposes the record once it holds,
+/// so the watcher can see the VIP before every node has applied it.
+fn assert_master_recorded(group: &str, who: &str, since_ms: u64) {
+    for node in lab::havip_nodes() {
+        let wanted = format!("master {who} ");
+        let started = Instant::now();
+        let mut masters = masters_since(&node, group, since_ms);
+        while !masters.last().is_some_and(|m| m.starts_with(&wanted))
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            masters = masters_since(&node, group, since_ms);
+        }
+        assert!(
+            masters.last().is_some_and(|m| m.starts_with(&wanted)),
+            "{node}: history of {group} since the change: {masters:?}, wanted master {who} last"
+        );
+    }
+}
+
+/// Every node's status of `group` as the gateways list it has (or lacks) `address`: each
+/// gateway's own, and a gateway's status tells its own addresses.
+fn has_address(statuses: &[StatusReport], group: &str, address: &str, present: bool) -> bool {
+    statuses.iter().filter(|s| s.role == "gateway").all(|s| {
+        s.groups.iter().any(|g| {
+            g.name == group
+                && g.addresses
+                    .iter()
+                    .any(|a| a.starts_with(&format!("{address}/")))
+                    == present
+        })
+    })
+}
+
+fn priority_everywhere(statuses: &[StatusReport], group: &str, node: &str, priority: u8) -> bool {
+    statuses.iter().all(|s| {
+        s.groups.iter().any(|g| {
+            g.name == group
+                && g.nodes
+                    .iter()
+                    .any(|n| n.name == node && n.priority == Some(priority))
+        })
+    })
+}
+
+/// `[cluster]` of `text` with `key_file` the new key and `previous_key_file` the old.
+fn roll_key(text: &str, new: &str) -> String {
+    text.lines()
+        .map(|line| match line.strip_prefix("key_file = ") {
+            Some(old) => {
+                let old = old.split('"').nth(1).unwrap_or_default();
+                format!("key_file = \"{new}\"\nprevious_key_file = \"{old}\"")
+            }
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn drop_previous_key(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("previous_key_file = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// The id of the key `status`'s node dials with (`k:...`), from its own config line.
+fn own_key(status: &StatusReport) -> Option<String> {
+    let own = status.configs.iter().find(|c| c.node == status.node)?;
+    let keys = &own.fingerprints.as_ref()?.keys;
+    Some(keys.split_whitespace().next()?.to_string())
+}
+
+fn status_text() -> String {
+    lab::havip_nodes()
+        .iter()
+        .map(|n| format!("--- status on {n}\n{}", text(&havip(n, &["status"]))))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+// ---- What the client and the watcher saw ------------------------------------------------------
+
+/// A step as the probes saw it.
+struct Verdict {
+    step: Step,
+    /// The longest gap on the step's VIP, less one probe interval (0: no probe lost).
+    outage_ms: u64,
+    /// The longest raw gap of each half of a restart (hand-over, failback), else of all.
+    gaps_ms: Vec<u64>,
+    /// Probes lost on the step's VIP, and on the other probed VIP (crm or crm2).
+    lost: usize,
+    lost_other: usize,
+    /// The longest raw gap on the other probed VIP, and how often the holders of the
+    /// step's group and of the other changed.
+    other_gap_ms: u64,
+    moves: usize,
+}
+
+fn judge(lab: &Lab, step: &Step) -> Verdict {
+    let vip = address_of(step.group);
+    let other = address_of(if step.group == "crm" { "crm2" } else { "crm" });
+    let (whole, _, _) = lab.outage_of(&vip, step.from_ms, step.to_ms);
+    let gaps_ms = if step.expect == Expect::GracefulStop {
+        vec![
+            lab.outage_of(&vip, step.from_ms, step.middle_ms).0,
+            lab.outage_of(&vip, step.middle_ms, step.to_ms).0,
+        ]
+    } else {
+        vec![whole]
+    };
+    Verdict {
+        step: step.clone(),
+        outage_ms: whole.saturating_sub(PROBE.as_millis() as u64),
+        gaps_ms,
+        lost: lab.lost(&vip, step.from_ms, step.to_ms),
+        lost_other: lab.lost(&other, step.from_ms, step.to_ms),
+        other_gap_ms: lab.outage_of(&other, step.from_ms, step.to_ms).0,
+        moves: ["crm", "crm2"]
+            .iter()
+            .map(|g| lab.moves(g, step.from_ms, step.to_ms))
+            .sum(),
+    }
+}
+
+impl Verdict {
+    /// Why it broke its budget, if it did.
+    fn failure(&self) -> Option<String> {
+        let s = &self.step;
+        let why = match s.expect {
+            _ if self.other_gap_ms > Budget::Stays.ms() => format!(
+                "the other group's VIP unanswered for {} ms > {} ms",
+                self.other_gap_ms,
+                Budget::Stays.ms()
+            ),
+            Expect::NoOutage if self.moves > 0 => format!("the VIPs moved {} times", self.moves),
+            Expect::NoOutage if self.gaps_ms[0] > Budget::Stays.ms() => format!(
+                "{} unanswered for {} ms > {} ms",
+                s.group,
+                self.gaps_ms[0],
+                Budget::Stays.ms()
+            ),
+            Expect::PlannedMove if self.gaps_ms.iter().any(|g| *g > Budget::Planned.ms()) => {
+                format!(
+                    "{} gap {:?} ms > {} ms",
+                    s.group,
+                    self.gaps_ms,
+                    Budget::Planned.ms()
+                )
+            }
+            Expect::GracefulStop if self.gaps_ms.iter().any(|g| *g > Budget::Planned.ms()) => {
+                format!(
+                    "{} gaps {:?} ms (hand-over, failback) > {} ms",
+                    s.group,
+                    self.gaps_ms,
+                    Budget::Planned.ms()
+                )
+            }
+            _ => return None,
+        };
+        Some(format!("{}: {why}", s.kind))
+    }
+
+    fn line(&self) -> String {
+        let s = &self.step;
+        format!(
+            "lab reload: {:<28} {:<5} outage {:>4} ms (gaps {:?} ms, lost {}, other group lost {}); \
+             slowest reload {} ms; in effect on every node {} ms after the last{}",
+            s.kind,
+            s.group,
+            self.outage_ms,
+            self.gaps_ms,
+            self.lost,
+            self.lost_other,
+            s.reload.as_millis(),
+            s.in_effect.as_millis(),
+            if s.expect == Expect::PlannedMove && self.outage_ms > PLANNED_MOVE_GOAL_MS {
+                format!(" (over issue 13's goal of {PLANNED_MOVE_GOAL_MS} ms)")
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// The benchmark's table: per change kind, the outage (gap less one probe) and the time
+/// from the last reload to the change in effect on every node, median and max.
+fn print_table(verdicts: &[Verdict]) {
+    let mut kinds: Vec<&str> = Vec::new();
+    for v in verdicts {
+        if !kinds.contains(&v.step.kind) {
+            kinds.push(v.step.kind);
+        }
+    }
+    // On a line of its own: libtest's "test NAME ..." is still open on stdout.
+    println!();
+    println!(
+        "| change | VIP | runs | outage median / max (ms) | probes lost | reload answered max (ms) | in effect median / max (ms) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for kind in kinds {
+        let of: Vec<&Verdict> = verdicts.iter().filter(|v| v.step.kind == kind).collect();
+        let outage: Vec<u64> = of.iter().map(|v| v.outage_ms).collect();
+        let effect: Vec<u64> = of
+            .iter()
+            .map(|v| v.step.in_effect.as_millis() as u64)
+            .collect();
+        let reload = of
+            .iter()
+            .map(|v| v.step.reload.as_millis())
+            .max()
+            .unwrap_or(0);
+        let lost: usize = of.iter().map(|v| v.lost + v.lost_other).sum();
+        println!(
+            "| {kind} | {} | {} | {} / {} | {lost} | {reload} | {} / {} |",
+            of[0].step.group,
+            of.len(),
+            median(&outage),
+            outage.iter().max().unwrap_or(&0),
+            median(&effect),
+            effect.iter().max().unwrap_or(&0),
+        );
+    }
+}
+
+fn median(values: &[u64]) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
+fn runs() -> usize {
+    std::env::var(RUNS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
+
+#[test]
+fn day_2_changes_one_node_at_a_time_on_the_lab() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::up_watching(&[format!("{CRM3}={CRM3_VIP}"), format!("crm={EXTRA}")]);
+    for vip in [address_of("crm2").as_str(), CRM3_VIP, EXTRA] {
+        lab.start_probe(vip);
+    }
+    // The new probe's first answers (a Python start): a gap before them is no outage.
+    let crm2 = address_of("crm2");
+    let probing = lab.wait(Duration::from_secs(10), |lab| {
+        lab.answered_on(&crm2, "gw-b", now_ms().saturating_sub(100))
+    });
+    assert!(
+        probing.is_some(),
+        "the probe of crm2 got no answer from gw-b"
+    );
+    let mut steps = Vec::new();
+    for run in 0..runs() {
+        let mut pass = Pass {
+            lab: &lab,
+            steps: Vec::new(),
+            keys_made: run,
+        };
+        pass.group_added_then_removed();
+        pass.address_added_then_removed();
+        pass.priority_moves_and_back();
+        pass.checks_added_then_removed();
+        pass.key_rolled();
+        pass.restart_every_node();
+        steps.extend(pass.steps);
+    }
+    // The last probes answered or timed out (500 ms).
+    std::thread::sleep(Duration::from_millis(700));
+    let verdicts: Vec<Verdict> = steps.iter().map(|s| judge(&lab, s)).collect();
+    lab.stop_observing();
+    lab.keep_logs("reload");
+    for v in &verdicts {
+        figures::figure(&v.line());
+    }
+    if runs() > 1 {
+        print_table(&verdicts);
+    }
+    let errors = lab.watcher_errors();
+    assert!(
+        errors.is_empty(),
+        "the watcher may have lost events: {errors:?}"
+    );
+    let (split, _) = lab.split_brain(None);
+    assert!(
+        split.is_empty(),
+        "two holders: {}",
+        split
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let late = lab.late_releases(None);
+    assert!(late.is_empty(), "late releases:\n{}", late.join("\n"));
+    let failures: Vec<String> = verdicts.iter().filter_map(Verdict::failure).collect();
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n"),
+        lab.logs()
+    );
+    lab.down_and_check();
+}
