@@ -533,19 +533,15 @@ fn request(daemon: &DaemonSocket, request: Request) -> Result<Response, Failure>
         .map_err(|e| Failure::Request(e.to_string()))?;
     match response {
         Response::Error { message } => Err(Failure::Request(message)),
+        Response::Refused { message } => Err(Failure::Usage(message)),
         other => Ok(other),
     }
 }
 
-/// A refused reload is a configuration error (exit 2), a daemon that does not answer a
-/// failed request (exit 1).
+/// A refused reload is a configuration error (exit 2, `Response::Refused`), a daemon that
+/// does not answer a failed request (exit 1).
 fn reload(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
-    let response = match request(daemon, Request::Reload) {
-        Err(Failure::Request(message)) if message.contains("reload refused") => {
-            return Err(Failure::Usage(message));
-        }
-        other => other?,
-    };
+    let response = request(daemon, Request::Reload)?;
     if json {
         println!(
             "{}",

@@ -465,21 +465,6 @@ fn a_drained_master_cut_off_from_the_other_gateway_relays_through_the_witness() 
     cluster.assert_never_two_holders();
 }
 
-fn wait_file_contains(path: &std::path::Path, needle: &str) -> String {
-    for _ in 0..300 {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!(
-        "{} never contained {needle:?}: {:?}",
-        path.display(),
-        std::fs::read_to_string(path)
-    );
-}
-
 #[test]
 fn notify_hooks_run_on_state_changes_and_metrics_report_them() {
     let _serial = lock();
@@ -493,7 +478,7 @@ fn notify_hooks_run_on_state_changes_and_metrics_report_them() {
     );
     cluster.wait_formed("gw-a");
     let gw_a = cluster.dir.path().join("gw-a").join("notify.log");
-    wait_file_contains(&gw_a, "crm BACKUP MASTER");
+    support::wait_file_contains(&gw_a, "crm BACKUP MASTER", Duration::from_secs(3));
     let metrics = scrape(&format!("{}:9400", cluster.nodes["gw-a"].addr));
     assert!(
         metrics.contains("havip_group_vip_held{group=\"crm\"} 1"),
@@ -514,10 +499,11 @@ fn notify_hooks_run_on_state_changes_and_metrics_report_them() {
     let (code, text) = cluster.cli("witness", &["maintenance", "on", "gw-a"]);
     assert_eq!(code, 0, "{text}");
     cluster.wait_holder("gw-b", Duration::from_secs(3));
-    wait_file_contains(&gw_a, "crm MASTER FAULT");
-    wait_file_contains(
+    support::wait_file_contains(&gw_a, "crm MASTER FAULT", Duration::from_secs(3));
+    support::wait_file_contains(
         &cluster.dir.path().join("gw-b").join("notify.log"),
         "crm BACKUP MASTER",
+        Duration::from_secs(3),
     );
     let metrics = scrape(&format!("{}:9400", cluster.nodes["gw-a"].addr));
     assert!(

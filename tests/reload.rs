@@ -361,7 +361,12 @@ fn a_group_s_addresses_and_priority_change_live_without_releasing_it() {
             .addresses
     };
     assert_eq!(addresses("gw-a"), ["198.18.0.50/24", "198.18.0.51/24"]);
-    wait_log(&cluster, "gw-a", "added=[198.18.0.51/24] removed=[]");
+    let gw_a_log = &cluster.nodes["gw-a"].log;
+    support::wait_file_contains(
+        gw_a_log,
+        "added=[198.18.0.51/24] removed=[]",
+        Duration::from_secs(5),
+    );
     // The first address removed: only it goes.
     for node in ["gw-b", "gw-a"] {
         edit(&cluster, node, |text| {
@@ -371,7 +376,11 @@ fn a_group_s_addresses_and_priority_change_live_without_releasing_it() {
         assert_eq!(code, 0, "{node}: {out}");
     }
     assert_eq!(addresses("gw-a"), ["198.18.0.51/24"]);
-    wait_log(&cluster, "gw-a", "added=[] removed=[198.18.0.50/24]");
+    support::wait_file_contains(
+        gw_a_log,
+        "added=[] removed=[198.18.0.50/24]",
+        Duration::from_secs(5),
+    );
     std::thread::sleep(Duration::from_millis(300));
     cluster.assert_sole_holder_since("gw-a", steady);
 
@@ -400,16 +409,4 @@ fn a_group_s_addresses_and_priority_change_live_without_releasing_it() {
         taken.saturating_duration_since(released)
     ));
     cluster.assert_never_two_holders();
-}
-
-fn wait_log(cluster: &Cluster, node: &str, needle: &str) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        let log = std::fs::read_to_string(&cluster.nodes[node].log).unwrap_or_default();
-        if log.contains(needle) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{node}'s log never said {needle:?}\n{}", cluster.logs());
 }

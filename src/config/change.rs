@@ -278,29 +278,8 @@ mod tests {
 
     use super::*;
 
-    const BASE: &str = r#"
-[node]
-name = "gw-a"
-role = "gateway"
-data_dir = "/var/lib/havip"
-[cluster]
-listen = "198.18.0.11:7400"
-key_file = "/etc/havip/cluster.key"
-[[cluster.peers]]
-name = "gw-a"
-address = "198.18.0.11:7400"
-[[cluster.peers]]
-name = "gw-b"
-address = "198.18.0.12:7400"
-[[cluster.peers]]
-name = "witness"
-address = "198.18.0.13:7400"
-[[vip_group]]
-name = "crm"
-interface = "eth1"
-addresses = ["198.18.1.50/24"]
-priority = 150
-"#;
+    /// The config tests' gateway file (gw-a, crm on 198.18.0.50/24, priority 150).
+    const BASE: &str = crate::config::tests::GATEWAY;
 
     fn config(text: &str) -> Config {
         match Config::from_str(Path::new("/etc/havip/havip.toml"), text) {
@@ -322,8 +301,8 @@ priority = 150
         ));
         let new = config(
             &(BASE.replace("priority = 150", "priority = 120").replace(
-                "addresses = [\"198.18.1.50/24\"]",
-                "addresses = [\"198.18.1.50/24\", \"198.18.1.51/24\"]",
+                "addresses = [\"198.18.0.50/24\"]",
+                "addresses = [\"198.18.0.50/24\", \"198.18.0.51/24\"]",
             ) + "[[vip_group]]\nname = \"g2\"\ninterface = \"eth1\"\naddresses = [\"198.18.3.50/24\"]\npriority = 150\n"),
         );
         let plan = plan_reload(&running, &new).expect("plan");
@@ -339,7 +318,7 @@ priority = 150
         assert_eq!(
             plan.summary,
             [
-                "group crm: +198.18.1.51/24, priority 150 -> 120",
+                "group crm: +198.18.0.51/24, priority 150 -> 120",
                 "group g2 added",
                 "group old removed"
             ]

@@ -308,18 +308,12 @@ fn read_peer(
         None
     };
     if let Some(name) = &name {
-        if let Some(first) = names.get(&name.value) {
-            r.error(
-                &name.span,
-                entry.key("name"),
-                format!(
-                    "peer {:?} is already listed as {first}; list each node once",
-                    name.value
-                ),
-            );
-        } else {
-            names.insert(name.value.clone(), entry.path.clone());
-        }
+        once(r, names, name, entry, |first| {
+            format!(
+                "peer {:?} is already listed as {first}; list each node once",
+                name.value
+            )
+        });
     }
     if let Some(address) = &address {
         if address.value.ip().is_unspecified() || address.value.port() == 0 {
@@ -395,6 +389,23 @@ fn check_peer_list(
             t.key("peers"),
             even_voters_message(peers.len()),
         );
+    }
+}
+
+/// Records `name` as used by `entry`, or reports it at `entry`'s `name` key with the
+/// message `duplicate` makes from the key path that used it first.
+fn once(
+    r: &mut Reader<'_>,
+    names: &mut HashMap<String, String>,
+    name: &At<String>,
+    entry: &Tab<'_>,
+    duplicate: impl FnOnce(&str) -> String,
+) {
+    match names.get(&name.value) {
+        Some(first) => r.error(&name.span, entry.key("name"), duplicate(first)),
+        None => {
+            names.insert(name.value.clone(), entry.path.clone());
+        }
     }
 }
 
@@ -612,18 +623,12 @@ fn read_groups(r: &mut Reader<'_>, root: &Tab<'_>, role: Role) -> Vec<VipGroup> 
         r.unknown_keys(entry, GROUP_KEYS);
         let name = read_name(r, entry, "\"crm\"");
         if let Some(name) = &name {
-            if let Some(first) = names.get(&name.value) {
-                r.error(
-                    &name.span,
-                    entry.key("name"),
-                    format!(
-                        "group {:?} is already defined as {first}; give each group its own name",
-                        name.value
-                    ),
-                );
-            } else {
-                names.insert(name.value.clone(), entry.path.clone());
-            }
+            once(r, &mut names, name, entry, |first| {
+                format!(
+                    "group {:?} is already defined as {first}; give each group its own name",
+                    name.value
+                )
+            });
         }
         let group = match role {
             Role::Witness => read_witness_group(r, entry),

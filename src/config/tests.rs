@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 
 /// A small valid gateway file; the rule table below mutates it one way at a time.
-const GATEWAY: &str = r#"[node]
+pub(super) const GATEWAY: &str = r#"[node]
 name = "gw-a"
 role = "gateway"
 

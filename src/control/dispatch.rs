@@ -92,12 +92,12 @@ fn socket_handler(control: Arc<Control>) -> socket::Handler {
     Arc::new(move |request, caller| {
         let control = control.clone();
         Box::pin(async move {
-            if request.changes_the_cluster() && !caller.may_change {
+            if request.changes_the_cluster() && !caller.may_change() {
                 return Response::Error {
                     message: format!(
-                        "permission denied: {} changes the cluster; run it as root or as a member of the control socket's group (uid {} is neither)",
+                        "permission denied: {} changes the cluster; run it as root or as a member of the control socket's group ({} is neither)",
                         request.command_name(),
-                        caller.uid
+                        caller.describe()
                     ),
                 };
             }

@@ -78,6 +78,11 @@ pub enum Response {
     Done {
         message: String,
     },
+    /// The request's input is wrong (a reload of a file with errors): nothing changed.
+    /// The CLI exits 2 for it, as for any configuration error.
+    Refused {
+        message: String,
+    },
     Members {
         groups: Vec<GroupMembership>,
     },

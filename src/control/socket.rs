@@ -50,13 +50,32 @@ pub enum SocketError {
 pub type Handler =
     Arc<dyn Fn(Request, Caller) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
 
-/// Who sent a request, from the kernel (SO_PEERCRED), not from the request.
+/// Who sent a request, from the kernel (SO_PEERCRED), not from the request; `None`: the
+/// kernel did not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
-    pub uid: u32,
-    /// May the caller change the cluster (failover, maintenance, reload)? Decided once per
-    /// connection by `may_change`.
-    pub may_change: bool,
+    pub cred: Option<(u32, u32)>,
+    daemon_uid: u32,
+    socket_gid: Option<u32>,
+}
+
+impl Caller {
+    /// "uid 1000", or "an unknown caller", for messages.
+    pub fn describe(&self) -> String {
+        self.cred.map_or_else(
+            || "an unknown caller".into(),
+            |(uid, _)| format!("uid {uid}"),
+        )
+    }
+
+    /// May the caller change the cluster (failover, maintenance, reload)? Asked only for
+    /// such a request: the group lookup reads the user database, which a watcher's poll
+    /// every 10 ms must not pay for.
+    pub fn may_change(&self) -> bool {
+        self.cred.is_some_and(|(uid, gid)| {
+            may_change(uid, &groups_of(uid, gid), self.daemon_uid, self.socket_gid)
+        })
+    }
 }
 
 /// Whether a process of `uid` (in `groups`) may send requests that change the cluster to
@@ -154,17 +173,10 @@ pub async fn serve(
                     let handler = handler.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
-                        let caller = match stream.peer_cred() {
-                            Ok(cred) => Caller {
-                                uid: cred.uid(),
-                                may_change: may_change(
-                                    cred.uid(),
-                                    &groups_of(cred.uid(), cred.gid()),
-                                    daemon_uid,
-                                    socket_gid,
-                                ),
-                            },
-                            Err(_) => Caller { uid: u32::MAX, may_change: false },
+                        let caller = Caller {
+                            cred: stream.peer_cred().ok().map(|c| (c.uid(), c.gid())),
+                            daemon_uid,
+                            socket_gid,
                         };
                         if let Err(e) = serve_one(stream, handler, caller).await {
                             tracing::debug!("control connection: {e}");

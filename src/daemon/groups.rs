@@ -13,7 +13,7 @@ use crate::consensus::Raft;
 use crate::consensus::bootstrap::{self, Bootstrap};
 use crate::consensus::group_raft::GroupRaft;
 use crate::control::GroupHandle;
-use crate::group::tasks::{self, GroupTasks, NodeParts, RunningGroup};
+use crate::group::tasks::{self, GroupTasks, NodeParts};
 use crate::platform::watches::child_signal;
 use crate::systemd::GroupLoopFeed;
 use crate::vip::VipSet;
@@ -46,20 +46,20 @@ impl Node {
         group: &VipGroup,
         raft: GroupRaft,
         shutdown: &watch::Receiver<bool>,
-    ) -> RunningGroup {
+    ) {
         let parts = NodeParts {
             config: &self.config,
             data_plane: self.data_plane.clone(),
             proposer: joined.proposer.clone(),
             links: self.links.as_ref(),
-            health: joined.health.clone(),
+            health: self.health.as_ref().map(|(_, _, facts)| facts.clone()),
             connected: self.mesh.connected(),
             raft_service: self.peer_handler.raft.clone(),
             notifier: joined.notifier.clone(),
         };
         let (stop, stopped) = child_signal(shutdown);
         let vips = VipSet::of(group);
-        let mut running = tasks::spawn(&parts, group, &vips, raft, &stopped, &joined.fatal_tx);
+        let running = tasks::spawn(&parts, group, &vips, raft, &stopped, &joined.fatal_tx);
         let (name, handle) = GroupHandle::of(&running);
         joined.control.update_groups(|groups| {
             groups.insert(name.clone(), handle);
@@ -70,16 +70,11 @@ impl Node {
             state: running.reported.clone(),
         };
         joined.systemd.send_modify(|loops| loops.push(feed));
-        let task = std::mem::replace(&mut running.task, tokio::spawn(async {}));
-        let settings = running.settings.clone();
-        joined.loops.insert(
-            name,
-            GroupTasks {
-                stop,
-                settings,
-                task,
-            },
-        );
-        running
+        let tasks = GroupTasks {
+            stop,
+            settings: running.settings,
+            task: running.task,
+        };
+        joined.loops.insert(name, tasks);
     }
 }

@@ -141,8 +141,6 @@ struct Joined {
     reloads: mpsc::Receiver<oneshot::Sender<Response>>,
     proposer: Arc<Proposer>,
     notifier: Notifier,
-    /// The node's health feed (gateways with checks), shared by every group's loop.
-    health: Option<watch::Receiver<HealthFacts>>,
     /// What systemd is told about each running loop (its status and watchdog).
     systemd: watch::Sender<Vec<GroupLoopFeed>>,
 }
@@ -217,7 +215,6 @@ impl Node {
             by_name.clone(),
         );
         let proposer = Arc::new(proposer);
-        let health = self.health.as_ref().map(|(_, _, facts)| facts.clone());
         let notifier = Notifier::start(config.notify.command.clone(), config.notify.timeout);
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let (reload_tx, reloads) = mpsc::channel(4);
@@ -239,12 +236,10 @@ impl Node {
             reloads,
             proposer,
             notifier,
-            health,
             systemd: watch::Sender::new(Vec::new()),
         };
-        let mut running = Vec::new();
         for (group, raft) in config.vip_groups.iter().zip(rafts) {
-            running.push(self.spawn_group(&mut joined, group, raft, shutdown));
+            self.spawn_group(&mut joined, group, raft, shutdown);
         }
         let _ = self.peer_handler.control.set(joined.control.clone());
         self.bootstrap(&joined, by_name, self.pristine, shutdown);

@@ -36,7 +36,7 @@ pub async fn reload(
         Err(errors) => {
             let message = refused(&errors);
             tracing::error!("reload refused, nothing changed:\n{message}");
-            Response::Error { message }
+            Response::Refused { message }
         }
         Ok((new, plan)) => {
             let changes = plan.summary.clone();

@@ -36,11 +36,21 @@ impl ObserveOnly {
         let Ok(mut held) = self.held.lock() else {
             return Change::Refreshed;
         };
-        let entry = (until, vips.addresses.clone());
-        match held.insert(vips.group.clone(), entry) {
-            None => Change::Added,
-            Some((_, old)) if old != vips.addresses => Change::Reshaped { old },
-            Some(_) => Change::Refreshed,
+        // Refreshed on every hold (each heartbeat): the addresses are copied only when
+        // they are new or changed.
+        match held.get_mut(&vips.group) {
+            Some((held_until, addresses)) => {
+                *held_until = until;
+                if *addresses == vips.addresses {
+                    return Change::Refreshed;
+                }
+                let old = std::mem::replace(addresses, vips.addresses.clone());
+                Change::Reshaped { old }
+            }
+            None => {
+                held.insert(vips.group.clone(), (until, vips.addresses.clone()));
+                Change::Added
+            }
         }
     }
 

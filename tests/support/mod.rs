@@ -988,6 +988,24 @@ impl Watcher {
     }
 }
 
+/// Waits (polling every 10 ms, up to `within`) until the file at `path` contains
+/// `needle`; returns its text. Fails the test with what the file holds otherwise.
+pub fn wait_file_contains(path: &Path, needle: &str, within: Duration) -> String {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "{} never contained {needle:?}: {:?}",
+        path.display(),
+        std::fs::read_to_string(path)
+    );
+}
+
 /// The whole HTTP response of a daemon's /metrics (head and body).
 pub fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};
