@@ -3,8 +3,9 @@
 # CPU loaded: two busy loops at nice 10 beside the lab (how the 22 ms sample was caught).
 # For each run it prints the fault's figure line (outage, two holders from the kernel's
 # ordered address events, late releases) and at the end: runs, failures, overlaps, late
-# releases, the worst late release and the worst late wake-up of any hold loop, from the
-# daemons' own logs (every run's are kept under target/tmp/pressure/RUN-FAULT/).
+# releases, the worst late release, the worst late wake-up of any hold loop and the hold
+# leases that lapsed (a holder's acknowledgements aged past it), from the daemons' own
+# logs (every run's are kept under target/tmp/pressure/RUN-FAULT/).
 #
 # Usage (as root): scripts/bench-pressure.sh [RUNS]     default 5 runs of each fault
 # Env: FAULTS (test names of tests/lab_e2e.rs, space-separated), LOAD (busy loops, 2).
@@ -40,9 +41,9 @@ for _ in $(seq "$load"); do
 done
 
 export HAVIP_TEST_FIGURES="$out/figures"
-passed=0 failed=0 late_lines="$out/late" wake_lines="$out/wake"
+passed=0 failed=0 late_lines="$out/late" wake_lines="$out/wake" lapse_lines="$out/lapses"
 : >"$out/figures"
-: >"$late_lines"; : >"$wake_lines"
+: >"$late_lines"; : >"$wake_lines"; : >"$lapse_lines"
 for run in $(seq "$runs"); do
     for fault in $faults; do
         rm -rf "$logs"
@@ -62,6 +63,10 @@ for run in $(seq "$runs"); do
         cp "$logs"/*/*.log "$kept/$run-$fault/" 2>/dev/null || true
         cat "$logs"/*/*.log 2>/dev/null | grep -h "late release" >>"$late_lines" || true
         cat "$logs"/*/*.log 2>/dev/null | grep -h "woke .* late" >>"$wake_lines" || true
+        # A holder whose last acknowledgement aged past the hold lease let its VIPs go: on
+        # a lossy link, a lost peer packet that TCP retransmitted too late (README, "Lossy
+        # networks").
+        cat "$logs"/*/*.log 2>/dev/null | grep -h "older than the hold lease" >>"$lapse_lines" || true
     done
 done
 
@@ -70,5 +75,6 @@ worst_late=$(grep -o "late_ms=[0-9.]*" "$late_lines" | cut -d= -f2 | sort -g | t
 worst_wake=$(grep -o "late_ms=[0-9.]*" "$wake_lines" | cut -d= -f2 | sort -g | tail -n 1)
 echo "pressure: $(date -u +%F) load=$load busy loops at nice 10, $((passed + failed)) runs, $failed failed," \
     "overlaps $overlaps, late releases $(wc -l <"$late_lines") (worst ${worst_late:-0} ms)," \
-    "late-wake-up warnings $(wc -l <"$wake_lines") (worst ${worst_wake:-0} ms)"
+    "late-wake-up warnings $(wc -l <"$wake_lines") (worst ${worst_wake:-0} ms)," \
+    "lease lapses $(wc -l <"$lapse_lines")"
 [ "$failed" -eq 0 ]

@@ -18,7 +18,8 @@
 //! its pending requests at once. TCP keepalive (first probe after 1 s idle) together with
 //! `TCP_USER_TIMEOUT` (2 s) make the kernel report a silently dead path within about two
 //! seconds, even on a side that is not sending, so the dialer reconnects soon after a
-//! partition heals instead of waiting out TCP's retransmission backoff.
+//! partition heals instead of waiting out TCP's retransmission backoff. Loss recovery
+//! inside the hold lease (a lower minimum RTO, linear retries) is `tuning`'s.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -39,6 +40,7 @@ use tokio_util::task::TaskTracker;
 
 use super::frame::{Frame, FrameError, Kind};
 use super::noise::{self, HandshakeSide, NoiseError, NoiseReader, NoiseWriter};
+use super::tuning::tune;
 use crate::key::{ClusterKey, ClusterKeys};
 use crate::platform::lock::lock;
 
@@ -48,11 +50,6 @@ const BACKOFF_START: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// A TCP connect that takes longer than this is given up (a partition drops the SYN).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Kernel keepalive: first probe after this much silence, then one per interval.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// Data (or a keepalive probe) unacknowledged this long kills the connection.
-const USER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Warnings about one address and one kind of problem are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Frames queued for one connection's writer before senders wait.
@@ -599,20 +596,6 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(128)
-}
-
-/// Socket options every peer connection gets: no Nagle delay for small Raft messages,
-/// and the kernel's dead-path detection described at the top of this file.
-fn tune(stream: &TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let sock = socket2::SockRef::from(stream);
-    sock.set_tcp_keepalive(
-        &socket2::TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
-            .with_interval(KEEPALIVE_INTERVAL)
-            .with_retries(2),
-    )?;
-    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {

@@ -6,9 +6,11 @@
 //! - `frame`: the pure application-frame codec (no sockets).
 //! - `noise`: the Noise `NNpsk0` handshake and the encrypted frame stream.
 //! - `mesh`: sockets, who dials whom, reconnects, request multiplexing, counters.
+//! - `tuning`: the peer sockets' options (dead paths, loss recovery inside the hold lease).
 
 pub mod frame;
 pub mod mesh;
 pub mod noise;
+pub mod tuning;
 
 pub use mesh::{Mesh, MeshConfig, MeshCounters, MeshError, RequestHandler};

@@ -401,6 +401,13 @@ impl Lab {
                 format!("{dir}/{n}.log"),
             );
         }
+        // The client's side too: an outage over budget is read from these answers.
+        let answers = self.answers.lock().map(|a| a.clone()).unwrap_or_default();
+        let lines: String = answers
+            .iter()
+            .map(|a| format!("{} {} {} {}\n", a.vip, a.sent_ms, a.answered_ms, a.who))
+            .collect();
+        let _ = std::fs::write(format!("{dir}/probe-answers.txt"), lines);
     }
 
     /// The daemons' WARN lines about releases completed after their hold lease ended,
