@@ -117,8 +117,8 @@ fn run_fault(fault: Fault) {
     lab.stop_observing();
     lab.keep_logs(fault.name);
     let frozen = fault.freezes.then_some(("gw-a", t0, t_healed));
-    let late = lab.late_releases(frozen);
-    let (split, excused) = lab.split_brain(frozen);
+    let late = lab.late_releases(frozen.as_slice());
+    let (split, excused) = lab.split_brain(frozen.as_slice());
     let end = now_ms();
     let total = |o: &[Overlap]| o.iter().map(|o| o.ms(end)).sum::<u64>();
     figure(&format!(

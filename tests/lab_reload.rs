@@ -890,7 +890,7 @@ fn day_2_changes_one_node_at_a_time_on_the_lab() {
         errors.is_empty(),
         "the watcher may have lost events: {errors:?}"
     );
-    let (split, _) = lab.split_brain(None);
+    let (split, _) = lab.split_brain(&[]);
     assert!(
         split.is_empty(),
         "two holders: {}",
@@ -900,7 +900,7 @@ fn day_2_changes_one_node_at_a_time_on_the_lab() {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    let late = lab.late_releases(None);
+    let late = lab.late_releases(&[]);
     assert!(late.is_empty(), "late releases:\n{}", late.join("\n"));
     let failures: Vec<String> = verdicts.iter().filter_map(Verdict::failure).collect();
     assert!(

@@ -81,7 +81,12 @@ pub struct Lab {
     answers: Arc<Mutex<Vec<Answer>>>,
     probes: Vec<Child>,
     down: bool,
+    /// How long the watcher and the probes run at most (they outlive nothing).
+    lifetime_s: u64,
 }
+
+/// The watcher's and the probes' bound when a test does not say otherwise.
+const DEFAULT_LIFETIME_S: u64 = 600;
 
 impl Lab {
     /// `lab.sh up`, the three daemons, the watcher and the probe; returns once the
@@ -93,6 +98,16 @@ impl Lab {
     /// `up`, with the watcher also watching `extra` ("GROUP=ADDRESS": an address or a
     /// group a test adds later, which the gateways' files do not list yet).
     pub fn up_watching(extra: &[String]) -> Lab {
+        Lab::up_with(extra, DEFAULT_LIFETIME_S)
+    }
+
+    /// `up`, with the watcher and the probe bounded at `seconds` instead of ten minutes
+    /// (the chaos soak runs longer).
+    pub fn up_lasting(seconds: u64) -> Lab {
+        Lab::up_with(&[], seconds)
+    }
+
+    fn up_with(extra: &[String], lifetime_s: u64) -> Lab {
         crate::lab::host::require_root("the lab tests");
         lab_sh(&["up"]);
         let mut lab = Lab {
@@ -101,6 +116,7 @@ impl Lab {
             answers: Arc::new(Mutex::new(Vec::new())),
             probes: Vec::new(),
             down: false,
+            lifetime_s,
         };
         // Before any daemon runs, so that every address a daemon ever adds is an event.
         lab.start_watcher(extra);
@@ -129,7 +145,7 @@ impl Lab {
     /// The lab's watcher (`lab.sh watch`: every gateway and the witness, every address
     /// of every VIP group); returns once it is subscribed.
     fn start_watcher(&mut self, extra: &[String]) {
-        let watch = lab::watch_also(600, extra);
+        let watch = lab::watch_also(self.lifetime_s, extra);
         let (ready, errors) = {
             let w = watch.lock();
             (w.ready, w.errors.clone())
@@ -154,7 +170,7 @@ impl Lab {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &lab::netns("client"), "python3"])
             .arg(format!("{REPO}/scripts/lab-probe.py"))
-            .args([vip, "80", "10", "600"])
+            .args([vip, "80", "10", &self.lifetime_s.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -263,18 +279,18 @@ impl Lab {
     }
 
     /// The overlaps (two holders) the watcher saw, except those of a frozen daemon
-    /// (`frozen`: node, SIGSTOP, SIGCONT) that lie wholly inside its freeze: its address
+    /// (each of `frozen`: node, SIGSTOP, SIGCONT) that lie wholly inside its freeze: its address
     /// may outlive its hold up to the kernel lifetime while it cannot act, but a thawed
     /// daemon must not hold beside another. Returns (counted, excused) overlaps; one the
     /// watcher never saw end counts, and is never excused.
-    pub fn split_brain(&self, frozen: Option<(&str, u64, u64)>) -> (Vec<Overlap>, Vec<Overlap>) {
+    pub fn split_brain(&self, frozen: &[(&str, u64, u64)]) -> (Vec<Overlap>, Vec<Overlap>) {
         let overlaps = self
             .watch
             .as_ref()
             .map(|w| w.lock().overlaps.clone())
             .unwrap_or_default();
         overlaps.into_iter().partition(|o| {
-            !frozen.is_some_and(|(node, stopped, continued)| {
+            !frozen.iter().any(|&(node, stopped, continued)| {
                 o.nodes.iter().any(|n| n == node)
                     && o.from_ms >= stopped
                     && o.to_ms.is_some_and(|to| to <= continued)
@@ -411,9 +427,9 @@ impl Lab {
     }
 
     /// The daemons' WARN lines about releases completed after their hold lease ended,
-    /// except the frozen daemon's (`frozen`: node, SIGSTOP, SIGCONT) whose lease ended
+    /// except a frozen daemon's (each of `frozen`: node, SIGSTOP, SIGCONT) whose lease ended
     /// while it was frozen: it could not act, and says so once thawed.
-    pub fn late_releases(&self, frozen: Option<(&str, u64, u64)>) -> Vec<String> {
+    pub fn late_releases(&self, frozen: &[(&str, u64, u64)]) -> Vec<String> {
         lab::havip_nodes()
             .iter()
             .flat_map(|n| {
@@ -426,7 +442,7 @@ impl Lab {
                             .split_whitespace()
                             .find_map(|f| f.strip_prefix("deadline_unix_ms="))
                             .and_then(|d| d.parse::<u64>().ok());
-                        !frozen.is_some_and(|(node, stopped, continued)| {
+                        !frozen.iter().any(|&(node, stopped, continued)| {
                             node == *n && deadline.is_some_and(|d| d >= stopped && d <= continued)
                         })
                     })
