@@ -379,6 +379,93 @@ fn havip_at(node: &str, args: &[&str]) {
     sh(&full);
 }
 
+/// The lab's peer port (conf/*.toml).
+const PEER_PORT: &str = "7400";
+
+/// 5,000 silent connections from the client to gw-a's peer port, at `rate` per second,
+/// from `sources` extra client addresses in turn (none: the client's own), held 2 s;
+/// prints what the flood saw (`scripts/lab-flood.py`).
+fn flood(sources: usize, rate: u32) {
+    let client = lab::netns("client");
+    let extra: Vec<String> = (0..sources)
+        .map(|i| format!("198.18.0.{}", 160 + i))
+        .collect();
+    for address in &extra {
+        ip(&[
+            "-n",
+            &client,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            "lan0",
+        ]);
+    }
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &client,
+        "python3",
+        &format!("{REPO}/scripts/lab-flood.py"),
+        &address_of("gw-a"),
+        PEER_PORT,
+        "5000",
+        &rate.to_string(),
+        "2",
+        &extra.join(","),
+    ]);
+    for address in &extra {
+        ip(&[
+            "-n",
+            &client,
+            "addr",
+            "del",
+            &format!("{address}/24"),
+            "dev",
+            "lan0",
+        ]);
+    }
+    figure(&format!(
+        "lab e2e: flood of gw-a's peer port from {} address(es) at {rate}/s: {}",
+        sources.max(1),
+        String::from_utf8_lossy(&out.stdout).trim()
+    ));
+}
+
+/// Hardening (issue 14 item 1): 5,000 silent connections at 1,000/s from one address that
+/// is no peer's. gw-a closes each unread; the VIP must neither move nor go unanswered.
+#[test]
+fn a_flood_of_silent_connections_from_one_address_moves_nothing() {
+    run_fault(Fault {
+        name: "flood, one address",
+        inject: &|| flood(0, 1000),
+        heal: &|| {},
+        during: "gw-a",
+        show_within: Duration::from_secs(5),
+        budget: Budget::Stays,
+        heal_budget: Budget::Planned,
+        freezes: false,
+        max_moves: Some(0),
+    });
+}
+
+/// The same from 50 addresses at 500/s.
+#[test]
+fn a_flood_of_silent_connections_from_many_addresses_moves_nothing() {
+    run_fault(Fault {
+        name: "flood, 50 addresses",
+        inject: &|| flood(50, 500),
+        heal: &|| {},
+        during: "gw-a",
+        show_within: Duration::from_secs(5),
+        budget: Budget::Stays,
+        heal_budget: Budget::Planned,
+        freezes: false,
+        max_moves: Some(0),
+    });
+}
+
 /// `havip failover --to gw-b` pins crm to gw-b; `--clear` gives it back to gw-a.
 #[test]
 fn manual_failover_to_the_backup_and_clear() {
