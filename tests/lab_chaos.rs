@@ -409,9 +409,12 @@ fn run_step(dice: &mut Dice, cast: &Cast, first: Fault, log: &mut Log) -> (Vec<K
             log.freeze_started(second.node());
         }
         std::thread::sleep(Duration::from_millis(second.hold_ms));
+        // A freeze's allowance ends when SIGCONT is sent, not when lab.sh returns: a
+        // thawed daemon's first milliseconds must not fall inside it.
+        let thaw = now_ms();
         heal(second, &mut log.committed);
         if second.kind == Kind::Freeze {
-            log.freeze_ended(second.node());
+            log.freeze_ended(second.node(), thaw);
         }
         spent = first.hold_ms / 4 + second.hold_ms;
     }
@@ -419,7 +422,7 @@ fn run_step(dice: &mut Dice, cast: &Cast, first: Fault, log: &mut Log) -> (Vec<K
     let t_heal = now_ms();
     heal(&first, &mut log.committed);
     if first.kind == Kind::Freeze {
-        log.freeze_ended(first.node());
+        log.freeze_ended(first.node(), t_heal);
     }
     for child in floods.into_iter().flatten() {
         log.flood(child);
@@ -445,9 +448,9 @@ impl Log {
         self.open_freezes.insert(node.to_string(), now_ms());
     }
 
-    fn freeze_ended(&mut self, node: &str) {
+    fn freeze_ended(&mut self, node: &str, thawed_at: u64) {
         if let Some(at) = self.open_freezes.remove(node) {
-            self.freezes.push((node.to_string(), at, now_ms()));
+            self.freezes.push((node.to_string(), at, thawed_at));
         }
     }
 

@@ -93,11 +93,15 @@ fn run_fault(fault: Fault) {
     let (outage, before, after) = lab.outage(t0, t1);
     let moves = lab.moves("crm", t0, t1);
     // The frozen daemon's address went with the kernel lifetime (the lifetime is counted
-    // from its last refresh, before t0), before it was thawed.
+    // from its last refresh, before t0), before it was thawed: the fault shows only once
+    // gw-b alone holds, so SIGCONT comes at least 2 s after the frozen VIP is gone.
     let frozen_last = lab.last_seen_holding_before("gw-a", t1);
 
+    // A freeze's allowance ends at the instant SIGCONT is sent, not once lab.sh has
+    // returned: from then on, gw-a beside another holder is the thawed daemon's doing (a
+    // re-added VIP, a hold on a stale acknowledgement), however short.
+    let t_thaw = now_ms();
     (fault.heal)();
-    let t_healed = now_ms();
     let healed = lab.wait(Duration::from_secs(30), |lab| {
         lab.holders("crm") == ["gw-a"]
             && lab.holders("crm2") == ["gw-b"]
@@ -116,7 +120,7 @@ fn run_fault(fault: Fault) {
     // The watcher reports an overlap when it ends: stopped, it reports the open ones too.
     lab.stop_observing();
     lab.keep_logs(fault.name);
-    let frozen = fault.freezes.then_some(("gw-a", t0, t_healed));
+    let frozen = fault.freezes.then_some(("gw-a", t0, t_thaw));
     let late = lab.late_releases(frozen.as_slice());
     let (split, excused) = lab.split_brain(frozen.as_slice());
     let end = now_ms();

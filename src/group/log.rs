@@ -72,3 +72,91 @@ pub fn event(group: &str, event: &Event) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// What the fmt layer wrote, as the daemon's log file would hold it.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Written {
+        type Writer = Written;
+        fn make_writer(&'a self) -> Written {
+            self.clone()
+        }
+    }
+
+    /// A late release and a late wake-up while holding are safety events (issue 18 item 2):
+    /// WARN lines, which no log filter of the daemon drops, with the fields the lab's check
+    /// reads (`deadline_unix_ms`, in tests/support/lab_run.rs `late_releases`). A debug or
+    /// info line here would pass every other test and be silent on a real gateway.
+    #[test]
+    fn late_releases_and_late_wake_ups_are_warn_lines_with_their_deadline() {
+        let written = Written::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(written.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            event(
+                "crm",
+                &Event::LateRelease {
+                    term: 2,
+                    late: 7 * MS,
+                    started_late: 5 * MS,
+                    removal: 2 * MS,
+                    wake_late_max: 4 * MS,
+                    reason: "quorum acknowledgement older than the hold lease".into(),
+                },
+            );
+            event(
+                "crm",
+                &Event::WokeLate {
+                    late: 30 * MS,
+                    late_wakeups: 1,
+                },
+            );
+        });
+        let text = String::from_utf8_lossy(&written.0.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let late = lines[0];
+        for part in [
+            " WARN ",
+            "late release: the VIPs were removed 7ms after the hold lease ended",
+            "group=crm",
+            "term=2",
+            "deadline_unix_ms=",
+            "late_ms=7",
+            "started_late_ms=5",
+        ] {
+            assert!(late.contains(part), "no {part:?} in {late:?}");
+        }
+        let woke = lines[1];
+        for part in [" WARN ", "the hold loop woke 30ms late", "late_wakeups=1"] {
+            assert!(woke.contains(part), "no {part:?} in {woke:?}");
+        }
+    }
+}
