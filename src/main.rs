@@ -438,6 +438,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    config
+        .check_children()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     let _log = init_logging();
     runtime()?
         .block_on(havip::daemon::run(havip::daemon::RunOptions {
@@ -486,6 +489,12 @@ fn check_config(files: &[PathBuf]) -> Result<(), Failure> {
                 } else if let Err(e) = ClusterKey::load(key_file) {
                     errors += 1;
                     eprintln!("{}: cluster.key_file: {e}", file.display());
+                }
+                // Like the key file: the users may exist only on the node the file is for.
+                for (key, user) in config.run_as_users() {
+                    if let Err(e) = havip::platform::child::RunAs::lookup(user) {
+                        eprintln!("warning: {}: {key}: {e}", file.display());
+                    }
                 }
                 loaded.push(config);
             }
