@@ -452,7 +452,11 @@ fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
 
 fn release(path: &Path) -> Result<(), Failure> {
     use havip::release::ReleaseError;
-    let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    // The unit's ExecStopPost: it must take the VIPs down whatever state the key file is
+    // in, so the config is parsed without `load`'s filesystem checks.
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let config = Config::from_str(path, &text).map_err(|e| Failure::Usage(e.to_string()))?;
     let _log = init_logging();
     match runtime()?.block_on(havip::release::release(&config)) {
         Ok(0) => println!("no VIP of {} was left on this host", config.node.name),
