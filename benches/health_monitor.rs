@@ -151,6 +151,7 @@ fn monitor() {
 fn http_checks(checks: usize, ports: &[u16]) -> HealthSection {
     HealthSection {
         require: Require::Any,
+        run_as: None,
         checks: (0..checks)
             .map(|i| HealthCheck {
                 name: format!("crm-{i}-http"),

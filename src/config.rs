@@ -196,6 +196,8 @@ pub struct NotifySection {
     /// argv run on every state change; None when not configured.
     pub command: Option<Vec<String>>,
     pub timeout: Duration,
+    /// The user the hook runs as; None: root, without capabilities.
+    pub run_as: Option<String>,
 }
 
 impl Default for NotifySection {
@@ -203,6 +205,7 @@ impl Default for NotifySection {
         NotifySection {
             command: None,
             timeout: Duration::from_secs(5),
+            run_as: None,
         }
     }
 }
@@ -266,6 +269,46 @@ impl Config {
         }
         read.errors.extend(r.errors);
         parse::finish(read)
+    }
+
+    /// What the daemon (`run`, `reload`) checks beyond `load`: its `run_as` users exist
+    /// here, and it may switch to them (root, or `CAP_SETUID` and `CAP_SETGID`). Not in
+    /// `load`: `havip release`, the unit's `ExecStopPost`, must work whatever they say.
+    pub fn check_children(&self) -> Result<(), ConfigErrors> {
+        let may_switch = crate::platform::child::may_switch_user();
+        let errors: Vec<ConfigError> = self
+            .run_as_users()
+            .into_iter()
+            .filter_map(|(key, user)| {
+                let message = match crate::platform::child::RunAs::lookup(user) {
+                    Err(e) => e.to_string(),
+                    Ok(_) if !may_switch => format!(
+                        "the daemon cannot start children as {user:?}: it runs neither as root \
+                         nor with CAP_SETUID and CAP_SETGID (under the package's unit it is \
+                         user havip, and so are its children: remove run_as)"
+                    ),
+                    Ok(_) => return None,
+                };
+                Some(ConfigError {
+                    file: self.source.clone(),
+                    position: None,
+                    key: key.to_string(),
+                    message,
+                })
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The users children run as: (config key, user name).
+    pub fn run_as_users(&self) -> Vec<(&'static str, &str)> {
+        let health = self.health.run_as.as_deref().map(|u| ("health.run_as", u));
+        let notify = self.notify.run_as.as_deref().map(|u| ("notify.run_as", u));
+        health.into_iter().chain(notify).collect()
     }
 
     /// Parses and validates text without touching the filesystem (no key file check).

@@ -438,6 +438,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    config
+        .check_children()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     let _log = init_logging();
     runtime()?
         .block_on(havip::daemon::run(havip::daemon::RunOptions {
@@ -449,7 +452,11 @@ fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
 
 fn release(path: &Path) -> Result<(), Failure> {
     use havip::release::ReleaseError;
-    let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    // The unit's ExecStopPost: it must take the VIPs down whatever state the key file is
+    // in, so the config is parsed without `load`'s filesystem checks.
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let config = Config::from_str(path, &text).map_err(|e| Failure::Usage(e.to_string()))?;
     let _log = init_logging();
     match runtime()?.block_on(havip::release::release(&config)) {
         Ok(0) => println!("no VIP of {} was left on this host", config.node.name),
@@ -486,6 +493,12 @@ fn check_config(files: &[PathBuf]) -> Result<(), Failure> {
                 } else if let Err(e) = ClusterKey::load(key_file) {
                     errors += 1;
                     eprintln!("{}: cluster.key_file: {e}", file.display());
+                }
+                // Like the key file: the users may exist only on the node the file is for.
+                for (key, user) in config.run_as_users() {
+                    if let Err(e) = havip::platform::child::RunAs::lookup(user) {
+                        eprintln!("warning: {}: {key}: {e}", file.display());
+                    }
                 }
                 loaded.push(config);
             }

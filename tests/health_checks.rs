@@ -452,7 +452,10 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
 fn exec_check(argv: Vec<String>, timeout: Duration) -> HealthCheck {
     HealthCheck {
         name: "crm-script".into(),
-        kind: CheckKind::Exec { command: argv },
+        kind: CheckKind::Exec {
+            command: argv,
+            run_as: None,
+        },
         interval: timeout * 2,
         timeout,
         rise: 1,
@@ -470,6 +473,30 @@ fn running(pid: i32) -> bool {
             !matches!(state, Some(Some('Z' | 'X')))
         }
     }
+}
+
+/// Issue 14 item 3: `[health] run_as` runs the check as that user (through setpriv),
+/// and its verdict and output come through as ever.
+#[tokio::test]
+async fn an_exec_check_runs_as_its_run_as_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to change user");
+        return;
+    }
+    let mut check = exec_check(
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "id -un; test \"$(id -un)\" = nobody".into(),
+        ],
+        Duration::from_secs(2),
+    );
+    if let CheckKind::Exec { run_as, .. } = &mut check.kind {
+        *run_as = Some("nobody".into());
+    }
+    let r = probe(&check).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.detail, "exit 0: nobody");
 }
 
 #[tokio::test]
@@ -622,6 +649,7 @@ async fn a_hanging_check_never_delays_a_fast_one() {
     let section = HealthSection {
         require: Require::Any,
         checks: vec![slow, fast],
+        run_as: None,
     };
     let (stop, shutdown) = watch::channel(false);
     let options = MonitorOptions {
@@ -666,6 +694,7 @@ async fn rise_and_fall_over_real_probes() {
     let section = HealthSection {
         require: Require::All,
         checks: vec![check],
+        run_as: None,
     };
     let (stop, shutdown) = watch::channel(false);
     let options = MonitorOptions {

@@ -716,8 +716,14 @@ fn the_daemon_hands_the_vip_over_on_link_down_and_a_killed_holders_vip_expires_o
     );
     assert!(holds(a), "release took a running daemon's VIPs");
 
-    // ...and removes a SIGKILLed one's at once, not when their lifetime runs out.
+    // ...and removes a SIGKILLed one's at once, not when their lifetime runs out, even
+    // with the key file gone (it never needs the key).
     lab.kill(&daemons[0]);
+    std::fs::rename(
+        dir.path().join("cluster.key"),
+        dir.path().join("cluster.key.moved"),
+    )
+    .expect("move the key file aside");
     assert!(
         holds(a),
         "the VIPs vanished with the daemon (expected: the kernel lifetime)"

@@ -28,6 +28,9 @@ pub enum Require {
 pub struct HealthSection {
     pub require: Require,
     pub checks: Vec<HealthCheck>,
+    /// The user exec checks run as (`run_as`); None: root, without capabilities. Copied
+    /// into each exec check's kind.
+    pub run_as: Option<String>,
 }
 
 /// One `[[health.check]]`.
@@ -77,6 +80,8 @@ pub enum CheckKind {
     Exec {
         /// argv, run without a shell; `command[0]` is an absolute path.
         command: Vec<String>,
+        /// `[health] run_as`: the user it runs as (None: root, without capabilities).
+        run_as: Option<String>,
     },
 }
 
@@ -208,7 +213,7 @@ fn status_from_value(v: &toml_edit::Value) -> Result<Vec<RangeInclusive<u16>>, S
     }
 }
 
-const HEALTH_KEYS: &[&str] = &["require", "check"];
+const HEALTH_KEYS: &[&str] = &["require", "check", "run_as"];
 const COMMON_KEYS: &[&str] = &[
     "name", "kind", "interval", "timeout", "rise", "fall", "weight",
 ];
@@ -261,7 +266,17 @@ pub(super) fn read_health(r: &mut Reader<'_>, root: &Tab<'_>, role: Role) -> Hea
     let vetoing = checks.iter().filter(|c| c.vetoes()).count();
     // A check with errors may have been meant to veto: do not also call `require` too big.
     let require = read_require(r, &health, vetoing + unreadable).unwrap_or_default();
-    HealthSection { require, checks }
+    let run_as = read_run_as(r, &health);
+    for check in &mut checks {
+        if let CheckKind::Exec { run_as: theirs, .. } = &mut check.kind {
+            theirs.clone_from(&run_as);
+        }
+    }
+    HealthSection {
+        require,
+        checks,
+        run_as,
+    }
 }
 
 fn read_require(r: &mut Reader<'_>, health: &Tab<'_>, vetoing: usize) -> Option<Require> {
@@ -605,7 +620,40 @@ fn read_exec(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<CheckKind> {
         return None;
     }
     let command = read_argv(r, t, "command")?;
-    Some(CheckKind::Exec { command })
+    Some(CheckKind::Exec {
+        command,
+        run_as: None,
+    })
+}
+
+/// `run_as` of `[health]` or `[notify]`: a user name as `useradd` takes it. Whether the
+/// user exists is the running node's to check (`platform::child::RunAs::lookup`): the
+/// file may be checked on another machine.
+pub(super) fn read_run_as(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<String> {
+    let name = r.string(t, "run_as")?;
+    if valid_user_name(&name.value) {
+        Some(name.value)
+    } else {
+        r.error(
+            &name.span,
+            t.key("run_as"),
+            format!(
+                "{:?} is not a user name (letters, digits, '_', '-', up to 32, not starting with a digit or '-'); \
+                 for example run_as = \"havip-check\", made with adduser --system havip-check",
+                name.value
+            ),
+        );
+        None
+    }
+}
+
+fn valid_user_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 /// An argv array (exec checks, notify): non-empty, program given by absolute path,

@@ -820,10 +820,11 @@ fn read_notify(r: &mut Reader<'_>, root: &Tab<'_>) -> NotifySection {
     let Some(t) = r.table(root, "notify") else {
         return notify;
     };
-    r.unknown_keys(&t, &["command", "timeout"]);
+    r.unknown_keys(&t, &["command", "timeout", "run_as"]);
     if t.has("command") {
         notify.command = check::read_argv(r, &t, "command");
     }
+    notify.run_as = check::read_run_as(r, &t);
     if let Some(d) = r.duration(&t, "timeout") {
         if d.value.is_zero() {
             r.error(

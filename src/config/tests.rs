@@ -155,7 +155,8 @@ fn defaults() {
         config.notify,
         NotifySection {
             command: None,
-            timeout: Duration::from_secs(5)
+            timeout: Duration::from_secs(5),
+            run_as: None,
         }
     );
 }
@@ -584,6 +585,16 @@ fn every_rule_has_an_error_with_key_and_fix() {
             "missing",
         ),
         (
+            with(GATEWAY, "[health]\n", "[health]\nrun_as = \"Root Admin\"\n"),
+            "health.run_as",
+            "adduser --system",
+        ),
+        (
+            format!("{GATEWAY}\n[notify]\ncommand = [\"/bin/true\"]\nrun_as = \"9lives\"\n"),
+            "notify.run_as",
+            "is not a user name",
+        ),
+        (
             extra_check(
                 "kind = \"https\"\nurl = \"https://x/\"\nca_file = \"/ca.pem\"\ninsecure_skip_verify = true",
             ),
@@ -604,7 +615,7 @@ fn every_rule_has_an_error_with_key_and_fix() {
         (
             format!("[notify]\ncolor = 1\n{GATEWAY}"),
             "notify.color",
-            "the keys here are `command` or `timeout`",
+            "the keys here are `command`, `timeout` or `run_as`",
         ),
         (
             format!("[control]\nmetrics = \"localhost:9400\"\n{GATEWAY}"),
@@ -1097,4 +1108,71 @@ fn two_node_names_with_one_node_id_are_found() {
     // With a hash that collides, the pair is named.
     let same = super::parse::same_ids(names.into_iter(), |n| n.len() as u64);
     assert_eq!(same, [("gw-a", "gw-b", 4)]);
+}
+
+#[test]
+fn run_as_reaches_every_exec_check_and_the_notify_hook() {
+    let text = with(
+        GATEWAY,
+        "[health]\n",
+        "[health]\nrun_as = \"havip-check\"\n",
+    ) + "[[health.check]]\nname = \"script\"\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n\n[notify]\ncommand = [\"/bin/true\"]\nrun_as = \"havip-hook\"\n";
+    let config = parse(&text).expect("valid");
+    assert_eq!(config.health.run_as.as_deref(), Some("havip-check"));
+    let exec = config
+        .health
+        .checks
+        .iter()
+        .find(|c| c.name == "script")
+        .expect("the exec check");
+    assert_eq!(
+        exec.kind,
+        CheckKind::Exec {
+            command: vec!["/bin/true".into()],
+            run_as: Some("havip-check".into()),
+        }
+    );
+    assert_eq!(config.notify.run_as.as_deref(), Some("havip-hook"));
+}
+
+/// `run` and `reload` (`check_children`, after `load`) refuse a `run_as` user this
+/// machine does not have, naming the key and the fix; an existing one passes (as root).
+#[test]
+fn the_daemon_checks_that_run_as_users_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("gw-a.toml");
+    crate::key::ClusterKey::generate()
+        .write_new(&dir.path().join("cluster.key"))
+        .expect("keygen");
+    let with_users = |health: &str, notify: &str| {
+        with(
+            GATEWAY,
+            "listen = \"198.18.0.11:7400\"",
+            "listen = \"198.18.0.11:7400\"\nkey_file = \"cluster.key\"",
+        )
+        .replace("[health]\n", &format!("[health]\nrun_as = \"{health}\"\n"))
+            + &format!("\n[notify]\ncommand = [\"/bin/true\"]\nrun_as = \"{notify}\"\n")
+    };
+    std::fs::write(&config_path, with_users("nobody", "havip-no-such-user")).expect("write");
+    let config = Config::load(&config_path).expect("load does not look users up");
+    let err = config.check_children().expect_err("no such user");
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].key, "notify.run_as");
+    assert!(
+        err.0[0]
+            .message
+            .contains("adduser --system havip-no-such-user"),
+        "{err}"
+    );
+    std::fs::write(&config_path, with_users("nobody", "nobody")).expect("write");
+    let config = Config::load(&config_path).expect("valid");
+    if nix::unistd::geteuid().is_root() {
+        config
+            .check_children()
+            .expect("both users exist, and root may switch");
+    }
+    assert_eq!(
+        config.run_as_users(),
+        [("health.run_as", "nobody"), ("notify.run_as", "nobody")]
+    );
 }

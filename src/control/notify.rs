@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::config::NotifySection;
 use crate::platform::child::{ChildSpec, run_bounded};
 
 /// A group's state as a notify hook sees it.
@@ -62,19 +63,20 @@ pub struct Notifier {
 /// and the log says so rather than havip's memory growing behind it.
 pub const QUEUE_DEPTH: usize = 64;
 
-/// The argv to run and its time limit; `None`: changes are dropped.
-type Hook = Option<(Vec<String>, Duration)>;
+/// The argv to run, its time limit and its user; `None`: changes are dropped.
+type Hook = Option<(Vec<String>, Duration, Option<String>)>;
 
 impl Notifier {
-    /// A notifier that runs `command` (argv) for each change; `None`: changes are dropped.
-    pub fn start(command: Option<Vec<String>>, timeout: Duration) -> Notifier {
+    /// A notifier that runs `[notify] command` (argv) for each change; none configured:
+    /// changes are dropped.
+    pub fn start(section: &NotifySection) -> Notifier {
         let (tx, mut rx) = mpsc::channel::<StateChange>(QUEUE_DEPTH);
-        let (hook, current) = watch::channel(hook_of(command, timeout));
+        let (hook, current) = watch::channel(hook_of(section));
         tokio::spawn(async move {
             while let Some(change) = rx.recv().await {
                 let hook = current.borrow().clone();
-                if let Some((argv, timeout)) = hook {
-                    run_hook(&argv, &change, timeout).await;
+                if let Some((argv, timeout, run_as)) = hook {
+                    run_hook(&argv, &change, timeout, run_as.as_deref()).await;
                 }
             }
         });
@@ -86,8 +88,8 @@ impl Notifier {
     }
 
     /// Replaces the hook (a reload).
-    pub fn set(&self, command: Option<Vec<String>>, timeout: Duration) {
-        self.hook.send_replace(hook_of(command, timeout));
+    pub fn set(&self, section: &NotifySection) {
+        self.hook.send_replace(hook_of(section));
     }
 
     pub fn notify(&self, change: StateChange) {
@@ -111,13 +113,15 @@ impl Notifier {
     }
 }
 
-fn hook_of(command: Option<Vec<String>>, timeout: Duration) -> Hook {
-    command
+fn hook_of(section: &NotifySection) -> Hook {
+    section
+        .command
+        .clone()
         .filter(|a| !a.is_empty())
-        .map(|argv| (argv, timeout))
+        .map(|argv| (argv, section.timeout, section.run_as.clone()))
 }
 
-async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {
+async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration, run_as: Option<&str>) {
     let Some((program, args)) = argv.split_first() else {
         return;
     };
@@ -132,6 +136,7 @@ async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {
             ("HAVIP_TERM", change.term.to_string()),
             ("HAVIP_REASON", change.reason.clone()),
         ],
+        run_as,
     };
     // Bounded in time and output, its process group killed at the timeout, and a
     // background child it leaves holding the pipes does not hold the queue (`child`).
@@ -167,6 +172,14 @@ async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration) {
 mod tests {
     use super::*;
 
+    fn section(command: Option<Vec<String>>, timeout: Duration) -> NotifySection {
+        NotifySection {
+            command,
+            timeout,
+            run_as: None,
+        }
+    }
+
     #[tokio::test]
     async fn hooks_run_in_order_with_the_change_in_their_environment() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -175,10 +188,10 @@ mod tests {
             "echo \"$HAVIP_GROUP $HAVIP_OLD_STATE $HAVIP_NEW_STATE $HAVIP_TERM $HAVIP_NODE\" >> {}",
             out.display()
         );
-        let notifier = Notifier::start(
+        let notifier = Notifier::start(&section(
             Some(vec!["/bin/sh".into(), "-c".into(), script]),
             Duration::from_secs(5),
-        );
+        ));
         let change = |old, new, term| StateChange {
             node: "gw-a".into(),
             group: "crm".into(),
@@ -208,10 +221,10 @@ mod tests {
             "if [ \"$HAVIP_NEW_STATE\" = MASTER ]; then sleep 30; fi; echo \"$HAVIP_NEW_STATE\" >> {}",
             out.display()
         );
-        let notifier = Notifier::start(
+        let notifier = Notifier::start(&section(
             Some(vec!["/bin/sh".into(), "-c".into(), script]),
             Duration::from_millis(200),
-        );
+        ));
         for new in [HookState::Master, HookState::Backup] {
             notifier.notify(StateChange {
                 node: "gw-a".into(),
@@ -240,7 +253,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("out");
         let script = format!("echo \"$HAVIP_NEW_STATE\" >> {}", out.display());
-        let notifier = Notifier::start(None, Duration::from_secs(5));
+        let notifier = Notifier::start(&section(None, Duration::from_secs(5)));
         let change = |new| StateChange {
             node: "gw-a".into(),
             group: "crm".into(),
@@ -250,10 +263,10 @@ mod tests {
             reason: "test".into(),
         };
         notifier.notify(change(HookState::Fault));
-        notifier.set(
+        notifier.set(&section(
             Some(vec!["/bin/sh".into(), "-c".into(), script]),
             Duration::from_secs(5),
-        );
+        ));
         notifier.notify(change(HookState::Master));
         let mut text = String::new();
         for _ in 0..200 {
@@ -272,10 +285,10 @@ mod tests {
     /// Issue 14 item 4: a hook that hangs does not make the queue grow without bound.
     #[tokio::test]
     async fn a_stuck_hook_makes_new_changes_dropped_and_counted() {
-        let notifier = Notifier::start(
+        let notifier = Notifier::start(&section(
             Some(vec!["/bin/sleep".into(), "30".into()]),
             Duration::from_secs(30),
-        );
+        ));
         for term in 0..(QUEUE_DEPTH as u64 + 20) {
             notifier.notify(StateChange {
                 node: "gw-a".into(),

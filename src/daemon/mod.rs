@@ -215,7 +215,7 @@ impl Node {
             by_name.clone(),
         );
         let proposer = Arc::new(proposer);
-        let notifier = Notifier::start(config.notify.command.clone(), config.notify.timeout);
+        let notifier = Notifier::start(&config.notify);
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let (reload_tx, reloads) = mpsc::channel(4);
         let mut joined = Joined {

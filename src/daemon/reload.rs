@@ -69,6 +69,7 @@ fn refused(errors: &[ConfigError]) -> String {
 /// The new config and what applying it changes, or every reason it cannot be applied.
 fn load_and_plan(node: &Node) -> Result<(Config, ReloadPlan), Vec<ConfigError>> {
     let new = Config::load(&node.config.source).map_err(|e| e.0)?;
+    new.check_children().map_err(|e| e.0)?;
     let plan = plan_reload(&node.config, &new)?;
     let mut errors = Vec::new();
     if let Some(links) = &node.links {
@@ -198,8 +199,7 @@ async fn apply(
         }
     }
     if plan.notify {
-        let notify = &node.config.notify;
-        joined.notifier.set(notify.command.clone(), notify.timeout);
+        joined.notifier.set(&node.config.notify);
     }
     let fingerprints = Fingerprints::of(&node.config, &node.mesh.keys());
     if let Ok(mut current) = joined.control.fingerprints.write() {

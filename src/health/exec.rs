@@ -18,11 +18,12 @@ const DETAIL_LIMIT: usize = 200;
 pub struct ExecChecker {
     argv: Vec<String>,
     timeout: Duration,
+    run_as: Option<String>,
 }
 
 impl ExecChecker {
     pub fn new(check: &HealthCheck) -> Result<Self, HealthError> {
-        let CheckKind::Exec { command } = &check.kind else {
+        let CheckKind::Exec { command, run_as } = &check.kind else {
             return Err(HealthError::Invalid {
                 check: check.name.clone(),
                 reason: "not an exec check".into(),
@@ -37,6 +38,7 @@ impl ExecChecker {
         Ok(ExecChecker {
             argv: command.clone(),
             timeout: check.timeout,
+            run_as: run_as.clone(),
         })
     }
 
@@ -45,6 +47,7 @@ impl ExecChecker {
             program: &self.argv[0],
             args: &self.argv[1..],
             env: Vec::new(),
+            run_as: self.run_as.as_deref(),
         };
         let run = match run_bounded(spec, self.timeout).await {
             Ok(run) => run,

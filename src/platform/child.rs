@@ -8,6 +8,12 @@
 //! left behind keeps its pipes open after it exited, the whole group is killed: nothing
 //! a child starts outlives it, and no caller waits longer than its limit plus a moment.
 //! It never kills anything but the group it started.
+//!
+//! With `run_as`, the program runs as that user, its primary group and its supplementary
+//! groups (not root's), through util-linux's `setpriv`, which execs it in place (same pid,
+//! same process group). Changing the user ids away from 0 clears every capability set.
+//! `setpriv` rather than a `pre_exec` hook: the crate keeps its one `unsafe` block in
+//! `vip::raw`, and setpriv is in every Debian install (util-linux is essential).
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
@@ -40,19 +46,86 @@ pub struct Finished {
 /// The `PATH` a child gets: the system's directories, as systemd gives services.
 pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// What to run: a program (no shell), its arguments, and the variables it gets besides
-/// `PATH` and `LANG`.
+/// What to run: a program (no shell), its arguments, the variables it gets besides
+/// `PATH` and `LANG`, and the user it runs as (None: the daemon's, root without
+/// capabilities).
 pub struct ChildSpec<'a> {
     pub program: &'a str,
     pub args: &'a [String],
     pub env: Vec<(&'static str, String)>,
+    pub run_as: Option<&'a str>,
+}
+
+/// Whether this process may start children as another user: it is root, or has
+/// `CAP_SETUID` and `CAP_SETGID` in its effective set.
+pub fn may_switch_user() -> bool {
+    use caps::{CapSet, Capability, has_cap};
+    nix::unistd::geteuid().is_root()
+        || [Capability::CAP_SETUID, Capability::CAP_SETGID]
+            .into_iter()
+            .all(|c| has_cap(None, CapSet::Effective, c).unwrap_or(false))
+}
+
+/// Where `run_as` children start: util-linux's setpriv.
+pub const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// A `run_as` user as this machine knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Looks `user` up in the system's user database.
+    pub fn lookup(user: &str) -> io::Result<RunAs> {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) => Ok(RunAs {
+                user: user.to_string(),
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+            }),
+            Ok(None) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "no user {user:?} on this machine; create it (adduser --system {user}) \
+                     or remove run_as"
+                ),
+            )),
+            Err(e) => Err(io::Error::other(format!(
+                "cannot look user {user:?} up in the user database: {e}"
+            ))),
+        }
+    }
+
+    /// setpriv's arguments before the program: the user's ids and groups, no inheritable
+    /// capabilities.
+    fn setpriv_args(&self) -> Vec<String> {
+        vec![
+            format!("--reuid={}", self.uid),
+            format!("--regid={}", self.gid),
+            // initgroups(3) needs the name; setpriv finds it from the uid.
+            "--init-groups".into(),
+            "--inh-caps=-all".into(),
+            "--".into(),
+        ]
+    }
 }
 
 /// Starts `spec` and waits for it, for at most `limit`. `Err`: it could not be started.
 pub async fn run_bounded(spec: ChildSpec<'_>, limit: Duration) -> io::Result<Finished> {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + limit;
-    let mut command = Command::new(spec.program);
+    let mut command = match spec.run_as {
+        None => Command::new(spec.program),
+        Some(user) => {
+            let run_as = RunAs::lookup(user)?;
+            let mut c = Command::new(SETPRIV);
+            c.args(run_as.setpriv_args()).arg(spec.program);
+            c
+        }
+    };
     command
         .args(spec.args)
         .env_clear()
@@ -149,6 +222,7 @@ mod tests {
             program: "/bin/sh",
             args,
             env: vec![("HAVIP_TEST", "yes".into())],
+            run_as: None,
         }
     }
 
@@ -161,6 +235,53 @@ mod tests {
         let mut names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
         names.retain(|n| !["PWD", "SHLVL", "_"].contains(n)); // the shell's own
         assert_eq!(names, ["HAVIP_TEST", "LANG", "PATH"], "{env}");
+    }
+
+    /// Issue 14 item 3: `run_as` starts the program as that user, with its groups and not
+    /// root's, and without capabilities; its exit status and output come through setpriv.
+    #[tokio::test]
+    async fn a_child_run_as_another_user_has_its_ids_and_no_capabilities() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to change user");
+            return;
+        }
+        let nobody = RunAs::lookup("nobody").expect("the nobody user");
+        let spec = ChildSpec {
+            run_as: Some("nobody"),
+            ..sh("id -u; id -g; id -G; grep -E '^Cap(Prm|Eff|Amb)' /proc/self/status; exit 3")
+        };
+        let run = run_bounded(spec, Duration::from_secs(5))
+            .await
+            .expect("spawn");
+        let out = String::from_utf8_lossy(&run.stdout).into_owned();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], nobody.uid.to_string(), "{out}");
+        assert_eq!(lines[1], nobody.gid.to_string(), "{out}");
+        assert!(
+            !lines[2].split_whitespace().any(|g| g == "0"),
+            "root's group kept: {out}"
+        );
+        for cap in &lines[3..] {
+            assert!(cap.ends_with("0000000000000000"), "{out}");
+        }
+        let status = run.status.expect("exited").expect("status");
+        assert_eq!(status.code(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_run_as_user_is_an_error_that_names_it_and_the_fix() {
+        let spec = ChildSpec {
+            run_as: Some("havip-no-such-user"),
+            ..sh("true")
+        };
+        let err = run_bounded(spec, Duration::from_secs(5))
+            .await
+            .expect_err("no such user");
+        let text = err.to_string();
+        assert!(
+            text.contains("havip-no-such-user") && text.contains("adduser --system"),
+            "{text}"
+        );
     }
 
     /// Issue 14 item 3: a child started after `drop_inherited_capabilities` has no ambient
