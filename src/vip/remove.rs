@@ -137,8 +137,9 @@ fn delete_requests(
 }
 
 /// (sequence number, positive errno or None for success) of every acknowledgement in a
-/// datagram from the kernel; anything else in it is skipped.
-fn acknowledgements(mut bytes: &[u8]) -> Vec<(u32, Option<i32>)> {
+/// datagram from the kernel; anything else in it is skipped. Public (as
+/// `vip::netlink_acknowledgements`) for the fuzz target `netlink_ack` (fuzz/).
+pub fn acknowledgements(mut bytes: &[u8]) -> Vec<(u32, Option<i32>)> {
     let mut out = Vec::new();
     // Bounded by the datagram: each message is at least a header long.
     while bytes.len() >= 16 {
