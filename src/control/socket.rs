@@ -199,11 +199,9 @@ async fn serve_one(stream: UnixStream, handler: Handler, caller: Caller) -> std:
     tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request line"))??;
-    let response = match serde_json::from_str::<Request>(&line) {
+    let response = match read_request(&line) {
         Ok(request) => handler(request, caller).await,
-        Err(e) => Response::Error {
-            message: format!("malformed request: {e}"),
-        },
+        Err(message) => Response::Error { message },
     };
     let mut text = serde_json::to_string(&response).unwrap_or_else(|e| {
         format!("{{\"result\":\"error\",\"message\":\"cannot encode response: {e}\"}}")
@@ -211,6 +209,13 @@ async fn serve_one(stream: UnixStream, handler: Handler, caller: Caller) -> std:
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     write.shutdown().await
+}
+
+/// One request line as the daemon reads it, or what its error response says of a line
+/// that is no request. Pure, and apart from `serve_one` so that the fuzz target
+/// `control_request` (fuzz/) feeds it exactly what a local user can write to the socket.
+pub fn read_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str::<Request>(line).map_err(|e| format!("malformed request: {e}"))
 }
 
 /// Sends one request to the daemon and waits (bounded) for its response.

@@ -70,7 +70,9 @@ impl ExecChecker {
     }
 }
 
-fn verdict(status: ExitStatus, latency: Duration, output: &str) -> ProbeResult {
+/// The verdict on a finished check program. Pure, like `show_output`, for the fuzz target
+/// `health_reply` (fuzz/): the output is whatever the script printed.
+pub fn verdict(status: ExitStatus, latency: Duration, output: &str) -> ProbeResult {
     match (status.code(), status.signal()) {
         (Some(0), _) => ProbeResult::pass(latency, with_output("exit 0".into(), output)),
         (Some(code), _) => ProbeResult::fail(latency, with_output(format!("exit {code}"), output)),
@@ -91,7 +93,7 @@ fn with_output(head: String, output: &str) -> String {
 }
 
 /// stdout then stderr, whitespace folded so the detail stays one log line, cut.
-fn show_output(out: &[u8], err: &[u8]) -> String {
+pub fn show_output(out: &[u8], err: &[u8]) -> String {
     let text = format!(
         "{} {}",
         String::from_utf8_lossy(out),

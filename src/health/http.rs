@@ -15,7 +15,7 @@ use crate::config::{CheckKind, HealthCheck, HttpMethod, StatusSet};
 
 /// Bodies are read up to this size for `expect_body`; a health page is small, and a
 /// misconfigured check pointed at a large file must not make the gateway buffer it.
-const BODY_LIMIT: usize = 64 * 1024;
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub struct HttpChecker {
     client: Client,
@@ -113,15 +113,11 @@ impl HttpChecker {
         }
         // Read the body even when nobody looks at it: a connection goes back to the
         // pool only once its response is consumed.
-        let mut body = Vec::new();
-        let mut complete = true;
+        let mut body = BodyPrefix::default();
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    let room = BODY_LIMIT - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if body.len() >= BODY_LIMIT {
-                        complete = false;
+                    if body.push(&chunk) {
                         break;
                     }
                 }
@@ -134,22 +130,58 @@ impl HttpChecker {
                 }
             }
         }
-        let Some(needle) = &self.expect_body else {
-            return Ok(format!("HTTP {code}"));
-        };
-        if contains(&body, needle.as_bytes()) {
-            Ok(format!("HTTP {code}, body matches"))
-        } else if complete {
-            Err(HttpFailure::BodyLacks {
-                code,
-                needle: needle.clone(),
-            })
-        } else {
-            Err(HttpFailure::PrefixLacks {
-                code,
-                needle: needle.clone(),
-            })
+        judge_body(code, &body, self.expect_body.as_deref())
+    }
+}
+
+/// The first `BODY_LIMIT` bytes of a response body, gathered chunk by chunk as the server
+/// sends them. Pure, like `judge_body`, so the fuzz target `health_reply` (fuzz/) feeds
+/// them what a CRM server could answer.
+#[derive(Debug, Default)]
+pub struct BodyPrefix {
+    body: Vec<u8>,
+    /// Whether the body was cut at `BODY_LIMIT` (then a missing needle may lie beyond).
+    cut: bool,
+}
+
+impl BodyPrefix {
+    /// Adds a chunk; true once the limit is reached and no more should be read.
+    pub fn push(&mut self, chunk: &[u8]) -> bool {
+        let room = BODY_LIMIT - self.body.len();
+        self.body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if self.body.len() >= BODY_LIMIT {
+            self.cut = true;
         }
+        self.cut
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// The verdict on a response whose status passed: with `expect_body`, whether the body
+/// (as far as it was read) contains it.
+pub fn judge_body(
+    code: u16,
+    body: &BodyPrefix,
+    expect_body: Option<&str>,
+) -> Result<String, HttpFailure> {
+    let Some(needle) = expect_body else {
+        return Ok(format!("HTTP {code}"));
+    };
+    if contains(&body.body, needle.as_bytes()) {
+        Ok(format!("HTTP {code}, body matches"))
+    } else if !body.cut {
+        Err(HttpFailure::BodyLacks {
+            code,
+            needle: needle.to_string(),
+        })
+    } else {
+        Err(HttpFailure::PrefixLacks {
+            code,
+            needle: needle.to_string(),
+        })
     }
 }
 
@@ -228,7 +260,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// "connect: connection refused"). Not an error of the daemon: it becomes a
 /// `ProbeResult` with `ok: false`.
 #[derive(Debug, thiserror::Error)]
-enum HttpFailure {
+pub enum HttpFailure {
     /// The client's own timeout (the probe's outer one reads the same).
     #[error("{}", timeout_detail(*.0))]
     Timeout(Duration),

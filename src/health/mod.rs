@@ -30,6 +30,15 @@ pub use rise_fall::{CheckState, RiseFall, Transition};
 pub use scheduler::{DEFAULT_MAX_CONCURRENT_PROBES, HealthMonitor, MonitorOptions};
 pub use tcp::TcpChecker;
 
+/// What a probe makes of the reply it received, pure: the bytes come from the CRM servers
+/// and the check scripts, and none may panic the monitor. Gathered here for the fuzz
+/// target `health_reply` (fuzz/); the checkers call them where the reply arrives.
+pub mod reply {
+    pub use super::exec::{show_output, verdict as exec_verdict};
+    pub use super::http::{BODY_LIMIT, BodyPrefix, HttpFailure, judge_body};
+    pub use super::tcp::{TcpFailure, judge_reply};
+}
+
 use std::time::Duration;
 
 /// The outcome of one probe, whatever its kind.

@@ -80,21 +80,27 @@ impl TcpChecker {
             }
             reply.extend_from_slice(&chunk[..n]);
         }
-        if reply.starts_with(expect.as_bytes()) {
-            Ok("reply matches".into())
-        } else {
-            Err(TcpFailure::WrongReply {
-                reply: String::from_utf8_lossy(&reply).into_owned(),
-                expect: expect.clone(),
-            })
-        }
+        judge_reply(&reply, expect)
+    }
+}
+
+/// The verdict on what the server answered (at most `expect`'s length of it). Pure, for the
+/// fuzz target `health_reply` (fuzz/): the bytes are whatever the server sent.
+pub fn judge_reply(reply: &[u8], expect: &str) -> Result<String, TcpFailure> {
+    if reply.starts_with(expect.as_bytes()) {
+        Ok("reply matches".into())
+    } else {
+        Err(TcpFailure::WrongReply {
+            reply: String::from_utf8_lossy(reply).into_owned(),
+            expect: expect.to_string(),
+        })
     }
 }
 
 /// Why a probe failed, as its detail line reads ("connect: connection refused"). Not an
 /// error of the daemon: it becomes a `ProbeResult` with `ok: false`.
 #[derive(Debug, thiserror::Error)]
-enum TcpFailure {
+pub enum TcpFailure {
     #[error("connect: {}", plain(&.0.to_string()))]
     Connect(std::io::Error),
     #[error("send: {}", plain(&.0.to_string()))]

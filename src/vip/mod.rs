@@ -15,6 +15,8 @@ pub mod packet;
 pub mod raw;
 mod remove;
 
+pub use remove::acknowledgements as netlink_acknowledgements;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;

@@ -420,7 +420,9 @@ fn is_permanent(message: &AddressMessage) -> bool {
 /// The positive errno of a netlink error answer, if it is one.
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
-        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+        // Saturating, as `remove::acknowledgements` (where the fuzz target `netlink_ack`
+        // found that -i32::MIN panics): the same kernel field, read the same way.
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| c.get().saturating_neg()),
         _ => None,
     }
 }
@@ -443,4 +445,23 @@ fn address_error(
 /// How long `hold` waits between refreshes: a third of the lifetime.
 pub fn refresh_interval(lifetime: Duration) -> Duration {
     lifetime / 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same overflow the fuzz target `netlink_ack` found in `remove.rs`.
+    #[test]
+    fn errno_of_the_most_negative_code_does_not_overflow() {
+        let mut msg = netlink_packet_core::ErrorMessage::default();
+        msg.code = std::num::NonZeroI32::new(i32::MIN);
+        assert_eq!(errno(&rtnetlink::Error::NetlinkError(msg)), Some(i32::MAX));
+        let mut msg = netlink_packet_core::ErrorMessage::default();
+        msg.code = std::num::NonZeroI32::new(-libc::EEXIST);
+        assert_eq!(
+            errno(&rtnetlink::Error::NetlinkError(msg)),
+            Some(libc::EEXIST)
+        );
+    }
 }

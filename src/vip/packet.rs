@@ -26,6 +26,8 @@ const ETHERNET_LEN: usize = 14;
 const ARP_LEN: usize = 28;
 /// Neighbour advertisement: 24 bytes of header and target, 8 of target link-layer option.
 const NA_LEN: usize = 32;
+/// The NA before its options: type, code, checksum, flags and reserved, target.
+const NA_HEADER_LEN: usize = 24;
 
 /// Why a frame is not an announcement this codec understands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +131,26 @@ pub fn neighbour_advertisement(mac: [u8; 6], vip: Ipv6Addr) -> Vec<u8> {
     body
 }
 
+/// The target link-layer address option among an NA's options (RFC 4861 §4.6.1), read by
+/// hand: pnet's option iterator computes `length * 8` in a u8, which overflows for a
+/// length of 32 or more (the fuzz target `vip_packet` found it: a panic with overflow
+/// checks, a wrong option length without). An option of length 0 or running past the end
+/// ends the search, as RFC 4861 says such a packet is to be discarded.
+fn target_link_layer(mut options: &[u8]) -> Option<MacAddr> {
+    while let [kind, units, ..] = *options {
+        let size = usize::from(units) * 8;
+        if size == 0 || size > options.len() {
+            return None;
+        }
+        if kind == NdpOptionTypes::TargetLLAddr.0 {
+            let mac: [u8; 6] = options.get(2..8)?.try_into().ok()?;
+            return Some(MacAddr::from(mac));
+        }
+        options = &options[size..];
+    }
+    None
+}
+
 /// Decodes an Ethernet frame that should be one of our announcements.
 pub fn parse_frame(frame: &[u8]) -> Result<Announcement, DecodeError> {
     let ethernet = EthernetPacket::new(frame).ok_or(DecodeError::Truncated(frame.len()))?;
@@ -177,11 +199,7 @@ fn parse_advertisement(ethernet: &EthernetPacket) -> Result<Advertisement, Decod
         });
     }
     let na = NeighborAdvertPacket::new(body).ok_or(DecodeError::Truncated(body.len()))?;
-    let target_mac = na
-        .get_options_iter()
-        .find(|o| o.get_option_type() == NdpOptionTypes::TargetLLAddr)
-        .and_then(|o| <[u8; 6]>::try_from(o.payload().get(..6)?).ok())
-        .map(MacAddr::from);
+    let target_mac = body.get(NA_HEADER_LEN..).and_then(target_link_layer);
     let checksum = pnet_packet::icmpv6::checksum(&icmp, &ip.get_source(), &ip.get_destination());
     let flags = na.get_flags();
     Ok(Advertisement {
@@ -272,6 +290,33 @@ mod tests {
         assert_eq!(na.destination_ip, ALL_NODES);
         assert_eq!(na.source_ip, source);
         assert!(na.checksum_ok);
+    }
+
+    /// Found by the fuzz target `vip_packet`: an option length of 32 or more overflowed
+    /// pnet's option iterator (`length * 8` in a u8). Now it is an NA without a target
+    /// MAC; a length of 0 too (RFC 4861: discard), and a later option is still found.
+    #[test]
+    fn a_long_or_empty_option_is_no_panic() {
+        let vip: Ipv6Addr = "2001:db8::50".parse().expect("literal");
+        let source: Ipv6Addr = "fe80::1".parse().expect("literal");
+        for units in [0u8, 32, 255] {
+            let mut body = neighbour_advertisement(MAC, vip);
+            body[NA_HEADER_LEN + 1] = units;
+            let Ok(Announcement::Advertisement(na)) = parse_frame(&na_frame(&body, source)) else {
+                panic!("length {units}: not parsed as NA");
+            };
+            assert_eq!(na.target_mac, None, "length {units}");
+        }
+        // A source link-layer option (type 1) first, then the target's.
+        let mut body = neighbour_advertisement(MAC, vip);
+        let option = body[NA_HEADER_LEN..].to_vec();
+        body.extend_from_slice(&option);
+        body[NA_HEADER_LEN] = 1;
+        body[NA_HEADER_LEN + 2] = 0xee;
+        let Ok(Announcement::Advertisement(na)) = parse_frame(&na_frame(&body, source)) else {
+            panic!("two options: not parsed as NA");
+        };
+        assert_eq!(na.target_mac, Some(MacAddr::from(MAC)));
     }
 
     #[test]

@@ -137,8 +137,9 @@ fn delete_requests(
 }
 
 /// (sequence number, positive errno or None for success) of every acknowledgement in a
-/// datagram from the kernel; anything else in it is skipped.
-fn acknowledgements(mut bytes: &[u8]) -> Vec<(u32, Option<i32>)> {
+/// datagram from the kernel; anything else in it is skipped. Public (as
+/// `vip::netlink_acknowledgements`) for the fuzz target `netlink_ack` (fuzz/).
+pub fn acknowledgements(mut bytes: &[u8]) -> Vec<(u32, Option<i32>)> {
     let mut out = Vec::new();
     // Bounded by the datagram: each message is at least a header long.
     while bytes.len() >= 16 {
@@ -149,7 +150,12 @@ fn acknowledgements(mut bytes: &[u8]) -> Vec<(u32, Option<i32>)> {
         if let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len])
             && let NetlinkPayload::Error(e) = message.payload
         {
-            out.push((message.header.sequence_number, e.code.map(|c| -c.get())));
+            // Saturating: -i32::MIN does not exist (the fuzz target `netlink_ack` sent one
+            // and the negation panicked); no errno is that large, so it stays a failure.
+            out.push((
+                message.header.sequence_number,
+                e.code.map(|c| c.get().saturating_neg()),
+            ));
         }
         // Netlink messages are aligned to 4 bytes.
         bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
@@ -196,5 +202,21 @@ mod tests {
             vec![(1, None), (2, Some(EADDRNOTAVAIL)), (3, Some(libc::EPERM))]
         );
         assert!(acknowledgements(&datagram[..10]).is_empty());
+    }
+
+    /// Found by the fuzz target `netlink_ack`: an error code of i32::MIN (no kernel sends
+    /// it, but the parser must not panic on it) is a failure, not an overflow.
+    #[test]
+    fn the_most_negative_error_code_is_a_failure_not_a_panic() {
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = 4;
+        let mut error = netlink_packet_core::ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(i32::MIN);
+        let mut m: NetlinkMessage<RouteNetlinkMessage> =
+            NetlinkMessage::new(header, NetlinkPayload::Error(error));
+        m.finalize();
+        let mut bytes = vec![0; m.buffer_len()];
+        m.serialize(&mut bytes);
+        assert_eq!(acknowledgements(&bytes), vec![(4, Some(i32::MAX))]);
     }
 }
