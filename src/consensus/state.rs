@@ -22,6 +22,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Role;
+use crate::haproxy::AdminState;
 
 /// How many history entries a group keeps; older ones are dropped so the state machine
 /// (and its snapshot) stays small however long the cluster runs.
@@ -69,6 +70,21 @@ pub enum Command {
         term: u64,
         at_unix_ms: u64,
     },
+    /// `havip backend drain|maint|ready SERVER [--pool P]`: the admin state every gateway
+    /// gives the server in its HAProxy.
+    SetServerAdmin {
+        pool: String,
+        server: String,
+        state: AdminState,
+        at_unix_ms: u64,
+    },
+    /// `havip backend weight SERVER N [--pool P]`.
+    SetServerWeight {
+        pool: String,
+        server: String,
+        weight: u16,
+        at_unix_ms: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -91,6 +107,18 @@ impl fmt::Display for Command {
             Command::Pin { node: Some(n), .. } => write!(f, "pin to {n}"),
             Command::Pin { node: None, .. } => write!(f, "clear pin"),
             Command::MasterChanged { node, term, .. } => write!(f, "master {node} (term {term})"),
+            Command::SetServerAdmin {
+                pool,
+                server,
+                state,
+                ..
+            } => write!(f, "backend {pool}/{server} {state}"),
+            Command::SetServerWeight {
+                pool,
+                server,
+                weight,
+                ..
+            } => write!(f, "backend {pool}/{server} weight {weight}"),
         }
     }
 }
@@ -112,6 +140,22 @@ pub struct NodeRecord {
     pub since_unix_ms: u64,
 }
 
+/// What the operator committed for one server of a pool (`havip backend`); what it did
+/// not set comes from the config (weight) or is `ready`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    pub admin: Option<AdminState>,
+    pub weight: Option<u16>,
+    /// When either last changed (proposer's unix ms).
+    pub since_unix_ms: u64,
+}
+
+/// The key of a server's record in `GroupState::servers`: "pool/server" (JSON maps take
+/// string keys only; neither name may contain a '/').
+pub fn server_key(pool: &str, server: &str) -> String {
+    format!("{pool}/{server}")
+}
+
 /// One line of `havip history`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -129,6 +173,11 @@ pub struct GroupState {
     #[serde(default)]
     pub master: Option<(String, u64)>,
     pub history: VecDeque<HistoryEntry>,
+    /// The operator's admin state and weight per server ("pool/server", `server_key`).
+    /// Left out of the encoding while empty, so a state without backends reads and writes
+    /// as before they existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub servers: BTreeMap<String, ServerRecord>,
 }
 
 impl GroupState {
@@ -172,6 +221,34 @@ impl GroupState {
                 self.master = record;
                 changed
             }
+            Command::SetServerAdmin {
+                pool,
+                server,
+                state,
+                at_unix_ms,
+            } => {
+                let record = self.servers.entry(server_key(pool, server)).or_default();
+                let changed = record.admin != Some(*state);
+                if changed {
+                    record.admin = Some(*state);
+                    record.since_unix_ms = *at_unix_ms;
+                }
+                changed
+            }
+            Command::SetServerWeight {
+                pool,
+                server,
+                weight,
+                at_unix_ms,
+            } => {
+                let record = self.servers.entry(server_key(pool, server)).or_default();
+                let changed = record.weight != Some(*weight);
+                if changed {
+                    record.weight = Some(*weight);
+                    record.since_unix_ms = *at_unix_ms;
+                }
+                changed
+            }
         };
         if changed {
             self.record(command);
@@ -184,7 +261,9 @@ impl GroupState {
             Command::ReportFacts { at_unix_ms, .. }
             | Command::SetMaintenance { at_unix_ms, .. }
             | Command::Pin { at_unix_ms, .. }
-            | Command::MasterChanged { at_unix_ms, .. } => *at_unix_ms,
+            | Command::MasterChanged { at_unix_ms, .. }
+            | Command::SetServerAdmin { at_unix_ms, .. }
+            | Command::SetServerWeight { at_unix_ms, .. } => *at_unix_ms,
         };
         self.history.push_back(HistoryEntry {
             at_unix_ms,
@@ -258,6 +337,24 @@ mod tests {
                 },
                 r#"{"MasterChanged":{"node":"gw-a","term":7,"at_unix_ms":5}}"#,
             ),
+            (
+                Command::SetServerAdmin {
+                    pool: "crm".into(),
+                    server: "crm-1".into(),
+                    state: AdminState::Drain,
+                    at_unix_ms: 6,
+                },
+                r#"{"SetServerAdmin":{"pool":"crm","server":"crm-1","state":"drain","at_unix_ms":6}}"#,
+            ),
+            (
+                Command::SetServerWeight {
+                    pool: "crm".into(),
+                    server: "crm-1".into(),
+                    weight: 5,
+                    at_unix_ms: 7,
+                },
+                r#"{"SetServerWeight":{"pool":"crm","server":"crm-1","weight":5,"at_unix_ms":7}}"#,
+            ),
         ];
         for (command, text) in commands {
             assert_eq!(serde_json::to_string(&command).ok().as_deref(), Some(text));
@@ -282,6 +379,42 @@ mod tests {
             r#""master":["gw-a",7],"history":[{"at_unix_ms":1,"event":"facts gw-a: healthy=true "#,
             r#"link_up=true priority=150 (checks down: web)"},{"at_unix_ms":2,"#,
             r#""event":"maintenance gw-b on"},{"at_unix_ms":5,"event":"master gw-a (term 7)"}]}"#
+        );
+        assert_eq!(serde_json::to_string(&state).ok().as_deref(), Some(text));
+        assert_eq!(serde_json::from_str::<GroupState>(text).ok(), Some(state));
+    }
+
+    /// A server's record: its encoding once set, and that it changes only what was set.
+    #[test]
+    fn server_records_are_history_once_and_pinned() {
+        let mut state = GroupState::default();
+        let drain = Command::SetServerAdmin {
+            pool: "crm".into(),
+            server: "crm-1".into(),
+            state: AdminState::Drain,
+            at_unix_ms: 6,
+        };
+        assert!(state.apply(&drain).changed);
+        assert!(!state.apply(&drain).changed, "a restatement is not news");
+        let weight = Command::SetServerWeight {
+            pool: "crm".into(),
+            server: "crm-1".into(),
+            weight: 5,
+            at_unix_ms: 7,
+        };
+        assert!(state.apply(&weight).changed);
+        assert_eq!(
+            state.servers["crm/crm-1"],
+            ServerRecord {
+                admin: Some(AdminState::Drain),
+                weight: Some(5),
+                since_unix_ms: 7
+            }
+        );
+        let text = concat!(
+            r#"{"nodes":{},"pin":null,"master":null,"history":[{"at_unix_ms":6,"event":"backend crm/crm-1 drain"},"#,
+            r#"{"at_unix_ms":7,"event":"backend crm/crm-1 weight 5"}],"#,
+            r#""servers":{"crm/crm-1":{"admin":"drain","weight":5,"since_unix_ms":7}}}"#
         );
         assert_eq!(serde_json::to_string(&state).ok().as_deref(), Some(text));
         assert_eq!(serde_json::from_str::<GroupState>(text).ok(), Some(state));

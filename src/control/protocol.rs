@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::state::{Command, HistoryEntry, NodeRecord};
+use crate::haproxy::{AdminState, PoolStatus};
 use crate::health::CheckReport;
 
 /// Mesh channel for daemon-to-daemon control traffic.
@@ -33,6 +34,13 @@ pub enum Request {
         node: String,
         on: bool,
     },
+    /// `havip backend drain|maint|ready|weight SERVER [--pool P]`: committed in every
+    /// group, applied by every gateway to its HAProxy.
+    Backend {
+        pool: Option<String>,
+        server: String,
+        change: BackendChange,
+    },
     /// Re-read the node's config file and apply what changed (as SIGHUP does).
     Reload,
     /// Each group's Raft membership beside the configured peers.
@@ -44,7 +52,10 @@ impl Request {
     pub fn changes_the_cluster(&self) -> bool {
         matches!(
             self,
-            Request::Failover { .. } | Request::Maintenance { .. } | Request::Reload
+            Request::Failover { .. }
+                | Request::Maintenance { .. }
+                | Request::Backend { .. }
+                | Request::Reload
         )
     }
 
@@ -56,10 +67,19 @@ impl Request {
             Request::History { .. } => "history",
             Request::Failover { .. } => "failover",
             Request::Maintenance { .. } => "maintenance",
+            Request::Backend { .. } => "backend",
             Request::Reload => "reload",
             Request::Members => "member list",
         }
     }
+}
+
+/// What `havip backend` changes about a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChange {
+    State(AdminState),
+    Weight(u16),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +210,10 @@ pub struct StatusReport {
     /// Every node's config fingerprints (asked over the mesh).
     #[serde(default)]
     pub configs: Vec<NodeConfig>,
+    /// This node's `[[backend]]` pools: the cluster's decision per server and what this
+    /// node's HAProxy has (empty without backends).
+    #[serde(default)]
+    pub backends: Vec<PoolStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -31,6 +31,9 @@ pub async fn status(control: &Control) -> StatusReport {
         groups,
         health,
         configs,
+        backends: (control.backends.iter())
+            .map(|b| b.borrow().clone())
+            .collect(),
     }
 }
 
