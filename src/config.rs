@@ -202,6 +202,9 @@ impl Default for Announce {
 pub struct Backend {
     /// The pool's name in havip (`havip backend ... --pool NAME`).
     pub name: String,
+    /// The VIP group whose traffic the pool serves: its holder's checks decide whether
+    /// each server is up, for every gateway (README, "Behind the VIP: HAProxy").
+    pub group: String,
     pub haproxy: HaproxyTarget,
     pub servers: Vec<BackendServer>,
 }

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use super::check::HealthSection;
 use super::parse::valid_name;
 use super::reader::{At, Reader, Tab};
-use super::{Backend, BackendServer, HaproxyTarget, Role};
+use super::{Backend, BackendServer, HaproxyTarget, Role, VipGroup};
 
-const BACKEND_KEYS: &[&str] = &["name", "haproxy", "server"];
+const BACKEND_KEYS: &[&str] = &["name", "group", "haproxy", "server"];
 const HAPROXY_KEYS: &[&str] = &["socket", "backend"];
 const SERVER_KEYS: &[&str] = &["name", "address", "weight", "checks"];
 
@@ -24,12 +24,14 @@ pub const MAX_WEIGHT: u16 = 256;
 pub const DEFAULT_WEIGHT: u16 = 1;
 
 /// Reads every `[[backend]]`. A witness has none: it runs no load balancer and no checks.
-/// `health` is this file's `[health]`, whose check names a server may list.
+/// `health` is this file's `[health]`, whose check names a server may list; `groups` its
+/// VIP groups, one of which a pool follows.
 pub(super) fn read_backends(
     r: &mut Reader<'_>,
     root: &Tab<'_>,
     role: Role,
     health: &HealthSection,
+    groups: &[VipGroup],
 ) -> Vec<Backend> {
     let entries = r.tables(root, "backend");
     if role == Role::Witness && !entries.is_empty() {
@@ -45,7 +47,7 @@ pub(super) fn read_backends(
     // Two pools driving one HAProxy backend would fight over its servers' states.
     let mut targets: HashMap<(PathBuf, String), String> = HashMap::new();
     for entry in &entries {
-        let Some(backend) = read_backend(r, entry, health) else {
+        let Some(backend) = read_backend(r, entry, health, groups) else {
             continue;
         };
         if let Some(first) = names.get(&backend.name) {
@@ -82,7 +84,12 @@ pub(super) fn read_backends(
     backends
 }
 
-fn read_backend(r: &mut Reader<'_>, t: &Tab<'_>, health: &HealthSection) -> Option<Backend> {
+fn read_backend(
+    r: &mut Reader<'_>,
+    t: &Tab<'_>,
+    health: &HealthSection,
+    groups: &[VipGroup],
+) -> Option<Backend> {
     r.unknown_keys(t, BACKEND_KEYS);
     let name = if r.require(t, "name", "\"crm\"") {
         r.string(t, "name")
@@ -106,12 +113,37 @@ fn read_backend(r: &mut Reader<'_>, t: &Tab<'_>, health: &HealthSection) -> Opti
     } else {
         None
     };
+    let group = read_group(r, t, groups);
     let servers = read_servers(r, t, health);
     Some(Backend {
         name: name?.value,
+        group: group?,
         haproxy: haproxy?,
         servers: servers?,
     })
+}
+
+/// `group`: the VIP group whose holder's checks decide up and down for the pool; the
+/// file's first group when absent (a file with no readable group reports that itself).
+fn read_group(r: &mut Reader<'_>, t: &Tab<'_>, groups: &[VipGroup]) -> Option<String> {
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    match r.string(t, "group") {
+        Some(g) if names.contains(&g.value.as_str()) => Some(g.value),
+        Some(g) => {
+            r.error(
+                &g.span,
+                t.key("group"),
+                format!(
+                    "{:?} is not a [[vip_group]] of this file; name the group whose VIP the pool serves: {}",
+                    g.value,
+                    names.join(", ")
+                ),
+            );
+            None
+        }
+        None if t.has("group") => None,
+        None => names.first().map(ToString::to_string),
+    }
 }
 
 /// `haproxy = { socket = "...", backend = "..." }`; the backend defaults to the pool's name.
@@ -316,6 +348,8 @@ checks = ["crm-1-http"]
             ("crm-1", 10, "198.18.0.21:8080".to_string())
         );
         assert_eq!(server.checks, ["crm-1-http"]);
+        // The pool follows the file's first group unless it names one.
+        assert_eq!(pool.group, "crm");
 
         // The HAProxy backend defaults to the pool's name, the weight to HAProxy's 1.
         let short = POOL
@@ -369,6 +403,11 @@ checks = ["crm-1-http"]
                 "haproxy = {",
                 "haproxi = {",
                 "gw-a.toml:31:1: backend[0].haproxi: unknown key `haproxi`; did you mean `haproxy`?",
+            ),
+            (
+                "name = \"crm\"\n",
+                "name = \"crm\"\ngroup = \"web\"\n",
+                "gw-a.toml:31:9: backend[0].group: \"web\" is not a [[vip_group]] of this file; name the group whose VIP the pool serves: crm",
             ),
             (
                 "weight = 10",

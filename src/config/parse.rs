@@ -91,7 +91,7 @@ pub(super) fn read(source: &Path, text: &str) -> Read {
     let vip_groups = read_groups(&mut r, &root, role);
     let health = check::read_health(&mut r, &root, role);
     let notify = read_notify(&mut r, &root);
-    let backends = super::backend::read_backends(&mut r, &root, role, &health);
+    let backends = super::backend::read_backends(&mut r, &root, role, &health, &vip_groups);
 
     let config = match (node, cluster) {
         (Some(node), Some(cluster)) => Some(Config {

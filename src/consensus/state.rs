@@ -85,6 +85,16 @@ pub enum Command {
         weight: u16,
         at_unix_ms: u64,
     },
+    /// The holder of the pool's group found the server up or down (its checks, after
+    /// rise/fall): what every gateway's HAProxy is told. Proposed only on a change.
+    SetServerHealth {
+        pool: String,
+        server: String,
+        up: bool,
+        /// The holder that saw it.
+        node: String,
+        at_unix_ms: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -119,6 +129,17 @@ impl fmt::Display for Command {
                 weight,
                 ..
             } => write!(f, "backend {pool}/{server} weight {weight}"),
+            Command::SetServerHealth {
+                pool,
+                server,
+                up,
+                node,
+                ..
+            } => write!(
+                f,
+                "backend {pool}/{server} {} (seen by {node})",
+                if *up { "up" } else { "down" }
+            ),
         }
     }
 }
@@ -150,6 +171,14 @@ pub struct ServerRecord {
     pub since_unix_ms: u64,
 }
 
+/// Whether a server is up, as the holder of its pool's group last reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHealth {
+    pub up: bool,
+    pub node: String,
+    pub since_unix_ms: u64,
+}
+
 /// The key of a server's record in `GroupState::servers`: "pool/server" (JSON maps take
 /// string keys only; neither name may contain a '/').
 pub fn server_key(pool: &str, server: &str) -> String {
@@ -178,6 +207,10 @@ pub struct GroupState {
     /// as before they existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub servers: BTreeMap<String, ServerRecord>,
+    /// Up or down per server ("pool/server"), as the holder of this group saw it; only
+    /// in the group a pool follows (`config::Backend::group`). Left out while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_health: BTreeMap<String, ServerHealth>,
 }
 
 impl GroupState {
@@ -221,6 +254,20 @@ impl GroupState {
                 self.master = record;
                 changed
             }
+            Command::SetServerAdmin { .. }
+            | Command::SetServerWeight { .. }
+            | Command::SetServerHealth { .. } => self.apply_server(command),
+        };
+        if changed {
+            self.record(command);
+        }
+        CommandResult { changed }
+    }
+
+    /// The commands about one server of a pool (`havip backend`, the holder's checks):
+    /// whether it changed anything.
+    fn apply_server(&mut self, command: &Command) -> bool {
+        match command {
             Command::SetServerAdmin {
                 pool,
                 server,
@@ -249,11 +296,28 @@ impl GroupState {
                 }
                 changed
             }
-        };
-        if changed {
-            self.record(command);
+            Command::SetServerHealth {
+                pool,
+                server,
+                up,
+                node,
+                at_unix_ms,
+            } => {
+                let key = server_key(pool, server);
+                // Another holder seeing the same is no news: only up/down is history.
+                let changed = self.server_health.get(&key).map(|h| h.up) != Some(*up);
+                if changed {
+                    let health = ServerHealth {
+                        up: *up,
+                        node: node.clone(),
+                        since_unix_ms: *at_unix_ms,
+                    };
+                    self.server_health.insert(key, health);
+                }
+                changed
+            }
+            _ => false,
         }
-        CommandResult { changed }
     }
 
     fn record(&mut self, command: &Command) {
@@ -263,7 +327,8 @@ impl GroupState {
             | Command::Pin { at_unix_ms, .. }
             | Command::MasterChanged { at_unix_ms, .. }
             | Command::SetServerAdmin { at_unix_ms, .. }
-            | Command::SetServerWeight { at_unix_ms, .. } => *at_unix_ms,
+            | Command::SetServerWeight { at_unix_ms, .. }
+            | Command::SetServerHealth { at_unix_ms, .. } => *at_unix_ms,
         };
         self.history.push_back(HistoryEntry {
             at_unix_ms,
@@ -355,6 +420,16 @@ mod tests {
                 },
                 r#"{"SetServerWeight":{"pool":"crm","server":"crm-1","weight":5,"at_unix_ms":7}}"#,
             ),
+            (
+                Command::SetServerHealth {
+                    pool: "crm".into(),
+                    server: "crm-1".into(),
+                    up: false,
+                    node: "gw-a".into(),
+                    at_unix_ms: 8,
+                },
+                r#"{"SetServerHealth":{"pool":"crm","server":"crm-1","up":false,"node":"gw-a","at_unix_ms":8}}"#,
+            ),
         ];
         for (command, text) in commands {
             assert_eq!(serde_json::to_string(&command).ok().as_deref(), Some(text));
@@ -403,6 +478,18 @@ mod tests {
             at_unix_ms: 7,
         };
         assert!(state.apply(&weight).changed);
+        let down = |node: &str, at_unix_ms| Command::SetServerHealth {
+            pool: "crm".into(),
+            server: "crm-1".into(),
+            up: false,
+            node: node.into(),
+            at_unix_ms,
+        };
+        assert!(state.apply(&down("gw-a", 8)).changed);
+        assert!(
+            !state.apply(&down("gw-b", 9)).changed,
+            "a new holder that sees the same is no news"
+        );
         assert_eq!(
             state.servers["crm/crm-1"],
             ServerRecord {
@@ -413,8 +500,10 @@ mod tests {
         );
         let text = concat!(
             r#"{"nodes":{},"pin":null,"master":null,"history":[{"at_unix_ms":6,"event":"backend crm/crm-1 drain"},"#,
-            r#"{"at_unix_ms":7,"event":"backend crm/crm-1 weight 5"}],"#,
-            r#""servers":{"crm/crm-1":{"admin":"drain","weight":5,"since_unix_ms":7}}}"#
+            r#"{"at_unix_ms":7,"event":"backend crm/crm-1 weight 5"},"#,
+            r#"{"at_unix_ms":8,"event":"backend crm/crm-1 down (seen by gw-a)"}],"#,
+            r#""servers":{"crm/crm-1":{"admin":"drain","weight":5,"since_unix_ms":7}},"#,
+            r#""server_health":{"crm/crm-1":{"up":false,"node":"gw-a","since_unix_ms":8}}}"#
         );
         assert_eq!(serde_json::to_string(&state).ok().as_deref(), Some(text));
         assert_eq!(serde_json::from_str::<GroupState>(text).ok(), Some(state));

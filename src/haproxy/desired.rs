@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::codec::AdminState;
 use super::plan::Desired;
 use crate::config::Backend;
-use crate::consensus::state::{GroupState, ServerRecord, server_key};
+use crate::consensus::state::{Command, GroupState, ServerHealth, ServerRecord, server_key};
 use crate::health::{CheckReport, CheckState};
 
 /// The operator's records of every server, from the states of this node's groups given in
@@ -30,22 +30,59 @@ pub fn records<'a>(
 }
 
 /// The desired state of every server of `pool`. `records` are the operator's, keyed by
-/// `server_key`; `checks` are the health checks whose verdicts decide up and down.
+/// `server_key`; `health` the up/down records of the pool's group; `checks` this node's
+/// health checks, which decide only while the group has no record for a server.
 pub fn desired(
     pool: &Backend,
     records: &BTreeMap<String, ServerRecord>,
+    health: &BTreeMap<String, ServerHealth>,
     checks: &[CheckReport],
 ) -> BTreeMap<String, Desired> {
     pool.servers
         .iter()
         .map(|server| {
-            let record = records.get(&server_key(&pool.name, &server.name));
+            let key = server_key(&pool.name, &server.name);
+            let record = records.get(&key);
+            let up = match health.get(&key) {
+                Some(h) => Some(h.up),
+                None => up(&server.checks, checks),
+            };
             let desired = Desired {
                 admin: record.and_then(|r| r.admin).unwrap_or(AdminState::Ready),
                 weight: record.and_then(|r| r.weight).unwrap_or(server.weight),
-                up: up(&server.checks, checks),
+                up,
             };
             (server.name.clone(), desired)
+        })
+        .collect()
+}
+
+/// What the holder of `pool`'s group (this node, `me`) proposes: each server whose checks
+/// have a verdict that differs from the group's record. Nothing from a node that does not
+/// hold: only the holder's view decides (README, "Behind the VIP: HAProxy", says why).
+pub fn health_reports(
+    pool: &Backend,
+    me: &str,
+    holds: bool,
+    health: &BTreeMap<String, ServerHealth>,
+    checks: &[CheckReport],
+    at_unix_ms: u64,
+) -> Vec<Command> {
+    if !holds {
+        return Vec::new();
+    }
+    pool.servers
+        .iter()
+        .filter_map(|server| {
+            let seen = up(&server.checks, checks)?;
+            let recorded = health.get(&server_key(&pool.name, &server.name));
+            (recorded.map(|h| h.up) != Some(seen)).then(|| Command::SetServerHealth {
+                pool: pool.name.clone(),
+                server: server.name.clone(),
+                up: seen,
+                node: me.to_string(),
+                at_unix_ms,
+            })
         })
         .collect()
 }
@@ -80,6 +117,7 @@ mod tests {
         };
         Backend {
             name: "crm".into(),
+            group: "crm".into(),
             haproxy: HaproxyTarget {
                 socket: PathBuf::from("/run/haproxy/admin.sock"),
                 backend: "crm".into(),
@@ -107,7 +145,7 @@ mod tests {
             check("a", CheckState::Up, 3),
             check("b", CheckState::Down, 3),
         ];
-        let got = desired(&pool(), &BTreeMap::new(), &checks);
+        let got = desired(&pool(), &BTreeMap::new(), &BTreeMap::new(), &checks);
         assert_eq!(
             got["crm-1"],
             Desired {
@@ -136,7 +174,7 @@ mod tests {
                 since_unix_ms: 1,
             },
         );
-        let got = desired(&pool(), &records, &checks);
+        let got = desired(&pool(), &records, &BTreeMap::new(), &checks);
         assert_eq!(
             (got["crm-1"].admin, got["crm-1"].weight),
             (AdminState::Drain, 10)
@@ -146,6 +184,65 @@ mod tests {
             (got["crm-2"].admin, got["crm-2"].weight),
             (AdminState::Ready, 10)
         );
+    }
+
+    fn none_health() -> BTreeMap<String, ServerHealth> {
+        BTreeMap::new()
+    }
+
+    fn health(rows: &[(&str, bool)]) -> BTreeMap<String, ServerHealth> {
+        rows.iter()
+            .map(|(server, up)| {
+                let h = ServerHealth {
+                    up: *up,
+                    node: "gw-a".into(),
+                    since_unix_ms: 1,
+                };
+                (server_key("crm", server), h)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_holders_record_decides_up_and_down_for_every_gateway() {
+        // This node's own check says crm-1 is down; the holder's record says up: up.
+        let checks = [
+            check("a", CheckState::Down, 3),
+            check("b", CheckState::Up, 3),
+        ];
+        let got = desired(
+            &pool(),
+            &BTreeMap::new(),
+            &health(&[("crm-1", true)]),
+            &checks,
+        );
+        assert_eq!(got["crm-1"].up, Some(true));
+        // No record for crm-2 yet: this node's checks decide meanwhile.
+        assert_eq!(got["crm-2"].up, Some(false));
+    }
+
+    #[test]
+    fn only_the_holder_proposes_and_only_what_differs() {
+        let checks = [
+            check("a", CheckState::Up, 3),
+            check("b", CheckState::Down, 3),
+        ];
+        let recorded = health(&[("crm-1", true)]);
+        assert!(health_reports(&pool(), "gw-b", false, &recorded, &checks, 5).is_empty());
+        let got = health_reports(&pool(), "gw-a", true, &recorded, &checks, 5);
+        assert_eq!(
+            got,
+            [Command::SetServerHealth {
+                pool: "crm".into(),
+                server: "crm-2".into(),
+                up: false,
+                node: "gw-a".into(),
+                at_unix_ms: 5,
+            }]
+        );
+        // A check without a first result proposes nothing.
+        let pending = [check("a", CheckState::Down, 0)];
+        assert!(health_reports(&pool(), "gw-a", true, &none_health(), &pending, 5).is_empty());
     }
 
     #[test]
@@ -170,13 +267,20 @@ mod tests {
 
     #[test]
     fn no_verdict_until_every_check_has_a_result() {
+        let none = BTreeMap::new();
         let got = desired(
             &pool(),
-            &BTreeMap::new(),
+            &none,
+            &none_health(),
             &[check("a", CheckState::Down, 0)],
         );
         assert_eq!((got["crm-1"].up, got["crm-2"].up), (None, None));
-        let got = desired(&pool(), &BTreeMap::new(), &[check("a", CheckState::Up, 1)]);
+        let got = desired(
+            &pool(),
+            &none,
+            &none_health(),
+            &[check("a", CheckState::Up, 1)],
+        );
         assert_eq!((got["crm-1"].up, got["crm-2"].up), (Some(true), None));
     }
 }

@@ -6,7 +6,7 @@
 //! One job a file: `codec` (the Runtime API's text, pure), `socket` (its Unix socket, the
 //! only I/O), `desired` (what the cluster decided, pure), `plan` (the commands from the
 //! decision and HAProxy's state, pure), `applier` (one pool's rounds against one HAProxy)
-//! and, here, the wiring: the decision feed and the tasks. Nothing here touches a VIP or
+//! and, here, the wiring: the decision feed, the holder's health reports and the tasks. Nothing here touches a VIP or
 //! the group loops' decisions; HAProxy's trouble never reaches them.
 
 mod applier;
@@ -19,7 +19,7 @@ pub use applier::{Applier, ObservedState, PoolStatus, ServerStatus, run};
 pub use codec::{
     AdminState, ObservedServer, ReplyError, RuntimeCommand, check_set_reply, parse_servers_state,
 };
-pub use desired::{desired, records};
+pub use desired::{desired, health_reports, records};
 pub use plan::{Desired, Plan, plan};
 pub use socket::{COMMAND_TIMEOUT, HaproxyError, RuntimeApi};
 
@@ -33,10 +33,12 @@ use tokio::sync::watch;
 use crate::config::Backend;
 use crate::consensus::state::GroupState;
 use crate::control::Control;
-use crate::health::HealthReport;
+use crate::group::{LocalView, unix_ms};
+use crate::health::{CheckReport, HealthReport};
 
 /// How often the decision is read again even when no watched channel moved: a reload may
-/// have added or removed a group, whose state channel this feed then starts watching.
+/// have added or removed a group, whose channels the feed then starts watching, and a
+/// holder's commit that failed is tried again.
 const FEED_REFRESH: Duration = Duration::from_secs(1);
 
 /// Each pool's decision feed and status channel, made before the control context (which
@@ -91,32 +93,91 @@ impl Backends {
             ));
             feeds.push((pool.config, pool.desired));
         }
-        tokio::spawn(feed(feeds, control, shutdown));
+        let configs = feeds.iter().map(|(c, _)| c.clone()).collect();
+        tokio::spawn(feed(feeds, control.clone(), shutdown.clone()));
+        tokio::spawn(report_health(configs, control, shutdown));
     }
 }
 
-/// Keeps every pool's decision current: recomputed whenever a group's replicated state or
-/// the health report changes (and every `FEED_REFRESH`), sent only when it differs.
+/// What the feed and the reporter read, cloned from the control context and marked seen
+/// as it is read, so that a change after the read wakes `changed`.
+struct Watched {
+    states: BTreeMap<String, watch::Receiver<GroupState>>,
+    views: Vec<watch::Receiver<LocalView>>,
+    health: Option<watch::Receiver<HealthReport>>,
+}
+
+impl Watched {
+    fn of(control: &Control) -> Watched {
+        let groups = control.groups();
+        Watched {
+            states: (groups.iter())
+                .map(|(name, g)| (name.clone(), g.state.clone()))
+                .collect(),
+            views: groups.iter().map(|(_, g)| g.view.clone()).collect(),
+            health: control.health.clone(),
+        }
+    }
+
+    /// Each group's state (name order) and this node's checks, now.
+    fn read(&mut self) -> (BTreeMap<String, GroupState>, Vec<CheckReport>) {
+        let states = (self.states.iter_mut())
+            .map(|(name, s)| (name.clone(), s.borrow_and_update().clone()))
+            .collect();
+        for view in &mut self.views {
+            view.borrow_and_update();
+        }
+        let checks = (self.health.as_mut())
+            .map(|h| h.borrow_and_update().checks.clone())
+            .unwrap_or_default();
+        (states, checks)
+    }
+
+    /// Returns when any channel has a value not yet read, or after `FEED_REFRESH` (a
+    /// reload may have added or removed a group, which `of` then picks up).
+    async fn changed(&mut self) {
+        let mut waits: Vec<BoxFuture<'_, bool>> = Vec::new();
+        for s in self.states.values_mut() {
+            waits.push(async move { s.changed().await.is_ok() }.boxed());
+        }
+        for v in &mut self.views {
+            waits.push(async move { v.changed().await.is_ok() }.boxed());
+        }
+        if let Some(h) = self.health.as_mut() {
+            waits.push(async move { h.changed().await.is_ok() }.boxed());
+        }
+        let any = async move {
+            while !waits.is_empty() {
+                let (open, _, rest) = select_all(waits).await;
+                if open {
+                    return;
+                }
+                // A closed channel (a group stopping) is not a change.
+                waits = rest;
+            }
+            std::future::pending::<()>().await;
+        };
+        let _ = tokio::time::timeout(FEED_REFRESH, any).await;
+    }
+}
+
+/// Keeps every pool's decision current: recomputed whenever a group's replicated state,
+/// a group's holding or the health report changes, sent only when it differs.
 async fn feed(
     pools: Vec<(Backend, watch::Sender<BTreeMap<String, Desired>>)>,
     control: Arc<Control>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let empty = BTreeMap::new();
     loop {
-        let groups = control.groups();
-        let mut states: Vec<watch::Receiver<GroupState>> =
-            groups.iter().map(|(_, g)| g.state.clone()).collect();
-        let mut health = control.health.clone();
-        // Marked seen before they are read, so a change after the read wakes the wait.
-        let snapshot: Vec<GroupState> = (states.iter_mut())
-            .map(|s| s.borrow_and_update().clone())
-            .collect();
-        let records = records(&snapshot);
-        let checks = (health.as_mut())
-            .map(|h| h.borrow_and_update().checks.clone())
-            .unwrap_or_default();
+        let mut watched = Watched::of(&control);
+        let (states, checks) = watched.read();
+        let records = records(states.values());
         for (config, sender) in &pools {
-            let now = desired(config, &records, &checks);
+            let health = states
+                .get(&config.group)
+                .map_or(&empty, |s| &s.server_health);
+            let now = desired(config, &records, health, &checks);
             sender.send_if_modified(|old| {
                 let changed = *old != now;
                 if changed {
@@ -126,8 +187,7 @@ async fn feed(
             });
         }
         tokio::select! {
-            () = any_changed(&mut states, health.as_mut()) => {}
-            () = tokio::time::sleep(FEED_REFRESH) => {}
+            () = watched.changed() => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
@@ -136,26 +196,36 @@ async fn feed(
     }
 }
 
-/// Returns when any of the channels has a value not yet seen; never when none can (all
-/// closed, or none given).
-async fn any_changed(
-    states: &mut [watch::Receiver<GroupState>],
-    health: Option<&mut watch::Receiver<HealthReport>>,
+/// On the holder of a pool's group: commits its checks' verdicts where they differ from
+/// the group's record (`health_reports`), one at a time, so every gateway applies the
+/// holder's view. A failed commit is tried again on the next change or refresh.
+async fn report_health(
+    pools: Vec<Backend>,
+    control: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut waits: Vec<BoxFuture<'_, bool>> = states
-        .iter_mut()
-        .map(|s| async move { s.changed().await.is_ok() }.boxed())
-        .collect();
-    if let Some(h) = health {
-        waits.push(async move { h.changed().await.is_ok() }.boxed());
-    }
-    while !waits.is_empty() {
-        let (open, _, rest) = select_all(waits).await;
-        if open {
+    let me = control.members.me.clone();
+    let empty = BTreeMap::new();
+    loop {
+        let mut watched = Watched::of(&control);
+        let (states, checks) = watched.read();
+        let groups = control.groups();
+        for pool in &pools {
+            let holds = (groups.get(&pool.group)).is_some_and(|g| g.view.borrow().holds_now());
+            let health = states.get(&pool.group).map_or(&empty, |s| &s.server_health);
+            for command in health_reports(pool, &me, holds, health, &checks, unix_ms()) {
+                tracing::info!(pool = %pool.name, "haproxy: committing {command}");
+                if let Err(e) = control.proposer.propose(&pool.group, command).await {
+                    tracing::warn!(pool = %pool.name, "haproxy: a server's health was not committed: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            () = watched.changed() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
             return;
         }
-        // A closed channel (a group stopping) is not a change; wait on the others.
-        waits = rest;
     }
-    std::future::pending::<()>().await;
 }
