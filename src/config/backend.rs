@@ -465,6 +465,34 @@ checks = ["crm-1-http"]
     }
 
     #[test]
+    fn gateways_with_different_pools_are_warned_about() {
+        let a = parse(&format!("{BASE}{POOL}")).expect("valid");
+        let b_text = format!("{BASE}{POOL}")
+            .replace("name = \"gw-a\"\nrole", "name = \"gw-b\"\nrole")
+            .replace(
+                "listen = \"198.18.0.11:7400\"",
+                "listen = \"198.18.0.12:7400\"",
+            )
+            .replace("priority = 150", "priority = 100");
+        let b = Config::from_str(Path::new("gw-b.toml"), &b_text).expect("valid");
+        assert_eq!(
+            crate::config::cross_check(&[a.clone(), b.clone()]),
+            Vec::<String>::new()
+        );
+        let heavier = Config::from_str(
+            Path::new("gw-b.toml"),
+            &b_text.replace("weight = 10", "weight = 20"),
+        )
+        .expect("valid");
+        let warnings = crate::config::cross_check(&[a, heavier]);
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].contains("gw-a.toml and gw-b.toml have different [[backend]] pools (gw-a.toml: crm (group crm: crm-1 198.18.0.21:8080 weight 10); gw-b.toml: crm (group crm: crm-1 198.18.0.21:8080 weight 20))"),
+            "{warnings:#?}"
+        );
+    }
+
+    #[test]
     fn a_witness_has_no_backends() {
         let witness = BASE.replace("role = \"gateway\"", "role = \"witness\"");
         let got = errors(&format!("{witness}{POOL}"));
