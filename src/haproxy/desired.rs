@@ -9,20 +9,20 @@ use std::collections::BTreeMap;
 use super::codec::AdminState;
 use super::plan::Desired;
 use crate::config::Backend;
-use crate::consensus::state::{Command, GroupState, ServerHealth, ServerRecord, server_key};
+use crate::consensus::state::{Command, ServerHealth, ServerRecord, server_key};
 use crate::health::{CheckReport, CheckState};
 
-/// The operator's records of every server, from the states of this node's groups given in
-/// name order. `havip backend` commits each record in every group (as `maintenance` does),
+/// The operator's records of every server, from the `GroupState::servers` of this node's
+/// groups given in name order. `havip backend` commits each record in every group (as `maintenance` does),
 /// so they agree; where a command reached only some groups (one failed, or a group was
 /// added since), the first group in name order that has a record wins, the same choice
 /// on every node since their replicas agree.
 pub fn records<'a>(
-    groups: impl IntoIterator<Item = &'a GroupState>,
+    groups: impl IntoIterator<Item = &'a BTreeMap<String, ServerRecord>>,
 ) -> BTreeMap<String, ServerRecord> {
     let mut out = BTreeMap::new();
-    for state in groups {
-        for (key, record) in &state.servers {
+    for servers in groups {
+        for (key, record) in servers {
             out.entry(key.clone()).or_insert(*record);
         }
     }
@@ -107,6 +107,7 @@ mod tests {
 
     use super::*;
     use crate::config::{BackendServer, HaproxyTarget};
+    use crate::consensus::state::GroupState;
 
     fn pool() -> Backend {
         let server = |name: &str, checks: &[&str]| BackendServer {
@@ -260,7 +261,7 @@ mod tests {
             .insert(server_key("crm", "crm-1"), record(AdminState::Maint));
         b.servers
             .insert(server_key("crm", "crm-2"), record(AdminState::Maint));
-        let got = records([&a, &b]);
+        let got = records([&a.servers, &b.servers]);
         assert_eq!(got["crm/crm-1"].admin, Some(AdminState::Drain));
         assert_eq!(got["crm/crm-2"].admin, Some(AdminState::Maint));
     }

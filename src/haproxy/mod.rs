@@ -1,13 +1,15 @@
 //! The load balancer behind the VIP (issue 16): havip keeps one cluster-wide state per
 //! CRM server (the operator's admin state and weight, committed through Raft; up or down
-//! from the health checks) and every gateway applies it to its own HAProxy through the
-//! Runtime API, so a VIP move never changes which servers clients reach.
+//! as the holder of the pool's VIP group sees it, committed by that holder) and every
+//! gateway applies it to its own HAProxy through the Runtime API, so a VIP move never
+//! changes which servers clients reach.
 //!
 //! One job a file: `codec` (the Runtime API's text, pure), `socket` (its Unix socket, the
 //! only I/O), `desired` (what the cluster decided, pure), `plan` (the commands from the
 //! decision and HAProxy's state, pure), `applier` (one pool's rounds against one HAProxy)
-//! and, here, the wiring: the decision feed, the holder's health reports and the tasks. Nothing here touches a VIP or
-//! the group loops' decisions; HAProxy's trouble never reaches them.
+//! and, here, the wiring: the decision feed, the holder's health reports and the tasks.
+//! Nothing here touches a VIP or the group loops' decisions; HAProxy's trouble never
+//! reaches them.
 
 mod applier;
 mod codec;
@@ -31,7 +33,7 @@ use futures_util::future::{BoxFuture, FutureExt, select_all};
 use tokio::sync::watch;
 
 use crate::config::Backend;
-use crate::consensus::state::GroupState;
+use crate::consensus::state::{GroupState, ServerHealth, ServerRecord};
 use crate::control::Control;
 use crate::group::{LocalView, unix_ms};
 use crate::health::{CheckReport, HealthReport};
@@ -99,30 +101,50 @@ impl Backends {
     }
 }
 
+/// The part of a group's replicated state about servers (the rest, history included, is
+/// not copied: the feed reads it on every change of the group).
+#[derive(Default)]
+struct ServerRecords {
+    admin: BTreeMap<String, ServerRecord>,
+    health: BTreeMap<String, ServerHealth>,
+}
+
 /// What the feed and the reporter read, cloned from the control context and marked seen
 /// as it is read, so that a change after the read wakes `changed`.
 struct Watched {
     states: BTreeMap<String, watch::Receiver<GroupState>>,
+    /// Only the reporter watches the group loops' views (whether this node holds): they
+    /// change on every step of a loop, several times a second.
     views: Vec<watch::Receiver<LocalView>>,
     health: Option<watch::Receiver<HealthReport>>,
 }
 
 impl Watched {
-    fn of(control: &Control) -> Watched {
+    fn of(control: &Control, with_views: bool) -> Watched {
         let groups = control.groups();
         Watched {
             states: (groups.iter())
                 .map(|(name, g)| (name.clone(), g.state.clone()))
                 .collect(),
-            views: groups.iter().map(|(_, g)| g.view.clone()).collect(),
+            views: (groups.iter())
+                .filter(|_| with_views)
+                .map(|(_, g)| g.view.clone())
+                .collect(),
             health: control.health.clone(),
         }
     }
 
-    /// Each group's state (name order) and this node's checks, now.
-    fn read(&mut self) -> (BTreeMap<String, GroupState>, Vec<CheckReport>) {
+    /// Each group's server records (name order) and this node's checks, now.
+    fn read(&mut self) -> (BTreeMap<String, ServerRecords>, Vec<CheckReport>) {
         let states = (self.states.iter_mut())
-            .map(|(name, s)| (name.clone(), s.borrow_and_update().clone()))
+            .map(|(name, s)| {
+                let state = s.borrow_and_update();
+                let records = ServerRecords {
+                    admin: state.servers.clone(),
+                    health: state.server_health.clone(),
+                };
+                (name.clone(), records)
+            })
             .collect();
         for view in &mut self.views {
             view.borrow_and_update();
@@ -161,8 +183,8 @@ impl Watched {
     }
 }
 
-/// Keeps every pool's decision current: recomputed whenever a group's replicated state,
-/// a group's holding or the health report changes, sent only when it differs.
+/// Keeps every pool's decision current: recomputed whenever a group's replicated state or
+/// the health report changes, sent only when it differs.
 async fn feed(
     pools: Vec<(Backend, watch::Sender<BTreeMap<String, Desired>>)>,
     control: Arc<Control>,
@@ -170,13 +192,11 @@ async fn feed(
 ) {
     let empty = BTreeMap::new();
     loop {
-        let mut watched = Watched::of(&control);
+        let mut watched = Watched::of(&control, false);
         let (states, checks) = watched.read();
-        let records = records(states.values());
+        let records = records(states.values().map(|s| &s.admin));
         for (config, sender) in &pools {
-            let health = states
-                .get(&config.group)
-                .map_or(&empty, |s| &s.server_health);
+            let health = states.get(&config.group).map_or(&empty, |s| &s.health);
             let now = desired(config, &records, health, &checks);
             sender.send_if_modified(|old| {
                 let changed = *old != now;
@@ -207,12 +227,12 @@ async fn report_health(
     let me = control.members.me.clone();
     let empty = BTreeMap::new();
     loop {
-        let mut watched = Watched::of(&control);
+        let mut watched = Watched::of(&control, true);
         let (states, checks) = watched.read();
         let groups = control.groups();
         for pool in &pools {
             let holds = (groups.get(&pool.group)).is_some_and(|g| g.view.borrow().holds_now());
-            let health = states.get(&pool.group).map_or(&empty, |s| &s.server_health);
+            let health = states.get(&pool.group).map_or(&empty, |s| &s.health);
             for command in health_reports(pool, &me, holds, health, &checks, unix_ms()) {
                 tracing::info!(pool = %pool.name, "haproxy: committing {command}");
                 if let Err(e) = control.proposer.propose(&pool.group, command).await {
