@@ -492,6 +492,51 @@ checks = ["crm-1-http"]
         );
     }
 
+    /// `text` with its commented `[[backend]]` example (from "# [[backend]]" to the next
+    /// empty line) uncommented.
+    fn uncomment_backend_example(text: &str) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in text.lines() {
+            inside |= line.starts_with("# [[backend]]");
+            if inside && line.is_empty() {
+                inside = false;
+            }
+            let line = match inside {
+                true => line
+                    .strip_prefix("# ")
+                    .or(line.strip_prefix('#'))
+                    .unwrap_or(line),
+                false => line,
+            };
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The example in conf/ is commented out (the lab provisions from those files and runs
+    /// no HAProxy yet); uncommented, it must be valid and the two gateways must agree.
+    #[test]
+    fn the_commented_example_in_conf_is_valid() {
+        let files = [
+            ("conf/gw-a.toml", include_str!("../../conf/gw-a.toml")),
+            ("conf/gw-b.toml", include_str!("../../conf/gw-b.toml")),
+        ];
+        let configs: Vec<Config> = files
+            .iter()
+            .map(|(name, text)| {
+                let text = uncomment_backend_example(text);
+                Config::from_str(Path::new(name), &text).unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        for c in &configs {
+            assert_eq!(c.backends.len(), 1, "{}", c.source.display());
+            assert_eq!(c.backends[0].servers.len(), 2);
+        }
+        assert_eq!(crate::config::cross_check(&configs), Vec::<String>::new());
+    }
+
     #[test]
     fn a_witness_has_no_backends() {
         let witness = BASE.replace("role = \"gateway\"", "role = \"witness\"");
