@@ -481,3 +481,49 @@ async fn a_drain_while_requests_flow_fails_none_and_sends_crm_1_nothing_new() {
     assert_eq!(to_crm_1_while_drained, 0);
     assert!(crm_1_after_ready > 0, "crm-1 took no traffic after ready");
 }
+
+/// A socket havip may not open (HAProxy's, owned by another user, mode 0600): said so,
+/// with the fix. As root, the check runs on a thread that gave up the capabilities that
+/// let root past file modes (capabilities are per thread), like the packaged unit's user.
+#[test]
+fn permission_denied_on_the_socket_is_said_so() {
+    let dir = tempfile::Builder::new().prefix("hx-").tempdir().unwrap();
+    let path = dir.path().join("admin.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let is_root = nix::unistd::geteuid().is_root();
+    if is_root {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let error = std::thread::spawn(move || {
+        for cap in [
+            caps::Capability::CAP_DAC_OVERRIDE,
+            caps::Capability::CAP_DAC_READ_SEARCH,
+            caps::Capability::CAP_FOWNER,
+        ] {
+            caps::drop(None, caps::CapSet::Effective, cap).unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(RuntimeApi::new(&path).servers_state("crm"))
+            .unwrap_err()
+    })
+    .join()
+    .unwrap();
+    if !is_root {
+        // Not root: the socket is this user's own, so it connects (and nobody answers).
+        return;
+    }
+    assert!(
+        matches!(error, HaproxyError::PermissionDenied { .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("admin.sock") && text.contains("group havip"),
+        "{text}"
+    );
+}
