@@ -867,26 +867,32 @@ fn render_configs(report: &StatusReport) -> String {
     out
 }
 
-/// Each pool: per server, what the cluster decided and what this node's HAProxy has.
+/// Each pool: per server, what the cluster decided and what this node's HAProxy has;
+/// then whether each other gateway's HAProxy holds it.
 fn render_backends(report: &StatusReport) -> String {
+    use havip::haproxy::PoolStatus;
+    let sync = |pool: &PoolStatus| match (&pool.error, pool.rounds) {
+        (_, 0) => "not asked yet".to_string(),
+        (Some(e), _) => format!("ERROR: {e}"),
+        (None, _) if pool.drift.is_empty() => "in sync".to_string(),
+        (None, _) => format!("DRIFT: {}", pool.drift.join("; ")),
+    };
+    let Some((mine, others)) = report.backends.split_first() else {
+        return String::new();
+    };
     let mut out = String::new();
-    for pool in &report.backends {
-        let sync = match (&pool.error, pool.rounds) {
-            (_, 0) => "not asked yet".to_string(),
-            (Some(e), _) => format!("ERROR: {e}"),
-            (None, _) if pool.drift.is_empty() => "in sync".to_string(),
-            (None, _) => format!("DRIFT: {}", pool.drift.join("; ")),
-        };
+    for pool in mine.pools.iter().flatten() {
         out += &format!(
-            "\nbackend {} (HAProxy {} on {}): {sync}\n  {:<16} {:<6} {:>6} {:<5}  {}\n",
+            "\nbackend {} (HAProxy {} on {}): {}\n  {:<16} {:<6} {:>6} {:<5}  HAPROXY ON {}\n",
             pool.pool,
             pool.backend,
             pool.socket,
+            sync(pool),
             "SERVER",
             "STATE",
             "WEIGHT",
             "CHECK",
-            "HAPROXY HERE"
+            mine.node
         );
         for s in &pool.servers {
             let here = match &s.observed {
@@ -909,9 +915,19 @@ fn render_backends(report: &StatusReport) -> String {
         }
         if pool.reapplied > 0 {
             out += &format!(
-                "  HAProxy lost what havip applied {} time(s) (restart, reload, hand edit); applied again\n",
-                pool.reapplied
+                "  HAProxy on {} lost what havip applied {} time(s) (restart, reload, hand edit); applied again\n",
+                mine.node, pool.reapplied
             );
+        }
+        for other in others {
+            let theirs = match &other.pools {
+                None => "no answer".to_string(),
+                Some(pools) => pools
+                    .iter()
+                    .find(|p| p.pool == pool.pool)
+                    .map_or_else(|| "has no such pool".to_string(), sync),
+            };
+            out += &format!("  HAProxy on {}: {theirs}\n", other.node);
         }
     }
     out

@@ -186,11 +186,18 @@ fn backend_states_are_the_clusters_and_both_haproxies_apply_them() {
     );
     wait_both(both, "crm-2", Duration::from_secs(1), |s| s.weight == 5);
 
-    // Status on each gateway: the decision and its own HAProxy in sync.
+    // Status on each gateway: the decision, its own HAProxy and the other's in sync; the
+    // witness (no pools) is left out.
     for gateway in ["gw-a", "gw-b"] {
         let status = status_json(&cluster, gateway);
-        let pool = &status.backends[0];
-        assert!(pool.in_sync(), "{gateway}: {pool:?}");
+        let nodes: Vec<&str> = status.backends.iter().map(|b| b.node.as_str()).collect();
+        let other = if gateway == "gw-a" { "gw-b" } else { "gw-a" };
+        assert_eq!(nodes, [gateway, other]);
+        for node in &status.backends {
+            let pools = node.pools.as_ref().unwrap();
+            assert!(pools[0].in_sync(), "{gateway}: {node:?}");
+        }
+        let pool = &status.backends[0].pools.as_ref().unwrap()[0];
         let one = pool.servers.iter().find(|s| s.name == "crm-1").unwrap();
         assert_eq!(one.desired.admin, AdminState::Drain);
         let two = pool.servers.iter().find(|s| s.name == "crm-2").unwrap();
@@ -198,6 +205,7 @@ fn backend_states_are_the_clusters_and_both_haproxies_apply_them() {
     }
     let text = ok(&cluster, "gw-b", &["status"]).0;
     assert!(text.contains("backend crm (HAProxy crm on"), "{text}");
+    assert!(text.contains("HAProxy on gw-a: in sync"), "{text}");
     assert!(text.contains("in sync"), "{text}");
     let history = ok(&cluster, "witness", &["history"]).0;
     for line in ["backend crm/crm-1 drain", "backend crm/crm-2 weight 5"] {
@@ -248,7 +256,11 @@ fn backend_states_are_the_clusters_and_both_haproxies_apply_them() {
         "haproxy cluster: gw-b's HAProxy restarted; the drain was back on it {} ms later",
         restarted.elapsed().as_millis()
     ));
-    let pool = status_json(&cluster, "gw-b").backends[0].clone();
+    let pool = status_json(&cluster, "gw-b").backends[0]
+        .pools
+        .clone()
+        .unwrap()[0]
+        .clone();
     assert!(pool.reapplied >= 1, "{pool:?}");
 
     // The records survive a restart of the daemon (and of its HAProxy meanwhile).

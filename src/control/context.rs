@@ -67,6 +67,11 @@ impl Control {
         (self.fingerprints.read()).map_or_else(|p| p.into_inner().clone(), |f| f.clone())
     }
 
+    /// This node's pools as its HAProxy has them; empty without `[[backend]]`.
+    pub fn local_backends(&self) -> Vec<PoolStatus> {
+        self.backends.iter().map(|b| b.borrow().clone()).collect()
+    }
+
     /// This node's checks with their last results; empty without checks.
     pub fn local_checks(&self) -> Vec<CheckReport> {
         self.health

@@ -210,10 +210,17 @@ pub struct StatusReport {
     /// Every node's config fingerprints (asked over the mesh).
     #[serde(default)]
     pub configs: Vec<NodeConfig>,
-    /// This node's `[[backend]]` pools: the cluster's decision per server and what this
-    /// node's HAProxy has (empty without backends).
+    /// Every gateway's `[[backend]]` pools: the cluster's decision per server and what
+    /// that gateway's HAProxy has, this node first (nodes without pools are left out).
     #[serde(default)]
-    pub backends: Vec<PoolStatus>,
+    pub backends: Vec<NodeBackends>,
+}
+
+/// One node's pools as its HAProxy has them; `pools` is None when it did not answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeBackends {
+    pub node: String,
+    pub pools: Option<Vec<PoolStatus>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,6 +304,8 @@ pub enum PeerRequest {
     Fingerprints,
     /// This node's health checks with their last results.
     Checks,
+    /// This node's `[[backend]]` pools as its HAProxy has them (`havip status`).
+    Backends,
 }
 
 /// What a node has of one VIP group (`PeerRequest::GroupPresence`).
@@ -323,6 +332,7 @@ pub enum PeerReply {
     Holdings(Vec<String>),
     Fingerprints(Fingerprints),
     Checks(Vec<CheckReport>),
+    Backends(Vec<PoolStatus>),
     Failed(String),
 }
 
