@@ -308,9 +308,14 @@ fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
         observe(&sock("gw-b"))
     );
     let cut_at = now_ns();
+    let cut = Instant::now();
+    // Timed from before the command: taking a veth down can itself take a while (the
+    // kernel waits for its queues to drain), and the election runs meanwhile.
     a.ip(&["link", "set", LAN, "down"]);
-    let moved = within(Duration::from_secs(5), || holds(b))
+    let command = cut.elapsed();
+    within(Duration::from_secs(5), || holds(b))
         .unwrap_or_else(|| panic!("gw-b did not take the VIP\n{}", logs(&procs)));
+    let moved = cut.elapsed();
     let states_b: Vec<(String, AdminState, bool, u16)> = observe(&sock("gw-b"))
         .iter()
         .map(|s| (s.name.clone(), s.admin(), s.up(), s.weight))
@@ -325,6 +330,17 @@ fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
         .count();
     let after_cut = requests(&lines, cut_at, u128::MAX);
     let move_failed: Vec<_> = after_cut.iter().filter(|(ok, _)| !ok).collect();
+    // The client's outage: the longest time between two answered requests around the cut.
+    let answered: Vec<u128> = (lines.iter())
+        .filter(|l| l.get("ok").and_then(Value::as_bool) == Some(true))
+        .map(unix_ns)
+        .filter(|t| *t + 2_000_000_000 > cut_at)
+        .collect();
+    let gap_ms = answered
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .max()
+        .unwrap_or(0);
     let total = requests(&lines, 0, u128::MAX);
     figure(&format!(
         "haproxy lab: drain crm-1 on gw-b: both HAProxies held it {applied_ms} ms after the command started; {} requests during the drain, {} failed; crm-1 answered {to_crm_1} requests started while drained",
@@ -332,8 +348,9 @@ fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
         drain_failed.len()
     ));
     figure(&format!(
-        "haproxy lab: gw-a's link down: gw-b held the VIP after {} ms; its HAProxy had {states_b:?}; {} requests after the cut, {} failed: {:?}",
+        "haproxy lab: gw-a's link down: gw-b held the VIP {} ms after the command started (the command took {} ms); its HAProxy had {states_b:?}; the client's longest gap between answers {gap_ms} ms; {} requests after the cut, {} failed: {:?}",
         moved.as_millis(),
+        command.as_millis(),
         after_cut.len(),
         move_failed.len(),
         move_failed
