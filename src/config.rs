@@ -11,6 +11,7 @@
 //! (to refuse a missing or group-readable key before the daemon starts).
 //! The file format is documented key by key in docs/config-reference.md.
 
+mod backend;
 mod change;
 mod check;
 mod cross;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use backend::{DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use change::{ReloadPlan, cluster_fingerprint, config_fingerprint, plan_reload};
 pub use check::{
     CheckKind, HealthCheck, HealthSection, HttpMethod, Require, StatusError, StatusSet,
@@ -81,6 +83,8 @@ pub struct Config {
     pub vip_groups: Vec<VipGroup>,
     pub health: HealthSection,
     pub notify: NotifySection,
+    /// The pools behind the VIPs (`[[backend]]`); empty on a witness.
+    pub backends: Vec<Backend>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +193,90 @@ impl Default for Announce {
             refresh: None,
         }
     }
+}
+
+/// One `[[backend]]`: a pool of CRM servers behind the VIPs, as this gateway's HAProxy
+/// serves it. havip keeps one cluster-wide state per server (`crate::haproxy`) and every
+/// gateway applies it to its own HAProxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The pool's name in havip (`havip backend ... --pool NAME`).
+    pub name: String,
+    /// The VIP group whose traffic the pool serves: its holder's checks decide whether
+    /// each server is up, for every gateway (README, "Behind the VIP: HAProxy").
+    pub group: String,
+    pub haproxy: HaproxyTarget,
+    pub servers: Vec<BackendServer>,
+}
+
+/// Where this gateway's HAProxy answers for the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaproxyTarget {
+    /// The Runtime API's Unix socket (`stats socket PATH level admin`).
+    pub socket: PathBuf,
+    /// The backend's name in haproxy.cfg (default: the pool's name).
+    pub backend: String,
+}
+
+/// One `[[backend.server]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendServer {
+    /// The server's name in haproxy.cfg.
+    pub name: String,
+    /// For status; HAProxy's own config says where it sends the traffic.
+    pub address: SocketAddr,
+    /// The weight when no operator set one (0..=256, HAProxy's range).
+    pub weight: u16,
+    /// `[[health.check]]` names; the server is up while all pass (after rise/fall).
+    pub checks: Vec<String>,
+}
+
+impl Config {
+    /// The pool an operator named, or the one pool that has `server` when none was named.
+    pub fn backend_of(&self, pool: Option<&str>, server: &str) -> Result<&Backend, String> {
+        find_pool(&self.backends, pool, server)
+    }
+}
+
+/// In `backends`: the pool an operator named, or the one pool that has `server` when
+/// none was named; else what would be right.
+pub fn find_pool<'b>(
+    backends: &'b [Backend],
+    pool: Option<&str>,
+    server: &str,
+) -> Result<&'b Backend, String> {
+    {
+        let has = |b: &&Backend| b.servers.iter().any(|s| s.name == server);
+        let pools: Vec<&Backend> = backends.iter().filter(has).collect();
+        match (pool, pools.as_slice()) {
+            (Some(p), _) => pools.iter().find(|b| b.name == p).copied().ok_or_else(|| {
+                format!(
+                    "no server {server:?} in pool {p:?}; pools with it: {}",
+                    names(&pools)
+                )
+            }),
+            (None, [one]) => Ok(one),
+            (None, []) => Err(format!(
+                "no pool has a server {server:?}; pools here: {}",
+                names(&backends.iter().collect::<Vec<_>>())
+            )),
+            (None, _) => Err(format!(
+                "server {server:?} is in several pools ({}); name one with --pool",
+                names(&pools)
+            )),
+        }
+    }
+}
+
+fn names(pools: &[&Backend]) -> String {
+    if pools.is_empty() {
+        return "none".into();
+    }
+    pools
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub mod consensus;
 pub mod control;
 pub mod daemon;
 pub mod group;
+pub mod haproxy;
 pub mod health;
 pub mod hold;
 pub mod journal;

@@ -139,6 +139,15 @@ enum CliCommand {
         #[command(subcommand)]
         action: MemberAction,
     },
+    /// Drain, put in maintenance or bring back a CRM server on every gateway's HAProxy,
+    /// or set its weight there (committed through Raft, like maintenance).
+    #[command(
+        after_help = "Examples:\n  havip backend drain crm-1          # no new connections to crm-1 on any gateway\n  havip backend maint crm-1 --pool crm\n  havip backend ready crm-1          # takes traffic again (if its checks pass)\n  havip backend weight crm-2 50\n\nThe state is one cluster-wide record per server (shown by `havip status`, kept in\n`havip history`), applied by every gateway to its own HAProxy through the Runtime API.\nThe command returns once it is committed and says whether this gateway's HAProxy\nholds it yet."
+    )]
+    Backend {
+        #[command(subcommand)]
+        action: BackendAction,
+    },
     /// Master changes, health changes and operator commands, oldest first.
     History {
         #[command(flatten)]
@@ -181,6 +190,33 @@ enum CliCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum BackendAction {
+    /// No new connections (existing and persistent ones stay): `set server ... state drain`.
+    Drain(BackendServerArgs),
+    /// No traffic at all: `set server ... state maint`.
+    Maint(BackendServerArgs),
+    /// Takes traffic again (while its checks pass): `set server ... state ready`.
+    Ready(BackendServerArgs),
+    /// The server's weight on every gateway (0 to 256): `set server ... weight N`.
+    Weight {
+        #[command(flatten)]
+        server: BackendServerArgs,
+        weight: u16,
+    },
+}
+
+#[derive(Args)]
+struct BackendServerArgs {
+    #[command(flatten)]
+    daemon: DaemonSocket,
+    /// The server's name, as in [[backend.server]] and haproxy.cfg.
+    server: String,
+    /// The pool (only needed when the server is in several).
+    #[arg(long)]
+    pool: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -266,6 +302,7 @@ fn main() -> ExitCode {
         CliCommand::Member {
             action: MemberAction::List { daemon, json },
         } => member_list(&daemon, json),
+        CliCommand::Backend { action } => backend(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -621,6 +658,24 @@ fn member_list(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `havip backend ...`: one request, the daemon's answer printed.
+fn backend(action: BackendAction) -> Result<(), Failure> {
+    use havip::control::protocol::BackendChange;
+    use havip::haproxy::AdminState;
+    let (args, change) = match action {
+        BackendAction::Drain(a) => (a, BackendChange::State(AdminState::Drain)),
+        BackendAction::Maint(a) => (a, BackendChange::State(AdminState::Maint)),
+        BackendAction::Ready(a) => (a, BackendChange::State(AdminState::Ready)),
+        BackendAction::Weight { server, weight } => (server, BackendChange::Weight(weight)),
+    };
+    let request_ = Request::Backend {
+        pool: args.pool,
+        server: args.server,
+        change,
+    };
+    request(&args.daemon, request_).and_then(print_done)
+}
+
 fn print_done(response: Response) -> Result<(), Failure> {
     if let Response::Done { message } = response {
         println!("{message}");
@@ -641,8 +696,9 @@ fn status(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
         );
     } else {
         print!(
-            "{}{}{}",
+            "{}{}{}{}",
             render_status(&report),
+            render_backends(&report),
             render_configs(&report),
             render_checks(&report)
         );
@@ -671,9 +727,10 @@ fn watch_status(daemon: &DaemonSocket, json: bool, interval: Duration) -> Result
                 format!("{}\n", serde_json::to_string(&report).unwrap_or_default())
             }
             Ok(Response::Status(report)) => format!(
-                "Every {}: havip status    {now}\n\n{}{}{}",
+                "Every {}: havip status    {now}\n\n{}{}{}{}",
                 config::format_duration(interval),
                 render_status(&report),
+                render_backends(&report),
                 render_configs(&report),
                 render_checks(&report)
             ),
@@ -819,6 +876,72 @@ fn render_configs(report: &StatusReport) -> String {
             differ.join(", "),
             report.node
         );
+    }
+    out
+}
+
+/// Each pool: per server, what the cluster decided and what this node's HAProxy has;
+/// then whether each other gateway's HAProxy holds it.
+fn render_backends(report: &StatusReport) -> String {
+    use havip::haproxy::PoolStatus;
+    let sync = |pool: &PoolStatus| match (&pool.error, pool.rounds) {
+        (_, 0) => "not asked yet".to_string(),
+        (Some(e), _) => format!("ERROR: {e}"),
+        (None, _) if pool.drift.is_empty() => "in sync".to_string(),
+        (None, _) => format!("DRIFT: {}", pool.drift.join("; ")),
+    };
+    let Some((mine, others)) = report.backends.split_first() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for pool in mine.pools.iter().flatten() {
+        out += &format!(
+            "\nbackend {} (HAProxy {} on {}): {}\n  {:<16} {:<6} {:>6} {:<5}  HAPROXY ON {}\n",
+            pool.pool,
+            pool.backend,
+            pool.socket,
+            sync(pool),
+            "SERVER",
+            "STATE",
+            "WEIGHT",
+            "CHECK",
+            mine.node
+        );
+        for s in &pool.servers {
+            let here = match &s.observed {
+                Some(o) => format!(
+                    "{} {} weight {}{}",
+                    o.admin,
+                    if o.up { "up" } else { "down" },
+                    o.weight,
+                    if s.in_sync { "" } else { "  DRIFT" }
+                ),
+                None => "-".to_string(),
+            };
+            out += &format!(
+                "  {:<16} {:<6} {:>6} {:<5}  {here}\n",
+                s.name,
+                s.desired.admin.as_str(),
+                s.desired.weight,
+                yes_no(s.desired.up, "up", "DOWN"),
+            );
+        }
+        if pool.reapplied > 0 {
+            out += &format!(
+                "  HAProxy on {} lost what havip applied {} time(s) (restart, reload, hand edit); applied again\n",
+                mine.node, pool.reapplied
+            );
+        }
+        for other in others {
+            let theirs = match &other.pools {
+                None => "no answer".to_string(),
+                Some(pools) => pools
+                    .iter()
+                    .find(|p| p.pool == pool.pool)
+                    .map_or_else(|| "has no such pool".to_string(), sync),
+            };
+            out += &format!("  HAProxy on {}: {theirs}\n", other.node);
+        }
     }
     out
 }

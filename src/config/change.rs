@@ -128,6 +128,8 @@ fn restart_only_changes(a: &Config, b: &Config) -> Vec<(&'static str, String)> {
     let (x, y) = (&a.control, &b.control);
     c.check("control.socket", &x.socket, &y.socket, path);
     c.check("control.metrics", &x.metrics, &y.metrics, |m| show_opt(*m));
+    c.check("backend", &a.backends, &b.backends, |b| backends_text(b));
+    c.note("the HAProxy appliers start with the daemon; a reload does not restart them yet");
     c.found
 }
 
@@ -180,6 +182,20 @@ fn peers_text(peers: &[super::Peer]) -> String {
         .map(|p| format!("{} {}", p.name, p.address))
         .collect::<Vec<_>>()
         .join(", ");
+    format!("[{text}]")
+}
+
+fn backends_text(backends: &[super::Backend]) -> String {
+    let text = (backends.iter())
+        .map(|b| {
+            let servers = (b.servers.iter())
+                .map(|s| format!("{} weight {}", s.name, s.weight))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{} ({servers})", b.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     format!("[{text}]")
 }
 

@@ -25,7 +25,44 @@ pub fn cross_check(configs: &[Config]) -> Vec<String> {
         warnings.extend(different_addresses(group, members));
         warnings.extend(equal_priorities(group, members));
     }
+    warnings.extend(different_backends(configs));
     warnings
+}
+
+/// Every gateway applies the one cluster-wide state per server to its own HAProxy, so
+/// the gateways must agree on the pools: their names, the group each follows, and each
+/// server's name, weight and address (the socket and checks are each gateway's own).
+fn different_backends(configs: &[Config]) -> Vec<String> {
+    let pools = |c: &Config| -> Vec<String> {
+        (c.backends.iter())
+            .map(|b| {
+                let servers: Vec<String> = (b.servers.iter())
+                    .map(|s| format!("{} {} weight {}", s.name, s.address, s.weight))
+                    .collect();
+                format!("{} (group {}: {})", b.name, b.group, servers.join(", "))
+            })
+            .collect()
+    };
+    let gateways: Vec<&Config> = (configs.iter())
+        .filter(|c| c.node.role == Role::Gateway)
+        .collect();
+    let Some((first, rest)) = gateways.split_first() else {
+        return Vec::new();
+    };
+    (rest.iter())
+        .filter(|other| pools(other) != pools(first))
+        .map(|other| {
+            format!(
+                "{} and {} have different [[backend]] pools ({}: {}; {}: {}); every gateway applies the same server states, so give every gateway the same pools and servers",
+                file(first),
+                file(other),
+                file(first),
+                listed(pools(first)),
+                file(other),
+                listed(pools(other))
+            )
+        })
+        .collect()
 }
 
 /// The file a config was read from, as the warnings name it.

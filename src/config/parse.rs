@@ -54,6 +54,7 @@ const ROOT_KEYS: &[&str] = &[
     "vip_group",
     "health",
     "notify",
+    "backend",
 ];
 
 /// Reads every section of one file, collecting every error rather than stopping at the
@@ -90,6 +91,7 @@ pub(super) fn read(source: &Path, text: &str) -> Read {
     let vip_groups = read_groups(&mut r, &root, role);
     let health = check::read_health(&mut r, &root, role);
     let notify = read_notify(&mut r, &root);
+    let backends = super::backend::read_backends(&mut r, &root, role, &health, &vip_groups);
 
     let config = match (node, cluster) {
         (Some(node), Some(cluster)) => Some(Config {
@@ -101,6 +103,7 @@ pub(super) fn read(source: &Path, text: &str) -> Read {
             vip_groups,
             health,
             notify,
+            backends,
         }),
         _ => None,
     };

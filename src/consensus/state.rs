@@ -22,6 +22,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Role;
+use crate::haproxy::AdminState;
 
 /// How many history entries a group keeps; older ones are dropped so the state machine
 /// (and its snapshot) stays small however long the cluster runs.
@@ -69,6 +70,31 @@ pub enum Command {
         term: u64,
         at_unix_ms: u64,
     },
+    /// `havip backend drain|maint|ready SERVER [--pool P]`: the admin state every gateway
+    /// gives the server in its HAProxy.
+    SetServerAdmin {
+        pool: String,
+        server: String,
+        state: AdminState,
+        at_unix_ms: u64,
+    },
+    /// `havip backend weight SERVER N [--pool P]`.
+    SetServerWeight {
+        pool: String,
+        server: String,
+        weight: u16,
+        at_unix_ms: u64,
+    },
+    /// The holder of the pool's group found the server up or down (its checks, after
+    /// rise/fall): what every gateway's HAProxy is told. Proposed only on a change.
+    SetServerHealth {
+        pool: String,
+        server: String,
+        up: bool,
+        /// The holder that saw it.
+        node: String,
+        at_unix_ms: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -91,6 +117,29 @@ impl fmt::Display for Command {
             Command::Pin { node: Some(n), .. } => write!(f, "pin to {n}"),
             Command::Pin { node: None, .. } => write!(f, "clear pin"),
             Command::MasterChanged { node, term, .. } => write!(f, "master {node} (term {term})"),
+            Command::SetServerAdmin {
+                pool,
+                server,
+                state,
+                ..
+            } => write!(f, "backend {pool}/{server} {state}"),
+            Command::SetServerWeight {
+                pool,
+                server,
+                weight,
+                ..
+            } => write!(f, "backend {pool}/{server} weight {weight}"),
+            Command::SetServerHealth {
+                pool,
+                server,
+                up,
+                node,
+                ..
+            } => write!(
+                f,
+                "backend {pool}/{server} {} (seen by {node})",
+                if *up { "up" } else { "down" }
+            ),
         }
     }
 }
@@ -112,6 +161,30 @@ pub struct NodeRecord {
     pub since_unix_ms: u64,
 }
 
+/// What the operator committed for one server of a pool (`havip backend`); what it did
+/// not set comes from the config (weight) or is `ready`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    pub admin: Option<AdminState>,
+    pub weight: Option<u16>,
+    /// When either last changed (proposer's unix ms).
+    pub since_unix_ms: u64,
+}
+
+/// Whether a server is up, as the holder of its pool's group last reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHealth {
+    pub up: bool,
+    pub node: String,
+    pub since_unix_ms: u64,
+}
+
+/// The key of a server's record in `GroupState::servers`: "pool/server" (JSON maps take
+/// string keys only; neither name may contain a '/').
+pub fn server_key(pool: &str, server: &str) -> String {
+    format!("{pool}/{server}")
+}
+
 /// One line of `havip history`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -129,6 +202,15 @@ pub struct GroupState {
     #[serde(default)]
     pub master: Option<(String, u64)>,
     pub history: VecDeque<HistoryEntry>,
+    /// The operator's admin state and weight per server ("pool/server", `server_key`).
+    /// Left out of the encoding while empty, so a state without backends reads and writes
+    /// as before they existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub servers: BTreeMap<String, ServerRecord>,
+    /// Up or down per server ("pool/server"), as the holder of this group saw it; only
+    /// in the group a pool follows (`config::Backend::group`). Left out while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_health: BTreeMap<String, ServerHealth>,
 }
 
 impl GroupState {
@@ -172,6 +254,9 @@ impl GroupState {
                 self.master = record;
                 changed
             }
+            Command::SetServerAdmin { .. }
+            | Command::SetServerWeight { .. }
+            | Command::SetServerHealth { .. } => self.apply_server(command),
         };
         if changed {
             self.record(command);
@@ -179,12 +264,71 @@ impl GroupState {
         CommandResult { changed }
     }
 
+    /// The commands about one server of a pool (`havip backend`, the holder's checks):
+    /// whether it changed anything.
+    fn apply_server(&mut self, command: &Command) -> bool {
+        match command {
+            Command::SetServerAdmin {
+                pool,
+                server,
+                state,
+                at_unix_ms,
+            } => {
+                let record = self.servers.entry(server_key(pool, server)).or_default();
+                let changed = record.admin != Some(*state);
+                if changed {
+                    record.admin = Some(*state);
+                    record.since_unix_ms = *at_unix_ms;
+                }
+                changed
+            }
+            Command::SetServerWeight {
+                pool,
+                server,
+                weight,
+                at_unix_ms,
+            } => {
+                let record = self.servers.entry(server_key(pool, server)).or_default();
+                let changed = record.weight != Some(*weight);
+                if changed {
+                    record.weight = Some(*weight);
+                    record.since_unix_ms = *at_unix_ms;
+                }
+                changed
+            }
+            Command::SetServerHealth {
+                pool,
+                server,
+                up,
+                node,
+                at_unix_ms,
+            } => {
+                let key = server_key(pool, server);
+                // Another holder seeing the same is no news: only up/down is history.
+                let changed = self.server_health.get(&key).map(|h| h.up) != Some(*up);
+                if changed {
+                    let health = ServerHealth {
+                        up: *up,
+                        node: node.clone(),
+                        since_unix_ms: *at_unix_ms,
+                    };
+                    self.server_health.insert(key, health);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+
     fn record(&mut self, command: &Command) {
         let at_unix_ms = match command {
             Command::ReportFacts { at_unix_ms, .. }
             | Command::SetMaintenance { at_unix_ms, .. }
             | Command::Pin { at_unix_ms, .. }
-            | Command::MasterChanged { at_unix_ms, .. } => *at_unix_ms,
+            | Command::MasterChanged { at_unix_ms, .. }
+            | Command::SetServerAdmin { at_unix_ms, .. }
+            | Command::SetServerWeight { at_unix_ms, .. }
+            | Command::SetServerHealth { at_unix_ms, .. } => *at_unix_ms,
         };
         self.history.push_back(HistoryEntry {
             at_unix_ms,
@@ -258,6 +402,34 @@ mod tests {
                 },
                 r#"{"MasterChanged":{"node":"gw-a","term":7,"at_unix_ms":5}}"#,
             ),
+            (
+                Command::SetServerAdmin {
+                    pool: "crm".into(),
+                    server: "crm-1".into(),
+                    state: AdminState::Drain,
+                    at_unix_ms: 6,
+                },
+                r#"{"SetServerAdmin":{"pool":"crm","server":"crm-1","state":"drain","at_unix_ms":6}}"#,
+            ),
+            (
+                Command::SetServerWeight {
+                    pool: "crm".into(),
+                    server: "crm-1".into(),
+                    weight: 5,
+                    at_unix_ms: 7,
+                },
+                r#"{"SetServerWeight":{"pool":"crm","server":"crm-1","weight":5,"at_unix_ms":7}}"#,
+            ),
+            (
+                Command::SetServerHealth {
+                    pool: "crm".into(),
+                    server: "crm-1".into(),
+                    up: false,
+                    node: "gw-a".into(),
+                    at_unix_ms: 8,
+                },
+                r#"{"SetServerHealth":{"pool":"crm","server":"crm-1","up":false,"node":"gw-a","at_unix_ms":8}}"#,
+            ),
         ];
         for (command, text) in commands {
             assert_eq!(serde_json::to_string(&command).ok().as_deref(), Some(text));
@@ -282,6 +454,56 @@ mod tests {
             r#""master":["gw-a",7],"history":[{"at_unix_ms":1,"event":"facts gw-a: healthy=true "#,
             r#"link_up=true priority=150 (checks down: web)"},{"at_unix_ms":2,"#,
             r#""event":"maintenance gw-b on"},{"at_unix_ms":5,"event":"master gw-a (term 7)"}]}"#
+        );
+        assert_eq!(serde_json::to_string(&state).ok().as_deref(), Some(text));
+        assert_eq!(serde_json::from_str::<GroupState>(text).ok(), Some(state));
+    }
+
+    /// A server's record: its encoding once set, and that it changes only what was set.
+    #[test]
+    fn server_records_are_history_once_and_pinned() {
+        let mut state = GroupState::default();
+        let drain = Command::SetServerAdmin {
+            pool: "crm".into(),
+            server: "crm-1".into(),
+            state: AdminState::Drain,
+            at_unix_ms: 6,
+        };
+        assert!(state.apply(&drain).changed);
+        assert!(!state.apply(&drain).changed, "a restatement is not news");
+        let weight = Command::SetServerWeight {
+            pool: "crm".into(),
+            server: "crm-1".into(),
+            weight: 5,
+            at_unix_ms: 7,
+        };
+        assert!(state.apply(&weight).changed);
+        let down = |node: &str, at_unix_ms| Command::SetServerHealth {
+            pool: "crm".into(),
+            server: "crm-1".into(),
+            up: false,
+            node: node.into(),
+            at_unix_ms,
+        };
+        assert!(state.apply(&down("gw-a", 8)).changed);
+        assert!(
+            !state.apply(&down("gw-b", 9)).changed,
+            "a new holder that sees the same is no news"
+        );
+        assert_eq!(
+            state.servers["crm/crm-1"],
+            ServerRecord {
+                admin: Some(AdminState::Drain),
+                weight: Some(5),
+                since_unix_ms: 7
+            }
+        );
+        let text = concat!(
+            r#"{"nodes":{},"pin":null,"master":null,"history":[{"at_unix_ms":6,"event":"backend crm/crm-1 drain"},"#,
+            r#"{"at_unix_ms":7,"event":"backend crm/crm-1 weight 5"},"#,
+            r#"{"at_unix_ms":8,"event":"backend crm/crm-1 down (seen by gw-a)"}],"#,
+            r#""servers":{"crm/crm-1":{"admin":"drain","weight":5,"since_unix_ms":7}},"#,
+            r#""server_health":{"crm/crm-1":{"up":false,"node":"gw-a","since_unix_ms":8}}}"#
         );
         assert_eq!(serde_json::to_string(&state).ok().as_deref(), Some(text));
         assert_eq!(serde_json::from_str::<GroupState>(text).ok(), Some(state));

@@ -11,13 +11,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::protocol::{Fingerprints, Response};
 
 use crate::config::Role;
-use crate::config::{Config, VipGroup};
+use crate::config::{Backend, Config, VipGroup};
 use crate::consensus::Raft;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::state::GroupState;
 use crate::consensus::store::Store;
 use crate::group::LocalView;
 use crate::group::tasks::RunningGroup;
+use crate::haproxy::PoolStatus;
 use crate::health::{CheckReport, HealthReport};
 use crate::peer::Mesh;
 use crate::vip::DataPlane;
@@ -39,6 +40,10 @@ pub struct Control {
     pub fingerprints: RwLock<Fingerprints>,
     /// Where `havip reload` is handed to the daemon, which alone can apply it.
     pub reloads: mpsc::Sender<oneshot::Sender<Response>>,
+    /// Each `[[backend]]` pool as this node's HAProxy has it (`crate::haproxy`).
+    pub backends: Vec<watch::Receiver<PoolStatus>>,
+    /// The pools of this node's config, for `havip backend` to find a server's pool.
+    pub backend_config: Vec<Backend>,
 }
 
 impl Control {
@@ -60,6 +65,11 @@ impl Control {
 
     pub fn fingerprints(&self) -> Fingerprints {
         (self.fingerprints.read()).map_or_else(|p| p.into_inner().clone(), |f| f.clone())
+    }
+
+    /// This node's pools as its HAProxy has them; empty without `[[backend]]`.
+    pub fn local_backends(&self) -> Vec<PoolStatus> {
+        self.backends.iter().map(|b| b.borrow().clone()).collect()
     }
 
     /// This node's checks with their last results; empty without checks.

@@ -8,6 +8,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::backend::backend;
 use super::context::Control;
 use super::failover::failover;
 use super::history::history;
@@ -34,6 +35,11 @@ pub async fn handle_request(control: &Control, request: Request) -> Response {
         Request::History { group } => history(groups, group),
         Request::Failover { group, to } => failover(groups, members, proposer, group, to).await,
         Request::Maintenance { node, on } => maintenance(groups, members, proposer, node, on).await,
+        Request::Backend {
+            pool,
+            server,
+            change,
+        } => backend(control, pool, server, change).await,
         Request::Reload => reload(control).await,
         Request::Members => member_list(groups, members),
     }

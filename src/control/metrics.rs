@@ -42,6 +42,20 @@ pub struct MetricsSnapshot {
     pub key: String,
     /// An operator put this node in maintenance (`havip maintenance on`).
     pub maintenance: bool,
+    /// Each `[[backend]]` pool as this node's HAProxy has it.
+    pub backends: Vec<BackendMetrics>,
+}
+
+/// One pool's applier (`crate::haproxy::PoolStatus`).
+#[derive(Debug, Clone, Default)]
+pub struct BackendMetrics {
+    pub pool: String,
+    /// HAProxy answered the last round and holds what the cluster decided.
+    pub in_sync: bool,
+    pub commands_sent: u64,
+    pub reapplied: u64,
+    /// (server, HAProxy holds what was decided for it).
+    pub servers: Vec<(String, bool)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -175,6 +189,7 @@ impl Collector for MetricsSnapshot {
         self.encode_lateness(e)?;
         self.encode_checks(e)?;
         self.encode_peers(e)?;
+        self.encode_backends(e)?;
         self.encode_store(e)
     }
 }
@@ -283,6 +298,59 @@ impl MetricsSnapshot {
                 .iter()
                 .map(|(reason, count)| (reason.to_string(), Sample::Counter(*count))),
         )?;
+        Ok(())
+    }
+
+    /// Per `[[backend]]` pool: in sync, commands sent, re-applies after HAProxy lost its
+    /// state; per server: drift (gateways with backends only).
+    fn encode_backends(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if self.backends.is_empty() {
+            return Ok(());
+        }
+        let per_pool = |f: &dyn Fn(&BackendMetrics) -> Sample| {
+            (self.backends.iter())
+                .map(|b| (b.pool.clone(), f(b)))
+                .collect::<Vec<_>>()
+        };
+        labelled(
+            e,
+            &family(
+                "backend_in_sync",
+                "1 if this node's HAProxy answered and holds every server state the cluster decided for the pool.",
+            ),
+            ("pool", GAUGE),
+            per_pool(&|b| Sample::flag(b.in_sync)),
+        )?;
+        labelled(
+            e,
+            &family(
+                "backend_commands",
+                "Runtime API set server commands sent to this node's HAProxy for the pool.",
+            ),
+            ("pool", COUNTER),
+            per_pool(&|b| Sample::Counter(b.commands_sent)),
+        )?;
+        labelled(
+            e,
+            &family(
+                "backend_reapplied",
+                "Times this node's HAProxy lost the states havip had applied (a restart, a reload, a hand edit) and they were applied again.",
+            ),
+            ("pool", COUNTER),
+            per_pool(&|b| Sample::Counter(b.reapplied)),
+        )?;
+        let mut metric = e.encode_descriptor(
+            "backend_server_drift",
+            "1 if this node's HAProxy does not hold what the cluster decided for the server (or does not list it).",
+            None,
+            GAUGE,
+        )?;
+        for b in &self.backends {
+            for (server, in_sync) in &b.servers {
+                let labels = [("pool", b.pool.as_str()), ("server", server.as_str())];
+                Sample::flag(!in_sync).encode(metric.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 
@@ -534,6 +602,13 @@ mod tests {
             cluster: "9a1b2c3d4e5f".into(),
             key: "k:3f9a21c4".into(),
             maintenance: false,
+            backends: vec![BackendMetrics {
+                pool: "crm".into(),
+                in_sync: false,
+                commands_sent: 5,
+                reapplied: 1,
+                servers: vec![("crm-1".into(), true), ("crm-2".into(), false)],
+            }],
         }
     }
 
@@ -560,6 +635,11 @@ mod tests {
             "havip_store_commits_total 12",
             "havip_store_slow_commits_total 1",
             "havip_store_commit_max_seconds 0.594",
+            "havip_backend_in_sync{pool=\"crm\"} 0",
+            "havip_backend_commands_total{pool=\"crm\"} 5",
+            "havip_backend_reapplied_total{pool=\"crm\"} 1",
+            "havip_backend_server_drift{pool=\"crm\",server=\"crm-1\"} 0",
+            "havip_backend_server_drift{pool=\"crm\",server=\"crm-2\"} 1",
             "# TYPE havip_node_info gauge",
             "# TYPE havip_group_hold_transitions_total counter",
             "# TYPE havip_hold_release_late_seconds histogram",

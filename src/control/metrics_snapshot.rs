@@ -8,7 +8,7 @@ use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver as _;
 
 use super::context::Control;
-use super::metrics::{CheckMetrics, GroupMetrics, MetricsSnapshot};
+use super::metrics::{BackendMetrics, CheckMetrics, GroupMetrics, MetricsSnapshot};
 use crate::config::Role;
 use crate::consensus::types::node_id;
 use crate::health::CheckState;
@@ -47,6 +47,20 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
         maintenance: (control.groups().iter()).any(|(_, g)| {
             (g.state.borrow().nodes.get(&control.members.me)).is_some_and(|n| n.maintenance)
         }),
+        backends: (control.backends.iter())
+            .map(|status| {
+                let b = status.borrow();
+                BackendMetrics {
+                    pool: b.pool.clone(),
+                    in_sync: b.in_sync(),
+                    commands_sent: b.commands_sent,
+                    reapplied: b.reapplied,
+                    servers: (b.servers.iter())
+                        .map(|s| (s.name.clone(), s.in_sync))
+                        .collect(),
+                }
+            })
+            .collect(),
     }
 }
 

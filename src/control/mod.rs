@@ -2,6 +2,7 @@
 //! family behind its dispatcher, the requests daemons forward to each other on the
 //! operator's behalf, /metrics and the notify hooks.
 
+pub mod backend;
 pub mod context;
 pub mod dispatch;
 pub mod failover;

@@ -76,6 +76,7 @@ async fn answer(control: &Control, request: PeerRequest) -> PeerReply {
         PeerRequest::Holdings => PeerReply::Holdings(control.groups().holdings()),
         PeerRequest::Fingerprints => PeerReply::Fingerprints(control.fingerprints()),
         PeerRequest::Checks => PeerReply::Checks(control.local_checks()),
+        PeerRequest::Backends => PeerReply::Backends(control.local_backends()),
         PeerRequest::Write { group, command } => {
             control.proposer.write_as_leader(&group, command).await
         }

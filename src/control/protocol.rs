@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::state::{Command, HistoryEntry, NodeRecord};
+use crate::haproxy::{AdminState, PoolStatus};
 use crate::health::CheckReport;
 
 /// Mesh channel for daemon-to-daemon control traffic.
@@ -33,6 +34,13 @@ pub enum Request {
         node: String,
         on: bool,
     },
+    /// `havip backend drain|maint|ready|weight SERVER [--pool P]`: committed in every
+    /// group, applied by every gateway to its HAProxy.
+    Backend {
+        pool: Option<String>,
+        server: String,
+        change: BackendChange,
+    },
     /// Re-read the node's config file and apply what changed (as SIGHUP does).
     Reload,
     /// Each group's Raft membership beside the configured peers.
@@ -44,7 +52,10 @@ impl Request {
     pub fn changes_the_cluster(&self) -> bool {
         matches!(
             self,
-            Request::Failover { .. } | Request::Maintenance { .. } | Request::Reload
+            Request::Failover { .. }
+                | Request::Maintenance { .. }
+                | Request::Backend { .. }
+                | Request::Reload
         )
     }
 
@@ -56,10 +67,19 @@ impl Request {
             Request::History { .. } => "history",
             Request::Failover { .. } => "failover",
             Request::Maintenance { .. } => "maintenance",
+            Request::Backend { .. } => "backend",
             Request::Reload => "reload",
             Request::Members => "member list",
         }
     }
+}
+
+/// What `havip backend` changes about a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChange {
+    State(AdminState),
+    Weight(u16),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +210,17 @@ pub struct StatusReport {
     /// Every node's config fingerprints (asked over the mesh).
     #[serde(default)]
     pub configs: Vec<NodeConfig>,
+    /// Every gateway's `[[backend]]` pools: the cluster's decision per server and what
+    /// that gateway's HAProxy has, this node first (nodes without pools are left out).
+    #[serde(default)]
+    pub backends: Vec<NodeBackends>,
+}
+
+/// One node's pools as its HAProxy has them; `pools` is None when it did not answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeBackends {
+    pub node: String,
+    pub pools: Option<Vec<PoolStatus>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -273,6 +304,8 @@ pub enum PeerRequest {
     Fingerprints,
     /// This node's health checks with their last results.
     Checks,
+    /// This node's `[[backend]]` pools as its HAProxy has them (`havip status`).
+    Backends,
 }
 
 /// What a node has of one VIP group (`PeerRequest::GroupPresence`).
@@ -299,6 +332,7 @@ pub enum PeerReply {
     Holdings(Vec<String>),
     Fingerprints(Fingerprints),
     Checks(Vec<CheckReport>),
+    Backends(Vec<PoolStatus>),
     Failed(String),
 }
 

@@ -10,7 +10,8 @@ use openraft::async_runtime::WatchReceiver as _;
 
 use super::context::{Control, GroupHandle};
 use super::protocol::{
-    GroupStatus, NodeChecks, NodeConfig, NodeStatus, PeerReply, PeerRequest, StatusReport,
+    GroupStatus, NodeBackends, NodeChecks, NodeConfig, NodeStatus, PeerReply, PeerRequest,
+    StatusReport,
 };
 
 /// Node name → the groups it says it holds (None: it did not answer).
@@ -18,7 +19,11 @@ type Holdings = BTreeMap<String, Option<Vec<String>>>;
 
 /// The status report of this node and what its peers answered.
 pub async fn status(control: &Control) -> StatusReport {
-    let ((holdings, health), configs) = tokio::join!(ask_peers(control), ask_configs(control));
+    let ((holdings, health), configs, backends) = tokio::join!(
+        ask_peers(control),
+        ask_configs(control),
+        ask_backends(control)
+    );
     let groups = control
         .groups()
         .iter()
@@ -31,7 +36,39 @@ pub async fn status(control: &Control) -> StatusReport {
         groups,
         health,
         configs,
+        backends,
     }
+}
+
+/// Every gateway's pools as its HAProxy has them, this node's first; nodes that answer
+/// with no pools (witnesses, gateways without `[[backend]]`) are left out. Asked only
+/// when this node has pools, so a cluster without backends asks nothing more.
+async fn ask_backends(control: &Control) -> Vec<NodeBackends> {
+    let mine = control.local_backends();
+    if mine.is_empty() {
+        return Vec::new();
+    }
+    let proposer = &control.proposer;
+    let peers: Vec<String> = control.members.peers().cloned().collect();
+    let answers = join_all(
+        peers
+            .iter()
+            .map(|p| proposer.ask(p, &PeerRequest::Backends)),
+    )
+    .await;
+    let mut out = vec![NodeBackends {
+        node: control.members.me.clone(),
+        pools: Some(mine),
+    }];
+    for (node, answer) in peers.into_iter().zip(answers) {
+        let pools = match answer {
+            Ok(PeerReply::Backends(pools)) if pools.is_empty() => continue,
+            Ok(PeerReply::Backends(pools)) => Some(pools),
+            _ => None,
+        };
+        out.push(NodeBackends { node, pools });
+    }
+    out
 }
 
 /// Every node's config fingerprints, this node's included, in the config's order.

@@ -26,6 +26,7 @@ use crate::control::protocol::{Fingerprints, Response};
 use crate::control::{Control, Members, socket};
 use crate::group::GroupStopped;
 use crate::group::tasks::GroupTasks;
+use crate::haproxy::Backends;
 use crate::health::{HealthFacts, HealthReport, LiveHealth};
 use crate::peer::{Mesh, MeshConfig};
 use crate::systemd::{GroupLoopFeed, Systemd};
@@ -47,6 +48,10 @@ pub struct RunOptions {
 
 /// How long the control socket keeps answering after the groups have released.
 const CONTROL_LINGER: Duration = Duration::from_millis(200);
+
+/// How often each pool's HAProxy is read and put right when nothing changed: the time
+/// an HAProxy that restarted runs with the states of its config file.
+const BACKEND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Graceful shutdown must be done within this, whatever the peers do.
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1900);
@@ -218,6 +223,7 @@ impl Node {
         let notifier = Notifier::start(&config.notify);
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let (reload_tx, reloads) = mpsc::channel(4);
+        let (backends, backend_status) = Backends::channels(&config.backends);
         let mut joined = Joined {
             control: Arc::new(Control {
                 members,
@@ -229,6 +235,8 @@ impl Node {
                 store: self.store.clone(),
                 fingerprints: RwLock::new(Fingerprints::of(config, &self.mesh.keys())),
                 reloads: reload_tx,
+                backends: backend_status,
+                backend_config: config.backends.clone(),
             }),
             loops: BTreeMap::new(),
             fatal,
@@ -242,6 +250,7 @@ impl Node {
             self.spawn_group(&mut joined, group, raft, shutdown);
         }
         let _ = self.peer_handler.control.set(joined.control.clone());
+        backends.start(joined.control.clone(), BACKEND_INTERVAL, shutdown.clone());
         self.bootstrap(&joined, by_name, self.pristine, shutdown);
         Ok(joined)
     }

@@ -112,8 +112,14 @@ pub struct Lab {
 impl Lab {
     /// A new lab with an empty bridge. Names are unique per process and per lab.
     pub fn new() -> Lab {
+        Self::tagged("hv")
+    }
+
+    /// `new`, with namespace names starting with `tag` (two letters) instead of "hv", so
+    /// that one suite's namespaces are told apart from another's (the HAProxy suite: "hx").
+    pub fn tagged(tag: &str) -> Lab {
         let prefix = format!(
-            "hv{}x{}-",
+            "{tag}{}x{}-",
             std::process::id(),
             NEXT_LAB.fetch_add(1, Ordering::SeqCst)
         );

@@ -1,0 +1,375 @@
+//! HAProxy behind the VIP on the lab's topology (issue 16 item 4), with the real data
+//! plane: gw-a, gw-b, witness, crm-1, crm-2 and client of vagrant/nodes.conf in network
+//! namespaces of this test's own ("hx..." names, `tests/support/netns.rs`, removed in
+//! Drop), a real HAProxy in each gateway's namespace (its frontend on port 8080 of every
+//! address, so on the VIP while that gateway holds it; its admin socket in a temp dir),
+//! the CRM servers answering with their names, and a client asking VIP:8080 every 10 ms
+//! on a new connection. Asserts: `havip backend drain crm-1` fails no request and sends
+//! crm-1 nothing new once both HAProxies hold it; when the VIP moves (gw-a's only link
+//! goes down inside its namespace: its link watch makes it ineligible at once) the new
+//! holder's HAProxy already had the same server states; the failed requests are printed.
+//! Needs root; run under `flock /tmp/havip-lab.lock`.
+
+#[path = "support/figures.rs"]
+mod figures;
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use havip::haproxy::{AdminState, ObservedServer, RuntimeApi};
+use serde_json::Value;
+
+use figures::figure;
+use netns::{Host, LAN, Lab, Proc, address_of, require_root, unix_ns};
+
+const VIP4: &str = "198.18.0.50";
+
+/// The client: a request to VIP:8080 every `every` s for `seconds` s, each on a new
+/// connection with a 1 s timeout, one JSON line each (who answered, or why not).
+const CLIENT: &str = r#"
+import json, socket, sys, time
+host, port, seconds, every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+end = time.monotonic() + seconds
+print(json.dumps({"event": "started"}), flush=True)
+while time.monotonic() < end:
+    t = time.time_ns()
+    try:
+        s = socket.create_connection((host, port), timeout=1.0)
+        s.settimeout(1.0)
+        s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+        s.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        ok = head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+        what = body.decode(errors="replace").strip() if ok else head[:40].decode(errors="replace")
+        print(json.dumps({"event": "request", "unix_ns": str(t), "ok": ok, "what": what}), flush=True)
+    except Exception as e:
+        print(json.dumps({"event": "request", "unix_ns": str(t), "ok": False, "what": str(e)}), flush=True)
+    time.sleep(every)
+print(json.dumps({"event": "done"}), flush=True)
+"#;
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// HAProxy's config for a gateway: round robin over the two CRM servers, no `check`
+/// (havip's checks decide their health), the admin socket in `dir`.
+fn haproxy_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        "global\n    stats socket {}/admin.sock mode 600 level admin\n\
+         defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
+         frontend fe\n    bind :8080\n    default_backend crm\n\
+         backend crm\n    balance roundrobin\n    server crm-1 {}:8080\n    server crm-2 {}:8080\n",
+        dir.display(),
+        address_of("crm-1"),
+        address_of("crm-2")
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Node `name`'s havip config: the lab's names and addresses, the VIP on the LAN, the
+/// vip_netns tests' fast timers, checks of both CRM servers and the pool.
+fn havip_config(dir: &Path, name: &str, key: &Path) -> PathBuf {
+    let nodes = [("gw-a", 150), ("gw-b", 100), ("witness", 0)];
+    let peers: String = (nodes.iter())
+        .map(|(n, _)| {
+            format!(
+                "[[cluster.peers]]\nname = \"{n}\"\naddress = \"{}:7400\"\n",
+                address_of(n)
+            )
+        })
+        .collect();
+    let priority = nodes
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, p)| *p);
+    let node_dir = dir.join(name);
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let rest = if name == "witness" {
+        "[[vip_group]]\nname = \"crm\"\n".to_string()
+    } else {
+        let check = |server: &str| {
+            format!(
+                "[[health.check]]\nname = \"{server}-http\"\nkind = \"http\"\nurl = \"http://{}:8080/health\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 2\nfall = 2\n",
+                address_of(server)
+            )
+        };
+        let server = |server: &str| {
+            format!(
+                "[[backend.server]]\nname = \"{server}\"\naddress = \"{}:8080\"\nweight = 10\nchecks = [\"{server}-http\"]\n",
+                address_of(server)
+            )
+        };
+        format!(
+            "[[vip_group]]\nname = \"crm\"\ninterface = \"{LAN}\"\naddresses = [\"{VIP4}/24\"]\npriority = {priority}\nfailback = false\naddress_lifetime = \"3s\"\n\n[health]\nrequire = \"any\"\n{}{}\n[[backend]]\nname = \"crm\"\nhaproxy = {{ socket = \"{}/admin.sock\", backend = \"crm\" }}\n{}{}",
+            check("crm-1"),
+            check("crm-2"),
+            node_dir.display(),
+            server("crm-1"),
+            server("crm-2"),
+        )
+    };
+    let text = format!(
+        "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{data}\"\n\n[cluster]\nlisten = \"{listen}:7400\"\nkey_file = \"{key}\"\n{peers}\n[timers]\nheartbeat = \"50ms\"\nelection_timeout = \"150ms..300ms\"\n\n[control]\nsocket = \"{sock}\"\n\n{rest}",
+        role = if name == "witness" {
+            "witness"
+        } else {
+            "gateway"
+        },
+        data = node_dir.join("data").display(),
+        listen = address_of(name),
+        key = key.display(),
+        sock = node_dir.join("havip.sock").display(),
+    );
+    let path = node_dir.join("havip.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn holds(host: &Host) -> bool {
+    let out = host.ip(&["-j", "addr", "show", "dev", LAN]);
+    String::from_utf8_lossy(&out.stdout).contains(&format!("\"{VIP4}\""))
+}
+
+fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn observe(socket: &Path) -> Vec<ObservedServer> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(RuntimeApi::new(socket).servers_state("crm"))
+        .unwrap_or_default()
+}
+
+fn server_is(socket: &Path, name: &str, done: impl Fn(&ObservedServer) -> bool) -> bool {
+    observe(socket).iter().any(|s| s.name == name && done(s))
+}
+
+fn cli(socket: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_havip"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "havip {args:?}: {text}");
+    text
+}
+
+/// The requests of the client's lines started in [from, to) (unix ns).
+fn requests(lines: &[Value], from: u128, to: u128) -> Vec<(bool, String)> {
+    (lines.iter())
+        .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
+        .filter(|l| (from..to).contains(&unix_ns(l)))
+        .map(|l| {
+            let ok = l.get("ok").and_then(Value::as_bool).unwrap_or(false);
+            let what = l
+                .get("what")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            (ok, what)
+        })
+        .collect()
+}
+
+#[test]
+fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
+    require_root("the HAProxy namespace test");
+    let mut lab = Lab::tagged("hx");
+    let names = ["gw-a", "gw-b", "witness", "crm-1", "crm-2", "client"];
+    let hosts: Vec<Host> = names.iter().map(|n| lab.host(n)).collect();
+    let host = |name: &str| hosts.iter().find(|h| h.name == name).unwrap();
+    let dir = tempfile::Builder::new().prefix("hx-").tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_havip"))
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+
+    let name_http = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/vagrant/provision/name-http.py"
+    );
+    for crm in ["crm-1", "crm-2"] {
+        lab.spawn(
+            host(crm),
+            "python3",
+            &[name_http, crm, &address_of(crm), "8080"],
+        );
+    }
+    let mut procs: Vec<Proc> = Vec::new();
+    for gw in ["gw-a", "gw-b"] {
+        let gw_dir = dir.path().join(gw);
+        std::fs::create_dir_all(&gw_dir).unwrap();
+        let cfg = haproxy_config(&gw_dir).to_string_lossy().into_owned();
+        procs.push(lab.spawn(host(gw), "haproxy", &["-db", "-f", &cfg]));
+    }
+    let havip = env!("CARGO_BIN_EXE_havip");
+    for name in ["gw-a", "gw-b", "witness"] {
+        let config = havip_config(dir.path(), name, &key)
+            .to_string_lossy()
+            .into_owned();
+        procs.push(lab.spawn(host(name), havip, &["run", "--config", &config]));
+    }
+    let logs = |procs: &[Proc]| {
+        procs
+            .iter()
+            .map(Proc::stderr)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (a, b) = (host("gw-a"), host("gw-b"));
+    if within(Duration::from_secs(20), || holds(a)).is_none() {
+        panic!("gw-a never held the VIP:\n{}", logs(&procs));
+    }
+    let sock = |gw: &str| dir.path().join(gw).join("admin.sock");
+    let control = |gw: &str| dir.path().join(gw).join("havip.sock");
+    let both_up = || {
+        ["gw-a", "gw-b"].iter().all(|gw| {
+            observe(&sock(gw))
+                .iter()
+                .filter(|s| s.up() && s.admin() == AdminState::Ready)
+                .count()
+                == 2
+        })
+    };
+    if within(Duration::from_secs(10), both_up).is_none() {
+        panic!(
+            "the HAProxies never had both servers up: {:?} / {:?}\n{}",
+            observe(&sock("gw-a")),
+            observe(&sock("gw-b")),
+            logs(&procs)
+        );
+    }
+
+    let client_py = dir.path().join("client.py");
+    std::fs::write(&client_py, CLIENT).unwrap();
+    let client_py = client_py.to_string_lossy().into_owned();
+    let mut client = lab.spawn(
+        host("client"),
+        "python3",
+        &[&client_py, VIP4, "8080", "9", "0.01"],
+    );
+    client.expect("started", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Drain crm-1 from the follower: both HAProxies, no failed request.
+    let drain_started = now_ns();
+    let decided = Instant::now();
+    cli(&control("gw-b"), &["backend", "drain", "crm-1"]);
+    let drained = |gw: &str| server_is(&sock(gw), "crm-1", |s| s.admin() == AdminState::Drain);
+    within(Duration::from_secs(2), || {
+        drained("gw-a") && drained("gw-b")
+    })
+    .unwrap_or_else(|| panic!("the drain did not reach both HAProxies\n{}", logs(&procs)));
+    let applied_ms = decided.elapsed().as_millis();
+    let drained_at = now_ns();
+    std::thread::sleep(Duration::from_millis(1500));
+    let ready_at = now_ns();
+    cli(&control("gw-a"), &["backend", "ready", "crm-1"]);
+    std::thread::sleep(Duration::from_millis(1000));
+
+    // gw-a's link goes down: the VIP moves to gw-b, whose HAProxy already has both
+    // servers ready and up.
+    assert!(
+        server_is(&sock("gw-b"), "crm-1", |s| s.admin() == AdminState::Ready
+            && s.up()),
+        "{:?}",
+        observe(&sock("gw-b"))
+    );
+    let cut_at = now_ns();
+    let cut = Instant::now();
+    // Timed from before the command: taking a veth down can itself take a while (the
+    // kernel waits for its queues to drain), and the election runs meanwhile.
+    a.ip(&["link", "set", LAN, "down"]);
+    let command = cut.elapsed();
+    within(Duration::from_secs(5), || holds(b))
+        .unwrap_or_else(|| panic!("gw-b did not take the VIP\n{}", logs(&procs)));
+    let moved = cut.elapsed();
+    let states_b: Vec<(String, AdminState, bool, u16)> = observe(&sock("gw-b"))
+        .iter()
+        .map(|s| (s.name.clone(), s.admin(), s.up(), s.weight))
+        .collect();
+    let lines = client.collect(Duration::from_secs(15));
+
+    let during_drain = requests(&lines, drain_started, ready_at);
+    let drain_failed: Vec<_> = during_drain.iter().filter(|(ok, _)| !ok).collect();
+    let to_crm_1 = requests(&lines, drained_at, ready_at)
+        .iter()
+        .filter(|(ok, what)| *ok && what == "crm-1")
+        .count();
+    let after_cut = requests(&lines, cut_at, u128::MAX);
+    let move_failed: Vec<_> = after_cut.iter().filter(|(ok, _)| !ok).collect();
+    // The client's outage: the longest time between two answered requests around the cut.
+    let answered: Vec<u128> = (lines.iter())
+        .filter(|l| l.get("ok").and_then(Value::as_bool) == Some(true))
+        .map(unix_ns)
+        .filter(|t| *t + 2_000_000_000 > cut_at)
+        .collect();
+    let gap_ms = answered
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .max()
+        .unwrap_or(0);
+    let total = requests(&lines, 0, u128::MAX);
+    figure(&format!(
+        "haproxy lab: drain crm-1 on gw-b: both HAProxies held it {applied_ms} ms after the command started; {} requests during the drain, {} failed; crm-1 answered {to_crm_1} requests started while drained",
+        during_drain.len(),
+        drain_failed.len()
+    ));
+    figure(&format!(
+        "haproxy lab: gw-a's link down: gw-b held the VIP {} ms after the command started (the command took {} ms); its HAProxy had {states_b:?}; the client's longest gap between answers {gap_ms} ms; {} requests after the cut, {} failed: {:?}",
+        moved.as_millis(),
+        command.as_millis(),
+        after_cut.len(),
+        move_failed.len(),
+        move_failed
+            .iter()
+            .map(|(_, w)| w.as_str())
+            .collect::<Vec<_>>()
+    ));
+    assert!(total.len() > 200, "too few requests: {}", total.len());
+    assert!(drain_failed.is_empty(), "{drain_failed:?}");
+    assert_eq!(to_crm_1, 0);
+    assert!(
+        states_b
+            .iter()
+            .all(|(_, admin, up, _)| *admin == AdminState::Ready && *up),
+        "{states_b:?}"
+    );
+    assert!(
+        after_cut.iter().rev().take(50).all(|(ok, _)| *ok),
+        "requests still failing at the end: {:?}",
+        &after_cut[after_cut.len().saturating_sub(50)..]
+    );
+}
