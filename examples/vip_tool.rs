@@ -161,7 +161,7 @@ async fn run(command: ToolCommand) -> Result<(), String> {
             addresses,
         } => {
             let vips = vip_set(interface, addresses, 3, Announce::default());
-            let plane = NetlinkDataPlane::new().map_err(|e| e.to_string())?;
+            let plane = NetlinkDataPlane::new(None).map_err(|e| e.to_string())?;
             plane.reconcile(&[vips]).await.map_err(|e| e.to_string())?;
             emit(json!({"event": "reconciled"}));
             Ok(())
@@ -188,7 +188,7 @@ async fn hold(
     mut reshape: Option<(VipSet, Duration)>,
 ) -> Result<(), String> {
     let mut vips = vips.clone();
-    let plane = NetlinkDataPlane::new().map_err(|e| e.to_string())?;
+    let plane = NetlinkDataPlane::new(None).map_err(|e| e.to_string())?;
     // stdin closing is the test's "release now".
     let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {

@@ -159,12 +159,16 @@ enum CliCommand {
     },
     /// Remove the VIPs a dead daemon left on its interfaces (run it after `run` exits).
     #[command(
-        after_help = "Example (systemd, in conf/havip.service):\n  ExecStopPost=/usr/sbin/havip release --config /etc/havip/havip.toml\n\nA daemon that is SIGKILLed, crashes or is OOM-killed cannot remove its VIPs: the kernel does when their lifetime (address_lifetime) runs out, and until then the dead node still answers ARP for them. `release` removes them at once. It never touches a running daemon's VIPs (the data_dir's lock proves none runs) nor an operator's permanent address. Exit 0 when nothing is left (also when there was nothing), 1 when a daemon runs or an address could not be removed, 2 on a bad config or missing privileges."
+        after_help = "Example (systemd, in conf/havip.service):\n  ExecStopPost=/usr/sbin/havip release --config /etc/havip/havip.toml\n\nA daemon that is SIGKILLed, crashes or is OOM-killed cannot remove its VIPs: its fence process does at once, but when the fence was killed too (systemd kills the whole unit after a stop timeout) the kernel does only when their lifetime (address_lifetime) runs out, and until then the dead node still answers ARP for them. `release` removes them at once. It never touches a running daemon's VIPs (the data_dir's lock proves none runs) nor an operator's permanent address. Exit 0 when nothing is left (also when there was nothing), 1 when a daemon runs or an address could not be removed, 2 on a bad config or missing privileges."
     )]
     Release {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The daemon's fence (started by `run`, never by hand): removes the VIPs of a frozen
+    /// or killed daemon at the end of their hold lease; orders come on stdin.
+    #[command(hide = true)]
+    Fence,
     /// Validate config files; with several files of one cluster, also check they agree.
     #[command(
         after_help = "Example:\n  havip check-config conf/gw-a.toml conf/gw-b.toml conf/witness.toml\n\nEvery error of every file is reported (file:line:column: key: what is wrong and what would be right). Exit 0 when all are valid, 2 otherwise."
@@ -243,18 +247,34 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    // First, before any thread exists (capabilities are per thread): the children havip
+    let cli = Cli::parse();
+    // The daemon's fence needs CAP_NET_ADMIN, which a child gets only through the ambient
+    // set under systemd's `User=havip`: it starts before the set is cleared.
+    let fence = match &cli.command {
+        CliCommand::Run {
+            observe_only: false,
+            ..
+        } => match start_fence() {
+            Ok(fence) => Some(fence),
+            Err(e) => {
+                eprintln!("havip: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    // Then, before any thread exists (capabilities are per thread): the children havip
     // starts (exec checks, notify hooks) must not inherit its CAP_NET_ADMIN/CAP_NET_RAW.
     if let Err(e) = havip::platform::child::drop_inherited_capabilities() {
         eprintln!("havip: warning: cannot clear the inheritable capabilities: {e}");
     }
-    let cli = Cli::parse();
     let result = match cli.command {
         CliCommand::Run {
             config,
             observe_only,
-        } => run(&config, observe_only),
+        } => run(&config, observe_only, fence),
         CliCommand::Release { config } => release(&config),
+        CliCommand::Fence => fence_main(),
         CliCommand::CheckConfig { files } => check_config(&files),
         CliCommand::Keygen { out } => ClusterKey::generate()
             .write_new(&out)
@@ -473,7 +493,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Request(format!("cannot start the async runtime: {e}")))
 }
 
-fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
+/// Starts `havip fence` from this very binary (`/proc/self/exe`, so an upgrade that
+/// replaced the file on disk cannot start another version).
+fn start_fence() -> Result<std::sync::Arc<havip::vip::fence::Fence>, String> {
+    let fence =
+        havip::vip::fence::Fence::spawn(Path::new("/proc/self/exe")).map_err(|e| e.to_string())?;
+    Ok(std::sync::Arc::new(fence))
+}
+
+/// The fence's life: orders from the daemon on stdin until it is gone.
+fn fence_main() -> Result<(), Failure> {
+    let _log = init_logging();
+    havip::vip::fence_process::run(std::io::stdin().lock())
+        .map(|_| ())
+        .map_err(|e| Failure::Request(e.to_string()))
+}
+
+fn run(
+    path: &Path,
+    observe_only: bool,
+    fence: Option<std::sync::Arc<havip::vip::fence::Fence>>,
+) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
     config
         .check_children()
@@ -483,6 +523,7 @@ fn run(path: &Path, observe_only: bool) -> Result<(), Failure> {
         .block_on(havip::daemon::run(havip::daemon::RunOptions {
             config,
             observe_only,
+            fence,
         }))
         .map_err(|e| Failure::Usage(e.to_string()))
 }

@@ -42,7 +42,7 @@ pub async fn release(config: &Config) -> Result<usize, ReleaseError> {
         e @ StoreError::Locked { .. } => ReleaseError::Running(e),
         e => ReleaseError::Store(e),
     })?;
-    let netlink = NetlinkDataPlane::new()?;
+    let netlink = NetlinkDataPlane::new(None)?;
     let mut removed = 0;
     for group in &config.vip_groups {
         match netlink.reconcile(&[VipSet::of(group)]).await {

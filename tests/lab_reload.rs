@@ -916,7 +916,7 @@ fn day_2_changes_one_node_at_a_time_on_the_lab() {
         errors.is_empty(),
         "the watcher may have lost events: {errors:?}"
     );
-    let (split, _) = lab.split_brain(&[]);
+    let split = lab.split_brain();
     assert!(
         split.is_empty(),
         "two holders: {}",

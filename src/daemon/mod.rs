@@ -44,6 +44,9 @@ use signals::{hangups, recv_hangup, wait_for_signal};
 pub struct RunOptions {
     pub config: Config,
     pub observe_only: bool,
+    /// The fence process (`vip::fence`), started by `main` before it cleared the
+    /// capabilities children inherit; none when observing only.
+    pub fence: Option<Arc<vip::fence::Fence>>,
 }
 
 /// How long the control socket keeps answering after the groups have released.
@@ -162,7 +165,8 @@ impl Node {
         // cannot remove a live daemon's VIPs.
         let store = Store::open(&config.node.data_dir)?;
         let vip_sets: Vec<VipSet> = config.vip_groups.iter().map(VipSet::of).collect();
-        let (data_plane, links) = vip::open::open(options.observe_only, &vip_sets).await?;
+        let (data_plane, links) =
+            vip::open::open(options.observe_only, &vip_sets, options.fence).await?;
         let mut pristine = true;
         for group in &config.vip_groups {
             pristine &= store.is_pristine(&group.name)?;

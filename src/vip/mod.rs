@@ -2,11 +2,15 @@
 //! rule decides *when*; this module only does it. Implementations: `netlink` (addresses
 //! under a kernel lifetime, announced with GARP/NA) and `observe` (logs what it would do;
 //! `--observe-only`). Beside them: `link` (carrier watch and link feeds), `caps`
-//! (privileges) and `open` (which data plane the daemon runs with).
+//! (privileges), `open` (which data plane the daemon runs with) and `fence` (the process
+//! that enforces the hold lease when the daemon cannot).
 
 pub mod announce;
 pub mod caps;
 mod deadline_guard;
+pub mod fence;
+mod fence_line;
+pub mod fence_process;
 pub mod link;
 pub mod netlink;
 pub mod observe;

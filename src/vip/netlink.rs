@@ -5,7 +5,9 @@
 //! addresses before returning, synchronously (`remove.rs`: the removal has a deadline and
 //! must not queue behind the runtime's other work). Every hold also arms the group's
 //! deadline on a thread of its own (`deadline_guard.rs`), which takes the VIPs down at the
-//! end of the hold lease if the group loop has not released them by then. It must never touch an address that is not a configured
+//! end of the hold lease if the group loop has not released them by then, and arms the
+//! fence (`fence.rs`), a process of its own, for a daemon that is frozen or killed. It
+//! must never touch an address that is not a configured
 //! VIP, and never delete a permanent (operator's) address: `reconcile` refuses to start.
 
 use std::collections::BTreeMap;
@@ -23,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use super::announce::{Announcer, Target};
-use super::deadline_guard::DeadlineGuard;
+use super::deadline_guard::{DeadlineGuard, GUARD_AHEAD};
+use super::fence::Fence;
 use super::remove::Remover;
 use super::{DataPlane, DataPlaneError, DataPlaneResult, VipSet};
 use crate::platform::lock::lock;
@@ -50,11 +53,13 @@ pub struct NetlinkDataPlane {
     remover: Arc<Remover>,
     /// Per group: the interface and addresses to take down at the end of the hold lease.
     guard: DeadlineGuard<(u32, Vec<IpNet>)>,
+    /// The same deadlines, kept by another process (none for `havip release`).
+    fence: Option<Arc<Fence>>,
 }
 
 impl NetlinkDataPlane {
     /// Opens the rtnetlink connection (its task runs on the current tokio runtime).
-    pub fn new() -> Result<Self, DataPlaneError> {
+    pub fn new(fence: Option<Arc<Fence>>) -> Result<Self, DataPlaneError> {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| DataPlaneError::Netlink(format!("cannot open a netlink socket: {e}")))?;
         tokio::spawn(connection);
@@ -62,11 +67,14 @@ impl NetlinkDataPlane {
             DataPlaneError::Netlink(format!("cannot open a netlink socket for removals: {e}"))
         })?);
         let held: Arc<Mutex<BTreeMap<String, Held>>> = Arc::default();
-        let guard = DeadlineGuard::start({
-            let (held, remover) = (held.clone(), remover.clone());
+        let guard = DeadlineGuard::start(GUARD_AHEAD, {
+            let (held, remover, fence) = (held.clone(), remover.clone(), fence.clone());
             move |group: &str, (ifindex, addresses): (u32, Vec<IpNet>)| {
                 if let Some(h) = lock(&held).remove(group) {
                     h.announcer.stop();
+                }
+                if let Some(fence) = &fence {
+                    fence.disarm(group);
                 }
                 match remover.remove(ifindex, &addresses) {
                     Ok(()) => tracing::warn!(group = %group,
@@ -83,6 +91,7 @@ impl NetlinkDataPlane {
             held,
             remover,
             guard,
+            fence,
         })
     }
 
@@ -279,11 +288,7 @@ impl NetlinkDataPlane {
                     h.refreshed = now;
                 }
             }
-            self.guard.arm(
-                &vips.group,
-                (ifindex, vips.addresses.clone()),
-                until.into_std(),
-            );
+            self.arm(vips, ifindex, until);
             return Ok(());
         }
         let expired = || DataPlaneError::LeaseExpired {
@@ -314,11 +319,7 @@ impl NetlinkDataPlane {
             addresses: vips.addresses.iter().map(|a| a.addr()).collect(),
         };
         let announcer = Announcer::start(target, vips.announce, until);
-        self.guard.arm(
-            &vips.group,
-            (ifindex, vips.addresses.clone()),
-            until.into_std(),
-        );
+        self.arm(vips, ifindex, until);
         let held = Held {
             ifindex,
             refreshed: now,
@@ -362,6 +363,15 @@ impl NetlinkDataPlane {
         Ok(())
     }
 
+    /// The guard thread and the fence take `vips` down at the end of the lease `until`.
+    fn arm(&self, vips: &VipSet, ifindex: u32, until: Instant) {
+        let lease_end = until.into_std();
+        (self.guard).arm(&vips.group, (ifindex, vips.addresses.clone()), lease_end);
+        if let Some(fence) = &self.fence {
+            fence.arm(&vips.group, ifindex, &vips.addresses, lease_end);
+        }
+    }
+
     async fn release_vips(&self, vips: &VipSet) -> Result<(), DataPlaneError> {
         self.guard.disarm(&vips.group);
         let held = lock(&self.held).remove(&vips.group);
@@ -377,7 +387,13 @@ impl NetlinkDataPlane {
                 Err(e) => return Err(e),
             },
         };
-        self.remove_all(vips, ifindex)
+        self.remove_all(vips, ifindex)?;
+        // Only once they are gone: a removal that failed stays the fence's to retry at
+        // the lease's end.
+        if let Some(fence) = &self.fence {
+            fence.disarm(&vips.group);
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::caps::{self, Capability};
+use super::fence::Fence;
 use super::link::{LinkWatch, LinkWatchError};
 use super::netlink::NetlinkDataPlane;
 use super::observe::ObserveOnly;
@@ -28,6 +29,7 @@ pub enum OpenError {
 pub async fn open(
     observe_only: bool,
     vip_sets: &[VipSet],
+    fence: Option<Arc<Fence>>,
 ) -> Result<(Arc<dyn DataPlane>, Option<LinkWatch>), OpenError> {
     if observe_only {
         return Ok((Arc::new(ObserveOnly::default()), None));
@@ -36,7 +38,7 @@ pub async fn open(
     if !missing.is_empty() {
         return Err(OpenError::Privileges { missing });
     }
-    let netlink = NetlinkDataPlane::new()?;
+    let netlink = NetlinkDataPlane::new(fence)?;
     netlink.reconcile(vip_sets).await?;
     let interfaces = vip_sets
         .iter()

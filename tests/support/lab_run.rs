@@ -278,24 +278,15 @@ impl Lab {
         )
     }
 
-    /// The overlaps (two holders) the watcher saw, except those of a frozen daemon
-    /// (each of `frozen`: node, SIGSTOP, SIGCONT) that lie wholly inside its freeze: its address
-    /// may outlive its hold up to the kernel lifetime while it cannot act, but a thawed
-    /// daemon must not hold beside another. Returns (counted, excused) overlaps; one the
-    /// watcher never saw end counts, and is never excused.
-    pub fn split_brain(&self, frozen: &[(&str, u64, u64)]) -> (Vec<Overlap>, Vec<Overlap>) {
-        let overlaps = self
-            .watch
+    /// The overlaps (two holders) the watcher saw, one it never saw end included. None is
+    /// excused, a frozen daemon's neither: its fence (`havip fence`) takes its addresses
+    /// down at the end of its hold lease, before anyone else may be elected (issue 14
+    /// item 9; before the fence, they stayed up to their kernel lifetime).
+    pub fn split_brain(&self) -> Vec<Overlap> {
+        self.watch
             .as_ref()
             .map(|w| w.lock().overlaps.clone())
-            .unwrap_or_default();
-        overlaps.into_iter().partition(|o| {
-            !frozen.iter().any(|&(node, stopped, continued)| {
-                o.nodes.iter().any(|n| n == node)
-                    && o.from_ms >= stopped
-                    && o.to_ms.is_some_and(|to| to <= continued)
-            })
-        })
+            .unwrap_or_default()
     }
 
     pub fn logs(&self) -> String {
