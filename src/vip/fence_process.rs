@@ -41,7 +41,13 @@ pub fn run(orders: impl BufRead) -> Result<usize, FenceRunError> {
     let guard = DeadlineGuard::start(FENCE_AHEAD, {
         let (remover, taken) = (remover.clone(), taken.clone());
         move |group: &str, (ifindex, addresses): (u32, Vec<IpNet>)| {
-            take_down(&remover, group, ifindex, &addresses, "its hold lease ended");
+            take_down(
+                &remover,
+                group,
+                ifindex,
+                &addresses,
+                "their hold lease ended before the daemon released them",
+            );
             taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     })
@@ -82,8 +88,7 @@ pub fn run(orders: impl BufRead) -> Result<usize, FenceRunError> {
 
 fn take_down(remover: &Remover, group: &str, ifindex: u32, addresses: &[IpNet], why: &str) {
     match remover.remove(ifindex, addresses) {
-        Ok(()) => tracing::warn!(group = %group,
-            "fence: took the VIPs down: {why} and the daemon had not released them"),
+        Ok(()) => tracing::warn!(group = %group, "fence: took the VIPs down: {why}"),
         Err(e) => tracing::error!(group = %group, address = %e.address,
             "fence: cannot remove the VIP ({why}): {}", e.why),
     }
