@@ -403,6 +403,54 @@ async fn garbage_on_the_listen_port_is_rejected_and_counted() {
     assert_eq!(*b.mesh.connected().borrow(), set(&["a"]));
 }
 
+/// Issue 14 item 2: a node's name is bound to its configured address. Another holder of
+/// the cluster key (here: c's address) that says it is a is dropped before b answers its
+/// Hello, counted, and a's own link is untouched.
+#[tokio::test]
+async fn a_key_holder_claiming_another_nodes_name_is_refused() {
+    init_logs();
+    let key = ClusterKey::generate();
+    let c = cluster_on_own_ips(&["a", "b", "c"]);
+    let a = start("a", &c, &key, None).await;
+    let b = start("b", &c, &key, None).await;
+    wait_connected(&b, &["a"], WAIT).await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new("127.0.0.13".parse().expect("ip"), 0))
+        .expect("bind c's address");
+    let mut s = socket.connect(c[1].1).await.expect("connect");
+    let session = noise::handshake(
+        &mut s,
+        &key,
+        HandshakeSide::Initiator,
+        noise::HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .expect("handshake: it has the key");
+    let (r, w) = s.into_split();
+    let (mut r, mut w) = (
+        NoiseReader::new(r, session.clone()),
+        NoiseWriter::new(w, session),
+    );
+    w.send(&Frame::new(Kind::Hello, 0, 0, b"a".to_vec()))
+        .await
+        .expect("hello");
+    let end = tokio::time::timeout(WAIT, r.read_frame())
+        .await
+        .expect("b drops it");
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "no Hello back for a from c's address"
+    );
+    assert_eq!(b.mesh.counters().wrong_source, 1);
+    let ok = a
+        .mesh
+        .request("b", 2, vec![], RPC)
+        .await
+        .expect("a's link still works");
+    assert_eq!(ok, expected("b", "a", 2, b""));
+}
+
 /// Dials `to` with the right key and returns the encrypted halves, as a peer would.
 async fn authenticated(
     to: SocketAddr,

@@ -175,11 +175,12 @@ log "vagrant up of ${#machines[@]} containers: $up_ms ms"
 mapfile -t havip_nodes < <(awk '$1 !~ /^#/ && ($2 == "gateway" || $2 == "witness") { print $1 }' "$nodes_conf")
 for node in "${havip_nodes[@]}"; do
   facts=$(on "$node" sh /vagrant/vagrant/provision/package-facts.sh | tr -d '\r')
-  read -r version active user capeff <<<"$facts"
-  if [ "$active" != active ] || [ "$user" != havip ] || [ "$capeff" != 0000000000003000 ]; then
-    die "$node: havip package $version: want the unit active as user havip with CapEff 0000000000003000, got: $facts"
+  read -r version active user capeff fence_capeff <<<"$facts"
+  if [ "$active" != active ] || [ "$user" != havip ] || [ "$capeff" != 0000000000003000 ] \
+    || [ "$fence_capeff" != 0000000000003000 ]; then
+    die "$node: havip package $version: want the unit active as user havip with CapEff 0000000000003000, and its fence with the same, got: $facts"
   fi
-  log "$node: havip $version from the package, active, user $user, CapEff $capeff"
+  log "$node: havip $version from the package, active, user $user, CapEff $capeff, fence CapEff $fence_capeff"
 done
 # The shipped unit as systemd sees it on a node: verify silent, and its sandbox's exposure
 # score (README: the score is recorded; above 3.0 this fails, so the sandbox cannot
@@ -373,6 +374,15 @@ fault "failover --to gw-b" gw-b gw-a "havip failover --to gw-b --group crm" gw-b
 #    (`havip release`, conf/havip.service) must remove its VIP before gw-b is elected (no
 #    two holders), and Restart=on-failure brings it back 1 s later (failback to gw-a).
 fault "SIGKILL gw-a havip" gw-b gw-a "systemctl kill --signal=KILL havip" gw-a ""
+# 5. Only the daemon is SIGKILLed, its fence (`havip fence`) lives: the fence removes the
+#    VIP as soon as the daemon's pipe closes, before ExecStopPost runs.
+fault "SIGKILL gw-a main" gw-b gw-a "systemctl kill --kill-whom=main --signal=KILL havip" gw-a ""
+# 6. The daemon is frozen (SIGSTOP), the host alive: the fence, running as user havip
+#    with the unit's ambient capabilities, takes the VIP down when the hold lease ends,
+#    before gw-b can be elected (before the fence, it stayed for its kernel lifetime and
+#    two gateways held it). Thawed by SIGCONT (the watchdog, 5 s, would kill it later).
+fault "SIGSTOP gw-a main" gw-b gw-a "systemctl kill --kill-whom=main --signal=STOP havip" gw-a \
+  "systemctl kill --kill-whom=main --signal=CONT havip"
 
 stop_watcher
 read -r split split_ms <<<"$(two_holders 0 "$(now_ms)")"

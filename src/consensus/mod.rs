@@ -5,6 +5,7 @@ pub mod group_raft;
 pub mod network;
 pub mod proposer;
 pub mod rpc;
+pub mod sender;
 pub mod state;
 pub mod store;
 pub mod ticks;

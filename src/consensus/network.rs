@@ -217,6 +217,11 @@ impl RaftService {
         let from = from.to_string();
         Box::pin(async move {
             let envelope: RaftEnvelope = rpc::decode(&payload).map_err(|e| e.to_string())?;
+            if let Err(forged) = super::sender::check(&from, &envelope.request) {
+                let why = format!("group {}: {forged}", envelope.group);
+                crate::peer::forged::record(&why);
+                return Err(why);
+            }
             let raft = service.raft(&envelope.group).ok_or_else(|| {
                 format!(
                     "group {:?} from {from} is not running on this node",

@@ -97,6 +97,23 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The node this command reports for, if it is a report (its facts, its mastership,
+    /// what it saw of a server) rather than an operator's command: only that node may
+    /// propose it (issue 14 item 2).
+    pub fn reported_by(&self) -> Option<&str> {
+        match self {
+            Command::ReportFacts { node, .. }
+            | Command::MasterChanged { node, .. }
+            | Command::SetServerHealth { node, .. } => Some(node),
+            Command::SetMaintenance { .. }
+            | Command::Pin { .. }
+            | Command::SetServerAdmin { .. }
+            | Command::SetServerWeight { .. } => None,
+        }
+    }
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -39,6 +39,8 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
             ("malformed_frame", counters.malformed_frames),
             ("unknown_version", counters.unknown_version),
             ("unknown_peer", counters.unknown_peer),
+            ("wrong_source", counters.wrong_source),
+            ("forged_request", crate::peer::forged::count()),
         ],
         disk: control.store.disk_stats(),
         config: fingerprints.config,

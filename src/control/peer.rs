@@ -50,9 +50,14 @@ impl RequestHandler for PeerHandler {
                 let pristine = control.as_ref().map_or(self.pristine_at_start, |c| {
                     is_pristine(c.groups().iter().map(|(_, h)| &h.raft))
                 });
+                let from = from.to_string();
                 Box::pin(async move {
                     let request: PeerRequest = serde_json::from_slice(&payload)
                         .map_err(|e| format!("malformed control request: {e}"))?;
+                    if let Err(why) = speaks_for_itself(&from, &request) {
+                        crate::peer::forged::record(&why);
+                        return Err(why);
+                    }
                     let reply = match (request, control) {
                         (PeerRequest::Pristine, _) => PeerReply::Pristine(pristine),
                         (request, Some(control)) => answer(&control, request).await,
@@ -63,6 +68,20 @@ impl RequestHandler for PeerHandler {
             }
             other => Box::pin(async move { Err(format!("unknown channel {other}")) }),
         }
+    }
+}
+
+/// A peer forwards any operator command (the operator may run the CLI on any node), but
+/// a report only for itself: its facts, its mastership, what it saw of a server.
+fn speaks_for_itself(from: &str, request: &PeerRequest) -> Result<(), String> {
+    match request {
+        PeerRequest::Write { group, command } => match command.reported_by() {
+            Some(node) if node != from => Err(format!(
+                "group {group}: {from} proposed a report for {node} ({command}): dropped"
+            )),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -80,5 +99,37 @@ async fn answer(control: &Control, request: PeerRequest) -> PeerReply {
         PeerRequest::Write { group, command } => {
             control.proposer.write_as_leader(&group, command).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::state::Command;
+
+    fn write(command: Command) -> PeerRequest {
+        PeerRequest::Write {
+            group: "crm".into(),
+            command,
+        }
+    }
+
+    #[test]
+    fn a_peer_reports_only_for_itself_but_forwards_any_operator_command() {
+        let report = write(Command::MasterChanged {
+            node: "gw-a".into(),
+            term: 4,
+            at_unix_ms: 0,
+        });
+        assert_eq!(speaks_for_itself("gw-a", &report), Ok(()));
+        let e = speaks_for_itself("gw-b", &report).expect_err("gw-b for gw-a");
+        assert!(e.contains("gw-b proposed a report for gw-a"), "{e}");
+        let operator = write(Command::SetMaintenance {
+            node: "gw-a".into(),
+            on: true,
+            at_unix_ms: 0,
+        });
+        assert_eq!(speaks_for_itself("gw-b", &operator), Ok(()));
+        assert_eq!(speaks_for_itself("gw-b", &PeerRequest::Holdings), Ok(()));
     }
 }

@@ -99,6 +99,9 @@ pub struct MeshCounters {
     pub unknown_version: u64,
     /// Authenticated connections whose Hello named a node that must not dial this one.
     pub unknown_peer: u64,
+    /// Authenticated connections whose Hello named a configured peer, but that came from
+    /// another address than that peer's: another key holder claiming its name.
+    pub wrong_source: u64,
     /// Connections established to a peer that had been connected before.
     pub reconnects: u64,
 }
@@ -366,6 +369,7 @@ struct Counters {
     malformed_frames: AtomicU64,
     unknown_version: AtomicU64,
     unknown_peer: AtomicU64,
+    wrong_source: AtomicU64,
     reconnects: AtomicU64,
     /// Peers that have been connected at least once (to tell reconnects from first
     /// connections).
@@ -381,6 +385,7 @@ impl Counters {
             malformed_frames: self.malformed_frames.load(Ordering::Relaxed),
             unknown_version: self.unknown_version.load(Ordering::Relaxed),
             unknown_peer: self.unknown_peer.load(Ordering::Relaxed),
+            wrong_source: self.wrong_source.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }
@@ -432,7 +437,22 @@ impl Shared {
     /// Whether a node that says it is `name` (after the handshake) may dial this one: a
     /// configured peer that sorts lower. Counted and logged when not.
     fn admits(&self, name: &str, addr: SocketAddr) -> bool {
-        if self.peers.contains_key(name) && *name < *self.self_name {
+        let configured = self.peers.get(name).map(|a| a.ip().to_canonical());
+        if configured.is_some() && configured != Some(addr.ip().to_canonical()) {
+            // A node dials from its configured address: its name is bound to it.
+            bump(&self.counters.wrong_source);
+            self.warn_limited(
+                &addr.ip().to_string(),
+                "wrong-source",
+                format_args!(
+                    "rejected {addr}: it says it is {name}, whose configured address is {}; \
+                     another holder of the cluster key may be claiming {name}'s name",
+                    configured.map_or_else(String::new, |ip| ip.to_string())
+                ),
+            );
+            return false;
+        }
+        if configured.is_some() && *name < *self.self_name {
             return true;
         }
         bump(&self.counters.unknown_peer);

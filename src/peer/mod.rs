@@ -7,7 +7,9 @@
 //! - `noise`: the Noise `NNpsk0` handshake and the encrypted frame stream.
 //! - `mesh`: sockets, who dials whom, reconnects, request multiplexing, counters.
 //! - `tuning`: the peer sockets' options (dead paths, loss recovery inside the hold lease).
+//! - `forged`: the count of requests that spoke for another node than their connection's.
 
+pub mod forged;
 pub mod frame;
 pub mod mesh;
 pub mod noise;
