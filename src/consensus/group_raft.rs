@@ -55,6 +55,13 @@ pub fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, Gro
         // A leader restored from disk after a restart would resume its old term with
         // followers whose leases a hand-over may have disabled: it must win a new election.
         enable_leader_restore: Some(false),
+        // A follower whose log went back (its data_dir wiped after a corrupt store, a VM
+        // restored from an old snapshot) otherwise makes the leader *panic* on the next
+        // conflict, so the master's daemon exits and the VIP moves because of another
+        // node (seen: tests/store_faults.rs). With it, the leader re-sends the log. What
+        // the wiped node forgot is safe for the hold rule: it sits out one leader lease
+        // at start before it votes or acknowledges (README, "A corrupt or lost store").
+        allow_log_reversion: Some(true),
         // Heartbeats and elections are timed by `ticks`, not by openraft's tick.
         enable_tick: false,
         enable_elect: false,

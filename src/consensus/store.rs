@@ -81,7 +81,7 @@ pub enum StoreError {
         data_dir.display()
     )]
     Locked { path: PathBuf, data_dir: PathBuf },
-    #[error("cannot open Raft store {}: {source}", path.display())]
+    #[error("cannot open Raft store {}: {source}{}", path.display(), open_fix(path, source))]
     Open {
         path: PathBuf,
         source: DatabaseError,
@@ -125,6 +125,27 @@ pub enum StoreError {
     Task { path: PathBuf, detail: String },
 }
 
+/// What to do when the file cannot be opened: a damaged file is moved aside and the node
+/// rejoins empty (README, "A corrupt or lost store"); other errors say enough.
+fn open_fix(path: &Path, source: &DatabaseError) -> String {
+    let damaged = match source {
+        DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+        DatabaseError::Storage(redb::StorageError::Io(e)) => e.kind() == io::ErrorKind::InvalidData,
+        _ => false,
+    };
+    if !damaged {
+        return String::new();
+    }
+    format!(
+        ". The file is damaged; havip will not start on it, so this node holds no VIP and the \
+         others carry on. To fix: while the other nodes have a master (`havip status` there), \
+         move {} aside (keep it for a bug report) and start havip again: the node rejoins \
+         with an empty store and catches up from the leader. One node at a time (README, \
+         \"A corrupt or lost store\")",
+        path.display()
+    )
+}
+
 impl From<StoreError> for io::Error {
     fn from(err: StoreError) -> Self {
         io::Error::other(err)
@@ -149,6 +170,9 @@ pub(crate) struct DiskStats {
     commits: AtomicU64,
     slow: AtomicU64,
     max_micros: AtomicU64,
+    /// The first store operation that failed, for the daemon's last words
+    /// (`Store::write_failure`).
+    failure: Mutex<Option<String>>,
 }
 
 /// A copy of [`DiskStats`].
@@ -247,6 +271,26 @@ impl Store {
     /// How long durable commits took, so far.
     pub fn disk_stats(&self) -> DiskStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// The first operation on the file that failed since the daemon started, with what to
+    /// do about it: a Raft that stopped after one cannot go on, and the operator must
+    /// hear why in the same breath.
+    pub fn write_failure(&self) -> Option<String> {
+        let failure = lock(&self.stats.failure).clone()?;
+        let dir = self.path.parent().unwrap_or(&self.path).display();
+        let fix = if failure.contains("os error 28") {
+            format!(
+                "free space on the filesystem of {dir}, then start havip again: every commit is \
+                 atomic, so the store is consistent, and the node catches up from the leader"
+            )
+        } else {
+            format!(
+                "check the disk under {dir} (dmesg, SMART); if the file is damaged, see the \
+                 README, \"A corrupt or lost store\""
+            )
+        };
+        Some(format!("{failure}. To fix: {fix}"))
     }
 
     /// The log store and state machine of VIP group `name`, creating its tables on first use.
@@ -465,11 +509,18 @@ impl GroupTables {
     ) -> impl FnOnce(E) -> StoreError {
         let path = self.path.clone();
         let table = table.to_string();
-        move |source| StoreError::Db {
-            path,
-            table,
-            action,
-            source: Box::new(source.into()),
+        let stats = self.stats.clone();
+        move |source| {
+            let error = StoreError::Db {
+                path,
+                table,
+                action,
+                source: Box::new(source.into()),
+            };
+            // Any failed operation, not only a commit: redb may fail to grow the file while
+            // inserting, and says "previous I/O error" on every call after that.
+            lock(&stats.failure).get_or_insert_with(|| error.to_string());
+            error
         }
     }
 

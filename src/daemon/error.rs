@@ -30,4 +30,10 @@ pub enum StartError {
     /// Not a start error: the daemon ran and a group's Raft stopped under it.
     #[error(transparent)]
     Fatal(#[from] GroupStopped),
+    /// A group's Raft stopped because the store could not write (a full or failing disk).
+    #[error("{stopped}: the store could not write: {failure}")]
+    StoreFailed {
+        stopped: GroupStopped,
+        failure: String,
+    },
 }

@@ -96,6 +96,11 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             }
         }
     };
+    // A Raft that stopped on a failed write says so, with the fix (issue 14 item 8).
+    let fatal: Option<StartError> = fatal.map(|stopped| match node.store.write_failure() {
+        Some(failure) => StartError::StoreFailed { stopped, failure },
+        None => stopped.into(),
+    });
     match &fatal {
         Some(error) => tracing::error!("stopping: {error}"),
         None => tracing::info!("shutting down: releasing VIPs, handing leadership over"),
@@ -103,7 +108,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     systemd.stopping();
     node.stop(joined, serving, shutdown_tx).await;
     match fatal {
-        Some(error) => Err(error.into()),
+        Some(error) => Err(error),
         None => {
             tracing::info!("stopped");
             Ok(())
