@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::NotifySection;
-use crate::platform::child::{ChildSpec, run_bounded};
+use crate::platform::child::{ChildSpec, RunAs, run_bounded};
 
 /// A group's state as a notify hook sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +63,9 @@ pub struct Notifier {
 /// and the log says so rather than havip's memory growing behind it.
 pub const QUEUE_DEPTH: usize = 64;
 
-/// The argv to run, its time limit and its user; `None`: changes are dropped.
-type Hook = Option<(Vec<String>, Duration, Option<String>)>;
+/// The argv to run, its time limit and its user (looked up once, when the hook is set:
+/// `Err` says why it cannot run); `None`: changes are dropped.
+type Hook = Option<(Vec<String>, Duration, Option<Result<RunAs, String>>)>;
 
 impl Notifier {
     /// A notifier that runs `[notify] command` (argv) for each change; none configured:
@@ -75,8 +76,14 @@ impl Notifier {
         tokio::spawn(async move {
             while let Some(change) = rx.recv().await {
                 let hook = current.borrow().clone();
-                if let Some((argv, timeout, run_as)) = hook {
-                    run_hook(&argv, &change, timeout, run_as.as_deref()).await;
+                match hook {
+                    Some((_, _, Some(Err(why)))) => tracing::warn!(group = %change.group,
+                        "notify hook not run for {} -> {}: {why}", change.old, change.new),
+                    Some((argv, timeout, run_as)) => {
+                        let run_as = run_as.and_then(Result::ok);
+                        run_hook(&argv, &change, timeout, run_as.as_ref()).await;
+                    }
+                    None => {}
                 }
             }
         });
@@ -118,10 +125,19 @@ fn hook_of(section: &NotifySection) -> Hook {
         .command
         .clone()
         .filter(|a| !a.is_empty())
-        .map(|argv| (argv, section.timeout, section.run_as.clone()))
+        .map(|argv| {
+            let run_as = (section.run_as.as_deref())
+                .map(|user| RunAs::lookup(user).map_err(|e| e.to_string()));
+            (argv, section.timeout, run_as)
+        })
 }
 
-async fn run_hook(argv: &[String], change: &StateChange, timeout: Duration, run_as: Option<&str>) {
+async fn run_hook(
+    argv: &[String],
+    change: &StateChange,
+    timeout: Duration,
+    run_as: Option<&RunAs>,
+) {
     let Some((program, args)) = argv.split_first() else {
         return;
     };

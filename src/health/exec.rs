@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::platform::child::{ChildSpec, run_bounded};
+use crate::platform::child::{ChildSpec, RunAs, run_bounded};
 
 use super::{HealthError, ProbeResult, cut, plain, timeout_detail};
 use crate::config::{CheckKind, HealthCheck};
@@ -18,7 +18,8 @@ const DETAIL_LIMIT: usize = 200;
 pub struct ExecChecker {
     argv: Vec<String>,
     timeout: Duration,
-    run_as: Option<String>,
+    /// Looked up once, here: not at every probe.
+    run_as: Option<RunAs>,
 }
 
 impl ExecChecker {
@@ -35,10 +36,17 @@ impl ExecChecker {
                 reason: "the command is empty".into(),
             });
         }
+        let run_as = match run_as {
+            Some(user) => Some(RunAs::lookup(user).map_err(|e| HealthError::Invalid {
+                check: check.name.clone(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
         Ok(ExecChecker {
             argv: command.clone(),
             timeout: check.timeout,
-            run_as: run_as.clone(),
+            run_as,
         })
     }
 
@@ -47,7 +55,7 @@ impl ExecChecker {
             program: &self.argv[0],
             args: &self.argv[1..],
             env: Vec::new(),
-            run_as: self.run_as.as_deref(),
+            run_as: self.run_as.as_ref(),
         };
         let run = match run_bounded(spec, self.timeout).await {
             Ok(run) => run,

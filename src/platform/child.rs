@@ -53,7 +53,8 @@ pub struct ChildSpec<'a> {
     pub program: &'a str,
     pub args: &'a [String],
     pub env: Vec<(&'static str, String)>,
-    pub run_as: Option<&'a str>,
+    /// Resolved once, when the check or hook is built, not at every spawn.
+    pub run_as: Option<&'a RunAs>,
 }
 
 /// Whether this process may start children as another user: it is root, or has
@@ -119,8 +120,7 @@ pub async fn run_bounded(spec: ChildSpec<'_>, limit: Duration) -> io::Result<Fin
     let deadline = tokio::time::Instant::now() + limit;
     let mut command = match spec.run_as {
         None => Command::new(spec.program),
-        Some(user) => {
-            let run_as = RunAs::lookup(user)?;
+        Some(run_as) => {
             let mut c = Command::new(SETPRIV);
             c.args(run_as.setpriv_args()).arg(spec.program);
             c
@@ -247,7 +247,7 @@ mod tests {
         }
         let nobody = RunAs::lookup("nobody").expect("the nobody user");
         let spec = ChildSpec {
-            run_as: Some("nobody"),
+            run_as: Some(&nobody),
             ..sh("id -u; id -g; id -G; grep -E '^Cap(Prm|Eff|Amb)' /proc/self/status; exit 3")
         };
         let run = run_bounded(spec, Duration::from_secs(5))
@@ -268,15 +268,9 @@ mod tests {
         assert_eq!(status.code(), Some(3));
     }
 
-    #[tokio::test]
-    async fn an_unknown_run_as_user_is_an_error_that_names_it_and_the_fix() {
-        let spec = ChildSpec {
-            run_as: Some("havip-no-such-user"),
-            ..sh("true")
-        };
-        let err = run_bounded(spec, Duration::from_secs(5))
-            .await
-            .expect_err("no such user");
+    #[test]
+    fn an_unknown_run_as_user_is_an_error_that_names_it_and_the_fix() {
+        let err = RunAs::lookup("havip-no-such-user").expect_err("no such user");
         let text = err.to_string();
         assert!(
             text.contains("havip-no-such-user") && text.contains("adduser --system"),
