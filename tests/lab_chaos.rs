@@ -172,20 +172,7 @@ fn draw(dice: &mut Dice, cast: &Cast, busy: &[String], slot: usize) -> Option<Fa
 /// `havip ARGS --config` of `node`, in its namespace; whether it succeeded (a command
 /// sent while its node is cut off may fail: that is not the soak's failure).
 fn havip_at(node: &str, args: &[&str]) -> bool {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab::netns(node),
-            env!("CARGO_BIN_EXE_havip"),
-        ])
-        .args(args)
-        .args(["--config", &lab::config(node)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    lab::havip(node, args).status.success()
 }
 
 /// nftables rules for a gateway's namespace that drop what it sends to the CRM servers.

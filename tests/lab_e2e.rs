@@ -381,12 +381,8 @@ fn flapping_health_of_the_master_does_not_move_the_vip() {
 }
 
 fn havip_at(node: &str, args: &[&str]) {
-    let netns = lab::netns(node);
-    let config = lab::config(node);
-    let mut full = vec!["ip", "netns", "exec", &netns, env!("CARGO_BIN_EXE_havip")];
-    full.extend_from_slice(args);
-    full.extend_from_slice(&["--config", &config]);
-    sh(&full);
+    let out = lab::havip(node, args);
+    assert!(out.status.success(), "havip {args:?} on {node}: {out:?}");
 }
 
 /// The lab's peer port (conf/*.toml).

@@ -48,7 +48,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use havip::control::protocol::{Fingerprints, GroupHistory, Response, StatusReport};
-use lab::{address_of, lab_sh};
+use lab::{address_of, havip, lab_sh};
 use lab_run::{Budget, Lab, SERIAL, now_ms};
 
 /// The group the test adds, and its VIP (not in vagrant/nodes.conf: the lab never has it
@@ -76,21 +76,6 @@ const STATUS_EVERY: Duration = Duration::from_millis(100);
 const RUNS_ENV: &str = "HAVIP_RELOAD_RUNS";
 
 // ---- The CLI and the files, as an operator uses them ---------------------------------------
-
-/// `havip ARGS --config FILE` in `node`'s namespace.
-fn havip(node: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab::netns(node),
-            env!("CARGO_BIN_EXE_havip"),
-        ])
-        .args(args)
-        .args(["--config", &lab::config(node)])
-        .output()
-        .expect("run havip")
-}
 
 fn text(out: &Output) -> String {
     format!(

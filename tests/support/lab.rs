@@ -105,6 +105,18 @@ pub fn config(name: &str) -> String {
     format!("{RUN}/{name}/havip.toml")
 }
 
+/// `havip ARGS --config CONF` inside `node`'s namespace with that node's config: the
+/// operator's CLI on that gateway. Its output, whatever its exit status.
+pub fn havip(node: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &netns(node), env!("CARGO_BIN_EXE_havip")])
+        .args(args)
+        .args(["--config", &config(node)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run havip {args:?} on {node}: {e}"))
+}
+
 /// `scripts/lab.sh ARGS` for the lab named by `prefix` (hv- is the lab; the data-plane
 /// fixture makes others), with this build's havip.
 pub fn lab_command(prefix: &str, args: &[&str]) -> Command {
