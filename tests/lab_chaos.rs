@@ -299,16 +299,9 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// Lines of any daemon's log that say it panicked.
 fn panics() -> Vec<String> {
-    lab::havip_nodes()
-        .iter()
-        .flat_map(|n| {
-            std::fs::read_to_string(format!("{}/havip.log", lab::dir(n)))
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.contains("panicked"))
-                .map(|l| format!("{n}: {l}"))
-                .collect::<Vec<_>>()
-        })
+    lab::log_lines("panicked")
+        .into_iter()
+        .map(|(n, l)| format!("{n}: {l}"))
         .collect()
 }
 
@@ -316,16 +309,7 @@ fn panics() -> Vec<String> {
 fn histories() -> Vec<(String, String, String, u64)> {
     let mut rows = Vec::new();
     for node in lab::havip_nodes() {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab::netns(&node),
-                env!("CARGO_BIN_EXE_havip"),
-            ])
-            .args(["history", "--json", "--config", &lab::config(&node)])
-            .output()
-            .expect("havip history");
+        let out = lab::havip(&node, &["history", "--json"]);
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         // `history --json` prints the groups as an array.
         let groups = json.as_array().cloned().unwrap_or_default();

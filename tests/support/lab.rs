@@ -105,6 +105,22 @@ pub fn config(name: &str) -> String {
     format!("{RUN}/{name}/havip.toml")
 }
 
+/// Every line of every havip node's log (`NODE/havip.log`) that contains `needle`, with
+/// its node.
+pub fn log_lines(needle: &str) -> Vec<(String, String)> {
+    havip_nodes()
+        .into_iter()
+        .flat_map(|n| {
+            let text =
+                std::fs::read_to_string(format!("{}/havip.log", dir(&n))).unwrap_or_default();
+            text.lines()
+                .filter(|l| l.contains(needle))
+                .map(|l| (n.clone(), l.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// `havip ARGS --config CONF` inside `node`'s namespace with that node's config: the
 /// operator's CLI on that gateway. Its output, whatever its exit status.
 pub fn havip(node: &str, args: &[&str]) -> Output {

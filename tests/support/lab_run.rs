@@ -421,25 +421,18 @@ impl Lab {
     /// except a frozen daemon's (each of `frozen`: node, SIGSTOP, SIGCONT) whose lease ended
     /// while it was frozen: it could not act, and says so once thawed.
     pub fn late_releases(&self, frozen: &[(&str, u64, u64)]) -> Vec<String> {
-        lab::havip_nodes()
-            .iter()
-            .flat_map(|n| {
-                std::fs::read_to_string(format!("{}/havip.log", lab::dir(n)))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.contains("late release"))
-                    .filter(|l| {
-                        let deadline = l
-                            .split_whitespace()
-                            .find_map(|f| f.strip_prefix("deadline_unix_ms="))
-                            .and_then(|d| d.parse::<u64>().ok());
-                        !frozen.iter().any(|&(node, stopped, continued)| {
-                            node == *n && deadline.is_some_and(|d| d >= stopped && d <= continued)
-                        })
-                    })
-                    .map(|l| format!("{n}: {l}"))
-                    .collect::<Vec<_>>()
+        lab::log_lines("late release")
+            .into_iter()
+            .filter(|(n, l)| {
+                let deadline = l
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("deadline_unix_ms="))
+                    .and_then(|d| d.parse::<u64>().ok());
+                !frozen.iter().any(|&(node, stopped, continued)| {
+                    node == n && deadline.is_some_and(|d| d >= stopped && d <= continued)
+                })
             })
+            .map(|(n, l)| format!("{n}: {l}"))
             .collect()
     }
 }
