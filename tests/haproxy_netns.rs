@@ -56,20 +56,49 @@ while time.monotonic() < end:
 print(json.dumps({"event": "done"}), flush=True)
 "#;
 
+/// The same client on one kept-alive HTTP/1.1 connection, opened again after an error
+/// (a VIP move resets it): what a browser or an API client does.
+const KEEP_ALIVE_CLIENT: &str = r#"
+import http.client, json, sys, time
+host, port, seconds, every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+end = time.monotonic() + seconds
+conn = None
+print(json.dumps({"event": "started"}), flush=True)
+while time.monotonic() < end:
+    t = time.time_ns()
+    try:
+        if conn is None:
+            conn = http.client.HTTPConnection(host, port, timeout=1.0)
+        conn.request("GET", "/", headers={"Host": "vip"})
+        r = conn.getresponse()
+        body = r.read().decode(errors="replace").strip()
+        ok = r.status == 200
+        print(json.dumps({"event": "request", "unix_ns": str(t), "ok": ok, "what": body if ok else str(r.status)}), flush=True)
+    except Exception as e:
+        print(json.dumps({"event": "request", "unix_ns": str(t), "ok": False, "what": str(e)}), flush=True)
+        try:
+            conn.close()
+        except Exception:
+            pass
+        conn = None
+    time.sleep(every)
+print(json.dumps({"event": "done"}), flush=True)
+"#;
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
 }
 
-/// HAProxy's config for a gateway: round robin over the two CRM servers, no `check`
-/// (havip's checks decide their health), the admin socket in `dir`.
-fn haproxy_config(dir: &Path) -> PathBuf {
+/// HAProxy's config for a gateway: `balance` (roundrobin, leastconn) over the two CRM
+/// servers, no `check` (havip's checks decide their health), the admin socket in `dir`.
+fn haproxy_config(dir: &Path, balance: &str) -> PathBuf {
     let text = format!(
         "global\n    stats socket {}/admin.sock mode 600 level admin\n\
          defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
          frontend fe\n    bind :8080\n    default_backend crm\n\
-         backend crm\n    balance roundrobin\n    server crm-1 {}:8080\n    server crm-2 {}:8080\n",
+         backend crm\n    balance {balance}\n    server crm-1 {}:8080\n    server crm-2 {}:8080\n",
         dir.display(),
         address_of("crm-1"),
         address_of("crm-2")
@@ -200,88 +229,179 @@ fn requests(lines: &[Value], from: u128, to: u128) -> Vec<(bool, String)> {
         .collect()
 }
 
-#[test]
-fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
-    require_root("the HAProxy namespace test");
-    let mut lab = Lab::tagged("hx");
-    let names = ["gw-a", "gw-b", "witness", "crm-1", "crm-2", "client"];
-    let hosts: Vec<Host> = names.iter().map(|n| lab.host(n)).collect();
-    let host = |name: &str| hosts.iter().find(|h| h.name == name).unwrap();
-    let dir = tempfile::Builder::new().prefix("hx-").tempdir().unwrap();
-    let key = dir.path().join("cluster.key");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_havip"))
-        .args(["keygen", "--out"])
-        .arg(&key)
-        .stdout(std::process::Stdio::null())
-        .status();
-    assert!(status.is_ok_and(|s| s.success()));
+/// The topology with HAProxy on both gateways, the CRM servers answering and havip on
+/// gw-a, gw-b and the witness; gw-a holds the VIP and both HAProxies have both servers
+/// ready and up when `start` returns.
+struct Hx {
+    lab: Lab,
+    hosts: Vec<Host>,
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    /// HAProxy and havip processes, in start order (for their logs).
+    procs: Vec<Proc>,
+    /// The CRM servers' responders, by name.
+    crm: Vec<(String, Proc)>,
+    /// havip on gw-a, gw-b, the witness.
+    havip: Vec<(String, Proc)>,
+}
 
-    let name_http = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/vagrant/provision/name-http.py"
-    );
-    for crm in ["crm-1", "crm-2"] {
-        lab.spawn(
-            host(crm),
+impl Hx {
+    fn start(tag: &str, balance: &str) -> Hx {
+        require_root("the HAProxy namespace test");
+        let mut lab = Lab::tagged(tag);
+        let names = ["gw-a", "gw-b", "witness", "crm-1", "crm-2", "client"];
+        let hosts: Vec<Host> = names.iter().map(|n| lab.host(n)).collect();
+        let dir = tempfile::Builder::new().prefix("hx-").tempdir().unwrap();
+        let key = dir.path().join("cluster.key");
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_havip"))
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()));
+        let mut hx = Hx {
+            lab,
+            hosts,
+            dir,
+            key,
+            procs: Vec::new(),
+            crm: Vec::new(),
+            havip: Vec::new(),
+        };
+        for crm in ["crm-1", "crm-2"] {
+            hx.start_crm(crm);
+        }
+        for gw in ["gw-a", "gw-b"] {
+            let gw_dir = hx.dir.path().join(gw);
+            std::fs::create_dir_all(&gw_dir).unwrap();
+            let cfg = haproxy_config(&gw_dir, balance)
+                .to_string_lossy()
+                .into_owned();
+            let host = hx.host(gw).clone();
+            let proc = hx.lab.spawn(&host, "haproxy", &["-db", "-f", &cfg]);
+            hx.procs.push(proc);
+        }
+        for name in ["gw-a", "gw-b", "witness"] {
+            hx.start_havip(name);
+        }
+        if within(Duration::from_secs(20), || holds(hx.host("gw-a"))).is_none() {
+            panic!("gw-a never held the VIP:\n{}", hx.logs());
+        }
+        let both_up = || {
+            ["gw-a", "gw-b"].iter().all(|gw| {
+                observe(&hx.sock(gw))
+                    .iter()
+                    .filter(|s| s.up() && s.admin() == AdminState::Ready)
+                    .count()
+                    == 2
+            })
+        };
+        if within(Duration::from_secs(10), both_up).is_none() {
+            panic!(
+                "the HAProxies never had both servers up: {:?} / {:?}\n{}",
+                observe(&hx.sock("gw-a")),
+                observe(&hx.sock("gw-b")),
+                hx.logs()
+            );
+        }
+        hx
+    }
+
+    fn host(&self, name: &str) -> &Host {
+        self.hosts.iter().find(|h| h.name == name).unwrap()
+    }
+
+    fn start_crm(&mut self, crm: &str) {
+        let name_http = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/vagrant/provision/name-http.py"
+        );
+        let host = self.host(crm).clone();
+        let proc = self.lab.spawn(
+            &host,
             "python3",
             &[name_http, crm, &address_of(crm), "8080"],
         );
+        self.crm.push((crm.to_string(), proc));
     }
-    let mut procs: Vec<Proc> = Vec::new();
-    for gw in ["gw-a", "gw-b"] {
-        let gw_dir = dir.path().join(gw);
-        std::fs::create_dir_all(&gw_dir).unwrap();
-        let cfg = haproxy_config(&gw_dir).to_string_lossy().into_owned();
-        procs.push(lab.spawn(host(gw), "haproxy", &["-db", "-f", &cfg]));
+
+    /// SIGKILLs CRM server `crm`'s responder: its service dies, its host stays.
+    fn kill_crm(&mut self, crm: &str) {
+        if let Some(at) = self.crm.iter().position(|(n, _)| n == crm) {
+            let (_, proc) = self.crm.remove(at);
+            self.lab.kill(&proc);
+        }
     }
-    let havip = env!("CARGO_BIN_EXE_havip");
-    for name in ["gw-a", "gw-b", "witness"] {
-        let config = havip_config(dir.path(), name, &key)
+
+    fn start_havip(&mut self, name: &str) {
+        let config = havip_config(self.dir.path(), name, &self.key)
             .to_string_lossy()
             .into_owned();
-        procs.push(lab.spawn(host(name), havip, &["run", "--config", &config]));
+        let host = self.host(name).clone();
+        let proc = self.lab.spawn(
+            &host,
+            env!("CARGO_BIN_EXE_havip"),
+            &["run", "--config", &config],
+        );
+        self.havip.push((name.to_string(), proc));
     }
-    let logs = |procs: &[Proc]| {
-        procs
-            .iter()
+
+    /// SIGKILLs `name`'s havip daemon (its fence removes the VIP at once).
+    fn kill_havip(&mut self, name: &str) {
+        if let Some(at) = self.havip.iter().position(|(n, _)| n == name) {
+            let (_, proc) = self.havip.remove(at);
+            self.lab.kill(&proc);
+        }
+    }
+
+    fn sock(&self, gw: &str) -> PathBuf {
+        self.dir.path().join(gw).join("admin.sock")
+    }
+
+    fn control(&self, gw: &str) -> PathBuf {
+        self.dir.path().join(gw).join("havip.sock")
+    }
+
+    /// The client on VIP:8080 for `seconds`: a request every 10 ms, on a new connection
+    /// each, or on one kept-alive connection (`keep_alive`, reconnecting after an error).
+    fn client(&mut self, keep_alive: bool, seconds: u32) -> Proc {
+        let script = if keep_alive {
+            KEEP_ALIVE_CLIENT
+        } else {
+            CLIENT
+        };
+        let path = self.dir.path().join(if keep_alive {
+            "client-ka.py"
+        } else {
+            "client.py"
+        });
+        std::fs::write(&path, script).unwrap();
+        let path = path.to_string_lossy().into_owned();
+        let host = self.host("client").clone();
+        let seconds = seconds.to_string();
+        let mut client = self
+            .lab
+            .spawn(&host, "python3", &[&path, VIP4, "8080", &seconds, "0.01"]);
+        client.expect("started", Duration::from_secs(5));
+        client
+    }
+
+    fn logs(&self) -> String {
+        (self.procs.iter().chain(self.havip.iter().map(|(_, p)| p)))
             .map(Proc::stderr)
             .collect::<Vec<_>>()
             .join("\n")
-    };
-    let (a, b) = (host("gw-a"), host("gw-b"));
-    if within(Duration::from_secs(20), || holds(a)).is_none() {
-        panic!("gw-a never held the VIP:\n{}", logs(&procs));
     }
-    let sock = |gw: &str| dir.path().join(gw).join("admin.sock");
-    let control = |gw: &str| dir.path().join(gw).join("havip.sock");
-    let both_up = || {
-        ["gw-a", "gw-b"].iter().all(|gw| {
-            observe(&sock(gw))
-                .iter()
-                .filter(|s| s.up() && s.admin() == AdminState::Ready)
-                .count()
-                == 2
-        })
-    };
-    if within(Duration::from_secs(10), both_up).is_none() {
-        panic!(
-            "the HAProxies never had both servers up: {:?} / {:?}\n{}",
-            observe(&sock("gw-a")),
-            observe(&sock("gw-b")),
-            logs(&procs)
-        );
-    }
+}
 
-    let client_py = dir.path().join("client.py");
-    std::fs::write(&client_py, CLIENT).unwrap();
-    let client_py = client_py.to_string_lossy().into_owned();
-    let mut client = lab.spawn(
-        host("client"),
-        "python3",
-        &[&client_py, VIP4, "8080", "9", "0.01"],
-    );
-    client.expect("started", Duration::from_secs(5));
+#[test]
+fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
+    let mut hx = Hx::start("hx", "roundrobin");
+    let mut client = hx.client(false, 9);
     std::thread::sleep(Duration::from_millis(1500));
+    let sock = |gw: &str| hx.sock(gw);
+    let control = |gw: &str| hx.control(gw);
+    let (a, b) = (hx.host("gw-a"), hx.host("gw-b"));
 
     // Drain crm-1 from the follower: both HAProxies, no failed request.
     let drain_started = now_ns();
@@ -291,7 +411,7 @@ fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
     within(Duration::from_secs(2), || {
         drained("gw-a") && drained("gw-b")
     })
-    .unwrap_or_else(|| panic!("the drain did not reach both HAProxies\n{}", logs(&procs)));
+    .unwrap_or_else(|| panic!("the drain did not reach both HAProxies\n{}", hx.logs()));
     let applied_ms = decided.elapsed().as_millis();
     let drained_at = now_ns();
     std::thread::sleep(Duration::from_millis(1500));
@@ -314,7 +434,7 @@ fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
     a.ip(&["link", "set", LAN, "down"]);
     let command = cut.elapsed();
     within(Duration::from_secs(5), || holds(b))
-        .unwrap_or_else(|| panic!("gw-b did not take the VIP\n{}", logs(&procs)));
+        .unwrap_or_else(|| panic!("gw-b did not take the VIP\n{}", hx.logs()));
     let moved = cut.elapsed();
     let states_b: Vec<(String, AdminState, bool, u16)> = observe(&sock("gw-b"))
         .iter()
@@ -372,4 +492,134 @@ fn drain_and_a_vip_move_with_requests_flowing_through_haproxy() {
         "requests still failing at the end: {:?}",
         &after_cut[after_cut.len().saturating_sub(50)..]
     );
+}
+
+// ---- Benchmark (scripts/bench-haproxy.sh) ---------------------------------------------------
+
+/// One fault's figures: what it took and the requests that failed around it.
+struct Measured {
+    what: &'static str,
+    took_ms: u128,
+    failed: usize,
+    requests: usize,
+    gap_ms: u128,
+}
+
+/// The requests started in [from, to) and the longest gap between two answered ones.
+fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128) {
+    let all = requests(lines, from, to);
+    let failed = all.iter().filter(|(ok, _)| !ok).count();
+    let answered: Vec<u128> = (lines.iter())
+        .filter(|l| l.get("ok").and_then(Value::as_bool) == Some(true))
+        .map(unix_ns)
+        .filter(|t| (from..to).contains(t))
+        .collect();
+    let gap = answered
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .max()
+        .unwrap_or(0);
+    (all.len(), failed, gap)
+}
+
+/// Runs the faults once on a fresh topology: a drain, a CRM server's death, a manual
+/// failover and a SIGKILL of the holder's daemon, with the client running throughout.
+fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
+    let mut hx = Hx::start("hb", balance);
+    let mut client = hx.client(keep_alive, 24);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut spans: Vec<(&'static str, u128, u128, u128)> = Vec::new();
+    let on_both = |hx: &Hx, done: &dyn Fn(&ObservedServer) -> bool| {
+        ["gw-a", "gw-b"]
+            .iter()
+            .all(|gw| server_is(&hx.sock(gw), "crm-1", done))
+    };
+
+    let (t, started) = (now_ns(), Instant::now());
+    cli(&hx.control("gw-b"), &["backend", "drain", "crm-1"]);
+    let drained = |s: &ObservedServer| s.admin() == AdminState::Drain;
+    within(Duration::from_secs(3), || on_both(&hx, &drained)).expect("drain applied");
+    let took = started.elapsed().as_millis();
+    std::thread::sleep(Duration::from_millis(1000));
+    cli(&hx.control("gw-a"), &["backend", "ready", "crm-1"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    spans.push(("drain crm-1 (to both HAProxies)", took, t, now_ns()));
+
+    let (t, started) = (now_ns(), Instant::now());
+    hx.kill_crm("crm-1");
+    let down = |s: &ObservedServer| !s.up();
+    within(Duration::from_secs(5), || on_both(&hx, &down)).expect("crm-1 marked down");
+    let took = started.elapsed().as_millis();
+    std::thread::sleep(Duration::from_millis(500));
+    spans.push(("crm-1 dies (down on both)", took, t, now_ns()));
+    hx.start_crm("crm-1");
+    let up = |s: &ObservedServer| s.up();
+    within(Duration::from_secs(5), || on_both(&hx, &up)).expect("crm-1 up again");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (t, started) = (now_ns(), Instant::now());
+    cli(
+        &hx.control("gw-a"),
+        &["failover", "--to", "gw-b", "--group", "crm"],
+    );
+    within(Duration::from_secs(5), || {
+        holds(hx.host("gw-b")) && !holds(hx.host("gw-a"))
+    })
+    .expect("failover to gw-b");
+    let took = started.elapsed().as_millis();
+    std::thread::sleep(Duration::from_millis(1500));
+    spans.push(("failover --to gw-b", took, t, now_ns()));
+    cli(
+        &hx.control("gw-b"),
+        &["failover", "--clear", "--group", "crm"],
+    );
+
+    let (t, started) = (now_ns(), Instant::now());
+    hx.kill_havip("gw-b");
+    within(Duration::from_secs(5), || holds(hx.host("gw-a"))).expect("gw-a takes over");
+    let took = started.elapsed().as_millis();
+    std::thread::sleep(Duration::from_millis(1500));
+    spans.push(("SIGKILL of the holder's havip", took, t, now_ns()));
+
+    let lines = client.collect(Duration::from_secs(30));
+    spans
+        .into_iter()
+        .map(|(what, took_ms, from, to)| {
+            let (requests, failed, gap_ms) = window(&lines, from, to);
+            Measured {
+                what,
+                took_ms,
+                failed,
+                requests,
+                gap_ms,
+            }
+        })
+        .collect()
+}
+
+/// `RUNS` (default 1) runs of every fault for each of roundrobin and leastconn, with a new
+/// connection per request and with one kept-alive connection; prints one line each.
+#[test]
+#[ignore = "benchmark: scripts/bench-haproxy.sh"]
+fn bench_haproxy() {
+    let runs: usize = (std::env::var("RUNS").ok())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    for balance in ["roundrobin", "leastconn"] {
+        for keep_alive in [false, true] {
+            let client = if keep_alive {
+                "keep-alive"
+            } else {
+                "new connections"
+            };
+            for run in 1..=runs {
+                for m in bench_once(balance, keep_alive) {
+                    println!(
+                        "BENCH haproxy {balance}, {client}, run {run}: {:<32} {:>5} ms; failed {}/{} requests; longest gap between answers {} ms",
+                        m.what, m.took_ms, m.failed, m.requests, m.gap_ms
+                    );
+                }
+            }
+        }
+    }
 }
