@@ -40,6 +40,11 @@ const ENODEV: i32 = libc::ENODEV;
 struct Held {
     ifindex: u32,
     refreshed: Instant,
+    /// The end of the lease the guard and the fence were last armed with: a hold that
+    /// comes after it (a daemon thawed from SIGSTOP that got a fresh acknowledgement
+    /// before its guard thread ran) installs the addresses again, since the fence, or
+    /// the guard, may have taken them down meanwhile.
+    lease_end: Instant,
     announcer: Announcer,
     /// What is on the interface: a hold with another set (a reload changed the group's
     /// addresses) adds and removes the difference, leaving the others in place.
@@ -279,7 +284,8 @@ impl NetlinkDataPlane {
         let due = refresh_interval(vips.address_lifetime);
         let refresh = lock(&self.held).get_mut(&vips.group).map(|h| {
             h.announcer.extend(until);
-            (h.ifindex, now.duration_since(h.refreshed) >= due)
+            let lapsed = now + GUARD_AHEAD >= h.lease_end;
+            (h.ifindex, lapsed || now.duration_since(h.refreshed) >= due)
         });
         if let Some((ifindex, due)) = refresh {
             if due {
@@ -323,6 +329,7 @@ impl NetlinkDataPlane {
         let held = Held {
             ifindex,
             refreshed: now,
+            lease_end: until,
             announcer,
             addresses: vips.addresses.clone(),
         };
@@ -365,6 +372,9 @@ impl NetlinkDataPlane {
 
     /// The guard thread and the fence take `vips` down at the end of the lease `until`.
     fn arm(&self, vips: &VipSet, ifindex: u32, until: Instant) {
+        if let Some(h) = lock(&self.held).get_mut(&vips.group) {
+            h.lease_end = until;
+        }
         let lease_end = until.into_std();
         (self.guard).arm(&vips.group, (ifindex, vips.addresses.clone()), lease_end);
         if let Some(fence) = &self.fence {
