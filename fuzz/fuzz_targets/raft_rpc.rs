@@ -1,7 +1,8 @@
 //! The Raft RPC codec (`consensus::rpc`): an envelope as a follower decodes it from its
 //! leader (selector even) and a reply as the leader decodes it (odd), both from a peer.
 //! Never a panic; what decodes encodes again and decodes to the same encoding (the
-//! openraft types' serde is round-trip stable, or a peer would read what was not sent).
+//! openraft types' serde is round-trip stable, or a peer would read what was not sent);
+//! a decoded envelope goes through the sender check (`consensus::sender`) too.
 #![no_main]
 
 use havip::consensus::rpc::{self, RaftEnvelope, RaftReply};
@@ -26,7 +27,11 @@ fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(bytes: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     let mut input = Cursor::new(data);
     if input.u8() % 2 == 0 {
-        round_trip::<RaftEnvelope>(input.rest());
+        let bytes = input.rest();
+        if let Ok(envelope) = rpc::decode::<RaftEnvelope>(bytes) {
+            let _ = havip::consensus::sender::check("gw-a", &envelope.request);
+        }
+        round_trip::<RaftEnvelope>(bytes);
     } else {
         round_trip::<RaftReply>(input.rest());
     }
