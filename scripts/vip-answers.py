@@ -12,7 +12,8 @@ Usage (inside the client's namespace, as root):
 The SYN goes to the first MAC; an answer from any of them counts (a host answers ARP
 for a local address on each of its interfaces on the segment). Prints JSON lines:
 {"event": "ready"} once the socket is bound, then {"event": "answer", "kind": "arp" or
-"tcp", "unix_ms": N} per answer as it is received. Bounded: it stops after SECONDS (default 60), and sends at most one
+"tcp", "unix_ms": N} per answer, N the kernel's receive time of the frame
+(SO_TIMESTAMPNS, so a loaded probe never stamps an answer late). Bounded: it stops after SECONDS (default 60), and sends at most one
 ARP request and one SYN per interval.
 """
 import json
@@ -24,6 +25,7 @@ import time
 ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 def mac_bytes(text):
@@ -80,6 +82,7 @@ def main():
     target_mac = target_macs[0]
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.bind((iface, 0))
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     my_mac = sock.getsockname()[4]
     sock.settimeout(interval / 2)
     print(json.dumps({"event": "ready"}), flush=True)
@@ -93,12 +96,17 @@ def main():
             seq += 1
             next_send = now + interval
         try:
-            frame = sock.recv(2048)
+            frame, ancillary, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(16))
         except socket.timeout:
             continue
         kind = answer_kind(frame, target_macs, vip)
         if kind:
-            print(json.dumps({"event": "answer", "kind": kind, "unix_ms": int(time.time() * 1000)}), flush=True)
+            received_ms = int(time.time() * 1000)
+            for level, kind_of, data in ancillary:
+                if level == socket.SOL_SOCKET and kind_of == SO_TIMESTAMPNS and len(data) >= 16:
+                    sec, nsec = struct.unpack("qq", data[:16])
+                    received_ms = sec * 1000 + nsec // 1_000_000
+            print(json.dumps({"event": "answer", "kind": kind, "unix_ms": received_ms}), flush=True)
 
 
 if __name__ == "__main__":

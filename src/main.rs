@@ -503,10 +503,22 @@ fn start_fence() -> Result<std::sync::Arc<havip::vip::fence::Fence>, String> {
 
 /// The fence's life: orders from the daemon on stdin until it is gone.
 fn fence_main() -> Result<(), Failure> {
+    use havip::vip::fence_process;
+    use std::os::fd::AsFd as _;
+    // Before the logger's thread exists: a thread that does not block them would take
+    // the stop signals for the whole process.
+    fence_process::block_stop_signals().map_err(|e| Failure::Request(e.to_string()))?;
     let _log = init_logging();
-    havip::vip::fence_process::run(std::io::stdin().lock())
-        .map(|_| ())
-        .map_err(|e| Failure::Request(e.to_string()))
+    // The pipe itself, unbuffered: the fence polls it, and std's stdin buffer would hide
+    // what it has already read from the poll.
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(|e| Failure::Request(format!("fence: cannot take its stdin: {e}")))?;
+    let taken = fence_process::run(pipe).map_err(|e| Failure::Request(e.to_string()))?;
+    tracing::debug!(taken, "fence: the daemon is gone; exiting");
+    Ok(())
 }
 
 fn run(

@@ -503,12 +503,20 @@ struct Measured {
     failed: usize,
     requests: usize,
     gap_ms: u128,
+    /// What the failed requests said, each kind once.
+    why: Vec<String>,
 }
 
-/// The requests started in [from, to) and the longest gap between two answered ones.
-fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128) {
+/// The requests started in [from, to), the failed ones, the longest gap between two
+/// answered ones, and what the failed ones said (each kind once).
+fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128, Vec<String>) {
     let all = requests(lines, from, to);
     let failed = all.iter().filter(|(ok, _)| !ok).count();
+    let mut why: Vec<String> = (all.iter())
+        .filter(|(ok, _)| !ok)
+        .map(|(_, w)| w.clone())
+        .collect();
+    why.dedup();
     let answered: Vec<u128> = (lines.iter())
         .filter(|l| l.get("ok").and_then(Value::as_bool) == Some(true))
         .map(unix_ns)
@@ -519,14 +527,15 @@ fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128) {
         .map(|w| (w[1] - w[0]) / 1_000_000)
         .max()
         .unwrap_or(0);
-    (all.len(), failed, gap)
+    (all.len(), failed, gap, why)
 }
 
-/// Runs the faults once on a fresh topology: a drain, a CRM server's death, a manual
-/// failover and a SIGKILL of the holder's daemon, with the client running throughout.
+/// Runs the faults once on a fresh topology: 2 s of nothing (the baseline), a drain, a
+/// CRM server's death, a manual failover and a SIGKILL of the holder's daemon, with the
+/// client running throughout.
 fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
     let mut hx = Hx::start("hb", balance);
-    let mut client = hx.client(keep_alive, 24);
+    let mut client = hx.client(keep_alive, 26);
     std::thread::sleep(Duration::from_millis(1000));
     let mut spans: Vec<(&'static str, u128, u128, u128)> = Vec::new();
     let on_both = |hx: &Hx, done: &dyn Fn(&ObservedServer) -> bool| {
@@ -534,6 +543,11 @@ fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
             .iter()
             .all(|gw| server_is(&hx.sock(gw), "crm-1", done))
     };
+
+    // What fails with no fault at all, the baseline of the figures below.
+    let t = now_ns();
+    std::thread::sleep(Duration::from_millis(2000));
+    spans.push(("no fault (2 s, the baseline)", 0, t, now_ns()));
 
     let (t, started) = (now_ns(), Instant::now());
     cli(&hx.control("gw-b"), &["backend", "drain", "crm-1"]);
@@ -585,13 +599,14 @@ fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
     spans
         .into_iter()
         .map(|(what, took_ms, from, to)| {
-            let (requests, failed, gap_ms) = window(&lines, from, to);
+            let (requests, failed, gap_ms, why) = window(&lines, from, to);
             Measured {
                 what,
                 took_ms,
                 failed,
                 requests,
                 gap_ms,
+                why,
             }
         })
         .collect()
@@ -615,8 +630,8 @@ fn bench_haproxy() {
             for run in 1..=runs {
                 for m in bench_once(balance, keep_alive) {
                     println!(
-                        "BENCH haproxy {balance}, {client}, run {run}: {:<32} {:>5} ms; failed {}/{} requests; longest gap between answers {} ms",
-                        m.what, m.took_ms, m.failed, m.requests, m.gap_ms
+                        "BENCH haproxy {balance}, {client}, run {run}: {:<32} {:>5} ms; failed {}/{} requests {:?}; longest gap between answers {} ms",
+                        m.what, m.took_ms, m.failed, m.requests, m.why, m.gap_ms
                     );
                 }
             }

@@ -41,13 +41,13 @@ use lab::{REPO, address_of, ip, lab_sh, names_of, nft};
 use lab_run::{Budget, Lab, SERIAL, now_ms};
 
 /// How long a frozen daemon's VIP may outlive its SIGSTOP: its hold lease, which began
-/// before the stop (conf/gw-a.toml's timers: 320 ms). Its fence takes the VIP down 5 ms
-/// before that (issue 14 item 9); before the fence it stayed for the kernel lifetime,
-/// 3-4 s.
+/// before the stop (the timers of the config gw-a runs with: 320 ms). Its fence takes the
+/// VIP down 5 ms before that (issue 14 item 9); before the fence it stayed for the kernel
+/// lifetime, 3-4 s.
 fn hold_lease_ms() -> u64 {
-    let path = std::path::Path::new(REPO).join("conf/gw-a.toml");
-    let text = std::fs::read_to_string(&path).expect("conf/gw-a.toml");
-    let config = havip::config::Config::from_str(&path, &text).expect("conf/gw-a.toml parses");
+    let path = std::path::PathBuf::from(lab::config("gw-a"));
+    let text = std::fs::read_to_string(&path).expect("gw-a's config in the lab");
+    let config = havip::config::Config::from_str(&path, &text).expect("gw-a's config parses");
     let lease = havip::hold::hold_lease(config.timers.leader_lease(), havip::hold::TICK);
     u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
 }

@@ -790,8 +790,13 @@ fn a_frozen_holders_fence_takes_its_vips_down_within_the_hold_lease() {
     let mut watch = lab.watch_addresses(&[&hosts[0], &hosts[1]], &[VIP4, VIP6]);
     let daemons = start_daemons(&mut lab, &hosts, dir.path());
     let (a, b) = (&hosts[0], &hosts[1]);
-    // write_config's timers: the leader lease is election_timeout's minimum.
-    let hold_lease = havip::hold::hold_lease(Duration::from_millis(150), havip::hold::TICK);
+    // gw-a's hold lease, from the file it runs with.
+    let hold_lease = {
+        let path = dir.path().join("gw-a").join("havip.toml");
+        let text = std::fs::read_to_string(&path).expect("gw-a's config");
+        let config = havip::config::Config::from_str(&path, &text).expect("gw-a's config parses");
+        havip::hold::hold_lease(config.timers.leader_lease(), havip::hold::TICK)
+    };
 
     let vip_mac = interface_mac(a, VIP_IF);
     let macs = format!("{vip_mac},{}", a.mac);

@@ -170,9 +170,42 @@ pub(crate) struct DiskStats {
     commits: AtomicU64,
     slow: AtomicU64,
     max_micros: AtomicU64,
-    /// The first store operation that failed, for the daemon's last words
+    /// The first store operation that failed lately, for the daemon's last words
     /// (`Store::write_failure`).
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Failure>>,
+}
+
+/// A failed store operation: when, what, and whether the disk was full.
+#[derive(Debug, Clone)]
+struct Failure {
+    at: Instant,
+    what: String,
+    disk_full: bool,
+}
+
+/// How long a failure explains a stop: an older one (a read that failed once, long ago)
+/// is not the cause of a Raft stopping now, and a new one replaces it.
+const FAILURE_RECENT: Duration = Duration::from_secs(60);
+
+impl DiskStats {
+    fn record_failure(&self, error: &redb::Error, what: String) {
+        let now = Instant::now();
+        let mut failure = lock(&self.failure);
+        if failure
+            .as_ref()
+            .is_none_or(|f| now.duration_since(f.at) > FAILURE_RECENT)
+        {
+            let io = match error {
+                redb::Error::Io(e) => Some(e),
+                _ => None,
+            };
+            *failure = Some(Failure {
+                at: now,
+                what,
+                disk_full: io.and_then(io::Error::raw_os_error) == Some(libc::ENOSPC),
+            });
+        }
+    }
 }
 
 /// A copy of [`DiskStats`].
@@ -278,8 +311,11 @@ impl Store {
     /// hear why in the same breath.
     pub fn write_failure(&self) -> Option<String> {
         let failure = lock(&self.stats.failure).clone()?;
+        if failure.at.elapsed() > FAILURE_RECENT {
+            return None;
+        }
         let dir = self.path.parent().unwrap_or(&self.path).display();
-        let fix = if failure.contains("os error 28") {
+        let fix = if failure.disk_full {
             format!(
                 "free space on the filesystem of {dir}, then start havip again: every commit is \
                  atomic, so the store is consistent, and the node catches up from the leader"
@@ -290,7 +326,7 @@ impl Store {
                  README, \"A corrupt or lost store\""
             )
         };
-        Some(format!("{failure}. To fix: {fix}"))
+        Some(format!("{}. To fix: {fix}", failure.what))
     }
 
     /// The log store and state machine of VIP group `name`, creating its tables on first use.
@@ -511,16 +547,20 @@ impl GroupTables {
         let table = table.to_string();
         let stats = self.stats.clone();
         move |source| {
-            let error = StoreError::Db {
+            let source: redb::Error = source.into();
+            let what = format!(
+                "Raft store {}, table {table:?}: {action} failed: {source}",
+                path.display()
+            );
+            // Any failed operation, not only a commit: redb may fail to grow the file while
+            // inserting, and says "previous I/O error" on every call after that.
+            stats.record_failure(&source, what);
+            StoreError::Db {
                 path,
                 table,
                 action,
-                source: Box::new(source.into()),
-            };
-            // Any failed operation, not only a commit: redb may fail to grow the file while
-            // inserting, and says "previous I/O error" on every call after that.
-            lock(&stats.failure).get_or_insert_with(|| error.to_string());
-            error
+                source: Box::new(source),
+            }
         }
     }
 

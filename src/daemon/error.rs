@@ -27,6 +27,9 @@ pub enum StartError {
     /// A group's Raft (its timers, its store, openraft itself); names the file or group.
     #[error(transparent)]
     Raft(#[from] GroupRaftError),
+    /// The fence process (`vip::fence`) is not running: no VIP may be held without it.
+    #[error("{0}")]
+    Fence(String),
     /// Not a start error: the daemon ran and a group's Raft stopped under it.
     #[error(transparent)]
     Fatal(#[from] GroupStopped),

@@ -63,10 +63,19 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1900);
 pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let (shutdown_tx, shutdown) = watch::channel(false);
     let systemd = Systemd::from_env();
+    let fence = options.fence.clone();
     let (node, sockets) = Node::open(options, &shutdown).await?;
     // A node that restarts has forgotten the leader leases it granted before it died;
     // sitting out one lease before joining makes sure none of them is still running.
     tokio::time::sleep(node.config.timers.leader_lease()).await;
+    // The fence had that long to start or to say why it cannot.
+    if let Some(fence) = &fence {
+        fence.check_running().map_err(StartError::Fence)?;
+        tracing::info!(
+            fence_pid = fence.pid(),
+            "the fence runs: a frozen or killed daemon's VIPs go at the end of their hold lease"
+        );
+    }
     let mut joined = node.join(&shutdown).await?;
     // Ready once every group's Raft and loop runs (`Type=notify`); the status lines and
     // the watchdog come from the group loops.

@@ -2,7 +2,8 @@
 //! naming another node, facts about another node): dropped by their handlers, counted
 //! here for `havip_peer_rejected_total{reason="forged_request"}`, and logged at the
 //! 1st, 2nd, 4th, 8th... so a peer that keeps trying cannot flood the log. Process-wide,
-//! like the metrics registry it feeds.
+//! like the metrics registry it feeds. It must never drop anything itself: the handlers
+//! decide, this only counts.
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};

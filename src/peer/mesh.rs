@@ -446,7 +446,9 @@ impl Shared {
                 "wrong-source",
                 format_args!(
                     "rejected {addr}: it says it is {name}, whose configured address is {}; \
-                     another holder of the cluster key may be claiming {name}'s name",
+                     another holder of the cluster key may be claiming {name}'s name (or a NAT \
+                     or proxy between the nodes rewrites addresses, which havip does not \
+                     support)",
                     configured.map_or_else(String::new, |ip| ip.to_string())
                 ),
             );

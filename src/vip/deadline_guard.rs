@@ -176,11 +176,6 @@ impl<T: Send + 'static> DeadlineGuard<T> {
     pub fn take_fired(&self, group: &str) -> Option<Instant> {
         lock(&self.shared.state).0.take_fired(group)
     }
-
-    /// Disarms every group and returns what was armed (to take it down at once).
-    pub fn take_all(&self) -> Vec<(String, T)> {
-        lock(&self.shared.state).0.take_all()
-    }
 }
 
 impl<T> Drop for DeadlineGuard<T> {

@@ -15,6 +15,7 @@
 //! release. A write that fails (the fence is gone, or stalled with 64 KiB unread) is
 //! logged once as an error; the guard thread and the kernel lifetime still stand.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::fd::AsFd as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -28,11 +29,23 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use super::fence_line::FenceOrder;
 use crate::platform::lock::lock;
 
+/// The daemon's handle on its fence: the pipe, the child, and what the fence may still
+/// act on.
 pub struct Fence {
     pipe: Mutex<ChildStdin>,
     child: Mutex<Child>,
     broken: AtomicBool,
+    /// Per group, the last lease end sent: the fence may still fire on it (less
+    /// `FENCE_AHEAD`) if it reads a later order too late, so it is kept past a disarm.
+    deadlines: Mutex<BTreeMap<String, Instant>>,
+    /// Per group, a deadline the fence may have fired on after the daemon's last install
+    /// (`must_reinstall`).
+    recheck: Mutex<BTreeMap<String, Instant>>,
 }
+
+/// How long the fence may take to read an order (its wake-up on a loaded host): an order
+/// sent closer than this to the deadline it replaces may come too late.
+const READ_MARGIN: Duration = Duration::from_millis(20);
 
 /// Why the fence could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +76,33 @@ impl Fence {
             pipe: Mutex::new(pipe),
             child: Mutex::new(child),
             broken: AtomicBool::new(false),
+            deadlines: Mutex::default(),
+            recheck: Mutex::default(),
         })
     }
 
-    /// The fence's process id (tests find it through this and the daemon's log).
+    /// The fence's process id (the daemon logs it at start).
     pub fn pid(&self) -> u32 {
         lock(&self.child).id()
+    }
+
+    /// Err when the fence already exited (it says why in the log: no CAP_NET_ADMIN, no
+    /// netlink socket): the daemon must not hold VIPs without it.
+    pub fn check_running(&self) -> Result<(), String> {
+        match lock(&self.child).try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "the fence process (`havip fence`) exited at start ({status}); its log line above says why"
+            )),
+            Err(e) => Err(format!("cannot see the fence process: {e}")),
+        }
     }
 
     /// Take `addresses` off `ifindex` at `lease_end` (less `FENCE_AHEAD`) unless armed
     /// again or disarmed first.
     pub fn arm(&self, group: &str, ifindex: u32, addresses: &[IpNet], lease_end: Instant) {
+        self.note_risk(group);
+        lock(&self.deadlines).insert(group.to_string(), lease_end);
         self.send(&FenceOrder::Arm {
             group: group.to_string(),
             deadline_ns: monotonic_ns(lease_end),
@@ -83,9 +112,42 @@ impl Fence {
     }
 
     pub fn disarm(&self, group: &str) {
+        self.note_risk(group);
         self.send(&FenceOrder::Disarm {
             group: group.to_string(),
         });
+    }
+
+    /// Whether the fence may have taken `group`'s addresses down behind the daemon's
+    /// back since its last install: an order that replaced a deadline went out so close
+    /// to it that the fence may have fired first, and that deadline has passed. Asked on
+    /// every hold; true once per such deadline, and the hold then installs again.
+    pub fn must_reinstall(&self, group: &str, now: Instant) -> bool {
+        let mut recheck = lock(&self.recheck);
+        match recheck.get(group) {
+            Some(at) if *at <= now => {
+                recheck.remove(group);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// An order for `group` goes out now: if the fence may read it only after firing on
+    /// the deadline it replaces, the first hold after that deadline installs again.
+    fn note_risk(&self, group: &str) {
+        let now = Instant::now();
+        let Some(old) = lock(&self.deadlines).get(group).copied() else {
+            return;
+        };
+        let fires = old
+            .checked_sub(super::deadline_guard::FENCE_AHEAD)
+            .unwrap_or(old);
+        if now + READ_MARGIN >= fires && now <= old {
+            let mut recheck = lock(&self.recheck);
+            let at = recheck.entry(group.to_string()).or_insert(old);
+            *at = (*at).max(old);
+        }
     }
 
     fn send(&self, order: &FenceOrder) {
@@ -98,7 +160,14 @@ impl Fence {
         let written = lock(&self.pipe).write(line.as_bytes());
         if !matches!(written, Ok(n) if n == line.len()) {
             self.broken.store(true, Ordering::Relaxed);
-            let status = lock(&self.child).try_wait();
+            // A fence that is alive but stalled would wake up and act on orders the
+            // daemon has moved on from: end it (SIGKILL: at end of file it would remove
+            // every armed group, held ones included).
+            let status = {
+                let mut child = lock(&self.child);
+                let _ = child.kill();
+                child.wait()
+            };
             tracing::error!(
                 fence_pid = self.pid(),
                 "the fence process no longer takes orders ({}; its state: {status:?}): a frozen or \

@@ -78,13 +78,16 @@ impl NetlinkDataPlane {
                 if let Some(h) = lock(&held).remove(group) {
                     h.announcer.stop();
                 }
-                if let Some(fence) = &fence {
-                    fence.disarm(group);
-                }
                 match remover.remove(ifindex, &addresses) {
-                    Ok(()) => tracing::warn!(group = %group,
-                        "deadline guard: the hold loop had not released the VIPs by the end of \
-                         their hold lease; the guard took them down"),
+                    Ok(()) => {
+                        // Only once they are gone: a failed removal stays the fence's.
+                        if let Some(fence) = &fence {
+                            fence.disarm(group);
+                        }
+                        tracing::warn!(group = %group,
+                            "deadline guard: the hold loop had not released the VIPs by the end \
+                             of their hold lease; the guard took them down")
+                    }
                     Err(e) => tracing::error!(group = %group, address = %e.address,
                         "deadline guard: cannot remove the VIP at the end of its hold lease: {}", e.why),
                 }
@@ -287,6 +290,9 @@ impl NetlinkDataPlane {
             let lapsed = now + GUARD_AHEAD >= h.lease_end;
             (h.ifindex, lapsed || now.duration_since(h.refreshed) >= due)
         });
+        let fenced =
+            (self.fence.as_ref()).is_some_and(|f| f.must_reinstall(&vips.group, now.into_std()));
+        let refresh = refresh.map(|(ifindex, due)| (ifindex, due || fenced));
         if let Some((ifindex, due)) = refresh {
             if due {
                 self.install_by(vips, ifindex, until).await?;
@@ -392,8 +398,13 @@ impl NetlinkDataPlane {
             }
             None => match self.interface(vips).await {
                 Ok((ifindex, _)) => ifindex,
-                // No interface, no address on it.
-                Err(DataPlaneError::NoInterface { .. }) => return Ok(()),
+                // No interface, no address on it (nor anything for the fence to do).
+                Err(DataPlaneError::NoInterface { .. }) => {
+                    if let Some(fence) = &self.fence {
+                        fence.disarm(&vips.group);
+                    }
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             },
         };
