@@ -34,11 +34,12 @@ pub enum FenceRunError {
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it starts
 /// after: systemd signals the whole unit on stop, and the fence must outlive the daemon's
-/// hand-over (it ends with the pipe). Call it first, before any thread exists (the
+/// hand-over (it ends with the pipe). SIGTTOU too: run from a terminal with `tostop`, the
+/// fence (a background process group there) would be stopped at its first log line. Call it first, before any thread exists (the
 /// logger's included), or a signal is delivered to a thread that does not block it.
 pub fn block_stop_signals() -> Result<(), FenceRunError> {
     let mut blocked = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGTTOU] {
         blocked.add(signal);
     }
     blocked.thread_block().map_err(FenceRunError::Signals)
