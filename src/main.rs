@@ -250,18 +250,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon's fence needs CAP_NET_ADMIN, which a child gets only through the ambient
     // set under systemd's `User=havip`: it starts before the set is cleared.
-    let fence = match &cli.command {
-        CliCommand::Run {
-            observe_only: false,
-            ..
-        } => match start_fence() {
-            Ok(fence) => Some(fence),
-            Err(e) => {
-                eprintln!("havip: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => None,
+    let fence = match fence_for(&cli.command) {
+        Ok(fence) => fence,
+        Err(e) => {
+            eprintln!("havip: {e}");
+            return ExitCode::from(2);
+        }
     };
     // Then, before any thread exists (capabilities are per thread): the children havip
     // starts (exec checks, notify hooks) must not inherit its CAP_NET_ADMIN/CAP_NET_RAW.
@@ -276,15 +270,7 @@ fn main() -> ExitCode {
         CliCommand::Release { config } => release(&config),
         CliCommand::Fence => fence_main(),
         CliCommand::CheckConfig { files } => check_config(&files),
-        CliCommand::Keygen { out } => ClusterKey::generate()
-            .write_new(&out)
-            .map(|()| {
-                println!(
-                    "wrote a new cluster key to {} (mode 0600); copy it to every node",
-                    out.display()
-                )
-            })
-            .map_err(|e| Failure::Usage(e.to_string())),
+        CliCommand::Keygen { out } => keygen(&out),
         CliCommand::Completions { shell } => completions(shell),
         CliCommand::Manpages { out } => manpages(&out),
         CliCommand::Status {
@@ -335,6 +321,18 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn keygen(out: &Path) -> Result<(), Failure> {
+    ClusterKey::generate()
+        .write_new(out)
+        .map(|()| {
+            println!(
+                "wrote a new cluster key to {} (mode 0600); copy it to every node",
+                out.display()
+            )
+        })
+        .map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// Into a buffer first: clap_complete panics on a write error, and `| head` is one.
@@ -493,12 +491,22 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Request(format!("cannot start the async runtime: {e}")))
 }
 
-/// Starts `havip fence` from this very binary (`/proc/self/exe`, so an upgrade that
-/// replaced the file on disk cannot start another version).
-fn start_fence() -> Result<std::sync::Arc<havip::vip::fence::Fence>, String> {
+/// The fence of `havip run` (none for other commands, or when observing only): `havip
+/// fence` from this very binary (`/proc/self/exe`, so an upgrade that replaced the file
+/// on disk cannot start another version).
+fn fence_for(
+    command: &CliCommand,
+) -> Result<Option<std::sync::Arc<havip::vip::fence::Fence>>, String> {
+    let CliCommand::Run {
+        observe_only: false,
+        ..
+    } = command
+    else {
+        return Ok(None);
+    };
     let fence =
         havip::vip::fence::Fence::spawn(Path::new("/proc/self/exe")).map_err(|e| e.to_string())?;
-    Ok(std::sync::Arc::new(fence))
+    Ok(Some(std::sync::Arc::new(fence)))
 }
 
 /// The fence's life: orders from the daemon on stdin until it is gone.

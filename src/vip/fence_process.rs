@@ -39,7 +39,12 @@ pub enum FenceRunError {
 /// logger's included), or a signal is delivered to a thread that does not block it.
 pub fn block_stop_signals() -> Result<(), FenceRunError> {
     let mut blocked = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGTTOU] {
+    for signal in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGTTOU,
+    ] {
         blocked.add(signal);
     }
     blocked.thread_block().map_err(FenceRunError::Signals)
