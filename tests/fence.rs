@@ -6,6 +6,9 @@
 //! at once; a disarmed group is never touched; SIGTERM (systemd signals the whole unit on
 //! stop) does not end it. Needs root.
 
+#[path = "support/poll.rs"]
+mod poll;
+
 use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,14 +96,7 @@ fn arm(fence: &mut Child, group: &str, address: &str, lease_end: Instant) {
 }
 
 fn within(limit: Duration, check: impl Fn() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    None
+    poll::within_every(limit, Duration::from_millis(2), check)
 }
 
 #[test]

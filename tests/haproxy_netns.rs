@@ -14,6 +14,8 @@
 mod figures;
 #[path = "support/netns.rs"]
 mod netns;
+#[path = "support/poll.rs"]
+mod poll;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -172,15 +174,9 @@ fn holds(host: &Host) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!("\"{VIP4}\""))
 }
 
-fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check() {
-            return Some(started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
+/// Polls `check` every 10 ms for at most `limit`; returns how long it took.
+fn within(limit: Duration, check: impl FnMut() -> bool) -> Option<Duration> {
+    poll::within_every(limit, Duration::from_millis(10), check)
 }
 
 fn observe(socket: &Path) -> Vec<ObservedServer> {

@@ -36,6 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod figures;
 #[path = "support/lab.rs"]
 mod lab;
+#[path = "support/poll.rs"]
+mod poll;
 use figures::figure;
 use lab::host::{require_root, terminate};
 use lab::{REPO, address_of, havip_nodes, lab_sh, netns};
@@ -179,16 +181,9 @@ fn prometheus_config(rules: &str) -> String {
     )
 }
 
-/// Waits (polling every 100 ms, at most `limit`) until `done`; the time it took.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
+/// Polls `check` every 100 ms for at most `limit`; returns how long it took.
+fn wait_until(limit: Duration, check: impl FnMut() -> bool) -> Option<Duration> {
+    poll::within_every(limit, Duration::from_millis(100), check)
 }
 
 fn settled() -> bool {

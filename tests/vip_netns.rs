@@ -11,6 +11,8 @@
 mod figures;
 #[path = "support/netns.rs"]
 mod netns;
+#[path = "support/poll.rs"]
+mod poll;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -86,15 +88,8 @@ fn assert_one_holder_at_a_time(watch: &mut AddressWatch, what: &str, first: &str
 }
 
 /// Polls `check` every 5 ms for at most `limit`; returns how long it took.
-fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
+fn within(limit: Duration, check: impl FnMut() -> bool) -> Option<Duration> {
+    poll::within_every(limit, Duration::from_millis(5), check)
 }
 
 #[test]
