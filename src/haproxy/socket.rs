@@ -109,13 +109,22 @@ impl RuntimeApi {
                 socket: self.socket.clone(),
                 source,
             };
+            // Reset before anything was read: the listener went away under us, which is
+            // "nothing listens". (CI saw it on a stale socket whose listener a child forked
+            // by another test held open until its exec: the connect was queued, then reset.)
             stream
                 .write_all(format!("{line}\n").as_bytes())
                 .await
-                .map_err(io)?;
+                .map_err(|e| self.connect_error(e))?;
             let mut reply = Vec::new();
             let mut limited = (&mut stream).take(MAX_REPLY + 1);
-            limited.read_to_end(&mut reply).await.map_err(io)?;
+            if let Err(e) = limited.read_to_end(&mut reply).await {
+                return Err(if reply.is_empty() {
+                    self.connect_error(e)
+                } else {
+                    io(e)
+                });
+            }
             if reply.len() as u64 > MAX_REPLY {
                 return Err(HaproxyError::TooLong {
                     socket: self.socket.clone(),
@@ -137,12 +146,16 @@ impl RuntimeApi {
             })
     }
 
+    /// An error of the connect, of the request's write or of the read before any byte
+    /// of the answer.
     fn connect_error(&self, e: std::io::Error) -> HaproxyError {
         let socket = self.socket.clone();
         match e.kind() {
             ErrorKind::NotFound => HaproxyError::SocketMissing { socket },
             ErrorKind::PermissionDenied => HaproxyError::PermissionDenied { socket },
-            ErrorKind::ConnectionRefused => HaproxyError::NotListening { socket },
+            ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {
+                HaproxyError::NotListening { socket }
+            }
             _ => HaproxyError::Io { socket, source: e },
         }
     }

@@ -84,9 +84,12 @@ impl NetlinkDataPlane {
                         if let Some(fence) = &fence {
                             fence.disarm(group);
                         }
+                        // The loop releases at the same point; the guard's thread is
+                        // usually first, so this is no sign of a late loop by itself.
                         tracing::warn!(group = %group,
-                            "deadline guard: the hold loop had not released the VIPs by the end \
-                             of their hold lease; the guard took them down")
+                            "deadline guard: no fresh quorum acknowledgement {} ms before the \
+                             hold lease ends; took the VIPs down",
+                            GUARD_AHEAD.as_millis())
                     }
                     Err(e) => tracing::error!(group = %group, address = %e.address,
                         "deadline guard: cannot remove the VIP at the end of its hold lease: {}", e.why),
