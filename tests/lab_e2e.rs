@@ -181,10 +181,13 @@ fn run_fault(fault: Fault) {
     }
     assert!(
         outage <= fault.budget.ms(),
-        "{}: the VIP went unanswered for {outage} ms ({before} -> {after}), budget {:?} {} ms\n{}",
+        "{}: the VIP went unanswered for {outage} ms ({before} -> {after}), budget {:?} {} ms; \
+         the probe itself sent nothing for up to {} ms then, {} of its probes went unanswered\n{}",
         fault.name,
         fault.budget,
         fault.budget.ms(),
+        lab.probe_silence(&address_of("crm"), t0, t1),
+        lab.lost(&address_of("crm"), t0, t1),
         lab.logs()
     );
     assert!(
@@ -373,7 +376,7 @@ fn flapping_health_of_the_master_does_not_move_the_vip() {
         heal: &|| {},
         during: "gw-a",
         show_within: Duration::from_secs(5),
-        budget: Budget::Stays,
+        budget: Budget::UnderFlood,
         heal_budget: Budget::Planned,
         freezes: false,
         max_moves: Some(0),

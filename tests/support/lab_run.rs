@@ -31,6 +31,13 @@ pub enum Budget {
     /// A planned move (manual failover, failback, a graceful stop, a health hand-over):
     /// the old holder releases, the new one is elected by a transfer.
     Planned,
+    /// A flood of the master's peer port (issue 14 item 1): the VIP must not move (the
+    /// watcher and `max_moves` say so exactly), and the client may lose a little more
+    /// than under `Stays`, because the flood's generator, the probe and the gateway's
+    /// responder share the test machine's two cores with it. Locally no gap over 30 ms;
+    /// CI's shared VM measured 166 ms once (both gateways' hold loops woke 18-30 ms late
+    /// then: a starved machine, not a VIP that went).
+    UnderFlood,
     /// The master is gone without a word (link down, SIGKILL, SIGSTOP, isolation): the
     /// others wait out its lease, then elect.
     Hard,
@@ -44,6 +51,7 @@ impl Budget {
     pub fn ms(self) -> u64 {
         match self {
             Budget::Stays => 100,
+            Budget::UnderFlood => 300,
             // Measured in CI runs on the shared VM: failbacks of 11-68 ms, once 97 ms (a
             // gap while the new holder held throughout); the move itself is 10-40 ms.
             Budget::Planned => 150,
@@ -234,6 +242,24 @@ impl Lab {
                     .count()
             })
             .unwrap_or(0)
+    }
+
+    /// The longest time in [from_ms, to_ms] in which the probe of `vip` sent nothing: how
+    /// long the client itself was starved (it sends every 10 ms), which an outage
+    /// measured from its answers cannot tell from a VIP that went.
+    pub fn probe_silence(&self, vip: &str, from_ms: u64, to_ms: u64) -> u64 {
+        let mut sent: Vec<u64> = self
+            .answers
+            .lock()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x.vip == vip && x.sent_ms >= from_ms && x.sent_ms <= to_ms)
+                    .map(|x| x.sent_ms)
+                    .collect()
+            })
+            .unwrap_or_default();
+        sent.sort_unstable();
+        sent.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
     }
 
     /// Polls `check` every 10 ms up to `limit`; the time it took, or None.
