@@ -94,11 +94,12 @@ fn now_ns() -> u128 {
 }
 
 /// HAProxy's config for a gateway: `balance` (roundrobin, leastconn) over the two CRM
-/// servers, no `check` (havip's checks decide their health), the admin socket in `dir`.
+/// servers, no `check` (havip's checks decide their health), the admin socket in `dir`,
+/// one log line per request on stdout (`Hx::haproxy_failures`).
 fn haproxy_config(dir: &Path, balance: &str) -> PathBuf {
     let text = format!(
-        "global\n    stats socket {}/admin.sock mode 600 level admin\n\
-         defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
+        "global\n    stats socket {}/admin.sock mode 600 level admin\n    log stdout format raw local0 info\n\
+         defaults\n    mode http\n    log global\n    option httplog\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
          frontend fe\n    bind :8080\n    default_backend crm\n\
          backend crm\n    balance {balance}\n    server crm-1 {}:8080\n    server crm-2 {}:8080\n",
         dir.display(),
@@ -301,6 +302,21 @@ impl Hx {
             );
         }
         hx
+    }
+
+    /// HAProxy's log lines since the last call, of both gateways, for the requests that did
+    /// not end normally (a status other than 200, or a termination state other than
+    /// `----`: which side closed or timed out, and in which phase).
+    fn haproxy_failures(&mut self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (gw, proc) in ["gw-a", "gw-b"].iter().zip(self.procs.iter_mut()) {
+            for line in proc.stdout_lines() {
+                if !(line.contains(" 200 ") && line.contains(" ---- ")) {
+                    found.push(format!("{gw}: {line}"));
+                }
+            }
+        }
+        found
     }
 
     fn host(&self, name: &str) -> &Host {
@@ -592,6 +608,9 @@ fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
     spans.push(("SIGKILL of the holder's havip", took, t, now_ns()));
 
     let lines = client.collect(Duration::from_secs(30));
+    for line in hx.haproxy_failures() {
+        println!("BENCH haproxy log, {balance}: {line}");
+    }
     spans
         .into_iter()
         .map(|(what, took_ms, from, to)| {

@@ -364,6 +364,12 @@ impl Proc {
         self.seen.clone()
     }
 
+    /// The stdout lines written since the last call, as text (for a process that does not
+    /// speak JSON, such as HAProxy logging to stdout).
+    pub fn stdout_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Everything the process wrote to stderr so far (all of it once `Lab::wait` saw it
     /// exit).
     pub fn stderr(&self) -> String {
