@@ -19,7 +19,11 @@ if ! command -v haproxy >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy
 fi
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then PATH=$HOME/.cargo/bin:$PATH; fi
-RUNS=${RUNS:-1} cargo test --release --quiet --test haproxy_netns -- --ignored bench_haproxy --nocapture 2>&1 |
+# HAVIP_DRAIN_ONLY=1: only drains and readies, CYCLES (default 20) of them per combination,
+# each failed request printed with its time after the command (bench_drain_cycles).
+bench=bench_haproxy
+if [ "${HAVIP_DRAIN_ONLY:-0}" = 1 ]; then bench=bench_drain_cycles; fi
+RUNS=${RUNS:-1} cargo test --release --quiet --test haproxy_netns -- --ignored "$bench" --exact --nocapture 2>&1 |
   grep '^BENCH'
 echo "machine: $(uname -srm), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); haproxy $(haproxy -v | head -n1 | awk '{print $3}')"
 echo "date: $(date -u +%Y-%m-%d)"

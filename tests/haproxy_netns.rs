@@ -653,3 +653,64 @@ fn bench_haproxy() {
         }
     }
 }
+
+/// `CYCLES` (default 20) drains and readies of crm-1 on one topology per combination of
+/// balance and client, each held 1 s, the client running throughout: every failed request
+/// printed with its time after the last `drain` or `ready` command and HAProxy's log lines
+/// for requests that did not end normally. The target is no failed request.
+#[test]
+#[ignore = "benchmark: HAVIP_DRAIN_ONLY=1 scripts/bench-haproxy.sh"]
+fn bench_drain_cycles() {
+    let cycles: usize = (std::env::var("CYCLES").ok())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    for balance in ["roundrobin", "leastconn"] {
+        for keep_alive in [false, true] {
+            let mut hx = Hx::start("hd", balance);
+            let seconds = u32::try_from(cycles * 2 + 10).unwrap_or(u32::MAX);
+            let mut client = hx.client(keep_alive, seconds);
+            std::thread::sleep(Duration::from_millis(500));
+            let from = now_ns();
+            let mut commands: Vec<(u128, &str)> = Vec::new();
+            for _ in 0..cycles {
+                for (node, what) in [("gw-b", "drain"), ("gw-a", "ready")] {
+                    commands.push((now_ns(), what));
+                    cli(&hx.control(node), &["backend", what, "crm-1"]);
+                    std::thread::sleep(Duration::from_millis(1000));
+                }
+            }
+            let to = now_ns();
+            let lines = client.collect(Duration::from_secs(u64::from(seconds)));
+            let all: Vec<&Value> = (lines.iter())
+                .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
+                .filter(|l| (from..to).contains(&unix_ns(l)))
+                .collect();
+            let client_kind = if keep_alive { "keep-alive" } else { "new connections" };
+            let mut failed = 0;
+            for l in &all {
+                if l.get("ok").and_then(Value::as_bool) == Some(true) {
+                    continue;
+                }
+                failed += 1;
+                let at = unix_ns(l);
+                let (since, what) = (commands.iter().rev())
+                    .find(|(t, _)| *t <= at)
+                    .map_or((0, "start"), |(t, w)| ((at - t) / 1_000_000, *w));
+                println!(
+                    "BENCH haproxy drain cycles, {balance}, {client_kind}: failed {} ms after `{what}`: {}",
+                    since,
+                    l.get("what").and_then(Value::as_str).unwrap_or("")
+                );
+            }
+            for line in hx.haproxy_failures() {
+                if !line.contains("changed from CLI") && !line.contains("drain") {
+                    println!("BENCH haproxy drain cycles log, {balance}: {line}");
+                }
+            }
+            println!(
+                "BENCH haproxy drain cycles, {balance}, {client_kind}: {cycles} drains and readies, failed {failed}/{} requests",
+                all.len()
+            );
+        }
+    }
+}

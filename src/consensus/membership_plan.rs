@@ -8,17 +8,21 @@
 //! The rules, each for a reason:
 //! - Nothing changes while the peer lists of the nodes concerned differ: during a rollout
 //!   the change waits for the last file, and the difference is reported, never merged.
-//! - A new node becomes a learner first (it votes for nobody and acknowledges no lease, so
-//!   adding it changes no quorum), then a voter once it has caught up. A voter that cannot
-//!   yet take part would count in every majority from the change on.
-//! - Voters added and removed go in one change (openraft's joint consensus): a replaced
-//!   witness is one step, and the voters never pass through a set smaller than either end.
+//! - A new node becomes a learner first (it votes for nobody and its acknowledgements
+//!   count in no majority, so adding it changes no quorum), then a voter once it has caught
+//!   up. A voter that cannot yet take part would count in every majority from the change on.
+//! - Voters added and removed go in one change: openraft makes it a joint one (or goes
+//!   straight to the new set when every majority of the old shares a voter with every
+//!   majority of the new, adding one voter for instance): a replaced witness is one step.
+//! - A change left half done (joint) is finished first, to the lists' voters if they are
+//!   all ready, else to the change's own end.
 //! - A change is proposed only while a majority of the old voters *and* of the new ones
 //!   acknowledge the leader: joint consensus needs both to commit, and the hold lease is a
 //!   quorum of both while it lasts, so a change that cannot commit would cost the master
 //!   its lease (a VIP outage) instead of stalling harmlessly.
-//! - A leader the lists drop hands leadership over first: it must release the VIPs before
-//!   it stops being the one that may hold them, and the next leader makes the change.
+//! - A leader the lists drop (or that is no voter) hands leadership over first: it must
+//!   release the VIPs before it stops being the one that may hold them, and the next leader
+//!   makes the change.
 //! - The voters always keep a gateway: a cluster of witnesses could elect nobody who holds.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,7 +56,8 @@ pub struct Facts {
     /// The peer list of each node's config that the leader has seen: its own and every
     /// connected node's.
     pub lists: BTreeMap<String, BTreeSet<String>>,
-    /// The nodes whose role is gateway.
+    /// The nodes known to be gateways (this node's role, and the roles the connected
+    /// nodes report with their lists).
     pub gateways: BTreeSet<String>,
     /// The nodes that acknowledged the leader within the hold lease (the leader included).
     pub acknowledging: BTreeSet<String>,
@@ -111,24 +116,24 @@ pub fn next_step(current: &Current, facts: &Facts) -> Step {
         Err(why) => return Step::Wait(why),
     };
     if target.is_disjoint(&facts.gateways) {
-        return Step::Refuse(format!(
-            "the peer lists name no gateway among {}; a cluster of witnesses elects nobody \
-             who holds the VIPs",
+        let why = format!(
+            "no gateway among {}; a cluster of witnesses elects nobody who holds the VIPs",
             join(&target)
-        ));
-    }
-    if !target.contains(&facts.leader) {
-        return Step::HandOver;
-    }
-    if current.is_joint() {
-        let mut sets = current.configs.clone();
-        sets.push(target.clone());
-        return match unreachable_majority(&sets, &facts.acknowledging) {
-            Some(why) => Step::Wait(why),
-            None => Step::Finish { voters: target },
+        );
+        // A gateway that is away has not told its role.
+        return if target.iter().all(|n| facts.lists.contains_key(n)) {
+            Step::Refuse(why)
+        } else {
+            Step::Wait(format!("{why} (as far as the connected nodes say)"))
         };
     }
     let voters = current.voters();
+    if !target.contains(&facts.leader) || !voters.contains(&facts.leader) {
+        return Step::HandOver;
+    }
+    if current.is_joint() {
+        return finish(current, target, facts);
+    }
     let added: BTreeSet<String> = target.difference(&voters).cloned().collect();
     if let Some(new) = added.iter().find(|n| !current.learners.contains(*n)) {
         return if facts.connected.contains(new) {
@@ -152,6 +157,27 @@ pub fn next_step(current: &Current, facts: &Facts) -> Step {
         Step::Nothing
     } else {
         Step::DropLearners(stale)
+    }
+}
+
+/// The step out of joint consensus: to the lists' voters when every one of them is a
+/// voter already or a learner that has caught up, else to the change's own end (the last
+/// set), from which the usual steps add the others.
+fn finish(current: &Current, target: BTreeSet<String>, facts: &Facts) -> Step {
+    let voters = current.voters();
+    let ready = target.iter().all(|n| {
+        voters.contains(n) || (current.learners.contains(n) && facts.caught_up.contains(n))
+    });
+    let end = if ready {
+        target
+    } else {
+        current.configs.last().cloned().unwrap_or_default()
+    };
+    let mut sets = current.configs.clone();
+    sets.push(end.clone());
+    match unreachable_majority(&sets, &facts.acknowledging) {
+        Some(why) => Step::Wait(why),
+        None => Step::Finish { voters: end },
     }
 }
 
@@ -188,7 +214,7 @@ fn unreachable_majority(
         (up < need).then(|| {
             format!(
                 "only {up} of the voters {} acknowledge the leader, {need} needed: the change \
-                 could not commit, and the master would lose its hold lease",
+                 could not commit, and while it waited the master would lose its hold lease",
                 join(set)
             )
         })
@@ -214,6 +240,12 @@ pub fn refuse_removal(name: &str, current: &Current, facts: &Facts) -> Option<St
         return Some(format!(
             "{name} is the last gateway among the voters; a cluster of witnesses elects \
              nobody who holds the VIPs"
+        ));
+    }
+    if name == facts.leader {
+        return Some(format!(
+            "{name} leads the group: it hands leadership over first (stop it, or move the \
+             group with `havip failover`), then the next leader removes it"
         ));
     }
     unreachable_majority(&[voters, rest], &facts.acknowledging)

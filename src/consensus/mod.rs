@@ -2,6 +2,7 @@
 
 pub mod bootstrap;
 pub mod group_raft;
+pub mod membership;
 pub mod membership_plan;
 pub mod network;
 pub mod proposer;

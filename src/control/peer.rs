@@ -96,6 +96,10 @@ async fn answer(control: &Control, request: PeerRequest) -> PeerReply {
         PeerRequest::Fingerprints => PeerReply::Fingerprints(control.fingerprints()),
         PeerRequest::Checks => PeerReply::Checks(control.local_checks()),
         PeerRequest::Backends => PeerReply::Backends(control.local_backends()),
+        PeerRequest::PeerList => PeerReply::PeerList {
+            role: control.members.role,
+            peers: control.members.all.clone(),
+        },
         PeerRequest::Write { group, command } => {
             control.proposer.write_as_leader(&group, command).await
         }

@@ -306,6 +306,10 @@ pub enum PeerRequest {
     Checks,
     /// This node's `[[backend]]` pools as its HAProxy has them (`havip status`).
     Backends,
+    /// This node's role and the names of its peer list, itself included (a group leader
+    /// changes the membership only once every node's list agrees:
+    /// `consensus::membership`).
+    PeerList,
 }
 
 /// What a node has of one VIP group (`PeerRequest::GroupPresence`).
@@ -333,6 +337,10 @@ pub enum PeerReply {
     Fingerprints(Fingerprints),
     Checks(Vec<CheckReport>),
     Backends(Vec<PoolStatus>),
+    PeerList {
+        role: crate::config::Role,
+        peers: Vec<String>,
+    },
     Failed(String),
 }
 

@@ -1,6 +1,7 @@
 //! Starting one VIP group's tasks on this node, at join and when a reload adds a group:
 //! its loop and ticks with a stop switch of its own, its place in the control context and
-//! in systemd's watchdog list, and the bootstrap that forms it if it has no membership.
+//! in systemd's watchdog list, the bootstrap that forms it if it has no membership, and
+//! the driver that changes its membership when the peer lists change.
 //! (Removing one is `reload::remove_group`.) It only wires; it decides nothing.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use crate::config::VipGroup;
 use crate::consensus::Raft;
 use crate::consensus::bootstrap::{self, Bootstrap};
 use crate::consensus::group_raft::GroupRaft;
+use crate::consensus::membership::MembershipDriver;
 use crate::control::GroupHandle;
 use crate::group::tasks::{self, GroupTasks, NodeParts};
 use crate::platform::watches::child_signal;
@@ -58,6 +60,19 @@ impl Node {
             notifier: joined.notifier.clone(),
         };
         let (stop, stopped) = child_signal(shutdown);
+        let driver = MembershipDriver {
+            group: group.name.clone(),
+            raft: raft.raft.clone(),
+            me: self.config.node.name.clone(),
+            role: self.config.node.role,
+            nodes: (bootstrap::voters(&self.config).into_values())
+                .map(|node| (node.name.clone(), node))
+                .collect(),
+            proposer: joined.proposer.clone(),
+            connected: self.mesh.connected(),
+            lease: crate::hold::hold_lease(self.config.timers.leader_lease(), crate::hold::TICK),
+        };
+        tokio::spawn(driver.run(stopped.clone()));
         let vips = VipSet::of(group);
         let running = tasks::spawn(&parts, group, &vips, raft, &stopped, &joined.fatal_tx);
         let (name, handle) = GroupHandle::of(&running);

@@ -58,10 +58,17 @@ fn walk(mut m: Current, f: &Facts) -> (Current, Vec<Step>) {
             !matches!(step, Step::Wait(_) | Step::Refuse(_) | Step::HandOver),
             "stuck: {step}"
         );
-        if let Step::ChangeVoters { voters } = &step {
+        if let Step::ChangeVoters { voters } | Step::Finish { voters } = &step {
+            // Every new voter was a learner that had caught up.
             let before = m.voters();
             let added: Vec<_> = voters.difference(&before).collect();
-            assert!(added.iter().all(|n| m.learners.contains(*n)), "{step}");
+            assert!(
+                added
+                    .iter()
+                    .all(|n| m.learners.contains(*n) && f.caught_up.contains(*n)),
+                "{step}"
+            );
+            assert!(!voters.is_disjoint(&f.gateways), "{step}");
         }
         apply(&mut m, &step);
         assert!(!m.voters().is_disjoint(&f.gateways));
@@ -226,6 +233,7 @@ fn removal_by_hand_is_refused_with_the_reason() {
     let refuse = |name: &str, m: &Current, f: &Facts| refuse_removal(name, m, f);
     assert!(refuse("w9", &m, &f).is_some_and(|w| w.contains("not a member")));
     assert_eq!(refuse("witness", &m, &f), None);
+    assert!(refuse("gw-a", &m, &f).is_some_and(|w| w.contains("leads the group")));
     let one_gateway = current(&["gw-a", "witness", "w2"], &[]);
     assert!(refuse("gw-a", &one_gateway, &f).is_some_and(|w| w.contains("last gateway")));
     let mut down = f.clone();
@@ -245,4 +253,49 @@ fn a_leader_the_lists_drop_hands_over_before_anything_changes() {
     let (m, steps) = walk(m, &f);
     assert_eq!(steps, [Step::ChangeVoters { voters: set(&now) }]);
     assert_eq!(m, current(&now, &[]));
+}
+
+#[test]
+fn a_half_done_change_whose_new_voter_is_not_ready_ends_at_its_own_end_first() {
+    // Left joint ({gw-a, gw-b, witness} -> {gw-a, gw-b, w2}) while the lists grew by w3,
+    // which is nothing yet: finish to the change's end, then add w3 the usual way.
+    let now = ["gw-a", "gw-b", "w2", "w3"];
+    let half = Current {
+        configs: vec![
+            set(&["gw-a", "gw-b", "witness"]),
+            set(&["gw-a", "gw-b", "w2"]),
+        ],
+        learners: BTreeSet::new(),
+    };
+    let (m, steps) = walk(half, &facts(&now, &now));
+    assert_eq!(
+        steps,
+        [
+            Step::Finish {
+                voters: set(&["gw-a", "gw-b", "w2"])
+            },
+            Step::AddLearner("w3".into()),
+            Step::ChangeVoters { voters: set(&now) }
+        ]
+    );
+    assert_eq!(m, current(&now, &[]));
+}
+
+#[test]
+fn a_half_done_change_the_lists_undid_goes_back() {
+    let old = ["gw-a", "gw-b", "witness"];
+    let half = Current {
+        configs: vec![set(&old), set(&["gw-a", "gw-b", "w2"])],
+        learners: BTreeSet::new(),
+    };
+    let (m, steps) = walk(half, &facts(&old, &["gw-a", "gw-b", "witness", "w2"]));
+    assert_eq!(steps[0], Step::Finish { voters: set(&old) });
+    assert_eq!(m.voters(), set(&old));
+}
+
+#[test]
+fn a_leader_that_is_no_voter_hands_over() {
+    let all = ["gw-a", "gw-b", "witness"];
+    let m = current(&["gw-b", "witness", "w2"], &["gw-a"]);
+    assert_eq!(next_step(&m, &facts(&all, &all)), Step::HandOver);
 }
