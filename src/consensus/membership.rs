@@ -53,13 +53,13 @@ pub struct MembershipDriver {
 impl MembershipDriver {
     /// Runs until `stopped` turns true.
     pub async fn run(self, mut stopped: watch::Receiver<bool>) {
-        let mut said = String::new();
+        let (mut said, mut failed) = (String::new(), String::new());
         loop {
-            tokio::select! {
-                _ = stopped.changed() => {}
-                () = tokio::time::sleep(EVERY) => {}
-            }
-            if *stopped.borrow() {
+            let gone = tokio::select! {
+                changed = stopped.changed() => changed.is_err(),
+                () = tokio::time::sleep(EVERY) => false,
+            };
+            if gone || *stopped.borrow() {
                 return;
             }
             let Some(current) = self.leader_view() else {
@@ -85,9 +85,14 @@ impl MembershipDriver {
                 }
                 said = text;
             }
-            if let Err(e) = self.carry_out(&step).await {
-                tracing::warn!(group = %self.group, "membership: {step} failed: {e}");
-                said.clear();
+            // A failure is said once per reason, as the waits are: it is tried every second.
+            match self.carry_out(&step).await {
+                Ok(()) => failed.clear(),
+                Err(e) if e != failed => {
+                    tracing::warn!(group = %self.group, "membership: {step} failed: {e}");
+                    failed = e;
+                }
+                Err(_) => {}
             }
         }
     }
