@@ -161,8 +161,9 @@ start_havip() {
     # A supervisor like systemd's ExecStopPost in conf/havip.service: however the daemon
     # dies (SIGKILL too), `havip release` removes the VIPs it left at once (after a
     # graceful stop there is nothing left, and it says so).
+    # HAVIP_LOG only when given: the daemon's default filter otherwise, as under systemd.
     # shellcheck disable=SC2016 # expanded by the inner shell
-    ip netns exec "$(ns "$name")" env HAVIP_LOG="${HAVIP_LOG:-info,openraft=warn}" \
+    ip netns exec "$(ns "$name")" env ${HAVIP_LOG:+HAVIP_LOG="$HAVIP_LOG"} \
       bash -c '"$1" run --config "$2" & echo $! >"$3"; wait $!; "$1" release --config "$2"' \
       supervisor "$bin" "$run/$name/havip.toml" "$run/$name/havip.pid" \
       </dev/null >>"$run/$name/havip.log" 2>&1 &

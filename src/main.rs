@@ -442,9 +442,13 @@ fn manpages(out: &Path) -> Result<(), Failure> {
 /// writing warnings. If the queue ever fills, lines are dropped rather than waited for.
 /// Keep the guard until exit: dropping it flushes what is queued.
 /// The log filter without `HAVIP_LOG`. openraft's heartbeat worker warns on every beat to
-/// an unreachable peer (every 128 ms, per peer, per group: a dead witness filled the log);
-/// the mesh already says once, rate-limited, that the peer is unreachable and why.
-const DEFAULT_LOG: &str = "info,openraft=warn,openraft::core::heartbeat=error";
+/// an unreachable peer (every 128 ms, per peer, per group: a dead witness filled the log),
+/// and its core on every (pre-)vote request that cannot be sent (an isolated node, or a
+/// removed one started again: four lines every 130 ms); the mesh already says once,
+/// rate-limited, that the peer is unreachable and why, and the group loop logs every
+/// state change.
+const DEFAULT_LOG: &str =
+    "info,openraft=warn,openraft::core::heartbeat=error,openraft::core::raft_core=error";
 
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::layer::SubscriberExt as _;

@@ -685,7 +685,11 @@ fn bench_drain_cycles() {
                 .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
                 .filter(|l| (from..to).contains(&unix_ns(l)))
                 .collect();
-            let client_kind = if keep_alive { "keep-alive" } else { "new connections" };
+            let client_kind = if keep_alive {
+                "keep-alive"
+            } else {
+                "new connections"
+            };
             let mut failed = 0;
             for l in &all {
                 if l.get("ok").and_then(Value::as_bool) == Some(true) {

@@ -174,5 +174,20 @@ fn three_voters_grow_to_five_and_back_to_three() {
     let took = wait_voters(&cluster, "gw-a", &NODES, Duration::from_secs(20));
     println!("membership: back to three voters {took:?} after the last restart");
     cluster.wait_holder("gw-a", Duration::from_secs(20));
+
+    // A removed node started again with its old file (five peers) disturbs nothing: the
+    // others' meshes close its connections, it elects nobody.
+    let since = Instant::now();
+    cluster.spawn("witness-2");
+    std::thread::sleep(Duration::from_secs(3));
+    wait_voters(&cluster, "gw-a", &NODES, Duration::from_secs(1));
+    cluster.assert_sole_holder_since("gw-a", since);
+    let log = std::fs::read_to_string(&cluster.nodes["witness-2"].log).unwrap_or_default();
+    println!("membership: the removed node says:\n{}", tail(&log, 12));
     cluster.assert_never_two_holders();
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

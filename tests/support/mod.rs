@@ -331,7 +331,8 @@ impl Cluster {
             .env(
                 "HAVIP_LOG",
                 std::env::var("HAVIP_TEST_LOG").unwrap_or_else(|_| {
-                    "info,openraft=warn,openraft::core::heartbeat=error".into()
+                    "info,openraft=warn,openraft::core::heartbeat=error,openraft::core::raft_core=error"
+                        .into()
                 }),
             )
             .envs(env.iter().copied())
