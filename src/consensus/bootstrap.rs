@@ -36,6 +36,10 @@ use crate::control::protocol::{GroupPresence, PeerReply, PeerRequest};
 /// with a majority (the others join later and are caught up by the leader).
 const BOOTSTRAP_WAIT_FOR_ALL: Duration = Duration::from_secs(5);
 
+/// How often a pristine node that could form with a majority looks again whether the
+/// listed peers it is not connected to are up (`Bootstrap::missing_are_up`).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
 /// How often the connected peers are looked at again, besides on every change.
 const RECHECK: Duration = Duration::from_millis(200);
 
@@ -92,6 +96,28 @@ pub fn voters(config: &Config) -> BTreeMap<NodeId, PeerNode> {
 pub fn enough_to_form(voters: usize, connected: usize, waited: Duration) -> bool {
     let majority = voters / 2 + 1;
     connected + 1 >= voters || (connected + 1 >= majority && waited >= BOOTSTRAP_WAIT_FOR_ALL)
+}
+
+/// Whether something takes TCP connections at `addr` (dialled from `source`, as the mesh
+/// dials, so a peer that refuses unknown sources still accepts first), within 300 ms.
+async fn takes_connections(addr: std::net::SocketAddr, source: Option<std::net::IpAddr>) -> bool {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    let Ok(socket) = socket else {
+        return false;
+    };
+    if let Some(ip) = source
+        && socket.bind(std::net::SocketAddr::new(ip, 0)).is_err()
+    {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_millis(300), socket.connect(addr)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// What the peers' answers about a group added to a running cluster allow.
@@ -160,6 +186,7 @@ impl Bootstrap {
         let started = tokio::time::Instant::now();
         let mut waiting_for: BTreeMap<String, String> = BTreeMap::new();
         let mut next_group_check = tokio::time::Instant::now();
+        let mut probed: Option<(tokio::time::Instant, bool)> = None;
         loop {
             let unformed: Vec<String> = (self.rafts.iter())
                 .filter(|(_, raft)| has_no_membership(raft))
@@ -175,7 +202,24 @@ impl Bootstrap {
             let first = reachable.iter().all(|p| *p > me);
             if self.pristine_cluster {
                 let enough = enough_to_form(self.members.len(), reachable.len(), started.elapsed());
-                if enough && first {
+                let missing: Vec<String> = (peers.iter())
+                    .filter(|p| !reachable.contains(*p))
+                    .cloned()
+                    .collect();
+                // Probed at most every PROBE_EVERY: each probe is a rejected connection
+                // in a running cluster's counters, which an alert watches.
+                let blocked = if !(enough && first) || missing.is_empty() {
+                    false
+                } else if let Some((at, up)) = probed
+                    && at.elapsed() < PROBE_EVERY
+                {
+                    up
+                } else {
+                    let up = self.missing_are_up(&missing, &mut waiting_for).await;
+                    probed = Some((tokio::time::Instant::now(), up));
+                    up
+                };
+                if enough && first && !blocked {
                     self.form_cluster(&reachable).await;
                 } else if !enough {
                     tracing::debug!(
@@ -199,6 +243,48 @@ impl Bootstrap {
                 _ = tokio::time::sleep(RECHECK) => {}
             }
         }
+    }
+
+    /// Whether a listed peer that is not connected is up all the same (its peer port takes
+    /// a TCP connection): then this node may not form a cluster with a majority only. Such a
+    /// peer either connects in a moment, or does not list this node, which is what a
+    /// running cluster does whose files do not name the new nodes yet: new nodes started
+    /// first, a majority of their own lists, would otherwise form a second cluster under
+    /// the same group names beside it. Said once per set of such peers.
+    async fn missing_are_up(
+        &self,
+        missing: &[String],
+        waiting_for: &mut BTreeMap<String, String>,
+    ) -> bool {
+        let source = (self.members.values())
+            .find(|n| n.name == self.self_name)
+            .and_then(|n| n.addr.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip());
+        let probes = missing.iter().map(|name| async move {
+            let addr = (self.members.values())
+                .find(|n| n.name == *name)
+                .and_then(|n| n.addr.parse::<std::net::SocketAddr>().ok());
+            let up = match addr {
+                Some(addr) => takes_connections(addr, source).await,
+                None => false,
+            };
+            up.then(|| name.clone())
+        });
+        let up: Vec<String> = join_all(probes).await.into_iter().flatten().collect();
+        if up.is_empty() {
+            return false;
+        }
+        let reason = format!(
+            "{} up but not connected to this node: their peer lists may not name it yet (a \
+             running cluster: restart its nodes with the new list first); forming only with \
+             every node",
+            up.join(", ")
+        );
+        if waiting_for.get("") != Some(&reason) {
+            tracing::warn!("bootstrap: {reason}");
+            waiting_for.insert(String::new(), reason);
+        }
+        true
     }
 
     /// Initializes every group if every reachable peer is pristine too. A peer with state

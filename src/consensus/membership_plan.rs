@@ -20,9 +20,9 @@
 //!   acknowledge the leader: joint consensus needs both to commit, and the hold lease is a
 //!   quorum of both while it lasts, so a change that cannot commit would cost the master
 //!   its lease (a VIP outage) instead of stalling harmlessly.
-//! - A leader the lists drop (or that is no voter) hands leadership over first: it must
-//!   release the VIPs before it stops being the one that may hold them, and the next leader
-//!   makes the change.
+//! - A leader the lists drop (or that is no voter) changes nothing: it must release the
+//!   VIPs before it stops being the one that may hold them, so leadership moves first (an
+//!   operator's failover or stop) and the next leader makes the change.
 //! - The voters always keep a gateway: a cluster of witnesses could elect nobody who holds.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,8 +80,10 @@ pub enum Step {
     /// Make these the voters, in one joint change (added learners promoted, removed voters
     /// dropped from the membership).
     ChangeVoters { voters: BTreeSet<String> },
-    /// The leader is no longer listed: it releases and hands leadership to a listed voter,
-    /// whose turn it then is (a leader never removes itself while it may hold the VIPs).
+    /// The leader is no longer listed (or no voter): it must hand leadership to a listed
+    /// voter, whose turn it then is, and never remove itself while it may hold the VIPs.
+    /// The driver only waits and says so: with the lists changed by restarts a node's own
+    /// list always names it, so this needs an operator's `havip failover` (or a stop).
     HandOver,
     /// Drop learners that no list names (a node added, then taken out before promotion).
     DropLearners(BTreeSet<String>),
@@ -101,7 +103,10 @@ impl fmt::Display for Step {
             }
             Step::AddLearner(n) => write!(f, "add {n} as a learner"),
             Step::ChangeVoters { voters } => write!(f, "change the voters to {}", names(voters)),
-            Step::HandOver => f.write_str("hand leadership to a listed voter first"),
+            Step::HandOver => f.write_str(
+                "this leader is not a listed voter: move the group to one (`havip failover`) \
+                 or stop this node",
+            ),
             Step::DropLearners(l) => write!(f, "drop the learners {}", names(l)),
             Step::Wait(why) => write!(f, "waiting: {why}"),
             Step::Refuse(why) => write!(f, "refused: {why}"),
@@ -136,10 +141,13 @@ pub fn next_step(current: &Current, facts: &Facts) -> Step {
     }
     let added: BTreeSet<String> = target.difference(&voters).cloned().collect();
     if let Some(new) = added.iter().find(|n| !current.learners.contains(*n)) {
-        return if facts.connected.contains(new) {
-            Step::AddLearner(new.clone())
-        } else {
+        // Adding a learner is a membership entry too: it commits with the voters' majority.
+        return if !facts.connected.contains(new) {
             Step::Wait(format!("{new} is listed but not connected"))
+        } else if let Some(why) = unreachable_majority(&[voters], &facts.acknowledging) {
+            Step::Wait(why)
+        } else {
+            Step::AddLearner(new.clone())
         };
     }
     let behind: BTreeSet<String> = added.difference(&facts.caught_up).cloned().collect();

@@ -299,3 +299,15 @@ fn a_leader_that_is_no_voter_hands_over() {
     let m = current(&["gw-b", "witness", "w2"], &["gw-a"]);
     assert_eq!(next_step(&m, &facts(&all, &all)), Step::HandOver);
 }
+
+#[test]
+fn a_learner_is_added_only_with_a_majority_of_the_voters_acknowledging() {
+    let all = ["gw-a", "gw-b", "witness", "w2", "w3"];
+    let mut f = facts(&all, &all);
+    f.acknowledging = set(&["gw-a", "w2", "w3"]);
+    let step = next_step(&current(&["gw-a", "gw-b", "witness"], &[]), &f);
+    assert!(
+        matches!(step, Step::Wait(ref why) if why.contains("only 1 of the voters")),
+        "{step:?}"
+    );
+}
