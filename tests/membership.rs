@@ -171,6 +171,9 @@ fn a_witness_replaced_by_a_new_node_is_one_membership_change() {
     );
     let m = membership(&cluster, "gw-b").expect("gw-b answers");
     assert_eq!(m.voters, NODES, "changed before every list agreed: {m:?}");
+    // `havip member list` on the leader says so too.
+    let change = m.change.unwrap_or_default();
+    assert!(change.contains("the peer lists differ"), "{change:?}");
     let (code, out) = cluster.cli("gw-a", &["failover", "--clear", "--group", "crm"]);
     assert_eq!(code, 0, "{out}");
     cluster.wait_holder("gw-a", Duration::from_secs(20));

@@ -48,6 +48,8 @@ pub struct MembershipDriver {
     pub connected: watch::Receiver<BTreeSet<String>>,
     /// A peer that acknowledged the leader less than this ago counts as acknowledging.
     pub lease: Duration,
+    /// Where the last step is shown (`havip member list`): empty when there is none.
+    pub said: watch::Sender<String>,
 }
 
 impl MembershipDriver {
@@ -64,11 +66,13 @@ impl MembershipDriver {
             }
             let Some(current) = self.leader_view() else {
                 said.clear();
+                self.said.send_if_modified(|s| !std::mem::take(s).is_empty());
                 continue;
             };
             let listed: BTreeSet<String> = self.nodes.keys().cloned().collect();
             if !current.is_joint() && current.voters() == listed && current.learners.is_empty() {
                 said.clear();
+                self.said.send_if_modified(|s| !std::mem::take(s).is_empty());
                 continue;
             }
             let step = match self.facts().await {
@@ -84,6 +88,7 @@ impl MembershipDriver {
                     _ => tracing::info!(group = %self.group, "membership: {text}"),
                 }
                 said = text;
+                self.said.send_replace(said.clone());
             }
             // A failure is said once per reason, as the waits are: it is tried every second.
             match self.carry_out(&step).await {

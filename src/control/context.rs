@@ -129,6 +129,9 @@ pub struct GroupHandle {
     pub view: watch::Receiver<LocalView>,
     /// The group's settings now (a reload may change its addresses).
     pub settings: watch::Receiver<VipGroup>,
+    /// What this node's membership driver last said, on the group's leader while its
+    /// membership differs from the peer lists (`consensus::membership`); empty otherwise.
+    pub membership: watch::Receiver<String>,
 }
 
 impl GroupHandle {
@@ -141,13 +144,14 @@ impl GroupHandle {
 }
 
 impl GroupHandle {
-    /// The commands' view of a running group.
-    pub fn of(group: &RunningGroup) -> (String, GroupHandle) {
+    /// The commands' view of a running group, with what its membership driver says.
+    pub fn of(group: &RunningGroup, membership: watch::Receiver<String>) -> (String, GroupHandle) {
         let handle = GroupHandle {
             raft: group.raft.clone(),
             state: group.state.clone(),
             view: group.view.clone(),
             settings: group.settings.subscribe(),
+            membership,
         };
         (group.vips.group.clone(), handle)
     }

@@ -1,7 +1,8 @@
 //! `havip member list`: each group's Raft membership as this node's replica has it (its
 //! voters, its learners, whether a change is half done in joint consensus) beside the
-//! peer list of this node's config, so an operator sees where they differ. Read-only;
-//! changing the membership is the next step of issue 13.
+//! peer list of this node's config, so an operator sees where they differ, and on the
+//! group's leader what its membership driver is doing about it. Read-only: the driver
+//! changes the membership once every node's list agrees (`consensus::membership`).
 
 use std::collections::BTreeSet;
 
@@ -38,6 +39,7 @@ pub fn member_list(groups: &Groups, members: &Members) -> Response {
                 voters: voters.into_iter().collect(),
                 learners: learners.into_iter().collect(),
                 configured: configured.iter().cloned().collect(),
+                change: Some(handle.membership.borrow().clone()).filter(|c| !c.is_empty()),
             }
         })
         .collect();

@@ -185,6 +185,10 @@ pub struct GroupMembership {
     pub configured: Vec<String>,
     /// The voters are the configured peers (or the group is not formed yet).
     pub matches_config: bool,
+    /// This node leads the group and its membership differs from the peer lists: the
+    /// step its driver takes or waits for ("waiting: the peer lists differ ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
 }
 
 /// One node's config fingerprints as `havip status` shows them; `None`: it did not answer.

@@ -60,6 +60,7 @@ impl Node {
             notifier: joined.notifier.clone(),
         };
         let (stop, stopped) = child_signal(shutdown);
+        let (said, membership) = watch::channel(String::new());
         let driver = MembershipDriver {
             group: group.name.clone(),
             raft: raft.raft.clone(),
@@ -71,11 +72,12 @@ impl Node {
             proposer: joined.proposer.clone(),
             connected: self.mesh.connected(),
             lease: crate::hold::hold_lease(self.config.timers.leader_lease(), crate::hold::TICK),
+            said,
         };
         tokio::spawn(driver.run(stopped.clone()));
         let vips = VipSet::of(group);
         let running = tasks::spawn(&parts, group, &vips, raft, &stopped, &joined.fatal_tx);
-        let (name, handle) = GroupHandle::of(&running);
+        let (name, handle) = GroupHandle::of(&running, membership);
         joined.control.update_groups(|groups| {
             groups.insert(name.clone(), handle);
         });
