@@ -66,13 +66,15 @@ impl MembershipDriver {
             }
             let Some(current) = self.leader_view() else {
                 said.clear();
-                self.said.send_if_modified(|s| !std::mem::take(s).is_empty());
+                self.said
+                    .send_if_modified(|s| !std::mem::take(s).is_empty());
                 continue;
             };
             let listed: BTreeSet<String> = self.nodes.keys().cloned().collect();
             if !current.is_joint() && current.voters() == listed && current.learners.is_empty() {
                 said.clear();
-                self.said.send_if_modified(|s| !std::mem::take(s).is_empty());
+                self.said
+                    .send_if_modified(|s| !std::mem::take(s).is_empty());
                 continue;
             }
             let step = match self.facts().await {
