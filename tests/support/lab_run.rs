@@ -401,6 +401,21 @@ impl Lab {
             .map_or(0, |w| w.lock().changes_of(group, from_ms, to_ms))
     }
 
+    /// The nodes other than `node` that took `group` in [from_ms, to_ms].
+    pub fn held_by_others(&self, group: &str, node: &str, from_ms: u64, to_ms: u64) -> Vec<String> {
+        let Some(w) = self.watch.as_ref() else {
+            return Vec::new();
+        };
+        let w = w.lock();
+        let mut others: Vec<String> = (w.changes.iter())
+            .filter(|c| c.group == group && c.held && c.node != node)
+            .filter(|c| c.at_ms >= from_ms && c.at_ms <= to_ms)
+            .map(|c| c.node.clone())
+            .collect();
+        others.dedup();
+        others
+    }
+
     /// The last instant before `before_ms` at which `node` held any VIP.
     pub fn last_seen_holding_before(&self, node: &str, before_ms: u64) -> Option<u64> {
         let w = self.watch.as_ref()?.lock();
