@@ -39,6 +39,7 @@ use lab::host::{self, sh};
 use lab::watch::Overlap;
 use lab::{REPO, address_of, ip, lab_sh, names_of, nft};
 use lab_run::{Budget, Lab, SERIAL, now_ms};
+use outage::Verdict;
 
 /// How long a frozen daemon's VIP may outlive its SIGSTOP: its hold lease, which began
 /// before the stop (the timers of the config gw-a runs with: 320 ms). Its fence takes the
@@ -78,9 +79,30 @@ struct Fault<'a> {
     freezes: bool,
 }
 
-/// Runs one fault on a fresh lab and asserts the invariants; prints the outages.
+/// Runs one fault on a fresh lab and asserts the invariants; prints the outages. An
+/// outage over budget only because the probe itself was starved (`outage::judge`) proves
+/// nothing either way: the fault runs once more on a fresh lab, and must pass then. Every
+/// run asserts the safety invariants; only the outage's measure is taken again.
 fn run_fault(fault: Fault) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(inconclusive) = measure_fault(&fault) {
+        figure(&format!(
+            "lab e2e: {}: inconclusive, run again: {inconclusive}",
+            fault.name
+        ));
+        if let Err(again) = measure_fault(&fault) {
+            panic!(
+                "{}: inconclusive twice, the probe starved by the test host both times: \
+                 {inconclusive}; then {again}",
+                fault.name
+            );
+        }
+    }
+}
+
+/// One run of `fault`: panics on any broken invariant or an outage over budget; Err when
+/// an outage was over budget only by the probe's own starvation.
+fn measure_fault(fault: &Fault) -> Result<(), String> {
     let mut lab = Lab::up();
     std::thread::sleep(Duration::from_millis(500));
 
@@ -102,7 +124,8 @@ fn run_fault(fault: Fault) {
     // Let the fault last a while: a partition must not make anyone else take over.
     std::thread::sleep(Duration::from_secs(2));
     let t1 = now_ms();
-    let (outage, before, after) = lab.outage(t0, t1);
+    let crm = address_of("crm");
+    let during = lab.judged(&crm, t0, t1, fault.budget.ms());
     let moves = lab.moves("crm", t0, t1);
     // The frozen daemon's address went when its hold lease ended (its fence took it
     // down), and the lease began before the SIGSTOP.
@@ -130,7 +153,7 @@ fn run_fault(fault: Fault) {
     );
     std::thread::sleep(Duration::from_millis(500));
     let t2 = now_ms();
-    let (failback, fb_before, fb_after) = lab.outage(t1, t2);
+    let failback = lab.judged(&crm, t1, t2, fault.heal_budget.ms());
     // The watcher reports an overlap when it ends: stopped, it reports the open ones too.
     lab.stop_observing();
     lab.keep_logs(fault.name);
@@ -140,11 +163,18 @@ fn run_fault(fault: Fault) {
     let end = now_ms();
     let total = |o: &[Overlap]| o.iter().map(|o| o.ms(end)).sum::<u64>();
     figure(&format!(
-        "lab e2e: {:<24} outage {outage:>5} ms ({before} -> {after}); back to gw-a after {:?}, \
-         outage {failback} ms ({fb_before} -> {fb_after}); two holders: {} ({} ms); \
-         late releases: {}{}",
+        "lab e2e: {:<24} outage {:>5} ms ({} -> {}){}; back to gw-a after {:?}, \
+         outage {} ms ({} -> {}){}; two holders: {} ({} ms); late releases: {}{}",
         fault.name,
+        during.ms,
+        during.before,
+        during.after,
+        starved_note(&during),
         healed.unwrap_or_default(),
+        failback.ms,
+        failback.before,
+        failback.after,
+        starved_note(&failback),
         split.len(),
         total(&split),
         late.len(),
@@ -191,26 +221,6 @@ fn run_fault(fault: Fault) {
             fault.name
         );
     }
-    assert!(
-        outage <= fault.budget.ms(),
-        "{}: the VIP went unanswered for {outage} ms ({before} -> {after}), budget {:?} {} ms; \
-         the probe itself sent nothing for up to {} ms then, {} of its probes went unanswered\n{}",
-        fault.name,
-        fault.budget,
-        fault.budget.ms(),
-        lab.probe_silence(&address_of("crm"), t0, t1),
-        lab.lost(&address_of("crm"), t0, t1),
-        lab.logs()
-    );
-    assert!(
-        failback <= fault.heal_budget.ms(),
-        "{}: the VIP went unanswered for {failback} ms during failback ({fb_before} -> {fb_after}), \
-         budget {:?} {} ms\n{}",
-        fault.name,
-        fault.heal_budget,
-        fault.heal_budget.ms(),
-        lab.logs()
-    );
     if let Some(last) = frozen_last {
         let lease = hold_lease_ms();
         assert!(
@@ -220,7 +230,43 @@ fn run_fault(fault: Fault) {
             last.saturating_sub(t_injected),
         );
     }
+    let mut inconclusive = Vec::new();
+    for (what, judged, budget, from, to) in [
+        ("while the fault lasted", &during, fault.budget, t0, t1),
+        ("during failback", &failback, fault.heal_budget, t1, t2),
+    ] {
+        let text = format!(
+            "the VIP went unanswered for {} ms {what} ({} -> {}), budget {budget:?} {} ms; the \
+             probe itself sent nothing for {} ms of it, and {} of its probes went unanswered",
+            judged.ms,
+            judged.before,
+            judged.after,
+            budget.ms(),
+            judged.starved_ms,
+            lab.lost(&crm, from, to),
+        );
+        match judged.verdict {
+            Verdict::Within => {}
+            Verdict::Inconclusive => inconclusive.push(text),
+            Verdict::Over => panic!("{}: {text}\n{}", fault.name, lab.logs()),
+        }
+    }
     lab.down_and_check();
+    if inconclusive.is_empty() {
+        Ok(())
+    } else {
+        Err(inconclusive.join("; "))
+    }
+}
+
+/// A figure's note of the probe's own starvation inside an outage, when it was more than
+/// a few probes' spacing: the reader of the CI log sees which outages were the test host's.
+fn starved_note(judged: &lab_run::Judged) -> String {
+    if judged.starved_ms > 50 {
+        format!(" [probe starved {} ms of it]", judged.starved_ms)
+    } else {
+        String::new()
+    }
 }
 
 #[test]

@@ -19,6 +19,17 @@ use crate::lab::watch::{Overlap, Watch};
 use crate::lab::{self, REPO, address_of, lab_sh, names_of};
 use crate::outage;
 
+/// An outage as measured and judged: its length, the probe's own starvation inside it,
+/// who answered at its two ends ("-" nobody before, "nobody yet" nobody after).
+#[derive(Debug)]
+pub struct Judged {
+    pub ms: u64,
+    pub starved_ms: u64,
+    pub verdict: outage::Verdict,
+    pub before: String,
+    pub after: String,
+}
+
 /// How long the VIP may go unanswered, per kind of fault. These are test budgets with
 /// room for a shared, loaded VM, an order of magnitude tighter than a single budget for
 /// everything would be; the benchmark (scripts/bench-failover.sh) measures the real
@@ -244,24 +255,6 @@ impl Lab {
             .unwrap_or(0)
     }
 
-    /// The longest time in [from_ms, to_ms] in which the probe of `vip` sent nothing: how
-    /// long the client itself was starved (it sends every 10 ms), which an outage
-    /// measured from its answers cannot tell from a VIP that went.
-    pub fn probe_silence(&self, vip: &str, from_ms: u64, to_ms: u64) -> u64 {
-        let mut sent: Vec<u64> = self
-            .answers
-            .lock()
-            .map(|a| {
-                a.iter()
-                    .filter(|x| x.vip == vip && x.sent_ms >= from_ms && x.sent_ms <= to_ms)
-                    .map(|x| x.sent_ms)
-                    .collect()
-            })
-            .unwrap_or_default();
-        sent.sort_unstable();
-        sent.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
-    }
-
     /// Polls `check` every 10 ms up to `limit`; the time it took, or None.
     pub fn wait(&self, limit: Duration, mut check: impl FnMut(&Lab) -> bool) -> Option<Duration> {
         let start = Instant::now();
@@ -283,6 +276,39 @@ impl Lab {
 
     /// `outage` of the probe of `vip`.
     pub fn outage_of(&self, vip: &str, from_ms: u64, to_ms: u64) -> (u64, String, String) {
+        let gap = self.gap_of(vip, from_ms, to_ms);
+        (
+            gap.length.as_millis() as u64,
+            gap.before.unwrap_or_else(|| "-".into()),
+            gap.after.unwrap_or_else(|| "nobody yet".into()),
+        )
+    }
+
+    /// The longest gap of `vip`'s answers in [from_ms, to_ms] (`outage`), judged against
+    /// `budget_ms` with the probe's own starvation inside it (`outage::judge`).
+    pub fn judged(&self, vip: &str, from_ms: u64, to_ms: u64, budget_ms: u64) -> Judged {
+        let gap = self.gap_of(vip, from_ms, to_ms);
+        let sends: Vec<Duration> = self
+            .answers
+            .lock()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x.vip == vip)
+                    .map(|x| Duration::from_millis(x.sent_ms))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let starved = outage::starved(&sends, gap.start, gap.start + gap.length);
+        Judged {
+            ms: gap.length.as_millis() as u64,
+            starved_ms: starved.as_millis() as u64,
+            verdict: outage::judge(gap.length, starved, Duration::from_millis(budget_ms)),
+            before: gap.before.unwrap_or_else(|| "-".into()),
+            after: gap.after.unwrap_or_else(|| "nobody yet".into()),
+        }
+    }
+
+    fn gap_of(&self, vip: &str, from_ms: u64, to_ms: u64) -> outage::Gap<String> {
         let answers: Vec<(Duration, String)> = self
             .answers
             .lock()
@@ -292,15 +318,10 @@ impl Lab {
             .filter(|a| a.vip == vip && a.who != "-")
             .map(|a| (Duration::from_millis(a.answered_ms), a.who))
             .collect();
-        let gap = outage::longest_gap(
+        outage::longest_gap(
             &answers,
             Duration::from_millis(from_ms),
             Duration::from_millis(to_ms),
-        );
-        (
-            gap.length.as_millis() as u64,
-            gap.before.unwrap_or_else(|| "-".into()),
-            gap.after.unwrap_or_else(|| "nobody yet".into()),
         )
     }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 /// The longest time without an answer around a fault, and who answered at its two ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gap<W> {
+    /// When it began: the answer before it, or the window's start when there is none.
+    pub start: Duration,
     pub length: Duration,
     /// Who answered last before the gap; None if nothing answered before the window.
     pub before: Option<W>,
@@ -41,6 +43,7 @@ pub fn longest_gap<W: Clone>(answers: &[(Duration, W)], from: Duration, to: Dura
         .find(|a| a.0 < from)
         .map_or((from, None), |a| (a.0, Some(a.1.clone())));
     let mut gap = Gap {
+        start: previous,
         length: Duration::ZERO,
         before: who.clone(),
         after: None,
@@ -48,6 +51,7 @@ pub fn longest_gap<W: Clone>(answers: &[(Duration, W)], from: Duration, to: Dura
     for (when, next) in sorted.into_iter().filter(|a| a.0 >= from) {
         if *when - previous > gap.length {
             gap = Gap {
+                start: previous,
                 length: *when - previous,
                 before: who.clone(),
                 after: Some(next.clone()),
@@ -58,12 +62,58 @@ pub fn longest_gap<W: Clone>(answers: &[(Duration, W)], from: Duration, to: Dura
     let tail = to.saturating_sub(previous);
     if tail > gap.length {
         gap = Gap {
+            start: previous,
             length: tail,
             before: who,
             after: None,
         };
     }
     gap
+}
+
+/// The longest stretch of [start, end] in which the probe sent nothing: time in which no
+/// client asked, so a gap between answers can be the probe's starvation (a machine stall
+/// of the test host) rather than the VIP's. `sends` are the probes' send times, any order.
+pub fn starved(sends: &[Duration], start: Duration, end: Duration) -> Duration {
+    let mut inside: Vec<Duration> = sends
+        .iter()
+        .copied()
+        .filter(|s| *s > start && *s < end)
+        .collect();
+    inside.sort_unstable();
+    let mut points = Vec::with_capacity(inside.len() + 2);
+    points.push(start);
+    points.extend(inside);
+    points.push(end);
+    points
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// What a gap says against its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Within,
+    /// Over budget, but only because the probe itself was starved inside the gap: with
+    /// the starved stretch taken out it is within. The run measured nothing either way.
+    Inconclusive,
+    /// Over budget even with the probe's own starvation taken out: the VIP's outage.
+    Over,
+}
+
+/// Judges a gap of `length`, in which the probe sent nothing for `starved`, against
+/// `budget`. Taking out the whole starved stretch is generous only to the instrument:
+/// the caller reruns an inconclusive fault rather than passing it.
+pub fn judge(length: Duration, starved: Duration, budget: Duration) -> Verdict {
+    if length <= budget {
+        Verdict::Within
+    } else if length.saturating_sub(starved) <= budget {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Over
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +168,34 @@ mod tests {
         let gap = longest_gap(&a, ms(15), ms(100));
         assert_eq!(gap.length, ms(80));
         assert_eq!((gap.before, gap.after), (Some("a"), None));
+    }
+
+    #[test]
+    fn the_gap_starts_at_the_answer_before_it() {
+        let a = answers(&[(0, "a"), (10, "a"), (300, "b")]);
+        assert_eq!(longest_gap(&a, ms(5), ms(400)).start, ms(10));
+        assert_eq!(longest_gap(&a, ms(350), ms(900)).start, ms(300));
+        assert_eq!(longest_gap::<&str>(&[], ms(100), ms(150)).start, ms(100));
+    }
+
+    #[test]
+    fn starvation_is_the_longest_stretch_without_a_send_edges_included() {
+        let sends = [ms(5), ms(20), ms(30), ms(190), ms(200)];
+        assert_eq!(starved(&sends, ms(10), ms(210)), ms(160));
+        assert_eq!(starved(&sends, ms(195), ms(400)), ms(200));
+        assert_eq!(starved(&[], ms(10), ms(50)), ms(40));
+        // A probe every 10 ms: the spacing is all there is.
+        let steady: Vec<Duration> = (0..30).map(|i| ms(i * 10)).collect();
+        assert_eq!(starved(&steady, ms(0), ms(290)), ms(10));
+    }
+
+    #[test]
+    fn a_gap_is_within_inconclusive_or_over_its_budget() {
+        // Session 12's CI: 203 ms between two answers of the same holder, the probe
+        // silent for 160 ms of them, budget 150 ms.
+        assert_eq!(judge(ms(203), ms(160), ms(150)), Verdict::Inconclusive);
+        assert_eq!(judge(ms(150), ms(0), ms(150)), Verdict::Within);
+        assert_eq!(judge(ms(203), ms(10), ms(150)), Verdict::Over);
+        assert_eq!(judge(ms(400), ms(200), ms(150)), Verdict::Over);
     }
 }
