@@ -753,3 +753,77 @@ async fn a_new_connection_from_a_peer_replaces_the_old_one() {
     assert_eq!(ok, expected("b", "a", 1, b"z"));
     assert_eq!(*b.mesh.connected().borrow(), set(&["a"]));
 }
+
+/// A reload's new peer list (`Mesh::set_peers`), live: a node added is linked without a
+/// restart, whichever side dials; a node removed has its link closed and is then refused
+/// like a stranger; the links of the nodes that stay are never touched.
+#[tokio::test]
+async fn a_changed_peer_list_links_added_nodes_and_drops_removed_ones_live() {
+    init_logs();
+    let key = ClusterKey::generate();
+    // "a" sorts lower than m and n (it dials them), "z" higher (they dial it).
+    let all = cluster_on_own_ips(&["m", "n", "a", "z"]);
+    let pick = |names: &[&str]| -> Vec<(String, SocketAddr)> {
+        (all.iter())
+            .filter(|(n, _)| names.contains(&n.as_str()))
+            .cloned()
+            .collect()
+    };
+    let m = start("m", &pick(&["m", "n"]), &key, None).await;
+    let n = start("n", &pick(&["m", "n"]), &key, None).await;
+    let a = start("a", &pick(&["a", "m", "n"]), &key, None).await;
+    let z = start("z", &pick(&["m", "n", "z"]), &key, None).await;
+    wait_connected(&m, &["n"], WAIT).await;
+    // Not listed yet: a's dials are closed unread, and nobody dials z.
+    wait_for("m refuses a", WAIT, || m.mesh.counters().unknown_source > 0).await;
+    assert_eq!(*z.mesh.connected().borrow(), BTreeSet::new());
+
+    let grown = pick(&["m", "n", "a", "z"]);
+    m.mesh.set_peers(&grown);
+    n.mesh.set_peers(&grown);
+    // a redials with backoff (at most BACKOFF_MAX): give it that long.
+    wait_connected(&m, &["n", "a", "z"], Duration::from_secs(10)).await;
+    wait_connected(&n, &["m", "a", "z"], Duration::from_secs(10)).await;
+    assert_eq!(
+        m.mesh
+            .request("z", 1, b"hi".to_vec(), RPC)
+            .await
+            .expect("m -> z"),
+        expected("z", "m", 1, b"hi")
+    );
+    assert_eq!(
+        a.mesh
+            .request("n", 2, b"yo".to_vec(), RPC)
+            .await
+            .expect("a -> n"),
+        expected("n", "a", 2, b"yo")
+    );
+
+    let reconnects = m.mesh.counters().reconnects;
+    let refused = m.mesh.counters().unknown_source;
+    let shrunk = pick(&["m", "n"]);
+    m.mesh.set_peers(&shrunk);
+    n.mesh.set_peers(&shrunk);
+    wait_connected(&m, &["n"], Duration::from_secs(1)).await;
+    wait_connected(&a, &[], Duration::from_secs(1)).await;
+    wait_connected(&z, &[], Duration::from_secs(1)).await;
+    let gone = m.mesh.request("z", 1, vec![], RPC).await;
+    assert!(
+        matches!(gone, Err(MeshError::UnknownPeer { .. })),
+        "{gone:?}"
+    );
+    // a keeps dialing (its own list still has m), and is closed unread again.
+    wait_for("m refuses a again", Duration::from_secs(10), || {
+        m.mesh.counters().unknown_source > refused
+    })
+    .await;
+    assert_eq!(*m.mesh.connected().borrow(), set(&["n"]));
+    // m-n was never dropped: no reconnect.
+    assert_eq!(m.mesh.counters().reconnects, reconnects);
+    for node in [m, n, a, z] {
+        node.stop.cancel();
+        tokio::time::timeout(WAIT, node.mesh.stopped())
+            .await
+            .expect("the mesh's tasks end");
+    }
+}

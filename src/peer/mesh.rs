@@ -185,10 +185,10 @@ impl Mesh {
             self_name: config.self_name,
             local_addr,
             keys: std::sync::RwLock::new(config.keys),
-            peer_ips: peers.values().map(SocketAddr::ip).collect(),
             source_ip,
             pending: Mutex::new(HashMap::new()),
-            peers,
+            peers: std::sync::RwLock::new(peers),
+            dials: Mutex::new(HashMap::new()),
             handler,
             links: Mutex::new(HashMap::new()),
             connected: watch::Sender::new(BTreeSet::new()),
@@ -200,12 +200,11 @@ impl Mesh {
         });
 
         shared.tasks.spawn(accept_loop(shared.clone(), listener));
-        for (name, addr) in &shared.peers {
-            if shared.self_name < *name {
-                shared
-                    .tasks
-                    .spawn(dial_loop(shared.clone(), name.clone(), *addr));
-            }
+        let listed: Vec<(String, SocketAddr)> = (shared.peers().iter())
+            .map(|(n, a)| (n.clone(), *a))
+            .collect();
+        for (name, addr) in listed {
+            shared.start_dialing(&name, addr);
         }
         // Closing the tracker only lets `stopped` finish once the tasks are gone; the
         // accept loop keeps it non-empty until shutdown.
@@ -232,7 +231,7 @@ impl Mesh {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MeshError> {
-        if !self.shared.peers.contains_key(peer) {
+        if self.shared.peer_addr(peer).is_none() {
             return Err(MeshError::UnknownPeer {
                 peer: peer.to_string(),
             });
@@ -320,6 +319,63 @@ impl Mesh {
         }
     }
 
+    /// The peer list from now on (a reload that adds, removes or moves nodes): a node
+    /// added is dialed (or accepted) at once; a node removed, or moved to another address,
+    /// has its link closed and its dialing stopped, and a connection from its old address
+    /// is refused like any stranger's. This node's own entry is ignored.
+    pub fn set_peers(&self, list: &[(String, SocketAddr)]) {
+        let shared = &self.shared;
+        let new: BTreeMap<String, SocketAddr> = (list.iter())
+            .filter(|(name, _)| *name != shared.self_name)
+            .cloned()
+            .collect();
+        let old = std::mem::replace(
+            &mut *shared
+                .peers
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            new.clone(),
+        );
+        let gone: Vec<&String> = (old.iter())
+            .filter(|(name, addr)| new.get(*name) != Some(*addr))
+            .map(|(name, _)| name)
+            .collect();
+        let came: Vec<(&String, &SocketAddr)> = (new.iter())
+            .filter(|(name, addr)| old.get(*name) != Some(*addr))
+            .collect();
+        if gone.is_empty() && came.is_empty() {
+            return;
+        }
+        for name in &gone {
+            if let Some(dialing) = lock(&shared.dials).remove(*name) {
+                dialing.cancel();
+            }
+            if let Some(conn) = shared.link(name) {
+                let why = if new.contains_key(*name) {
+                    "its address changed in the peer list"
+                } else {
+                    "it was removed from the peer list"
+                };
+                shared.close(&conn, why);
+            }
+        }
+        for (name, addr) in &came {
+            shared.start_dialing(name, **addr);
+        }
+        let show = |names: Vec<&String>| {
+            names
+                .into_iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        tracing::info!(
+            removed_or_moved = %show(gone),
+            added_or_moved = %show(came.iter().map(|(n, _)| *n).collect()),
+            "the peer list changed"
+        );
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> MeshCounters {
         self.shared.counters.snapshot()
@@ -337,14 +393,15 @@ struct Shared {
     local_addr: SocketAddr,
     /// The keys links are made with; a reload may change them (`Mesh::set_keys`).
     keys: std::sync::RwLock<ClusterKeys>,
-    /// Every other node, by name.
-    peers: BTreeMap<String, SocketAddr>,
+    /// Every other node, by name; a reload may change them (`Mesh::set_peers`). Taken
+    /// before `links` when both are held, never across an await.
+    peers: std::sync::RwLock<BTreeMap<String, SocketAddr>>,
+    /// The dial loop of each listed peer that sorts higher, stopped when it leaves the
+    /// list or moves.
+    dials: Mutex<HashMap<String, CancellationToken>>,
     /// The address this node dials from: its listen address, or its configured peer
     /// address when it listens on every address (0.0.0.0 or ::).
     source_ip: std::net::IpAddr,
-    /// The addresses peers connect from (they dial from their configured address): a
-    /// connection from any other is closed unread.
-    peer_ips: HashSet<std::net::IpAddr>,
     /// Handshakes under way, in all and per source address.
     pending: Mutex<HashMap<std::net::IpAddr, usize>>,
     handler: Arc<dyn RequestHandler>,
@@ -433,11 +490,39 @@ impl Shared {
         lock(&self.links).get(peer).cloned()
     }
 
+    fn peers(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, SocketAddr>> {
+        (self.peers.read()).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn peer_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.peers().get(name).copied()
+    }
+
+    /// Whether a listed peer has the address `ip`: peers dial from their configured
+    /// address, so a connection from any other is closed unread.
+    fn is_peer_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.peers().values().any(|a| a.ip() == ip)
+    }
+
+    /// Starts the dial loop of `name` if this node is the one that dials it (it sorts
+    /// lower), with a stop switch of its own.
+    fn start_dialing(self: &Arc<Self>, name: &str, addr: SocketAddr) {
+        if *self.self_name >= *name {
+            return;
+        }
+        let stop = self.shutdown.child_token();
+        if let Some(old) = lock(&self.dials).insert(name.to_string(), stop.clone()) {
+            old.cancel();
+        }
+        self.tasks
+            .spawn(dial_loop(self.clone(), name.to_string(), addr, stop));
+    }
+
     /// Makes `conn` the peer's connection, closing any older one.
     /// Whether a node that says it is `name` (after the handshake) may dial this one: a
     /// configured peer that sorts lower. Counted and logged when not.
     fn admits(&self, name: &str, addr: SocketAddr) -> bool {
-        let configured = self.peers.get(name).map(|a| a.ip().to_canonical());
+        let configured = self.peer_addr(name).map(|a| a.ip().to_canonical());
         if configured.is_some() && configured != Some(addr.ip().to_canonical()) {
             // A node dials from its configured address: its name is bound to it.
             bump(&self.counters.wrong_source);
@@ -458,7 +543,7 @@ impl Shared {
             return true;
         }
         bump(&self.counters.unknown_peer);
-        let why = if self.peers.contains_key(name) {
+        let why = if self.peer_addr(name).is_some() {
             format!(
                 "node {name} sorts higher than {}, so this node dials it, not the other way round",
                 self.self_name
@@ -572,11 +657,11 @@ impl Shared {
         // Before its Hello a connection is known by its address only: the peer configured
         // there is named (peers dial from their configured address).
         let configured = || {
-            (self.peers.iter())
+            (self.peers().iter())
                 .find(|(_, a)| a.ip() == addr.ip())
-                .map(|(n, _)| n.as_str())
+                .map(|(n, _)| n.clone())
         };
-        let who = match name.or_else(configured) {
+        let who = match name.map(str::to_string).or_else(configured) {
             Some(name) => format!("{name} ({addr})"),
             None => addr.to_string(),
         };
@@ -628,7 +713,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, addr)) => {
-                if !shared.peer_ips.contains(&addr.ip()) {
+                if !shared.is_peer_ip(addr.ip()) {
                     bump(&shared.counters.unknown_source);
                     shared.warn_limited(
                         &addr.ip().to_string(),
@@ -780,12 +865,13 @@ async fn accept_one(
     }
 }
 
-/// Keeps one connection to `peer` up: dial, run until it drops, redial with backoff.
-async fn dial_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr) {
+/// Keeps one connection to `peer` up: dial, run until it drops, redial with backoff;
+/// until `stop` (the peer left the list, or shutdown).
+async fn dial_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr, stop: CancellationToken) {
     let mut backoff = BACKOFF_START;
     loop {
         let dialed = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             dialed = dial_with_keys(&shared, &peer, addr) => dialed,
         };
         match dialed {
@@ -808,7 +894,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr) {
         let pause = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
         backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
     }
@@ -937,7 +1023,19 @@ async fn run_connection(
         key_id,
         torn_down: AtomicBool::new(false),
     });
-    shared.register(&conn);
+    // Checked and registered under the peer list's lock: a `set_peers` that removes the
+    // peer either comes first (and it is refused here) or closes this link after.
+    {
+        let peers = shared.peers();
+        let listed = peers.get(&peer).map(|a| a.ip().to_canonical());
+        let from = remote.ip().to_canonical();
+        if listed != Some(from) {
+            drop(peers);
+            tracing::info!(peer = %peer, addr = %remote, "dropped a new link to {peer}: it is no longer in this node's peer list at that address");
+            return;
+        }
+        shared.register(&conn);
+    }
     shared
         .tasks
         .spawn(write_loop(shared.clone(), conn.clone(), writer, inbox));
