@@ -258,6 +258,7 @@ impl Scenario {
             ("reconfigured", p) => Observation::Reconfigured {
                 priority: kv(p, "priority")?.parse().map_err(|_| "priority")?,
                 rules: self.config.rules.clone(),
+                members: self.config.members.clone(),
             },
             ("stop", fatal) => Observation::Stop {
                 fatal: fatal == "fatal",

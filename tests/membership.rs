@@ -312,3 +312,54 @@ fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// `havip reload` on `name`, which must apply.
+fn reload(cluster: &Cluster, name: &str) {
+    let (code, out) = cluster.cli(name, &["reload"]);
+    assert_eq!(code, 0, "{name}'s reload: {out}\n{}", cluster.logs());
+}
+
+/// The same changes by `havip reload`, no node restarted: three voters grown to five,
+/// then down to three with a witness replaced (witness and witness-3 removed, witness-2
+/// kept). The leader keeps a quorum at every step, so gw-a holds the VIP throughout.
+#[test]
+fn peer_lists_changed_by_reload_move_nothing() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(NET + 3, Options::default());
+    cluster.wait_formed("gw-a");
+    wait_voters(&cluster, "gw-a", &NODES, Duration::from_secs(5));
+    let since = Instant::now();
+
+    write_files(&cluster, &ALL);
+    for name in ["witness-2", "witness-3"] {
+        add_node(&mut cluster, &ALL, name);
+        cluster.spawn(name);
+    }
+    for name in ["witness", "gw-b", "gw-a"] {
+        reload(&cluster, name);
+    }
+    let took = wait_voters(&cluster, "gw-a", &ALL, Duration::from_secs(20));
+    println!("membership: five voters {took:?} after the last reload");
+    for name in ALL {
+        wait_voters(&cluster, name, &ALL, Duration::from_secs(10));
+    }
+
+    const KEPT: [&str; 3] = ["gw-a", "gw-b", "witness-2"];
+    write_lists(&cluster, &KEPT, &KEPT);
+    for name in ["witness-2", "gw-b", "gw-a"] {
+        reload(&cluster, name);
+    }
+    let took = wait_voters(&cluster, "gw-a", &KEPT, Duration::from_secs(20));
+    println!("membership: three voters, witness replaced, {took:?} after the last reload");
+    for name in ["witness", "witness-3"] {
+        cluster.stop(name, Duration::from_secs(10));
+    }
+    for name in KEPT {
+        wait_voters(&cluster, name, &KEPT, Duration::from_secs(10));
+    }
+    // The new voters count: with gw-b stopped, gw-a and witness-2 are a majority.
+    cluster.stop("gw-b", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.assert_sole_holder_since("gw-a", since);
+    cluster.assert_never_two_holders();
+}

@@ -25,6 +25,9 @@ pub struct ReloadPlan {
     pub notify: bool,
     /// `cluster.key_file` or `previous_key_file` changed (a key rollover).
     pub keys: bool,
+    /// `cluster.peers` changed (nodes added, removed or moved): the mesh and the
+    /// membership drivers take the new list.
+    pub peers: bool,
     /// One line per change, in the operator's words.
     pub summary: Vec<String>,
 }
@@ -36,9 +39,10 @@ impl ReloadPlan {
 }
 
 /// Compares `running` with `new` (both validated). Refuses, naming every key, a file that
-/// changes what only a restart may change: the node's identity and store, the peer list
-/// and timers (every node must agree on them at once; `havip` does not yet change them
-/// live), the listen address and the sockets.
+/// changes what only a restart may change: the node's identity and store, its own entry
+/// in the peer list, the timers (every node must agree on them at once; `havip` does not
+/// yet change them live), the listen address and the sockets. The other nodes of the
+/// peer list change live.
 pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<ConfigError>> {
     let refusals = restart_only_changes(running, new);
     if !refusals.is_empty() {
@@ -96,6 +100,14 @@ pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<Con
             key_files_text(b)
         ));
     }
+    if running.cluster.peers != new.cluster.peers {
+        plan.peers = true;
+        plan.summary.push(format!(
+            "peers: {} -> {}",
+            peers_text(&running.cluster.peers),
+            peers_text(&new.cluster.peers)
+        ));
+    }
     if running.notify != new.notify {
         plan.notify = true;
         plan.summary.push("notify hook changed".to_string());
@@ -114,8 +126,20 @@ fn restart_only_changes(a: &Config, b: &Config) -> Vec<(&'static str, String)> {
     c.check("node.data_dir", &a.node.data_dir, &b.node.data_dir, path);
     let (x, y) = (&a.cluster, &b.cluster);
     c.check("cluster.listen", &x.listen, &y.listen, ToString::to_string);
-    c.check("cluster.peers", &x.peers, &y.peers, |p| peers_text(p));
-    c.note("adding, removing or replacing a node is a Raft membership change");
+    let own = |c: &Config| {
+        c.cluster
+            .peers
+            .iter()
+            .find(|p| p.name == c.node.name)
+            .cloned()
+    };
+    c.check("cluster.peers", &own(a), &own(b), |p| {
+        p.as_ref().map_or_else(
+            || "nothing".into(),
+            |p| format!("{} = {}", p.name, p.address),
+        )
+    });
+    c.note("this node's own entry: its address is where its peers know it");
     let even = (&x.allow_even_voters, &y.allow_even_voters);
     c.check(
         "cluster.allow_even_voters",
@@ -346,7 +370,7 @@ mod tests {
     fn what_only_a_restart_may_change_is_refused_naming_every_key() {
         let new = config(
             &BASE
-                .replace("198.18.0.13:7400", "198.18.0.14:7400")
+                .replace("198.18.0.11:7400", "198.18.0.19:7400")
                 .replace(
                     "[[vip_group]]",
                     "[timers]\nheartbeat = \"100ms\"\n[[vip_group]]",
@@ -354,13 +378,32 @@ mod tests {
         );
         let errors = plan_reload(&config(BASE), &new).expect_err("refused");
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["cluster.peers", "timers"]);
-        let text = errors[0].to_string();
+        assert_eq!(keys, ["cluster.listen", "cluster.peers", "timers"]);
+        let text = errors[1].to_string();
         assert!(
             text.starts_with("/etc/havip/havip.toml: cluster.peers: changed from"),
             "{text}"
         );
         assert!(text.contains("restart the node"), "{text}");
+        assert!(text.contains("this node's own entry"), "{text}");
+    }
+
+    #[test]
+    fn the_other_nodes_of_the_peer_list_change_live() {
+        let new = config(
+            &BASE
+                .replace("witness", "witness-2")
+                .replace("198.18.0.13:7400", "198.18.0.14:7400"),
+        );
+        let plan = plan_reload(&config(BASE), &new).expect("a live change");
+        assert!(plan.peers);
+        assert_eq!(
+            plan.summary,
+            [
+                "peers: [gw-a 198.18.0.11:7400, gw-b 198.18.0.12:7400, witness 198.18.0.13:7400] \
+              -> [gw-a 198.18.0.11:7400, gw-b 198.18.0.12:7400, witness-2 198.18.0.14:7400]"
+            ]
+        );
     }
 
     #[test]

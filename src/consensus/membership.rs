@@ -6,10 +6,9 @@
 //! that changes. While the membership matches the list it asks nobody anything, so an
 //! idle cluster pays nothing for it.
 //!
-//! The lists change when nodes restart with a new file (`havip reload` still refuses a
-//! changed `cluster.peers`): a node added joins the mesh of every node that lists it, the
-//! leader adds it as a learner and promotes it; a node stopped and dropped from the lists
-//! is removed.
+//! The lists change when a node reloads (or restarts with) a new file: a node added
+//! joins the mesh of every node that lists it, the leader adds it as a learner and
+//! promotes it; a node dropped from the lists is removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -42,8 +41,8 @@ pub struct MembershipDriver {
     pub raft: Raft,
     pub me: String,
     pub role: Role,
-    /// Every node of this node's peer list, itself included.
-    pub nodes: BTreeMap<String, PeerNode>,
+    /// Every node of this node's peer list, itself included; a reload changes it.
+    pub nodes: watch::Receiver<BTreeMap<String, PeerNode>>,
     pub proposer: Arc<Proposer>,
     pub connected: watch::Receiver<BTreeSet<String>>,
     /// A peer that acknowledged the leader less than this ago counts as acknowledging.
@@ -70,14 +69,14 @@ impl MembershipDriver {
                     .send_if_modified(|s| !std::mem::take(s).is_empty());
                 continue;
             };
-            let listed: BTreeSet<String> = self.nodes.keys().cloned().collect();
+            let listed: BTreeSet<String> = self.nodes.borrow().keys().cloned().collect();
             if !current.is_joint() && current.voters() == listed && current.learners.is_empty() {
                 said.clear();
                 self.said
                     .send_if_modified(|s| !std::mem::take(s).is_empty());
                 continue;
             }
-            let step = match self.facts().await {
+            let step = match self.facts(&listed).await {
                 Ok(facts) => next_step(&current, &facts),
                 Err(why) => Step::Wait(why),
             };
@@ -133,14 +132,12 @@ impl MembershipDriver {
     /// What the plan needs besides the membership; an error when a connected node did not
     /// say its list (a node of an older version does not know the question): its list
     /// may differ, so nothing may change.
-    async fn facts(&self) -> Result<Facts, String> {
+    async fn facts(&self, listed: &BTreeSet<String>) -> Result<Facts, String> {
         let mut facts = Facts {
             leader: self.me.clone(),
             ..Facts::default()
         };
-        facts
-            .lists
-            .insert(self.me.clone(), self.nodes.keys().cloned().collect());
+        facts.lists.insert(self.me.clone(), listed.clone());
         if self.role == Role::Gateway {
             facts.gateways.insert(self.me.clone());
         }
@@ -201,11 +198,11 @@ impl MembershipDriver {
         };
         let result = match step {
             Step::AddLearner(name) => {
-                let Some(node) = self.nodes.get(name) else {
+                let Some(node) = self.nodes.borrow().get(name).cloned() else {
                     return Err(format!("{name} is not in this node's peer list"));
                 };
                 self.raft
-                    .add_learner(node_id(name), node.clone(), false)
+                    .add_learner(node_id(name), node, false)
                     .await
                     .map(|_| ())
             }

@@ -76,11 +76,16 @@ pub enum ProposeError {
     },
 }
 
+fn names_by_id(members: &[String]) -> BTreeMap<NodeId, String> {
+    members.iter().map(|n| (node_id(n), n.clone())).collect()
+}
+
 /// Commits commands in this node's groups; see the module comment.
 pub struct Proposer {
     self_id: NodeId,
-    /// Every configured node's name by Raft id, to reach the leader by name.
-    names: BTreeMap<NodeId, String>,
+    /// Every listed node's name by Raft id, to reach the leader by name; a reload that
+    /// changes the peer list replaces them (`set_members`).
+    names: RwLock<BTreeMap<NodeId, String>>,
     mesh: Arc<Mesh>,
     /// Changed by a reload that adds or removes a group.
     rafts: RwLock<BTreeMap<String, Raft>>,
@@ -96,7 +101,7 @@ impl Proposer {
     ) -> Self {
         Proposer {
             self_id: node_id(self_name),
-            names: members.iter().map(|n| (node_id(n), n.clone())).collect(),
+            names: RwLock::new(names_by_id(members)),
             mesh,
             rafts: RwLock::new(rafts),
         }
@@ -121,7 +126,13 @@ impl Proposer {
     }
 
     pub fn name_of(&self, id: Option<NodeId>) -> Option<String> {
-        id.and_then(|id| self.names.get(&id).cloned())
+        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        id.and_then(|id| names.get(&id).cloned())
+    }
+
+    /// The listed nodes from now on, this one included (a reload).
+    pub fn set_members(&self, members: &[String]) {
+        *self.names.write().unwrap_or_else(|p| p.into_inner()) = names_by_id(members);
     }
 
     /// Asks a peer's daemon over the control channel, bounded by `PEER_TIMEOUT`.

@@ -31,7 +31,7 @@ pub async fn backend(
     if control.backend_config.is_empty() {
         return error(format!(
             "{} has no [[backend]] pools; run `havip backend` on a gateway that has them",
-            control.members.me
+            control.members().me
         ));
     }
     let found = match find_pool(&control.backend_config, pool.as_deref(), &server) {

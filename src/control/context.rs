@@ -11,13 +11,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::protocol::{Fingerprints, Response};
 
 use crate::config::Role;
-use crate::config::{Backend, Config, VipGroup};
+use crate::config::{Backend, Config};
 use crate::consensus::Raft;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::state::GroupState;
 use crate::consensus::store::Store;
-use crate::group::LocalView;
 use crate::group::tasks::RunningGroup;
+use crate::group::{LocalView, Settings};
 use crate::haproxy::PoolStatus;
 use crate::health::{CheckReport, HealthReport};
 use crate::peer::Mesh;
@@ -25,7 +25,8 @@ use crate::vip::DataPlane;
 
 /// Everything the commands of the control socket and of the peers may touch.
 pub struct Control {
-    pub members: Members,
+    /// Replaced whole when a reload changes the peer list (`Control::members`).
+    pub members: RwLock<Arc<Members>>,
     /// Replaced whole when a reload adds or removes a group (`Control::groups`).
     pub groups: RwLock<Arc<Groups>>,
     pub proposer: Arc<Proposer>,
@@ -47,6 +48,18 @@ pub struct Control {
 }
 
 impl Control {
+    /// This node and the listed nodes now; a command keeps the list it started with.
+    pub fn members(&self) -> Arc<Members> {
+        self.members
+            .read()
+            .map_or_else(|poisoned| poisoned.into_inner().clone(), |m| m.clone())
+    }
+
+    /// The listed nodes from now on (a reload that changed the peer list).
+    pub fn set_members(&self, members: Members) {
+        *self.members.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(members);
+    }
+
     /// This node's groups now; a command keeps the ones it started with even if a reload
     /// adds or removes one meanwhile.
     pub fn groups(&self) -> Arc<Groups> {
@@ -128,7 +141,7 @@ pub struct GroupHandle {
     /// What this node's loop last published (holding, why).
     pub view: watch::Receiver<LocalView>,
     /// The group's settings now (a reload may change its addresses).
-    pub settings: watch::Receiver<VipGroup>,
+    pub settings: watch::Receiver<Settings>,
     /// What this node's membership driver last said, on the group's leader while its
     /// membership differs from the peer lists (`consensus::membership`); empty otherwise.
     pub membership: watch::Receiver<String>,
@@ -137,7 +150,7 @@ pub struct GroupHandle {
 impl GroupHandle {
     /// The group's addresses now.
     pub fn addresses(&self) -> Vec<String> {
-        (self.settings.borrow().addresses.iter())
+        (self.settings.borrow().group.addresses.iter())
             .map(ToString::to_string)
             .collect()
     }

@@ -22,9 +22,8 @@ use super::status::status;
 
 /// The response to `request`.
 pub async fn handle_request(control: &Control, request: Request) -> Response {
-    let Control {
-        members, proposer, ..
-    } = control;
+    let members = &*control.members();
+    let proposer = &control.proposer;
     let groups = &*control.groups();
     match request {
         Request::Status => Response::Status(status(control).await),

@@ -18,8 +18,8 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
     let counters = control.mesh.counters();
     let fingerprints = control.fingerprints();
     MetricsSnapshot {
-        node: control.members.me.clone(),
-        is_witness: control.members.role == Role::Witness,
+        node: control.members().me.clone(),
+        is_witness: control.members().role == Role::Witness,
         groups: group_metrics(control),
         checks: control
             .local_checks()
@@ -31,7 +31,7 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
             })
             .collect(),
         peers_connected: control.mesh.connected().borrow().len(),
-        peers_configured: control.members.all.len().saturating_sub(1),
+        peers_configured: control.members().all.len().saturating_sub(1),
         rejected: vec![
             ("unknown_source", counters.unknown_source),
             ("handshakes_full", counters.handshakes_full),
@@ -47,7 +47,7 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
         cluster: fingerprints.cluster,
         key: control.mesh.keys().current.id(),
         maintenance: (control.groups().iter()).any(|(_, g)| {
-            (g.state.borrow().nodes.get(&control.members.me)).is_some_and(|n| n.maintenance)
+            (g.state.borrow().nodes.get(&control.members().me)).is_some_and(|n| n.maintenance)
         }),
         backends: (control.backends.iter())
             .map(|status| {
@@ -67,7 +67,7 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
 }
 
 fn group_metrics(control: &Control) -> Vec<GroupMetrics> {
-    let self_id = node_id(&control.members.me);
+    let self_id = node_id(&control.members().me);
     control
         .groups()
         .iter()

@@ -97,8 +97,8 @@ async fn answer(control: &Control, request: PeerRequest) -> PeerReply {
         PeerRequest::Checks => PeerReply::Checks(control.local_checks()),
         PeerRequest::Backends => PeerReply::Backends(control.local_backends()),
         PeerRequest::PeerList => PeerReply::PeerList {
-            role: control.members.role,
-            peers: control.members.all.clone(),
+            role: control.members().role,
+            peers: control.members().all.clone(),
         },
         PeerRequest::Write { group, command } => {
             control.proposer.write_as_leader(&group, command).await

@@ -30,8 +30,8 @@ pub async fn status(control: &Control) -> StatusReport {
         .map(|(name, handle)| group_status(control, name, handle, &holdings))
         .collect();
     StatusReport {
-        node: control.members.me.clone(),
-        role: format!("{:?}", control.members.role).to_lowercase(),
+        node: control.members().me.clone(),
+        role: format!("{:?}", control.members().role).to_lowercase(),
         data_plane: control.data_plane.kind().to_string(),
         groups,
         health,
@@ -49,7 +49,7 @@ async fn ask_backends(control: &Control) -> Vec<NodeBackends> {
         return Vec::new();
     }
     let proposer = &control.proposer;
-    let peers: Vec<String> = control.members.peers().cloned().collect();
+    let peers: Vec<String> = control.members().peers().cloned().collect();
     let answers = join_all(
         peers
             .iter()
@@ -57,7 +57,7 @@ async fn ask_backends(control: &Control) -> Vec<NodeBackends> {
     )
     .await;
     let mut out = vec![NodeBackends {
-        node: control.members.me.clone(),
+        node: control.members().me.clone(),
         pools: Some(mine),
     }];
     for (node, answer) in peers.into_iter().zip(answers) {
@@ -75,8 +75,8 @@ async fn ask_backends(control: &Control) -> Vec<NodeBackends> {
 async fn ask_configs(control: &Control) -> Vec<NodeConfig> {
     let proposer = &control.proposer;
     let link_keys = &control.mesh.link_keys();
-    join_all(control.members.all.iter().map(|node| async move {
-        let fingerprints = if *node == control.members.me {
+    join_all(control.members().all.iter().map(|node| async move {
+        let fingerprints = if *node == control.members().me {
             Some(control.fingerprints())
         } else {
             match proposer.ask(node, &PeerRequest::Fingerprints).await {
@@ -95,7 +95,7 @@ async fn ask_configs(control: &Control) -> Vec<NodeConfig> {
 
 /// Every node's holdings and health checks, this node's included.
 async fn ask_peers(control: &Control) -> (Holdings, Vec<NodeChecks>) {
-    let peers: Vec<String> = control.members.peers().cloned().collect();
+    let peers: Vec<String> = control.members().peers().cloned().collect();
     let proposer = &control.proposer;
     let (answers, checks) = tokio::join!(
         join_all(
@@ -106,7 +106,7 @@ async fn ask_peers(control: &Control) -> (Holdings, Vec<NodeChecks>) {
         join_all(peers.iter().map(|p| proposer.ask(p, &PeerRequest::Checks)))
     );
     let mut health = vec![NodeChecks {
-        node: control.members.me.clone(),
+        node: control.members().me.clone(),
         checks: Some(control.local_checks()),
     }];
     health.extend(peers.iter().zip(checks).map(|(p, a)| NodeChecks {
@@ -129,7 +129,7 @@ async fn ask_peers(control: &Control) -> (Holdings, Vec<NodeChecks>) {
         })
         .collect();
     holdings.insert(
-        control.members.me.clone(),
+        control.members().me.clone(),
         Some(control.groups().holdings()),
     );
     (holdings, health)
@@ -145,7 +145,7 @@ fn group_status(
     let view = handle.view.borrow().clone();
     let state = handle.state.borrow().clone();
     let nodes = control
-        .members
+        .members()
         .all
         .iter()
         .map(|node| {

@@ -66,9 +66,7 @@ impl Node {
             raft: raft.raft.clone(),
             me: self.config.node.name.clone(),
             role: self.config.node.role,
-            nodes: (bootstrap::voters(&self.config).into_values())
-                .map(|node| (node.name.clone(), node))
-                .collect(),
+            nodes: joined.listed.subscribe(),
             proposer: joined.proposer.clone(),
             connected: self.mesh.connected(),
             lease: crate::hold::hold_lease(self.config.timers.leader_lease(), crate::hold::TICK),

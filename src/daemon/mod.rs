@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Role};
 use crate::consensus::Raft;
+use crate::consensus::bootstrap;
 use crate::consensus::group_raft;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::store::Store;
+use crate::consensus::types::PeerNode;
 use crate::control::dispatch::{self, Serving};
 use crate::control::metrics as prometheus;
 use crate::control::notify::Notifier;
@@ -165,6 +167,9 @@ struct Joined {
     notifier: Notifier,
     /// What systemd is told about each running loop (its status and watchdog).
     systemd: watch::Sender<Vec<GroupLoopFeed>>,
+    /// Every node of the peer list, this one included, by name: the membership drivers
+    /// follow it, and a reload that changes the list changes it.
+    listed: watch::Sender<BTreeMap<String, PeerNode>>,
 }
 
 impl Node {
@@ -244,7 +249,7 @@ impl Node {
         let (backends, backend_status) = Backends::channels(&config.backends);
         let mut joined = Joined {
             control: Arc::new(Control {
-                members,
+                members: RwLock::new(Arc::new(members)),
                 groups: RwLock::default(),
                 proposer: proposer.clone(),
                 health: self.health.as_ref().map(|(_, reports, _)| reports.clone()),
@@ -263,6 +268,7 @@ impl Node {
             proposer,
             notifier,
             systemd: watch::Sender::new(Vec::new()),
+            listed: watch::Sender::new(listed_nodes(config)),
         };
         for (group, raft) in config.vip_groups.iter().zip(rafts) {
             self.spawn_group(&mut joined, group, raft, shutdown);
@@ -304,4 +310,11 @@ impl Node {
         }
         let _ = std::fs::remove_file(&self.config.control.socket);
     }
+}
+
+/// Every node of `config`'s peer list, this one included, by name.
+fn listed_nodes(config: &Config) -> BTreeMap<String, PeerNode> {
+    (bootstrap::voters(config).into_values())
+        .map(|node| (node.name.clone(), node))
+        .collect()
 }

@@ -18,7 +18,9 @@ use crate::config::{Config, ConfigError, ReloadPlan, plan_reload};
 use crate::consensus::group_raft;
 use crate::consensus::store::StoreError;
 use crate::consensus::types::node_id;
+use crate::control::Members;
 use crate::control::protocol::{Fingerprints, Response};
+use crate::group::member_names;
 
 /// How long a removed group's store may stay open after its Raft shut down (a snapshot
 /// builder or log reader still finishing) before its state is dropped anyway later.
@@ -172,7 +174,7 @@ async fn apply(
     }
     for group in &plan.changed {
         if let Some(tasks) = joined.loops.get(&group.name) {
-            tasks.settings.send_replace(group.clone());
+            tasks.settings.send_modify(|s| s.group = group.clone());
         }
     }
     if plan.health
@@ -198,6 +200,9 @@ async fn apply(
             }
         }
     }
+    if plan.peers {
+        change_peers(node, joined);
+    }
     if plan.notify {
         joined.notifier.set(&node.config.notify);
     }
@@ -205,6 +210,25 @@ async fn apply(
     if let Ok(mut current) = joined.control.fingerprints.write() {
         *current = fingerprints;
     }
+}
+
+/// Hands the new peer list to everything that names the nodes: the mesh (links to added
+/// nodes, none to removed ones), the commands and the proposer, the group loops, and the
+/// membership drivers, which then change each group's Raft membership to match once
+/// every node lists the same nodes (`consensus::membership`).
+fn change_peers(node: &Node, joined: &Joined) {
+    let config = &node.config;
+    let list: Vec<(String, std::net::SocketAddr)> = (config.cluster.peers.iter())
+        .map(|p| (p.name.clone(), p.address))
+        .collect();
+    node.mesh.set_peers(&list);
+    let names = member_names(config);
+    joined.proposer.set_members(&names);
+    joined.control.set_members(Members::of(config));
+    for tasks in joined.loops.values() {
+        tasks.settings.send_modify(|s| s.members = names.clone());
+    }
+    joined.listed.send_replace(super::listed_nodes(config));
 }
 
 /// Stops `group`'s loop (which releases its VIPs and hands leadership over, as at

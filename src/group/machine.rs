@@ -155,7 +155,12 @@ pub enum Observation {
     PeerReconnected,
     /// A reload changed the group's priority or rules; the next snapshot decides with
     /// them (a priority is reported as a fact, so it may move the VIP, planned).
-    Reconfigured { priority: u8, rules: GroupRules },
+    /// The members change only with the peer lists.
+    Reconfigured {
+        priority: u8,
+        rules: GroupRules,
+        members: Vec<String>,
+    },
 }
 
 /// Why leadership is handed over.
@@ -349,9 +354,14 @@ impl GroupMachine {
             Observation::LinkCameBack | Observation::PeerReconnected => {
                 out.extend(self.announce_again(now));
             }
-            Observation::Reconfigured { priority, rules } => {
+            Observation::Reconfigured {
+                priority,
+                rules,
+                members,
+            } => {
                 self.config.priority = priority;
                 self.config.rules = rules;
+                self.config.members = members;
             }
         }
         out

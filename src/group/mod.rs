@@ -130,6 +130,31 @@ impl LocalView {
     }
 }
 
+/// What a reload may change in a running group: its own settings, and the cluster's
+/// members (a reload that changes the peer lists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub group: VipGroup,
+    /// Every listed node, this one included, in the config's order.
+    pub members: Vec<String>,
+}
+
+impl Settings {
+    pub fn of(config: &Config, group: &VipGroup) -> Self {
+        Settings {
+            group: group.clone(),
+            members: member_names(config),
+        }
+    }
+}
+
+/// Every listed node's name, this one included, in the config's order.
+pub fn member_names(config: &Config) -> Vec<String> {
+    (config.cluster.peers.iter())
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// Static description of the group on this node.
 pub struct GroupSetup {
     pub self_name: String,
@@ -158,12 +183,7 @@ impl GroupSetup {
                 failback_delay: group.failback_delay,
                 on_all_unhealthy: group.on_all_unhealthy,
             },
-            members: config
-                .cluster
-                .peers
-                .iter()
-                .map(|p| p.name.clone())
-                .collect(),
+            members: member_names(config),
             leader_lease,
             hold_lease: hold_lease(leader_lease, TICK),
             notifier,
@@ -195,7 +215,7 @@ pub struct GroupLoop {
     /// every group's loop does (`crate::systemd`).
     beat: LoopBeat,
     /// The group's settings as a reload changes them (`with_settings`).
-    settings: Option<watch::Receiver<VipGroup>>,
+    settings: Option<watch::Receiver<Settings>>,
 }
 
 /// The loop's hands: everything an action touches.
@@ -277,7 +297,7 @@ impl GroupLoop {
 
     /// Follows `settings`: each change (a reload) is applied without releasing a held
     /// VIP (`reconfigure`).
-    pub fn with_settings(mut self, settings: watch::Receiver<VipGroup>) -> Self {
+    pub fn with_settings(mut self, settings: watch::Receiver<Settings>) -> Self {
         self.settings = Some(settings);
         self
     }
@@ -341,9 +361,9 @@ impl GroupLoop {
                 changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
                 changed = changed_or_never(&mut settings) => match changed {
                     Ok(()) => {
-                        let group = settings.as_mut().map(|s| s.borrow_and_update().clone());
-                        if let Some(group) = group {
-                            self.reconfigure(group).await;
+                        let new = settings.as_mut().map(|s| s.borrow_and_update().clone());
+                        if let Some(new) = new {
+                            self.reconfigure(new).await;
                         }
                     }
                     // The daemon let go of the group (it is being removed): its stop
@@ -392,11 +412,15 @@ impl GroupLoop {
         Ok(())
     }
 
-    /// New settings from a reload: the machine takes the priority and rules, the executor
-    /// the VIP set (the step that follows holds the new set if this node holds, which adds
-    /// and removes only the difference). Nothing is released for it.
-    async fn reconfigure(&mut self, group: VipGroup) {
+    /// New settings from a reload: the machine takes the priority, rules and members, the
+    /// executor the VIP set (the step that follows holds the new set if this node holds,
+    /// which adds and removes only the difference). Nothing is released for it.
+    async fn reconfigure(&mut self, Settings { group, members }: Settings) {
         let setup = &mut self.io.setup;
+        if setup.members != members {
+            tracing::info!(group = %group.name, members = ?members, "members changed by a reload");
+            setup.members = members;
+        }
         setup.priority = group.priority;
         setup.rules = GroupRules {
             failback: group.failback,
@@ -409,6 +433,7 @@ impl GroupLoop {
         let reconfigured = Observation::Reconfigured {
             priority: setup.priority,
             rules: setup.rules.clone(),
+            members: setup.members.clone(),
         };
         execute(
             &mut self.machine,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{FactFeeds, GroupLoop, GroupSetup, GroupStopped, LocalView, ReannounceFeeds};
+use super::{FactFeeds, GroupLoop, GroupSetup, GroupStopped, LocalView, ReannounceFeeds, Settings};
 use crate::config::{Config, VipGroup};
 use crate::consensus::Raft;
 use crate::consensus::group_raft::GroupRaft;
@@ -46,7 +46,7 @@ pub struct RunningGroup {
     pub vips: VipSet,
     /// The group's settings: a reload sends new ones, which the loop applies without
     /// releasing a held VIP.
-    pub settings: watch::Sender<VipGroup>,
+    pub settings: watch::Sender<Settings>,
     pub raft: Raft,
     pub state: watch::Receiver<GroupState>,
     /// The loop's view, current after every step.
@@ -86,7 +86,7 @@ pub fn spawn(
         node.data_plane.clone(),
         node.proposer.for_group(&group.name),
     );
-    let (settings, settings_rx) = watch::channel(group.clone());
+    let (settings, settings_rx) = watch::channel(Settings::of(config, group));
     let group_loop = group_loop.with_settings(settings_rx);
     let view = group_loop.view();
     let beat = group_loop.beat();
@@ -116,6 +116,6 @@ pub fn spawn(
 /// with the daemon.
 pub struct GroupTasks {
     pub stop: watch::Sender<bool>,
-    pub settings: watch::Sender<VipGroup>,
+    pub settings: watch::Sender<Settings>,
     pub task: JoinHandle<()>,
 }

@@ -224,7 +224,7 @@ async fn report_health(
     control: Arc<Control>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let me = control.members.me.clone();
+    let me = control.members().me.clone();
     let empty = BTreeMap::new();
     loop {
         let mut watched = Watched::of(&control, true);
