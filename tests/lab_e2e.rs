@@ -85,12 +85,12 @@ struct Fault<'a> {
 /// run asserts the safety invariants; only the outage's measure is taken again.
 fn run_fault(fault: Fault) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(inconclusive) = measure_fault(&fault) {
+    if let Err(inconclusive) = measure_fault(&fault, fault.name) {
         figure(&format!(
             "lab e2e: {}: inconclusive, run again: {inconclusive}",
             fault.name
         ));
-        if let Err(again) = measure_fault(&fault) {
+        if let Err(again) = measure_fault(&fault, &format!("{} (rerun)", fault.name)) {
             panic!(
                 "{}: inconclusive twice, the probe starved by the test host both times: \
                  {inconclusive}; then {again}",
@@ -102,7 +102,8 @@ fn run_fault(fault: Fault) {
 
 /// One run of `fault`: panics on any broken invariant or an outage over budget; Err when
 /// an outage was over budget only by the probe's own starvation.
-fn measure_fault(fault: &Fault) -> Result<(), String> {
+/// Its logs are kept under `label`.
+fn measure_fault(fault: &Fault, label: &str) -> Result<(), String> {
     let mut lab = Lab::up();
     std::thread::sleep(Duration::from_millis(500));
 
@@ -125,7 +126,6 @@ fn measure_fault(fault: &Fault) -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(2));
     let t1 = now_ms();
     let crm = address_of("crm");
-    let during = lab.judged(&crm, t0, t1, fault.budget.ms());
     let moves = lab.moves("crm", t0, t1);
     // The frozen daemon's address went when its hold lease ended (its fence took it
     // down), and the lease began before the SIGSTOP.
@@ -153,10 +153,12 @@ fn measure_fault(fault: &Fault) -> Result<(), String> {
     );
     std::thread::sleep(Duration::from_millis(500));
     let t2 = now_ms();
+    // Judged once the probes sent up to t2 have ended (`Lab::judged` waits for that).
+    let during = lab.judged(&crm, t0, t1, fault.budget.ms());
     let failback = lab.judged(&crm, t1, t2, fault.heal_budget.ms());
     // The watcher reports an overlap when it ends: stopped, it reports the open ones too.
     lab.stop_observing();
-    lab.keep_logs(fault.name);
+    lab.keep_logs(label);
     let frozen = fault.freezes.then_some(("gw-a", t0, t_thaw));
     let late = lab.late_releases(frozen.as_slice());
     let split = lab.split_brain();

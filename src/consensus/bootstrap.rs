@@ -165,6 +165,10 @@ pub fn group_verdict(answers: &[(String, Option<Result<GroupPresence, String>>)]
 /// form, and a way to ask the peers about them.
 pub struct Bootstrap {
     pub self_name: String,
+    /// Every listed node by name, this one included; a reload may change it, and each
+    /// round reads it again.
+    pub listed: watch::Receiver<BTreeMap<String, PeerNode>>,
+    /// `listed` as of this round, by Raft id: the voters a group is initialized with.
     pub members: BTreeMap<NodeId, PeerNode>,
     pub rafts: BTreeMap<String, Raft>,
     pub proposer: Arc<Proposer>,
@@ -179,10 +183,6 @@ impl Bootstrap {
     /// Runs until every group here has a membership, or `shutdown`.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let me = self.self_name.clone();
-        let peers: Vec<String> = (self.members.values())
-            .map(|n| n.name.clone())
-            .filter(|n| *n != me)
-            .collect();
         let started = tokio::time::Instant::now();
         let mut waiting_for: BTreeMap<String, String> = BTreeMap::new();
         let mut next_group_check = tokio::time::Instant::now();
@@ -195,6 +195,13 @@ impl Bootstrap {
             if *shutdown.borrow() || unformed.is_empty() {
                 return;
             }
+            self.members = (self.listed.borrow().values())
+                .map(|n| (node_id(&n.name), n.clone()))
+                .collect();
+            let peers: Vec<String> = (self.members.values())
+                .map(|n| n.name.clone())
+                .filter(|n| *n != me)
+                .collect();
             let reachable: Vec<String> = (peers.iter())
                 .filter(|p| self.connected.borrow().contains(*p))
                 .cloned()
@@ -276,7 +283,7 @@ impl Bootstrap {
         }
         let reason = format!(
             "{} up but not connected to this node: their peer lists may not name it yet (a \
-             running cluster: restart its nodes with the new list first); forming only with \
+             running cluster: reload its nodes with the new list first); forming only with \
              every node",
             up.join(", ")
         );

@@ -31,6 +31,7 @@ impl Node {
     ) {
         let bootstrap = Bootstrap {
             self_name: self.config.node.name.clone(),
+            listed: joined.listed.subscribe(),
             members: bootstrap::voters(&self.config),
             rafts,
             proposer: joined.proposer.clone(),

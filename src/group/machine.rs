@@ -361,6 +361,9 @@ impl GroupMachine {
             } => {
                 self.config.priority = priority;
                 self.config.rules = rules;
+                // A node dropped from the list and added again starts its failback delay
+                // afresh, not from when it was last seen stable.
+                self.stable_since.retain(|name, _| members.contains(name));
                 self.config.members = members;
             }
         }

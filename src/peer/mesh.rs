@@ -350,7 +350,11 @@ impl Mesh {
             if let Some(dialing) = lock(&shared.dials).remove(*name) {
                 dialing.cancel();
             }
-            if let Some(conn) = shared.link(name) {
+            // A moved peer's link may already be its new one (made since the swap above).
+            if let Some(conn) = shared.link(name)
+                && !(new.get(*name))
+                    .is_some_and(|entry| shared.link_is_to(name, conn.remote, *entry))
+            {
                 let why = if new.contains_key(*name) {
                     "its address changed in the peer list"
                 } else {
@@ -502,6 +506,17 @@ impl Shared {
     /// address, so a connection from any other is closed unread.
     fn is_peer_ip(&self, ip: std::net::IpAddr) -> bool {
         self.peers().values().any(|a| a.ip() == ip)
+    }
+
+    /// Whether a link to `peer` with the far end `remote` is to its list entry `entry`: a
+    /// link this node dialed goes to the entry itself; one it accepted comes from the
+    /// entry's address (peers dial from it) and any port.
+    fn link_is_to(&self, peer: &str, remote: SocketAddr, entry: SocketAddr) -> bool {
+        if *self.self_name < *peer {
+            remote == entry
+        } else {
+            remote.ip().to_canonical() == entry.ip().to_canonical()
+        }
     }
 
     /// Starts the dial loop of `name` if this node is the one that dials it (it sorts
@@ -1027,9 +1042,8 @@ async fn run_connection(
     // peer either comes first (and it is refused here) or closes this link after.
     {
         let peers = shared.peers();
-        let listed = peers.get(&peer).map(|a| a.ip().to_canonical());
-        let from = remote.ip().to_canonical();
-        if listed != Some(from) {
+        let listed = peers.get(&peer).copied();
+        if !listed.is_some_and(|entry| shared.link_is_to(&peer, remote, entry)) {
             drop(peers);
             tracing::info!(peer = %peer, addr = %remote, "dropped a new link to {peer}: it is no longer in this node's peer list at that address");
             return;

@@ -19,6 +19,11 @@ use crate::lab::watch::{Overlap, Watch};
 use crate::lab::{self, REPO, address_of, lab_sh, names_of};
 use crate::outage;
 
+/// How long the probe waits for an answer (`scripts/lab-probe.py`'s BUDGET).
+const PROBE_BUDGET_MS: u64 = 500;
+/// How often the probe sends (the interval `Lab::probe` starts it with).
+const PROBE_EVERY_MS: u64 = 10;
+
 /// An outage as measured and judged: its length, the probe's own starvation inside it,
 /// who answered at its two ends ("-" nobody before, "nobody yet" nobody after).
 #[derive(Debug)]
@@ -189,7 +194,12 @@ impl Lab {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &lab::netns("client"), "python3"])
             .arg(format!("{REPO}/scripts/lab-probe.py"))
-            .args([vip, "80", "10", &self.lifetime_s.to_string()])
+            .args([
+                vip,
+                "80",
+                &PROBE_EVERY_MS.to_string(),
+                &self.lifetime_s.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -284,10 +294,20 @@ impl Lab {
         )
     }
 
-    /// The longest gap of `vip`'s answers in [from_ms, to_ms] (`outage`), judged against
-    /// `budget_ms` with the probe's own starvation inside it (`outage::judge`).
+    /// The longest gap of `vip`'s answers in [from_ms, to_ms] (`outage`), with every gap
+    /// of the window judged against `budget_ms` with the probe's own starvation inside it
+    /// (`outage::judge_gaps`). A probe is recorded when it ends, up to 500 ms after it
+    /// was sent: this first waits until every probe sent in the window has ended, so
+    /// that probes still in flight are not taken for a starved probe.
     pub fn judged(&self, vip: &str, from_ms: u64, to_ms: u64, budget_ms: u64) -> Judged {
-        let gap = self.gap_of(vip, from_ms, to_ms);
+        let settled = to_ms + PROBE_BUDGET_MS + 100;
+        let now = now_ms();
+        if now < settled {
+            std::thread::sleep(Duration::from_millis(settled - now));
+        }
+        let (from, to) = (Duration::from_millis(from_ms), Duration::from_millis(to_ms));
+        let answers = self.answers_of(vip);
+        let gap = outage::longest_gap(&answers, from, to);
         let sends: Vec<Duration> = self
             .answers
             .lock()
@@ -299,30 +319,39 @@ impl Lab {
             })
             .unwrap_or_default();
         let starved = outage::starved(&sends, gap.start, gap.start + gap.length);
+        let budget = Duration::from_millis(budget_ms);
         Judged {
             ms: gap.length.as_millis() as u64,
             starved_ms: starved.as_millis() as u64,
-            verdict: outage::judge(gap.length, starved, Duration::from_millis(budget_ms)),
+            verdict: outage::judge_gaps(
+                &outage::gaps(&answers, from, to),
+                &sends,
+                Duration::from_millis(PROBE_EVERY_MS),
+                budget,
+            ),
             before: gap.before.unwrap_or_else(|| "-".into()),
             after: gap.after.unwrap_or_else(|| "nobody yet".into()),
         }
     }
 
     fn gap_of(&self, vip: &str, from_ms: u64, to_ms: u64) -> outage::Gap<String> {
-        let answers: Vec<(Duration, String)> = self
-            .answers
+        outage::longest_gap(
+            &self.answers_of(vip),
+            Duration::from_millis(from_ms),
+            Duration::from_millis(to_ms),
+        )
+    }
+
+    /// The answered probes of `vip`: when each was answered, and by whom.
+    fn answers_of(&self, vip: &str) -> Vec<(Duration, String)> {
+        self.answers
             .lock()
             .map(|a| a.clone())
             .unwrap_or_default()
             .into_iter()
             .filter(|a| a.vip == vip && a.who != "-")
             .map(|a| (Duration::from_millis(a.answered_ms), a.who))
-            .collect();
-        outage::longest_gap(
-            &answers,
-            Duration::from_millis(from_ms),
-            Duration::from_millis(to_ms),
-        )
+            .collect()
     }
 
     /// The overlaps (two holders) the watcher saw, one it never saw end included. None is

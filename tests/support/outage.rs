@@ -34,7 +34,26 @@ impl<W> Gap<W> {
 /// answer strictly before `from` (or from `from` itself when there is none), up to `to`
 /// if nothing answered after the last answer. `answers` are (when, who) on one clock, as
 /// an offset from any origin; answers after `to` are ignored, their order is not assumed.
+/// The first of equally long gaps.
 pub fn longest_gap<W: Clone>(answers: &[(Duration, W)], from: Duration, to: Duration) -> Gap<W> {
+    let mut longest: Option<Gap<W>> = None;
+    for gap in gaps(answers, from, to) {
+        if longest.as_ref().is_none_or(|l| gap.length > l.length) {
+            longest = Some(gap);
+        }
+    }
+    longest.unwrap_or(Gap {
+        start: from,
+        length: Duration::ZERO,
+        before: None,
+        after: None,
+    })
+}
+
+/// Every gap between answers over the window [from, to], as `longest_gap` counts them,
+/// in time order: what a budget is judged on, so that a short real outage is not hidden
+/// behind a longer gap of another kind.
+pub fn gaps<W: Clone>(answers: &[(Duration, W)], from: Duration, to: Duration) -> Vec<Gap<W>> {
     let mut sorted: Vec<&(Duration, W)> = answers.iter().filter(|a| a.0 <= to).collect();
     sorted.sort_by_key(|a| a.0);
     let (mut previous, mut who) = sorted
@@ -42,33 +61,23 @@ pub fn longest_gap<W: Clone>(answers: &[(Duration, W)], from: Duration, to: Dura
         .rev()
         .find(|a| a.0 < from)
         .map_or((from, None), |a| (a.0, Some(a.1.clone())));
-    let mut gap = Gap {
-        start: previous,
-        length: Duration::ZERO,
-        before: who.clone(),
-        after: None,
-    };
+    let mut found = Vec::new();
     for (when, next) in sorted.into_iter().filter(|a| a.0 >= from) {
-        if *when - previous > gap.length {
-            gap = Gap {
-                start: previous,
-                length: *when - previous,
-                before: who.clone(),
-                after: Some(next.clone()),
-            };
-        }
+        found.push(Gap {
+            start: previous,
+            length: *when - previous,
+            before: who.clone(),
+            after: Some(next.clone()),
+        });
         (previous, who) = (*when, Some(next.clone()));
     }
-    let tail = to.saturating_sub(previous);
-    if tail > gap.length {
-        gap = Gap {
-            start: previous,
-            length: tail,
-            before: who,
-            after: None,
-        };
-    }
-    gap
+    found.push(Gap {
+        start: previous,
+        length: to.saturating_sub(previous),
+        before: who,
+        after: None,
+    });
+    found
 }
 
 /// The longest stretch of [start, end] in which the probe sent nothing: time in which no
@@ -103,16 +112,41 @@ pub enum Verdict {
     Over,
 }
 
-/// Judges a gap of `length`, in which the probe sent nothing for `starved`, against
-/// `budget`. Taking out the whole starved stretch is generous only to the instrument:
-/// the caller reruns an inconclusive fault rather than passing it.
-pub fn judge(length: Duration, starved: Duration, budget: Duration) -> Verdict {
+/// Judges a gap of `length`, in which the probe, sending every `interval`, sent nothing
+/// for `starved`, against `budget`. Only the starved stretch beyond the probes' own
+/// spacing is taken out, and that is generous only to the instrument: the caller reruns
+/// an inconclusive fault rather than passing it.
+pub fn judge(length: Duration, starved: Duration, interval: Duration, budget: Duration) -> Verdict {
     if length <= budget {
         Verdict::Within
-    } else if length.saturating_sub(starved) <= budget {
+    } else if length.saturating_sub(starved.saturating_sub(interval)) <= budget {
         Verdict::Inconclusive
     } else {
         Verdict::Over
+    }
+}
+
+/// Judges every gap of a window against `budget`, each with the probe's own starvation
+/// inside it (`sends`: the probes' send times): Over if any gap is over even without its
+/// starved stretch, else Inconclusive if any is over only with it, else Within.
+pub fn judge_gaps<W>(
+    gaps: &[Gap<W>],
+    sends: &[Duration],
+    interval: Duration,
+    budget: Duration,
+) -> Verdict {
+    let verdicts: Vec<Verdict> = (gaps.iter())
+        .map(|g| {
+            let starved = starved(sends, g.start, g.start + g.length);
+            judge(g.length, starved, interval, budget)
+        })
+        .collect();
+    if verdicts.contains(&Verdict::Over) {
+        Verdict::Over
+    } else if verdicts.contains(&Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Within
     }
 }
 
@@ -193,9 +227,37 @@ mod tests {
     fn a_gap_is_within_inconclusive_or_over_its_budget() {
         // Session 12's CI: 203 ms between two answers of the same holder, the probe
         // silent for 160 ms of them, budget 150 ms.
-        assert_eq!(judge(ms(203), ms(160), ms(150)), Verdict::Inconclusive);
-        assert_eq!(judge(ms(150), ms(0), ms(150)), Verdict::Within);
-        assert_eq!(judge(ms(203), ms(10), ms(150)), Verdict::Over);
-        assert_eq!(judge(ms(400), ms(200), ms(150)), Verdict::Over);
+        let every = ms(10);
+        assert_eq!(
+            judge(ms(203), ms(160), every, ms(150)),
+            Verdict::Inconclusive
+        );
+        assert_eq!(judge(ms(150), ms(0), every, ms(150)), Verdict::Within);
+        assert_eq!(judge(ms(203), ms(10), every, ms(150)), Verdict::Over);
+        assert_eq!(judge(ms(400), ms(200), every, ms(150)), Verdict::Over);
+        // The probes' own spacing is no starvation: 160 ms of lost probes is over 150.
+        assert_eq!(judge(ms(160), ms(10), every, ms(150)), Verdict::Over);
+    }
+
+    #[test]
+    fn a_real_outage_beside_a_longer_starved_gap_is_over() {
+        // 0-300 ms: answers every 10 ms but one gap 50-250 in which nothing was sent
+        // (starved); 400-560: a real outage, probes sent and lost every 10 ms.
+        let mut list: Vec<(u64, &str)> = (0..=5).map(|i| (i * 10, "a")).collect();
+        list.extend((25..=40).map(|i| (i * 10, "a")));
+        list.extend((56..=60).map(|i| (i * 10, "b")));
+        let a = answers(&list);
+        let mut sends: Vec<Duration> = (0..=60).map(|i| ms(i * 10)).collect();
+        sends.retain(|s| *s <= ms(50) || *s >= ms(250));
+        let all = gaps(&a, ms(0), ms(600));
+        assert_eq!(longest_gap(&a, ms(0), ms(600)).length, ms(200));
+        assert_eq!(judge_gaps(&all, &sends, ms(10), ms(150)), Verdict::Over);
+        // Without the real outage, the starved gap alone is inconclusive.
+        let calm: Vec<(Duration, &str)> = (a.iter()).filter(|x| x.0 <= ms(400)).cloned().collect();
+        let calm_gaps = gaps(&calm, ms(0), ms(400));
+        assert_eq!(
+            judge_gaps(&calm_gaps, &sends, ms(10), ms(150)),
+            Verdict::Inconclusive
+        );
     }
 }
