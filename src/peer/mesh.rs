@@ -599,6 +599,22 @@ impl Shared {
         }
     }
 
+    /// Registers `conn` if its peer is still listed at its address; checked and
+    /// registered under the peer list's lock, so a `set_peers` that removes the peer
+    /// either comes first (and it is refused here) or closes this link after.
+    fn register_if_listed(&self, conn: &Arc<Connection>) -> bool {
+        let peers = self.peers();
+        let listed = peers.get(&conn.peer).copied();
+        if !listed.is_some_and(|entry| self.link_is_to(&conn.peer, conn.remote, entry)) {
+            drop(peers);
+            tracing::info!(peer = %conn.peer, addr = %conn.remote,
+                "dropped a new link to {}: it is no longer in this node's peer list at that address", conn.peer);
+            return false;
+        }
+        self.register(conn);
+        true
+    }
+
     /// Closes `conn`: its tasks end, its pending requests fail with `Unreachable`, and it
     /// leaves the connected set unless a newer connection already took its place.
     fn close(&self, conn: &Arc<Connection>, why: &str) {
@@ -1038,17 +1054,8 @@ async fn run_connection(
         key_id,
         torn_down: AtomicBool::new(false),
     });
-    // Checked and registered under the peer list's lock: a `set_peers` that removes the
-    // peer either comes first (and it is refused here) or closes this link after.
-    {
-        let peers = shared.peers();
-        let listed = peers.get(&peer).copied();
-        if !listed.is_some_and(|entry| shared.link_is_to(&peer, remote, entry)) {
-            drop(peers);
-            tracing::info!(peer = %peer, addr = %remote, "dropped a new link to {peer}: it is no longer in this node's peer list at that address");
-            return;
-        }
-        shared.register(&conn);
+    if !shared.register_if_listed(&conn) {
+        return;
     }
     shared
         .tasks
