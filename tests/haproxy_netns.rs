@@ -268,6 +268,9 @@ impl Hx {
         for crm in ["crm-1", "crm-2"] {
             hx.start_crm(crm);
         }
+        // The gateways' first checks must find them serving: a gateway unhealthy when it
+        // first leads hands over, and with `failback = false` gw-a would never hold.
+        hx.wait_crm_serving();
         for gw in ["gw-a", "gw-b"] {
             let gw_dir = hx.dir.path().join(gw);
             std::fs::create_dir_all(&gw_dir).unwrap();
@@ -337,6 +340,34 @@ impl Hx {
         self.crm.push((crm.to_string(), proc));
     }
 
+    /// Waits (at most 10 s) until both CRM servers take connections, as seen from gw-a.
+    fn wait_crm_serving(&mut self) {
+        let script = format!(
+            "import socket, sys, time\n\
+             end = time.monotonic() + 10\n\
+             for addr in ({:?}, {:?}):\n\
+             \x20   while True:\n\
+             \x20       try:\n\
+             \x20           socket.create_connection((addr, 8080), timeout=0.5).close()\n\
+             \x20           break\n\
+             \x20       except OSError:\n\
+             \x20           if time.monotonic() > end:\n\
+             \x20               sys.exit(1)\n\
+             \x20           time.sleep(0.05)\n",
+            address_of("crm-1"),
+            address_of("crm-2"),
+        );
+        let host = self.host("gw-a").clone();
+        let proc = self.lab.spawn(&host, "python3", &["-c", &script]);
+        let code = self.lab.wait(&proc, Duration::from_secs(15));
+        assert_eq!(
+            code,
+            Some(0),
+            "the CRM servers never served: {}",
+            proc.stderr()
+        );
+    }
+
     /// SIGKILLs CRM server `crm`'s responder: its service dies, its host stays.
     fn kill_crm(&mut self, crm: &str) {
         if let Some(at) = self.crm.iter().position(|(n, _)| n == crm) {
@@ -398,9 +429,13 @@ impl Hx {
         client
     }
 
+    /// The HAProxies' and daemons' stderr, and the daemons' logs (stdout) not read yet.
     fn logs(&self) -> String {
+        let daemons =
+            (self.havip.iter()).map(|(name, p)| format!("--- {name}\n{}", p.stdout_text()));
         (self.procs.iter().chain(self.havip.iter().map(|(_, p)| p)))
             .map(Proc::stderr)
+            .chain(daemons)
             .collect::<Vec<_>>()
             .join("\n")
     }

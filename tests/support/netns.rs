@@ -370,6 +370,12 @@ impl Proc {
         self.lines.try_iter().collect()
     }
 
+    /// The stdout lines not read yet, as text (a daemon's log, for a failure message);
+    /// they are read here and not seen again.
+    pub fn stdout_text(&self) -> String {
+        self.lines.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
     /// Everything the process wrote to stderr so far (all of it once `Lab::wait` saw it
     /// exit).
     pub fn stderr(&self) -> String {
