@@ -14,7 +14,9 @@
 #                                      provision every host (CRM services and the gateways'
 #                                      responders run; havip does not yet)
 #   scripts/lab.sh start-havip [NODE]  start havip (the real data plane) in gw-a, gw-b,
-#                                      witness (or only NODE); PID in <dir>/havip.pid
+#                                      witness (or only NODE); PID in <dir>/havip.pid. An
+#                                      extra NODE: <dir>/NODE/havip.toml and, in
+#                                      <dir>/NODE/host, the lab host it runs on
 #   scripts/lab.sh stop-havip NODE [SIGNAL]  signal NODE's havip (default TERM) and wait
 #   scripts/lab.sh watch [ARGS]        run scripts/vip-watch.py on every havip node and every
 #                                      address of every VIP group (ARGS: e.g. --seconds N)
@@ -51,6 +53,12 @@ hosts() {
 }
 havip_nodes() { hosts | awk '$2 == "gateway" || $2 == "witness" { print $1 }'; }
 ns() { echo "$prefix$1"; }
+# daemon_ns NAME: the namespace NAME's havip runs in: its host's, or the host named in
+# <dir>/NAME/host for an extra daemon a test adds on another host (a witness replacing
+# the lab's, run on crm-1).
+daemon_ns() {
+  if [ -f "$run/$1/host" ]; then ns "$(cat "$run/$1/host")"; else ns "$1"; fi
+}
 # has_netns NAME: the namespace exists (awk reads all of the list: no SIGPIPE under pipefail).
 has_netns() { ip netns list | awk -v n="$1" '$1 == n { found = 1 } END { exit !found }'; }
 
@@ -154,7 +162,7 @@ start_havip() {
   [ $# -gt 0 ] || mapfile -t names < <(havip_nodes)
   for name in "${names[@]}"; do
     [ -f "$run/$name/havip.toml" ] || die "$name is not a havip node of the lab (is it up?)"
-    if [ -f "$run/$name/havip.pid" ] && in_netns "$(cat "$run/$name/havip.pid")" "$(ns "$name")"; then
+    if [ -f "$run/$name/havip.pid" ] && in_netns "$(cat "$run/$name/havip.pid")" "$(daemon_ns "$name")"; then
       continue
     fi
     rm -f "$run/$name/havip.pid"
@@ -163,7 +171,7 @@ start_havip() {
     # graceful stop there is nothing left, and it says so).
     # HAVIP_LOG only when given: the daemon's default filter otherwise, as under systemd.
     # shellcheck disable=SC2016 # expanded by the inner shell
-    ip netns exec "$(ns "$name")" env ${HAVIP_LOG:+HAVIP_LOG="$HAVIP_LOG"} \
+    ip netns exec "$(daemon_ns "$name")" env ${HAVIP_LOG:+HAVIP_LOG="$HAVIP_LOG"} \
       bash -c '"$1" run --config "$2" & echo $! >"$3"; wait $!; "$1" release --config "$2"' \
       supervisor "$bin" "$run/$name/havip.toml" "$run/$name/havip.pid" \
       </dev/null >>"$run/$name/havip.log" 2>&1 &
@@ -177,7 +185,7 @@ stop_havip() {
   local name=$1 signal=${2:-TERM} pid
   [ -f "$run/$name/havip.pid" ] || die "no havip running for $name"
   pid=$(cat "$run/$name/havip.pid")
-  in_netns "$pid" "$(ns "$name")" || die "havip of $name (PID $pid) is not running"
+  in_netns "$pid" "$(daemon_ns "$name")" || die "havip of $name (PID $pid) is not running"
   kill -"$signal" "$pid"
   case $signal in STOP|CONT|SIGSTOP|SIGCONT) return 0 ;; esac
   for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -133,7 +133,7 @@ enum CliCommand {
     },
     /// The Raft membership of each group, beside this node's configured peers.
     #[command(
-        after_help = "Examples:\n  havip member list\n  havip member list --json | jq '.groups[] | select(.matches_config | not)'\n\nEach group's voters and learners as this node's replica has them, and whether they\nare the peers this node's config lists (and whether a change is half done, in joint\nconsensus). On the group's leader, also what it does to make the voters the peer\nlists: it changes them once every connected node lists the same peers (new nodes as\nlearners first, then one change), and says what it waits for until then. The lists\nchange by restarting the nodes with the new file, one at a time (README, \"From three\nvoters to five, or a node replaced\")."
+        after_help = "Examples:\n  havip member list\n  havip member list --json | jq '.groups[] | select(.matches_config | not)'\n\nEach group's voters and learners as this node's replica has them, and whether they\nare the peers this node's config lists (and whether a change is half done, in joint\nconsensus). On the group's leader, also what it does to make the voters the peer\nlists: it changes them once every connected node lists the same peers (new nodes as\nlearners first, then one change), and says what it waits for until then. The lists\nchange by `havip reload` of each node with the new file, the master's last (README,\n\"From three voters to five, or a node replaced\")."
     )]
     Member {
         #[command(subcommand)]

@@ -11,6 +11,8 @@
 //! - gw-b's priority for `crm` raised above gw-a's (a planned move), then put back;
 //! - a health check added to both gateways, then removed;
 //! - the cluster key rolled through `previous_key_file`, then the old key dropped;
+//! - the witness replaced by a new node of another name and address (`witness-crm-1`,
+//!   run on crm-1) by reloading the gateways' peer lists, then put back the same way;
 //! - every node restarted in turn with the same binary (the upgrade procedure: a gateway's
 //!   graceful stop hands its group over, and it takes it back by failback).
 //!
@@ -485,6 +487,111 @@ impl Pass<'_> {
         let _ = std::fs::remove_file(&made);
     }
 
+    /// The witness replaced by `witness-crm-1`, a new node of another name and address (run
+    /// on crm-1, where the README's five-voter layout puts witnesses), by editing the
+    /// gateways' peer lists and reloading them, gw-b then gw-a, no node restarted; then
+    /// the old witness back the same way (it never stopped: the others dropped it, and
+    /// take it back as a learner), and the new node stopped. Neither moves a VIP.
+    fn witness_replaced_and_back(&mut self) {
+        let new = NEW_WITNESS;
+        let new_dir = lab::dir(new);
+        let _ = std::fs::remove_dir_all(&new_dir);
+        std::fs::create_dir_all(&new_dir).expect("the new witness's dir");
+        for entry in std::fs::read_dir(lab::dir("witness")).expect("the witness's dir") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "key") {
+                let name = path
+                    .file_name()
+                    .expect("file name")
+                    .to_string_lossy()
+                    .into_owned();
+                lab::host::sh(&[
+                    "install",
+                    "-m",
+                    "0600",
+                    &path.to_string_lossy(),
+                    &format!("{new_dir}/{name}"),
+                ]);
+            }
+        }
+        let (old_block, new_block) = (peer_block("witness"), peer_block(new));
+        let witness = std::fs::read_to_string(lab::config("witness")).expect("witness config");
+        let text = witness
+            .replacen("name = \"witness\"", &format!("name = \"{new}\""), 1)
+            .replace(&old_block, &new_block)
+            .replace(
+                &lab::address_of("witness"),
+                &lab::address_of(NEW_WITNESS_HOST),
+            )
+            .replace(&format!("{}/", lab::dir("witness")), &format!("{new_dir}/"));
+        std::fs::write(lab::config(new), text).expect("the new witness's config");
+        std::fs::write(format!("{new_dir}/host"), NEW_WITNESS_HOST).expect("host file");
+        lab_sh(&["start-havip", new]);
+
+        let replaced = ["gw-a", "gw-b", new];
+        self.membership_step(
+            "witness replaced (reload)",
+            &|text| text.replace(&old_block, &new_block),
+            &replaced,
+        );
+        let original = ["gw-a", "gw-b", "witness"];
+        self.membership_step(
+            "witness back (reload)",
+            &|text| text.replace(&new_block, &old_block),
+            &original,
+        );
+        lab_sh(&["stop-havip", new, "TERM"]);
+        let _ = std::fs::remove_dir_all(&new_dir);
+    }
+
+    /// Edits the gateways' files with `change` and reloads gw-b then gw-a; in effect when
+    /// every one of `voters` has them as the voters of every group.
+    fn membership_step(
+        &mut self,
+        kind: &'static str,
+        change: &dyn Fn(String) -> String,
+        voters: &[&str],
+    ) {
+        let from_ms = now_ms();
+        let mut slowest = Duration::ZERO;
+        for node in ["gw-b", "gw-a"] {
+            edit(node, change);
+            let asked = Instant::now();
+            reload(node);
+            slowest = slowest.max(asked.elapsed());
+        }
+        let last = Instant::now();
+        let want: Vec<String> = {
+            let mut v: Vec<String> = voters.iter().map(|n| n.to_string()).collect();
+            v.sort();
+            v
+        };
+        let done = self.lab.wait(IN_EFFECT_LIMIT, |_| {
+            std::thread::sleep(STATUS_EVERY);
+            voters
+                .iter()
+                .all(|n| voters_of(n).is_some_and(|all| all.iter().all(|v| *v == want)))
+        });
+        assert!(
+            done.is_some(),
+            "{kind}: the voters never became {want:?} on every one of them: {:?}\n{}\n{}",
+            voters.iter().map(|n| (n, voters_of(n))).collect::<Vec<_>>(),
+            self.lab.logs(),
+            new_witness_log()
+        );
+        assert_no_master_change(kind, from_ms);
+        self.steps.push(Step {
+            kind,
+            expect: Expect::NoOutage,
+            group: "crm",
+            from_ms,
+            middle_ms: from_ms,
+            to_ms: now_ms(),
+            reload: slowest,
+            in_effect: last.elapsed(),
+        });
+    }
+
     /// Restarts every node in turn (TERM, then start, the same binary): a gateway hands
     /// the group it holds over and takes it back by failback; the witness moves nothing.
     fn restart_every_node(&mut self) {
@@ -584,6 +691,63 @@ impl Pass<'_> {
             in_effect: started.elapsed(),
         });
     }
+}
+
+/// The witness that replaces the lab's, and the lab host it runs on.
+const NEW_WITNESS: &str = "witness-crm-1";
+const NEW_WITNESS_HOST: &str = "crm-1";
+
+/// `name`'s entry in the peer lists, as the provisioning writes it.
+fn peer_block(name: &str) -> String {
+    let host = if name == NEW_WITNESS {
+        NEW_WITNESS_HOST
+    } else {
+        name
+    };
+    format!(
+        "[[cluster.peers]]\nname = \"{name}\"\naddress = \"{}:7400\"\n",
+        lab::address_of(host)
+    )
+}
+
+/// The voters of every group as `node` has them (`havip member list --json`), or None if
+/// it did not answer. The new witness runs in its host's namespace.
+fn voters_of(node: &str) -> Option<Vec<Vec<String>>> {
+    let netns = lab::netns(if node == NEW_WITNESS {
+        NEW_WITNESS_HOST
+    } else {
+        node
+    });
+    let out = Command::new("ip")
+        .args(["netns", "exec", &netns, env!("CARGO_BIN_EXE_havip")])
+        .args(["member", "list", "--json", "--config", &lab::config(node)])
+        .output()
+        .ok()?;
+    out.status.success().then_some(())?;
+    match serde_json::from_slice(&out.stdout).ok()? {
+        Response::Members { groups } => Some(
+            groups
+                .into_iter()
+                .map(|g| {
+                    let mut v = g.voters;
+                    v.sort();
+                    v
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// The last lines of the new witness's log, for a failure message.
+fn new_witness_log() -> String {
+    let log =
+        std::fs::read_to_string(format!("{}/havip.log", lab::dir(NEW_WITNESS))).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    format!(
+        "--- {NEW_WITNESS}\n{}",
+        lines[lines.len().saturating_sub(25)..].join("\n")
+    )
 }
 
 /// No node's `havip history` of the lab's groups records a master change since
@@ -882,6 +1046,7 @@ fn day_2_changes_one_node_at_a_time_on_the_lab() {
         pass.priority_moves_and_back();
         pass.checks_added_then_removed();
         pass.key_rolled();
+        pass.witness_replaced_and_back();
         pass.restart_every_node();
         steps.extend(pass.steps);
     }
