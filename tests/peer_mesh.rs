@@ -150,6 +150,15 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// `node` (named `me`) asks `to` on `channel` and gets the echo of `payload`.
+async fn assert_echo(node: &Node, me: &str, to: &str, channel: u16, payload: &[u8]) {
+    let answer = node.mesh.request(to, channel, payload.to_vec(), RPC).await;
+    assert_eq!(
+        answer.unwrap_or_else(|e| panic!("{me} -> {to}: {e}")),
+        expected(to, me, channel, payload)
+    );
+}
+
 async fn wait_connected(node: &Node, peers: &[&str], within: Duration) {
     let want = set(peers);
     let rx = node.mesh.connected();
@@ -574,20 +583,8 @@ async fn a_restarted_node_is_reconnected_within_a_second() {
     wait_connected(&a, &["b", "c"], Duration::from_secs(1)).await;
     wait_connected(&cc, &["a", "b"], Duration::from_secs(1)).await;
     wait_connected(&b, &["a", "c"], Duration::from_secs(1)).await;
-    assert_eq!(
-        a.mesh
-            .request("b", 2, b"x".to_vec(), RPC)
-            .await
-            .expect("a -> b"),
-        expected("b", "a", 2, b"x")
-    );
-    assert_eq!(
-        b.mesh
-            .request("c", 1, b"y".to_vec(), RPC)
-            .await
-            .expect("b -> c"),
-        expected("c", "b", 1, b"y")
-    );
+    assert_echo(&a, "a", "b", 2, b"x").await;
+    assert_echo(&b, "b", "c", 1, b"y").await;
     assert!(a.mesh.counters().reconnects >= 1);
     assert!(cc.mesh.counters().reconnects >= 1);
 }
@@ -784,20 +781,8 @@ async fn a_changed_peer_list_links_added_nodes_and_drops_removed_ones_live() {
     // a redials with backoff (at most BACKOFF_MAX): give it that long.
     wait_connected(&m, &["n", "a", "z"], Duration::from_secs(10)).await;
     wait_connected(&n, &["m", "a", "z"], Duration::from_secs(10)).await;
-    assert_eq!(
-        m.mesh
-            .request("z", 1, b"hi".to_vec(), RPC)
-            .await
-            .expect("m -> z"),
-        expected("z", "m", 1, b"hi")
-    );
-    assert_eq!(
-        a.mesh
-            .request("n", 2, b"yo".to_vec(), RPC)
-            .await
-            .expect("a -> n"),
-        expected("n", "a", 2, b"yo")
-    );
+    assert_echo(&m, "m", "z", 1, b"hi").await;
+    assert_echo(&a, "a", "n", 2, b"yo").await;
 
     let reconnects = m.mesh.counters().reconnects;
     let refused = m.mesh.counters().unknown_source;
