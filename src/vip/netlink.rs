@@ -312,10 +312,24 @@ impl NetlinkDataPlane {
         let (ifindex, mac) = tokio::time::timeout_at(until, self.interface(vips))
             .await
             .map_err(|_| expired())??;
+        // Armed before the addresses go on: a daemon killed between the kernel adding them
+        // and the arming would leave them to their kernel lifetime (CI saw it: SIGKILLed
+        // just as its VIP appeared, the VIP stayed 3 s). Removing an address that never
+        // went on is harmless.
+        self.arm(vips, ifindex, until);
         if let Err(e) = self.install_by(vips, ifindex, until).await {
-            // Not held, so no `release` will come: take back what was added.
-            if let Err(undo) = self.remove_all(vips, ifindex) {
-                tracing::warn!(group = %vips.group, "cannot undo a partial hold: {undo}");
+            // Not held, so no `release` will come: take back what was added; only once
+            // it is gone are the guard and the fence told (a failed removal stays theirs).
+            match self.remove_all(vips, ifindex) {
+                Ok(()) => {
+                    self.guard.disarm(&vips.group);
+                    if let Some(fence) = &self.fence {
+                        fence.disarm(&vips.group);
+                    }
+                }
+                Err(undo) => {
+                    tracing::warn!(group = %vips.group, "cannot undo a partial hold: {undo}")
+                }
             }
             return Err(e);
         }
@@ -368,6 +382,8 @@ impl NetlinkDataPlane {
             };
             self.remove_all(&gone, ifindex)?;
         }
+        // The new set armed before it goes on, as in a first hold.
+        self.arm(vips, ifindex, until);
         self.install_by(vips, ifindex, until).await?;
         let expired = || DataPlaneError::LeaseExpired {
             group: vips.group.clone(),
