@@ -17,9 +17,10 @@ use crate::health::CheckState;
 pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
     let counters = control.mesh.counters();
     let fingerprints = control.fingerprints();
+    let members = control.members();
     MetricsSnapshot {
-        node: control.members().me.clone(),
-        is_witness: control.members().role == Role::Witness,
+        node: members.me.clone(),
+        is_witness: members.role == Role::Witness,
         groups: group_metrics(control),
         checks: control
             .local_checks()
@@ -31,7 +32,7 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
             })
             .collect(),
         peers_connected: control.mesh.connected().borrow().len(),
-        peers_configured: control.members().all.len().saturating_sub(1),
+        peers_configured: members.all.len().saturating_sub(1),
         rejected: vec![
             ("unknown_source", counters.unknown_source),
             ("handshakes_full", counters.handshakes_full),
@@ -46,9 +47,8 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
         config: fingerprints.config,
         cluster: fingerprints.cluster,
         key: control.mesh.keys().current.id(),
-        maintenance: (control.groups().iter()).any(|(_, g)| {
-            (g.state.borrow().nodes.get(&control.members().me)).is_some_and(|n| n.maintenance)
-        }),
+        maintenance: (control.groups().iter())
+            .any(|(_, g)| (g.state.borrow().nodes.get(&members.me)).is_some_and(|n| n.maintenance)),
         backends: (control.backends.iter())
             .map(|status| {
                 let b = status.borrow();

@@ -29,9 +29,10 @@ pub async fn status(control: &Control) -> StatusReport {
         .iter()
         .map(|(name, handle)| group_status(control, name, handle, &holdings))
         .collect();
+    let members = control.members();
     StatusReport {
-        node: control.members().me.clone(),
-        role: format!("{:?}", control.members().role).to_lowercase(),
+        node: members.me.clone(),
+        role: format!("{:?}", members.role).to_lowercase(),
         data_plane: control.data_plane.kind().to_string(),
         groups,
         health,
@@ -49,7 +50,8 @@ async fn ask_backends(control: &Control) -> Vec<NodeBackends> {
         return Vec::new();
     }
     let proposer = &control.proposer;
-    let peers: Vec<String> = control.members().peers().cloned().collect();
+    let members = control.members();
+    let peers: Vec<String> = members.peers().cloned().collect();
     let answers = join_all(
         peers
             .iter()
@@ -57,7 +59,7 @@ async fn ask_backends(control: &Control) -> Vec<NodeBackends> {
     )
     .await;
     let mut out = vec![NodeBackends {
-        node: control.members().me.clone(),
+        node: members.me.clone(),
         pools: Some(mine),
     }];
     for (node, answer) in peers.into_iter().zip(answers) {
@@ -75,8 +77,10 @@ async fn ask_backends(control: &Control) -> Vec<NodeBackends> {
 async fn ask_configs(control: &Control) -> Vec<NodeConfig> {
     let proposer = &control.proposer;
     let link_keys = &control.mesh.link_keys();
-    join_all(control.members().all.iter().map(|node| async move {
-        let fingerprints = if *node == control.members().me {
+    let listed = control.members();
+    let members = &*listed;
+    join_all(members.all.iter().map(|node| async move {
+        let fingerprints = if *node == members.me {
             Some(control.fingerprints())
         } else {
             match proposer.ask(node, &PeerRequest::Fingerprints).await {
@@ -95,7 +99,8 @@ async fn ask_configs(control: &Control) -> Vec<NodeConfig> {
 
 /// Every node's holdings and health checks, this node's included.
 async fn ask_peers(control: &Control) -> (Holdings, Vec<NodeChecks>) {
-    let peers: Vec<String> = control.members().peers().cloned().collect();
+    let members = control.members();
+    let peers: Vec<String> = members.peers().cloned().collect();
     let proposer = &control.proposer;
     let (answers, checks) = tokio::join!(
         join_all(
@@ -106,7 +111,7 @@ async fn ask_peers(control: &Control) -> (Holdings, Vec<NodeChecks>) {
         join_all(peers.iter().map(|p| proposer.ask(p, &PeerRequest::Checks)))
     );
     let mut health = vec![NodeChecks {
-        node: control.members().me.clone(),
+        node: members.me.clone(),
         checks: Some(control.local_checks()),
     }];
     health.extend(peers.iter().zip(checks).map(|(p, a)| NodeChecks {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::{Joined, Node};
 use crate::config::VipGroup;
 use crate::consensus::Raft;
-use crate::consensus::bootstrap::{self, Bootstrap};
+use crate::consensus::bootstrap::Bootstrap;
 use crate::consensus::group_raft::GroupRaft;
 use crate::consensus::membership::MembershipDriver;
 use crate::control::GroupHandle;
@@ -32,7 +32,8 @@ impl Node {
         let bootstrap = Bootstrap {
             self_name: self.config.node.name.clone(),
             listed: joined.listed.subscribe(),
-            members: bootstrap::voters(&self.config),
+            // Filled from `listed` every round.
+            members: BTreeMap::new(),
             rafts,
             proposer: joined.proposer.clone(),
             connected: self.mesh.connected(),
