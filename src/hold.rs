@@ -109,6 +109,46 @@ pub fn leader_lease_for(hold: Duration, tick: Duration) -> Duration {
     (hold + tick * 2).max(hold * 5 / 4)
 }
 
+/// A change of this node's leader lease by a reload (rolling `[timers]`, README "Design",
+/// "Timers rolled live"). A follower refuses other candidates for the lease the leader
+/// announced in the heartbeat it accepted (`consensus::lease`), so an acknowledgement of a
+/// heartbeat sent before the change is worth only the lease it carried: until `at`, the
+/// shorter of the two hold leases applies; from `at` on, the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseChange {
+    /// The hold lease before the change (and before any earlier change still in reach:
+    /// see `LeaseChange::after`).
+    pub hold_before: Duration,
+    /// When the new lease began to be announced.
+    pub at: tokio::time::Instant,
+}
+
+impl LeaseChange {
+    /// The change from `hold` (with `previous`, an earlier change) to another lease, made
+    /// at `at`. Keeping the shortest lease seen before `at` is conservative: only
+    /// acknowledgements older than `at` are judged by it, and a heartbeat after the change
+    /// replaces them within one beat.
+    pub fn after(hold: Duration, previous: Option<LeaseChange>, at: tokio::time::Instant) -> Self {
+        LeaseChange {
+            hold_before: previous.map_or(hold, |p| p.hold_before.min(hold)),
+            at,
+        }
+    }
+}
+
+/// The hold lease an acknowledgement of a heartbeat sent at `sent` is worth: `hold`, or
+/// the shorter lease before a change made after `sent`.
+pub fn hold_lease_for(
+    hold: Duration,
+    change: Option<LeaseChange>,
+    sent: tokio::time::Instant,
+) -> Duration {
+    match change {
+        Some(c) if sent < c.at => hold.min(c.hold_before),
+        _ => hold,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +287,36 @@ mod tests {
             hold_lease(Duration::from_millis(300), Duration::from_millis(10)),
             Duration::from_millis(240)
         );
+    }
+
+    #[test]
+    fn an_acknowledgement_from_before_a_lease_change_is_worth_the_shorter_lease() {
+        let at = tokio::time::Instant::now();
+        let before = at - Duration::from_millis(5);
+        let after = at + Duration::from_millis(5);
+        let (short, long) = (Duration::from_millis(320), Duration::from_millis(640));
+        // Lengthened: the old heartbeats announced the short lease.
+        let up = Some(LeaseChange::after(short, None, at));
+        assert_eq!(hold_lease_for(long, up, before), short);
+        assert_eq!(hold_lease_for(long, up, at), long);
+        assert_eq!(hold_lease_for(long, up, after), long);
+        // Shortened: the new lease is the shorter one for every acknowledgement.
+        let down = Some(LeaseChange::after(long, None, at));
+        assert_eq!(hold_lease_for(short, down, before), short);
+        assert_eq!(hold_lease_for(short, down, after), short);
+        assert_eq!(hold_lease_for(short, None, before), short);
+    }
+
+    #[test]
+    fn a_second_change_keeps_the_shortest_lease_before_it() {
+        let first = tokio::time::Instant::now();
+        let second = first + Duration::from_millis(50);
+        let ms = Duration::from_millis;
+        // 320 -> 640 at `first`, then 640 -> 1280 at `second`: a heartbeat sent before
+        // `first` announced 320, and it may still be the quorum's last acknowledgement.
+        let one = LeaseChange::after(ms(320), None, first);
+        let two = LeaseChange::after(ms(640), Some(one), second);
+        assert_eq!(hold_lease_for(ms(1280), Some(two), first - ms(1)), ms(320));
+        assert_eq!(hold_lease_for(ms(1280), Some(two), second), ms(1280));
     }
 }

@@ -108,6 +108,7 @@ fn config(role: Role) -> GroupConfig {
         members: MEMBERS.iter().map(|m| m.to_string()).collect(),
         leader_lease: LEADER_LEASE,
         hold_lease: HOLD_LEASE,
+        lease_change: None,
         grid: Grid::default(),
     }
 }

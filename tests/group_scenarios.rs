@@ -15,7 +15,8 @@
 //!   pending=yes|no delta=N detail="..."`.
 //! - `@T OBSERVATION` gives one observation at T: `snapshot`, `woke due=T`, `held ok`,
 //!   `held fail "netlink: why"`, `released ok started=T`, `released fail "netlink: why"`,
-//!   `committed`, `stop`, `stop fatal`, `exiting`, `link-came-back`, `peer-reconnected`
+//!   `committed`, `stop`, `stop fatal`, `exiting`, `link-came-back`, `peer-reconnected`,
+//!   `lease-changed leader_lease=MS` (a reload's new timers at T)
 //!   (a failure is written as the netlink data plane's error reads).
 //! - `> ACTION` lines after it: every action it produced, in order (as `render` writes
 //!   them). An observation with no `>` lines must produce nothing.
@@ -113,6 +114,7 @@ impl Scenario {
                 members: vec!["gw-a".into(), "gw-b".into(), "witness".into()],
                 leader_lease: Duration::from_millis(400),
                 hold_lease: Duration::from_millis(320),
+                lease_change: None,
                 grid: Grid::default(),
             },
             machine: None,
@@ -213,7 +215,7 @@ impl Scenario {
         }
     }
 
-    fn observation(&self, args: &[String], now: Instant) -> Result<Observation, String> {
+    fn observation(&mut self, args: &[String], now: Instant) -> Result<Observation, String> {
         let kind = args.first().map(String::as_str).unwrap_or("");
         let arg = args.get(1).map(String::as_str).unwrap_or("");
         // The data plane's error, written as it reads: "netlink: <why>".
@@ -260,6 +262,24 @@ impl Scenario {
                 rules: self.config.rules.clone(),
                 members: self.config.members.clone(),
             },
+            // `lease-changed leader_lease=MS`: a reload changed the timers now; the hold
+            // lease goes with the new leader lease (`hold::hold_lease`).
+            ("lease-changed", l) => {
+                let leader_lease = ms(kv(l, "leader_lease")?)?;
+                let change = havip::hold::LeaseChange::after(
+                    self.config.hold_lease,
+                    self.config.lease_change,
+                    now,
+                );
+                self.config.leader_lease = leader_lease;
+                self.config.hold_lease = havip::hold::hold_lease(leader_lease, havip::hold::TICK);
+                self.config.lease_change = Some(change);
+                Observation::LeaseChanged {
+                    leader_lease,
+                    hold_lease: self.config.hold_lease,
+                    change: Some(change),
+                }
+            }
             ("stop", fatal) => Observation::Stop {
                 fatal: fatal == "fatal",
             },

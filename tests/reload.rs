@@ -187,12 +187,12 @@ fn a_reload_that_is_broken_or_needs_a_restart_changes_nothing() {
     // A change only a restart may make: refused whole, the group beside it not added.
     std::fs::write(
         &cluster.nodes["gw-a"].config,
-        original.replace("[control]", "[timers]\nheartbeat = \"100ms\"\n\n[control]") + &g2("gw-a"),
+        original.replace("[control]", "[control]\nmetrics = \"127.0.0.1:1\"") + &g2("gw-a"),
     )
     .expect("write");
     let (code, out) = reload(&cluster, "gw-a");
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("timers: changed from"), "{out}");
+    assert!(out.contains("control.metrics: changed from"), "{out}");
     assert!(out.contains("restart the node"), "{out}");
     assert!(!groups_on(&cluster, "gw-a").contains(&"g2".to_string()));
 
@@ -408,5 +408,118 @@ fn a_group_s_addresses_and_priority_change_live_without_releasing_it() {
         taken - asked,
         taken.saturating_duration_since(released)
     ));
+    cluster.assert_never_two_holders();
+}
+
+/// `text` with its `[timers]` (none in the tests' files until a first change) set to
+/// `heartbeat` and `election_timeout`, whose minimum is the leader lease.
+fn with_timers(text: &str, heartbeat: &str, election_timeout: &str) -> String {
+    let block = format!(
+        "[timers]\nheartbeat = \"{heartbeat}\"\nelection_timeout = \"{election_timeout}\"\n\n"
+    );
+    let without = match (text.find("[timers]"), text.find("[control]")) {
+        (Some(start), Some(end)) => format!("{}{}", &text[..start], &text[end..]),
+        _ => text.to_string(),
+    };
+    without.replacen("[control]", &format!("{block}[control]"), 1)
+}
+
+fn reload_timers(cluster: &Cluster, node: &str, heartbeat: &str, election_timeout: &str) {
+    edit(cluster, node, |text| {
+        with_timers(&text, heartbeat, election_timeout)
+    });
+    let (code, out) = reload(cluster, node);
+    assert_eq!(code, 0, "{node}: {out}");
+    assert!(out.contains("timers:"), "{node}: {out}");
+}
+
+/// Issue 13 item 3. The master first, the worst order for a rule where each node used its
+/// own file: it would hold under a longer lease than its followers grant. Up, then down
+/// again in the other order; the VIP never moves and never has two holders.
+#[test]
+fn timers_rolled_one_node_at_a_time_never_move_the_vip() {
+    let _serial = lock();
+    let cluster = Cluster::start(37, Options::default());
+    cluster.wait_formed("gw-a");
+    let steady = Instant::now();
+    for node in NODES {
+        reload_timers(&cluster, node, "200ms", "800ms..900ms");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let report = cluster.status("gw-b").expect("status");
+    assert!(
+        report.configs.iter().all(|c| c.fingerprints.is_some()),
+        "{report:?}"
+    );
+    let (_, status) = cluster.cli("gw-b", &["status"]);
+    assert!(
+        !status.contains("DRIFT"),
+        "every node has the new timers:\n{status}"
+    );
+    for node in NODES.iter().rev() {
+        reload_timers(&cluster, node, "128ms", "400ms..500ms");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.assert_sole_holder_since("gw-a", steady);
+    cluster.assert_never_two_holders();
+    let logs = cluster.logs();
+    assert!(logs.contains("timers changed by a reload"), "{logs}");
+}
+
+/// The followers grant the lease their leader announces, not the one in their own files:
+/// gw-a alone is reloaded to a 2 s lease, then killed. gw-b and the witness still have
+/// 400 ms in their files, and must not elect anyone until about 2 s after the last
+/// heartbeat they accepted (without the rule they would at 0.4-0.5 s, while gw-a could
+/// still hold under its 1.6 s hold lease). gw-b, restarted meanwhile, sits out the 2 s it
+/// granted before it joins (the lease record on disk).
+#[test]
+fn followers_honour_the_lease_their_leader_announced() {
+    let _serial = lock();
+    let mut cluster = Cluster::start(38, Options::default());
+    cluster.wait_formed("gw-a");
+    reload_timers(&cluster, "gw-a", "128ms", "2000ms..2100ms");
+    std::thread::sleep(Duration::from_millis(500));
+    // gw-b restarted: it granted 2 s before it stopped, and says it sits them out.
+    assert!(cluster.stop("gw-b", Duration::from_secs(5)).is_some());
+    cluster.spawn("gw-b");
+    let started = Instant::now();
+    while !cluster
+        .logs()
+        .contains("sitting out a leader lease granted before the start")
+        && started.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("sitting out a leader lease granted before the start")
+            && logs.contains("lease_ms=2000"),
+        "{logs}"
+    );
+    cluster.wait_reported("gw-b");
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
+    cluster.kill("gw-a");
+    // When gw-b first holds, whoever else the watcher still counts (gw-a until its
+    // deadline, since a killed node cannot say it let go).
+    while !cluster.holders_of("crm").contains(&"gw-b") {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "gw-b never held\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took_over = killed.elapsed();
+    let after = took_over.as_millis();
+    figures::figure(&format!(
+        "gw-b held {after} ms after gw-a (announcing a 2 s lease) was killed"
+    ));
+    assert!(
+        took_over >= Duration::from_millis(1700),
+        "gw-b held {after} ms after the kill, inside the 2 s lease it granted gw-a\n{}",
+        cluster.logs()
+    );
     cluster.assert_never_two_holders();
 }

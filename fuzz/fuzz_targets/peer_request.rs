@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Cursor::new(data);
     let channel = input.u16();
     let payload = input.rest();
-    let handler = PeerHandler::new(true);
+    let handler = PeerHandler::new(true, havip::consensus::network::RaftService::default());
     let answer = runtime().block_on(handler.handle("gw-b", channel, payload.to_vec()));
     if let Ok(reply) = answer {
         // Only a Pristine request is answered before the groups run.

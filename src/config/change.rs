@@ -28,6 +28,9 @@ pub struct ReloadPlan {
     /// `cluster.peers` changed (nodes added, removed or moved): the mesh and the
     /// membership drivers take the new list.
     pub peers: bool,
+    /// `[timers]` changed: the heartbeats, elections and leases follow one node at a
+    /// time (`consensus::lease`).
+    pub timers: bool,
     /// One line per change, in the operator's words.
     pub summary: Vec<String>,
 }
@@ -40,9 +43,8 @@ impl ReloadPlan {
 
 /// Compares `running` with `new` (both validated). Refuses, naming every key, a file that
 /// changes what only a restart may change: the node's identity and store, its own entry
-/// in the peer list, the timers (every node must agree on them at once; `havip` does not
-/// yet change them live), the listen address and the sockets. The other nodes of the
-/// peer list change live.
+/// in the peer list, the listen address and the sockets. The other nodes of the peer list
+/// and the timers change live.
 pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<ConfigError>> {
     let refusals = restart_only_changes(running, new);
     if !refusals.is_empty() {
@@ -108,6 +110,14 @@ pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<Con
             peers_text(&new.cluster.peers)
         ));
     }
+    if running.timers != new.timers {
+        plan.timers = true;
+        plan.summary.push(format!(
+            "timers: {} -> {}",
+            timers_text(&running.timers),
+            timers_text(&new.timers)
+        ));
+    }
     if running.notify != new.notify {
         plan.notify = true;
         plan.summary.push("notify hook changed".to_string());
@@ -147,8 +157,6 @@ fn restart_only_changes(a: &Config, b: &Config) -> Vec<(&'static str, String)> {
         even.1,
         ToString::to_string,
     );
-    c.check("timers", &a.timers, &b.timers, timers_text);
-    c.note("every node must use the same timers at once");
     let (x, y) = (&a.control, &b.control);
     c.check("control.socket", &x.socket, &y.socket, path);
     c.check("control.metrics", &x.metrics, &y.metrics, |m| show_opt(*m));
@@ -378,7 +386,7 @@ mod tests {
         );
         let errors = plan_reload(&config(BASE), &new).expect_err("refused");
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["cluster.listen", "cluster.peers", "timers"]);
+        assert_eq!(keys, ["cluster.listen", "cluster.peers"]);
         let text = errors[1].to_string();
         assert!(
             text.starts_with("/etc/havip/havip.toml: cluster.peers: changed from"),
@@ -386,6 +394,22 @@ mod tests {
         );
         assert!(text.contains("restart the node"), "{text}");
         assert!(text.contains("this node's own entry"), "{text}");
+    }
+
+    #[test]
+    fn the_timers_change_live() {
+        let new = config(&BASE.replace(
+            "[[vip_group]]",
+            "[timers]\nheartbeat = \"200ms\"\nelection_timeout = \"800ms..900ms\"\n[[vip_group]]",
+        ));
+        let plan = plan_reload(&config(BASE), &new).expect("a live change");
+        assert!(plan.timers);
+        assert_eq!(
+            plan.summary,
+            [
+                "timers: heartbeat 128ms, election_timeout 400ms..500ms -> heartbeat 200ms, election_timeout 800ms..900ms"
+            ]
+        );
     }
 
     #[test]

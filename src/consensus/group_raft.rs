@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::consensus::Raft;
+use crate::consensus::lease::NodeTimers;
 use crate::consensus::network::{PeerNetwork, RaftService};
 use crate::consensus::state::GroupState;
 use crate::consensus::store::{Store, StoreError};
@@ -45,10 +46,11 @@ pub struct GroupRaft {
 pub fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, GroupRaftError> {
     let timers = &config.timers;
     let lease = timers.leader_lease();
-    let (election_min, election_max) = ticks::raft_election_ms(lease);
+    let heartbeat_ms = ticks::raft_heartbeat_ms(timers.heartbeat, lease);
+    let (election_min, election_max) = ticks::raft_election_ms(heartbeat_ms);
     openraft::Config {
         cluster_name: group.to_string(),
-        heartbeat_interval: ticks::raft_heartbeat_ms(timers.heartbeat, lease),
+        heartbeat_interval: heartbeat_ms,
         election_timeout_min: election_min,
         election_timeout_max: election_max,
         enable_pre_vote: Some(true),
@@ -87,7 +89,15 @@ pub async fn start_all(
     let self_id = node_id(&config.node.name);
     let mut started = Vec::new();
     for group in &config.vip_groups {
-        let group_raft = start(config, &group.name, self_id, store, mesh.clone()).await?;
+        let group_raft = start(
+            config,
+            &group.name,
+            self_id,
+            store,
+            mesh.clone(),
+            service.timers(),
+        )
+        .await?;
         service.register(&group.name, group_raft.raft.clone());
         started.push(group_raft);
     }
@@ -101,13 +111,14 @@ pub async fn start(
     self_id: NodeId,
     store: &Store,
     mesh: Arc<Mesh>,
+    timers: watch::Receiver<NodeTimers>,
 ) -> Result<GroupRaft, GroupRaftError> {
     let (log_store, state_machine) = store.group(group)?;
     let state = state_machine.watch();
     let raft = Raft::new(
         self_id,
         Arc::new(raft_config(config, group)?),
-        PeerNetwork::new(mesh, group),
+        PeerNetwork::new(mesh, group, timers),
         log_store,
         state_machine,
     )

@@ -2,6 +2,8 @@
 
 pub mod bootstrap;
 pub mod group_raft;
+pub mod lease;
+pub mod lease_record;
 pub mod membership;
 pub mod membership_plan;
 pub mod network;

@@ -8,6 +8,11 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use openraft::async_runtime::Instant as _;
+use openraft::async_runtime::WatchReceiver as _;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -17,6 +22,8 @@ use openraft::raft::{
 use openraft::{RaftNetworkFactory, RaftNetworkV2};
 
 use crate::consensus::Raft;
+use crate::consensus::lease::{self, NodeTimers};
+use crate::consensus::lease_record::LeaseRecord;
 use crate::consensus::rpc::{self, RAFT_CHANNEL, RaftEnvelope, RaftReply, RaftRequest};
 use crate::consensus::types::{NodeId, PeerNode, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::peer::Mesh;
@@ -34,13 +41,17 @@ fn unreachable(why: impl Into<String>) -> Unreachable<TypeConfig> {
 pub struct PeerNetwork {
     mesh: Arc<Mesh>,
     group: String,
+    timers: watch::Receiver<NodeTimers>,
 }
 
 impl PeerNetwork {
-    pub fn new(mesh: Arc<Mesh>, group: &str) -> Self {
+    /// `timers`: this node's, as reloads change them; its leader lease goes with every
+    /// AppendEntries and snapshot (`consensus::lease`).
+    pub fn new(mesh: Arc<Mesh>, group: &str, timers: watch::Receiver<NodeTimers>) -> Self {
         Self {
             mesh,
             group: group.to_string(),
+            timers,
         }
     }
 }
@@ -53,6 +64,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             mesh: self.mesh.clone(),
             group: self.group.clone(),
             peer: node.name.clone(),
+            timers: self.timers.clone(),
         }
     }
 }
@@ -61,6 +73,7 @@ pub struct PeerClient {
     mesh: Arc<Mesh>,
     group: String,
     peer: String,
+    timers: watch::Receiver<NodeTimers>,
 }
 
 impl PeerClient {
@@ -69,9 +82,17 @@ impl PeerClient {
         request: RaftRequest,
         ttl: Duration,
     ) -> Result<RaftReply, Unreachable<TypeConfig>> {
+        // Read as the request leaves, after openraft took its send time: a heartbeat sent
+        // after a reload's change carries the new lease (`hold::LeaseChange`).
+        let lease_ms = matches!(
+            request,
+            RaftRequest::Append(_) | RaftRequest::Snapshot { .. }
+        )
+        .then(|| self.timers.borrow().lease().as_millis() as u64);
         let envelope = RaftEnvelope {
             group: self.group.clone(),
             request,
+            lease_ms,
         };
         let payload = rpc::encode(&envelope).map_err(|e| unreachable(e.to_string()))?;
         let reply = self
@@ -167,19 +188,53 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
 /// The receiving side: finds the group's Raft and lets it answer. Groups are registered
 /// as they start, so an RPC for a group that is not (yet) running gets a clear error.
-#[derive(Clone, Default)]
+/// It also keeps the leases this node grants (`consensus::lease`): a Vote or Pre-Vote
+/// inside one is refused here, before openraft sees it.
+#[derive(Clone)]
 pub struct RaftService {
-    groups: Arc<RwLock<HashMap<String, Raft>>>,
+    groups: Arc<RwLock<HashMap<String, Served>>>,
     /// When each group last accepted an append (a heartbeat) from its leader: a node stands
     /// for election only after `election_timeout` of this silence (`ticks`), the witness
     /// after a longer one.
-    last_append: Arc<RwLock<HashMap<String, tokio::time::Instant>>>,
+    last_append: Arc<RwLock<HashMap<String, Instant>>>,
+    /// Until when each group refuses other candidates for the lease it granted.
+    granted: Arc<RwLock<HashMap<String, Instant>>>,
+    /// This node's timers as reloads change them.
+    timers: Arc<watch::Sender<NodeTimers>>,
+    /// Where a lease longer than the file says is recorded before it is granted.
+    record: Option<Arc<LeaseRecord>>,
+}
+
+/// A registered group: its Raft, and the gate that keeps a vote and a heartbeat from
+/// crossing (a vote checked against the lease, then a heartbeat granting a new lease and
+/// acknowledged, then the vote granted by openraft, would break the lease).
+#[derive(Clone)]
+struct Served {
+    raft: Raft,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Default for RaftService {
+    fn default() -> Self {
+        RaftService::new(NodeTimers::new(crate::config::Timers::default()), None)
+    }
 }
 
 impl RaftService {
+    pub fn new(timers: NodeTimers, record: Option<Arc<LeaseRecord>>) -> Self {
+        RaftService {
+            groups: Arc::default(),
+            last_append: Arc::default(),
+            granted: Arc::default(),
+            timers: Arc::new(watch::Sender::new(timers)),
+            record,
+        }
+    }
+
     pub fn register(&self, group: &str, raft: Raft) {
         if let Ok(mut groups) = self.groups.write() {
-            groups.insert(group.to_string(), raft);
+            let gate = Arc::default();
+            groups.insert(group.to_string(), Served { raft, gate });
         }
     }
 
@@ -191,20 +246,103 @@ impl RaftService {
         if let Ok(mut last) = self.last_append.write() {
             last.remove(group);
         }
+        if let Ok(mut granted) = self.granted.write() {
+            granted.remove(group);
+        }
     }
 
-    pub fn last_append(&self, group: &str) -> Option<tokio::time::Instant> {
+    pub fn last_append(&self, group: &str) -> Option<Instant> {
         self.last_append
             .read()
             .ok()
             .and_then(|m| m.get(group).copied())
     }
 
-    fn raft(&self, group: &str) -> Option<Raft> {
+    /// Until when `group` refuses other candidates; this node must not stand before then
+    /// either (`ticks`).
+    pub fn granted_until(&self, group: &str) -> Option<Instant> {
+        self.granted.read().ok().and_then(|m| m.get(group).copied())
+    }
+
+    /// This node's timers, as the groups' networks, ticks and loops follow them.
+    pub fn timers(&self) -> watch::Receiver<NodeTimers> {
+        self.timers.subscribe()
+    }
+
+    /// A reload's new `[timers]`, from now on.
+    pub fn set_timers(&self, timers: crate::config::Timers) {
+        let now = Instant::now();
+        self.timers
+            .send_modify(|current| *current = current.reloaded(timers, now));
+    }
+
+    fn served(&self, group: &str) -> Option<Served> {
         self.groups
             .read()
             .ok()
             .and_then(|groups| groups.get(group).cloned())
+    }
+
+    /// `group` accepted its leader's append or snapshot at `heard`, which announced
+    /// `announced`: the lease is recorded (on disk first when it is longer than the file
+    /// says) before the acknowledgement goes out.
+    fn heard(&self, group: &str, heard: Instant, announced: Option<u64>) -> Result<(), String> {
+        let own = self.timers.borrow().lease();
+        let announced = announced.map(Duration::from_millis);
+        let until = lease::granted_until(heard, own, announced);
+        if let Some(record) = &self.record {
+            record
+                .grant(until - heard)
+                .map_err(|e| format!("group {group}: cannot record the lease granted: {e}"))?;
+        }
+        if let Ok(mut m) = self.last_append.write() {
+            m.insert(group.to_string(), heard);
+        }
+        if let Ok(mut m) = self.granted.write() {
+            let entry = m.entry(group.to_string()).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+        Ok(())
+    }
+
+    /// A Vote or Pre-Vote for `group`: refused with this node's vote and log when a lease
+    /// stands in its way, otherwise openraft's answer.
+    async fn vote(
+        &self,
+        group: &str,
+        raft: &Raft,
+        request: openraft::raft::VoteRequest<TypeConfig>,
+        pre_vote: bool,
+    ) -> Result<VoteResponse<TypeConfig>, String> {
+        let own = self.timers.borrow().lease();
+        let leading_ack_age = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            (m.state == openraft::ServerState::Leader)
+                .then(|| m.last_quorum_acked.as_ref().map(|acked| acked.elapsed()))
+                .flatten()
+        };
+        let now = Instant::now();
+        let refusal = lease::refusal(
+            now,
+            request.leadership_transfer,
+            self.granted_until(group),
+            leading_ack_age,
+            own,
+        );
+        if let Some(why) = refusal {
+            tracing::debug!(group = %group, candidate = %request.vote, pre_vote, "vote refused: {why}");
+            let (vote, last_log_id) = raft
+                .with_raft_state(|st| (*st.vote_ref(), st.log_ids.last().cloned()))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(VoteResponse::new(vote, last_log_id, false));
+        }
+        if pre_vote {
+            raft.pre_vote(request).await.map_err(|e| e.to_string())
+        } else {
+            raft.vote(request).await.map_err(|e| e.to_string())
+        }
     }
 
     /// Answers one incoming Raft request (the mesh's payload on `RAFT_CHANNEL`).
@@ -222,44 +360,46 @@ impl RaftService {
                 crate::peer::forged::record(&why);
                 return Err(why);
             }
-            let raft = service.raft(&envelope.group).ok_or_else(|| {
-                format!(
-                    "group {:?} from {from} is not running on this node",
-                    envelope.group
-                )
+            let group = envelope.group;
+            let Served { raft, gate } = service.served(&group).ok_or_else(|| {
+                format!("group {group:?} from {from} is not running on this node")
             })?;
+            let _gate = gate.lock().await;
             let reply = match envelope.request {
                 RaftRequest::Append(req) => {
                     let reply = raft.append_entries(req).await.map_err(|e| e.to_string())?;
                     // Taken after openraft renewed this node's lease for the leader (which it
                     // does while handling the append): an election deadline counted from
                     // here never falls inside that lease (`ticks`).
-                    let heard = tokio::time::Instant::now();
+                    let heard = Instant::now();
                     // Only this node's leader counts as heard: a deposed leader's appends
                     // (answered with a higher vote) must not keep its followers quiet.
-                    if !matches!(reply, AppendEntriesResponse::HigherVote(_))
-                        && let Ok(mut m) = service.last_append.write()
-                    {
-                        m.insert(envelope.group.clone(), heard);
+                    if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
+                        service.heard(&group, heard, envelope.lease_ms)?;
                     }
                     RaftReply::Append(reply)
                 }
                 RaftRequest::Vote(req) => {
-                    RaftReply::Vote(raft.vote(req).await.map_err(|e| e.to_string())?)
+                    RaftReply::Vote(service.vote(&group, &raft, req, false).await?)
                 }
                 RaftRequest::PreVote(req) => {
-                    RaftReply::Vote(raft.pre_vote(req).await.map_err(|e| e.to_string())?)
+                    RaftReply::Vote(service.vote(&group, &raft, req, true).await?)
                 }
                 RaftRequest::Snapshot { vote, meta, data } => {
                     let snapshot = Snapshot {
                         meta,
                         snapshot: std::io::Cursor::new(data),
                     };
-                    RaftReply::Snapshot(
-                        raft.install_full_snapshot(vote, snapshot)
-                            .await
-                            .map_err(|e| e.to_string())?,
-                    )
+                    let reply = raft
+                        .install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // A leader counts an installed snapshot as an acknowledgement too;
+                    // only a refusal (a higher vote here) grants nothing.
+                    if reply.vote.partial_cmp(&vote) != Some(std::cmp::Ordering::Greater) {
+                        service.heard(&group, Instant::now(), envelope.lease_ms)?;
+                    }
+                    RaftReply::Snapshot(reply)
                 }
                 RaftRequest::TransferLeader(req) => RaftReply::TransferLeader(
                     raft.handle_transfer_leader(req)

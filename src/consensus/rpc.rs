@@ -17,6 +17,11 @@ pub const RAFT_CHANNEL: u16 = 1;
 pub struct RaftEnvelope {
     pub group: String,
     pub request: RaftRequest,
+    /// The leader lease its sender holds under, in ms, on AppendEntries and snapshots
+    /// (`consensus::lease`). Absent from a build before it, which an older node ignores
+    /// in turn: serde passes over a field it does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -43,7 +43,7 @@ use super::Raft;
 use super::network::RaftService;
 use super::types::{NodeId, TypeConfig};
 use crate::config::Config;
-use crate::config::Role;
+use crate::config::{Role, Timers};
 use crate::platform::timer_grid::{BLOCK, Grid};
 
 /// What to do now and when to look again.
@@ -77,15 +77,18 @@ pub struct Pace {
 impl Pace {
     /// This node's pace, from its configured timers and role.
     pub fn of(config: &Config) -> Pace {
-        let timers = &config.timers;
+        Pace::for_timers(&config.timers, config.node.role)
+    }
+
+    /// The pace for `timers` (a reload's) on a node of `role`.
+    pub fn for_timers(timers: &Timers, role: Role) -> Pace {
         Pace {
             heartbeat: timers.heartbeat,
             stand_min: timers.election_timeout_min,
             stand_max: timers.election_timeout_max,
             // The only gateway left may have a shorter log and need the witness to lead
             // first; otherwise the witness must never slow a gateway's election.
-            witness_silence: (config.node.role == Role::Witness)
-                .then_some(timers.leader_lease() * 4),
+            witness_silence: (role == Role::Witness).then_some(timers.leader_lease() * 4),
             grid: crate::platform::timer_grid::current(),
         }
     }
@@ -137,12 +140,15 @@ pub fn raft_heartbeat_ms(heartbeat: Duration, leader_lease: Duration) -> u64 {
     doubled.min(below).max(1)
 }
 
-/// openraft's `election_timeout_min..max`. Its election timer never runs (no tick), so only
-/// the maximum matters: it is the leader lease every follower keeps after each
-/// AppendEntries. The minimum only has to lie between openraft's heartbeat and the maximum.
-pub fn raft_election_ms(leader_lease: Duration) -> (u64, u64) {
-    let max = (leader_lease.as_millis() as u64).max(3);
-    (max - 1, max)
+/// openraft's `election_timeout_min..max`, just above its heartbeat (`raft_heartbeat_ms`),
+/// as short as openraft allows. Its election timer never runs (no tick), so only the
+/// maximum matters: the lease openraft itself keeps after each AppendEntries. The lease
+/// that decides is havip's (`consensus::lease`), which a reload can change; openraft's,
+/// fixed when the group's Raft starts, only has to be no longer, so that a lease shortened
+/// by a reload is not held up by it. It is never longer than the configured lease
+/// (`raft_heartbeat_ms` stays 2 ms below it).
+pub fn raft_election_ms(raft_heartbeat_ms: u64) -> (u64, u64) {
+    (raft_heartbeat_ms + 1, raft_heartbeat_ms + 2)
 }
 
 /// The decision, without I/O. `next_heartbeat`: when the leader's next heartbeat is due;
@@ -293,7 +299,8 @@ pub async fn run(
     self_id: NodeId,
     raft: Raft,
     service: RaftService,
-    pace: Pace,
+    mut pace: Pace,
+    role: Role,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // The leader watches the server metrics, which change only with the state, the leader,
@@ -304,12 +311,18 @@ pub async fn run(
     // own would cost one more (measured: +0.13 % of a core per follower).
     let mut server = raft.server_metrics();
     let mut metrics = raft.metrics();
+    let mut timers = service.timers();
     let mut next_heartbeat = Instant::now();
     let mut silence = Silence::new(Instant::now());
     loop {
         let seen = Seen::of(&server.borrow_watched(), self_id);
         let now = Instant::now();
         let (quiet_since, stand_at) = silence.stand_at(service.last_append(&group), &pace, &seen);
+        // Never inside the lease this node granted its leader, however long that leader
+        // announced it (`consensus::lease`): this node's own vote would break it.
+        let stand_at = service
+            .granted_until(&group)
+            .map_or(stand_at, |granted| stand_at.max(granted));
         let step = plan(now, seen.is_leader, next_heartbeat, stand_at, &pace);
         if seen.is_leader {
             silence.leading(now);
@@ -346,6 +359,13 @@ pub async fn run(
             _ = tokio::time::sleep_until(step.wake_at) => {}
             changed = server.changed() => if changed.is_err() { break },
             changed = metrics.changed(), if !seen.is_leader => if changed.is_err() { break },
+            changed = timers.changed() => match changed {
+                Ok(()) => {
+                    let now_timers = timers.borrow_and_update().timers;
+                    pace = Pace { grid: pace.grid, ..Pace::for_timers(&now_timers, role) };
+                }
+                Err(_) => break,
+            },
         }
         if *shutdown.borrow() {
             break;
@@ -542,12 +562,15 @@ mod tests {
         assert_eq!(raft_heartbeat_ms(10 * MS, 30 * MS), 20);
         for (hb, lease) in [(96, 300), (10, 30), (1, 3), (50, 80)] {
             let raft_hb = raft_heartbeat_ms(hb * MS, lease * MS);
-            let (min, max) = raft_election_ms(lease * MS);
+            let (min, max) = raft_election_ms(raft_hb);
             assert!(
                 raft_hb < min && min < max,
                 "openraft refuses hb {raft_hb}, election {min}..{max}"
             );
-            assert_eq!(max, lease as u64, "the lease is openraft's maximum");
+            assert!(
+                max <= u64::from(lease),
+                "openraft's lease {max} is longer than {lease}"
+            );
         }
     }
 

@@ -27,9 +27,9 @@ pub struct PeerHandler {
 }
 
 impl PeerHandler {
-    pub fn new(pristine_at_start: bool) -> Self {
+    pub fn new(pristine_at_start: bool, raft: RaftService) -> Self {
         PeerHandler {
-            raft: RaftService::default(),
+            raft,
             control: OnceLock::new(),
             pristine_at_start,
         }

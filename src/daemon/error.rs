@@ -15,6 +15,9 @@ pub enum StartError {
     Key(#[from] crate::key::KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The record of the longest lease granted (`consensus::lease_record`).
+    #[error("the record of leases granted: {0}")]
+    LeaseRecord(#[from] crate::consensus::lease_record::LeaseRecordError),
     /// Missing privileges, a netlink failure, the link watch.
     #[error(transparent)]
     DataPlane(#[from] OpenError),

@@ -17,6 +17,9 @@ use crate::config::{Config, Role};
 use crate::consensus::Raft;
 use crate::consensus::bootstrap;
 use crate::consensus::group_raft;
+use crate::consensus::lease::NodeTimers;
+use crate::consensus::lease_record::LeaseRecord;
+use crate::consensus::network::RaftService;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::store::Store;
 use crate::consensus::types::PeerNode;
@@ -68,8 +71,17 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let fence = options.fence.clone();
     let (node, sockets) = Node::open(options, &shutdown).await?;
     // A node that restarts has forgotten the leader leases it granted before it died;
-    // sitting out one lease before joining makes sure none of them is still running.
-    tokio::time::sleep(node.config.timers.leader_lease()).await;
+    // sitting out the longest of them before joining makes sure none is still running:
+    // its own, or a longer one a leader announced during a rollout of `[timers]`.
+    let own = node.config.timers.leader_lease();
+    if node.granted_before > own {
+        tracing::info!(
+            lease_ms = node.granted_before.as_millis() as u64,
+            "sitting out a leader lease granted before the start, longer than this node's own"
+        );
+    }
+    tokio::time::sleep(own.max(node.granted_before)).await;
+    node.lease_record.started(own)?;
     // The fence had that long to start or to say why it cannot.
     if let Some(fence) = &fence {
         fence.check_running().map_err(StartError::Fence)?;
@@ -136,6 +148,9 @@ struct Node {
     /// No group had any state in the store at start.
     pristine: bool,
     peer_handler: Arc<PeerHandler>,
+    /// The longest lease granted, on disk, and what it said at start (`run` sits it out).
+    lease_record: Arc<LeaseRecord>,
+    granted_before: Duration,
     /// The health checks (gateways with checks): replaceable by a reload, with the
     /// report (status) and facts (group loops) feeds that outlive each monitor.
     health: Option<(
@@ -190,7 +205,11 @@ impl Node {
         for group in &config.vip_groups {
             pristine &= store.is_pristine(&group.name)?;
         }
-        let peer_handler = Arc::new(PeerHandler::new(pristine));
+        let (lease_record, granted_before) = LeaseRecord::open(&config.node.data_dir)?;
+        let lease_record = Arc::new(lease_record);
+        let raft_service =
+            RaftService::new(NodeTimers::new(config.timers), Some(lease_record.clone()));
+        let peer_handler = Arc::new(PeerHandler::new(pristine, raft_service));
         // Health checks start before Raft, so their first results are in when it runs.
         let has_checks = config.node.role == Role::Gateway && !config.health.checks.is_empty();
         let health = has_checks.then(|| LiveHealth::start(&config.health, shutdown.clone()));
@@ -219,6 +238,8 @@ impl Node {
             links,
             pristine,
             peer_handler,
+            lease_record,
+            granted_before,
             health,
             mesh,
             mesh_shutdown,

@@ -143,6 +143,15 @@ async fn apply(
         remove_group(node, joined, group).await;
     }
     node.config = new;
+    if plan.timers {
+        // Before any group is added: a new group starts with the new timers throughout.
+        node.peer_handler.raft.set_timers(node.config.timers);
+        tracing::info!(
+            heartbeat_ms = node.config.timers.heartbeat.as_millis() as u64,
+            leader_lease_ms = node.config.timers.leader_lease().as_millis() as u64,
+            "timers changed: the leader lease announced and granted from now on"
+        );
+    }
     let mut added = std::collections::BTreeMap::new();
     for group in &plan.added {
         let self_id = node_id(&node.config.node.name);
@@ -152,6 +161,7 @@ async fn apply(
             self_id,
             &node.store,
             node.mesh.clone(),
+            node.peer_handler.raft.timers(),
         )
         .await;
         let raft = match started {

@@ -62,6 +62,9 @@ pub struct GroupConfig {
     pub members: Vec<String>,
     pub leader_lease: Duration,
     pub hold_lease: Duration,
+    /// The last change of the leader lease by a reload: acknowledgements of heartbeats
+    /// sent before it are worth the shorter hold lease (`hold::hold_lease_for`).
+    pub lease_change: Option<hold::LeaseChange>,
     /// Where the idle wake-up goes (`crate::platform::timer_grid`); no grid in tests.
     pub grid: Grid,
 }
@@ -160,6 +163,13 @@ pub enum Observation {
         priority: u8,
         rules: GroupRules,
         members: Vec<String>,
+    },
+    /// A reload changed this node's `[timers]`: the leader lease it announces from
+    /// `change.at` on, and the hold lease that goes with it.
+    LeaseChanged {
+        leader_lease: Duration,
+        hold_lease: Duration,
+        change: Option<hold::LeaseChange>,
     },
 }
 
@@ -366,6 +376,15 @@ impl GroupMachine {
                 self.stable_since.retain(|name, _| members.contains(name));
                 self.config.members = members;
             }
+            Observation::LeaseChanged {
+                leader_lease,
+                hold_lease,
+                change,
+            } => {
+                self.config.leader_lease = leader_lease;
+                self.config.hold_lease = hold_lease;
+                self.config.lease_change = change;
+            }
         }
         out
     }
@@ -441,8 +460,9 @@ impl GroupMachine {
         let quorum_ack_age = snapshot
             .quorum_acked
             .map(|acked| now.saturating_duration_since(acked));
-        let lease_until =
-            quorum_ack_age.and_then(|age| (now + self.config.hold_lease).checked_sub(age));
+        let lease_until = snapshot
+            .quorum_acked
+            .map(|acked| acked + self.hold_lease_for(acked));
         self.quorum_ack_age = quorum_ack_age;
         self.lease_until = lease_until;
         // Acknowledgements that arrived since the last hold extended the lease the VIPs
@@ -516,6 +536,9 @@ impl GroupMachine {
         } else {
             self.catch_up_since = None;
         }
+        let hold_lease = s
+            .quorum_acked
+            .map_or(self.config.hold_lease, |acked| self.hold_lease_for(acked));
         let inputs = HoldInputs {
             is_leader: s.is_leader,
             is_gateway: self.config.role == Role::Gateway,
@@ -524,10 +547,15 @@ impl GroupMachine {
             handing_over: self.handing_over.is_some() || hand_over.is_some(),
         };
         Decision {
-            hold: hold::may_hold(&inputs, hold::release_at(self.config.hold_lease)),
+            hold: hold::may_hold(&inputs, hold::release_at(hold_lease)),
             hand_over,
             recheck_in,
         }
+    }
+
+    /// The hold lease the quorum's acknowledgement of a heartbeat sent at `acked` is worth.
+    fn hold_lease_for(&self, acked: Instant) -> Duration {
+        hold::hold_lease_for(self.config.hold_lease, self.config.lease_change, acked)
     }
 
     /// The group's members as the policy sees them, with this node's facts taken live

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::config::Role;
 use crate::config::{Config, VipGroup};
 use crate::consensus::Raft;
+use crate::consensus::lease::NodeTimers;
 use crate::consensus::proposer::GroupProposer;
 use crate::consensus::state::{Command, GroupState};
 use crate::consensus::types::{NodeId, RaftMetrics, Vote, node_id};
@@ -90,7 +91,7 @@ impl RaftMetricsKey {
         let quorum_ack_fresh = m
             .last_quorum_acked
             .as_ref()
-            .is_some_and(|acked| acked.elapsed() < hold::release_at(setup.hold_lease));
+            .is_some_and(|acked| acked.elapsed() < hold::release_at(setup.shortest_hold_lease()));
         RaftMetricsKey {
             state: m.state,
             term: m.current_term,
@@ -166,10 +167,19 @@ pub struct GroupSetup {
     pub members: Vec<String>,
     pub leader_lease: Duration,
     pub hold_lease: Duration,
+    /// The last change of the leader lease by a reload (`hold::LeaseChange`).
+    pub lease_change: Option<hold::LeaseChange>,
     pub notifier: Notifier,
 }
 
 impl GroupSetup {
+    /// The hold lease, or the one before the last change if that was shorter: what the
+    /// metrics key judges freshness by (a step decides exactly, `hold::hold_lease_for`).
+    fn shortest_hold_lease(&self) -> Duration {
+        self.lease_change
+            .map_or(self.hold_lease, |c| c.hold_before.min(self.hold_lease))
+    }
+
     /// `group` on this node, from the config.
     pub fn of(config: &Config, group: &VipGroup, vips: VipSet, notifier: Notifier) -> Self {
         let leader_lease = config.timers.leader_lease();
@@ -186,6 +196,7 @@ impl GroupSetup {
             members: member_names(config),
             leader_lease,
             hold_lease: hold_lease(leader_lease, TICK),
+            lease_change: None,
             notifier,
         }
     }
@@ -216,6 +227,8 @@ pub struct GroupLoop {
     beat: LoopBeat,
     /// The group's settings as a reload changes them (`with_settings`).
     settings: Option<watch::Receiver<Settings>>,
+    /// This node's timers as a reload changes them (`with_timers`).
+    timers: Option<watch::Receiver<NodeTimers>>,
 }
 
 /// The loop's hands: everything an action touches.
@@ -273,6 +286,7 @@ impl GroupLoop {
             members: setup.members.clone(),
             leader_lease: setup.leader_lease,
             hold_lease: setup.hold_lease,
+            lease_change: setup.lease_change,
             grid: crate::platform::timer_grid::current(),
         });
         Self {
@@ -292,6 +306,7 @@ impl GroupLoop {
             seen: None,
             beat: LoopBeat::default(),
             settings: None,
+            timers: None,
         }
     }
 
@@ -300,6 +315,31 @@ impl GroupLoop {
     pub fn with_settings(mut self, settings: watch::Receiver<Settings>) -> Self {
         self.settings = Some(settings);
         self
+    }
+
+    /// Follows this node's `timers`: a reload's new leader lease applies to the
+    /// acknowledgements of heartbeats sent after it (`hold::LeaseChange`). The timers as
+    /// they are now apply at once (a group added by a reload after the timers changed).
+    pub fn with_timers(mut self, mut timers: watch::Receiver<NodeTimers>) -> Self {
+        let now = *timers.borrow_and_update();
+        let changed = self.lease_changed(now);
+        // Not holding yet: the machine answers a lease change with no action.
+        let _ = self.machine.step(changed, Instant::now());
+        self.timers = Some(timers);
+        self
+    }
+
+    /// The observation of `timers`, with the loop's own copy brought up to date.
+    fn lease_changed(&mut self, timers: NodeTimers) -> Observation {
+        let setup = &mut self.io.setup;
+        setup.leader_lease = timers.lease();
+        setup.hold_lease = timers.hold_lease();
+        setup.lease_change = timers.change;
+        Observation::LeaseChanged {
+            leader_lease: setup.leader_lease,
+            hold_lease: setup.hold_lease,
+            change: setup.lease_change,
+        }
     }
 
     /// When the loop last went round (for the watchdog).
@@ -339,6 +379,7 @@ impl GroupLoop {
         let mut facts = self.facts.clone();
         let mut reannounce = std::mem::take(&mut self.reannounce);
         let mut settings = self.settings.take();
+        let mut timers = self.timers.take();
         let mut fatal = None;
         loop {
             // Going round at least every idle wake-up (`IDLE_WAKE`); a loop stuck in an
@@ -369,6 +410,18 @@ impl GroupLoop {
                     // The daemon let go of the group (it is being removed): its stop
                     // signal follows.
                     Err(_) => settings = None,
+                },
+                changed = changed_or_never(&mut timers) => match changed {
+                    Ok(()) => {
+                        let new = timers.as_mut().map(|t| *t.borrow_and_update());
+                        if let Some(new) = new {
+                            tracing::info!(group = %self.io.setup.vips.group, leader_lease_ms = new.lease().as_millis() as u64,
+                                hold_lease_ms = new.hold_lease().as_millis() as u64, "timers changed by a reload");
+                            let changed = self.lease_changed(new);
+                            execute(&mut self.machine, &mut self.io, changed, Instant::now()).await;
+                        }
+                    }
+                    Err(_) => timers = None,
                 },
                 edge = reannounce.next() => {
                     // Only the machine's answer to it: no step, as when announcing was
@@ -812,6 +865,7 @@ mod tests {
             members: vec!["gw-a".into(), "gw-b".into(), "witness".into()],
             leader_lease: 400 * MS,
             hold_lease: 320 * MS,
+            lease_change: None,
             grid: Grid::default(),
         });
         let io = TestIo {

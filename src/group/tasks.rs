@@ -87,7 +87,9 @@ pub fn spawn(
         node.proposer.for_group(&group.name),
     );
     let (settings, settings_rx) = watch::channel(Settings::of(config, group));
-    let group_loop = group_loop.with_settings(settings_rx);
+    let group_loop = group_loop
+        .with_settings(settings_rx)
+        .with_timers(node.raft_service.timers());
     let view = group_loop.view();
     let beat = group_loop.beat();
     let reported = group_loop.reported();
@@ -98,6 +100,7 @@ pub fn spawn(
         raft.clone(),
         node.raft_service.clone(),
         Pace::of(config),
+        config.node.role,
         shutdown.clone(),
     ));
     RunningGroup {
