@@ -311,3 +311,36 @@ fn store_survives_sigkill_at_any_moment() {
         "the writer made too little progress for the test to mean anything: {progress:?}"
     );
 }
+
+/// A first start killed while the store file is being created: redb writes a new file in
+/// several steps, and a file cut among them could never be opened again ("invalid
+/// data"; round 0 of the test above once hit it). The kill moves through the window where
+/// the child creates the store, a fresh data dir each time; every one must open after.
+#[test]
+fn a_first_start_killed_while_creating_the_store_opens_next_time() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    for delay_ms in (0..=120).step_by(4) {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut child = Process::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child_writer",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn crash child");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().expect("reap the writer");
+        if let Err(e) = Store::open(dir.path()) {
+            panic!("killed {delay_ms} ms after its start, the store does not reopen: {e}");
+        }
+    }
+}

@@ -75,6 +75,9 @@ pub enum StoreError {
     CreateDir { path: PathBuf, source: io::Error },
     #[error("cannot restrict permissions of {} to the owner: {source}", path.display())]
     Permissions { path: PathBuf, source: io::Error },
+    /// The first start's new, empty store could not be put in place.
+    #[error("cannot create Raft store {}: {source}", path.display())]
+    Create { path: PathBuf, source: io::Error },
     #[error(
         "Raft store {} is locked by another process: is another havip running with data_dir {}?",
         path.display(),
@@ -246,6 +249,39 @@ impl fmt::Debug for Store {
     }
 }
 
+/// Creates the empty store at `path` whole or not at all: redb initialises a new file in
+/// several writes, and a daemon killed among them (its first start) left a file that no
+/// later start could open ("invalid data", seen in `tests/store_crash.rs`). It is made under
+/// a name of this process's own, then linked into place, which never replaces a file:
+/// another process that got there first wins, and this one opens that file.
+fn create_whole(path: &Path) -> Result<(), StoreError> {
+    let error = |source| StoreError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let temporary = path.with_extension(format!("redb.new.{}", std::process::id()));
+    let _ = std::fs::remove_file(&temporary);
+    let db = redb::Builder::new()
+        .create(&temporary)
+        .map_err(|e| error(io::Error::other(e.to_string())))?;
+    drop(db);
+    std::fs::File::open(&temporary)
+        .and_then(|f| f.sync_all())
+        .map_err(error)?;
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(error(e)),
+        _ => {}
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(error)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) `<data_dir>/havip.redb`. The directory is created with mode
     /// 0700 and the file is made 0600. After a crash redb repairs the file here.
@@ -259,6 +295,9 @@ impl Store {
                 source,
             })?;
         let path = data_dir.join(FILE_NAME);
+        if !path.exists() {
+            create_whole(&path)?;
+        }
         // The store holds a few kilobytes of live state per group; redb's default cache
         // (up to 1 GiB) would make a gateway's footprint grow for nothing.
         let db = redb::Builder::new()
