@@ -11,6 +11,8 @@
 //! - gw-b's priority for `crm` raised above gw-a's (a planned move), then put back;
 //! - a health check added to both gateways, then removed;
 //! - the cluster key rolled through `previous_key_file`, then the old key dropped;
+//! - `[timers]` rolled to a 0.8 s leader lease, the master first, then back in the other
+//!   order;
 //! - the witness replaced by a new node of another name and address (`witness-crm-1`,
 //!   run on crm-1) by reloading the gateways' peer lists, then put back the same way;
 //! - every node restarted in turn with the same binary (the upgrade procedure: a gateway's
@@ -487,6 +489,28 @@ impl Pass<'_> {
         let _ = std::fs::remove_file(&made);
     }
 
+    /// `[timers]` rolled through every node, the master first (the order a per-node lease
+    /// would make unsafe), to a 0.8 s leader lease, then back in the other order: the
+    /// leader announces its lease and the followers grant it (`consensus::lease`), so
+    /// neither moves a VIP.
+    fn timers_rolled(&mut self) {
+        let mut all = lab::havip_nodes();
+        all.sort_by_key(|n| n != "gw-a");
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let back: Vec<&str> = all.iter().rev().copied().collect();
+        for (kind, order, timers) in [
+            ("timers lengthened", &all, LONG_TIMERS),
+            ("timers back", &back, DEFAULT_TIMERS),
+        ] {
+            self.rolling(
+                (kind, Expect::NoOutage, "crm"),
+                order,
+                &|_, text| set_timers(&text, timers),
+                (&|_| true, &|_| true),
+            );
+        }
+    }
+
     /// The witness replaced by `witness-crm-1`, a new node of another name and address (run
     /// on crm-1, where the README's five-voter layout puts witnesses), by editing the
     /// gateways' peer lists and reloading them, gw-b then gw-a, no node restarted; then
@@ -698,6 +722,19 @@ const NEW_WITNESS: &str = "witness-crm-1";
 const NEW_WITNESS_HOST: &str = "crm-1";
 
 /// `name`'s entry in the peer lists, as the provisioning writes it.
+/// The lab's `[timers]` (conf/*.toml) and a longer pair.
+const DEFAULT_TIMERS: &str = "heartbeat = \"128ms\"\nelection_timeout = \"400ms..500ms\"";
+const LONG_TIMERS: &str = "heartbeat = \"200ms\"\nelection_timeout = \"800ms..900ms\"";
+
+/// `text` with the body of its `[timers]` table (up to the next table) replaced by `timers`.
+fn set_timers(text: &str, timers: &str) -> String {
+    let start = text.find("[timers]\n").expect("a [timers] table") + "[timers]\n".len();
+    let end = text[start..]
+        .find("\n[")
+        .map_or(text.len(), |i| start + i + 1);
+    format!("{}{timers}\n\n{}", &text[..start], &text[end..])
+}
+
 fn peer_block(name: &str) -> String {
     let host = if name == NEW_WITNESS {
         NEW_WITNESS_HOST
@@ -1046,6 +1083,7 @@ fn day_2_changes_one_node_at_a_time_on_the_lab() {
         pass.priority_moves_and_back();
         pass.checks_added_then_removed();
         pass.key_rolled();
+        pass.timers_rolled();
         pass.witness_replaced_and_back();
         pass.restart_every_node();
         steps.extend(pass.steps);

@@ -570,6 +570,19 @@ fn read_election_timeout(r: &mut Reader<'_>, t: &Tab<'_>) -> Option<At<(Duration
         );
         return None;
     }
+    let longest = crate::consensus::lease::MAX_ANNOUNCED;
+    if low > longest {
+        r.error(
+            &e.span,
+            t.key("election_timeout"),
+            format!(
+                "the minimum ({}) is the leader lease, and a lease over {} would leave the cluster without a master that long after a crash (followers also grant no longer on a leader's word); {range_hint}",
+                format_duration(low),
+                format_duration(longest)
+            ),
+        );
+        return None;
+    }
     Some(At {
         value: (low, high),
         span: e.span,

@@ -330,6 +330,11 @@ fn every_rule_has_an_error_with_key_and_fix() {
             "is not a range",
         ),
         (
+            timers("heartbeat = \"10s\"\nelection_timeout = \"61s..70s\""),
+            "timers.election_timeout",
+            "a lease over 1m",
+        ),
+        (
             timers("election_timeout = \"150..300ms\""),
             "timers.election_timeout",
             "has no unit",

@@ -46,11 +46,10 @@ pub struct GroupRaft {
 pub fn raft_config(config: &Config, group: &str) -> Result<openraft::Config, GroupRaftError> {
     let timers = &config.timers;
     let lease = timers.leader_lease();
-    let heartbeat_ms = ticks::raft_heartbeat_ms(timers.heartbeat, lease);
-    let (election_min, election_max) = ticks::raft_election_ms(heartbeat_ms);
+    let (election_min, election_max) = ticks::raft_election_ms(lease);
     openraft::Config {
         cluster_name: group.to_string(),
-        heartbeat_interval: heartbeat_ms,
+        heartbeat_interval: ticks::raft_heartbeat_ms(timers.heartbeat, lease),
         election_timeout_min: election_min,
         election_timeout_max: election_max,
         enable_pre_vote: Some(true),

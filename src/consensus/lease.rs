@@ -8,8 +8,9 @@
 //! while a quorum acknowledged it within its own lease. The master's hold lease comes from
 //! the lease it announces (`hold::hold_lease_for` for the heartbeats sent before a change),
 //! so every follower in the quorum that lets it hold grants at least that long, whatever
-//! its own file says. openraft's own lease (its `election_timeout_max`) is set as short as
-//! it allows (`ticks::raft_election_ms`): the rule here, which follows a reload, decides.
+//! its own file says. openraft's own lease (its `election_timeout_max`, the configured lease
+//! when the group started, `ticks::raft_election_ms`) still applies beside it: this rule
+//! only ever refuses more, never less.
 
 use std::fmt;
 use std::time::Duration;
@@ -20,7 +21,8 @@ use crate::config::Timers;
 use crate::hold::LeaseChange;
 
 /// The longest lease a follower grants on a leader's word: a leader announcing more (a
-/// peer's bug) cannot keep the cluster from electing for longer than this.
+/// peer's bug) cannot keep the cluster from electing for longer than this. The config
+/// refuses a longer lease (`election_timeout`), so no master holds under one.
 pub const MAX_ANNOUNCED: Duration = Duration::from_secs(60);
 
 /// This node's timers as a reload leaves them, with the last change of its leader lease

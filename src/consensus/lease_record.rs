@@ -58,6 +58,11 @@ impl LeaseRecord {
         Ok(())
     }
 
+    /// Whether granting `lease` needs a write (it is longer than the file says).
+    pub fn needs(&self, lease: Duration) -> bool {
+        lease > *self.on_file.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// This node grants `lease` now: recorded first if it is longer than the file says.
     pub fn grant(&self, lease: Duration) -> Result<(), LeaseRecordError> {
         let mut on_file = self.on_file.lock().unwrap_or_else(|p| p.into_inner());

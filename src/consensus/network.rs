@@ -246,9 +246,8 @@ impl RaftService {
         if let Ok(mut last) = self.last_append.write() {
             last.remove(group);
         }
-        if let Ok(mut granted) = self.granted.write() {
-            granted.remove(group);
-        }
+        // The lease it granted is kept: the group's store goes with it, so a group added
+        // again at once starts blank and would vote inside that lease otherwise.
     }
 
     pub fn last_append(&self, group: &str) -> Option<Instant> {
@@ -271,9 +270,10 @@ impl RaftService {
 
     /// A reload's new `[timers]`, from now on.
     pub fn set_timers(&self, timers: crate::config::Timers) {
-        let now = Instant::now();
+        // The change's time is taken under the write lock: a heartbeat timed after it
+        // reads the new lease, since its read waits for the lock (`hold::LeaseChange`).
         self.timers
-            .send_modify(|current| *current = current.reloaded(timers, now));
+            .send_modify(|current| *current = current.reloaded(timers, Instant::now()));
     }
 
     fn served(&self, group: &str) -> Option<Served> {
@@ -286,13 +286,22 @@ impl RaftService {
     /// `group` accepted its leader's append or snapshot at `heard`, which announced
     /// `announced`: the lease is recorded (on disk first when it is longer than the file
     /// says) before the acknowledgement goes out.
-    fn heard(&self, group: &str, heard: Instant, announced: Option<u64>) -> Result<(), String> {
+    async fn heard(
+        &self,
+        group: &str,
+        heard: Instant,
+        announced: Option<u64>,
+    ) -> Result<(), String> {
         let own = self.timers.borrow().lease();
         let announced = announced.map(Duration::from_millis);
         let until = lease::granted_until(heard, own, announced);
-        if let Some(record) = &self.record {
-            record
-                .grant(until - heard)
+        if let Some(record) = self.record.as_ref().filter(|r| r.needs(until - heard)) {
+            // A write and an fsync, once per lengthening: off the runtime's thread.
+            let record = record.clone();
+            tokio::task::spawn_blocking(move || record.grant(until - heard))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|written| written.map_err(|e| e.to_string()))
                 .map_err(|e| format!("group {group}: cannot record the lease granted: {e}"))?;
         }
         if let Ok(mut m) = self.last_append.write() {
@@ -364,7 +373,12 @@ impl RaftService {
             let Served { raft, gate } = service.served(&group).ok_or_else(|| {
                 format!("group {group:?} from {from} is not running on this node")
             })?;
-            let _gate = gate.lock().await;
+            // A transfer grants no lease and no vote, and its target waits for its log to
+            // catch up, which the appends behind the gate bring: it must not wait there.
+            let _gate = match &envelope.request {
+                RaftRequest::TransferLeader(_) => None,
+                _ => Some(gate.lock().await),
+            };
             let reply = match envelope.request {
                 RaftRequest::Append(req) => {
                     let reply = raft.append_entries(req).await.map_err(|e| e.to_string())?;
@@ -375,7 +389,7 @@ impl RaftService {
                     // Only this node's leader counts as heard: a deposed leader's appends
                     // (answered with a higher vote) must not keep its followers quiet.
                     if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
-                        service.heard(&group, heard, envelope.lease_ms)?;
+                        service.heard(&group, heard, envelope.lease_ms).await?;
                     }
                     RaftReply::Append(reply)
                 }
@@ -397,7 +411,9 @@ impl RaftService {
                     // A leader counts an installed snapshot as an acknowledgement too;
                     // only a refusal (a higher vote here) grants nothing.
                     if reply.vote.partial_cmp(&vote) != Some(std::cmp::Ordering::Greater) {
-                        service.heard(&group, Instant::now(), envelope.lease_ms)?;
+                        service
+                            .heard(&group, Instant::now(), envelope.lease_ms)
+                            .await?;
                     }
                     RaftReply::Snapshot(reply)
                 }

@@ -15,11 +15,12 @@
 //!   need a witness to lead first, but a witness must never slow a gateway's election, and
 //!   with three witnesses (five voters) they must not all stand in one instant.
 //!
-//! Safety does not rest on these timers: openraft's followers refuse to vote for another
-//! candidate for their leader lease (`election_timeout_max` of openraft's config, set to the
-//! configured `election_timeout` minimum) after each AppendEntries they accept, and an
-//! attempt made before that is refused (locally, or by the other voters' Pre-Vote). The
-//! timers only decide how soon after the lease an election starts.
+//! Safety does not rest on these timers: a follower refuses to vote for another candidate
+//! for the leader lease after each AppendEntries it accepts (openraft's own, its
+//! `election_timeout_max`, set to the configured `election_timeout` minimum, and the longer
+//! one a leader may announce, `consensus::lease`), and does not stand inside it either
+//! (below); an attempt made before that is refused (locally, or by the other voters'
+//! Pre-Vote). The timers only decide how soon after the lease an election starts.
 //!
 //! Since the heartbeats are paced here, openraft's own `heartbeat_interval` is set apart
 //! (`raft_heartbeat_ms`): openraft uses it as the deadline of every AppendEntries call,
@@ -140,15 +141,16 @@ pub fn raft_heartbeat_ms(heartbeat: Duration, leader_lease: Duration) -> u64 {
     doubled.min(below).max(1)
 }
 
-/// openraft's `election_timeout_min..max`, just above its heartbeat (`raft_heartbeat_ms`),
-/// as short as openraft allows. Its election timer never runs (no tick), so only the
-/// maximum matters: the lease openraft itself keeps after each AppendEntries. The lease
-/// that decides is havip's (`consensus::lease`), which a reload can change; openraft's,
-/// fixed when the group's Raft starts, only has to be no longer, so that a lease shortened
-/// by a reload is not held up by it. It is never longer than the configured lease
-/// (`raft_heartbeat_ms` stays 2 ms below it).
-pub fn raft_election_ms(raft_heartbeat_ms: u64) -> (u64, u64) {
-    (raft_heartbeat_ms + 1, raft_heartbeat_ms + 2)
+/// openraft's `election_timeout_min..max`. Its election timer never runs (no tick), so only
+/// the maximum matters: the lease openraft itself keeps after each AppendEntries, the
+/// configured lease at the group's start. havip's own rule (`consensus::lease`) adds the
+/// lease a leader announces on top, which a reload can lengthen; openraft's is also the
+/// age of the quorum's acknowledgement up to which it accepts writes on the leader, so it
+/// must not be shorter than the hold lease. The minimum only has to lie between openraft's
+/// heartbeat and the maximum.
+pub fn raft_election_ms(leader_lease: Duration) -> (u64, u64) {
+    let max = (leader_lease.as_millis() as u64).max(3);
+    (max - 1, max)
 }
 
 /// The decision, without I/O. `next_heartbeat`: when the leader's next heartbeat is due;
@@ -562,15 +564,12 @@ mod tests {
         assert_eq!(raft_heartbeat_ms(10 * MS, 30 * MS), 20);
         for (hb, lease) in [(96, 300), (10, 30), (1, 3), (50, 80)] {
             let raft_hb = raft_heartbeat_ms(hb * MS, lease * MS);
-            let (min, max) = raft_election_ms(raft_hb);
+            let (min, max) = raft_election_ms(lease * MS);
             assert!(
                 raft_hb < min && min < max,
                 "openraft refuses hb {raft_hb}, election {min}..{max}"
             );
-            assert!(
-                max <= u64::from(lease),
-                "openraft's lease {max} is longer than {lease}"
-            );
+            assert_eq!(max, u64::from(lease), "the lease is openraft's maximum");
         }
     }
 

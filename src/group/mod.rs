@@ -227,8 +227,10 @@ pub struct GroupLoop {
     beat: LoopBeat,
     /// The group's settings as a reload changes them (`with_settings`).
     settings: Option<watch::Receiver<Settings>>,
-    /// This node's timers as a reload changes them (`with_timers`).
+    /// This node's timers as a reload changes them (`with_timers`): one receiver wakes
+    /// the loop, the other is read at every step.
     timers: Option<watch::Receiver<NodeTimers>>,
+    timers_now: Option<watch::Receiver<NodeTimers>>,
 }
 
 /// The loop's hands: everything an action touches.
@@ -307,6 +309,7 @@ impl GroupLoop {
             beat: LoopBeat::default(),
             settings: None,
             timers: None,
+            timers_now: None,
         }
     }
 
@@ -325,8 +328,21 @@ impl GroupLoop {
         let changed = self.lease_changed(now);
         // Not holding yet: the machine answers a lease change with no action.
         let _ = self.machine.step(changed, Instant::now());
+        self.timers_now = Some(timers.clone());
         self.timers = Some(timers);
         self
+    }
+
+    /// Applies `timers` if they are not what the loop has (a reload changed them).
+    async fn follow_timers(&mut self, timers: NodeTimers) {
+        let setup = &self.io.setup;
+        if (setup.leader_lease, setup.lease_change) == (timers.lease(), timers.change) {
+            return;
+        }
+        tracing::info!(group = %setup.vips.group, leader_lease_ms = timers.lease().as_millis() as u64,
+            hold_lease_ms = timers.hold_lease().as_millis() as u64, "timers changed by a reload");
+        let changed = self.lease_changed(timers);
+        execute(&mut self.machine, &mut self.io, changed, Instant::now()).await;
     }
 
     /// The observation of `timers`, with the loop's own copy brought up to date.
@@ -415,10 +431,7 @@ impl GroupLoop {
                     Ok(()) => {
                         let new = timers.as_mut().map(|t| *t.borrow_and_update());
                         if let Some(new) = new {
-                            tracing::info!(group = %self.io.setup.vips.group, leader_lease_ms = new.lease().as_millis() as u64,
-                                hold_lease_ms = new.hold_lease().as_millis() as u64, "timers changed by a reload");
-                            let changed = self.lease_changed(new);
-                            execute(&mut self.machine, &mut self.io, changed, Instant::now()).await;
+                            self.follow_timers(new).await;
                         }
                     }
                     Err(_) => timers = None,
@@ -521,6 +534,13 @@ impl GroupLoop {
 
     async fn step(&mut self) {
         let raft_metrics = self.io.raft.metrics().borrow_watched().clone();
+        // The timers as they are *after* the metrics were read: an acknowledgement in
+        // them of a heartbeat that announced a shortened lease was sent after the change,
+        // so the change is seen here even if the select above has not got to it yet.
+        let timers = self.timers_now.as_ref().map(|t| *t.borrow());
+        if let Some(timers) = timers {
+            self.follow_timers(timers).await;
+        }
         let now = Instant::now();
         self.seen = Some(RaftMetricsKey::of(&raft_metrics, &self.io.setup));
         let snapshot = self.snapshot(&raft_metrics, now);
