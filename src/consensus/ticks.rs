@@ -365,6 +365,10 @@ pub async fn run(
                 Ok(()) => {
                     let now_timers = timers.borrow_and_update().timers;
                     pace = Pace { grid: pace.grid, ..Pace::for_timers(&now_timers, role) };
+                    // A leader beats at once: the last beat's acknowledgement may be worth
+                    // only the shorter hold lease now (`hold::LeaseChange`), and the next
+                    // one at the old pace could come after it ran out.
+                    next_heartbeat = Instant::now();
                 }
                 Err(_) => break,
             },
