@@ -15,6 +15,8 @@
 //!   order;
 //! - the witness replaced by a new node of another name and address (`witness-crm-1`,
 //!   run on crm-1) by reloading the gateways' peer lists, then put back the same way;
+//! - two witnesses added (`witness-crm-1`, `witness-crm-2`: 3 -> 5 voters) by reloading
+//!   every node's peer list, then removed the same way (5 -> 3);
 //! - every node restarted in turn with the same binary (the upgrade procedure: a gateway's
 //!   graceful stop hands its group over, and it takes it back by failback).
 //!
@@ -518,67 +520,69 @@ impl Pass<'_> {
     /// take it back as a learner), and the new node stopped. Neither moves a VIP.
     fn witness_replaced_and_back(&mut self) {
         let new = NEW_WITNESS;
-        let new_dir = lab::dir(new);
-        let _ = std::fs::remove_dir_all(&new_dir);
-        std::fs::create_dir_all(&new_dir).expect("the new witness's dir");
-        for entry in std::fs::read_dir(lab::dir("witness")).expect("the witness's dir") {
-            let path = entry.expect("dir entry").path();
-            if path.extension().is_some_and(|e| e == "key") {
-                let name = path
-                    .file_name()
-                    .expect("file name")
-                    .to_string_lossy()
-                    .into_owned();
-                lab::host::sh(&[
-                    "install",
-                    "-m",
-                    "0600",
-                    &path.to_string_lossy(),
-                    &format!("{new_dir}/{name}"),
-                ]);
-            }
-        }
         let (old_block, new_block) = (peer_block("witness"), peer_block(new));
-        let witness = std::fs::read_to_string(lab::config("witness")).expect("witness config");
-        let text = witness
-            .replacen("name = \"witness\"", &format!("name = \"{new}\""), 1)
-            .replace(&old_block, &new_block)
-            .replace(
-                &lab::address_of("witness"),
-                &lab::address_of(NEW_WITNESS_HOST),
-            )
-            .replace(&format!("{}/", lab::dir("witness")), &format!("{new_dir}/"));
-        std::fs::write(lab::config(new), text).expect("the new witness's config");
-        std::fs::write(format!("{new_dir}/host"), NEW_WITNESS_HOST).expect("host file");
-        lab_sh(&["start-havip", new]);
-
+        start_extra_witness(new, &|text| text.replace(&old_block, &new_block));
+        let gateways = ["gw-b", "gw-a"];
         let replaced = ["gw-a", "gw-b", new];
         self.membership_step(
             "witness replaced (reload)",
+            &gateways,
             &|text| text.replace(&old_block, &new_block),
             &replaced,
         );
         let original = ["gw-a", "gw-b", "witness"];
         self.membership_step(
             "witness back (reload)",
+            &gateways,
             &|text| text.replace(&new_block, &old_block),
             &original,
         );
-        lab_sh(&["stop-havip", new, "TERM"]);
-        let _ = std::fs::remove_dir_all(&new_dir);
+        stop_extra_witness(new);
     }
 
-    /// Edits the gateways' files with `change` and reloads gw-b then gw-a; in effect when
+    /// Two witnesses added by reload (`witness-crm-1` on crm-1 and `witness-crm-2` on
+    /// crm-2, started first with the five-node list: README "Five voters"), the master's
+    /// node reloaded last, then removed the same way and stopped: 3 -> 5 -> 3 voters.
+    /// (A fourth voter alone is refused by the config: an even count survives no more
+    /// losses than the odd one below it.) Neither moves a VIP.
+    fn two_witnesses_added_and_removed(&mut self) {
+        let added = [NEW_WITNESS, SECOND_WITNESS];
+        let blocks: String = added.iter().map(|n| peer_block(n)).collect();
+        let witness_block = peer_block("witness");
+        let add = |text: String| text.replace(&witness_block, &format!("{witness_block}{blocks}"));
+        for name in added {
+            start_extra_witness(name, &add);
+        }
+        let staying = ["witness", "gw-b", "gw-a"];
+        self.membership_step(
+            "two witnesses added (5 voters)",
+            &staying,
+            &add,
+            &["gw-a", "gw-b", "witness", NEW_WITNESS, SECOND_WITNESS],
+        );
+        self.membership_step(
+            "two witnesses removed (3 voters)",
+            &staying,
+            &|text| text.replace(&blocks, ""),
+            &["gw-a", "gw-b", "witness"],
+        );
+        for name in added {
+            stop_extra_witness(name);
+        }
+    }
+
+    /// Edits `nodes`' files with `change` and reloads them in that order; in effect when
     /// every one of `voters` has them as the voters of every group.
     fn membership_step(
         &mut self,
         kind: &'static str,
+        nodes: &[&str],
         change: &dyn Fn(String) -> String,
         voters: &[&str],
     ) {
         let from_ms = now_ms();
         let mut slowest = Duration::ZERO;
-        for node in ["gw-b", "gw-a"] {
+        for node in nodes {
             edit(node, change);
             let asked = Instant::now();
             reload(node);
@@ -601,7 +605,7 @@ impl Pass<'_> {
             "{kind}: the voters never became {want:?} on every one of them: {:?}\n{}\n{}",
             voters.iter().map(|n| (n, voters_of(n))).collect::<Vec<_>>(),
             self.lab.logs(),
-            new_witness_log()
+            extra_witness_logs()
         );
         assert_no_master_change(kind, from_ms);
         self.steps.push(Step {
@@ -717,11 +721,55 @@ impl Pass<'_> {
     }
 }
 
-/// The witness that replaces the lab's, and the lab host it runs on.
+/// The witness that replaces the lab's, and the second one added for five voters; each
+/// runs on the lab host its name ends with (`host_of`).
 const NEW_WITNESS: &str = "witness-crm-1";
-const NEW_WITNESS_HOST: &str = "crm-1";
+const SECOND_WITNESS: &str = "witness-crm-2";
 
-/// `name`'s entry in the peer lists, as the provisioning writes it.
+/// The lab host a node runs on: an extra witness on the CRM host its name ends with.
+fn host_of(name: &str) -> &str {
+    name.strip_prefix("witness-").unwrap_or(name)
+}
+
+/// Starts `name`, an extra witness: the lab witness's keys and config with its name,
+/// addresses and directory, and the peer list `peers` makes of the witness's.
+fn start_extra_witness(name: &str, peers: &dyn Fn(String) -> String) {
+    let dir = lab::dir(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the new witness's dir");
+    for entry in std::fs::read_dir(lab::dir("witness")).expect("the witness's dir") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "key") {
+            let file = path.file_name().expect("file name").to_string_lossy();
+            lab::host::sh(&[
+                "install",
+                "-m",
+                "0600",
+                &path.to_string_lossy(),
+                &format!("{dir}/{file}"),
+            ]);
+        }
+    }
+    let witness = std::fs::read_to_string(lab::config("witness")).expect("witness config");
+    let (from, to) = (lab::address_of("witness"), lab::address_of(host_of(name)));
+    let text = peers(witness)
+        .replacen("name = \"witness\"", &format!("name = \"{name}\""), 1)
+        .replace(&format!("listen = \"{from}:"), &format!("listen = \"{to}:"))
+        .replace(
+            &format!("metrics = \"{from}:"),
+            &format!("metrics = \"{to}:"),
+        )
+        .replace(&format!("{}/", lab::dir("witness")), &format!("{dir}/"));
+    std::fs::write(lab::config(name), text).expect("the new witness's config");
+    std::fs::write(format!("{dir}/host"), host_of(name)).expect("host file");
+    lab_sh(&["start-havip", name]);
+}
+
+fn stop_extra_witness(name: &str) {
+    lab_sh(&["stop-havip", name, "TERM"]);
+    let _ = std::fs::remove_dir_all(lab::dir(name));
+}
+
 /// The lab's `[timers]` (conf/*.toml) and a longer pair.
 const DEFAULT_TIMERS: &str = "heartbeat = \"128ms\"\nelection_timeout = \"400ms..500ms\"";
 const LONG_TIMERS: &str = "heartbeat = \"200ms\"\nelection_timeout = \"800ms..900ms\"";
@@ -735,26 +783,18 @@ fn set_timers(text: &str, timers: &str) -> String {
     format!("{}{timers}\n\n{}", &text[..start], &text[end..])
 }
 
+/// `name`'s entry in the peer lists, as the provisioning writes it.
 fn peer_block(name: &str) -> String {
-    let host = if name == NEW_WITNESS {
-        NEW_WITNESS_HOST
-    } else {
-        name
-    };
     format!(
         "[[cluster.peers]]\nname = \"{name}\"\naddress = \"{}:7400\"\n",
-        lab::address_of(host)
+        lab::address_of(host_of(name))
     )
 }
 
 /// The voters of every group as `node` has them (`havip member list --json`), or None if
 /// it did not answer. The new witness runs in its host's namespace.
 fn voters_of(node: &str) -> Option<Vec<Vec<String>>> {
-    let netns = lab::netns(if node == NEW_WITNESS {
-        NEW_WITNESS_HOST
-    } else {
-        node
-    });
+    let netns = lab::netns(host_of(node));
     let out = Command::new("ip")
         .args(["netns", "exec", &netns, env!("CARGO_BIN_EXE_havip")])
         .args(["member", "list", "--json", "--config", &lab::config(node)])
@@ -776,15 +816,19 @@ fn voters_of(node: &str) -> Option<Vec<Vec<String>>> {
     }
 }
 
-/// The last lines of the new witness's log, for a failure message.
-fn new_witness_log() -> String {
-    let log =
-        std::fs::read_to_string(format!("{}/havip.log", lab::dir(NEW_WITNESS))).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    format!(
-        "--- {NEW_WITNESS}\n{}",
-        lines[lines.len().saturating_sub(25)..].join("\n")
-    )
+/// The last lines of the extra witnesses' logs, for a failure message.
+fn extra_witness_logs() -> String {
+    let mut out = String::new();
+    for name in [NEW_WITNESS, SECOND_WITNESS] {
+        let log =
+            std::fs::read_to_string(format!("{}/havip.log", lab::dir(name))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        out += &format!(
+            "--- {name}\n{}\n",
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        );
+    }
+    out
 }
 
 /// No node's `havip history` of the lab's groups records a master change since
@@ -1085,6 +1129,7 @@ fn day_2_changes_one_node_at_a_time_on_the_lab() {
         pass.key_rolled();
         pass.timers_rolled();
         pass.witness_replaced_and_back();
+        pass.two_witnesses_added_and_removed();
         pass.restart_every_node();
         steps.extend(pass.steps);
     }

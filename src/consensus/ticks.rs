@@ -339,21 +339,7 @@ pub async fn run(
             next_heartbeat = now;
         }
         if step.elect {
-            if seen.is_voter {
-                let silent_for = now.saturating_duration_since(quiet_since);
-                stand(
-                    &group,
-                    &raft,
-                    silence.attempt(now, seen.term),
-                    seen.term,
-                    silent_for,
-                )
-                .await;
-            } else {
-                // Not a voter (yet): openraft would drop the attempt. Look again after a
-                // timeout, or when the membership changes.
-                silence.since = now;
-            }
+            stand_if_voter(&group, &raft, &mut silence, &seen, now, quiet_since).await;
             continue;
         }
         tokio::select! {
@@ -381,6 +367,33 @@ pub async fn run(
     // openraft's own tick keeps the heartbeats going meanwhile (every openraft heartbeat
     // interval, inside the lease), so no follower stands for election before the transfer.
     raft.runtime_config().tick(true);
+}
+
+/// Stands for election now, or, on a node that is not a voter (yet), which openraft would
+/// drop the attempt of, starts a new silence instead.
+async fn stand_if_voter(
+    group: &str,
+    raft: &Raft,
+    silence: &mut Silence,
+    seen: &Seen,
+    now: Instant,
+    quiet_since: Instant,
+) {
+    if seen.is_voter {
+        let silent_for = now.saturating_duration_since(quiet_since);
+        stand(
+            group,
+            raft,
+            silence.attempt(now, seen.term),
+            seen.term,
+            silent_for,
+        )
+        .await;
+    } else {
+        // Not a voter (yet): openraft would drop the attempt. Look again after a
+        // timeout, or when the membership changes.
+        silence.since = now;
+    }
 }
 
 /// Stands for election (a Pre-Vote first), after `attempts` earlier attempts in a silence

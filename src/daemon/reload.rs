@@ -152,36 +152,7 @@ async fn apply(
             "timers changed: the leader lease announced and granted from now on"
         );
     }
-    let mut added = std::collections::BTreeMap::new();
-    for group in &plan.added {
-        let self_id = node_id(&node.config.node.name);
-        let started = group_raft::start(
-            &node.config,
-            &group.name,
-            self_id,
-            &node.store,
-            node.mesh.clone(),
-            node.peer_handler.raft.timers(),
-        )
-        .await;
-        let raft = match started {
-            Ok(raft) => raft,
-            Err(e) => {
-                tracing::error!(group = %group.name, "cannot start the added group: {e}");
-                continue;
-            }
-        };
-        node.peer_handler
-            .raft
-            .register(&group.name, raft.raft.clone());
-        joined.proposer.add_group(&group.name, raft.raft.clone());
-        added.insert(group.name.clone(), raft.raft.clone());
-        node.spawn_group(joined, group, raft, shutdown);
-        tracing::info!(group = %group.name, "group added: it gets a master once every voter lists it");
-    }
-    if !added.is_empty() {
-        node.bootstrap(joined, added, false, shutdown);
-    }
+    add_groups(node, joined, &plan.added, shutdown).await;
     for group in &plan.changed {
         if let Some(tasks) = joined.loops.get(&group.name) {
             tasks.settings.send_modify(|s| s.group = group.clone());
@@ -219,6 +190,46 @@ async fn apply(
     let fingerprints = Fingerprints::of(&node.config, &node.mesh.keys());
     if let Ok(mut current) = joined.control.fingerprints.write() {
         *current = fingerprints;
+    }
+}
+
+/// Starts each added group's Raft and tasks, then the bootstrap that forms them once
+/// every voter lists them.
+async fn add_groups(
+    node: &mut Node,
+    joined: &mut Joined,
+    groups: &[crate::config::VipGroup],
+    shutdown: &watch::Receiver<bool>,
+) {
+    let mut added = std::collections::BTreeMap::new();
+    for group in groups {
+        let self_id = node_id(&node.config.node.name);
+        let started = group_raft::start(
+            &node.config,
+            &group.name,
+            self_id,
+            &node.store,
+            node.mesh.clone(),
+            node.peer_handler.raft.timers(),
+        )
+        .await;
+        let raft = match started {
+            Ok(raft) => raft,
+            Err(e) => {
+                tracing::error!(group = %group.name, "cannot start the added group: {e}");
+                continue;
+            }
+        };
+        node.peer_handler
+            .raft
+            .register(&group.name, raft.raft.clone());
+        joined.proposer.add_group(&group.name, raft.raft.clone());
+        added.insert(group.name.clone(), raft.raft.clone());
+        node.spawn_group(joined, group, raft, shutdown);
+        tracing::info!(group = %group.name, "group added: it gets a master once every voter lists it");
+    }
+    if !added.is_empty() {
+        node.bootstrap(joined, added, false, shutdown);
     }
 }
 

@@ -417,25 +417,13 @@ impl GroupLoop {
                 changed = state.changed() => if changed.is_err() { fatal = Some("its state machine stopped"); },
                 changed = facts.changed() => if changed.is_err() { fatal = Some("its facts feed stopped"); },
                 changed = changed_or_never(&mut settings) => match changed {
-                    Ok(()) => {
-                        let new = settings.as_mut().map(|s| s.borrow_and_update().clone());
-                        if let Some(new) = new {
-                            self.reconfigure(new).await;
-                        }
-                    }
+                    Ok(()) => self.settings_changed(&mut settings).await,
                     // The daemon let go of the group (it is being removed): its stop
                     // signal follows.
                     Err(_) => settings = None,
                 },
-                changed = changed_or_never(&mut timers) => match changed {
-                    Ok(()) => {
-                        let new = timers.as_mut().map(|t| *t.borrow_and_update());
-                        if let Some(new) = new {
-                            self.follow_timers(new).await;
-                        }
-                    }
-                    Err(_) => timers = None,
-                },
+                // The step below applies them (`step` reads the timers every time).
+                changed = changed_or_never(&mut timers) => if changed.is_err() { timers = None },
                 edge = reannounce.next() => {
                     // Only the machine's answer to it: no step, as when announcing was
                     // done beside the loop.
@@ -476,6 +464,13 @@ impl GroupLoop {
         let exiting = Observation::Exiting(Box::new(self.snapshot(&raft_metrics, now)));
         execute(&mut self.machine, &mut self.io, exiting, now).await;
         Ok(())
+    }
+
+    async fn settings_changed(&mut self, settings: &mut Option<watch::Receiver<Settings>>) {
+        let new = settings.as_mut().map(|s| s.borrow_and_update().clone());
+        if let Some(new) = new {
+            self.reconfigure(new).await;
+        }
     }
 
     /// New settings from a reload: the machine takes the priority, rules and members, the
