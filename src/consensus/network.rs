@@ -192,7 +192,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 /// inside one is refused here, before openraft sees it.
 #[derive(Clone)]
 pub struct RaftService {
-    groups: Arc<RwLock<HashMap<String, Served>>>,
+    groups: Arc<RwLock<HashMap<String, Raft>>>,
     /// When each group last accepted an append (a heartbeat) from its leader: a node stands
     /// for election only after `election_timeout` of this silence (`ticks`), the witness
     /// after a longer one.
@@ -203,15 +203,6 @@ pub struct RaftService {
     timers: Arc<watch::Sender<NodeTimers>>,
     /// Where a lease longer than the file says is recorded before it is granted.
     record: Option<Arc<LeaseRecord>>,
-}
-
-/// A registered group: its Raft, and the gate that keeps a vote and a heartbeat from
-/// crossing (a vote checked against the lease, then a heartbeat granting a new lease and
-/// acknowledged, then the vote granted by openraft, would break the lease).
-#[derive(Clone)]
-struct Served {
-    raft: Raft,
-    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for RaftService {
@@ -233,8 +224,7 @@ impl RaftService {
 
     pub fn register(&self, group: &str, raft: Raft) {
         if let Ok(mut groups) = self.groups.write() {
-            let gate = Arc::default();
-            groups.insert(group.to_string(), Served { raft, gate });
+            groups.insert(group.to_string(), raft);
         }
     }
 
@@ -276,7 +266,7 @@ impl RaftService {
             .send_modify(|current| *current = current.reloaded(timers, Instant::now()));
     }
 
-    fn served(&self, group: &str) -> Option<Served> {
+    fn raft(&self, group: &str) -> Option<Raft> {
         self.groups
             .read()
             .ok()
@@ -370,15 +360,13 @@ impl RaftService {
                 return Err(why);
             }
             let group = envelope.group;
-            let Served { raft, gate } = service.served(&group).ok_or_else(|| {
+            let raft = service.raft(&group).ok_or_else(|| {
                 format!("group {group:?} from {from} is not running on this node")
             })?;
-            // A transfer grants no lease and no vote, and its target waits for its log to
-            // catch up, which the appends behind the gate bring: it must not wait there.
-            let _gate = match &envelope.request {
-                RaftRequest::TransferLeader(_) => None,
-                _ => Some(gate.lock().await),
-            };
+            // A vote checked here before a heartbeat that renews the lease, and granted by
+            // openraft after it, is still refused: openraft keeps its own lease (the
+            // configured one) from that heartbeat on, and takes them in order. A vote it
+            // takes first deposes the heartbeat's leader, whose append then grants nothing.
             let reply = match envelope.request {
                 RaftRequest::Append(req) => {
                     let reply = raft.append_entries(req).await.map_err(|e| e.to_string())?;
