@@ -78,6 +78,9 @@ pub fn granted_until(heard: Instant, own: Duration, announced: Option<Duration>)
 /// Why a Vote or Pre-Vote is refused for a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// A heartbeat is being taken: openraft may have renewed its lease already, and the
+    /// lease it announced is not recorded yet.
+    Appending,
     /// This node granted its leader a lease that runs for `left` more.
     Granted { left: Duration },
     /// This node leads and a quorum acknowledged it `age` ago, within its lease.
@@ -87,6 +90,7 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Refusal::Appending => f.write_str("a heartbeat from the leader is being taken"),
             Refusal::Granted { left } => write!(
                 f,
                 "the lease granted to the leader runs {} ms more",
@@ -103,17 +107,23 @@ impl fmt::Display for Refusal {
 
 /// Whether a Vote or Pre-Vote must be refused at `now`. A leadership transfer is the
 /// leader's own hand-over (it stopped holding first), so no lease stands in its way, as
-/// in openraft. `leading_ack_age`: when this node leads, how old its quorum's
-/// acknowledgement is (`None` when it does not lead or none came yet).
+/// in openraft. `appending`: a heartbeat or snapshot is being taken (its lease, which
+/// openraft may already have renewed its own for, is not recorded yet). `leading_ack_age`:
+/// when this node leads, how old its quorum's acknowledgement is (`None` when it does not
+/// lead or none came yet).
 pub fn refusal(
     now: Instant,
     transfer: bool,
+    appending: bool,
     granted_until: Option<Instant>,
     leading_ack_age: Option<Duration>,
     own: Duration,
 ) -> Option<Refusal> {
     if transfer {
         return None;
+    }
+    if appending {
+        return Some(Refusal::Appending);
     }
     if let Some(until) = granted_until.filter(|until| now < *until) {
         return Some(Refusal::Granted { left: until - now });
@@ -161,18 +171,27 @@ mod tests {
         let now = Instant::now();
         let own = 400 * MS;
         assert_eq!(
-            refusal(now, false, Some(now + 30 * MS), None, own),
+            refusal(now, false, false, Some(now + 30 * MS), None, own),
             Some(Refusal::Granted { left: 30 * MS })
         );
-        assert_eq!(refusal(now, false, Some(now), None, own), None);
-        assert_eq!(refusal(now, false, None, None, own), None);
+        assert_eq!(refusal(now, false, false, Some(now), None, own), None);
+        assert_eq!(refusal(now, false, false, None, None, own), None);
         assert_eq!(
-            refusal(now, false, None, Some(399 * MS), own),
+            refusal(now, false, false, None, Some(399 * MS), own),
             Some(Refusal::Leading { age: 399 * MS })
         );
-        assert_eq!(refusal(now, false, None, Some(400 * MS), own), None);
+        assert_eq!(refusal(now, false, false, None, Some(400 * MS), own), None);
         // The leader's own hand-over passes both.
-        assert_eq!(refusal(now, true, Some(now + 30 * MS), Some(MS), own), None);
+        // While a heartbeat is being taken, nothing passes but a hand-over.
+        assert_eq!(
+            refusal(now, false, true, None, None, own),
+            Some(Refusal::Appending)
+        );
+        // The leader's own hand-over passes them all.
+        assert_eq!(
+            refusal(now, true, true, Some(now + 30 * MS), Some(MS), own),
+            None
+        );
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub struct RaftService {
     last_append: Arc<RwLock<HashMap<String, Instant>>>,
     /// Until when each group refuses other candidates for the lease it granted.
     granted: Arc<RwLock<HashMap<String, Instant>>>,
+    /// How many appends and snapshots each group is taking (`Taking`).
+    taking: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     /// This node's timers as reloads change them.
     timers: Arc<watch::Sender<NodeTimers>>,
     /// Where a lease longer than the file says is recorded before it is granted.
@@ -217,6 +219,7 @@ impl RaftService {
             groups: Arc::default(),
             last_append: Arc::default(),
             granted: Arc::default(),
+            taking: Arc::default(),
             timers: Arc::new(watch::Sender::new(timers)),
             record,
         }
@@ -322,9 +325,15 @@ impl RaftService {
                 .flatten()
         };
         let now = Instant::now();
+        let appending = self
+            .taking
+            .lock()
+            .map(|t| t.get(group).is_some_and(|n| *n > 0))
+            .unwrap_or(true);
         let refusal = lease::refusal(
             now,
             request.leadership_transfer,
+            appending,
             self.granted_until(group),
             leading_ack_age,
             own,
@@ -363,10 +372,15 @@ impl RaftService {
             let raft = service.raft(&group).ok_or_else(|| {
                 format!("group {group:?} from {from} is not running on this node")
             })?;
-            // A vote checked here before a heartbeat that renews the lease, and granted by
-            // openraft after it, is still refused: openraft keeps its own lease (the
-            // configured one) from that heartbeat on, and takes them in order. A vote it
-            // takes first deposes the heartbeat's leader, whose append then grants nothing.
+            // From before openraft takes a heartbeat or snapshot until its lease is
+            // recorded here, votes are refused (`Taking`): openraft renews its own lease as
+            // it takes one, and a vote checked in between would see neither.
+            let _taking = match &envelope.request {
+                RaftRequest::Append(_) | RaftRequest::Snapshot { .. } => {
+                    Some(Taking::start(&service, &group))
+                }
+                _ => None,
+            };
             let reply = match envelope.request {
                 RaftRequest::Append(req) => {
                     let reply = raft.append_entries(req).await.map_err(|e| e.to_string())?;
@@ -377,7 +391,12 @@ impl RaftService {
                     // Only this node's leader counts as heard: a deposed leader's appends
                     // (answered with a higher vote) must not keep its followers quiet.
                     if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
-                        service.heard(&group, heard, envelope.lease_ms).await?;
+                        service
+                            .heard(&group, heard, envelope.lease_ms)
+                            .await
+                            .inspect_err(|e| {
+                                tracing::error!("{e}; the heartbeat is not acknowledged")
+                            })?;
                     }
                     RaftReply::Append(reply)
                 }
@@ -413,5 +432,34 @@ impl RaftService {
             };
             rpc::encode(&reply).map_err(|e| e.to_string())
         })
+    }
+}
+
+/// An append or snapshot of one group being taken; votes of that group are refused while
+/// any is (`RaftService::vote`). Counted down when dropped, whatever happened to it.
+struct Taking {
+    taking: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    group: String,
+}
+
+impl Taking {
+    fn start(service: &RaftService, group: &str) -> Taking {
+        if let Ok(mut t) = service.taking.lock() {
+            *t.entry(group.to_string()).or_default() += 1;
+        }
+        Taking {
+            taking: service.taking.clone(),
+            group: group.to_string(),
+        }
+    }
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.taking.lock()
+            && let Some(n) = t.get_mut(&self.group)
+        {
+            *n = n.saturating_sub(1);
+        }
     }
 }

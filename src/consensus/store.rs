@@ -260,7 +260,16 @@ fn create_whole(path: &Path) -> Result<(), StoreError> {
         source,
     };
     let temporary = path.with_extension(format!("redb.new.{}", std::process::id()));
-    let _ = std::fs::remove_file(&temporary);
+    // What a first start killed while creating left. (A second daemon starting on the
+    // same data_dir in the same instant would lose its file and fail with the path.)
+    let stale = format!("{FILE_NAME}.new.");
+    if let Some(entries) = path.parent().and_then(|dir| std::fs::read_dir(dir).ok()) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&stale) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     let db = redb::Builder::new()
         .create(&temporary)
         .map_err(|e| error(io::Error::other(e.to_string())))?;

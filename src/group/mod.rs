@@ -227,9 +227,11 @@ pub struct GroupLoop {
     beat: LoopBeat,
     /// The group's settings as a reload changes them (`with_settings`).
     settings: Option<watch::Receiver<Settings>>,
-    /// This node's timers as a reload changes them (`with_timers`): one receiver wakes
-    /// the loop, the other is read at every step.
-    timers: Option<watch::Receiver<NodeTimers>>,
+    /// This node's timers as a reload changes them (`with_timers`), read at every step.
+    /// A change wakes nothing: the first step after it is usually the one for the
+    /// acknowledgement of the heartbeat the leader sends at once (`ticks`), which is
+    /// worth the new lease; a step before it would judge the last acknowledgement, sent
+    /// at the old pace, by the shorter of the two leases (`hold::LeaseChange`).
     timers_now: Option<watch::Receiver<NodeTimers>>,
 }
 
@@ -308,7 +310,6 @@ impl GroupLoop {
             seen: None,
             beat: LoopBeat::default(),
             settings: None,
-            timers: None,
             timers_now: None,
         }
     }
@@ -321,15 +322,15 @@ impl GroupLoop {
     }
 
     /// Follows this node's `timers`: a reload's new leader lease applies to the
-    /// acknowledgements of heartbeats sent after it (`hold::LeaseChange`). The timers as
-    /// they are now apply at once (a group added by a reload after the timers changed).
+    /// acknowledgements of heartbeats sent after it (`hold::LeaseChange`), from the next
+    /// step on. The timers as they are now apply at once (a group added by a reload after
+    /// the timers changed).
     pub fn with_timers(mut self, mut timers: watch::Receiver<NodeTimers>) -> Self {
         let now = *timers.borrow_and_update();
         let changed = self.lease_changed(now);
         // Not holding yet: the machine answers a lease change with no action.
         let _ = self.machine.step(changed, Instant::now());
-        self.timers_now = Some(timers.clone());
-        self.timers = Some(timers);
+        self.timers_now = Some(timers);
         self
     }
 
@@ -395,7 +396,6 @@ impl GroupLoop {
         let mut facts = self.facts.clone();
         let mut reannounce = std::mem::take(&mut self.reannounce);
         let mut settings = self.settings.take();
-        let mut timers = self.timers.take();
         let mut fatal = None;
         loop {
             // Going round at least every idle wake-up (`IDLE_WAKE`); a loop stuck in an
@@ -422,8 +422,6 @@ impl GroupLoop {
                     // signal follows.
                     Err(_) => settings = None,
                 },
-                // The step below applies them (`step` reads the timers every time).
-                changed = changed_or_never(&mut timers) => if changed.is_err() { timers = None },
                 edge = reannounce.next() => {
                     // Only the machine's answer to it: no step, as when announcing was
                     // done beside the loop.
