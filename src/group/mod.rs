@@ -520,9 +520,17 @@ impl GroupLoop {
                 .lease_until()
                 .is_some_and(|until| until.saturating_duration_since(now) < IDLE_WAKE);
         let setup = &self.io.setup;
-        let lease_changing = setup.lease_change.is_some_and(|change| {
-            now.saturating_duration_since(change.at) < change.hold_before.max(setup.hold_lease) * 2
+        // A change the loop has not taken yet: the acknowledgement that woke it is the
+        // first one to judge by it.
+        let timers_moved = self.timers_now.as_ref().is_some_and(|t| {
+            let t = *t.borrow();
+            (t.lease(), t.change) != (setup.leader_lease, setup.lease_change)
         });
+        let lease_changing = timers_moved
+            || setup.lease_change.is_some_and(|change| {
+                now.saturating_duration_since(change.at)
+                    < change.hold_before.max(setup.hold_lease) * 2
+            });
         now < self.io.next_wake
             && !lease_ending
             && !lease_changing
