@@ -234,9 +234,16 @@ fn raft_envelopes() -> Vec<Vec<u8>> {
     requests
         .into_iter()
         .map(|request| {
+            // The leader's lease rides on appends and snapshots (`consensus::lease`).
+            let lease_ms = matches!(
+                request,
+                RaftRequest::Append(_) | RaftRequest::Snapshot { .. }
+            )
+            .then_some(400);
             json(&RaftEnvelope {
                 group: "crm".into(),
                 request,
+                lease_ms,
             })
         })
         .collect()
