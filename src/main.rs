@@ -148,7 +148,8 @@ enum CliCommand {
         #[command(subcommand)]
         action: BackendAction,
     },
-    /// Master changes, health changes and operator commands, oldest first.
+    /// Master changes, health changes, operator commands and config reloads (each node's
+    /// new fingerprint and what changed), oldest first.
     History {
         #[command(flatten)]
         daemon: DaemonSocket,

@@ -59,6 +59,22 @@ fn wait_holders_of(cluster: &Cluster, group: &str, want: &[&str], limit: Duratio
     );
 }
 
+/// Waits (10 s at most) until `node`'s `havip history` of `group` has a line starting
+/// with each of `wanted` after its timestamp, each line also naming `change`.
+fn wait_history(cluster: &Cluster, node: &str, group: &str, wanted: &[String], change: &str) {
+    let mut history = String::new();
+    for _ in 0..100 {
+        history = cluster.cli(node, &["history", "--group", group]).1;
+        let found =
+            |w: &String| (history.lines()).any(|l| l.contains(w.as_str()) && l.contains(change));
+        if wanted.iter().all(found) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{node}'s history of {group} lacks {wanted:?} ({change}):\n{history}");
+}
+
 /// `node` answers and has every node's facts in group crm (the others may have none yet).
 fn wait_crm_reported(cluster: &Cluster, node: &str) {
     for _ in 0..500 {
@@ -116,6 +132,13 @@ fn a_group_added_and_removed_by_reload_one_node_at_a_time_never_disturbs_the_oth
     assert!(!members.contains("DIFFERS"), "{members}");
     let (_, status) = cluster.cli("gw-a", &["status"]);
     assert!(!status.contains("DRIFT"), "{status}");
+    // Every reload is in the history of the group that was there all along, on every node.
+    for node in NODES {
+        let wanted: Vec<String> = (NODES.iter())
+            .map(|n| format!("config {n} reloaded (fingerprint "))
+            .collect();
+        wait_history(&cluster, node, "crm", &wanted, "group g2 added");
+    }
     figures::figure(&format!(
         "reload: g2 added; reload answered in {:?}; held by gw-a {formed:?} after the last reload",
         reload_took

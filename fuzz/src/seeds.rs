@@ -179,6 +179,12 @@ fn commands() -> Vec<Command> {
             term: 5,
             at_unix_ms: 5,
         },
+        Command::ConfigReloaded {
+            node: "gw-b".into(),
+            config: "c:1".into(),
+            changes: vec!["timers changed".into()],
+            at_unix_ms: 6,
+        },
     ]
 }
 
@@ -288,6 +294,7 @@ fn peer_requests() -> Vec<Vec<u8>> {
             config: "c:1".into(),
             cluster: "k:2".into(),
             keys: "k:3f9a21c4".into(),
+            commands: 2,
         }),
         PeerReply::Failed("still starting".into()),
     ];

@@ -95,7 +95,24 @@ pub enum Command {
         node: String,
         at_unix_ms: u64,
     },
+    /// `node` reloaded its config (`havip reload`, SIGHUP) and it changed: its new config
+    /// fingerprint and what changed, in the operator's words (`config::ReloadPlan`'s
+    /// summary). For history only: no decision reads it. Proposed only once every member
+    /// of the group runs a version that can apply it ([`COMMAND_LEVEL`]).
+    ConfigReloaded {
+        node: String,
+        config: String,
+        changes: Vec<String>,
+        at_unix_ms: u64,
+    },
 }
+
+/// Which commands this build can apply, told to peers in its `Fingerprints`: a node
+/// proposes a command of a level only once every member of the group says it has that
+/// level (an older node would stop the group's Raft on an entry it cannot decode).
+/// 1: the backend commands (proposed only once `[[backend]]` is configured, README's
+/// version rule); 2: [`Command::ConfigReloaded`]. A node that does not say has level 0.
+pub const COMMAND_LEVEL: u32 = 2;
 
 impl Command {
     /// The node this command reports for, if it is a report (its facts, its mastership,
@@ -105,7 +122,8 @@ impl Command {
         match self {
             Command::ReportFacts { node, .. }
             | Command::MasterChanged { node, .. }
-            | Command::SetServerHealth { node, .. } => Some(node),
+            | Command::SetServerHealth { node, .. }
+            | Command::ConfigReloaded { node, .. } => Some(node),
             Command::SetMaintenance { .. }
             | Command::Pin { .. }
             | Command::SetServerAdmin { .. }
@@ -156,6 +174,16 @@ impl fmt::Display for Command {
                 f,
                 "backend {pool}/{server} {} (seen by {node})",
                 if *up { "up" } else { "down" }
+            ),
+            Command::ConfigReloaded {
+                node,
+                config,
+                changes,
+                ..
+            } => write!(
+                f,
+                "config {node} reloaded (fingerprint {config}): {}",
+                changes.join("; ")
             ),
         }
     }
@@ -228,6 +256,11 @@ pub struct GroupState {
     /// in the group a pool follows (`config::Backend::group`). Left out while empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_health: BTreeMap<String, ServerHealth>,
+    /// Each node's config fingerprint as its last recorded reload had it: the same reload
+    /// committed twice (a forwarded write that timed out but was committed) is history
+    /// once. Left out while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, String>,
 }
 
 impl GroupState {
@@ -274,6 +307,11 @@ impl GroupState {
             Command::SetServerAdmin { .. }
             | Command::SetServerWeight { .. }
             | Command::SetServerHealth { .. } => self.apply_server(command),
+            Command::ConfigReloaded { node, config, .. } => {
+                let changed = self.configs.get(node) != Some(config);
+                self.configs.insert(node.clone(), config.clone());
+                changed
+            }
         };
         if changed {
             self.record(command);
@@ -345,7 +383,8 @@ impl GroupState {
             | Command::MasterChanged { at_unix_ms, .. }
             | Command::SetServerAdmin { at_unix_ms, .. }
             | Command::SetServerWeight { at_unix_ms, .. }
-            | Command::SetServerHealth { at_unix_ms, .. } => *at_unix_ms,
+            | Command::SetServerHealth { at_unix_ms, .. }
+            | Command::ConfigReloaded { at_unix_ms, .. } => *at_unix_ms,
         };
         self.history.push_back(HistoryEntry {
             at_unix_ms,
@@ -446,6 +485,15 @@ mod tests {
                     at_unix_ms: 8,
                 },
                 r#"{"SetServerHealth":{"pool":"crm","server":"crm-1","up":false,"node":"gw-a","at_unix_ms":8}}"#,
+            ),
+            (
+                Command::ConfigReloaded {
+                    node: "gw-b".into(),
+                    config: "0123abcd".into(),
+                    changes: vec!["group crm3 added".into()],
+                    at_unix_ms: 9,
+                },
+                r#"{"ConfigReloaded":{"node":"gw-b","config":"0123abcd","changes":["group crm3 added"],"at_unix_ms":9}}"#,
             ),
         ];
         for (command, text) in commands {
@@ -607,5 +655,33 @@ mod tests {
         );
         assert_eq!(state.pin, None);
         assert_eq!(state.history.len(), 2);
+    }
+
+    #[test]
+    fn a_reload_is_history_once_per_config() {
+        let mut state = GroupState::default();
+        let reloaded = |config: &str, at_unix_ms| Command::ConfigReloaded {
+            node: "gw-a".into(),
+            config: config.into(),
+            changes: vec!["timers changed".into(), "group crm3 added".into()],
+            at_unix_ms,
+        };
+        assert!(state.apply(&reloaded("aa", 1)).changed);
+        assert!(
+            !state.apply(&reloaded("aa", 2)).changed,
+            "the same reload again"
+        );
+        assert!(state.apply(&reloaded("bb", 3)).changed);
+        assert!(
+            state.apply(&reloaded("aa", 4)).changed,
+            "back to the first config"
+        );
+        let events: Vec<&str> = state.history.iter().map(|h| h.event.as_str()).collect();
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            events[0],
+            "config gw-a reloaded (fingerprint aa): timers changed; group crm3 added"
+        );
+        assert_eq!(reloaded("aa", 1).reported_by(), Some("gw-a"));
     }
 }

@@ -1,5 +1,6 @@
 //! `havip history [--group G]`: the committed history of each group (master changes,
-//! health transitions, pins, maintenance), as this node's replica has it. Read-only.
+//! health transitions, pins, maintenance, backends, config reloads), as this node's replica
+//! has it. Read-only.
 
 use super::context::Groups;
 use super::protocol::{GroupHistory, Response};

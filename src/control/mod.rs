@@ -3,6 +3,7 @@
 //! operator's behalf, /metrics and the notify hooks.
 
 pub mod backend;
+pub mod config_history;
 pub mod context;
 pub mod dispatch;
 pub mod failover;

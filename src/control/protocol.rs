@@ -161,6 +161,10 @@ pub struct Fingerprints {
     /// to a new key.
     #[serde(default)]
     pub keys: String,
+    /// The Raft commands the node's build can apply (`consensus::state::COMMAND_LEVEL`);
+    /// 0 from a build that does not say.
+    #[serde(default)]
+    pub commands: u32,
 }
 
 impl Fingerprints {
@@ -169,6 +173,7 @@ impl Fingerprints {
             config: crate::config::config_fingerprint(config),
             cluster: crate::config::cluster_fingerprint(config),
             keys: keys.describe(),
+            commands: crate::consensus::state::COMMAND_LEVEL,
         }
     }
 }

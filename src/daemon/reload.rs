@@ -18,8 +18,8 @@ use crate::config::{Config, ConfigError, ReloadPlan, plan_reload};
 use crate::consensus::group_raft;
 use crate::consensus::store::StoreError;
 use crate::consensus::types::node_id;
-use crate::control::Members;
 use crate::control::protocol::{Fingerprints, Response};
+use crate::control::{Members, config_history};
 use crate::group::member_names;
 
 /// How long a removed group's store may stay open after its Raft shut down (a snapshot
@@ -48,6 +48,11 @@ pub async fn reload(
                 tracing::info!("reloaded: nothing changed");
             } else {
                 tracing::info!(config = %fingerprints.config, "reloaded: {}", changes.join("; "));
+                tokio::spawn(config_history::record(
+                    joined.control.clone(),
+                    fingerprints.config.clone(),
+                    changes.clone(),
+                ));
             }
             Response::Reloaded {
                 node: node.config.node.name.clone(),
