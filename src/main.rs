@@ -858,6 +858,12 @@ fn render_status(report: &StatusReport) -> String {
         "node {} ({}, data plane: {})\n",
         report.node, report.role, report.data_plane
     );
+    if !report.not_listed_by.is_empty() {
+        out += &format!(
+            "NOT A MEMBER: {} do(es) not list this node in its peer list (removed or replaced?): stop it, or add it back to every node's peer list and reload them\n",
+            report.not_listed_by.join(", ")
+        );
+    }
     for group in &report.groups {
         out += &format!(
             "\ngroup {}  [{}]\n  master: {}  term: {}  pin: {}  quorum ack: {}\n  here: {} ({})\n",

@@ -297,13 +297,23 @@ fn three_voters_grow_to_five_and_back_to_three() {
     cluster.wait_holder("gw-a", Duration::from_secs(20));
 
     // A removed node started again with its old file (five peers) disturbs nothing: the
-    // others' meshes close its connections, it elects nobody.
+    // others' meshes close its connections, it elects nobody. It says in its log and its
+    // status that it is no longer a member: the nodes that sort lower, which no longer
+    // dial it, answer its probes that they do not list it.
     let since = Instant::now();
     cluster.spawn("witness-2");
-    std::thread::sleep(Duration::from_secs(3));
+    let told = log_says(
+        &cluster,
+        "witness-2",
+        "is not, or no longer, a member of the cluster",
+        Duration::from_secs(15),
+    );
+    let log = std::fs::read_to_string(&cluster.nodes["witness-2"].log).unwrap_or_default();
+    assert!(told, "the removed node never said so:\n{}", tail(&log, 20));
+    let (_, status) = cluster.cli("witness-2", &["status"]);
+    assert!(status.contains("NOT A MEMBER: gw-a"), "{status}");
     wait_voters(&cluster, "gw-a", &NODES, Duration::from_secs(1));
     cluster.assert_sole_holder_since("gw-a", since);
-    let log = std::fs::read_to_string(&cluster.nodes["witness-2"].log).unwrap_or_default();
     println!("membership: the removed node says:\n{}", tail(&log, 12));
     cluster.assert_never_two_holders();
 }

@@ -774,6 +774,17 @@ async fn a_changed_peer_list_links_added_nodes_and_drops_removed_ones_live() {
     // Not listed yet: a's dials are closed unread, and nobody dials z.
     wait_for("m refuses a", WAIT, || m.mesh.counters().unknown_source > 0).await;
     assert_eq!(*z.mesh.connected().borrow(), BTreeSet::new());
+    // Each learns that m and n do not list it: a from its dials, z by probing them (the
+    // nodes that should dial it), which is how a removed node that nobody dials finds out.
+    let not_listed = |node: &Node| node.mesh.not_listed_by() == set(&["m", "n"]);
+    wait_for("a hears it is not listed", Duration::from_secs(10), || {
+        not_listed(&a)
+    })
+    .await;
+    wait_for("z hears it is not listed", Duration::from_secs(15), || {
+        not_listed(&z)
+    })
+    .await;
 
     let grown = pick(&["m", "n", "a", "z"]);
     m.mesh.set_peers(&grown);
@@ -783,6 +794,16 @@ async fn a_changed_peer_list_links_added_nodes_and_drops_removed_ones_live() {
     wait_connected(&n, &["m", "a", "z"], Duration::from_secs(10)).await;
     assert_echo(&m, "m", "z", 1, b"hi").await;
     assert_echo(&a, "a", "n", 2, b"yo").await;
+    assert_eq!(
+        a.mesh.not_listed_by(),
+        BTreeSet::new(),
+        "linked: listed again"
+    );
+    assert_eq!(
+        z.mesh.not_listed_by(),
+        BTreeSet::new(),
+        "linked: listed again"
+    );
 
     let reconnects = m.mesh.counters().reconnects;
     let refused = m.mesh.counters().unknown_source;
@@ -803,6 +824,15 @@ async fn a_changed_peer_list_links_added_nodes_and_drops_removed_ones_live() {
     })
     .await;
     assert_eq!(*m.mesh.connected().borrow(), set(&["n"]));
+    // Removed, each hears it again: z only by its probes.
+    wait_for("a hears it was removed", Duration::from_secs(10), || {
+        not_listed(&a)
+    })
+    .await;
+    wait_for("z hears it was removed", Duration::from_secs(15), || {
+        not_listed(&z)
+    })
+    .await;
     // m-n was never dropped: no reconnect.
     assert_eq!(m.mesh.counters().reconnects, reconnects);
     for node in [m, n, a, z] {

@@ -223,6 +223,10 @@ pub struct StatusReport {
     /// that gateway's HAProxy has, this node first (nodes without pools are left out).
     #[serde(default)]
     pub backends: Vec<NodeBackends>,
+    /// Listed peers that answered that they do not list this node (`Mesh::not_listed_by`):
+    /// it was removed from the cluster, or their files lack it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_listed_by: Vec<String>,
 }
 
 /// One node's pools as its HAProxy has them; `pools` is None when it did not answer.

@@ -38,6 +38,7 @@ pub async fn status(control: &Control) -> StatusReport {
         health,
         configs,
         backends,
+        not_listed_by: control.mesh.not_listed_by().into_iter().collect(),
     }
 }
 

@@ -194,6 +194,7 @@ impl Mesh {
             connected: watch::Sender::new(BTreeSet::new()),
             counters: Counters::default(),
             warned: Mutex::new(HashMap::new()),
+            not_listed_by: Mutex::new(BTreeSet::new()),
             shutdown: stop.clone(),
             tasks: TaskTracker::new(),
             next_generation: AtomicU64::new(1),
@@ -380,6 +381,13 @@ impl Mesh {
         );
     }
 
+    /// The listed peers that answered that they do not list this node's address: this
+    /// node was removed from the cluster (or their files lack it). Cleared per peer when
+    /// a link with it is made.
+    pub fn not_listed_by(&self) -> BTreeSet<String> {
+        lock(&self.shared.not_listed_by).clone()
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> MeshCounters {
         self.shared.counters.snapshot()
@@ -400,8 +408,8 @@ struct Shared {
     /// Every other node, by name; a reload may change them (`Mesh::set_peers`). Taken
     /// before `links` when both are held, never across an await.
     peers: std::sync::RwLock<BTreeMap<String, SocketAddr>>,
-    /// The dial loop of each listed peer that sorts higher, stopped when it leaves the
-    /// list or moves.
+    /// The dial loop of each listed peer that sorts higher, and the probe loop of each
+    /// that sorts lower, stopped when it leaves the list or moves.
     dials: Mutex<HashMap<String, CancellationToken>>,
     /// The address this node dials from: its listen address, or its configured peer
     /// address when it listens on every address (0.0.0.0 or ::).
@@ -415,6 +423,9 @@ struct Shared {
     counters: Counters,
     /// When a warning about (address, problem) was last logged.
     warned: Mutex<HashMap<String, Instant>>,
+    /// Peers that answered that they do not list this node's address
+    /// (`noise::NOT_LISTED`), until a link with them is made.
+    not_listed_by: Mutex<BTreeSet<String>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     next_generation: AtomicU64,
@@ -520,17 +531,17 @@ impl Shared {
     }
 
     /// Starts the dial loop of `name` if this node is the one that dials it (it sorts
-    /// lower), with a stop switch of its own.
+    /// lower), else its probe loop, with a stop switch of its own.
     fn start_dialing(self: &Arc<Self>, name: &str, addr: SocketAddr) {
-        if *self.self_name >= *name {
-            return;
-        }
         let stop = self.shutdown.child_token();
         if let Some(old) = lock(&self.dials).insert(name.to_string(), stop.clone()) {
             old.cancel();
         }
-        self.tasks
-            .spawn(dial_loop(self.clone(), name.to_string(), addr, stop));
+        if *self.self_name < *name {
+            (self.tasks).spawn(dial_loop(self.clone(), name.to_string(), addr, stop));
+        } else {
+            (self.tasks).spawn(probe_loop(self.clone(), name.to_string(), addr, stop));
+        }
     }
 
     /// Makes `conn` the peer's connection, closing any older one.
@@ -597,6 +608,27 @@ impl Shared {
         if !lock(&self.counters.seen).insert(conn.peer.clone()) {
             bump(&self.counters.reconnects);
         }
+        if lock(&self.not_listed_by).remove(&conn.peer) {
+            tracing::info!(peer = %conn.peer, "{} lists this node again", conn.peer);
+        }
+    }
+
+    /// `peer` at `addr` answered that no node of its peer list has this node's address:
+    /// remembered (`Mesh::not_listed_by`, `havip status`) and said in the log, once a
+    /// minute per peer, in the words of the likely cause.
+    fn not_listed(&self, peer: &str, addr: SocketAddr) {
+        lock(&self.not_listed_by).insert(peer.to_string());
+        self.warn_limited(
+            &addr.to_string(),
+            "not-listed",
+            format_args!(
+                "{peer} ({addr}) does not list this node ({}, {}) in its peer list: this node \
+                 is not, or no longer, a member of the cluster (removed, or replaced by another \
+                 node), and takes no part in it while no listed node links with it; stop it, or \
+                 add it back to every node's peer list and reload them",
+                self.self_name, self.source_ip
+            ),
+        );
     }
 
     /// Registers `conn` if its peer is still listed at its address; checked and
@@ -753,6 +785,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                             "closed a connection from {addr}: no configured peer has that address"
                         ),
                     );
+                    tell_not_listed(stream);
                     continue;
                 }
                 let Some(pending) = Pending::take(&shared, addr) else {
@@ -783,6 +816,17 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         }
     }
     tracing::debug!(listen = %shared.local_addr, "peer listener closed");
+}
+
+/// Tells the dialer of `stream` that its address is in no peer list here
+/// (`noise::NOT_LISTED`), without reading anything or waiting: one non-blocking write of
+/// two bytes into a fresh socket's empty send buffer, then the close. A removed node that
+/// comes back learns from it that it is no longer a member (`Shared::not_listed`).
+fn tell_not_listed(stream: TcpStream) {
+    use std::io::Write as _;
+    if let Ok(mut std_stream) = stream.into_std() {
+        let _ = std_stream.write(&noise::NOT_LISTED);
+    }
 }
 
 /// Handshakes under way at most, in all: a flood of silent connections from a peer's
@@ -910,6 +954,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr, stop: Ca
                 backoff = BACKOFF_START;
                 run_connection(shared.clone(), peer.clone(), addr, halves, key_id).await;
             }
+            Err(DialError::Handshake(NoiseError::NotListed)) => shared.not_listed(&peer, addr),
             Err(DialError::Handshake(e)) => shared.reject_handshake(addr, &e),
             Err(DialError::Hello(e)) => shared.reject_input(Some(&peer), addr, &e),
             Err(DialError::Other(why)) => {
@@ -927,6 +972,43 @@ async fn dial_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr, stop: Ca
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// How long a listed peer that dials this node may stay unlinked before this node asks
+/// it whether it still lists this node, and how often it asks after that.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// For a listed peer that dials this node (it sorts lower): while there is no link with
+/// it, dials it once every `PROBE_EVERY` to learn whether it still lists this node. One
+/// that does not list this node's address answers `noise::NOT_LISTED`: for a removed node
+/// that sorts higher than the others this is the only way to learn it, as nobody dials it
+/// any more. One that lists it refuses the link (it dials, not this node): logged at
+/// debug only, its own dial loop makes the link.
+async fn probe_loop(shared: Arc<Shared>, peer: String, addr: SocketAddr, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+        if shared.link(&peer).is_some() {
+            continue;
+        }
+        let probed = tokio::select! {
+            () = stop.cancelled() => return,
+            probed = dial_with_keys(&shared, &peer, addr) => probed,
+        };
+        match probed {
+            Err(DialError::Handshake(NoiseError::NotListed)) => shared.not_listed(&peer, addr),
+            Err(DialError::Handshake(e) | DialError::Hello(e)) => {
+                tracing::debug!(peer = %peer, %addr, "probe of {peer}, which dials this node: {e}");
+            }
+            Err(DialError::Other(why)) => {
+                tracing::debug!(peer = %peer, %addr, "probe of {peer}, which dials this node: {why}");
+            }
+            // It linked with a node that sorts higher than itself, against the rule: drop it.
+            Ok(_) => tracing::debug!(peer = %peer, %addr, "probe of {peer} was accepted; closed"),
         }
     }
 }
@@ -949,14 +1031,16 @@ async fn dial_with_keys(
 ) -> Result<(Halves, String), DialError> {
     let keys = shared.keys();
     match dial(shared, peer, addr, &keys.current).await {
-        Err(DialError::Handshake(refused)) => match &keys.previous {
-            Some(previous) => {
-                let halves = dial(shared, peer, addr, previous).await?;
-                tracing::debug!(peer = %peer, "{peer} refused the current key ({refused}); linked with the previous one");
-                Ok((halves, previous.id()))
+        Err(DialError::Handshake(refused)) if !matches!(refused, NoiseError::NotListed) => {
+            match &keys.previous {
+                Some(previous) => {
+                    let halves = dial(shared, peer, addr, previous).await?;
+                    tracing::debug!(peer = %peer, "{peer} refused the current key ({refused}); linked with the previous one");
+                    Ok((halves, previous.id()))
+                }
+                None => Err(DialError::Handshake(refused)),
             }
-            None => Err(DialError::Handshake(refused)),
-        },
+        }
         dialed => dialed.map(|halves| (halves, keys.current.id())),
     }
 }

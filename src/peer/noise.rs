@@ -57,6 +57,10 @@ pub enum NoiseError {
     Timeout(Duration),
     #[error("Noise message of {0} bytes is shorter than its authentication tag")]
     ShortMessage(usize),
+    /// The peer answered the handshake with [`NOT_LISTED`]: it closes connections from
+    /// this node's address because no node of its peer list has it.
+    #[error("the peer does not list this node's address in its peer list")]
+    NotListed,
     #[error("Noise message failed to decrypt (corrupted or forged traffic)")]
     Decrypt,
     #[error("connection closed in the middle of a frame")]
@@ -171,13 +175,22 @@ where
     Ok((Arc::new(session), key))
 }
 
-/// One handshake message; a peer that closes instead is `ClosedInHandshake`.
+/// What a node writes, unencrypted, before it closes a connection from an address that
+/// no node of its peer list has (`mesh`): an empty record, which no handshake message is
+/// (each has at least its tag), so the dialer can tell "not listed" from a closed or
+/// failed handshake. It tells a stranger nothing a port scan does not, and changes no
+/// state on the receiver beyond a log line and `havip status`.
+pub const NOT_LISTED: [u8; 2] = [0, 0];
+
+/// One handshake message; a peer that closes instead is `ClosedInHandshake`, one that
+/// answers [`NOT_LISTED`] is `NotListed`.
 async fn read_handshake_message<S>(stream: &mut S, buf: &mut [u8]) -> Result<usize, NoiseError>
 where
     S: AsyncRead + Unpin,
 {
     match read_message(stream, buf).await {
         Ok(Some(n)) => Ok(n),
+        Err(NoiseError::ShortMessage(0)) => Err(NoiseError::NotListed),
         Ok(None) => Err(NoiseError::ClosedInHandshake),
         Err(NoiseError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             Err(NoiseError::ClosedInHandshake)
@@ -186,11 +199,15 @@ where
     }
 }
 
-/// Writes one `[u16 length][message]` record.
+/// Writes one `[u16 length][message]` record, in one write: a node that refuses this
+/// one (`NOT_LISTED`, then the close) answers the record's first segment with a reset,
+/// and a second write would fail before the refusal is read.
 async fn write_message<W: AsyncWrite + Unpin>(w: &mut W, msg: &[u8]) -> Result<(), NoiseError> {
     let len = u16::try_from(msg.len()).map_err(|_| NoiseError::ShortMessage(msg.len()))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(msg).await?;
+    let mut record = Vec::with_capacity(2 + msg.len());
+    record.extend_from_slice(&len.to_be_bytes());
+    record.extend_from_slice(msg);
+    w.write_all(&record).await?;
     Ok(())
 }
 
