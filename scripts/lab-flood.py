@@ -8,7 +8,8 @@ Usage (inside a lab namespace): lab-flood.py ADDRESS PORT [COUNT] [RATE] [HOLD] 
 SOURCES: comma-separated local addresses the connections are bound to in turn (a flood
 from many addresses; they must be on the namespace's interface), default the kernel's.
 Prints one JSON line: opened, failed (connect errors or timeouts), closed_by_peer (seen
-closed by the far end before HOLD ended: a node closes strangers unread), seconds (the
+closed by the far end before HOLD ended: a node closes strangers unread, after
+telling them they are not listed), seconds (the
 time taken to open them).
 """
 import json
@@ -55,7 +56,9 @@ def main():
     closed = 0
     for s in open_socks:
         try:
-            if s.recv(1) == b"":
+            # A node closes a stranger after one empty "not listed" record (two zero
+            # bytes), reading nothing of it.
+            if s.recv(16) in (b"", b"\x00\x00"):
                 closed += 1
         except BlockingIOError:
             pass
