@@ -117,6 +117,45 @@ fn masters_since(node: &str, group: &str, since_ms: u64) -> Vec<String> {
         .collect()
 }
 
+/// The `havip history` of `crm` (the group every step keeps) on each of `on` records each
+/// reload of `reloaded` (node and the fingerprints its reload answered) since `since_ms`,
+/// within 10 s: a reload is recorded once every member of the group has said it can apply
+/// the record, after the reload has answered.
+fn assert_reloads_recorded(
+    kind: &str,
+    on: &[String],
+    reloaded: &BTreeMap<String, Fingerprints>,
+    since_ms: u64,
+) {
+    let wanted: Vec<String> = (reloaded.iter())
+        .map(|(node, f)| format!("config {node} reloaded (fingerprint {})", f.config))
+        .collect();
+    for node in on {
+        let started = Instant::now();
+        let missing = || -> Vec<String> {
+            let out = havip(node, &["history", "--json", "--group", "crm"]);
+            let groups: Vec<GroupHistory> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let events: Vec<String> = (groups.into_iter().flat_map(|g| g.entries))
+                .filter(|e| e.at_unix_ms >= since_ms)
+                .map(|e| e.event)
+                .collect();
+            (wanted.iter())
+                .filter(|w| !events.iter().any(|e| e.starts_with(w.as_str())))
+                .cloned()
+                .collect()
+        };
+        let mut lacking = missing();
+        while !lacking.is_empty() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(200));
+            lacking = missing();
+        }
+        assert!(
+            lacking.is_empty(),
+            "{kind}: {node}'s history of crm lacks {lacking:?}"
+        );
+    }
+}
+
 /// `havip reload` on `node`: what it changed and its new fingerprints; panics unless it
 /// was applied and changed something.
 fn reload(node: &str) -> Fingerprints {
@@ -368,6 +407,7 @@ impl Pass<'_> {
         if expect == Expect::NoOutage {
             assert_no_master_change(kind, from_ms);
         }
+        assert_reloads_recorded(kind, &lab::havip_nodes(), &expected, from_ms);
         self.steps.push(Step {
             kind,
             expect,
@@ -709,10 +749,11 @@ impl Pass<'_> {
     ) {
         let from_ms = now_ms();
         let mut slowest = Duration::ZERO;
+        let mut reloaded = BTreeMap::new();
         for node in nodes {
             edit(node, change);
             let asked = Instant::now();
-            reload(node);
+            reloaded.insert(node.to_string(), reload(node));
             slowest = slowest.max(asked.elapsed());
         }
         let last = Instant::now();
@@ -735,6 +776,10 @@ impl Pass<'_> {
             extra_witness_logs()
         );
         assert_no_master_change(kind, from_ms);
+        let members: Vec<String> = (lab::havip_nodes().into_iter())
+            .filter(|n| voters.contains(&n.as_str()))
+            .collect();
+        assert_reloads_recorded(kind, &members, &reloaded, from_ms);
         self.steps.push(Step {
             kind,
             expect: Expect::NoOutage,
