@@ -6,6 +6,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -123,7 +124,7 @@ enum CliCommand {
     },
     /// Re-read the node's config file and apply what changed, without a restart (= SIGHUP).
     #[command(
-        after_help = "Examples:\n  havip reload\n  havip reload --json\n  systemctl reload havip        # the unit's ExecReload runs this\n\nApplied live: VIP groups added (formed once every node lists them) and removed (released\nfirst, then their Raft state dropped), a group's addresses, priority, failback and announce\nsettings (a held VIP stays; only changed addresses change), the health checks (switched\nonce the new ones have results), key_file / previous_key_file (a key rollover), and the\nnotify hook. A file with any error, or a change that needs a restart (node name, role,\ndata_dir, listen, peers, timers, sockets, a group's interface), is refused whole with every reason, and the\nrunning node is unchanged. Roll a change through the cluster one node at a time;\n`havip status` shows each node's config fingerprint and keys, and warns while the\ncluster-wide settings differ.\nExit codes: 0 applied (or nothing changed), 1 the daemon did not answer, 2 refused."
+        after_help = "Examples:\n  havip reload\n  havip reload --json\n  systemctl reload havip        # the unit's ExecReload runs this\n\nApplied live: VIP groups added (formed once every node lists them) and removed (released\nfirst, then their Raft state dropped), a group's addresses, priority, failback and announce\nsettings (a held VIP stays; only changed addresses change), the health checks (switched\nonce the new ones have results), key_file / previous_key_file (a key rollover), the\nnotify hook, the other nodes of the peer list (the membership follows once every node\nlists the same nodes: see havip member --help) and [timers]. A file with any error, or a\nchange that needs a restart (node name, role, data_dir, listen and this node's own peer\nentry, sockets, a group's interface), is refused whole with every reason, and the\nrunning node is unchanged. Each applied reload is recorded in havip history. Roll a change through the cluster one node at a time;\n`havip status` shows each node's config fingerprint and keys, and warns while the\ncluster-wide settings differ.\nExit codes: 0 applied (or nothing changed), 1 the daemon did not answer, 2 refused."
     )]
     Reload {
         #[command(flatten)]
@@ -133,7 +134,7 @@ enum CliCommand {
     },
     /// The Raft membership of each group, beside this node's configured peers.
     #[command(
-        after_help = "Examples:\n  havip member list\n  havip member list --json | jq '.groups[] | select(.matches_config | not)'\n\nEach group's voters and learners as this node's replica has them, and whether they\nare the peers this node's config lists (and whether a change is half done, in joint\nconsensus). On the group's leader, also what it does to make the voters the peer\nlists: it changes them once every connected node lists the same peers (new nodes as\nlearners first, then one change), and says what it waits for until then. The lists\nchange by `havip reload` of each node with the new file, the master's last (README,\n\"From three voters to five, or a node replaced\")."
+        after_help = "Examples:\n  havip member list\n  havip member list --json | jq '.groups[] | select(.matches_config | not)'\n\nEach group's voters and learners as this node's replica has them, and whether they\nare the peers this node's config lists (and whether a change is half done, in joint\nconsensus). On the group's leader, also what it does to make the voters the peer\nlists: it changes them once every connected node lists the same peers (new nodes as\nlearners first, then one change), and says what it waits for until then. The lists\nchange by `havip reload` of each node with the new file, the master's last (README,\n\"From three voters to five, or a node replaced\"): `havip member add|remove|replace`\ncheck such a change against the running cluster first and print the edits, changing\nnothing themselves."
     )]
     Member {
         #[command(subcommand)]
@@ -233,6 +234,70 @@ enum MemberAction {
         #[arg(long)]
         json: bool,
     },
+    /// Check that adding nodes can be done now, and print the edits that do it (changes nothing).
+    #[command(
+        after_help = "Example:\n  havip member add witness-2=198.18.0.21:7400 witness-3=198.18.0.22:7400\n\nChanges nothing: membership follows the peer lists in the files. Checked against\nthe running cluster as this node sees it: refused (exit 2) with the reason for a name\nor address already listed, an even number of voters, a majority this node cannot\nreach; otherwise prints the steps (start the new nodes, the [[cluster.peers]] entries\nto add to every file, `havip reload` on each node with the master last)."
+    )]
+    Add {
+        #[command(flatten)]
+        daemon: DaemonSocket,
+        /// NAME=ADDRESS of each node to add (its peer address, e.g. 198.18.0.21:7400).
+        #[arg(required = true, value_parser = parse_new_member)]
+        nodes: Vec<(String, SocketAddr)>,
+        /// The added nodes' role.
+        #[arg(long, value_enum, default_value = "witness")]
+        role: RoleArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that removing nodes can be done now, and print the edits that do it (changes nothing).
+    #[command(
+        after_help = "Example:\n  havip member remove witness-2 witness-3\n\nChanges nothing: membership follows the peer lists in the files. Refused (exit 2)\nwith the reason for an unknown name, the last gateway, a node that leads a group\n(move the group first), an even number of voters left, a majority this node cannot\nreach; otherwise prints the steps."
+    )]
+    Remove {
+        #[command(flatten)]
+        daemon: DaemonSocket,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check replacing a node by a new one (another name and address) in one change.
+    #[command(
+        after_help = "Example:\n  havip member replace witness witness-2=198.18.0.21:7400\n\nOne membership change: the cluster never runs on fewer voters. Changes nothing;\nchecked and printed as `member add` and `member remove` are."
+    )]
+    Replace {
+        #[command(flatten)]
+        daemon: DaemonSocket,
+        old: String,
+        /// NAME=ADDRESS of the new node.
+        #[arg(value_parser = parse_new_member)]
+        new: (String, SocketAddr),
+        #[arg(long, value_enum, default_value = "witness")]
+        role: RoleArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Gateway,
+    Witness,
+}
+
+/// `NAME=ADDRESS`, as `havip member add` takes a node.
+fn parse_new_member(text: &str) -> Result<(String, SocketAddr), String> {
+    let (name, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: write NAME=ADDRESS, e.g. witness-2=198.18.0.21:7400"))?;
+    let address = address
+        .parse()
+        .map_err(|e| format!("{address:?} is not an IP:port peer address: {e}"))?;
+    if name.is_empty() {
+        return Err(format!("{text:?}: the node's name is empty"));
+    }
+    Ok((name.to_string(), address))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -309,6 +374,7 @@ fn main() -> ExitCode {
         CliCommand::Member {
             action: MemberAction::List { daemon, json },
         } => member_list(&daemon, json),
+        CliCommand::Member { action } => member_check(action),
         CliCommand::Backend { action } => backend(action),
     };
     match result {
@@ -725,6 +791,67 @@ fn member_list(daemon: &DaemonSocket, json: bool) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `havip member add|remove|replace`: the daemon's check and steps, printed.
+fn member_check(action: MemberAction) -> Result<(), Failure> {
+    use havip::control::protocol::NewMember;
+    let role_of = |r: RoleArg| match r {
+        RoleArg::Gateway => havip::config::Role::Gateway,
+        RoleArg::Witness => havip::config::Role::Witness,
+    };
+    let new = |(name, address): (String, SocketAddr), role| NewMember {
+        name,
+        address,
+        role,
+    };
+    let (daemon, add, remove, json) = match action {
+        MemberAction::List { .. } => return Ok(()),
+        MemberAction::Add {
+            daemon,
+            nodes,
+            role,
+            json,
+        } => {
+            let add = nodes.into_iter().map(|n| new(n, role_of(role))).collect();
+            (daemon, add, Vec::new(), json)
+        }
+        MemberAction::Remove {
+            daemon,
+            names,
+            json,
+        } => (daemon, Vec::new(), names, json),
+        MemberAction::Replace {
+            daemon,
+            old,
+            new: node,
+            role,
+            json,
+        } => (daemon, vec![new(node, role_of(role))], vec![old], json),
+    };
+    let path = socket_path(&daemon)?;
+    let response = runtime()?
+        .block_on(socket::call(
+            &path,
+            &Request::MemberCheck { add, remove },
+            Duration::from_secs(15),
+        ))
+        .map_err(|e| Failure::Request(e.to_string()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&response).unwrap_or_default()
+        );
+    }
+    match response {
+        Response::Done { message } if !json => {
+            print!("{message}");
+            Ok(())
+        }
+        Response::Refused { message } => Err(Failure::Usage(message)),
+        Response::Error { message } => Err(Failure::Request(message)),
+        _ => Ok(()),
+    }
 }
 
 /// `havip backend ...`: one request, the daemon's answer printed.

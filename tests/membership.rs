@@ -339,6 +339,7 @@ fn peer_lists_changed_by_reload_move_nothing() {
     cluster.wait_formed("gw-a");
     wait_voters(&cluster, "gw-a", &NODES, Duration::from_secs(5));
     let since = Instant::now();
+    member_checks_refuse_bad_changes_and_print_the_steps(&cluster);
 
     write_files(&cluster, &ALL);
     for name in ["witness-2", "witness-3"] {
@@ -372,4 +373,47 @@ fn peer_lists_changed_by_reload_move_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     cluster.assert_sole_holder_since("gw-a", since);
     cluster.assert_never_two_holders();
+}
+
+/// `havip member add|remove|replace` on a formed three-voter cluster: each bad change
+/// refused (exit 2) with its reason, a good one answered with the edits to make, and
+/// nothing changed by any of them.
+fn member_checks_refuse_bad_changes_and_print_the_steps(cluster: &Cluster) {
+    let at = |name: &str| format!("{name}={}:7400", node_addr(cluster.net, &ALL, name));
+    let (w2, w3) = (at("witness-2"), at("witness-3"));
+    let refused = [
+        (vec!["add", w2.as_str()], "it would leave 4 voters"),
+        (vec!["remove", "witness"], "it would leave 2 voters"),
+        (vec!["remove", "gw-a"], "gw-a leads the group"),
+        (
+            vec!["remove", "nobody"],
+            "nobody is not in this node's peer list",
+        ),
+        (vec!["add", "gw-b=127.0.0.1:7400"], "gw-b is listed already"),
+    ];
+    for (args, reason) in refused {
+        let mut argv = vec!["member"];
+        argv.extend(args.iter().copied());
+        let (code, out) = cluster.cli("gw-b", &argv);
+        assert_eq!(code, 2, "{argv:?}: {out}");
+        assert!(
+            out.contains(reason) && out.contains("nothing was changed"),
+            "{argv:?}: {out}"
+        );
+    }
+    let (code, out) = cluster.cli("gw-b", &["member", "add", &w2, &w3]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("name = \"witness-3\"") && out.contains("gw-a last"),
+        "{out}"
+    );
+    // The new nodes do not run: the answer says to start them first.
+    assert!(out.contains("witness-2 does not answer"), "{out}");
+    let (code, out) = cluster.cli("gw-b", &["member", "replace", "witness", &w2]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("delete the [[cluster.peers]] entry of witness"),
+        "{out}"
+    );
+    wait_voters(cluster, "gw-b", &NODES, Duration::from_secs(1));
 }

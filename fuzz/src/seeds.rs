@@ -375,6 +375,14 @@ fn control_request() -> Vec<Seed> {
         },
         Request::Reload,
         Request::Members,
+        Request::MemberCheck {
+            add: vec![havip::control::protocol::NewMember {
+                name: "witness-2".into(),
+                address: "198.18.0.21:7400".parse().expect("an address"),
+                role: Role::Witness,
+            }],
+            remove: vec!["witness".into()],
+        },
     ];
     let mut out: Vec<Seed> = requests
         .iter()

@@ -110,23 +110,7 @@ impl MembershipDriver {
         {
             return None;
         }
-        let membership = metrics.membership_config.membership();
-        let names: BTreeMap<NodeId, String> = membership
-            .nodes()
-            .map(|(id, node)| (*id, node.name.clone()))
-            .collect();
-        let name = |id: &NodeId| {
-            names
-                .get(id)
-                .cloned()
-                .unwrap_or_else(|| format!("node {id:x}"))
-        };
-        Some(Current {
-            configs: (membership.get_joint_config().iter())
-                .map(|set| set.iter().map(name).collect())
-                .collect(),
-            learners: membership.learner_ids().map(|id| name(&id)).collect(),
-        })
+        Some(current_of(&metrics))
     }
 
     /// What the plan needs besides the membership; an error when a connected node did not
@@ -219,5 +203,26 @@ impl MembershipDriver {
             Step::Nothing | Step::HandOver | Step::Wait(_) | Step::Refuse(_) => Ok(()),
         };
         result.map_err(|e| e.to_string())
+    }
+}
+
+/// A group's membership as `metrics` (this node's replica) has it, by node name.
+pub fn current_of(metrics: &openraft::RaftMetrics<super::types::TypeConfig>) -> Current {
+    let membership = metrics.membership_config.membership();
+    let names: BTreeMap<NodeId, String> = membership
+        .nodes()
+        .map(|(id, node)| (*id, node.name.clone()))
+        .collect();
+    let name = |id: &NodeId| {
+        names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("node {id:x}"))
+    };
+    Current {
+        configs: (membership.get_joint_config().iter())
+            .map(|set| set.iter().map(name).collect())
+            .collect(),
+        learners: membership.learner_ids().map(|id| name(&id)).collect(),
     }
 }

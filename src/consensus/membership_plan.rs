@@ -229,36 +229,6 @@ fn unreachable_majority(
     })
 }
 
-/// Why `havip member remove NAME` cannot be done now, if it cannot.
-pub fn refuse_removal(name: &str, current: &Current, facts: &Facts) -> Option<String> {
-    let voters = current.voters();
-    if !voters.contains(name) && !current.learners.contains(name) {
-        return Some(format!(
-            "{name} is not a member (voters: {}; learners: {})",
-            join(&voters),
-            join(&current.learners)
-        ));
-    }
-    if current.is_joint() {
-        return Some("a membership change is half done; it must finish first".into());
-    }
-    let mut rest = voters.clone();
-    rest.remove(name);
-    if rest.is_disjoint(&facts.gateways) {
-        return Some(format!(
-            "{name} is the last gateway among the voters; a cluster of witnesses elects \
-             nobody who holds the VIPs"
-        ));
-    }
-    if name == facts.leader {
-        return Some(format!(
-            "{name} leads the group: it hands leadership over first (stop it, or move the \
-             group with `havip failover`), then the next leader removes it"
-        ));
-    }
-    unreachable_majority(&[voters, rest], &facts.acknowledging)
-}
-
 fn join(set: &BTreeSet<String>) -> String {
     if set.is_empty() {
         "none".into()

@@ -4,6 +4,7 @@ pub mod bootstrap;
 pub mod group_raft;
 pub mod lease;
 pub mod lease_record;
+pub mod member_check;
 pub mod membership;
 pub mod membership_plan;
 pub mod network;

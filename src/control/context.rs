@@ -100,6 +100,10 @@ pub struct Members {
     pub role: Role,
     /// Every configured node, this one included, in the config's order.
     pub all: Vec<String>,
+    /// Each configured node's peer address.
+    pub addresses: BTreeMap<String, std::net::SocketAddr>,
+    /// `cluster.allow_even_voters` of this node's file.
+    pub allow_even_voters: bool,
 }
 
 impl Members {
@@ -114,6 +118,10 @@ impl Members {
                 .iter()
                 .map(|p| p.name.clone())
                 .collect(),
+            addresses: (config.cluster.peers.iter())
+                .map(|p| (p.name.clone(), p.address))
+                .collect(),
+            allow_even_voters: config.cluster.allow_even_voters,
         }
     }
 

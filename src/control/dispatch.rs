@@ -13,6 +13,7 @@ use super::context::Control;
 use super::failover::failover;
 use super::history::history;
 use super::maintenance::maintenance;
+use super::member_change::member_check;
 use super::members::member_list;
 use super::metrics::{self as prometheus, SnapshotSource};
 use super::metrics_snapshot::metrics_snapshot;
@@ -41,6 +42,7 @@ pub async fn handle_request(control: &Control, request: Request) -> Response {
         } => backend(control, pool, server, change).await,
         Request::Reload => reload(control).await,
         Request::Members => member_list(groups, members),
+        Request::MemberCheck { add, remove } => member_check(control, add, remove).await,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod failover;
 pub mod history;
 pub mod maintenance;
+pub mod member_change;
 pub mod members;
 pub mod metrics;
 pub mod metrics_snapshot;

@@ -45,6 +45,20 @@ pub enum Request {
     Reload,
     /// Each group's Raft membership beside the configured peers.
     Members,
+    /// `havip member add|remove|replace`: whether adding `add` and removing `remove` can
+    /// be done now, and the steps that do it. Changes nothing.
+    MemberCheck {
+        add: Vec<NewMember>,
+        remove: Vec<String>,
+    },
+}
+
+/// A node `havip member add` asks about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMember {
+    pub name: String,
+    pub address: std::net::SocketAddr,
+    pub role: crate::config::Role,
 }
 
 impl Request {
@@ -70,6 +84,11 @@ impl Request {
             Request::Backend { .. } => "backend",
             Request::Reload => "reload",
             Request::Members => "member list",
+            Request::MemberCheck { remove, add } => match (add.is_empty(), remove.is_empty()) {
+                (false, true) => "member add",
+                (true, false) => "member remove",
+                _ => "member replace",
+            },
         }
     }
 }

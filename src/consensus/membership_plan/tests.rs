@@ -227,22 +227,6 @@ fn a_change_left_in_joint_consensus_is_finished() {
 }
 
 #[test]
-fn removal_by_hand_is_refused_with_the_reason() {
-    let m = current(&["gw-a", "gw-b", "witness"], &[]);
-    let f = facts(&["gw-a", "gw-b", "witness"], &["gw-a", "gw-b", "witness"]);
-    let refuse = |name: &str, m: &Current, f: &Facts| refuse_removal(name, m, f);
-    assert!(refuse("w9", &m, &f).is_some_and(|w| w.contains("not a member")));
-    assert_eq!(refuse("witness", &m, &f), None);
-    assert!(refuse("gw-a", &m, &f).is_some_and(|w| w.contains("leads the group")));
-    let one_gateway = current(&["gw-a", "witness", "w2"], &[]);
-    assert!(refuse("gw-a", &one_gateway, &f).is_some_and(|w| w.contains("last gateway")));
-    let mut down = f.clone();
-    down.acknowledging = set(&["gw-a", "gw-b"]);
-    // Without gw-b the two left would be gw-a and the silent witness: 1 of 2.
-    assert!(refuse("gw-b", &m, &down).is_some_and(|w| w.contains("acknowledge the leader")));
-}
-
-#[test]
 fn a_leader_the_lists_drop_hands_over_before_anything_changes() {
     let now = ["gw-b", "gw-c", "witness"];
     let m = current(&["gw-a", "gw-b", "witness"], &["gw-c"]);
