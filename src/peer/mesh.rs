@@ -544,9 +544,9 @@ impl Shared {
         }
     }
 
-    /// Makes `conn` the peer's connection, closing any older one.
     /// Whether a node that says it is `name` (after the handshake) may dial this one: a
-    /// configured peer that sorts lower. Counted and logged when not.
+    /// configured peer that sorts lower. Counted and logged when not, but for a listed
+    /// peer that sorts higher: that is its probe (`probe_loop`).
     fn admits(&self, name: &str, addr: SocketAddr) -> bool {
         let configured = self.peer_addr(name).map(|a| a.ip().to_canonical());
         if configured.is_some() && configured != Some(addr.ip().to_canonical()) {
@@ -568,19 +568,19 @@ impl Shared {
         if configured.is_some() && *name < *self.self_name {
             return true;
         }
+        if self.peer_addr(name).is_some() {
+            // A listed node that sorts higher dials only to ask whether it is still listed
+            // (`probe_loop`): the protocol, not bad input.
+            tracing::debug!(%addr, "refused a link from {name}, which sorts higher than {}: its probe (this node dials it)", self.self_name);
+            return false;
+        }
         bump(&self.counters.unknown_peer);
-        let why = if self.peer_addr(name).is_some() {
-            format!(
-                "node {name} sorts higher than {}, so this node dials it, not the other way round",
-                self.self_name
-            )
-        } else {
-            format!("node {name:?} is not in this node's peer list; add it to every node's config")
-        };
         self.warn_limited(
             &addr.ip().to_string(),
             "unknown-peer",
-            format_args!("rejected {addr}: {why}"),
+            format_args!(
+                "rejected {addr}: node {name:?} is not in this node's peer list; add it to every node's config"
+            ),
         );
         false
     }
@@ -591,6 +591,7 @@ impl Shared {
             .clone()
     }
 
+    /// Makes `conn` the peer's connection, closing any older one.
     fn register(&self, conn: &Arc<Connection>) {
         let old = {
             let mut links = lock(&self.links);
