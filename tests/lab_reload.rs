@@ -39,7 +39,8 @@
 //! node (each node's config fingerprints as the reload returned them, plus what changed:
 //! the group and its master, the leader, the checks, the keys each link was made with);
 //! `havip history` on every node records a master change where the VIP moved and none
-//! where it did not; no late release; nothing left after `lab.sh down`.
+//! where it did not, and every reload (`config NODE reloaded (fingerprint F)`, F as the
+//! reload answered); no late release; nothing left after `lab.sh down`.
 //!
 //! One pass takes about 1 minute (and the lab's start). `HAVIP_RELOAD_RUNS=N` makes N passes on one lab and
 //! prints a table (outage per change kind, time from the last reload to the change in
