@@ -49,14 +49,27 @@ pub fn refusals(change: &Change, current: &Current, known: &Known) -> Vec<String
     for name in change.add.iter().filter(|n| members.contains(*n)) {
         why.push(format!("{name} is a member already"));
     }
+    // A change under way: what the rest would say is about a passing state.
     if current.is_joint() {
         why.push("a membership change is half done; it must finish first".into());
+        return why;
+    }
+    if !current.learners.is_empty() {
+        why.push(format!(
+            "a membership change is under way ({} joining as learner(s)); let it finish first",
+            join(&current.learners)
+        ));
+        return why;
     }
     let target: BTreeSet<String> = (voters.iter().chain(&change.add))
         .filter(|n| !change.remove.contains(*n))
         .cloned()
         .collect();
-    if !target.is_empty() && target.is_disjoint(&known.gateways) {
+    if target.is_empty() {
+        why.push("no voter would be left".into());
+        return why;
+    }
+    if target.is_disjoint(&known.gateways) {
         why.push(format!(
             "no gateway would be left among the voters {}: a cluster of witnesses elects \
              nobody who holds the VIPs",
@@ -204,6 +217,21 @@ mod tests {
             learners: BTreeSet::new(),
         };
         one(refusals(&change(&["w3"], &[]), &half, &k), "half done");
+        let joining = Current {
+            configs: vec![three().voters()],
+            learners: set(&["w2"]),
+        };
+        one(
+            refusals(&change(&["w3"], &[]), &joining, &k),
+            "w2 joining as learner",
+        );
+        let all = change(&[], &["gw-a", "gw-b", "witness"]);
+        let mut led_elsewhere = known();
+        led_elsewhere.leader = None;
+        one(
+            refusals(&all, &three(), &led_elsewhere),
+            "no voter would be left",
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use super::Raft;
 use super::membership_plan::{Current, Facts, Step, next_step};
 use super::proposer::Proposer;
+use super::state::COMMAND_LEVEL;
 use super::types::{NodeId, PeerNode, node_id};
 use crate::config::Role;
 use crate::control::protocol::{PeerReply, PeerRequest};
@@ -136,9 +137,16 @@ impl MembershipDriver {
         let mut silent = Vec::new();
         for (peer, reply) in asked {
             match reply {
-                Ok(PeerReply::PeerList { role, peers }) => {
+                Ok(PeerReply::PeerList {
+                    role,
+                    peers,
+                    commands,
+                }) => {
                     if role == Role::Gateway {
                         facts.gateways.insert(peer.clone());
+                    }
+                    if commands < COMMAND_LEVEL {
+                        facts.older.insert(peer.clone(), commands);
                     }
                     facts.lists.insert(peer, peers.into_iter().collect());
                 }

@@ -65,6 +65,10 @@ pub struct Facts {
     pub connected: BTreeSet<String>,
     /// The learners whose log has caught up with the leader's.
     pub caught_up: BTreeSet<String>,
+    /// Connected nodes whose build applies fewer Raft commands than the leader's
+    /// (`state::COMMAND_LEVEL`), with their level: one is not added, because the log it
+    /// would replay may hold a command it cannot decode, which stops its Raft.
+    pub older: BTreeMap<String, u32>,
 }
 
 /// The leader's next step for one group.
@@ -144,6 +148,12 @@ pub fn next_step(current: &Current, facts: &Facts) -> Step {
         // Adding a learner is a membership entry too: it commits with the voters' majority.
         return if !facts.connected.contains(new) {
             Step::Wait(format!("{new} is listed but not connected"))
+        } else if let Some(level) = facts.older.get(new) {
+            Step::Wait(format!(
+                "{new} runs an older build (Raft command level {level}, this leader's {}): \
+                 upgrade it, then it is added",
+                super::state::COMMAND_LEVEL
+            ))
         } else if let Some(why) = unreachable_majority(&[voters], &facts.acknowledging) {
             Step::Wait(why)
         } else {

@@ -57,14 +57,21 @@ fn members_of(control: &Control) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// Commits the record of this node's reload in every group it can, trying for
-/// `RECORD_WITHIN` while a member does not answer.
+/// `RECORD_WITHIN` while a member does not answer. The record keeps the reload's time.
 pub async fn record(control: Arc<Control>, config: String, changes: Vec<String>) {
+    let at_unix_ms = unix_ms();
     let me = control.members().me.clone();
     let mut pending: BTreeSet<String> = control.groups().names().cloned().collect();
     let mut able: BTreeSet<String> = BTreeSet::from([me.clone()]);
     let deadline = tokio::time::Instant::now() + RECORD_WITHIN;
     let mut why: BTreeMap<String, String> = BTreeMap::new();
     while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+        // A later reload, waiting as this one did, must not be recorded before it: once
+        // the config has moved on, the later reload's own record is the one to make.
+        if control.fingerprints().config != config {
+            tracing::info!(config = %config, "reload not recorded in the history: a later reload replaced its config first");
+            return;
+        }
         for (group, nodes) in members_of(&control) {
             if !pending.contains(&group) {
                 continue;
@@ -94,7 +101,13 @@ pub async fn record(control: Arc<Control>, config: String, changes: Vec<String>)
                 }
             }
             if ready {
-                commit(&control, &group, &me, &config, &changes).await;
+                let command = Command::ConfigReloaded {
+                    node: me.clone(),
+                    config: config.clone(),
+                    changes: changes.clone(),
+                    at_unix_ms,
+                };
+                commit(&control, &group, command).await;
                 pending.remove(&group);
             }
         }
@@ -110,13 +123,7 @@ pub async fn record(control: Arc<Control>, config: String, changes: Vec<String>)
     }
 }
 
-async fn commit(control: &Control, group: &str, me: &str, config: &str, changes: &[String]) {
-    let command = Command::ConfigReloaded {
-        node: me.to_string(),
-        config: config.to_string(),
-        changes: changes.to_vec(),
-        at_unix_ms: unix_ms(),
-    };
+async fn commit(control: &Control, group: &str, command: Command) {
     match control.proposer.propose(group, command).await {
         Ok(()) => tracing::debug!(group = %group, "reload recorded in the group's history"),
         Err(e) => tracing::warn!(group = %group, "reload not recorded in the group's history: {e}"),

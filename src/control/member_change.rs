@@ -22,11 +22,16 @@ use crate::consensus::membership::current_of;
 
 /// How long a new node's peer address may take to accept a TCP connection.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Nodes one check may name: a cluster has a handful, and each new one is probed.
+const MAX_NODES: usize = 8;
 
 /// The answer to `havip member add|remove|replace`.
 pub async fn member_check(control: &Control, add: Vec<NewMember>, remove: Vec<String>) -> Response {
     let members = control.members();
     let mut why = listing_problems(&members.addresses, &add, &remove);
+    if add.len() + remove.len() > MAX_NODES {
+        why.push(format!("at most {MAX_NODES} nodes in one change"));
+    }
     let change = Change {
         add: add.iter().map(|n| n.name.clone()).collect(),
         remove: remove.iter().cloned().collect(),
@@ -99,14 +104,23 @@ fn listing_problems(
     if add.is_empty() && remove.is_empty() {
         why.push("name a node to add or remove".into());
     }
-    for node in add {
+    for (i, node) in add.iter().enumerate() {
         if let Some(at) = listed.get(&node.name) {
             why.push(format!("{} is listed already (at {at})", node.name));
         } else if let Some((other, _)) = listed.iter().find(|(_, a)| **a == node.address) {
-            why.push(format!("{} is {other}'s peer address", node.address));
+            why.push(format!(
+                "{} is {other}'s peer address (to reuse it, remove {other} first and stop it)",
+                node.address
+            ));
         }
-        if add.iter().filter(|n| n.name == node.name).count() > 1 {
-            why.push(format!("{} is named twice", node.name));
+        if let Some(earlier) = add[..i]
+            .iter()
+            .find(|n| n.name == node.name || n.address == node.address)
+        {
+            why.push(format!(
+                "{} and {} are the same node (name or address)",
+                earlier.name, node.name
+            ));
         }
     }
     for name in remove.iter().filter(|n| !listed.contains_key(*n)) {
@@ -172,11 +186,16 @@ fn steps(
     ));
     let last: BTreeSet<&str> = masters.iter().map(|(_, m)| m.as_str()).collect();
     let last: Vec<&str> = last.into_iter().collect();
-    step(format!(
-        "`havip reload` on each of them, one at a time, {} last (the master{})",
-        last.join(" and "),
-        if last.len() > 1 { "s" } else { "" }
-    ));
+    step(match last.len() {
+        0 => "`havip reload` on each of them, one at a time, the node that leads the groups \
+              last (no leader is known now: see havip status)"
+            .into(),
+        n => format!(
+            "`havip reload` on each of them, one at a time, {} last (the master{})",
+            last.join(" and "),
+            if n > 1 { "s" } else { "" }
+        ),
+    });
     step(
         "`havip member list` shows the new voters once every list agrees (new nodes join as \
          learners first)"
@@ -218,7 +237,17 @@ mod tests {
         let l = listed();
         assert!(listing_problems(&l, &[new("w2", "198.18.0.21:7400")], &[]).is_empty());
         let taken = listing_problems(&l, &[new("w2", "198.18.0.13:7400")], &[]);
-        assert_eq!(taken, ["198.18.0.13:7400 is witness's peer address"]);
+        assert_eq!(
+            taken,
+            [
+                "198.18.0.13:7400 is witness's peer address (to reuse it, remove witness first and stop it)"
+            ]
+        );
+        let twice = [new("w2", "198.18.0.21:7400"), new("w3", "198.18.0.21:7400")];
+        assert_eq!(
+            listing_problems(&l, &twice, &[]),
+            ["w2 and w3 are the same node (name or address)"]
+        );
         let again = listing_problems(&l, &[new("gw-b", "198.18.0.22:7400")], &[]);
         assert_eq!(again, ["gw-b is listed already (at 198.18.0.12:7400)"]);
         let unknown = listing_problems(&l, &[], &["w9".into()]);

@@ -99,6 +99,7 @@ async fn answer(control: &Control, request: PeerRequest) -> PeerReply {
         PeerRequest::PeerList => PeerReply::PeerList {
             role: control.members().role,
             peers: control.members().all.clone(),
+            commands: crate::consensus::state::COMMAND_LEVEL,
         },
         PeerRequest::Write { group, command } => {
             control.proposer.write_as_leader(&group, command).await

@@ -372,6 +372,10 @@ pub enum PeerReply {
     PeerList {
         role: crate::config::Role,
         peers: Vec<String>,
+        /// The Raft commands its build can apply (`consensus::state::COMMAND_LEVEL`); 0
+        /// from a build that does not say. A node below the leader's level is not added.
+        #[serde(default)]
+        commands: u32,
     },
     Failed(String),
 }

@@ -351,6 +351,8 @@ impl Mesh {
             if let Some(dialing) = lock(&shared.dials).remove(*name) {
                 dialing.cancel();
             }
+            // What it said of this node is about a list entry that is gone.
+            lock(&shared.not_listed_by).remove(*name);
             // A moved peer's link may already be its new one (made since the swap above).
             if let Some(conn) = shared.link(name)
                 && !(new.get(*name))
@@ -618,6 +620,10 @@ impl Shared {
     /// remembered (`Mesh::not_listed_by`, `havip status`) and said in the log, once a
     /// minute per peer, in the words of the likely cause.
     fn not_listed(&self, peer: &str, addr: SocketAddr) {
+        // A link made meanwhile (the peer listed this node again) is the newer word.
+        if self.link(peer).is_some() {
+            return;
+        }
         lock(&self.not_listed_by).insert(peer.to_string());
         self.warn_limited(
             &addr.to_string(),

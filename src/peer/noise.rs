@@ -143,7 +143,11 @@ where
         // The first message is sealed under the initiator's key: the key that opens it is
         // the one the link uses.
         HandshakeSide::Responder => {
-            let n = read_handshake_message(stream, &mut buf).await?;
+            // Only a responder says "not listed": sent to one, it is just a short message.
+            let n = (read_handshake_message(stream, &mut buf).await).map_err(|e| match e {
+                NoiseError::NotListed => NoiseError::ShortMessage(0),
+                e => e,
+            })?;
             let mut opened = None;
             for key in keys.in_order() {
                 let mut state = state_for(key, side)?;

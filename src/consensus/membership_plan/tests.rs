@@ -24,6 +24,7 @@ fn facts(list: &[&str], nodes: &[&str]) -> Facts {
         acknowledging: set(nodes),
         connected: set(nodes),
         caught_up: set(nodes),
+        older: BTreeMap::new(),
     }
 }
 
@@ -101,6 +102,21 @@ fn a_fourth_node_joins_as_learner_and_then_votes() {
         ]
     );
     assert_eq!(m, current(&all, &[]));
+}
+
+#[test]
+fn a_node_of_an_older_build_is_not_added_until_upgraded() {
+    let all = ["gw-a", "gw-b", "witness", "w2"];
+    let mut f = facts(&all, &all);
+    f.older.insert("w2".into(), 1);
+    let step = next_step(&current(&["gw-a", "gw-b", "witness"], &[]), &f);
+    assert!(
+        matches!(&step, Step::Wait(why) if why.contains("w2 runs an older build (Raft command level 1")),
+        "{step:?}"
+    );
+    f.older.clear();
+    let step = next_step(&current(&["gw-a", "gw-b", "witness"], &[]), &f);
+    assert_eq!(step, Step::AddLearner("w2".into()));
 }
 
 #[test]
