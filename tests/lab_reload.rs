@@ -713,14 +713,8 @@ impl Pass<'_> {
             .map(String::from)
             .to_vec();
         five.sort();
-        let voters = self.lab.wait(IN_EFFECT_LIMIT, |_| {
-            std::thread::sleep(STATUS_EVERY);
-            names
-                .iter()
-                .all(|n| voters_of(n).is_some_and(|all| all.iter().all(|v| *v == five)))
-        });
         assert!(
-            voters.is_some(),
+            self.voters_become(&names, &five),
             "{kind}: the restarted witnesses never had the five voters again: {:?}\n{}",
             names.map(|n| (n, voters_of(n))),
             extra_witness_logs()
@@ -737,6 +731,17 @@ impl Pass<'_> {
             reload: stopped.max(start_took),
             in_effect: started.elapsed(),
         });
+    }
+
+    /// Whether every one of `on` has `want` (sorted) as the voters of every group within
+    /// `IN_EFFECT_LIMIT` (asked every `STATUS_EVERY`).
+    fn voters_become(&self, on: &[&str], want: &[String]) -> bool {
+        let done = self.lab.wait(IN_EFFECT_LIMIT, |_| {
+            std::thread::sleep(STATUS_EVERY);
+            on.iter()
+                .all(|n| voters_of(n).is_some_and(|all| all.iter().all(|v| v == want)))
+        });
+        done.is_some()
     }
 
     /// Edits `nodes`' files with `change` and reloads them in that order; in effect when
@@ -763,14 +768,8 @@ impl Pass<'_> {
             v.sort();
             v
         };
-        let done = self.lab.wait(IN_EFFECT_LIMIT, |_| {
-            std::thread::sleep(STATUS_EVERY);
-            voters
-                .iter()
-                .all(|n| voters_of(n).is_some_and(|all| all.iter().all(|v| *v == want)))
-        });
         assert!(
-            done.is_some(),
+            self.voters_become(voters, &want),
             "{kind}: the voters never became {want:?} on every one of them: {:?}\n{}\n{}",
             voters.iter().map(|n| (n, voters_of(n))).collect::<Vec<_>>(),
             self.lab.logs(),

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::membership_plan::Current;
+use super::membership_plan::{Current, join};
 
 /// The change asked about, in one group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,14 +111,6 @@ fn even(n: usize) -> String {
         n / 2 + 1,
         n - 1
     )
-}
-
-fn join(set: &BTreeSet<String>) -> String {
-    if set.is_empty() {
-        "none".into()
-    } else {
-        set.iter().cloned().collect::<Vec<_>>().join(", ")
-    }
 }
 
 #[cfg(test)]

@@ -239,7 +239,8 @@ fn unreachable_majority(
     })
 }
 
-fn join(set: &BTreeSet<String>) -> String {
+/// "a, b, c", or "none": for reasons an operator reads.
+pub(super) fn join(set: &BTreeSet<String>) -> String {
     if set.is_empty() {
         "none".into()
     } else {
