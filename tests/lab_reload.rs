@@ -1303,6 +1303,44 @@ fn print_table(verdicts: &[Verdict]) {
     }
 }
 
+/// The `slow disk` warnings the lab's nodes logged between `from_ms` and `to_ms` (unix),
+/// for a step that broke its budget: a commit stalled on every node at once (the lab's
+/// data dirs are on the VM's disk) holds back every acknowledgement, and the hold rule
+/// then takes the VIP down. Said beside the failure, not excused: the reader judges.
+fn slow_disk_during(from_ms: u64, to_ms: u64) -> Vec<String> {
+    const DAY_MS: u64 = 86_400_000;
+    let (from, to) = (from_ms % DAY_MS, to_ms % DAY_MS);
+    let mut found = Vec::new();
+    for node in lab::havip_nodes() {
+        let log = std::fs::read_to_string(format!("{}/havip.log", lab::dir(&node)));
+        for line in log.unwrap_or_default().lines() {
+            if line.contains("slow disk")
+                && time_of_day_ms(line).is_some_and(|t| (from..=to).contains(&t))
+            {
+                found.push(format!("{node}: {line}"));
+            }
+        }
+    }
+    found
+}
+
+/// The time of day, in ms, of a log line that starts "2026-12-04T20:26:44.675478Z".
+fn time_of_day_ms(line: &str) -> Option<u64> {
+    let t = line.get(11..23)?;
+    let field = |r: std::ops::Range<usize>| t.get(r)?.parse::<u64>().ok();
+    Some(((field(0..2)? * 60 + field(3..5)?) * 60 + field(6..8)?) * 1000 + field(9..12)?)
+}
+
+#[test]
+fn a_log_line_s_time_of_day_is_read() {
+    let line = "2026-12-04T20:26:44.675478Z  WARN slow disk: a durable commit took 378 ms";
+    assert_eq!(
+        time_of_day_ms(line),
+        Some(((20 * 60 + 26) * 60 + 44) * 1000 + 675)
+    );
+    assert_eq!(time_of_day_ms("--- gw-a"), None);
+}
+
 fn median(values: &[u64]) -> u64 {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
@@ -1379,7 +1417,20 @@ fn day_2_changes_one_node_at_a_time_on_the_lab() {
     );
     let late = lab.late_releases(&[]);
     assert!(late.is_empty(), "late releases:\n{}", late.join("\n"));
-    let failures: Vec<String> = verdicts.iter().filter_map(Verdict::failure).collect();
+    let failures: Vec<String> = (verdicts.iter())
+        .filter_map(|v| {
+            let why = v.failure()?;
+            let stalls = slow_disk_during(v.step.from_ms, v.step.to_ms);
+            Some(if stalls.is_empty() {
+                why
+            } else {
+                format!(
+                    "{why}\n  the disks stalled meanwhile:\n  {}",
+                    stalls.join("\n  ")
+                )
+            })
+        })
+        .collect();
     assert!(
         failures.is_empty(),
         "{}\n{}",
