@@ -759,3 +759,133 @@ fn bench_drain_cycles() {
         }
     }
 }
+
+// ---- Investigation: the composite benchmark's first drain ----------------------------------
+
+/// `PROBE_RUNS` (default 10) fresh topologies, each with the composite benchmark's first
+/// seconds only: the client (`PROBE_KA=1`: kept alive, 0: new connections, else
+/// alternating), 1 s, a 2 s baseline, then (unless `PROBE_DRAIN=0`) `backend drain crm-1`,
+/// both HAProxies drained, 1 s, `backend ready crm-1`, 1 s. Every failed request printed
+/// with its time after the client started; with `PROBE_PCAP=DIR`, tcpdump in the client's,
+/// gw-a's and crm-1's namespaces, the captures kept for the runs with a failure.
+#[test]
+#[ignore = "investigation"]
+fn probe_first_drain() {
+    let env = |name: &str| std::env::var(name).ok();
+    let runs: usize = env("PROBE_RUNS").and_then(|r| r.parse().ok()).unwrap_or(10);
+    let drain = env("PROBE_DRAIN").as_deref() != Some("0");
+    let ka_mode = env("PROBE_KA");
+    let balance = env("PROBE_BALANCE").unwrap_or_else(|| "roundrobin".into());
+    let pcap = env("PROBE_PCAP").map(PathBuf::from);
+    let mut failed_runs = 0;
+    for run in 0..runs {
+        let keep_alive = match ka_mode.as_deref() {
+            Some("1") => true,
+            Some("0") => false,
+            _ => run % 2 == 1,
+        };
+        // Hx::start's known flake (gw-a unhealthy at its first election hands over and,
+        // with failback off, never holds): that run is skipped.
+        let started = std::panic::catch_unwind(|| Hx::start("hp", &balance));
+        let Ok(mut hx) = started else {
+            println!("PROBE run {run}: the topology did not start, skipped");
+            continue;
+        };
+        let dumps = pcap.as_ref().map(|dir| {
+            std::fs::create_dir_all(dir).unwrap();
+            let files: Vec<PathBuf> = ["client", "gw-a", "crm-1"]
+                .iter()
+                .map(|h| dir.join(format!("run{run}-{h}.pcap")))
+                .collect();
+            for (h, file) in ["client", "gw-a", "crm-1"].iter().zip(&files) {
+                let host = hx.host(h).clone();
+                let f = file.to_string_lossy().into_owned();
+                let p = hx.lab.spawn(
+                    &host,
+                    "tcpdump",
+                    &[
+                        "-i",
+                        LAN,
+                        "-n",
+                        "-U",
+                        "-s",
+                        "256",
+                        "-w",
+                        &f,
+                        "tcp port 8080",
+                    ],
+                );
+                hx.procs.push(p);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            files
+        });
+        let client_start = now_ns();
+        let mut client = hx.client(keep_alive, 6);
+        std::thread::sleep(Duration::from_millis(3000));
+        let drain_at = now_ns();
+        if drain {
+            cli(&hx.control("gw-b"), &["backend", "drain", "crm-1"]);
+            let drained =
+                |gw: &str| server_is(&hx.sock(gw), "crm-1", |s| s.admin() == AdminState::Drain);
+            within(Duration::from_secs(3), || {
+                drained("gw-a") && drained("gw-b")
+            })
+            .expect("drain applied");
+            std::thread::sleep(Duration::from_millis(1000));
+            cli(&hx.control("gw-a"), &["backend", "ready", "crm-1"]);
+        } else {
+            std::thread::sleep(Duration::from_millis(1050));
+        }
+        let lines = client.collect(Duration::from_secs(10));
+        let failures: Vec<String> = (lines.iter())
+            .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
+            .filter(|l| l.get("ok").and_then(Value::as_bool) != Some(true))
+            .map(|l| {
+                let at = unix_ns(l);
+                format!(
+                    "{:.3} s after the client started ({:+.3} s from the drain), at {}: {}",
+                    (at.saturating_sub(client_start)) as f64 / 1e9,
+                    (at as f64 - drain_at as f64) / 1e9,
+                    at,
+                    l.get("what").and_then(Value::as_str).unwrap_or("")
+                )
+            })
+            .collect();
+        let total = requests(&lines, 0, u128::MAX).len();
+        println!(
+            "PROBE run {run} ({balance}, keep-alive {keep_alive}, drain {drain}): {} of {total} failed; client started at {client_start}, drain at {drain_at}",
+            failures.len()
+        );
+        for f in &failures {
+            println!("PROBE   failed: {f}");
+        }
+        let logs = hx.haproxy_failures();
+        if !failures.is_empty() {
+            failed_runs += 1;
+            for line in &logs {
+                println!("PROBE   haproxy: {line}");
+            }
+            for (name, p) in &hx.havip {
+                for line in p
+                    .stdout_text()
+                    .lines()
+                    .filter(|l| l.contains("haproxy") || l.contains("WARN"))
+                {
+                    println!("PROBE   havip {name}: {line}");
+                }
+            }
+            for (name, p) in &hx.crm {
+                let err = p.stderr();
+                if !err.is_empty() {
+                    println!("PROBE   {name} stderr: {err}");
+                }
+            }
+        } else if let Some(files) = dumps {
+            for f in files {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+    println!("PROBE {failed_runs} of {runs} runs had a failed request");
+}
