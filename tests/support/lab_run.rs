@@ -39,7 +39,7 @@ pub struct Judged {
 /// room for a shared, loaded VM, an order of magnitude tighter than a single budget for
 /// everything would be; the benchmark (scripts/bench-failover.sh) measures the real
 /// figures.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Budget {
     /// The VIP must not move (a partition between the gateways, flapping health, loss):
     /// nothing may be lost beyond a probe or two.
