@@ -497,6 +497,7 @@ impl Pass<'_> {
                 ),
             );
             assert_master_recorded("crm", to, from_ms);
+            assert_reload_before_move("crm", "gw-b", from_ms);
         }
     }
 
@@ -1050,6 +1051,25 @@ fn assert_no_master_change(kind: &str, since_ms: u64) {
 fn assert_master_recorded(group: &str, who: &str, since_ms: u64) {
     let all = lab::havip_nodes();
     assert_master_recorded_on(&all, group, who, since_ms);
+}
+
+/// `node`'s history of `group` since `since_ms` has `node`'s reload before the master
+/// change it caused: the reload commits its record before it applies the change
+/// (`config_history::Record::first`), so the planned move finds the log quiet and its
+/// target need not flush the record before standing.
+fn assert_reload_before_move(group: &str, node: &str, since_ms: u64) {
+    let out = havip(node, &["history", "--json", "--group", group]);
+    let groups: Vec<GroupHistory> = serde_json::from_slice(&out.stdout).expect("history json");
+    let events: Vec<String> = (groups.into_iter().flat_map(|g| g.entries))
+        .filter(|e| e.at_unix_ms >= since_ms)
+        .map(|e| e.event)
+        .collect();
+    let reload = (events.iter()).position(|e| e.starts_with(&format!("config {node} reloaded")));
+    let master = events.iter().position(|e| e.starts_with("master "));
+    assert!(
+        matches!((reload, master), (Some(r), Some(m)) if r < m),
+        "{node}'s history of {group}: its reload is not recorded before the move: {events:?}"
+    );
 }
 
 /// `assert_master_recorded` on `nodes` only (the others are down).

@@ -56,70 +56,138 @@ fn members_of(control: &Control) -> BTreeMap<String, BTreeSet<String>> {
         .collect()
 }
 
-/// Commits the record of this node's reload in every group it can, trying for
-/// `RECORD_WITHIN` while a member does not answer. The record keeps the reload's time.
-pub async fn record(control: Arc<Control>, config: String, changes: Vec<String>) {
-    let at_unix_ms = unix_ms();
-    let me = control.members().me.clone();
-    let mut pending: BTreeSet<String> = control.groups().names().cloned().collect();
-    let mut able: BTreeSet<String> = BTreeSet::from([me.clone()]);
-    let deadline = tokio::time::Instant::now() + RECORD_WITHIN;
-    let mut why: BTreeMap<String, String> = BTreeMap::new();
-    while !pending.is_empty() && tokio::time::Instant::now() < deadline {
-        // A later reload, waiting as this one did, must not be recorded before it: once
-        // the config has moved on, the later reload's own record is the one to make.
-        if control.fingerprints().config != config {
-            tracing::info!(config = %config, "reload not recorded in the history: a later reload replaced its config first");
-            return;
+/// One reload's record and how far it got: the groups it is in (or given up in), the
+/// members known able, and why each other group is waiting.
+pub struct Record {
+    config: String,
+    changes: Vec<String>,
+    at_unix_ms: u64,
+    settled: BTreeSet<String>,
+    able: BTreeSet<String>,
+    why: BTreeMap<String, String>,
+}
+
+impl Record {
+    /// The record of a reload to `config` (its fingerprint) that made `changes`; timed
+    /// now.
+    pub fn new(control: &Control, config: String, changes: Vec<String>) -> Self {
+        Record {
+            config,
+            changes,
+            at_unix_ms: unix_ms(),
+            settled: BTreeSet::new(),
+            able: BTreeSet::from([control.members().me.clone()]),
+            why: BTreeMap::new(),
         }
-        for (group, nodes) in members_of(&control) {
-            if !pending.contains(&group) {
+    }
+
+    /// The groups running here that do not have the record yet.
+    fn pending(&self, control: &Control) -> BTreeSet<String> {
+        (control.groups().names())
+            .filter(|g| !self.settled.contains(*g))
+            .cloned()
+            .collect()
+    }
+
+    /// One pass over the pending groups: asks the members not yet known able, commits
+    /// the record where every member is.
+    async fn attempt(&mut self, control: &Control) {
+        for (group, nodes) in members_of(control) {
+            if self.settled.contains(&group) {
                 continue;
             }
             if nodes.is_empty() {
-                why.insert(group, "the group is not formed yet".into());
+                self.why.insert(group, "the group is not formed yet".into());
                 continue;
             }
-            let unasked: Vec<&String> = nodes.iter().filter(|n| !able.contains(*n)).collect();
-            let mut ready = true;
-            for node in unasked {
-                match level_of(control.proposer.ask(node, &PeerRequest::Fingerprints).await) {
-                    Level::Able => {
-                        able.insert(node.clone());
-                    }
-                    Level::Older(level) => {
-                        tracing::info!(group = %group, "reload not recorded in the group's history: member {node} runs a build without it (command level {level}); upgrade it first");
-                        pending.remove(&group);
-                        ready = false;
-                        break;
-                    }
-                    Level::Unknown(reason) => {
-                        why.insert(group.clone(), format!("member {node} {reason}"));
-                        ready = false;
-                        break;
-                    }
-                }
-            }
-            if ready {
+            if self.members_able(control, &group, &nodes).await {
                 let command = Command::ConfigReloaded {
-                    node: me.clone(),
-                    config: config.clone(),
-                    changes: changes.clone(),
-                    at_unix_ms,
+                    node: control.members().me.clone(),
+                    config: self.config.clone(),
+                    changes: self.changes.clone(),
+                    at_unix_ms: self.at_unix_ms,
                 };
-                commit(&control, &group, command).await;
-                pending.remove(&group);
+                commit(control, &group, command).await;
+                self.settled.insert(group);
             }
-        }
-        if !pending.is_empty() {
-            tokio::time::sleep(RETRY_EVERY).await;
         }
     }
-    for group in pending {
-        let reason = why
-            .remove(&group)
-            .unwrap_or_else(|| "no longer here".into());
-        tracing::info!(group = %group, "reload not recorded in the group's history within {RECORD_WITHIN:?}: {reason}");
+
+    /// Whether every one of `nodes` can apply the record; a group with an older member
+    /// is given up (logged), one with a silent member stays pending.
+    async fn members_able(
+        &mut self,
+        control: &Control,
+        group: &str,
+        nodes: &BTreeSet<String>,
+    ) -> bool {
+        let unasked: Vec<&String> = nodes.iter().filter(|n| !self.able.contains(*n)).collect();
+        for node in unasked {
+            match level_of(control.proposer.ask(node, &PeerRequest::Fingerprints).await) {
+                Level::Able => {
+                    self.able.insert(node.clone());
+                }
+                Level::Older(level) => {
+                    tracing::info!(group = %group, "reload not recorded in the group's history: member {node} runs a build without it (command level {level}); upgrade it first");
+                    self.settled.insert(group.to_string());
+                    return false;
+                }
+                Level::Unknown(reason) => {
+                    self.why
+                        .insert(group.to_string(), format!("member {node} {reason}"));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The first pass, before the reload applies anything, bounded by `within`. A change
+    /// that moves a VIP (a priority lowered) starts its hand-over as soon as it is
+    /// applied; a record committed during the hand-over put its entry between the
+    /// release and the transfer, and the target had to flush it before standing (7-15 ms
+    /// of the client's outage, measured on the lab). Recorded first, the log is quiet
+    /// when the move starts, and the history reads in the order things happened.
+    pub async fn first(&mut self, control: &Control, within: Duration) {
+        if tokio::time::timeout(within, self.attempt(control))
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                "reload record: first pass cut at {within:?}; the rest after the reload"
+            );
+        }
+    }
+
+    /// Whether every group running here has it (or gave it up).
+    pub fn done(&self, control: &Control) -> bool {
+        self.pending(control).is_empty()
+    }
+
+    /// The rest, after the reload has answered: retried every `RETRY_EVERY` for
+    /// `RECORD_WITHIN` while a member does not answer (a node being added or removed by
+    /// the same rollout) or a group is not formed yet (one the reload added). A record
+    /// committed twice (the first pass cut after proposing) is history once
+    /// (`GroupState::configs`).
+    pub async fn rest(mut self, control: Arc<Control>) {
+        let deadline = tokio::time::Instant::now() + RECORD_WITHIN;
+        while !self.done(&control) && tokio::time::Instant::now() < deadline {
+            // A later reload, waiting as this one did, must not be recorded before it:
+            // once the config has moved on, the later reload's own record is the one to make.
+            if control.fingerprints().config != self.config {
+                tracing::info!(config = %self.config, "reload not recorded in the history: a later reload replaced its config first");
+                return;
+            }
+            // Groups the reload added are pending too, and recorded in once formed.
+            self.attempt(&control).await;
+            if !self.done(&control) {
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+        }
+        for group in self.pending(&control) {
+            let reason = (self.why.remove(&group)).unwrap_or_else(|| "no longer here".into());
+            tracing::info!(group = %group, "reload not recorded in the group's history within {RECORD_WITHIN:?}: {reason}");
+        }
     }
 }
 

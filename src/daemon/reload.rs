@@ -26,6 +26,10 @@ use crate::group::member_names;
 /// builder or log reader still finishing) before its state is dropped anyway later.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a reload waits for its history record before applying the change (a member
+/// that does not answer leaves the rest to the background, `Record::rest`).
+const RECORD_FIRST_WITHIN: Duration = Duration::from_millis(500);
+
 /// Re-reads the config and applies it; the answer for `havip reload`. Logs the outcome.
 pub async fn reload(
     node: &mut Node,
@@ -42,17 +46,28 @@ pub async fn reload(
         }
         Ok((new, plan)) => {
             let changes = plan.summary.clone();
+            // The history first (`config_history::Record::first`: a planned move the
+            // change starts must find the log quiet), the change after.
+            let record = (!changes.is_empty()).then(|| {
+                let config = crate::config::config_fingerprint(&new);
+                config_history::Record::new(&joined.control, config, changes.clone())
+            });
+            let record = match record {
+                Some(mut record) => {
+                    record.first(&joined.control, RECORD_FIRST_WITHIN).await;
+                    Some(record)
+                }
+                None => None,
+            };
             apply(node, joined, new, plan, shutdown).await;
             let fingerprints = joined.control.fingerprints();
             if changes.is_empty() {
                 tracing::info!("reloaded: nothing changed");
             } else {
                 tracing::info!(config = %fingerprints.config, "reloaded: {}", changes.join("; "));
-                tokio::spawn(config_history::record(
-                    joined.control.clone(),
-                    fingerprints.config.clone(),
-                    changes.clone(),
-                ));
+            }
+            if let Some(record) = record.filter(|r| !r.done(&joined.control)) {
+                tokio::spawn(record.rest(joined.control.clone()));
             }
             Response::Reloaded {
                 node: node.config.node.name.clone(),

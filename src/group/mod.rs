@@ -700,6 +700,8 @@ impl LoopIo {
             tracing::warn!(group = %group, "transfer_leader failed: {e}");
             return;
         }
+        // The step-by-step timing of a planned move reads this line (docs/benchmarks.md).
+        tracing::debug!(group = %group, to = %to, "leadership transfer sent");
         if reason != TransferReason::ShuttingDown {
             return;
         }
