@@ -69,13 +69,20 @@ pub struct Record {
 
 impl Record {
     /// The record of a reload to `config` (its fingerprint) that made `changes`; timed
-    /// now.
-    pub fn new(control: &Control, config: String, changes: Vec<String>) -> Self {
+    /// now. Not in the groups the reload removes: their history goes with them, and the
+    /// other nodes, which removed them first, no longer answer in them (the first pass
+    /// waited out its bound there).
+    pub fn new(
+        control: &Control,
+        config: String,
+        changes: Vec<String>,
+        removed: &[String],
+    ) -> Self {
         Record {
             config,
             changes,
             at_unix_ms: unix_ms(),
-            settled: BTreeSet::new(),
+            settled: removed.iter().cloned().collect(),
             able: BTreeSet::from([control.members().me.clone()]),
             why: BTreeMap::new(),
         }

@@ -50,7 +50,7 @@ pub async fn reload(
             // change starts must find the log quiet), the change after.
             let record = (!changes.is_empty()).then(|| {
                 let config = crate::config::config_fingerprint(&new);
-                config_history::Record::new(&joined.control, config, changes.clone())
+                config_history::Record::new(&joined.control, config, changes.clone(), &plan.removed)
             });
             let record = match record {
                 Some(mut record) => {
