@@ -104,7 +104,7 @@ ip netns exec hv-gw-a "$HAVIP_BIN" status --config /run/havip-lab/gw-a/havip.tom
 echo "== who holds which VIP (ip -n hv-gw-X addr)"
 scripts/lab.sh holders
 
-ip netns exec hv-client python3 scripts/lab-probe.py "$vip" 80 10 300 >"$probe_log" &
+ip netns exec hv-client python3 scripts/lab-probe.py "$vip" 80 10 300 >"$probe_log" 2>/dev/null &
 probe_pid=$!
 answered_by "$(holder)" 0 50 || { echo "demo: the client gets no answer from the VIP" >&2; exit 1; }
 echo "== the client asks http://$vip/ every 10 ms; answered by: $(tail -n 1 "$probe_log" | awk '{ print $3 }')"

@@ -5,7 +5,9 @@ its own thread with a 500 ms budget, so one lost SYN never delays the next probe
 
 Usage (inside the client's namespace): lab-probe.py VIP [PORT] [INTERVAL_MS] [SECONDS]
 Prints one line per probe as it completes: "SENT_UNIX_MS ANSWER_UNIX_MS WHO", WHO being
-the name that answered or "-" (no answer within 500 ms). An outage is the gap between
+the name that answered or "-" (no answer within 500 ms); for each "-", a line on stderr
+"SENT_UNIX_MS WHY" says what the client saw (timed out, refused, reset, a bad answer), so
+that a lost probe can be told from a moved VIP. An outage is the gap between
 the last answer before a fault and the first after it. Bounded: it stops after SECONDS
 (default 600) and never has more than 100 probes in flight.
 """
@@ -20,6 +22,7 @@ BUDGET = 0.5
 def probe(vip, port, lock):
     sent = time.time()
     who = "-"
+    why = "no answer"
     try:
         with socket.create_connection((vip, port), timeout=BUDGET) as conn:
             conn.settimeout(max(0.01, BUDGET - (time.time() - sent)))
@@ -33,12 +36,17 @@ def probe(vip, port, lock):
             body = data.split(b"\r\n\r\n", 1)
             if data.startswith(b"HTTP/1.") and b" 200 " in data[:16] and len(body) == 2:
                 who = body[1].decode(errors="replace").strip() or "-"
-    except OSError:
-        pass
+            else:
+                why = "bad answer: %r" % data[:40]
+    except OSError as e:
+        why = type(e).__name__ + (": " + e.strerror if getattr(e, "strerror", None) else "")
     answered = time.time()
     with lock:
         sys.stdout.write("%d %d %s\n" % (sent * 1000, answered * 1000, who))
         sys.stdout.flush()
+        if who == "-":
+            sys.stderr.write("%d %s after %d ms\n" % (sent * 1000, why, (answered - sent) * 1000))
+            sys.stderr.flush()
 
 
 def main():

@@ -1166,6 +1166,8 @@ struct Verdict {
     /// Probes lost on the step's VIP, and on the other probed VIP (crm or crm2).
     lost: usize,
     lost_other: usize,
+    /// Why the step's VIP's probes were lost, as the client saw it (`Lab::lost_why`).
+    lost_why: Vec<String>,
     /// The longest raw gap on the other probed VIP, and how often the holders of the
     /// step's group and of the other changed.
     other_gap_ms: u64,
@@ -1189,6 +1191,7 @@ fn judge(lab: &Lab, step: &Step) -> Verdict {
         outage_ms: whole.saturating_sub(PROBE.as_millis() as u64),
         gaps_ms,
         lost: lab.lost(&vip, step.from_ms, step.to_ms),
+        lost_why: lab.lost_why(&vip, step.from_ms, step.to_ms),
         lost_other: lab.lost(&other, step.from_ms, step.to_ms),
         other_gap_ms: lab.outage_of(&other, step.from_ms, step.to_ms).0,
         moves: ["crm", "crm2"]
@@ -1264,13 +1267,18 @@ impl Verdict {
     fn line(&self) -> String {
         let s = &self.step;
         format!(
-            "lab reload: {:<28} {:<5} outage {:>4} ms (gaps {:?} ms, lost {}, other group lost {}); \
+            "lab reload: {:<28} {:<5} outage {:>4} ms (gaps {:?} ms, lost {}{}, other group lost {}); \
              slowest reload {} ms; in effect on every node {} ms after the last{}",
             s.kind,
             s.group,
             self.outage_ms,
             self.gaps_ms,
             self.lost,
+            if self.lost_why.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", self.lost_why.join(", "))
+            },
             self.lost_other,
             s.reload.as_millis(),
             s.in_effect.as_millis(),

@@ -103,6 +103,8 @@ pub struct Lab {
     watch: Option<Watch>,
     /// Every probe's answers, of every VIP asked.
     answers: Arc<Mutex<Vec<Answer>>>,
+    /// Why each unanswered probe failed, as the client saw it: (VIP, sent, why).
+    lost_why: Arc<Mutex<Vec<(String, u64, String)>>>,
     probes: Vec<Child>,
     down: bool,
     /// How long the watcher and the probes run at most (they outlive nothing).
@@ -138,6 +140,7 @@ impl Lab {
             groups: names_of("vip"),
             watch: None,
             answers: Arc::new(Mutex::new(Vec::new())),
+            lost_why: Arc::new(Mutex::new(Vec::new())),
             probes: Vec::new(),
             down: false,
             lifetime_s,
@@ -202,10 +205,21 @@ impl Lab {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start the probe");
         let stdout = child.stdout.take().expect("probe stdout");
+        let stderr = child.stderr.take().expect("probe stderr");
+        let (lost_why, of) = (self.lost_why.clone(), vip.to_string());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((sent, why)) = line.split_once(' ')
+                    && let (Ok(sent_ms), Ok(mut w)) = (sent.parse(), lost_why.lock())
+                {
+                    w.push((of.clone(), sent_ms, why.to_string()));
+                }
+            }
+        });
         let answers = self.answers.clone();
         let vip = vip.to_string();
         std::thread::spawn(move || {
@@ -249,6 +263,26 @@ impl Lab {
                     .any(|x| x.vip == vip && x.answered_ms > after_ms && x.who == who)
             })
             .unwrap_or(false)
+    }
+
+    /// Why the probes of `vip` sent in [from_ms, to_ms] were lost, as the client saw it,
+    /// counted by reason ("ConnectionRefusedError x2"): a VIP gone is refused or times
+    /// out, a responder that could not keep up times out too (`scripts/lab-probe.py`).
+    pub fn lost_why(&self, vip: &str, from_ms: u64, to_ms: u64) -> Vec<String> {
+        let mut counted: std::collections::BTreeMap<String, usize> = Default::default();
+        if let Ok(w) = self.lost_why.lock() {
+            for (_, _, why) in
+                (w.iter()).filter(|(v, sent, _)| v == vip && (from_ms..=to_ms).contains(sent))
+            {
+                // "TimeoutError after 500 ms" and "... after 501 ms" are one reason.
+                let reason = why.split(" after ").next().unwrap_or(why);
+                *counted.entry(reason.to_string()).or_default() += 1;
+            }
+        }
+        counted
+            .into_iter()
+            .map(|(why, n)| format!("{why} x{n}"))
+            .collect()
     }
 
     /// The probes of `vip` sent in [from_ms, to_ms] that nobody answered: requests the
