@@ -286,3 +286,122 @@ fn backend_states_are_the_clusters_and_both_haproxies_apply_them() {
     ok(&cluster, "gw-b", &["failover", "--clear"]);
     cluster.assert_never_two_holders();
 }
+
+/// The loopback net of the reload test (127.0.62.0/24).
+const RELOAD_NET: u8 = 62;
+
+/// `[health]` (a check per CRM server) and a `[[backend]]` pool `crm` of `servers` on
+/// `haproxy`, on the reload test's net.
+fn pool_sections(haproxy: &Haproxy, servers: &[&str]) -> String {
+    let mut text = String::from("\n[health]\nrequire = \"any\"\n");
+    for (name, host) in [("crm-1", 21), ("crm-2", 22)] {
+        text.push_str(&format!(
+            "[[health.check]]\nname = \"{name}-http\"\nkind = \"http\"\n\
+             url = \"http://127.0.{RELOAD_NET}.{host}:8080/health\"\n\
+             interval = \"200ms\"\ntimeout = \"150ms\"\nrise = 2\nfall = 2\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[backend]]\nname = \"crm\"\nhaproxy = {{ socket = \"{}\", backend = \"crm\" }}\n",
+        haproxy.admin_socket().display()
+    ));
+    for (name, host) in [("crm-1", 21), ("crm-2", 22)] {
+        if servers.contains(&name) {
+            text.push_str(&format!(
+                "[[backend.server]]\nname = \"{name}\"\naddress = \"127.0.{RELOAD_NET}.{host}:8080\"\n\
+                 weight = 10\nchecks = [\"{name}-http\"]\n"
+            ));
+        }
+    }
+    text
+}
+
+/// A server added to a pool by `havip reload` on both gateways (haproxy.cfg already has
+/// it, as the operator's order is HAProxy first): before, `havip backend` does not know
+/// it; after, a drain reaches both HAProxies and status lists it, and the pool's other
+/// server keeps the state the cluster gave it before the reload.
+#[test]
+fn a_server_added_by_reload_is_managed_on_both_haproxies() {
+    let _serial = lock();
+    let _crm_1 = CrmServer::start(&format!("127.0.{RELOAD_NET}.21:8080"));
+    let _crm_2 = CrmServer::start(&format!("127.0.{RELOAD_NET}.22:8080"));
+    let servers = [
+        (
+            "crm-1",
+            format!("127.0.{RELOAD_NET}.21:8080").parse().unwrap(),
+        ),
+        (
+            "crm-2",
+            format!("127.0.{RELOAD_NET}.22:8080").parse().unwrap(),
+        ),
+    ];
+    let hx_a = Haproxy::start(&servers);
+    let hx_b = Haproxy::start(&servers);
+    let mut cluster = Cluster::start_only(RELOAD_NET, Options::default(), &[]);
+    let files: Vec<(&str, std::path::PathBuf, String, &Haproxy)> =
+        [("gw-a", &hx_a), ("gw-b", &hx_b)]
+            .into_iter()
+            .map(|(gateway, hx)| {
+                let path = cluster.nodes[gateway].config.clone();
+                let text = std::fs::read_to_string(&path).unwrap();
+                (gateway, path, text, hx)
+            })
+            .collect();
+    for (_, path, text, hx) in &files {
+        std::fs::write(path, format!("{text}{}", pool_sections(hx, &["crm-1"]))).unwrap();
+    }
+    for node in ["gw-a", "gw-b", "witness"] {
+        cluster.spawn(node);
+    }
+    cluster.wait_formed("gw-a");
+    let (a_sock, b_sock) = (hx_a.admin_socket(), hx_b.admin_socket());
+    let both = [a_sock.as_path(), b_sock.as_path()];
+    ok(&cluster, "gw-a", &["backend", "drain", "crm-1"]);
+    wait_both(both, "crm-1", Duration::from_secs(2), |s| {
+        s.admin() == AdminState::Drain
+    });
+    let (code, text) = cluster.cli("gw-a", &["backend", "drain", "crm-2"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no pool has a server \"crm-2\""), "{text}");
+
+    for (gateway, path, text, hx) in &files {
+        std::fs::write(
+            path,
+            format!("{text}{}", pool_sections(hx, &["crm-1", "crm-2"])),
+        )
+        .unwrap();
+        let (answer, _) = ok(&cluster, gateway, &["reload"]);
+        assert!(
+            answer.contains(
+                "backends: [crm (crm-1 weight 10)] -> [crm (crm-1 weight 10, crm-2 weight 10)]"
+            ),
+            "{gateway}: {answer}"
+        );
+    }
+    let started = Instant::now();
+    ok(&cluster, "gw-b", &["backend", "drain", "crm-2"]);
+    let applied = started.elapsed()
+        + wait_both(both, "crm-2", Duration::from_secs(2), |s| {
+            s.admin() == AdminState::Drain
+        });
+    figure(&format!(
+        "haproxy cluster: crm-2 added to the pool by reload on both gateways, then drained: both HAProxies held it {} ms after the command",
+        applied.as_millis()
+    ));
+    wait_both(both, "crm-1", Duration::from_secs(2), |s| {
+        s.admin() == AdminState::Drain
+    });
+    for gateway in ["gw-a", "gw-b"] {
+        let status = status_json(&cluster, gateway);
+        let pool = &status.backends[0].pools.as_ref().unwrap()[0];
+        let names: Vec<&str> = pool.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["crm-1", "crm-2"], "{gateway}: {pool:?}");
+    }
+    for server in ["crm-1", "crm-2"] {
+        ok(&cluster, "gw-a", &["backend", "ready", server]);
+    }
+    wait_both(both, "crm-2", Duration::from_secs(2), |s| {
+        s.admin() == AdminState::Ready
+    });
+    cluster.assert_never_two_holders();
+}

@@ -31,6 +31,8 @@ pub struct ReloadPlan {
     /// `[timers]` changed: the heartbeats, elections and leases follow one node at a
     /// time (`consensus::lease`).
     pub timers: bool,
+    /// `[[backend]]` pools changed: their HAProxy appliers are replaced.
+    pub backends: bool,
     /// One line per change, in the operator's words.
     pub summary: Vec<String>,
 }
@@ -122,6 +124,18 @@ pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<Con
         plan.notify = true;
         plan.summary.push("notify hook changed".to_string());
     }
+    if running.backends != new.backends {
+        plan.backends = true;
+        let (old, new) = (
+            backends_text(&running.backends),
+            backends_text(&new.backends),
+        );
+        plan.summary.push(if old == new {
+            format!("backends {new}: checks, addresses or HAProxy sockets changed")
+        } else {
+            format!("backends: {old} -> {new}")
+        });
+    }
     Ok(plan)
 }
 
@@ -160,8 +174,6 @@ fn restart_only_changes(a: &Config, b: &Config) -> Vec<(&'static str, String)> {
     let (x, y) = (&a.control, &b.control);
     c.check("control.socket", &x.socket, &y.socket, path);
     c.check("control.metrics", &x.metrics, &y.metrics, |m| show_opt(*m));
-    c.check("backend", &a.backends, &b.backends, |b| backends_text(b));
-    c.note("the HAProxy appliers start with the daemon; a reload does not restart them yet");
     c.found
 }
 
@@ -372,6 +384,37 @@ mod tests {
             ]
         );
         assert!(!plan.health && !plan.notify);
+    }
+
+    #[test]
+    fn backend_pools_changed_are_planned_not_refused() {
+        let pool = |servers: &str| {
+            format!(
+                "{BASE}\n[[backend]]\nname = \"crm\"\n\
+                 haproxy = {{ socket = \"/run/haproxy/admin.sock\", backend = \"crm\" }}\n{servers}"
+            )
+        };
+        let server = |name: &str, weight: u32| {
+            format!(
+                "[[backend.server]]\nname = \"{name}\"\naddress = \"198.18.0.21:8080\"\n\
+                 weight = {weight}\nchecks = [\"crm-1-http\"]\n"
+            )
+        };
+        let one = config(&pool(&server("crm-1", 10)));
+        let two = config(&pool(&(server("crm-1", 10) + &server("crm-2", 20))));
+        let plan = plan_reload(&one, &two).expect("a pool grown by a reload is applied");
+        assert!(plan.backends);
+        assert_eq!(
+            plan.summary,
+            ["backends: [crm (crm-1 weight 10)] -> [crm (crm-1 weight 10, crm-2 weight 20)]"]
+        );
+        let moved = config(&pool(&server("crm-1", 10)).replace("admin.sock", "other.sock"));
+        let plan = plan_reload(&one, &moved).expect("planned");
+        assert_eq!(
+            plan.summary,
+            ["backends [crm (crm-1 weight 10)]: checks, addresses or HAProxy sockets changed"]
+        );
+        assert!(!plan_reload(&one, &one).expect("planned").backends);
     }
 
     #[test]

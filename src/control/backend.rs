@@ -28,13 +28,14 @@ pub async fn backend(
     change: BackendChange,
 ) -> Response {
     let error = |message: String| Response::Error { message };
-    if control.backend_config.is_empty() {
+    let pools = control.pools();
+    if pools.config.is_empty() {
         return error(format!(
             "{} has no [[backend]] pools; run `havip backend` on a gateway that has them",
             control.members().me
         ));
     }
-    let found = match find_pool(&control.backend_config, pool.as_deref(), &server) {
+    let found = match find_pool(&pools.config, pool.as_deref(), &server) {
         Ok(found) => found.name.clone(),
         Err(why) => return error(why),
     };
@@ -94,7 +95,7 @@ async fn wait_applied(
     server: &str,
     change: BackendChange,
 ) -> String {
-    let Some(mut status) = (control.backends.iter())
+    let Some(mut status) = (control.pools().status.iter())
         .find(|s| s.borrow().pool == pool)
         .cloned()
     else {

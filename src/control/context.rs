@@ -41,10 +41,17 @@ pub struct Control {
     pub fingerprints: RwLock<Fingerprints>,
     /// Where `havip reload` is handed to the daemon, which alone can apply it.
     pub reloads: mpsc::Sender<oneshot::Sender<Response>>,
-    /// Each `[[backend]]` pool as this node's HAProxy has it (`crate::haproxy`).
-    pub backends: Vec<watch::Receiver<PoolStatus>>,
-    /// The pools of this node's config, for `havip backend` to find a server's pool.
-    pub backend_config: Vec<Backend>,
+    /// This node's `[[backend]]` pools; replaced whole when a reload changes them.
+    pub pools: RwLock<Arc<Pools>>,
+}
+
+/// The `[[backend]]` pools of the config in effect, and how this node's HAProxy has each
+/// (`crate::haproxy`).
+#[derive(Default)]
+pub struct Pools {
+    /// For `havip backend` to find a server's pool.
+    pub config: Vec<Backend>,
+    pub status: Vec<watch::Receiver<PoolStatus>>,
 }
 
 impl Control {
@@ -80,9 +87,21 @@ impl Control {
         (self.fingerprints.read()).map_or_else(|p| p.into_inner().clone(), |f| f.clone())
     }
 
+    /// This node's pools now; a command keeps the ones it started with.
+    pub fn pools(&self) -> Arc<Pools> {
+        (self.pools.read()).map_or_else(|p| p.into_inner().clone(), |p| p.clone())
+    }
+
+    /// The pools from now on (a reload that changed them).
+    pub fn set_pools(&self, pools: Pools) {
+        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
+    }
+
     /// This node's pools as its HAProxy has them; empty without `[[backend]]`.
     pub fn local_backends(&self) -> Vec<PoolStatus> {
-        self.backends.iter().map(|b| b.borrow().clone()).collect()
+        (self.pools().status.iter())
+            .map(|b| b.borrow().clone())
+            .collect()
     }
 
     /// This node's checks with their last results; empty without checks.

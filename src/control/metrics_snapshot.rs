@@ -49,7 +49,7 @@ pub fn metrics_snapshot(control: &Control) -> MetricsSnapshot {
         key: control.mesh.keys().current.id(),
         maintenance: (control.groups().iter())
             .any(|(_, g)| (g.state.borrow().nodes.get(&members.me)).is_some_and(|n| n.maintenance)),
-        backends: (control.backends.iter())
+        backends: (control.pools().status.iter())
             .map(|status| {
                 let b = status.borrow();
                 BackendMetrics {

@@ -19,4 +19,4 @@ pub mod protocol;
 pub mod socket;
 pub mod status;
 
-pub use context::{Control, GroupHandle, Groups, Members};
+pub use context::{Control, GroupHandle, Groups, Members, Pools};

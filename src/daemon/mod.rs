@@ -28,10 +28,10 @@ use crate::control::metrics as prometheus;
 use crate::control::notify::Notifier;
 use crate::control::peer::PeerHandler;
 use crate::control::protocol::{Fingerprints, Response};
-use crate::control::{Control, Members, socket};
+use crate::control::{Control, Members, Pools, socket};
 use crate::group::GroupStopped;
 use crate::group::tasks::GroupTasks;
-use crate::haproxy::Backends;
+use crate::haproxy::{self, Backends};
 use crate::health::{HealthFacts, HealthReport, LiveHealth};
 use crate::peer::{Mesh, MeshConfig};
 use crate::systemd::{GroupLoopFeed, Systemd};
@@ -59,7 +59,7 @@ const CONTROL_LINGER: Duration = Duration::from_millis(200);
 
 /// How often each pool's HAProxy is read and put right when nothing changed: the time
 /// an HAProxy that restarted runs with the states of its config file.
-const BACKEND_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const BACKEND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Graceful shutdown must be done within this, whatever the peers do.
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1900);
@@ -185,6 +185,8 @@ struct Joined {
     /// Every node of the peer list, this one included, by name: the membership drivers
     /// follow it, and a reload that changes the list changes it.
     listed: watch::Sender<BTreeMap<String, PeerNode>>,
+    /// The HAProxy appliers of the `[[backend]]` pools in effect (a reload replaces them).
+    pools: haproxy::Running,
 }
 
 impl Node {
@@ -279,8 +281,10 @@ impl Node {
                 store: self.store.clone(),
                 fingerprints: RwLock::new(Fingerprints::of(config, &self.mesh.keys())),
                 reloads: reload_tx,
-                backends: backend_status,
-                backend_config: config.backends.clone(),
+                pools: RwLock::new(Arc::new(Pools {
+                    config: config.backends.clone(),
+                    status: backend_status,
+                })),
             }),
             loops: BTreeMap::new(),
             fatal,
@@ -290,12 +294,13 @@ impl Node {
             notifier,
             systemd: watch::Sender::new(Vec::new()),
             listed: watch::Sender::new(listed_nodes(config)),
+            pools: haproxy::Running::default(),
         };
         for (group, raft) in config.vip_groups.iter().zip(rafts) {
             self.spawn_group(&mut joined, group, raft, shutdown);
         }
         let _ = self.peer_handler.control.set(joined.control.clone());
-        backends.start(joined.control.clone(), BACKEND_INTERVAL, shutdown.clone());
+        joined.pools = backends.start(joined.control.clone(), BACKEND_INTERVAL, shutdown.clone());
         self.bootstrap(&joined, by_name, self.pristine, shutdown);
         Ok(joined)
     }

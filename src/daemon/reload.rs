@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Joined, Node};
+use super::{BACKEND_INTERVAL, Joined, Node};
 use crate::config::Role;
 use crate::config::{Config, ConfigError, ReloadPlan, plan_reload};
 use crate::consensus::group_raft;
 use crate::consensus::store::StoreError;
 use crate::consensus::types::node_id;
 use crate::control::protocol::{Fingerprints, Response};
-use crate::control::{Members, config_history};
+use crate::control::{Members, Pools, config_history};
 use crate::group::member_names;
+use crate::haproxy::Backends;
 
 /// How long a removed group's store may stay open after its Raft shut down (a snapshot
 /// builder or log reader still finishing) before its state is dropped anyway later.
@@ -207,10 +208,31 @@ async fn apply(
     if plan.notify {
         joined.notifier.set(&node.config.notify);
     }
+    if plan.backends {
+        replace_pools(node, joined, shutdown);
+    }
     let fingerprints = Fingerprints::of(&node.config, &node.mesh.keys());
     if let Ok(mut current) = joined.control.fingerprints.write() {
         *current = fingerprints;
     }
+}
+
+/// Stops the old pools' HAProxy appliers, then starts the new ones (the first round
+/// reads each HAProxy and applies the cluster's decision; a server the file dropped is
+/// left as HAProxy has it, a server it added gets the cluster's state, or its checks'
+/// once the holder has reported them).
+fn replace_pools(node: &Node, joined: &mut Joined, shutdown: &watch::Receiver<bool>) {
+    drop(std::mem::take(&mut joined.pools));
+    let (backends, status) = Backends::channels(&node.config.backends);
+    joined.control.set_pools(Pools {
+        config: node.config.backends.clone(),
+        status,
+    });
+    joined.pools = backends.start(joined.control.clone(), BACKEND_INTERVAL, shutdown.clone());
+    tracing::info!(
+        pools = node.config.backends.len(),
+        "backend pools replaced: their HAProxy appliers run with the new servers"
+    );
 }
 
 /// Starts each added group's Raft and tasks, then the bootstrap that forms them once

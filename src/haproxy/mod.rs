@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, select_all};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::Backend;
 use crate::consensus::state::{GroupState, ServerHealth, ServerRecord};
@@ -76,11 +76,27 @@ impl Backends {
     }
 
     /// Starts one applier per pool, every `interval`, and the feed of their decisions
-    /// from `control`'s groups and health report, all until `shutdown`.
-    pub fn start(self, control: Arc<Control>, interval: Duration, shutdown: watch::Receiver<bool>) {
+    /// from `control`'s groups and health report, all until `shutdown` or until the
+    /// returned `Running` is dropped (a reload that replaces the pools).
+    pub fn start(
+        self,
+        control: Arc<Control>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Running {
         if self.pools.is_empty() {
-            return;
+            return Running::default();
         }
+        let (stop, stopped) = watch::channel(false);
+        let (keep, dropped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.wait_for(|down| *down) => {}
+                _ = dropped => {}
+            }
+            let _ = stop.send(true);
+        });
+        let shutdown = stopped;
         let mut feeds = Vec::new();
         for pool in self.pools {
             let api = RuntimeApi::new(&pool.config.haproxy.socket);
@@ -98,7 +114,17 @@ impl Backends {
         let configs = feeds.iter().map(|(c, _)| c.clone()).collect();
         tokio::spawn(feed(feeds, control.clone(), shutdown.clone()));
         tokio::spawn(report_health(configs, control, shutdown));
+        Running {
+            _stop_on_drop: Some(keep),
+        }
     }
+}
+
+/// The appliers, feed and health reports of one config's pools: dropping this stops them.
+#[derive(Default)]
+pub struct Running {
+    /// Held for its drop only: the stop task waits for it.
+    _stop_on_drop: Option<oneshot::Sender<()>>,
 }
 
 /// The part of a group's replicated state about servers (the rest, history included, is
