@@ -6,7 +6,8 @@ its own thread with a 500 ms budget, so one lost SYN never delays the next probe
 Usage (inside the client's namespace): lab-probe.py VIP [PORT] [INTERVAL_MS] [SECONDS]
 Prints one line per probe as it completes: "SENT_UNIX_MS ANSWER_UNIX_MS WHO", WHO being
 the name that answered or "-" (no answer within 500 ms); for each "-", a line on stderr
-"SENT_UNIX_MS WHY" says what the client saw (timed out, refused, reset, a bad answer), so
+"SENT_UNIX_MS WHY" says what the client saw (timed out, refused, reset, a bad answer) and
+in which stage (connect: the handshake; answer: the request after it), so
 that a lost probe can be told from a moved VIP. An outage is the gap between
 the last answer before a fault and the first after it. Bounded: it stops after SECONDS
 (default 600) and never has more than 100 probes in flight.
@@ -23,8 +24,10 @@ def probe(vip, port, lock):
     sent = time.time()
     who = "-"
     why = "no answer"
+    stage = "connect"
     try:
         with socket.create_connection((vip, port), timeout=BUDGET) as conn:
+            stage = "answer"
             conn.settimeout(max(0.01, BUDGET - (time.time() - sent)))
             conn.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
             data = b""
@@ -39,7 +42,7 @@ def probe(vip, port, lock):
             else:
                 why = "bad answer: %r" % data[:40]
     except OSError as e:
-        why = type(e).__name__ + (": " + e.strerror if getattr(e, "strerror", None) else "")
+        why = "%s (%s)" % (type(e).__name__, stage) + (": " + e.strerror if getattr(e, "strerror", None) else "")
     answered = time.time()
     with lock:
         sys.stdout.write("%d %d %s\n" % (sent * 1000, answered * 1000, who))
