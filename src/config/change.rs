@@ -124,18 +124,7 @@ pub fn plan_reload(running: &Config, new: &Config) -> Result<ReloadPlan, Vec<Con
         plan.notify = true;
         plan.summary.push("notify hook changed".to_string());
     }
-    if running.backends != new.backends {
-        plan.backends = true;
-        let (old, new) = (
-            backends_text(&running.backends),
-            backends_text(&new.backends),
-        );
-        plan.summary.push(if old == new {
-            format!("backends {new}: checks, addresses or HAProxy sockets changed")
-        } else {
-            format!("backends: {old} -> {new}")
-        });
-    }
+    plan_backends(&mut plan, &running.backends, &new.backends);
     Ok(plan)
 }
 
@@ -227,6 +216,20 @@ fn peers_text(peers: &[super::Peer]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!("[{text}]")
+}
+
+/// The pools' appliers are replaced when anything of a pool changed.
+fn plan_backends(plan: &mut ReloadPlan, running: &[super::Backend], new: &[super::Backend]) {
+    if running == new {
+        return;
+    }
+    plan.backends = true;
+    let (old, new) = (backends_text(running), backends_text(new));
+    plan.summary.push(if old == new {
+        format!("backends {new}: checks, addresses or HAProxy sockets changed")
+    } else {
+        format!("backends: {old} -> {new}")
+    });
 }
 
 fn backends_text(backends: &[super::Backend]) -> String {

@@ -114,8 +114,12 @@ async fn wait_applied(
     };
     let waited = tokio::time::timeout(APPLIED_WAIT, status.wait_for(applied))
         .await
-        .is_ok_and(|r| r.is_ok());
-    if waited {
+        .map(|r| r.is_ok());
+    if waited == Ok(false) {
+        // The applier's status channel closed: a reload replaced the pools meanwhile.
+        return "a reload replaced this node's pools meanwhile; `havip status` shows whether its HAProxy holds it".to_string();
+    }
+    if waited == Ok(true) {
         format!(
             "this gateway's HAProxy holds it after {} ms",
             started.elapsed().as_millis()

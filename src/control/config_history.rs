@@ -5,11 +5,14 @@
 //!
 //! Only in a group whose every member said, in its `Fingerprints`, that it can apply
 //! the command (`COMMAND_LEVEL`): an older member, mid-upgrade, would stop the group's
-//! Raft on an entry it cannot decode. Best effort and after the reload has answered: what
-//! is not recorded is logged with the reason; it never holds up or undoes a reload.
+//! Raft on an entry it cannot decode. Best effort: a first pass before the reload applies
+//! anything (at most `Record::first`'s bound, so that a move the change starts finds the
+//! log quiet), the rest after the reload has answered; what is not recorded is logged
+//! with the reason; it never undoes a reload.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver as _;
@@ -63,6 +66,8 @@ pub struct Record {
     changes: Vec<String>,
     at_unix_ms: u64,
     settled: BTreeSet<String>,
+    /// This reload's number (`Control::reloads_begun`).
+    number: u64,
     able: BTreeSet<String>,
     why: BTreeMap<String, String>,
 }
@@ -83,6 +88,7 @@ impl Record {
             changes,
             at_unix_ms: unix_ms(),
             settled: removed.iter().cloned().collect(),
+            number: control.reloads_begun.fetch_add(1, Ordering::SeqCst) + 1,
             able: BTreeSet::from([control.members().me.clone()]),
             why: BTreeMap::new(),
         }
@@ -108,6 +114,11 @@ impl Record {
                 continue;
             }
             if self.members_able(control, &group, &nodes).await {
+                // A later reload began meanwhile (its first pass may already have
+                // committed): this older record would land after it.
+                if self.superseded(control) {
+                    return;
+                }
                 let command = Command::ConfigReloaded {
                     node: control.members().me.clone(),
                     config: self.config.clone(),
@@ -118,6 +129,10 @@ impl Record {
                 self.settled.insert(group);
             }
         }
+    }
+
+    fn superseded(&self, control: &Control) -> bool {
+        control.reloads_begun.load(Ordering::SeqCst) != self.number
     }
 
     /// Whether every one of `nodes` can apply the record; a group with an older member
@@ -154,14 +169,18 @@ impl Record {
     /// applied; a record committed during the hand-over put its entry between the
     /// release and the transfer, and the target had to flush it before standing (7-15 ms
     /// of the client's outage, measured on the lab). Recorded first, the log is quiet
-    /// when the move starts, and the history reads in the order things happened.
+    /// when the move starts, and the history reads in the order things happened. Cut
+    /// at `within` (a member slow to answer, a group without a leader): a proposal cut
+    /// may still commit, during the change, and `rest` then proposes it again (the
+    /// history shows it once, `GroupState::configs`).
     pub async fn first(&mut self, control: &Control, within: Duration) {
         if tokio::time::timeout(within, self.attempt(control))
             .await
             .is_err()
         {
-            tracing::debug!(
-                "reload record: first pass cut at {within:?}; the rest after the reload"
+            tracing::info!(
+                "reload record: first pass cut at {} ms; the rest after the reload",
+                within.as_millis()
             );
         }
     }
@@ -180,8 +199,8 @@ impl Record {
         let deadline = tokio::time::Instant::now() + RECORD_WITHIN;
         while !self.done(&control) && tokio::time::Instant::now() < deadline {
             // A later reload, waiting as this one did, must not be recorded before it:
-            // once the config has moved on, the later reload's own record is the one to make.
-            if control.fingerprints().config != self.config {
+            // once another reload began, its own record is the one to make.
+            if self.superseded(&control) {
                 tracing::info!(config = %self.config, "reload not recorded in the history: a later reload replaced its config first");
                 return;
             }

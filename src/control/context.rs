@@ -43,6 +43,10 @@ pub struct Control {
     pub reloads: mpsc::Sender<oneshot::Sender<Response>>,
     /// This node's `[[backend]]` pools; replaced whole when a reload changes them.
     pub pools: RwLock<Arc<Pools>>,
+    /// How many reloads that changed something this node has begun: a reload's history
+    /// record still being retried gives up once a later one began
+    /// (`config_history::Record`).
+    pub reloads_begun: std::sync::atomic::AtomicU64,
 }
 
 /// The `[[backend]]` pools of the config in effect, and how this node's HAProxy has each

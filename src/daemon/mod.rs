@@ -285,6 +285,7 @@ impl Node {
                     config: config.backends.clone(),
                     status: backend_status,
                 })),
+                reloads_begun: Default::default(),
             }),
             loops: BTreeMap::new(),
             fatal,
