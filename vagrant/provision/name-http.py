@@ -32,13 +32,6 @@ def main():
             pass
 
     http.server.ThreadingHTTPServer.allow_reuse_address = True
-    # The stdlib's listen backlog is 5. When a VIP a client has been asking for comes up,
-    # the client's kernel sends every SYN it queued while the address did not answer at
-    # once (hundreds, from a probe every 10 ms); with 5 they overflowed the gateway's one
-    # listen socket, and a SYN to another VIP of the same responder was dropped (the lab's
-    # "group added" and "address added" steps lost one probe that way:
-    # TcpExtListenOverflows, a tcpdump on the client).
-    http.server.ThreadingHTTPServer.request_queue_size = 1024
     http.server.ThreadingHTTPServer.daemon_threads = True
     http.server.ThreadingHTTPServer((bind, port), Handler).serve_forever()
 
