@@ -24,7 +24,7 @@ use havip::haproxy::{AdminState, ObservedServer, RuntimeApi};
 use serde_json::Value;
 
 use figures::figure;
-use netns::{Host, LAN, Lab, Proc, address_of, require_root, unix_ns};
+use netns::{Host, LAN, Lab, Proc, address_of, require_root, sh, unix_ns};
 
 const VIP4: &str = "198.18.0.50";
 
@@ -435,6 +435,68 @@ impl Hx {
         client
     }
 
+    /// tcpdump of port 8080 in the client's, gw-a's, gw-b's and crm-1's namespaces, into
+    /// `DIR/TAG-HOST.pcap` (headers only); the files, to remove when nothing failed.
+    fn capture(&mut self, dir: &Path, tag: &str) -> Vec<PathBuf> {
+        std::fs::create_dir_all(dir).unwrap();
+        let hosts = ["client", "gw-a", "gw-b", "crm-1"];
+        let files: Vec<PathBuf> = (hosts.iter())
+            .map(|h| dir.join(format!("{tag}-{h}.pcap")))
+            .collect();
+        for (h, file) in hosts.iter().zip(&files) {
+            let host = self.host(h).clone();
+            let f = file.to_string_lossy().into_owned();
+            let args = [
+                "-i",
+                LAN,
+                "-n",
+                "-U",
+                "-s",
+                "256",
+                "-w",
+                &f,
+                "tcp port 8080",
+            ];
+            let p = self.lab.spawn(&host, "tcpdump", &args);
+            self.procs.push(p);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        files
+    }
+
+    /// The TCP counters of `host` that tell a listener's overflowing accept queue, or
+    /// connections reset or aborted by the kernel (`nstat -az`, non-zero ones only).
+    fn tcp_trouble(&self, host: &str) -> String {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.host(host).netns,
+            "nstat",
+            "-az",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                [
+                    "ListenOverflows",
+                    "ListenDrops",
+                    "TCPAbortOn",
+                    "TCPReqQFull",
+                    "EstabResets",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
+            })
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (name, value) = (f.next()?, f.next()?);
+                (value != "0").then(|| format!("{name} {value}"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The HAProxies' and daemons' stderr, and the daemons' logs (stdout) not read yet.
     fn logs(&self) -> String {
         let daemons =
@@ -588,6 +650,9 @@ fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128, Vec<Str
 /// client running throughout.
 fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
     let mut hx = Hx::start("hb", balance);
+    let pcap = std::env::var("BENCH_PCAP").ok().map(PathBuf::from);
+    let tag = format!("{balance}-ka{keep_alive}-{}", now_ns() / 1_000_000);
+    let dumps = pcap.map(|dir| hx.capture(&dir, &tag));
     let mut client = hx.client(keep_alive, 26);
     std::thread::sleep(Duration::from_millis(1000));
     let mut spans: Vec<(&'static str, u128, u128, u128)> = Vec::new();
@@ -652,6 +717,7 @@ fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
     for line in hx.haproxy_failures() {
         println!("BENCH haproxy log, {balance}: {line}");
     }
+    explain_failures(&hx, &tag, &lines, &spans, dumps);
     spans
         .into_iter()
         .map(|(what, took_ms, from, to)| {
@@ -666,6 +732,48 @@ fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
             }
         })
         .collect()
+}
+
+/// For a run with a failed request: each one with its time in its fault's window, and the
+/// hosts' TCP trouble counters; the captures (`BENCH_PCAP=DIR`) kept, else removed.
+fn explain_failures(
+    hx: &Hx,
+    tag: &str,
+    lines: &[Value],
+    spans: &[(&'static str, u128, u128, u128)],
+    dumps: Option<Vec<PathBuf>>,
+) {
+    let failed: Vec<&Value> = (lines.iter())
+        .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
+        .filter(|l| l.get("ok").and_then(Value::as_bool) != Some(true))
+        .collect();
+    if failed.is_empty() {
+        for f in dumps.into_iter().flatten() {
+            let _ = std::fs::remove_file(f);
+        }
+        return;
+    }
+    for l in failed {
+        let at = unix_ns(l);
+        let span = spans
+            .iter()
+            .find(|(_, _, from, to)| (*from..*to).contains(&at));
+        let (what, from) = span.map_or(("outside every window", at), |(w, _, f, _)| (*w, *f));
+        println!(
+            "BENCH failed, {tag}: at {at}, {} ms into \"{what}\": {}",
+            (at - from) / 1_000_000,
+            l.get("what").and_then(Value::as_str).unwrap_or("")
+        );
+    }
+    for host in ["client", "gw-a", "gw-b", "crm-1", "crm-2"] {
+        println!(
+            "BENCH tcp counters, {tag}, {host}: {}",
+            hx.tcp_trouble(host)
+        );
+    }
+    if let Some(files) = dumps {
+        println!("BENCH captures kept: {files:?}");
+    }
 }
 
 /// `RUNS` (default 1) runs of every fault for each of roundrobin and leastconn, with a new
@@ -791,35 +899,9 @@ fn probe_first_drain() {
             println!("PROBE run {run}: the topology did not start, skipped");
             continue;
         };
-        let dumps = pcap.as_ref().map(|dir| {
-            std::fs::create_dir_all(dir).unwrap();
-            let files: Vec<PathBuf> = ["client", "gw-a", "crm-1"]
-                .iter()
-                .map(|h| dir.join(format!("run{run}-{h}.pcap")))
-                .collect();
-            for (h, file) in ["client", "gw-a", "crm-1"].iter().zip(&files) {
-                let host = hx.host(h).clone();
-                let f = file.to_string_lossy().into_owned();
-                let p = hx.lab.spawn(
-                    &host,
-                    "tcpdump",
-                    &[
-                        "-i",
-                        LAN,
-                        "-n",
-                        "-U",
-                        "-s",
-                        "256",
-                        "-w",
-                        &f,
-                        "tcp port 8080",
-                    ],
-                );
-                hx.procs.push(p);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            files
-        });
+        let dumps = pcap
+            .as_ref()
+            .map(|dir| hx.capture(dir, &format!("run{run}")));
         let client_start = now_ns();
         let mut client = hx.client(keep_alive, 6);
         std::thread::sleep(Duration::from_millis(3000));
