@@ -5,7 +5,9 @@
 # 198.18.0.0/24), starts the three daemons with the real data plane, shows `havip status`,
 # then SIGKILLs the master of VIP group `crm` while the client probes the VIP every 10 ms,
 # and shows who answers and the measured outage; restarts the killed node and shows the
-# failback; tears everything down on any exit.
+# failback; then shows the load balancer behind the VIP (each gateway's HAProxy, port
+# 8080, over crm-1 and crm-2) following `havip backend drain` and `ready`; tears everything
+# down on any exit.
 #
 # What answers on the VIP: every gateway runs a tiny HTTP responder on port 80 that says
 # its own name. Only the holder of 198.18.0.50 receives the client's packets, so the
@@ -18,6 +20,8 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -132,4 +136,20 @@ sleep 1
 echo "   answered by: $(tail -n 1 "$probe_log" | awk '{ print $3 }')"
 echo "   outage during failback: $(outage "$t1")"
 scripts/lab.sh holders
+
+# six_requests: who answered six requests to VIP:8080 (each through the holder's HAProxy).
+six_requests() {
+  for _ in 1 2 3 4 5 6; do
+    ip netns exec hv-client curl -s --max-time 2 "http://$vip:8080/" || echo failed
+  done | sort | uniq -c | awk '{ printf "%s%s x%s", sep, $2, $1; sep = ", " } END { print "" }'
+}
+on() { local node=$1; shift; ip netns exec "hv-$node" "$HAVIP_BIN" "$@" --config "/run/havip-lab/$node/havip.toml"; }
+echo "== behind the VIP: each gateway's HAProxy (conf/haproxy.cfg, port 8080) over crm-1 and crm-2"
+echo "   6 requests to http://$vip:8080/ answered by: $(six_requests)"
+echo "== havip backend drain crm-1 (on gw-b: any node commits it, every gateway's HAProxy applies it)"
+on gw-b backend drain crm-1
+echo "   answered by: $(six_requests)"
+echo "== havip backend ready crm-1"
+on gw-a backend ready crm-1
+echo "   answered by: $(six_requests)"
 echo "== done"

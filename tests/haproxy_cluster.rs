@@ -127,17 +127,23 @@ fn ok(cluster: &Cluster, node: &str, args: &[&str]) -> (String, Duration) {
     (text, started.elapsed())
 }
 
+/// The two CRM servers on 127.0.NET.21 and .22, port 8080, and an HAProxy for each
+/// gateway over both.
+fn crm_and_haproxies(net: u8) -> ([CrmServer; 2], Haproxy, Haproxy) {
+    let address = |host: u8| -> std::net::SocketAddr {
+        format!("127.0.{net}.{host}:8080")
+            .parse()
+            .expect("a socket address")
+    };
+    let crm = [21, 22].map(|host| CrmServer::start(&address(host).to_string()));
+    let servers = [("crm-1", address(21)), ("crm-2", address(22))];
+    (crm, Haproxy::start(&servers), Haproxy::start(&servers))
+}
+
 #[test]
 fn backend_states_are_the_clusters_and_both_haproxies_apply_them() {
     let _serial = lock();
-    let crm_1 = CrmServer::start(&format!("127.0.{NET}.21:8080"));
-    let _crm_2 = CrmServer::start(&format!("127.0.{NET}.22:8080"));
-    let servers = [
-        ("crm-1", format!("127.0.{NET}.21:8080").parse().unwrap()),
-        ("crm-2", format!("127.0.{NET}.22:8080").parse().unwrap()),
-    ];
-    let mut hx_a = Haproxy::start(&servers);
-    let mut hx_b = Haproxy::start(&servers);
+    let ([crm_1, _crm_2], mut hx_a, mut hx_b) = crm_and_haproxies(NET);
     let mut cluster = Cluster::start_only(NET, Options::default(), &[]);
     for (gateway, hx) in [("gw-a", &hx_a), ("gw-b", &hx_b)] {
         let path = cluster.nodes[gateway].config.clone();
@@ -323,20 +329,7 @@ fn pool_sections(haproxy: &Haproxy, servers: &[&str]) -> String {
 #[test]
 fn a_server_added_by_reload_is_managed_on_both_haproxies() {
     let _serial = lock();
-    let _crm_1 = CrmServer::start(&format!("127.0.{RELOAD_NET}.21:8080"));
-    let _crm_2 = CrmServer::start(&format!("127.0.{RELOAD_NET}.22:8080"));
-    let servers = [
-        (
-            "crm-1",
-            format!("127.0.{RELOAD_NET}.21:8080").parse().unwrap(),
-        ),
-        (
-            "crm-2",
-            format!("127.0.{RELOAD_NET}.22:8080").parse().unwrap(),
-        ),
-    ];
-    let hx_a = Haproxy::start(&servers);
-    let hx_b = Haproxy::start(&servers);
+    let (_crm, hx_a, hx_b) = crm_and_haproxies(RELOAD_NET);
     let mut cluster = Cluster::start_only(RELOAD_NET, Options::default(), &[]);
     let files: Vec<(&str, std::path::PathBuf, String, &Haproxy)> =
         [("gw-a", &hx_a), ("gw-b", &hx_b)]

@@ -51,9 +51,9 @@ while time.monotonic() < end:
         head, _, body = data.partition(b"\r\n\r\n")
         ok = head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
         what = body.decode(errors="replace").strip() if ok else head[:40].decode(errors="replace")
-        print(json.dumps({"event": "request", "unix_ns": str(t), "ok": ok, "what": what}), flush=True)
+        print(json.dumps({"event": "request", "unix_ns": str(t), "end_ns": str(time.time_ns()), "ok": ok, "what": what}), flush=True)
     except Exception as e:
-        print(json.dumps({"event": "request", "unix_ns": str(t), "ok": False, "what": str(e)}), flush=True)
+        print(json.dumps({"event": "request", "unix_ns": str(t), "end_ns": str(time.time_ns()), "ok": False, "what": str(e)}), flush=True)
     time.sleep(every)
 print(json.dumps({"event": "done"}), flush=True)
 "#;
@@ -75,9 +75,9 @@ while time.monotonic() < end:
         r = conn.getresponse()
         body = r.read().decode(errors="replace").strip()
         ok = r.status == 200
-        print(json.dumps({"event": "request", "unix_ns": str(t), "ok": ok, "what": body if ok else str(r.status)}), flush=True)
+        print(json.dumps({"event": "request", "unix_ns": str(t), "end_ns": str(time.time_ns()), "ok": ok, "what": body if ok else str(r.status)}), flush=True)
     except Exception as e:
-        print(json.dumps({"event": "request", "unix_ns": str(t), "ok": False, "what": str(e)}), flush=True)
+        print(json.dumps({"event": "request", "unix_ns": str(t), "end_ns": str(time.time_ns()), "ok": False, "what": str(e)}), flush=True)
         try:
             conn.close()
         except Exception:
@@ -622,10 +622,27 @@ struct Measured {
     why: Vec<String>,
 }
 
-/// The requests started in [from, to), the failed ones, the longest gap between two
-/// answered ones, and what the failed ones said (each kind once).
+/// When a request of the client's `line` ended (answered or failed), or began if the line
+/// does not say.
+fn end_ns(line: &Value) -> u128 {
+    (line.get("end_ns").and_then(Value::as_str))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| unix_ns(line))
+}
+
+/// The requests that ended in [from, to) (a request still in flight when the next fault
+/// begins is that fault's: a CRM server killed under it fails it), the failed ones, the
+/// longest gap between two answered ones, and what the failed ones said (each kind once).
 fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128, Vec<String>) {
-    let all = requests(lines, from, to);
+    let all: Vec<(bool, String)> = (lines.iter())
+        .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
+        .filter(|l| (from..to).contains(&end_ns(l)))
+        .map(|l| {
+            let ok = l.get("ok").and_then(Value::as_bool).unwrap_or(false);
+            let what = l.get("what").and_then(Value::as_str).unwrap_or("");
+            (ok, what.to_string())
+        })
+        .collect();
     let failed = all.iter().filter(|(ok, _)| !ok).count();
     let mut why: Vec<String> = (all.iter())
         .filter(|(ok, _)| !ok)
@@ -717,6 +734,11 @@ fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
     for line in hx.haproxy_failures() {
         println!("BENCH haproxy log, {balance}: {line}");
     }
+    // Each fault's requests are those that ended from its start to the next fault's.
+    let starts: Vec<u128> = spans.iter().map(|(_, _, from, _)| *from).collect();
+    for (i, span) in spans.iter_mut().enumerate() {
+        span.3 = starts.get(i + 1).copied().unwrap_or(span.3);
+    }
     explain_failures(&hx, &tag, &lines, &spans, dumps);
     spans
         .into_iter()
@@ -734,8 +756,9 @@ fn bench_once(balance: &str, keep_alive: bool) -> Vec<Measured> {
         .collect()
 }
 
-/// For a run with a failed request: each one with its time in its fault's window, and the
-/// hosts' TCP trouble counters; the captures (`BENCH_PCAP=DIR`) kept, else removed.
+/// Every failed request of a run with its time in its fault's window; when one failed
+/// where nothing should (the baseline, the drain), the hosts' TCP trouble counters too and
+/// the captures (`BENCH_PCAP=DIR`) kept, else removed.
 fn explain_failures(
     hx: &Hx,
     tag: &str,
@@ -743,27 +766,28 @@ fn explain_failures(
     spans: &[(&'static str, u128, u128, u128)],
     dumps: Option<Vec<PathBuf>>,
 ) {
-    let failed: Vec<&Value> = (lines.iter())
+    let failed = (lines.iter())
         .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
-        .filter(|l| l.get("ok").and_then(Value::as_bool) != Some(true))
-        .collect();
-    if failed.is_empty() {
-        for f in dumps.into_iter().flatten() {
-            let _ = std::fs::remove_file(f);
-        }
-        return;
-    }
+        .filter(|l| l.get("ok").and_then(Value::as_bool) != Some(true));
+    let mut unexpected = false;
     for l in failed {
-        let at = unix_ns(l);
+        let at = end_ns(l);
         let span = spans
             .iter()
             .find(|(_, _, from, to)| (*from..*to).contains(&at));
         let (what, from) = span.map_or(("outside every window", at), |(w, _, f, _)| (*w, *f));
+        unexpected |= what.starts_with("no fault") || what.starts_with("drain");
         println!(
-            "BENCH failed, {tag}: at {at}, {} ms into \"{what}\": {}",
+            "BENCH failed, {tag}: ended at {at}, {} ms into \"{what}\": {}",
             (at - from) / 1_000_000,
             l.get("what").and_then(Value::as_str).unwrap_or("")
         );
+    }
+    if !unexpected {
+        for f in dumps.into_iter().flatten() {
+            let _ = std::fs::remove_file(f);
+        }
+        return;
     }
     for host in ["client", "gw-a", "gw-b", "crm-1", "crm-2"] {
         println!(

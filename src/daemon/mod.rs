@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Role};
+use crate::config::{Backend, Config, Role};
 use crate::consensus::Raft;
 use crate::consensus::bootstrap;
 use crate::consensus::group_raft;
@@ -60,6 +60,22 @@ const CONTROL_LINGER: Duration = Duration::from_millis(200);
 /// How often each pool's HAProxy is read and put right when nothing changed: the time
 /// an HAProxy that restarted runs with the states of its config file.
 pub(super) const BACKEND_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Puts `backends` in `control` (for `havip backend` and `status`) and starts their HAProxy
+/// appliers, feed and health reports, at start and when a reload replaces the pools; the
+/// groups' loops must run already (the feed watches their states).
+pub(super) fn start_pools(
+    control: &Arc<Control>,
+    backends: &[Backend],
+    shutdown: &watch::Receiver<bool>,
+) -> haproxy::Running {
+    let (pools, status) = Backends::channels(backends);
+    control.set_pools(Pools {
+        config: backends.to_vec(),
+        status,
+    });
+    pools.start(control.clone(), BACKEND_INTERVAL, shutdown.clone())
+}
 
 /// Graceful shutdown must be done within this, whatever the peers do.
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1900);
@@ -269,7 +285,6 @@ impl Node {
         let notifier = Notifier::start(&config.notify);
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let (reload_tx, reloads) = mpsc::channel(4);
-        let (backends, backend_status) = Backends::channels(&config.backends);
         let mut joined = Joined {
             control: Arc::new(Control {
                 members: RwLock::new(Arc::new(members)),
@@ -281,10 +296,7 @@ impl Node {
                 store: self.store.clone(),
                 fingerprints: RwLock::new(Fingerprints::of(config, &self.mesh.keys())),
                 reloads: reload_tx,
-                pools: RwLock::new(Arc::new(Pools {
-                    config: config.backends.clone(),
-                    status: backend_status,
-                })),
+                pools: RwLock::default(),
                 reloads_begun: Default::default(),
             }),
             loops: BTreeMap::new(),
@@ -300,8 +312,8 @@ impl Node {
         for (group, raft) in config.vip_groups.iter().zip(rafts) {
             self.spawn_group(&mut joined, group, raft, shutdown);
         }
+        joined.pools = start_pools(&joined.control, &config.backends, shutdown);
         let _ = self.peer_handler.control.set(joined.control.clone());
-        joined.pools = backends.start(joined.control.clone(), BACKEND_INTERVAL, shutdown.clone());
         self.bootstrap(&joined, by_name, self.pristine, shutdown);
         Ok(joined)
     }

@@ -12,16 +12,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{BACKEND_INTERVAL, Joined, Node};
+use super::{Joined, Node};
 use crate::config::Role;
 use crate::config::{Config, ConfigError, ReloadPlan, plan_reload};
 use crate::consensus::group_raft;
 use crate::consensus::store::StoreError;
 use crate::consensus::types::node_id;
 use crate::control::protocol::{Fingerprints, Response};
-use crate::control::{Members, Pools, config_history};
+use crate::control::{Members, config_history};
 use crate::group::member_names;
-use crate::haproxy::Backends;
 
 /// How long a removed group's store may stay open after its Raft shut down (a snapshot
 /// builder or log reader still finishing) before its state is dropped anyway later.
@@ -223,12 +222,7 @@ async fn apply(
 /// once the holder has reported them).
 fn replace_pools(node: &Node, joined: &mut Joined, shutdown: &watch::Receiver<bool>) {
     drop(std::mem::take(&mut joined.pools));
-    let (backends, status) = Backends::channels(&node.config.backends);
-    joined.control.set_pools(Pools {
-        config: node.config.backends.clone(),
-        status,
-    });
-    joined.pools = backends.start(joined.control.clone(), BACKEND_INTERVAL, shutdown.clone());
+    joined.pools = super::start_pools(&joined.control, &node.config.backends, shutdown);
     tracing::info!(
         pools = node.config.backends.len(),
         "backend pools replaced: their HAProxy appliers run with the new servers"

@@ -82,17 +82,26 @@ write_havip_config() {
   key=${HAVIP_CLUSTER_KEY:-$vagrant_dir/cluster.key}
   [ -f "$key" ] || die "no cluster key at $key (make one with: havip keygen --out $key)"
   install -m 0600 "$key" "$etc/cluster.key"
+  backends=1
+  if grep -q '^\[\[backend\]\]' "$template" && ! has_haproxy; then
+    backends=0
+    echo "provision: $name: no haproxy installed here, so its havip config leaves out the [[backend]] pools (install Debian's haproxy to run the load balancer behind the VIP)" >&2
+  fi
   # Line by line: remembers the name of the table entry it is in, so a peer's address,
-  # a group's VIP and a check's URL are looked up by name in the node list.
+  # a group's VIP and a check's URL are looked up by name in the node list. Without
+  # HAProxy, the [[backend]] tables are left out (up to the next other table).
   awk -v self="$address" -v data="$data" -v key="$etc/cluster.key" -v sock="$socket" \
-      -v iface="${HAVIP_INTERFACE:-eth1}" -v nodes="$nodes_conf" '
+      -v iface="${HAVIP_INTERFACE:-eth1}" -v nodes="$nodes_conf" \
+      -v hsock="$(haproxy_socket)" -v backends="$backends" '
     BEGIN {
       while ((getline line < nodes) > 0) {
         split(line, f, /[ \t]+/)
         if (f[1] != "" && f[1] !~ /^#/) addr[f[1]] = f[3]
       }
     }
-    /^\[/ { entry = "" }
+    /^\[/ { entry = ""; skip = (!backends && $0 ~ /^\[\[?backend[].]/) }
+    skip { next }
+    /^haproxy = / { sub(/socket = "[^"]*"/, "socket = \"" hsock "\"") }
     /^name = "/ { entry = $3; gsub(/"/, "", entry); sub(/-http$/, "", entry) }
     /^data_dir = / { $0 = "data_dir = \"" data "\"" }
     /^key_file = / { $0 = "key_file = \"" key "\"" }
@@ -108,6 +117,50 @@ write_havip_config() {
   mv "$etc/havip.toml.new" "$etc/havip.toml"
   mkdir -p "$data"
   chmod 0700 "$data"
+}
+
+# has_haproxy: Debian's haproxy is installed here (the lab's host, or a VM whose box has it).
+has_haproxy() { command -v haproxy >/dev/null 2>&1; }
+
+# haproxy_socket: where this mode's HAProxy has its admin socket (conf/haproxy.cfg's path
+# on a VM; the gateway's lab directory in the lab, which runs no system service).
+haproxy_socket() {
+  if [ -n "${HAVIP_LAB_DIR:-}" ]; then echo "$HAVIP_LAB_DIR/haproxy-admin.sock"; else echo /run/haproxy/admin.sock; fi
+}
+
+# install_haproxy NAME: the gateway's HAProxy from conf/haproxy.cfg (the servers' addresses
+# from the node list), checked by `haproxy -c` before it replaces anything. In the lab:
+# the socket in the lab directory (mode 600, root's: no havip group there) and HAProxy in
+# the background with a PID file; on a VM: /etc/haproxy/haproxy.cfg and the package's
+# unit restarted. Without haproxy installed it does nothing (write_havip_config left the
+# pools out).
+install_haproxy() {
+  has_haproxy || return 0
+  if [ -n "${HAVIP_LAB_DIR:-}" ]; then
+    cfg=$HAVIP_LAB_DIR/haproxy.cfg
+    stats="stats socket $(haproxy_socket) mode 600 level admin"
+  else
+    cfg=/etc/haproxy/haproxy.cfg
+    stats=
+  fi
+  awk -v nodes="$nodes_conf" -v stats="$stats" '
+    BEGIN {
+      while ((getline line < nodes) > 0) {
+        split(line, f, /[ \t]+/)
+        if (f[1] != "" && f[1] !~ /^#/) addr[f[1]] = f[3]
+      }
+    }
+    stats != "" && $1 == "stats" && $2 == "socket" { $0 = "    " stats }
+    $1 == "server" && ($2 in addr) { sub(/ [0-9.]+:/, " " addr[$2] ":") }
+    { print }
+  ' "$repo_dir/conf/haproxy.cfg" >"$cfg.new"
+  haproxy -c -q -f "$cfg.new" || die "haproxy -c refused $cfg.new (from conf/haproxy.cfg)"
+  mv "$cfg.new" "$cfg"
+  if [ -n "${HAVIP_LAB_DIR:-}" ]; then
+    start_bg haproxy "$(command -v haproxy)" -db -f "$cfg"
+  else
+    systemctl restart haproxy.service
+  fi
 }
 
 # install_havip_unit: a VM only: havip's Debian package (HAVIP_DEB: its user, the binary
