@@ -98,24 +98,28 @@ impl Backends {
         });
         let shutdown = stopped;
         let mut feeds = Vec::new();
+        let mut tasks = Vec::new();
         for pool in self.pools {
             let api = RuntimeApi::new(&pool.config.haproxy.socket);
             let applier = Applier::new(&pool.config.name, &pool.config.haproxy.backend, api);
             let desired = pool.desired.subscribe();
-            tokio::spawn(run(
+            let task = tokio::spawn(run(
                 applier,
                 desired,
                 pool.status,
                 interval,
                 shutdown.clone(),
             ));
+            tasks.push(task.abort_handle());
             feeds.push((pool.config, pool.desired));
         }
         let configs = feeds.iter().map(|(c, _)| c.clone()).collect();
-        tokio::spawn(feed(feeds, control.clone(), shutdown.clone()));
-        tokio::spawn(report_health(configs, control, shutdown));
+        let feeding = tokio::spawn(feed(feeds, control.clone(), shutdown.clone()));
+        let reporting = tokio::spawn(report_health(configs, control, shutdown));
+        tasks.extend([feeding.abort_handle(), reporting.abort_handle()]);
         Running {
             _stop_on_drop: Some(keep),
+            tasks,
         }
     }
 }
@@ -125,6 +129,18 @@ impl Backends {
 pub struct Running {
     /// Held for its drop only: the stop task waits for it.
     _stop_on_drop: Option<oneshot::Sender<()>>,
+    /// Aborted on drop, so that an old applier's round under way never sends its commands
+    /// beside the new generation's first round (a reload replacing the pools). A round cut
+    /// short leaves nothing wrong: the next generation reads HAProxy and applies what differs.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 /// The part of a group's replicated state about servers (the rest, history included, is
