@@ -8,7 +8,13 @@
 # the requests that failed and the longest gap between answers; the figures belong in
 # docs/benchmarks.md with the date and machine.
 #
-# Usage: scripts/bench-haproxy.sh        Env: RUNS (default 1) runs of each combination.
+# A request counts in the window of the fault during which it ended (a window runs to the
+# next fault's start), so a request in flight when a fault begins is that fault's.
+#
+# Usage: scripts/bench-haproxy.sh        Env: RUNS (default 1) runs of each combination;
+# BENCH_PCAP=DIR: tcpdump of port 8080 on the client, gw-a, gw-b and crm-1, kept in DIR
+# for a run where a request failed with no fault or during a drain (with the hosts' TCP
+# trouble counters printed), removed otherwise.
 # Needs Debian's haproxy (installed if missing). One lab at a time: run it under
 # `flock /tmp/havip-lab.lock` beside other lab users.
 set -euo pipefail
