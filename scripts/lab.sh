@@ -129,6 +129,17 @@ cable() {
   ip -n "$netns" link set lan0 up
 }
 
+# small_neighbour_queue NAME: the client's probes (a connection every 10 ms to each VIP)
+# also ask addresses a test adds later. While such an address is unresolved, the kernel
+# queues the probes' SYNs (about 230 with the default 212,992 bytes) and sends them all at
+# once when it comes up: that burst overflowed the gateway responder's listen backlog
+# (Python's 5) and lost the next probe of another VIP (session 16, tcpdump). Two packets
+# keep the instrument from flooding what it measures.
+small_neighbour_queue() {
+  ip netns exec "$(ns "$1")" sysctl -qw net.ipv4.neigh.lan0.unres_qlen_bytes=2048 \
+    net.ipv6.neigh.lan0.unres_qlen_bytes=2048
+}
+
 up() {
   local name role address
   [ -x "$bin" ] || die "no havip binary at $bin (cargo build --release, or set HAVIP_BIN)"
@@ -136,6 +147,7 @@ up() {
   bridge_up
   mkdir -p "$run"
   while read -r name role address; do cable "$name" "$address"; done < <(hosts)
+  small_neighbour_queue "$(hosts client | awk '{ print $1; exit }')"
   "$bin" keygen --out "$run/cluster.key" >/dev/null
   while read -r name role address; do
     [ "$role" = client ] && continue
