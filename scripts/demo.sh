@@ -148,8 +148,11 @@ echo "== behind the VIP: each gateway's HAProxy (conf/haproxy.cfg, port 8080) ov
 echo "   6 requests to http://$vip:8080/ answered by: $(six_requests)"
 echo "== havip backend drain crm-1 (on gw-b: any node commits it, every gateway's HAProxy applies it)"
 on gw-b backend drain crm-1
+# The command returns once gw-b's own HAProxy holds it; the holder's applies it within ms.
+sleep 0.2
 echo "   answered by: $(six_requests)"
 echo "== havip backend ready crm-1"
 on gw-a backend ready crm-1
+sleep 0.2
 echo "   answered by: $(six_requests)"
 echo "== done"

@@ -632,7 +632,8 @@ fn end_ns(line: &Value) -> u128 {
 
 /// The requests that ended in [from, to) (a request still in flight when the next fault
 /// begins is that fault's: a CRM server killed under it fails it), the failed ones, the
-/// longest gap between two answered ones, and what the failed ones said (each kind once).
+/// longest gap between two answered ones (by when they were sent, as the lab's outages
+/// are), and what the failed ones said (each kind once).
 fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128, Vec<String>) {
     let all: Vec<(bool, String)> = (lines.iter())
         .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
@@ -648,6 +649,7 @@ fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128, Vec<Str
         .filter(|(ok, _)| !ok)
         .map(|(_, w)| w.clone())
         .collect();
+    why.sort();
     why.dedup();
     let answered: Vec<u128> = (lines.iter())
         .filter(|l| l.get("ok").and_then(Value::as_bool) == Some(true))
@@ -770,16 +772,24 @@ fn explain_failures(
         .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
         .filter(|l| l.get("ok").and_then(Value::as_bool) != Some(true));
     let mut unexpected = false;
-    for l in failed {
-        let at = end_ns(l);
+    // Where an instant falls: the window and how far into it.
+    let place = |at: u128| {
         let span = spans
             .iter()
             .find(|(_, _, from, to)| (*from..*to).contains(&at));
         let (what, from) = span.map_or(("outside every window", at), |(w, _, f, _)| (*w, *f));
-        unexpected |= what.starts_with("no fault") || what.starts_with("drain");
+        (what, (at - from) / 1_000_000)
+    };
+    for l in failed {
+        let (ended, ended_ms) = place(end_ns(l));
+        let (began, began_ms) = place(unix_ns(l));
+        // A failure that began in the baseline or a drain counts as unexpected too, even
+        // when it ended in the next fault's window: the captures tell which it was.
+        unexpected |= [ended, began]
+            .iter()
+            .any(|w| w.starts_with("no fault") || w.starts_with("drain"));
         println!(
-            "BENCH failed, {tag}: ended at {at}, {} ms into \"{what}\": {}",
-            (at - from) / 1_000_000,
+            "BENCH failed, {tag}: began {began_ms} ms into \"{began}\", ended {ended_ms} ms into \"{ended}\": {}",
             l.get("what").and_then(Value::as_str).unwrap_or("")
         );
     }

@@ -129,9 +129,10 @@ impl Backends {
 pub struct Running {
     /// Held for its drop only: the stop task waits for it.
     _stop_on_drop: Option<oneshot::Sender<()>>,
-    /// Aborted on drop, so that an old applier's round under way never sends its commands
-    /// beside the new generation's first round (a reload replacing the pools). A round cut
-    /// short leaves nothing wrong: the next generation reads HAProxy and applies what differs.
+    /// Aborted on drop, so that an old applier's round under way stops at its next await
+    /// instead of sending the rest of its commands beside the new generation's first round
+    /// (a reload replacing the pools). A command already written may still land after the
+    /// new round read HAProxy; its next round (1 s) puts that right, as it does any drift.
     tasks: Vec<tokio::task::AbortHandle>,
 }
 

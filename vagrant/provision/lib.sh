@@ -89,7 +89,9 @@ write_havip_config() {
   fi
   # Line by line: remembers the name of the table entry it is in, so a peer's address,
   # a group's VIP and a check's URL are looked up by name in the node list. Without
-  # HAProxy, the [[backend]] tables are left out (up to the next other table).
+  # HAProxy, the [[backend]] tables are left out, and every line up to the next other
+  # table header (comments too); headers are matched as conf/ writes them (`[[backend]]`,
+  # `[[backend.server]]` at the start of the line).
   awk -v self="$address" -v data="$data" -v key="$etc/cluster.key" -v sock="$socket" \
       -v iface="${HAVIP_INTERFACE:-eth1}" -v nodes="$nodes_conf" \
       -v hsock="$(haproxy_socket)" -v backends="$backends" '
@@ -128,12 +130,13 @@ haproxy_socket() {
   if [ -n "${HAVIP_LAB_DIR:-}" ]; then echo "$HAVIP_LAB_DIR/haproxy-admin.sock"; else echo /run/haproxy/admin.sock; fi
 }
 
-# install_haproxy NAME: the gateway's HAProxy from conf/haproxy.cfg (the servers' addresses
+# install_haproxy: the gateway's HAProxy from conf/haproxy.cfg (the servers' addresses
 # from the node list), checked by `haproxy -c` before it replaces anything. In the lab:
 # the socket in the lab directory (mode 600, root's: no havip group there) and HAProxy in
-# the background with a PID file; on a VM: /etc/haproxy/haproxy.cfg and the package's
-# unit restarted. Without haproxy installed it does nothing (write_havip_config left the
-# pools out).
+# the background with a PID file, up once its socket is there; on a VM:
+# /etc/haproxy/haproxy.cfg (the package's own kept once as haproxy.cfg.orig) and the
+# package's unit restarted. Without haproxy installed it does nothing
+# (write_havip_config left the pools out).
 install_haproxy() {
   has_haproxy || return 0
   if [ -n "${HAVIP_LAB_DIR:-}" ]; then
@@ -155,12 +158,23 @@ install_haproxy() {
     { print }
   ' "$repo_dir/conf/haproxy.cfg" >"$cfg.new"
   haproxy -c -q -f "$cfg.new" || die "haproxy -c refused $cfg.new (from conf/haproxy.cfg)"
-  mv "$cfg.new" "$cfg"
-  if [ -n "${HAVIP_LAB_DIR:-}" ]; then
-    start_bg haproxy "$(command -v haproxy)" -db -f "$cfg"
-  else
-    systemctl restart haproxy.service
+  if [ -z "${HAVIP_LAB_DIR:-}" ] && [ -f "$cfg" ] && [ ! -f "$cfg.orig" ]; then
+    cp -p "$cfg" "$cfg.orig"
   fi
+  mv "$cfg.new" "$cfg"
+  if [ -z "${HAVIP_LAB_DIR:-}" ]; then
+    systemctl restart haproxy.service
+    return
+  fi
+  rm -f "$(haproxy_socket)"
+  start_bg haproxy "$(command -v haproxy)" -db -f "$cfg"
+  # Bounded (5 s): a HAProxy that cannot start fails the provisioning, with its log.
+  tries=0
+  while [ ! -S "$(haproxy_socket)" ]; do
+    tries=$((tries + 1))
+    [ "$tries" -le 50 ] || die "HAProxy did not start: $(tail -n 5 "$HAVIP_LAB_DIR/haproxy.log")"
+    sleep 0.1
+  done
 }
 
 # install_havip_unit: a VM only: havip's Debian package (HAVIP_DEB: its user, the binary
