@@ -17,10 +17,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use havip::control::protocol::StatusReport;
-use havip::haproxy::{AdminState, ObservedServer, RuntimeApi};
+use havip::haproxy::{AdminState, ObservedServer};
 
 use figures::figure;
-use haproxy_fixture::Haproxy;
+use haproxy_fixture::{Haproxy, observe};
 use support::{Cluster, CrmServer, Options, SERIAL};
 
 /// The loopback net of this test (127.0.61.0/24).
@@ -30,16 +30,6 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// HAProxy's view of backend `crm` on `socket`; empty when it does not answer.
-fn observe(socket: &Path) -> Vec<ObservedServer> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(RuntimeApi::new(socket).servers_state("crm"))
-        .unwrap_or_default()
 }
 
 /// Waits (bounded, polling every 10 ms) until both HAProxies satisfy `done` for server

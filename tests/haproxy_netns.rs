@@ -12,6 +12,8 @@
 
 #[path = "support/figures.rs"]
 mod figures;
+#[path = "support/haproxy.rs"]
+mod haproxy_fixture;
 #[path = "support/netns.rs"]
 mod netns;
 #[path = "support/poll.rs"]
@@ -20,10 +22,11 @@ mod poll;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use havip::haproxy::{AdminState, ObservedServer, RuntimeApi};
+use havip::haproxy::{AdminState, ObservedServer};
 use serde_json::Value;
 
 use figures::figure;
+use haproxy_fixture::observe;
 use netns::{Host, LAN, Lab, Proc, address_of, require_root, sh, unix_ns};
 
 const VIP4: &str = "198.18.0.50";
@@ -180,15 +183,6 @@ fn within(limit: Duration, check: impl FnMut() -> bool) -> Option<Duration> {
     poll::within_every(limit, Duration::from_millis(10), check)
 }
 
-fn observe(socket: &Path) -> Vec<ObservedServer> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(RuntimeApi::new(socket).servers_state("crm"))
-        .unwrap_or_default()
-}
-
 fn server_is(socket: &Path, name: &str, done: impl Fn(&ObservedServer) -> bool) -> bool {
     observe(socket).iter().any(|s| s.name == name && done(s))
 }
@@ -211,9 +205,20 @@ fn cli(socket: &Path, args: &[&str]) -> String {
 
 /// The requests of the client's lines started in [from, to) (unix ns).
 fn requests(lines: &[Value], from: u128, to: u128) -> Vec<(bool, String)> {
+    requests_by(lines, unix_ns, from, to)
+}
+
+/// The requests whose `at` (when sent: `unix_ns`; when ended: `end_ns`) is in [from, to),
+/// each as (answered, what it said).
+fn requests_by(
+    lines: &[Value],
+    at: fn(&Value) -> u128,
+    from: u128,
+    to: u128,
+) -> Vec<(bool, String)> {
     (lines.iter())
         .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
-        .filter(|l| (from..to).contains(&unix_ns(l)))
+        .filter(|l| (from..to).contains(&at(l)))
         .map(|l| {
             let ok = l.get("ok").and_then(Value::as_bool).unwrap_or(false);
             let what = l
@@ -635,15 +640,7 @@ fn end_ns(line: &Value) -> u128 {
 /// longest gap between two answered ones (by when they were sent, as the lab's outages
 /// are), and what the failed ones said (each kind once).
 fn window(lines: &[Value], from: u128, to: u128) -> (usize, usize, u128, Vec<String>) {
-    let all: Vec<(bool, String)> = (lines.iter())
-        .filter(|l| l.get("event").and_then(Value::as_str) == Some("request"))
-        .filter(|l| (from..to).contains(&end_ns(l)))
-        .map(|l| {
-            let ok = l.get("ok").and_then(Value::as_bool).unwrap_or(false);
-            let what = l.get("what").and_then(Value::as_str).unwrap_or("");
-            (ok, what.to_string())
-        })
-        .collect();
+    let all = requests_by(lines, end_ns, from, to);
     let failed = all.iter().filter(|(ok, _)| !ok).count();
     let mut why: Vec<String> = (all.iter())
         .filter(|(ok, _)| !ok)

@@ -464,11 +464,6 @@ fn flapping_health_of_the_master_does_not_move_the_vip() {
     });
 }
 
-fn havip_at(node: &str, args: &[&str]) {
-    let out = lab::havip(node, args);
-    assert!(out.status.success(), "havip {args:?} on {node}: {out:?}");
-}
-
 /// The lab's peer port (conf/*.toml).
 const PEER_PORT: &str = "7400";
 
@@ -570,8 +565,8 @@ fn a_flood_of_silent_connections_from_many_addresses_moves_nothing() {
 fn manual_failover_to_the_backup_and_clear() {
     run_fault(Fault {
         name: "failover --to gw-b",
-        inject: &|| havip_at("gw-a", &["failover", "--to", "gw-b", "--group", "crm"]),
-        heal: &|| havip_at("gw-b", &["failover", "--clear", "--group", "crm"]),
+        inject: &|| lab::havip_ok("gw-a", &["failover", "--to", "gw-b", "--group", "crm"]),
+        heal: &|| lab::havip_ok("gw-b", &["failover", "--clear", "--group", "crm"]),
         during: "gw-b",
         show_within: Duration::from_secs(10),
         budget: Budget::Planned,

@@ -15,15 +15,20 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[path = "support/haproxy.rs"]
+mod haproxy_fixture;
 #[path = "support/lab.rs"]
 mod lab;
 #[path = "support/lab_run.rs"]
 mod lab_run;
 #[path = "support/outage.rs"]
 mod outage;
-use havip::haproxy::{AdminState, ObservedServer, RuntimeApi};
+#[path = "support/poll.rs"]
+mod poll;
+use haproxy_fixture::observe;
+use havip::haproxy::{AdminState, ObservedServer};
 use lab::{address_of, netns};
 use lab_run::Lab;
 
@@ -34,12 +39,7 @@ fn admin_socket(gw: &str) -> PathBuf {
 
 /// The servers of backend `crm` as `gw`'s HAProxy reports them (empty if it does not answer).
 fn servers(gw: &str) -> Vec<ObservedServer> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(RuntimeApi::new(&admin_socket(gw)).servers_state("crm"))
-        .unwrap_or_default()
+    observe(&admin_socket(gw))
 }
 
 /// Whether server `name` is in `admin` state and up on both gateways' HAProxies.
@@ -52,15 +52,8 @@ fn on_both(name: &str, admin: AdminState) -> bool {
 }
 
 /// Polls `check` every 20 ms for at most `limit`; how long it took.
-fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+fn within(limit: Duration, check: impl FnMut() -> bool) -> Option<Duration> {
+    poll::within_every(limit, Duration::from_millis(20), check)
 }
 
 /// `count` requests from the client to VIP:8080, each on a new connection: who answered
@@ -93,16 +86,6 @@ fn answered_by(count: usize, when: &str) -> Vec<String> {
     names
 }
 
-fn havip_at(node: &str, args: &[&str]) {
-    let out = lab::havip(node, args);
-    assert!(
-        out.status.success(),
-        "havip {args:?} on {node}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn the_labs_haproxies_follow_a_drain_across_a_vip_move() {
     lab::host::require_root("the lab's HAProxy test");
@@ -121,7 +104,7 @@ fn the_labs_haproxies_follow_a_drain_across_a_vip_move() {
     );
     assert_eq!(answered_by(6, "at start"), ["crm-1", "crm-2"]);
 
-    havip_at("gw-b", &["backend", "drain", "crm-1"]);
+    lab::havip_ok("gw-b", &["backend", "drain", "crm-1"]);
     let took = within(Duration::from_secs(1), ready(AdminState::Drain));
     assert!(
         took.is_some(),
@@ -132,15 +115,15 @@ fn the_labs_haproxies_follow_a_drain_across_a_vip_move() {
     );
     assert_eq!(answered_by(6, "drained"), ["crm-2"]);
 
-    havip_at("gw-a", &["failover", "--to", "gw-b", "--group", "crm"]);
+    lab::havip_ok("gw-a", &["failover", "--to", "gw-b", "--group", "crm"]);
     let moved = lab.wait(Duration::from_secs(10), |lab| {
         lab.holders("crm") == ["gw-b"]
     });
     assert!(moved.is_some(), "crm never moved to gw-b\n{}", lab.logs());
     assert_eq!(answered_by(6, "drained, on gw-b"), ["crm-2"]);
 
-    havip_at("gw-b", &["backend", "ready", "crm-1"]);
-    havip_at("gw-b", &["failover", "--clear", "--group", "crm"]);
+    lab::havip_ok("gw-b", &["backend", "ready", "crm-1"]);
+    lab::havip_ok("gw-b", &["failover", "--clear", "--group", "crm"]);
     assert!(
         within(Duration::from_secs(2), ready(AdminState::Ready)).is_some(),
         "crm-1 not ready again on both HAProxies"

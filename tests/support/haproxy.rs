@@ -174,3 +174,14 @@ pub async fn crm_server(name: &'static str) -> std::net::SocketAddr {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// HAProxy's view of backend `crm` through the Runtime API socket `socket`; empty when it
+/// does not answer (a test polls it until it holds what it waits for).
+pub fn observe(socket: &Path) -> Vec<havip::haproxy::ObservedServer> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(havip::haproxy::RuntimeApi::new(socket).servers_state("crm"))
+        .unwrap_or_default()
+}

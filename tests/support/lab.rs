@@ -133,6 +133,17 @@ pub fn havip(node: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run havip {args:?} on {node}: {e}"))
 }
 
+/// `havip`, which must succeed (its output in the panic message otherwise).
+pub fn havip_ok(node: &str, args: &[&str]) {
+    let out = havip(node, args);
+    assert!(
+        out.status.success(),
+        "havip {args:?} on {node}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `scripts/lab.sh ARGS` for the lab named by `prefix` (hv- is the lab; the data-plane
 /// fixture makes others), with this build's havip.
 pub fn lab_command(prefix: &str, args: &[&str]) -> Command {

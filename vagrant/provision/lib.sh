@@ -67,6 +67,16 @@ UNIT
   systemctl enable --now "$unit.service"
 }
 
+# The start of the config writers' awk programs: the node list (awk variable `nodes`)
+# read into addr[NAME].
+node_addresses_awk='
+    BEGIN {
+      while ((getline line < nodes) > 0) {
+        split(line, f, /[ \t]+/)
+        if (f[1] != "" && f[1] !~ /^#/) addr[f[1]] = f[3]
+      }
+    }'
+
 # write_havip_config NAME ADDRESS: the node's havip TOML from conf/NAME.toml, with every
 # address taken from the node list and the paths of this mode.
 write_havip_config() {
@@ -94,13 +104,7 @@ write_havip_config() {
   # `[[backend.server]]` at the start of the line).
   awk -v self="$address" -v data="$data" -v key="$etc/cluster.key" -v sock="$socket" \
       -v iface="${HAVIP_INTERFACE:-eth1}" -v nodes="$nodes_conf" \
-      -v hsock="$(haproxy_socket)" -v backends="$backends" '
-    BEGIN {
-      while ((getline line < nodes) > 0) {
-        split(line, f, /[ \t]+/)
-        if (f[1] != "" && f[1] !~ /^#/) addr[f[1]] = f[3]
-      }
-    }
+      -v hsock="$(haproxy_socket)" -v backends="$backends" "$node_addresses_awk"'
     /^\[/ { entry = ""; skip = (!backends && $0 ~ /^\[\[?backend[].]/) }
     skip { next }
     /^haproxy = / { sub(/socket = "[^"]*"/, "socket = \"" hsock "\"") }
@@ -146,13 +150,7 @@ install_haproxy() {
     cfg=/etc/haproxy/haproxy.cfg
     stats=
   fi
-  awk -v nodes="$nodes_conf" -v stats="$stats" '
-    BEGIN {
-      while ((getline line < nodes) > 0) {
-        split(line, f, /[ \t]+/)
-        if (f[1] != "" && f[1] !~ /^#/) addr[f[1]] = f[3]
-      }
-    }
+  awk -v nodes="$nodes_conf" -v stats="$stats" "$node_addresses_awk"'
     stats != "" && $1 == "stats" && $2 == "socket" { $0 = "    " stats }
     $1 == "server" && ($2 in addr) { sub(/ [0-9.]+:/, " " addr[$2] ":") }
     { print }
